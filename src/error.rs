@@ -1,0 +1,149 @@
+//! One error type for the library. Every variant names the file, image or
+//! registry at fault; `hint()` says what the user can do next.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- staged artifacts (src/stage) ----
+    #[error("staging context {dir} does not exist or is not a directory")]
+    ContextMissing { dir: PathBuf },
+
+    #[error("staging context {dir} has no manifest: {manifest} is missing")]
+    ManifestMissing { dir: PathBuf, manifest: PathBuf },
+
+    #[error("manifest {path} is not valid: {reason}")]
+    ManifestInvalid { path: PathBuf, reason: String },
+
+    #[error("manifest {manifest}, entry {index}: type URN is {urn:?}, expected \"beam:artifact:type:file:v1\"")]
+    WrongTypeUrn {
+        manifest: PathBuf,
+        index: usize,
+        urn: String,
+    },
+
+    #[error("manifest {manifest} names {name:?}, which escapes the staging directory")]
+    ArtifactEscapes { manifest: PathBuf, name: String },
+
+    #[error("manifest {manifest} names {name:?}, but {path} does not exist or is not a regular file")]
+    ArtifactMissing {
+        manifest: PathBuf,
+        name: String,
+        path: PathBuf,
+    },
+
+    #[error("{path}: sha256 is {actual}, but the manifest says {expected}")]
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("{flag} {path}: no such file or directory")]
+    InputMissing { flag: &'static str, path: PathBuf },
+
+    #[error("{flag} {path}: {reason}")]
+    InputInvalid {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("two inputs are staged under the same name {name:?}: {first} and {second}")]
+    StagedNameConflict {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+
+    #[error("nothing to install: {what}")]
+    NothingToInstall { what: String },
+
+    #[error("cannot read archive {path}: {reason}")]
+    Archive { path: PathBuf, reason: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    // ---- engine (src/engine) ----
+    #[error("cannot reach the container engine at {endpoint}: {reason}")]
+    EngineUnreachable { endpoint: String, reason: String },
+
+    #[error("base image {image} is not on the engine")]
+    BaseMissing { image: String },
+
+    #[error("base image {image} has no {path}: it is not a Beam SDK image")]
+    BootMissing { image: String, path: String },
+
+    #[error("container engine error while {action}: {reason}")]
+    Engine { action: String, reason: String },
+
+    #[error("setup of layer {layer:?} failed: {step} exited with status {status}{tail}")]
+    SetupFailed {
+        layer: String,
+        step: String,
+        status: i64,
+        /// The last lines of the setup's output, already formatted (may be empty).
+        tail: String,
+    },
+
+    #[error("interrupted; the setup container was removed")]
+    Interrupted,
+
+    #[error("cannot write report {path}: {source}")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The next step for the user, printed after the error as `hint: …`.
+    pub fn hint(&self) -> Option<String> {
+        use Error::*;
+        Some(match self {
+            ContextMissing { .. } => "pass the directory Beam staged (it holds artifacts_info.json), or use --requirements-file/--setup-file instead of --context".into(),
+            ManifestMissing { .. } => "a Beam staging context holds artifacts_info.json next to the staged files; regenerate it with your pipeline's launch, or use the Beam-style flags".into(),
+            ManifestInvalid { .. } | WrongTypeUrn { .. } => "artifacts_info.json must be a JSON array of ArtifactInformation JSON strings with typeUrn beam:artifact:type:file:v1, as Beam writes it".into(),
+            ArtifactEscapes { .. } => "staged names are file names relative to the manifest's directory; remove the entry or stage the file into the context".into(),
+            ArtifactMissing { .. } => "copy the file into the staging context or regenerate the context".into(),
+            DigestMismatch { .. } => "the file changed after it was staged; regenerate the staging context".into(),
+            InputMissing { .. } => "check the path; relative paths are taken from the current directory".into(),
+            InputInvalid { .. } => "see `prebuilder build --help` for what each input flag takes".into(),
+            StagedNameConflict { .. } => "rename one of the files: staged names must be unique".into(),
+            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts)".into(),
+            Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
+            Io { .. } => "check that the path exists and is readable".into(),
+            EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
+            BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it".into(),
+            Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
+            SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            Interrupted => return None,
+            Report { .. } => "choose a writable path for --report".into(),
+        })
+    }
+
+    /// Process exit status per SPEC: 1 when the setup inside the container
+    /// failed, 2 for bad input, usage, engine or registry errors.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::SetupFailed { .. } => 1,
+            _ => 2,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

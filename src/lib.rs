@@ -1,0 +1,11 @@
+//! prebuilder: turn a pipeline's staged Python dependencies into a prebuilt SDK image.
+//!
+//! 1. `stage` reads a Beam staging context (or stages Beam-style flags) and digests every artifact;
+//! 2. `plan` splits the artifacts into ordered layers and computes each layer's content-addressed key;
+//! 3. `engine` runs the base image's boot in setup-only mode for each missing layer and commits it;
+//! 4. `commands::build` tags the result and `report` tells the caller which image to launch with.
+
+pub mod error;
+pub mod stage;
+
+pub use error::{Error, Result};
