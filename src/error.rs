@@ -27,7 +27,9 @@ pub enum Error {
     #[error("manifest {manifest} names {name:?}, which escapes the staging directory")]
     ArtifactEscapes { manifest: PathBuf, name: String },
 
-    #[error("manifest {manifest} names {name:?}, but {path} does not exist or is not a regular file")]
+    #[error(
+        "manifest {manifest} names {name:?}, but {path} does not exist or is not a regular file"
+    )]
     ArtifactMissing {
         manifest: PathBuf,
         name: String,
@@ -96,6 +98,9 @@ pub enum Error {
     #[error("interrupted; the setup container was removed")]
     Interrupted,
 
+    #[error("{message}")]
+    Usage { message: String, hint: String },
+
     #[error("cannot write report {path}: {source}")]
     Report {
         path: PathBuf,
@@ -126,6 +131,7 @@ impl Error {
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            Usage { hint, .. } => hint.clone(),
             Interrupted => return None,
             Report { .. } => "choose a writable path for --report".into(),
         })

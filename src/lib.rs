@@ -5,7 +5,13 @@
 //! 3. `engine` runs the base image's boot in setup-only mode for each missing layer and commits it;
 //! 4. `commands::build` tags the result and `report` tells the caller which image to launch with.
 
+pub mod cli;
+pub mod commands;
+pub mod engine;
 pub mod error;
+pub mod plan;
+pub mod progress;
+pub mod report;
 pub mod stage;
 
 pub use error::{Error, Result};

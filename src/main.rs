@@ -1,1 +1,117 @@
-fn main() {}
+//! The `prebuilder` binary: parse, set up logging, run, map the result to an
+//! exit status. stdout carries the report only; everything else goes to stderr.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use prebuilder::cli::{BuildArgs, Cli, Command, Format};
+use prebuilder::commands::build;
+use prebuilder::engine::{DockerEngine, Engine};
+use prebuilder::plan::LayerName;
+use prebuilder::progress::Reporter;
+use prebuilder::report::Report;
+use prebuilder::Error;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reporter = Stderr { quiet: cli.quiet };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Build(args) => run_build(args, &reporter).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
+    build::validate(&args)?;
+    let set = build::stage(&args).await?;
+    let engine = DockerEngine::connect().await?;
+    // Ctrl-C drops the build future; the engine then removes what it created.
+    let outcome = tokio::select! {
+        r = build::run(&engine, &args, &set, reporter) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+    };
+    engine.remove_leftovers().await;
+    let report = outcome?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, report.to_json() + "\n").map_err(|source| Error::Report {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    print_report(&report, args.format);
+    Ok(())
+}
+
+fn print_report(report: &Report, format: Format) {
+    let text = match format {
+        Format::Json => report.to_json() + "\n",
+        Format::Text => report.to_text(),
+    };
+    // A closed stdout (`| head`) is not an error worth a failing status.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREBUILDER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// Progress on stderr: one line per step, the setup's own output indented
+/// under its layer. `-q` silences both.
+struct Stderr {
+    quiet: bool,
+}
+
+impl Reporter for Stderr {
+    fn step(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("prebuilder: {message}");
+        }
+    }
+
+    fn output(&self, layer: LayerName, line: &str) {
+        if !self.quiet {
+            eprintln!("  {layer:>12} | {line}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+# Targets mirror CI one for one: .ci/run calls `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
+export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
+
+.PHONY: all build test lint unit fixtures integration demo bench leftovers
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+## Every test: lint, unit and CLI tests (no engine), then fixtures and the
+## integration tests against the real engine.
+test: lint unit integration
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --lib --bins --test cli
+
+## Offline fixture images, wheels and a host venv with apache-beam; reused when present.
+fixtures:
+	bash integration/fixtures/build.sh >/dev/null
+
+## One engine, one build at a time: the tests share the engine's CPU and cache.
+integration: fixtures
+	$(CARGO) test --locked --test integration -- --test-threads=1
+
+## Prebuild the demo pipeline end to end and print the report.
+demo: fixtures build
+	bash demo/run.sh
+
+bench: fixtures build
+	bash bench/run.sh
+
+## Containers and images prebuilder or its tests left behind (there should be none).
+leftovers:
+	@docker ps -a --filter label=prebuilder --format '{{.ID}} {{.Names}} {{.Status}}'
+	@docker images --filter 'reference=prebuilder-test/*' --format '{{.Repository}}:{{.Tag}} {{.ID}}'

@@ -1,0 +1,182 @@
+//! Failures that need the engine: each one names what is at fault, exits with
+//! its status, and leaves no container and no tagged image behind.
+
+use crate::support::*;
+
+fn assert_nothing_left(repo: &TestRepo) {
+    assert!(
+        setup_containers().is_empty(),
+        "a setup container was left behind"
+    );
+    assert!(
+        repo.tags().is_empty(),
+        "images were tagged: {:?}",
+        repo.tags()
+    );
+}
+
+fn requirements_only(dir: &std::path::Path, requirements: &str) -> std::path::PathBuf {
+    let f = dir.join("requirements.txt");
+    std::fs::write(&f, requirements).unwrap();
+    f
+}
+
+#[test]
+fn base_image_absent() {
+    let repo = TestRepo::new("nobase");
+    let dir = tempfile::tempdir().unwrap();
+    let req = requirements_only(dir.path(), "tabulate==0.9.0\n");
+    let o = run(prebuilder()
+        .args([
+            "build",
+            "--base",
+            "prebuilder-test/no-such-image:1",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--requirements-file")
+        .arg(req));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("base image prebuilder-test/no-such-image:1 is not on the engine"),
+        "{err}"
+    );
+    assert!(
+        err.contains("never pulls") && err.contains("docker pull prebuilder-test/no-such-image:1"),
+        "{err}"
+    );
+    assert_nothing_left(&repo);
+}
+
+#[test]
+fn base_without_boot() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("noboot");
+    let dir = tempfile::tempdir().unwrap();
+    let req = requirements_only(dir.path(), "tabulate==0.9.0\n");
+    let o = run(prebuilder()
+        .args([
+            "build",
+            "--base",
+            &fx.python_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--requirements-file")
+        .arg(req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("has no /opt/apache/beam/boot"), "{err}");
+    assert!(err.contains("hint: use a Beam SDK image"), "{err}");
+    assert_nothing_left(&repo);
+}
+
+#[test]
+fn setup_failure_exits_1_with_pips_message_and_the_failing_step() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("setupfail");
+    let dir = tempfile::tempdir().unwrap();
+    // tabulate is in the cache; this version of it is not.
+    let req = requirements_only(dir.path(), "tabulate==0.0.1\n");
+    let started = std::time::Instant::now();
+    let o = run(prebuilder()
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--requirements-file")
+        .arg(req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(1), "setup failures exit 1");
+    let err = stderr(&o);
+    assert!(
+        err.contains("setup of layer \"dependencies\" failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("failed to install requirements.txt"),
+        "the failing step is named: {err}"
+    );
+    assert!(err.contains("last lines of the setup's output"), "{err}");
+    assert!(
+        err.contains("tabulate==0.0.1"),
+        "pip's own message is shown: {err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "with --network none pip must not retry an index (took {:?})",
+        started.elapsed()
+    );
+    assert!(o.stdout.is_empty(), "no report on failure");
+    assert_nothing_left(&repo);
+}
+
+#[test]
+fn interrupt_removes_the_setup_container() {
+    use std::io::{BufRead, BufReader};
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("interrupt");
+    let dir = tempfile::tempdir().unwrap();
+    // An sdist that sleeps in its build: the setup is certainly running when interrupted.
+    let pkg = dir.path().join("slow");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("setup.py"),
+        "import time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+    )
+    .unwrap();
+    let mut child = prebuilder()
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--setup-file")
+        .arg(&pkg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("installing workflow.tar.gz")
+            || line.contains("workflow.tar.gz") && line.contains('|')
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        setup_containers().len(),
+        1,
+        "the setup container is running: {seen:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "interrupted: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert_nothing_left(&repo);
+}

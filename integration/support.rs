@@ -1,0 +1,180 @@
+//! Shared harness: fixture locations, running the binary and docker, and
+//! guards that remove what a test created even when it fails.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Fixtures {
+    pub python_image: String,
+    pub beam_image: String,
+    pub demo_wheels: PathBuf,
+    pub venv_python: PathBuf,
+}
+
+impl Fixtures {
+    pub fn load() -> Fixtures {
+        let cache = std::env::var("PREBUILDER_FIXTURE_CACHE")
+            .unwrap_or_else(|_| "/var/cache/prebuilder-fixtures".into());
+        let path = Path::new(&cache).join("fixtures.env");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run `make fixtures` first", path.display()));
+        let vars: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_string(),
+                    v.trim().trim_matches('"').trim_matches('\'').to_string(),
+                )
+            })
+            .collect();
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("{} lacks {k}", path.display()))
+        };
+        Fixtures {
+            python_image: get("FIXTURE_PYTHON_IMAGE"),
+            beam_image: get("FIXTURE_BEAM_IMAGE"),
+            demo_wheels: get("FIXTURE_DEMO_WHEELS").into(),
+            venv_python: get("FIXTURE_BEAM_VENV_PYTHON").into(),
+        }
+    }
+
+    /// A staging context written by real apache-beam's `_prepare_dependencies`.
+    pub fn beam_context(&self, out: &Path, args: &[&str]) {
+        let script = repo().join("integration/fixtures/beam_context.py");
+        let o = Command::new(&self.venv_python)
+            .arg(script)
+            .arg("--out")
+            .arg(out)
+            .args(args)
+            .output()
+            .expect("run beam_context.py");
+        assert!(
+            o.status.success(),
+            "beam_context.py failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.join("artifacts_info.json").is_file());
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn demo_requirements() -> PathBuf {
+    repo().join("demo/requirements.txt")
+}
+
+pub fn demo_setup() -> PathBuf {
+    repo().join("demo/pipeline/setup.py")
+}
+
+pub fn prebuilder() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_prebuilder"));
+    c.env_remove("PREBUILDER_LOG");
+    c
+}
+
+pub fn run(c: &mut Command) -> Output {
+    let o = c.output().expect("spawn");
+    eprintln!(
+        "--- {:?} exited {:?}\n--- stderr:\n{}",
+        c,
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Run `python -c CODE` in an image with no network. The container is labelled
+/// (it inherits `prebuilder=image` from the image) and removed (`--rm`).
+pub fn python_in(image: &str, code: &str) -> Output {
+    docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--label",
+        "prebuilder.test=1",
+        "--entrypoint",
+        "python",
+        image,
+        "-c",
+        code,
+    ])
+}
+
+/// Containers prebuilder created that are still on the engine.
+pub fn setup_containers() -> Vec<String> {
+    let out = docker_ok(&["ps", "-aq", "--filter", "label=prebuilder"]);
+    out.lines().map(str::to_string).collect()
+}
+
+/// A repository unique to one test; dropping it untags everything in it, which
+/// removes the images no other tag holds.
+pub struct TestRepo {
+    pub name: String,
+}
+
+impl TestRepo {
+    pub fn new(test: &str) -> TestRepo {
+        let r = TestRepo {
+            name: format!("prebuilder-test/{test}-{}", std::process::id()),
+        };
+        r.clean();
+        r
+    }
+
+    pub fn tags(&self) -> Vec<String> {
+        docker_ok(&["images", &self.name, "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn clean(&self) {
+        for t in self.tags() {
+            let _ = docker(&["rmi", &t]);
+        }
+    }
+}
+
+impl Drop for TestRepo {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `prebuilder` binary against the real engine,
+//! real pip inside the fixture images, and staging contexts written by real
+//! apache-beam. Fixtures come from `make fixtures` (integration/fixtures/build.sh).
+//! Run one at a time (`--test-threads=1`): builds share the engine's CPU and cache.
+
+mod support;
+
+mod build;
+mod errors;

@@ -1,0 +1,140 @@
+//! Command-line definitions (clap derive only; no logic). The flag names are a
+//! contract: Beam's plugin and CI scripts call them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prebuilder",
+    version,
+    about = "Bake a Beam pipeline's Python dependencies into an SDK container image, once.",
+    long_about = "Bake a Beam pipeline's Python dependencies into an SDK container image, once.\n\n\
+prebuilder runs the base image's own boot program in setup-only mode inside a container \
+(through the Docker Engine API), commits the result and tags it with a key computed from \
+the base image and the content of every input. Unchanged inputs are never rebuilt; a \
+code-only change rebuilds only the application layer. Launch your pipeline with \
+--sdk_container_image=<the reported image> and workers install nothing at start-up.",
+    after_help = "Examples:\n  \
+prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --format json\n  \
+prebuilder build --base apache/beam_python3.11_sdk:2.77.0 \\\n      \
+--requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
+)]
+pub struct Cli {
+    /// Print only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prebuild an SDK image from staged artifacts.
+    #[command(
+        long_about = "Prebuild an SDK image from staged artifacts.\n\n\
+Inputs come either from a Beam staging context (--context: the directory Beam's \
+SdkContainerImageBuilder prepares, holding artifacts_info.json) or from Beam-style flags \
+that prebuilder stages itself into the same layout. Dependencies (SDK, requirements and \
+their cache) and the application (extra packages, the pipeline's own package) are built \
+as two layers, each keyed by its content, so each is reused until its inputs change.\n\n\
+The base image is never pulled: load it first (docker pull/load).\n\n\
+Exit status: 0 success; 1 the setup inside the container failed; 2 bad input, bad usage, \
+or an engine/registry error.",
+        after_help = "Examples:\n  \
+# a context Beam staged\n  \
+prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --format json\n\n  \
+# Beam-style inputs, no network during setup\n  \
+prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --network none \\\n      \
+--requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
+    )]
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Base SDK image (must be on the engine already), e.g. apache/beam_python3.11_sdk:2.77.0.
+    #[arg(long, value_name = "IMAGE")]
+    pub base: String,
+
+    /// A Beam staging context: a directory with artifacts_info.json and the staged files.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["requirements_file", "requirements_cache", "extra_package", "setup_file", "sdk_location", "files_to_stage"],
+        required_unless_present_any = ["requirements_file", "requirements_cache", "extra_package", "setup_file", "sdk_location", "files_to_stage"],
+    )]
+    pub context: Option<PathBuf>,
+
+    /// requirements.txt to install (pin every transitive dependency for offline builds).
+    #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
+    pub requirements_file: Option<PathBuf>,
+
+    /// Directory of wheels/sdists the requirements install may use (pip --find-links).
+    #[arg(long, value_name = "DIR", help_heading = "Beam-style inputs")]
+    pub requirements_cache: Option<PathBuf>,
+
+    /// A package (wheel or sdist) to install after the requirements; repeatable, installed in order.
+    #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
+    pub extra_package: Vec<PathBuf>,
+
+    /// The pipeline's setup.py/pyproject.toml (or its directory): the project is packed
+    /// deterministically as workflow.tar.gz and installed last.
+    #[arg(long, value_name = "PATH", help_heading = "Beam-style inputs")]
+    pub setup_file: Option<PathBuf>,
+
+    /// An Apache Beam SDK to install over the base's: apache_beam-*.whl or a source tarball.
+    #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
+    pub sdk_location: Option<PathBuf>,
+
+    /// A file to stage for the workers (not installed); repeatable.
+    #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
+    pub files_to_stage: Vec<PathBuf>,
+
+    /// Repository for the result's tags.
+    #[arg(
+        long,
+        value_name = "REPO",
+        default_value = "beam_python_prebuilt_sdk",
+        help_heading = "Output"
+    )]
+    pub repository: String,
+
+    /// Another tag for the result in --repository (repeatable), e.g. `latest`.
+    #[arg(long = "tag", value_name = "NAME", help_heading = "Output")]
+    pub tags: Vec<String>,
+
+    /// Push the result to the registry named in --repository.
+    #[arg(long, help_heading = "Output")]
+    pub push: bool,
+
+    /// Rebuild every layer even when an image with its key exists.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Network of the setup container: `default` (the engine's), `none`, `host`, or a network
+    /// name. With `none`, pip gets PIP_NO_INDEX=1, so a requirement missing from the cache
+    /// fails in seconds with pip's own message.
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+
+    /// Report format on stdout (logs and progress always go to stderr).
+    #[arg(long, value_enum, default_value_t = Format::Text, help_heading = "Output")]
+    pub format: Format,
+
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub report: Option<PathBuf>,
+}

@@ -1,0 +1,266 @@
+//! `prebuilder build`: stage → plan → build or reuse each layer → tag → report.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::cli::BuildArgs;
+use crate::engine::{
+    Engine, ImageInfo, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY, LABEL_LAYER,
+    LABEL_PARENT, LABEL_VERSION,
+};
+use crate::error::{Error, Result};
+use crate::plan::{self, LayerPlan};
+use crate::progress::Reporter;
+use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
+use crate::stage::{Inputs, StagedSet};
+
+/// Check what can be checked without touching disk or engine.
+pub fn validate(args: &BuildArgs) -> Result<()> {
+    if args.push {
+        return Err(Error::Usage {
+            message: "--push is not supported yet".into(),
+            hint: "push the reported image yourself (`docker push`) until registry support lands"
+                .into(),
+        });
+    }
+    check_repository(&args.repository)?;
+    for t in &args.tags {
+        check_tag(t)?;
+    }
+    Ok(())
+}
+
+/// Read the inputs: a Beam context or Beam-style flags. Hashing runs on a
+/// blocking thread.
+pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
+    let context = args.context.clone();
+    let inputs = Inputs {
+        requirements_file: args.requirements_file.clone(),
+        requirements_cache: args.requirements_cache.clone(),
+        extra_packages: args.extra_package.clone(),
+        setup_file: args.setup_file.clone(),
+        sdk_location: args.sdk_location.clone(),
+        files_to_stage: args.files_to_stage.clone(),
+    };
+    tokio::task::spawn_blocking(move || match context {
+        Some(dir) => StagedSet::from_context(&dir),
+        None => StagedSet::from_inputs(&inputs),
+    })
+    .await
+    .map_err(|e| Error::Engine {
+        action: "reading the inputs".into(),
+        reason: e.to_string(),
+    })?
+}
+
+/// Build (or find) every layer of `set` on `args.base` and tag the result.
+pub async fn run<E: Engine>(
+    engine: &E,
+    args: &BuildArgs,
+    set: &StagedSet,
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let started = Instant::now();
+    let base = engine
+        .image(&args.base)
+        .await?
+        .ok_or_else(|| Error::BaseMissing {
+            image: args.base.clone(),
+        })?;
+    let plan = plan::plan(set, &base.id)?;
+    let network = Network::parse(&args.network);
+
+    let mut layers = Vec::new();
+    let mut from_image = base.id.clone();
+    for layer in &plan.layers {
+        let t = Instant::now();
+        let cached = if args.no_cache {
+            None
+        } else {
+            engine.find_layer(&layer.key).await?
+        };
+        let (id, cache) = match cached {
+            Some(found) => {
+                reporter.step(&format!("{}: cache hit ({})", layer.name, layer.tag()));
+                (found.id, CacheOutcome::Hit)
+            }
+            None => {
+                reporter.step(&format!(
+                    "{}: building ({} artifact(s))",
+                    layer.name,
+                    layer.artifacts.len()
+                ));
+                let build = LayerBuild {
+                    from_image: &from_image,
+                    base: &base,
+                    layer,
+                    labels: labels(layer, &base),
+                    network: &network,
+                };
+                (
+                    engine.build_layer(build, reporter).await?,
+                    CacheOutcome::Miss,
+                )
+            }
+        };
+        engine.tag(&id, &args.repository, layer.tag()).await?;
+        layers.push(LayerReport {
+            name: layer.name.to_string(),
+            cache,
+            seconds: round(t.elapsed().as_secs_f64()),
+        });
+        from_image = id;
+    }
+
+    let mut tags = Vec::new();
+    for t in &args.tags {
+        engine.tag(&from_image, &args.repository, t).await?;
+        tags.push(format!("{}:{t}", args.repository));
+    }
+    let image = format!("{}:{}", args.repository, plan.tag());
+    Ok(Report {
+        sdk_container_image: image.clone(),
+        image,
+        image_id: from_image,
+        digest: None,
+        cached: layers.iter().all(|l| l.cache != CacheOutcome::Miss),
+        layers,
+        base: BaseReport {
+            reference: args.base.clone(),
+            id: base.id.clone(),
+        },
+        tags,
+        seconds: round(started.elapsed().as_secs_f64()),
+    })
+}
+
+/// Labels that describe a layer image: its key (what the cache looks up),
+/// where it sits, and the inputs it installed.
+fn labels(layer: &LayerPlan<'_>, base: &ImageInfo) -> BTreeMap<String, String> {
+    let artifacts: BTreeMap<&str, &str> = layer
+        .artifacts
+        .iter()
+        .map(|a| (a.name.as_str(), a.content_digest.as_str()))
+        .collect();
+    BTreeMap::from([
+        (LABEL_KEY.to_string(), layer.key.clone()),
+        (LABEL_LAYER.to_string(), layer.name.to_string()),
+        (LABEL_PARENT.to_string(), layer.parent.clone()),
+        (LABEL_BASE.to_string(), base.id.clone()),
+        (
+            LABEL_VERSION.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            LABEL_ARTIFACTS.to_string(),
+            serde_json::to_string(&artifacts).unwrap_or_default(),
+        ),
+    ])
+}
+
+fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+/// A repository as the engine accepts it: optional `host[:port]/`, then
+/// lowercase path components of `[a-z0-9]` separated by `.`, `_`, `__` or `-`.
+fn check_repository(repo: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Error::Usage {
+        message: format!("--repository {repo:?} is not a valid repository name: {why}"),
+        hint: "use lowercase letters, digits and . _ - separated by /, optionally after a registry host, e.g. localhost:5000/team/beam_sdk".into(),
+    }
+    };
+    if repo.is_empty() || repo.len() > 255 {
+        return Err(bad("it must be 1 to 255 characters"));
+    }
+    let mut parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() > 1
+        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
+    {
+        let host = parts.remove(0);
+        let (name, port) = host.split_once(':').unwrap_or((host, ""));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(bad("the registry host is malformed"));
+        }
+        if host.contains(':') && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit())) {
+            return Err(bad("the registry port must be a number"));
+        }
+    }
+    for p in parts {
+        let ok = !p.is_empty()
+            && p.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            })
+            && p.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && p.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(bad(&format!(
+                "component {p:?} must be lowercase alphanumerics separated by . _ -"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage {
+            message: format!("--tag {tag:?} is not a valid tag"),
+            hint: "a tag is up to 128 letters, digits, _ . - and must not start with . or -".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories() {
+        for ok in [
+            "beam_python_prebuilt_sdk",
+            "localhost:5000/beam",
+            "registry.example.com/team/beam-sdk",
+            "a.b/c__d",
+            "localhost/x",
+        ] {
+            assert!(check_repository(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Upper",
+            "a//b",
+            "-a",
+            "a-",
+            "host:port/x",
+            "a b",
+            "x:5000",
+        ] {
+            let e = check_repository(bad).unwrap_err();
+            assert!(e.to_string().contains("--repository"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tags() {
+        for ok in ["latest", "v1.2.3", "_x", "A-b_c.d"] {
+            assert!(check_tag(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a:b", "a/b", &"x".repeat(129)] {
+            assert!(check_tag(bad).is_err(), "{bad}");
+        }
+    }
+}

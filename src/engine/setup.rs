@@ -1,0 +1,158 @@
+//! The command the setup container runs: the base image's own boot in
+//! setup-only mode, wrapped in a few lines of `sh` that
+//! - give pip `PIP_NO_INDEX=1` when the container has no network, so a
+//!   missing requirement fails in seconds with pip's own message instead of a
+//!   minute of retries; it is set in the script, not in the container's
+//!   environment, because a commit copies the container's environment into
+//!   the image;
+//! - delete the staged files after a successful setup, so the committed layer
+//!   carries installed packages, not wheels (files created and deleted in one
+//!   container never reach the layer).
+
+use crate::plan::{ARTIFACTS_DIR, BOOT};
+use crate::stage::MANIFEST_FILE;
+
+/// `$1` = 1 to set PIP_NO_INDEX, then the top-level staged names to remove.
+/// The artifacts directory itself stays (empty), as in Beam's own images.
+/// The boot's exit status is the script's.
+const SCRIPT: &str = r#"set -u
+no_index=$1; shift
+if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
+"$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
+status=$?
+if [ "$status" -ne 0 ]; then
+  echo "prebuilder: $PREBUILDER_BOOT --setup_only exited with status $status" >&2
+  exit "$status"
+fi
+cd "$PREBUILDER_ARTIFACTS" || exit 97
+rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
+exit 0
+"#;
+
+/// Entrypoint and arguments of the setup container.
+pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
+    let manifest = format!("{ARTIFACTS_DIR}/{MANIFEST_FILE}");
+    // Paths go in as variables set at the top of the script (never through
+    // the container's environment, for the reason above).
+    let script = format!(
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'\n{SCRIPT}"
+    );
+    let mut tops: Vec<&str> = names
+        .iter()
+        .map(|n| n.split('/').next().unwrap_or(n))
+        .collect();
+    tops.sort_unstable();
+    tops.dedup();
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        script,
+        "prebuilder-setup".to_string(),
+        flag(no_index),
+    ];
+    cmd.extend(tops.into_iter().map(str::to_string));
+    cmd
+}
+
+fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}
+
+/// Names the step that failed from the last lines of the setup's output: the
+/// boot's own "failed to install …" line when there is one.
+pub fn failing_step(tail: &[String]) -> String {
+    tail.iter()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("failed to install"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| format!("{BOOT} --setup_only"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_passes_names_as_arguments_not_script_text() {
+        let c = command(
+            true,
+            &[
+                "requirements.txt",
+                "a b;rm -rf /.whl",
+                "sub/x.whl",
+                "sub/y.whl",
+            ],
+        );
+        assert_eq!(&c[..2], ["/bin/sh", "-c"]);
+        assert_eq!(c[3], "prebuilder-setup");
+        assert_eq!(c[4], "1");
+        assert_eq!(&c[5..], ["a b;rm -rf /.whl", "requirements.txt", "sub"]);
+        assert!(!c[2].contains("a b;rm"));
+        assert!(c[2].contains("--setup_only --artifacts"));
+        assert!(c[2].contains("/opt/apache/beam/artifacts/artifacts_info.json"));
+    }
+
+    #[test]
+    fn failing_step_prefers_the_boots_line() {
+        let tail = vec![
+            "ERROR: No matching distribution found for tabulate==9.9".to_string(),
+            "boot: failed to install requirements.txt: pip exited with status 1".to_string(),
+            "prebuilder: /opt/apache/beam/boot --setup_only exited with status 1".to_string(),
+        ];
+        assert_eq!(
+            failing_step(&tail),
+            "boot: failed to install requirements.txt: pip exited with status 1"
+        );
+        assert_eq!(failing_step(&[]), "/opt/apache/beam/boot --setup_only");
+    }
+
+    /// The script really runs under sh: staged files are removed on success,
+    /// kept (and the status passed on) on failure.
+    #[test]
+    fn script_runs_under_sh() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let art = dir.path().join("artifacts");
+        std::fs::create_dir(&art).unwrap();
+        let boot = dir.path().join("boot");
+        std::fs::write(&art.join("artifacts_info.json"), "[]").unwrap();
+        std::fs::write(&art.join("a.whl"), "x").unwrap();
+        let run = |exit: i32| {
+            std::fs::write(
+                &boot,
+                format!("#!/bin/sh\necho \"PIP_NO_INDEX=${{PIP_NO_INDEX:-}} $*\"\nexit {exit}\n"),
+            )
+            .unwrap();
+            Command::new("chmod")
+                .arg("755")
+                .arg(&boot)
+                .status()
+                .unwrap();
+            let mut c = command(true, &["a.whl"]);
+            c[2] = c[2]
+                .replace(BOOT, boot.to_str().unwrap())
+                .replace(ARTIFACTS_DIR, art.to_str().unwrap());
+            Command::new(&c[0]).args(&c[1..]).output().unwrap()
+        };
+        let failed = run(3);
+        assert_eq!(failed.status.code(), Some(3));
+        assert!(art.join("a.whl").exists(), "nothing removed on failure");
+        let ok = run(0);
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let out = String::from_utf8_lossy(&ok.stdout);
+        assert!(
+            out.contains("PIP_NO_INDEX=1 --setup_only --artifacts"),
+            "{out}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&art).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "staged files and the manifest are gone: {left:?}"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! The build report: what the next launch needs (`sdk_container_image`) and how
+//! the build went, as JSON (the contract in SPEC.md) or as text for people.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a layer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheOutcome {
+    /// Found on the engine: no container was created.
+    Hit,
+    /// Built now.
+    Miss,
+    /// Found in the registry.
+    Registry,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub cache: CacheOutcome,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseReport {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The content-addressed `repo:tag`.
+    pub image: String,
+    pub image_id: String,
+    /// Registry manifest digest, `None` when not pushed.
+    pub digest: Option<String>,
+    /// What to pass as `--sdk_container_image`: `repo@digest` when pushed, else `image`.
+    pub sdk_container_image: String,
+    /// True when nothing was built.
+    pub cached: bool,
+    pub layers: Vec<LayerReport>,
+    pub base: BaseReport,
+    /// Extra tags applied (`--tag`), as full `repo:tag` references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        // A struct of strings, numbers and bools always serialises.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let verdict = if self.cached {
+            "cached, nothing built"
+        } else {
+            "built"
+        };
+        out.push_str(&format!(
+            "{} ({verdict}, {:.1}s)\n",
+            self.image, self.seconds
+        ));
+        out.push_str(&format!("  image id  {}\n", self.image_id));
+        if let Some(d) = &self.digest {
+            out.push_str(&format!("  digest    {d}\n"));
+        }
+        out.push_str(&format!(
+            "  base      {} ({})\n",
+            self.base.reference,
+            short_id(&self.base.id)
+        ));
+        for l in &self.layers {
+            let cache = match l.cache {
+                CacheOutcome::Hit => "hit",
+                CacheOutcome::Miss => "built",
+                CacheOutcome::Registry => "registry",
+            };
+            out.push_str(&format!(
+                "  layer     {:<13} {:<8} {:.1}s\n",
+                l.name, cache, l.seconds
+            ));
+        }
+        for t in &self.tags {
+            out.push_str(&format!("  tag       {t}\n"));
+        }
+        out.push_str(&format!(
+            "launch with:\n  --sdk_container_image={}\n",
+            self.sdk_container_image
+        ));
+        out
+    }
+}
+
+/// `sha256:0123456789ab…` → `0123456789ab` (what `docker images` shows).
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(cached: bool, digest: Option<&str>) -> Report {
+        let image = "beam_python_prebuilt_sdk:0123456789abcdef0123456789abcdef".to_string();
+        Report {
+            sdk_container_image: digest
+                .map(|d| format!("localhost:5000/beam_python_prebuilt_sdk@{d}"))
+                .unwrap_or_else(|| image.clone()),
+            image,
+            image_id: "sha256:aaaabbbbccccddddeeeeffff0000111122223333444455556666777788889999"
+                .into(),
+            digest: digest.map(str::to_string),
+            cached,
+            layers: vec![
+                LayerReport {
+                    name: "dependencies".into(),
+                    cache: CacheOutcome::Hit,
+                    seconds: 0.01,
+                },
+                LayerReport {
+                    name: "application".into(),
+                    cache: CacheOutcome::Miss,
+                    seconds: 4.2,
+                },
+            ],
+            base: BaseReport {
+                reference: "apache/beam_python3.11_sdk:2.77.0".into(),
+                id: "sha256:1234567890abcdef".into(),
+            },
+            tags: vec![],
+            seconds: 4.3,
+        }
+    }
+
+    #[test]
+    fn json_has_the_spec_fields_and_names() {
+        let v: serde_json::Value = serde_json::from_str(&sample(false, None).to_json()).unwrap();
+        for key in [
+            "image",
+            "image_id",
+            "digest",
+            "sdk_container_image",
+            "cached",
+            "layers",
+            "base",
+            "seconds",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert!(v["digest"].is_null());
+        assert_eq!(v["base"]["ref"], "apache/beam_python3.11_sdk:2.77.0");
+        assert_eq!(v["layers"][0]["cache"], "hit");
+        assert_eq!(v["layers"][1]["cache"], "miss");
+        assert_eq!(v["layers"][1]["name"], "application");
+        assert!(v.get("tags").is_none(), "empty tags are left out");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = sample(true, Some("sha256:feed"));
+        let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn registry_outcome_serialises_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&CacheOutcome::Registry).unwrap(),
+            "\"registry\""
+        );
+    }
+
+    #[test]
+    fn text_tells_what_to_launch_with() {
+        let t = sample(false, None).to_text();
+        assert!(
+            t.contains("--sdk_container_image=beam_python_prebuilt_sdk:0123456789abcdef"),
+            "{t}"
+        );
+        assert!(t.contains("built, 4.3s"), "{t}");
+        assert!(t.contains("application   built"), "{t}");
+        assert!(t.contains("(1234567890ab)"), "{t}");
+        let pushed = sample(true, Some("sha256:feed")).to_text();
+        assert!(pushed.contains("cached, nothing built"), "{pushed}");
+        assert!(pushed.contains("digest    sha256:feed"), "{pushed}");
+        assert!(pushed.contains("@sha256:feed"), "{pushed}");
+    }
+
+    #[test]
+    fn short_id_strips_algorithm_and_truncates() {
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+    }
+}

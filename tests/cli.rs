@@ -1,0 +1,267 @@
+//! CLI tests that need no container engine: usage, help, and every input
+//! error, which must be reported before the engine is contacted.
+//! DOCKER_HOST points at a socket that does not exist, so a test that reached
+//! the engine would fail with the wrong message.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use prebuilder::stage::manifest::{encode, ManifestEntry};
+use predicates::prelude::*;
+
+const NO_ENGINE: &str = "unix:///nonexistent/prebuilder-test.sock";
+
+fn prebuilder() -> Command {
+    let mut c = Command::cargo_bin("prebuilder").unwrap();
+    c.env("DOCKER_HOST", NO_ENGINE).env_remove("PREBUILDER_LOG");
+    c
+}
+
+fn build_with_context(dir: &Path) -> Command {
+    let mut c = prebuilder();
+    c.args([
+        "build",
+        "--base",
+        "apache/beam_python3.11_sdk:2.77.0",
+        "--context",
+    ])
+    .arg(dir);
+    c
+}
+
+fn write_context(dir: &Path, files: &[(&str, &str)], manifest: &str) {
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    std::fs::write(dir.join("artifacts_info.json"), manifest).unwrap();
+}
+
+fn entries(names: &[&str]) -> String {
+    encode(
+        &names
+            .iter()
+            .map(|n| ManifestEntry {
+                path: n.to_string(),
+                sha256: String::new(),
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn help_teaches_both_input_styles_and_exit_codes() {
+    let out = prebuilder().args(["build", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for flag in [
+        "--base",
+        "--context",
+        "--requirements-file",
+        "--requirements-cache",
+        "--extra-package",
+        "--setup-file",
+        "--sdk-location",
+        "--files-to-stage",
+        "--repository",
+        "--tag",
+        "--push",
+        "--no-cache",
+        "--network",
+        "--format",
+        "--report",
+        "--quiet",
+        "--verbose",
+        "Exit status",
+        "Examples",
+    ] {
+        assert!(text.contains(flag), "build --help lacks {flag}:\n{text}");
+    }
+    prebuilder()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("build"));
+    prebuilder()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("prebuilder"));
+}
+
+#[test]
+fn no_inputs_is_a_usage_error() {
+    prebuilder()
+        .args(["build", "--base", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--context"));
+}
+
+#[test]
+fn context_and_flags_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    prebuilder()
+        .args(["build", "--base", "x", "--context"])
+        .arg(dir.path())
+        .args(["--requirements-file", "r.txt"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+}
+
+#[test]
+fn missing_context_names_it() {
+    build_with_context(Path::new("/nonexistent/staging"))
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("/nonexistent/staging").and(predicate::str::contains("hint:")),
+        );
+}
+
+#[test]
+fn context_without_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("requirements.txt"), "six\n").unwrap();
+    build_with_context(dir.path()).assert().code(2).stderr(
+        predicate::str::contains("artifacts_info.json").and(predicate::str::contains("hint:")),
+    );
+}
+
+#[test]
+fn unreadable_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the manifest should be: unreadable as a file, even for root.
+    std::fs::create_dir(dir.path().join("artifacts_info.json")).unwrap();
+    build_with_context(dir.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("artifacts_info.json"));
+}
+
+#[test]
+fn invalid_json_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    write_context(dir.path(), &[], "[\"not closed");
+    build_with_context(dir.path()).assert().code(2).stderr(
+        predicate::str::contains("artifacts_info.json").and(predicate::str::contains("not valid")),
+    );
+}
+
+#[test]
+fn manifest_naming_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_context(dir.path(), &[], &entries(&["requirements.txt"]));
+    build_with_context(dir.path()).assert().code(2).stderr(
+        predicate::str::contains("requirements.txt")
+            .and(predicate::str::contains("does not exist")),
+    );
+}
+
+#[test]
+fn manifest_entries_escaping_the_directory() {
+    for name in ["../x.whl", "/etc/passwd", "a/../../x"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_context(dir.path(), &[], &entries(&[name]));
+        build_with_context(dir.path()).assert().code(2).stderr(
+            predicate::str::contains("escapes the staging directory")
+                .and(predicate::str::contains(name)),
+        );
+    }
+}
+
+#[test]
+fn wrong_type_urn() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = entries(&["requirements.txt"])
+        .replace("beam:artifact:type:file:v1", "beam:artifact:type:url:v1");
+    write_context(dir.path(), &[("requirements.txt", "six\n")], &manifest);
+    build_with_context(dir.path()).assert().code(2).stderr(
+        predicate::str::contains("beam:artifact:type:url:v1")
+            .and(predicate::str::contains("type URN")),
+    );
+}
+
+#[test]
+fn engine_unreachable_says_docker_host() {
+    let dir = tempfile::tempdir().unwrap();
+    write_context(
+        dir.path(),
+        &[("requirements.txt", "six\n")],
+        &entries(&["requirements.txt"]),
+    );
+    build_with_context(dir.path()).assert().code(2).stderr(
+        predicate::str::contains("cannot reach the container engine")
+            .and(predicate::str::contains(NO_ENGINE))
+            .and(predicate::str::contains("DOCKER_HOST")),
+    );
+}
+
+#[test]
+fn missing_flag_inputs_name_the_flag() {
+    prebuilder()
+        .args([
+            "build",
+            "--base",
+            "x",
+            "--requirements-file",
+            "/nonexistent/requirements.txt",
+        ])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--requirements-file")
+                .and(predicate::str::contains("/nonexistent/requirements.txt")),
+        );
+    prebuilder()
+        .args([
+            "build",
+            "--base",
+            "x",
+            "--setup-file",
+            "/nonexistent/setup.py",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--setup-file"));
+}
+
+#[test]
+fn invalid_repository_and_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    build_with_context(dir.path())
+        .args(["--repository", "Not/Valid"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--repository").and(predicate::str::contains("hint:")));
+    build_with_context(dir.path())
+        .args(["--tag", "-bad"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--tag"));
+}
+
+#[test]
+fn bad_format_is_a_usage_error() {
+    prebuilder()
+        .args([
+            "build",
+            "--base",
+            "x",
+            "--requirements-file",
+            "r",
+            "--format",
+            "yaml",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("yaml"));
+}
+
+#[test]
+fn errors_leave_stdout_empty() {
+    build_with_context(Path::new("/nonexistent"))
+        .args(["--format", "json"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty());
+}
