@@ -74,11 +74,20 @@ pub async fn run<E: Engine>(
     let mut from_image = base.id.clone();
     for layer in &plan.layers {
         let t = Instant::now();
-        let cached = if args.no_cache {
+        let mut cached = if args.no_cache {
             None
         } else {
             engine.find_layer(&layer.key).await?
         };
+        // Held until this layer is built: a concurrent run with the same
+        // inputs waits here, then finds this run's image instead of building.
+        let mut _lock = None;
+        if cached.is_none() {
+            _lock = lock_layer(&layer.key, reporter).await;
+            if !args.no_cache && _lock.is_some() {
+                cached = engine.find_layer(&layer.key).await?;
+            }
+        }
         let (id, cache) = match cached {
             Some(found) => {
                 reporter.step(&format!("{}: cache hit ({})", layer.name, layer.tag()));
@@ -132,6 +141,39 @@ pub async fn run<E: Engine>(
         tags,
         seconds: round(started.elapsed().as_secs_f64()),
     })
+}
+
+/// An exclusive lock on a layer key, shared by every prebuilder process on
+/// this machine. `None` (build anyway, with a warning) when locking fails.
+async fn lock_layer(key: &str, reporter: &dyn Reporter) -> Option<std::fs::File> {
+    let dir = std::env::temp_dir().join("prebuilder-locks");
+    let path = dir.join(format!("{key}.lock"));
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+    });
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("cannot create lock {}: {e}; building without it", path.display());
+            return None;
+        }
+    };
+    if let Ok(()) = file.try_lock() {
+        return Some(file);
+    }
+    reporter.step("another prebuilder is building the same layer; waiting for it");
+    match tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await {
+        Ok(Ok(f)) => Some(f),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot lock {}: {e}; building without it", path.display());
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Labels that describe a layer image: its key (what the cache looks up),
