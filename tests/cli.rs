@@ -234,7 +234,7 @@ fn invalid_repository_and_tag() {
         .code(2)
         .stderr(predicate::str::contains("--repository").and(predicate::str::contains("hint:")));
     build_with_context(dir.path())
-        .args(["--tag", "-bad"])
+        .arg("--tag=.bad")
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--tag"));

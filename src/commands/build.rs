@@ -158,7 +158,10 @@ async fn lock_layer(key: &str, reporter: &dyn Reporter) -> Option<std::fs::File>
     let file = match file {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!("cannot create lock {}: {e}; building without it", path.display());
+            tracing::warn!(
+                "cannot create lock {}: {e}; building without it",
+                path.display()
+            );
             return None;
         }
     };

@@ -78,7 +78,7 @@ mod tests {
             true,
             &[
                 "requirements.txt",
-                "a b;rm -rf /.whl",
+                "a b;rm -rf ~.whl",
                 "sub/x.whl",
                 "sub/y.whl",
             ],
@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(&c[..2], ["/bin/sh", "-c"]);
         assert_eq!(c[3], "prebuilder-setup");
         assert_eq!(c[4], "1");
-        assert_eq!(&c[5..], ["a b;rm -rf /.whl", "requirements.txt", "sub"]);
+        assert_eq!(&c[5..], ["a b;rm -rf ~.whl", "requirements.txt", "sub"]);
         assert!(!c[2].contains("a b;rm"));
         assert!(c[2].contains("--setup_only --artifacts"));
         assert!(c[2].contains("/opt/apache/beam/artifacts/artifacts_info.json"));
