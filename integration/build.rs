@@ -59,18 +59,24 @@ fn check_image(fx: &Fixtures, report: &serde_json::Value, repo: &TestRepo) {
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello-world");
 
-    // No staged artifact remains: the artifacts directory is empty and no
-    // wheel from the cache is anywhere in the image.
-    let o = python_in(
-        image,
-        "import os,sys; d='/opt/apache/beam/artifacts'; left=os.listdir(d) if os.path.isdir(d) else []; \
-         whls=[os.path.join(r,f) for r,_,fs in os.walk('/') for f in fs if f.endswith(('.whl','workflow.tar.gz'))]; \
-         print(left, whls); sys.exit(1 if left or whls else 0)",
+    // No staged artifact remains: the artifacts directory is empty and none
+    // of the staged files (cache wheels, workflow.tar.gz) is anywhere in the image.
+    let mut staged: Vec<String> = std::fs::read_dir(&fx.demo_wheels)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    staged.push("workflow.tar.gz".into());
+    let code = format!(
+        "import os,sys; staged={staged:?}; d='/opt/apache/beam/artifacts'; left=os.listdir(d) if os.path.isdir(d) else []; \
+         found=[os.path.join(r,f) for r,_,fs in os.walk('/') if not r.startswith('/proc') for f in fs if f in staged]; \
+         print(left, found); sys.exit(1 if left or found else 0)"
     );
+    let o = python_in(image, &code);
     assert!(
         o.status.success(),
-        "staged files left in {image}: {}",
-        String::from_utf8_lossy(&o.stdout)
+        "staged files left in {image}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
     );
     assert!(
         setup_containers().is_empty(),

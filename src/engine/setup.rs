@@ -115,8 +115,8 @@ mod tests {
         let art = dir.path().join("artifacts");
         std::fs::create_dir(&art).unwrap();
         let boot = dir.path().join("boot");
-        std::fs::write(&art.join("artifacts_info.json"), "[]").unwrap();
-        std::fs::write(&art.join("a.whl"), "x").unwrap();
+        std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+        std::fs::write(art.join("a.whl"), "x").unwrap();
         let run = |exit: i32| {
             std::fs::write(
                 &boot,
