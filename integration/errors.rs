@@ -152,6 +152,7 @@ fn interrupt_removes_the_setup_container() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    track(child.id());
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {

@@ -79,8 +79,26 @@ pub fn prebuilder() -> Command {
     c
 }
 
+thread_local! {
+    /// pids of the prebuilder processes this test (thread) started: setup
+    /// containers are named `prebuilder-setup-<layer>-<key>-<pid>`, so leftover
+    /// checks see only this test's containers, whatever else uses the engine.
+    static PIDS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Remember a prebuilder process started with `spawn`.
+pub fn track(pid: u32) {
+    PIDS.with(|p| p.borrow_mut().push(pid));
+}
+
 pub fn run(c: &mut Command) -> Output {
-    let o = c.output().expect("spawn");
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    track(child.id());
+    let o = child.wait_with_output().expect("wait");
     eprintln!(
         "--- {:?} exited {:?}\n--- stderr:\n{}",
         c,
@@ -125,10 +143,22 @@ pub fn python_in(image: &str, code: &str) -> Output {
     ])
 }
 
-/// Containers prebuilder created that are still on the engine.
+/// Setup containers that this test's prebuilder processes created and that
+/// are still on the engine.
 pub fn setup_containers() -> Vec<String> {
-    let out = docker_ok(&["ps", "-aq", "--filter", "label=prebuilder"]);
-    out.lines().map(str::to_string).collect()
+    let pids = PIDS.with(|p| p.borrow().clone());
+    let out = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=prebuilder",
+        "--format",
+        "{{.Names}}",
+    ]);
+    out.lines()
+        .filter(|name| pids.iter().any(|pid| name.ends_with(&format!("-{pid}"))))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A repository unique to one test; dropping it untags everything in it, which
