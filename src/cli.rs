@@ -54,7 +54,22 @@ prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --network none \\\n      \
 --requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
     )]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+
+    /// Print what the cache key sees of each file: size, sha256 of the bytes, and the
+    /// content digest (source archives: over their sorted entries, ignoring timestamps).
+    Digest(DigestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// Files to digest.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

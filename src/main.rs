@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prebuilder::cli::{BuildArgs, Cli, Command, Format};
-use prebuilder::commands::build;
+use prebuilder::commands::{build, digest};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::plan::LayerName;
 use prebuilder::progress::Reporter;
@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     let reporter = Stderr { quiet: cli.quiet };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Build(args) => run_build(args, &reporter).await,
+            Command::Build(args) => run_build(*args, &reporter).await,
+            Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
         }
     });
     match result {
@@ -66,10 +67,13 @@ async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
 }
 
 fn print_report(report: &Report, format: Format) {
-    let text = match format {
+    print_stdout(&match format {
         Format::Json => report.to_json() + "\n",
         Format::Text => report.to_text(),
-    };
+    });
+}
+
+fn print_stdout(text: &str) {
     // A closed stdout (`| head`) is not an error worth a failing status.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -265,3 +265,45 @@ fn errors_leave_stdout_empty() {
         .code(2)
         .stdout(predicate::str::is_empty());
 }
+
+#[test]
+fn digest_ignores_archive_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, mtime: u64| {
+        let path = dir.path().join(name);
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        h.set_cksum();
+        tar.append_data(&mut h, "pkg-1.0/setup.py", &b"hello"[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        path
+    };
+    let a = make("a.tar.gz", 1_000_000_000);
+    let b = make("b.tar.gz", 1_700_000_000);
+    let out = prebuilder()
+        .arg("digest")
+        .arg(&a)
+        .arg(&b)
+        .args(["--format", "json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_ne!(v[0]["sha256"], v[1]["sha256"], "the bytes differ");
+    assert_eq!(
+        v[0]["content_digest"], v[1]["content_digest"],
+        "the content does not"
+    );
+    prebuilder()
+        .args(["digest", "/nonexistent/x.whl"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("/nonexistent/x.whl"));
+}
