@@ -89,12 +89,14 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
     let fx = Fixtures::load();
     let repo = TestRepo::new("context");
     let ctx = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let requirements = unique_requirements(inputs.path(), &demo_requirements_text());
     let cache = fx.demo_wheels.to_str().unwrap().to_string();
     fx.beam_context(
         ctx.path(),
         &[
             "--requirements_file",
-            demo_requirements().to_str().unwrap(),
+            requirements.to_str().unwrap(),
             "--requirements_cache",
             &cache,
             "--setup_file",
@@ -148,7 +150,7 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
         ctx2.path(),
         &[
             "--requirements_file",
-            demo_requirements().to_str().unwrap(),
+            requirements.to_str().unwrap(),
             "--requirements_cache",
             &cache,
             "--setup_file",
@@ -183,6 +185,8 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
 fn builds_from_beam_style_flags() {
     let fx = Fixtures::load();
     let repo = TestRepo::new("flags");
+    let inputs = tempfile::tempdir().unwrap();
+    let requirements = unique_requirements(inputs.path(), &demo_requirements_text());
     let o = run(prebuilder()
         .args([
             "build",
@@ -196,7 +200,7 @@ fn builds_from_beam_style_flags() {
             &repo.name,
         ])
         .arg("--requirements-file")
-        .arg(demo_requirements())
+        .arg(&requirements)
         .arg("--requirements-cache")
         .arg(&fx.demo_wheels)
         .arg("--setup-file")
@@ -217,7 +221,7 @@ fn builds_from_beam_style_flags() {
             &repo.name,
         ])
         .arg("--requirements-file")
-        .arg(demo_requirements())
+        .arg(&requirements)
         .arg("--requirements-cache")
         .arg(&fx.demo_wheels)
         .arg("--setup-file")

@@ -208,3 +208,62 @@ pub fn json(o: &Output) -> serde_json::Value {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Copy a directory tree (the demo project) so a test can change it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "__pycache__" || name.to_string_lossy().ends_with(".egg-info") {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// `(layer name, cache outcome, layer image id)` of a report.
+pub fn layers(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["cache"].as_str().unwrap().to_string(),
+                l["image_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A copy of `requirements` with a comment unique to this call, so its keys
+/// are new: a test that asserts a build (a miss) must not find the image of
+/// another test, an earlier run or `make demo`. pip and Beam skip comments.
+pub fn unique_requirements(dir: &Path, requirements: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = dir.join(format!("requirements-{n}.txt"));
+    std::fs::write(
+        &path,
+        format!(
+            "# prebuilder test {}-{nanos}-{n}\n{requirements}",
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+pub fn demo_requirements_text() -> String {
+    std::fs::read_to_string(demo_requirements()).unwrap()
+}

@@ -56,9 +56,38 @@ prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --network none \\\n   
     )]
     Build(Box<BuildArgs>),
 
+    /// Remove images prebuilder built that no result needs.
+    #[command(
+        long_about = "Remove images prebuilder built that no result needs.\n\n\
+A result is an image a build reported (tagged REPO:<key>) or tagged with --tag; it needs \
+the layers below it (tagged REPO:layer-<key>). gc removes every other image prebuilder \
+built, and untagged ones. Images a container uses are never removed. Run with --dry-run \
+first to see what would go."
+    )]
+    Gc(GcArgs),
+
     /// Print what the cache key sees of each file: size, sha256 of the bytes, and the
     /// content digest (source archives: over their sorted entries, ignoring timestamps).
     Digest(DigestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only images tagged in this repository (and only their tags there).
+    #[arg(long, value_name = "REPO")]
+    pub repository: Option<String>,
+
+    /// Keep only the N newest results (results with a --tag of yours are always kept).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+
+    /// Print what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use prebuilder::cli::{BuildArgs, Cli, Command, Format};
-use prebuilder::commands::{build, digest};
+use prebuilder::cli::{BuildArgs, Cli, Command, Format, GcArgs};
+use prebuilder::commands::{build, digest, gc};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::plan::LayerName;
 use prebuilder::progress::Reporter;
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Build(args) => run_build(*args, &reporter).await,
+            Command::Gc(args) => run_gc(args).await,
             Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
         }
     });
@@ -64,6 +65,16 @@ async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
     }
     print_report(&report, args.format);
     Ok(())
+}
+
+async fn run_gc(args: GcArgs) -> Result<(), Error> {
+    let engine = DockerEngine::connect().await?;
+    let report = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run).await?;
+    print_stdout(&match args.format {
+        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        Format::Text => report.to_text(),
+    });
+    report.error().map_or(Ok(()), Err)
 }
 
 fn print_report(report: &Report, format: Format) {

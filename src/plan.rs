@@ -22,6 +22,9 @@ pub const BOOT: &str = "/opt/apache/beam/boot";
 pub const ARTIFACTS_DIR: &str = "/opt/apache/beam/artifacts";
 /// Image tags carry this many hex digits of the key (128 bits).
 pub const TAG_HEX_LEN: usize = 32;
+/// Tag prefix of layers below a result: `REPO:layer-<key>`. A result is
+/// tagged `REPO:<key>` (and with every `--tag`).
+pub const LAYER_TAG_PREFIX: &str = "layer-";
 
 /// Layers, least-often-changed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -20,6 +20,10 @@ pub struct LayerReport {
     pub name: String,
     pub cache: CacheOutcome,
     pub seconds: f64,
+    /// The layer's image (`sha256:…`): the dependency layer keeps its id
+    /// across code changes.
+    #[serde(default)]
+    pub image_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,11 +126,13 @@ mod tests {
                     name: "dependencies".into(),
                     cache: CacheOutcome::Hit,
                     seconds: 0.01,
+                    image_id: "sha256:dep".into(),
                 },
                 LayerReport {
                     name: "application".into(),
                     cache: CacheOutcome::Miss,
                     seconds: 4.2,
+                    image_id: "sha256:app".into(),
                 },
             ],
             base: BaseReport {

@@ -9,7 +9,7 @@ use crate::engine::{
     LABEL_PARENT, LABEL_VERSION,
 };
 use crate::error::{Error, Result};
-use crate::plan::{self, LayerPlan};
+use crate::plan::{self, LayerPlan, LAYER_TAG_PREFIX};
 use crate::progress::Reporter;
 use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
 use crate::stage::{Inputs, StagedSet};
@@ -112,11 +112,19 @@ pub async fn run<E: Engine>(
                 )
             }
         };
-        engine.tag(&id, &args.repository, layer.tag()).await?;
+        // The result is tagged by its key; the layers below it by `layer-<key>`,
+        // which tells `gc` what is a result and what only serves one.
+        let tag = if Some(layer.key.as_str()) == plan.layers.last().map(|l| l.key.as_str()) {
+            layer.tag().to_string()
+        } else {
+            format!("{LAYER_TAG_PREFIX}{}", layer.tag())
+        };
+        engine.tag(&id, &args.repository, &tag).await?;
         layers.push(LayerReport {
             name: layer.name.to_string(),
             cache,
             seconds: round(t.elapsed().as_secs_f64()),
+            image_id: id.clone(),
         });
         from_image = id;
     }

@@ -18,7 +18,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::upload::{self, UploadFile};
-use super::{setup, Engine, ImageInfo, LayerBuild, LABEL, LABEL_KEY};
+use super::{setup, Engine, ImageInfo, LayerBuild, LayerImage, LABEL, LABEL_KEY, LABEL_PARENT};
 use crate::error::{Error, Result};
 use crate::plan::{BEAM_DIR, BOOT};
 use crate::progress::Reporter;
@@ -420,6 +420,44 @@ impl Engine for DockerEngine {
             .await;
         self.remove_container(&created.id).await;
         result
+    }
+
+    async fn layer_images(&self) -> Result<Vec<LayerImage>> {
+        let filters = HashMap::from([("label".to_string(), vec![LABEL_KEY.to_string()])]);
+        let found = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| engine_err("listing prebuilder images", e))?;
+        Ok(found
+            .into_iter()
+            .map(|i| LayerImage {
+                key: i.labels.get(LABEL_KEY).cloned().unwrap_or_default(),
+                parent: i.labels.get(LABEL_PARENT).cloned().unwrap_or_default(),
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                created: i.created,
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        self.docker
+            .remove_image(
+                reference,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| engine_err(&format!("removing image {reference}"), e))
     }
 
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {

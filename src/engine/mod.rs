@@ -38,6 +38,19 @@ pub struct ImageInfo {
     pub repo_tags: Vec<String>,
 }
 
+/// An image prebuilder built (it carries `prebuilder.key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerImage {
+    pub id: String,
+    pub key: String,
+    /// The key of the layer below, or the base image id.
+    pub parent: String,
+    /// `repo:tag` references.
+    pub tags: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: i64,
+}
+
 /// The setup container's network (`--network`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
@@ -91,6 +104,11 @@ pub trait Engine {
     /// Run the setup of one layer in a fresh container and commit it.
     /// Returns the committed image's id. The container is removed on every path.
     async fn build_layer(&self, build: LayerBuild<'_>, reporter: &dyn Reporter) -> Result<String>;
+    /// Every image prebuilder built, with its tags.
+    async fn layer_images(&self) -> Result<Vec<LayerImage>>;
+    /// Remove a tag, or an untagged image by id. Never forced: an image a
+    /// container still uses stays, and that is an error naming it.
+    async fn remove_image(&self, reference: &str) -> Result<()>;
     /// Tag an image as `repo:tag`.
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()>;
     /// Force-remove every container this engine handle created and has not
