@@ -24,6 +24,7 @@ unit:
 
 ## Offline fixture images, wheels and a host venv with apache-beam; reused when present.
 fixtures:
+	bash integration/fixtures/tools.sh
 	bash integration/fixtures/build.sh >/dev/null
 
 ## One engine, one build at a time: the tests share the engine's CPU and cache.

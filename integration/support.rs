@@ -267,3 +267,141 @@ pub fn unique_requirements(dir: &Path, requirements: &str) -> PathBuf {
 pub fn demo_requirements_text() -> String {
     std::fs::read_to_string(demo_requirements()).unwrap()
 }
+
+/// A real registry (Debian's `docker-registry`) on a free 127.0.0.1 port,
+/// optionally with htpasswd auth; stopped and deleted on drop.
+pub struct TestRegistry {
+    pub addr: String,
+    child: std::process::Child,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub fn start(user: Option<(&str, &str)>) -> TestRegistry {
+        Self::start_with(user, false)
+    }
+
+    /// `read_only`: the registry answers reads and refuses every write.
+    pub fn start_with(user: Option<(&str, &str)>, read_only: bool) -> TestRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            dir.path().join("data").display()
+        );
+        if read_only {
+            config.push_str("  maintenance:\n    readonly:\n      enabled: true\n");
+        }
+        config.push_str(&format!("http:\n  addr: {addr}\n"));
+        if let Some((u, p)) = user {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .expect("htpasswd (apache2-utils)");
+            assert!(out.status.success());
+            std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: prebuilder-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = spawn_registry(&config_path);
+        wait_for_port(&addr);
+        TestRegistry {
+            addr,
+            child,
+            config: config_path,
+            _dir: dir,
+        }
+    }
+
+    /// Restart on the same port and storage, read-only or not.
+    pub fn restart(&mut self, read_only: bool) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let ro = "  maintenance:\n    readonly:\n      enabled: true\n";
+        let text = if read_only && !text.contains(ro) {
+            text.replace("http:\n", &format!("{ro}http:\n"))
+        } else if !read_only {
+            text.replace(ro, "")
+        } else {
+            text
+        };
+        std::fs::write(&self.config, text).unwrap();
+        self.child = spawn_registry(&self.config);
+        wait_for_port(&self.addr);
+    }
+
+    /// The manifest digest the registry itself reports for `path:tag`.
+    pub fn digest(&self, path: &str, tag: &str, user: Option<(&str, &str)>) -> Option<String> {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sI",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        ]);
+        if let Some((u, p)) = user {
+            c.args(["-u", &format!("{u}:{p}")]);
+        }
+        let out = c
+            .arg(format!("http://{}/v2/{path}/manifests/{tag}", self.addr))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("docker-content-digest:")
+                .map(|d| d.trim().to_string())
+        })
+    }
+}
+
+fn spawn_registry(config: &Path) -> std::process::Child {
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry (run `make fixtures`)")
+}
+
+fn wait_for_port(addr: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("registry on {addr} did not start");
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Remove every local image tagged in `repo` (all their tags), as if this
+/// machine had never built them.
+pub fn forget_local(repo: &str) {
+    let ids = docker_ok(&["images", repo, "--format", "{{.ID}}"]);
+    let mut ids: Vec<&str> = ids.lines().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Two passes: a layer with a child still on the engine goes in the second.
+    for _ in 0..2 {
+        for id in &ids {
+            let _ = docker(&["rmi", "-f", id]);
+        }
+    }
+}

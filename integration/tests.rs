@@ -8,3 +8,4 @@ mod support;
 mod build;
 mod cache;
 mod errors;
+mod registry;

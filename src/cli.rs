@@ -160,9 +160,15 @@ pub struct BuildArgs {
     #[arg(long = "tag", value_name = "NAME", help_heading = "Output")]
     pub tags: Vec<String>,
 
-    /// Push the result to the registry named in --repository.
+    /// Push the result to the registry named in --repository (credentials as the docker CLI
+    /// finds them) and report its digest; the report's sdk_container_image is then REPO@sha256:….
     #[arg(long, help_heading = "Output")]
     pub push: bool,
+
+    /// With --push: move a --tag that already points to other content in the registry
+    /// (without it, that is an error).
+    #[arg(long, requires = "push", help_heading = "Output")]
+    pub replace_tags: bool,
 
     /// Rebuild every layer even when an image with its key exists.
     #[arg(long)]

@@ -98,6 +98,35 @@ pub enum Error {
     #[error("interrupted; the setup container was removed")]
     Interrupted,
 
+    // ---- registries (src/registry.rs) ----
+    #[error("cannot reach registry {registry}: {reason}")]
+    RegistryUnreachable { registry: String, reason: String },
+
+    #[error("registry {registry} refused the request: authentication required{}", if *with_credentials { " (the configured credentials were rejected)" } else { " (no credentials are configured for it)" })]
+    RegistryUnauthorized {
+        registry: String,
+        with_credentials: bool,
+    },
+
+    #[error("registry {registry} denied access to {repository}")]
+    RegistryDenied {
+        registry: String,
+        repository: String,
+    },
+
+    #[error("registry {registry}: {action} failed: {reason}")]
+    Registry {
+        registry: String,
+        action: String,
+        reason: String,
+    },
+
+    #[error("cannot read credentials for registry {registry}: {reason}")]
+    Credentials { registry: String, reason: String },
+
+    #[error("{reference} already exists in the registry with other content ({existing}); not overwritten")]
+    TagConflict { reference: String, existing: String },
+
     #[error("{message}")]
     Usage { message: String, hint: String },
 
@@ -131,6 +160,12 @@ impl Error {
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
+            RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
+            RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
+            Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
+            Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
+            TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted => return None,
             Report { .. } => "choose a writable path for --report".into(),

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod plan;
 pub mod progress;
+pub mod registry;
 pub mod report;
 pub mod stage;
 

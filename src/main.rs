@@ -90,13 +90,15 @@ fn print_stdout(text: &str) {
 }
 
 fn init_logging(cli: &Cli) {
+    // Other crates stay at warn even with -vv: HTTP clients' debug output
+    // can carry request headers, and registry credentials travel in headers.
     let level = if cli.quiet {
         "error"
     } else {
         match cli.verbose {
             0 => "warn",
-            1 => "info",
-            _ => "debug",
+            1 => "warn,prebuilder=info",
+            _ => "warn,prebuilder=debug",
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PREBUILDER_LOG")

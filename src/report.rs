@@ -37,7 +37,8 @@ pub struct BaseReport {
 pub struct Report {
     /// The content-addressed `repo:tag`.
     pub image: String,
-    pub image_id: String,
+    /// `None` only on a registry hit: nothing was built or pulled.
+    pub image_id: Option<String>,
     /// Registry manifest digest, `None` when not pushed.
     pub digest: Option<String>,
     /// What to pass as `--sdk_container_image`: `repo@digest` when pushed, else `image`.
@@ -69,7 +70,9 @@ impl Report {
             "{} ({verdict}, {:.1}s)\n",
             self.image, self.seconds
         ));
-        out.push_str(&format!("  image id  {}\n", self.image_id));
+        if let Some(id) = &self.image_id {
+            out.push_str(&format!("  image id  {id}\n"));
+        }
         if let Some(d) = &self.digest {
             out.push_str(&format!("  digest    {d}\n"));
         }
@@ -117,8 +120,9 @@ mod tests {
                 .map(|d| format!("localhost:5000/beam_python_prebuilt_sdk@{d}"))
                 .unwrap_or_else(|| image.clone()),
             image,
-            image_id: "sha256:aaaabbbbccccddddeeeeffff0000111122223333444455556666777788889999"
-                .into(),
+            image_id: Some(
+                "sha256:aaaabbbbccccddddeeeeffff0000111122223333444455556666777788889999".into(),
+            ),
             digest: digest.map(str::to_string),
             cached,
             layers: vec![
@@ -172,6 +176,15 @@ mod tests {
         let r = sample(true, Some("sha256:feed"));
         let back: Report = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_registry_hit_has_no_local_image_id() {
+        let mut r = sample(true, Some("sha256:feed"));
+        r.image_id = None;
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert!(v["image_id"].is_null());
+        assert!(!r.to_text().contains("image id"));
     }
 
     #[test]

@@ -11,18 +11,12 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::plan::{self, LayerPlan, LAYER_TAG_PREFIX};
 use crate::progress::Reporter;
+use crate::registry::{self, Credential, Registry, RepositoryRef};
 use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
 use crate::stage::{Inputs, StagedSet};
 
 /// Check what can be checked without touching disk or engine.
 pub fn validate(args: &BuildArgs) -> Result<()> {
-    if args.push {
-        return Err(Error::Usage {
-            message: "--push is not supported yet".into(),
-            hint: "push the reported image yourself (`docker push`) until registry support lands"
-                .into(),
-        });
-    }
     check_repository(&args.repository)?;
     for t in &args.tags {
         check_tag(t)?;
@@ -53,7 +47,12 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
     })?
 }
 
-/// Build (or find) every layer of `set` on `args.base` and tag the result.
+/// Build (or find) every layer of `set` on `args.base`, tag the result and
+/// push it when asked.
+///
+/// Order: every layer on the engine → nothing to build; else the result's
+/// content-addressed tag in the registry → nothing to build or pull; else
+/// build what is missing. Then push (`--push`) and read the registry's digest.
 pub async fn run<E: Engine>(
     engine: &E,
     args: &BuildArgs,
@@ -69,29 +68,76 @@ pub async fn run<E: Engine>(
         })?;
     let plan = plan::plan(set, &base.id)?;
     let network = Network::parse(&args.network);
+    let registry = registry_for(args)?;
+    let image = format!("{}:{}", args.repository, plan.tag());
+
+    let mut local = Vec::new();
+    if !args.no_cache {
+        for layer in &plan.layers {
+            match engine.find_layer(&layer.key).await? {
+                Some(found) => local.push(found.id),
+                None => break,
+            }
+        }
+    }
+    if local.len() < plan.layers.len() && !args.no_cache {
+        if let Some((registry, _)) = &registry {
+            match registry.manifest_digest(plan.tag()).await {
+                Ok(Some(digest)) => {
+                    reporter.step(&format!(
+                        "registry hit: {image} is in {} ({digest})",
+                        registry.repository().registry
+                    ));
+                    return Ok(Report {
+                        sdk_container_image: format!("{}@{digest}", args.repository),
+                        image,
+                        image_id: None,
+                        digest: Some(digest),
+                        cached: true,
+                        layers: plan
+                            .layers
+                            .iter()
+                            .map(|l| LayerReport {
+                                name: l.name.to_string(),
+                                cache: CacheOutcome::Registry,
+                                seconds: 0.0,
+                                image_id: String::new(),
+                            })
+                            .collect(),
+                        base: BaseReport {
+                            reference: args.base.clone(),
+                            id: base.id.clone(),
+                        },
+                        tags: Vec::new(),
+                        seconds: round(started.elapsed().as_secs_f64()),
+                    });
+                }
+                Ok(None) => {}
+                // Without --push the registry is only a cache: build locally.
+                Err(e) if !args.push => tracing::warn!("{e}; building locally"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
 
     let mut layers = Vec::new();
     let mut from_image = base.id.clone();
-    for layer in &plan.layers {
+    for (i, layer) in plan.layers.iter().enumerate() {
         let t = Instant::now();
-        let mut cached = if args.no_cache {
-            None
-        } else {
-            engine.find_layer(&layer.key).await?
-        };
+        let mut cached = local.get(i).cloned();
         // Held until this layer is built: a concurrent run with the same
         // inputs waits here, then finds this run's image instead of building.
         let mut _lock = None;
         if cached.is_none() {
             _lock = lock_layer(&layer.key, reporter).await;
             if !args.no_cache && _lock.is_some() {
-                cached = engine.find_layer(&layer.key).await?;
+                cached = engine.find_layer(&layer.key).await?.map(|f| f.id);
             }
         }
         let (id, cache) = match cached {
-            Some(found) => {
+            Some(id) => {
                 reporter.step(&format!("{}: cache hit ({})", layer.name, layer.tag()));
-                (found.id, CacheOutcome::Hit)
+                (id, CacheOutcome::Hit)
             }
             None => {
                 reporter.step(&format!(
@@ -114,7 +160,7 @@ pub async fn run<E: Engine>(
         };
         // The result is tagged by its key; the layers below it by `layer-<key>`,
         // which tells `gc` what is a result and what only serves one.
-        let tag = if Some(layer.key.as_str()) == plan.layers.last().map(|l| l.key.as_str()) {
+        let tag = if i + 1 == plan.layers.len() {
             layer.tag().to_string()
         } else {
             format!("{LAYER_TAG_PREFIX}{}", layer.tag())
@@ -134,13 +180,30 @@ pub async fn run<E: Engine>(
         engine.tag(&from_image, &args.repository, t).await?;
         tags.push(format!("{}:{t}", args.repository));
     }
-    let image = format!("{}:{}", args.repository, plan.tag());
+    let cached = layers.iter().all(|l| l.cache != CacheOutcome::Miss);
+    let digest = match (&registry, args.push) {
+        (Some((registry, credential)), true) => Some(
+            push(
+                engine,
+                args,
+                registry,
+                credential.as_ref(),
+                plan.tag(),
+                reporter,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     Ok(Report {
-        sdk_container_image: image.clone(),
+        sdk_container_image: match &digest {
+            Some(d) => format!("{}@{d}", args.repository),
+            None => image.clone(),
+        },
         image,
-        image_id: from_image,
-        digest: None,
-        cached: layers.iter().all(|l| l.cache != CacheOutcome::Miss),
+        image_id: Some(from_image),
+        digest,
+        cached,
         layers,
         base: BaseReport {
             reference: args.base.clone(),
@@ -149,6 +212,67 @@ pub async fn run<E: Engine>(
         tags,
         seconds: round(started.elapsed().as_secs_f64()),
     })
+}
+
+/// The registry of `--repository`, when it names one or `--push` asks for one.
+fn registry_for(args: &BuildArgs) -> Result<Option<(Registry, Option<Credential>)>> {
+    let repo = RepositoryRef::parse(&args.repository);
+    if !repo.explicit && !args.push {
+        return Ok(None);
+    }
+    let credential = registry::credentials(&repo)?;
+    Ok(Some((Registry::new(repo, credential.clone())?, credential)))
+}
+
+/// Push the result's content tag (unless the registry already holds that
+/// key, built elsewhere from the same inputs), read the registry's digest,
+/// then push every `--tag`, refusing to move one that points elsewhere.
+async fn push<E: Engine>(
+    engine: &E,
+    args: &BuildArgs,
+    registry: &Registry,
+    credential: Option<&Credential>,
+    tag: &str,
+    reporter: &dyn Reporter,
+) -> Result<String> {
+    let repo = &args.repository;
+    let existing = registry.manifest_digest(tag).await?;
+    match &existing {
+        Some(d) if !args.no_cache => reporter.step(&format!(
+            "{repo}:{tag} is already in the registry ({d}); same inputs, so it is not pushed again"
+        )),
+        _ => {
+            reporter.step(&format!("pushing {repo}:{tag}"));
+            engine.push(repo, tag, credential, reporter).await?;
+        }
+    }
+    let digest = match (existing, args.no_cache) {
+        (Some(d), false) => d,
+        _ => registry
+            .manifest_digest(tag)
+            .await?
+            .ok_or_else(|| Error::Registry {
+                registry: registry.repository().registry.clone(),
+                action: format!("reading the digest of {repo}:{tag}"),
+                reason: "the tag is missing right after the push".into(),
+            })?,
+    };
+    for t in &args.tags {
+        match registry.manifest_digest(t).await? {
+            Some(other) if other != digest && !args.replace_tags => {
+                return Err(Error::TagConflict {
+                    reference: format!("{repo}:{t}"),
+                    existing: other,
+                })
+            }
+            Some(other) if other != digest => {
+                reporter.step(&format!("moving {repo}:{t} from {other} to {digest}"));
+            }
+            _ => {}
+        }
+        engine.push(repo, t, credential, reporter).await?;
+    }
+    Ok(digest)
 }
 
 /// An exclusive lock on a layer key, shared by every prebuilder process on

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerConfig, ContainerCreateBody, HostConfig, ImageConfig, ImageInspect,
 };
 use bollard::query_parameters::{
     AttachContainerOptions, CommitContainerOptions, ContainerArchiveInfoOptions,
-    CreateContainerOptions, ListImagesOptions, RemoveContainerOptions, TagImageOptions,
-    UploadToContainerOptions,
+    CreateContainerOptions, ListImagesOptions, PushImageOptions, RemoveContainerOptions,
+    TagImageOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -22,6 +23,7 @@ use super::{setup, Engine, ImageInfo, LayerBuild, LayerImage, LABEL, LABEL_KEY, 
 use crate::error::{Error, Result};
 use crate::plan::{BEAM_DIR, BOOT};
 use crate::progress::Reporter;
+use crate::registry::{Credential, RepositoryRef};
 
 /// Lines of setup output kept for the error message when the setup fails.
 const TAIL_LINES: usize = 25;
@@ -458,6 +460,84 @@ impl Engine for DockerEngine {
             .await
             .map(|_| ())
             .map_err(|e| engine_err(&format!("removing image {reference}"), e))
+    }
+
+    async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        credential: Option<&Credential>,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        let registry = RepositoryRef::parse(repo);
+        let credentials = credential.map(|c| {
+            let mut d = DockerCredentials {
+                serveraddress: Some(registry.auth_key().to_string()),
+                ..Default::default()
+            };
+            match c {
+                Credential::Basic { username, password } => {
+                    d.username = Some(username.clone());
+                    d.password = Some(password.clone());
+                }
+                Credential::IdentityToken(t) => d.identitytoken = Some(t.clone()),
+            }
+            d
+        });
+        let mut stream = self.docker.push_image(
+            repo,
+            Some(PushImageOptions {
+                tag: Some(tag.to_string()),
+                ..Default::default()
+            }),
+            credentials,
+        );
+        let mut last = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    // Per-layer milestones only; byte progress would flood stderr.
+                    if let Some(status) = info.status {
+                        if status != last
+                            && !status.starts_with("Pushing")
+                            && !status.starts_with("Waiting")
+                        {
+                            reporter.step(&format!("push {repo}:{tag}: {status}"));
+                        }
+                        last = status;
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => {
+                    // The engine reports registry failures inside the stream
+                    // as text, with no status code: classify the two a user
+                    // can act on, keep the rest verbatim.
+                    let lower = error.to_ascii_lowercase();
+                    return Err(
+                        if lower.contains("unauthorized")
+                            || lower.contains("authentication required")
+                        {
+                            Error::RegistryUnauthorized {
+                                registry: registry.registry,
+                                with_credentials: credential.is_some(),
+                            }
+                        } else if lower.contains("denied") {
+                            Error::RegistryDenied {
+                                registry: registry.registry,
+                                repository: registry.path,
+                            }
+                        } else {
+                            Error::Registry {
+                                registry: registry.registry,
+                                action: format!("pushing {repo}:{tag}"),
+                                reason: error,
+                            }
+                        },
+                    );
+                }
+                Err(e) => return Err(engine_err(&format!("pushing {repo}:{tag}"), e)),
+            }
+        }
+        Ok(())
     }
 
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {

@@ -109,6 +109,14 @@ pub trait Engine {
     /// Remove a tag, or an untagged image by id. Never forced: an image a
     /// container still uses stays, and that is an error naming it.
     async fn remove_image(&self, reference: &str) -> Result<()>;
+    /// Push `repo:tag` to its registry with the user's credentials.
+    async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        credential: Option<&crate::registry::Credential>,
+        reporter: &dyn Reporter,
+    ) -> Result<()>;
     /// Tag an image as `repo:tag`.
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()>;
     /// Force-remove every container this engine handle created and has not

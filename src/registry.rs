@@ -1,0 +1,387 @@
+//! Registries: where a repository lives, the user's credentials for it (found
+//! the way the docker CLI finds them), and the registry API calls prebuilder
+//! makes itself: a manifest `HEAD`, which answers both "is this key already
+//! built somewhere?" and "what digest did the registry give our push?".
+//! Pushing goes through the engine, which holds the layers.
+//!
+//! Credentials stay in memory: they go into request headers only, never into
+//! a message, a log line, the report or the image.
+
+use std::time::Duration;
+
+use oci_spec::image::MediaType;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+
+use crate::error::{Error, Result};
+
+const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+/// The key docker's config.json uses for Docker Hub.
+const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+
+/// A repository split into registry host and path, e.g.
+/// `localhost:5000/team/sdk` → (`localhost:5000`, `team/sdk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryRef {
+    /// As written (`docker.io` when the repository names no host).
+    pub registry: String,
+    pub path: String,
+    /// Whether the repository named its registry explicitly.
+    pub explicit: bool,
+}
+
+impl RepositoryRef {
+    /// The docker CLI's rule: the first component is a registry host when it
+    /// has a `.` or `:` or is `localhost`.
+    pub fn parse(repository: &str) -> RepositoryRef {
+        match repository.split_once('/') {
+            Some((host, rest))
+                if host.contains('.') || host.contains(':') || host == "localhost" =>
+            {
+                RepositoryRef {
+                    registry: host.to_string(),
+                    path: rest.to_string(),
+                    explicit: true,
+                }
+            }
+            _ => RepositoryRef {
+                registry: DOCKER_HUB.to_string(),
+                path: if repository.contains('/') {
+                    repository.to_string()
+                } else {
+                    format!("library/{repository}")
+                },
+                explicit: false,
+            },
+        }
+    }
+
+    /// Where the registry API answers.
+    fn api_base(&self) -> String {
+        let host = if self.registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.registry
+        };
+        // Like the engine, which treats loopback registries as insecure by
+        // default, speak plain HTTP to them and HTTPS to everything else.
+        let scheme = if is_loopback(host) { "http" } else { "https" };
+        format!("{scheme}://{host}")
+    }
+
+    /// The key of this registry in docker's config.json.
+    pub fn auth_key(&self) -> &str {
+        if self.registry == DOCKER_HUB {
+            DOCKER_HUB_AUTH_KEY
+        } else {
+            &self.registry
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
+}
+
+/// Credentials for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    Basic { username: String, password: String },
+    IdentityToken(String),
+}
+
+// Never print a secret, even in debug output.
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+            Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+        }
+    }
+}
+
+/// The user's credentials for `repo`'s registry: `DOCKER_CONFIG` (default
+/// `~/.docker`) `config.json`, its `auths`, `credHelpers` and `credsStore`.
+/// `None` when nothing is configured (anonymous access).
+pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
+    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    match docker_credential::get_credential(repo.auth_key()) {
+        Ok(DockerCredential::UsernamePassword(username, password)) => {
+            Ok(Some(Credential::Basic { username, password }))
+        }
+        Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
+        Err(E::NoCredentialConfigured | E::ConfigNotFound | E::ConfigReadError) => Ok(None),
+        // A helper's own output may hold secrets: name the helper, not what it printed.
+        Err(E::HelperFailure { helper, .. }) => Err(Error::Credentials {
+            registry: repo.registry.clone(),
+            reason: format!("credential helper docker-credential-{helper} failed"),
+        }),
+        Err(e) => Err(Error::Credentials {
+            registry: repo.registry.clone(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A registry API client for one repository.
+pub struct Registry {
+    repo: RepositoryRef,
+    credential: Option<Credential>,
+    http: reqwest::Client,
+}
+
+impl Registry {
+    pub fn new(repo: RepositoryRef, credential: Option<Credential>) -> Result<Registry> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("prebuilder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Registry {
+                registry: repo.registry.clone(),
+                action: "setting up an HTTP client".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Registry {
+            repo,
+            credential,
+            http,
+        })
+    }
+
+    pub fn repository(&self) -> &RepositoryRef {
+        &self.repo
+    }
+
+    /// The manifest digest the registry holds for `tag` (what `HEAD
+    /// /v2/<name>/manifests/<tag>` returns), `None` when the tag is absent.
+    pub async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
+        let url = format!(
+            "{}/v2/{}/manifests/{tag}",
+            self.repo.api_base(),
+            self.repo.path
+        );
+        let accept = [
+            MediaType::ImageManifest,
+            MediaType::ImageIndex,
+            MediaType::Other("application/vnd.docker.distribution.manifest.v2+json".into()),
+            MediaType::Other("application/vnd.docker.distribution.manifest.list.v2+json".into()),
+        ]
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+        let head = |auth: Option<String>| {
+            let mut req = self.http.head(&url).header(ACCEPT, &accept);
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            req.send()
+        };
+        let mut resp = head(self.basic_auth())
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            if let Some(token) = self.bearer_token(resp.headers(), "pull").await? {
+                resp = head(Some(format!("Bearer {token}")))
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+            }
+        }
+        match resp.status() {
+            s if s.is_success() => {
+                let digest = resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                digest.map(Some).ok_or_else(|| Error::Registry {
+                    registry: self.repo.registry.clone(),
+                    action: format!("looking up {}:{tag}", self.repo.path),
+                    reason: "the answer has no Docker-Content-Digest header".into(),
+                })
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::UNAUTHORIZED => Err(Error::RegistryUnauthorized {
+                registry: self.repo.registry.clone(),
+                with_credentials: self.credential.is_some(),
+            }),
+            StatusCode::FORBIDDEN => Err(Error::RegistryDenied {
+                registry: self.repo.registry.clone(),
+                repository: self.repo.path.clone(),
+            }),
+            s => Err(Error::Registry {
+                registry: self.repo.registry.clone(),
+                action: format!("looking up {}:{tag}", self.repo.path),
+                reason: format!("HTTP {s}"),
+            }),
+        }
+    }
+
+    fn basic_auth(&self) -> Option<String> {
+        use base64::Engine as _;
+        match &self.credential {
+            Some(Credential::Basic { username, password }) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            )),
+            _ => None,
+        }
+    }
+
+    /// The token flow registries such as Docker Hub use: the 401 names a realm
+    /// that trades credentials for a bearer token. `None` when the 401 asks
+    /// for Basic auth (already sent, if configured).
+    async fn bearer_token(&self, headers: &HeaderMap, action: &str) -> Result<Option<String>> {
+        let Some(challenge) = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
+            return Ok(None);
+        };
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Ok(None);
+        };
+        let param = |name: &str| {
+            params.split(',').find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        let Some(realm) = param("realm") else {
+            return Ok(None);
+        };
+        let scope =
+            param("scope").unwrap_or_else(|| format!("repository:{}:{action}", self.repo.path));
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = param("service") {
+            query.push(("service", service));
+        }
+        let mut req = self.http.get(&realm).query(&query);
+        match &self.credential {
+            Some(Credential::Basic { username, password }) => {
+                req = req.basic_auth(username, Some(password))
+            }
+            Some(Credential::IdentityToken(t)) => req = req.bearer_auth(t),
+            None => {}
+        }
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Token = resp.json().await.map_err(|e| Error::Registry {
+            registry: self.repo.registry.clone(),
+            action: "reading an auth token".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(t.token.or(t.access_token))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        // The chain holds the cause (connection refused, unknown host, TLS).
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            reason = format!("{reason}: {s}");
+            source = s.source();
+        }
+        Error::RegistryUnreachable {
+            registry: self.repo.registry.clone(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_registry_hosts_like_docker() {
+        let r = RepositoryRef::parse("localhost:5000/team/sdk");
+        assert_eq!(
+            (r.registry.as_str(), r.path.as_str(), r.explicit),
+            ("localhost:5000", "team/sdk", true)
+        );
+        let r = RepositoryRef::parse("gcr.io/proj/beam");
+        assert_eq!(
+            (r.registry.as_str(), r.path.as_str()),
+            ("gcr.io", "proj/beam")
+        );
+        let r = RepositoryRef::parse("localhost/x");
+        assert_eq!(r.registry, "localhost");
+        let r = RepositoryRef::parse("beam_python_prebuilt_sdk");
+        assert_eq!(
+            (r.registry.as_str(), r.path.as_str(), r.explicit),
+            ("docker.io", "library/beam_python_prebuilt_sdk", false)
+        );
+        let r = RepositoryRef::parse("team/sdk");
+        assert_eq!(
+            (r.path.as_str(), r.auth_key()),
+            ("team/sdk", "https://index.docker.io/v1/")
+        );
+    }
+
+    #[test]
+    fn loopback_registries_speak_http() {
+        assert_eq!(
+            RepositoryRef::parse("127.0.0.1:5000/a").api_base(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            RepositoryRef::parse("localhost:5000/a").api_base(),
+            "http://localhost:5000"
+        );
+        assert_eq!(
+            RepositoryRef::parse("gcr.io/a/b").api_base(),
+            "https://gcr.io"
+        );
+        assert_eq!(
+            RepositoryRef::parse("a/b").api_base(),
+            "https://registry-1.docker.io"
+        );
+    }
+
+    #[test]
+    fn credentials_never_print_secrets() {
+        let c = Credential::Basic {
+            username: "alice".into(),
+            password: "hunter2".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            !format!("{:?}", Credential::IdentityToken("tok-secret".into())).contains("tok-secret")
+        );
+    }
+
+    #[test]
+    fn credentials_come_from_docker_config() {
+        // DOCKER_CONFIG is process-wide: this is the only unit test that sets it.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"auths": {"127.0.0.1:5999": {"auth": "YWxpY2U6aHVudGVyMg=="}}}"#,
+        )
+        .unwrap();
+        std::env::set_var("DOCKER_CONFIG", dir.path());
+        let found = credentials(&RepositoryRef::parse("127.0.0.1:5999/a/b")).unwrap();
+        let none = credentials(&RepositoryRef::parse("127.0.0.1:5998/a/b")).unwrap();
+        std::env::remove_var("DOCKER_CONFIG");
+        assert_eq!(
+            found,
+            Some(Credential::Basic {
+                username: "alice".into(),
+                password: "hunter2".into()
+            })
+        );
+        assert_eq!(none, None);
+    }
+}
