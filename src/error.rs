@@ -86,7 +86,7 @@ pub enum Error {
     #[error("container engine error while {action}: {reason}")]
     Engine { action: String, reason: String },
 
-    #[error("setup of layer {layer:?} failed: {step} exited with status {status}{tail}")]
+    #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
     SetupFailed {
         layer: String,
         step: String,

@@ -118,6 +118,22 @@ fn layer_of(role: Role, has_requirements: bool) -> Option<LayerName> {
 
 /// Split a staged set into layers on top of `base_id` and key each layer.
 pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
+    // Files to stage and cache files alone install nothing: an image built
+    // from them would equal its base.
+    let installs = set.artifacts.iter().any(|a| {
+        matches!(
+            a.role,
+            Role::Sdk | Role::Requirements | Role::ExtraPackage | Role::Workflow
+        )
+    });
+    if !installs {
+        return Err(Error::NothingToInstall {
+            what: format!(
+                "{} holds no requirements, packages or SDK for the boot to install",
+                set.dir.display()
+            ),
+        });
+    }
     let has_requirements = set.with_role(Role::Requirements).next().is_some();
     let command = setup_command();
     let mut layers: Vec<LayerPlan<'a>> = Vec::new();
@@ -370,6 +386,18 @@ mod tests {
         let err = plan(&s, "b").unwrap_err();
         assert!(matches!(err, Error::NothingToInstall { .. }), "{err}");
         assert!(err.to_string().contains("/ctx"));
+    }
+
+    #[test]
+    fn files_to_stage_alone_install_nothing() {
+        let s = set(vec![
+            art("data.csv", "d", Role::FileToStage),
+            art("dep-1.0-py3-none-any.whl", "w", Role::RequirementsCache),
+        ]);
+        assert!(matches!(
+            plan(&s, "b").unwrap_err(),
+            Error::NothingToInstall { .. }
+        ));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn failing_step(tail: &[String]) -> String {
         .rev()
         .find(|l| l.to_ascii_lowercase().contains("failed to install"))
         .map(|l| l.trim().to_string())
-        .unwrap_or_else(|| format!("{BOOT} --setup_only"))
+        .unwrap_or_else(|| format!("{BOOT} --setup_only failed"))
 }
 
 #[cfg(test)]
@@ -103,7 +103,10 @@ mod tests {
             failing_step(&tail),
             "boot: failed to install requirements.txt: pip exited with status 1"
         );
-        assert_eq!(failing_step(&[]), "/opt/apache/beam/boot --setup_only");
+        assert_eq!(
+            failing_step(&[]),
+            "/opt/apache/beam/boot --setup_only failed"
+        );
     }
 
     /// The script really runs under sh: staged files are removed on success,
