@@ -4,16 +4,16 @@ CARGO ?= cargo
 FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
 export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
 
-.PHONY: all build test lint unit fixtures integration demo bench leftovers
+.PHONY: all build test lint unit fixtures integration python-test demo bench leftovers
 
 all: build
 
 build:
 	$(CARGO) build --release --locked
 
-## Every test: lint, unit and CLI tests (no engine), then fixtures and the
-## integration tests against the real engine.
-test: lint unit integration
+## Every test: lint, unit and CLI tests (no engine), then fixtures, the
+## integration tests against the real engine, and the Beam plugin's tests.
+test: lint unit integration python-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -30,6 +30,11 @@ fixtures:
 ## One engine, one build at a time: the tests share the engine's CPU and cache.
 integration: fixtures
 	$(CARGO) test --locked --test integration -- --test-threads=1
+
+## The Beam engine plugin (python/) with the real apache-beam, binary and engine;
+## PREBUILDER_BIN picks the binary (default target/debug/prebuilder).
+python-test: fixtures
+	CARGO=$(CARGO) bash python/run-tests.sh
 
 ## Prebuild the demo pipeline end to end and print the report.
 demo: fixtures build

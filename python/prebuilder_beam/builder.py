@@ -1,0 +1,126 @@
+"""The Beam side of the plugin: an SdkContainerImageBuilder named `prebuilder`.
+
+Beam finds builders by walking the subclasses of SdkContainerImageBuilder that
+have been imported, matching `_builder_key()` against
+--prebuild_sdk_container_engine; so defining this class is all the
+registration there is. Beam calls `_build()` and uses the reference it returns
+as the pipeline's sdk_container_image.
+"""
+
+import logging
+import os
+import re
+import shlex
+import sys
+import tempfile
+
+from apache_beam import version as beam_version
+from apache_beam.runners.internal.names import STAGED_SDK_SOURCES_FILENAME
+from apache_beam.runners.portability.sdk_container_builder import (
+    SdkContainerImageBuilder)
+from apache_beam.runners.portability.stager import (
+    EXTRA_PACKAGES_FILE, REQUIREMENTS_FILE, WORKFLOW_TARBALL_FILE)
+
+from prebuilder_beam import _binary
+from prebuilder_beam._binary import PrebuilderError
+
+_LOGGER = logging.getLogger(__name__)
+
+BUILDER_KEY = "prebuilder"
+
+# Staged names the boot installs (requirements, extra packages, the
+# pipeline's package, an SDK source or wheel).
+_INSTALLED_NAMES = frozenset((
+    REQUIREMENTS_FILE, EXTRA_PACKAGES_FILE, WORKFLOW_TARBALL_FILE,
+    STAGED_SDK_SOURCES_FILENAME))
+
+# Beam's SDK images: apache/beam_python3.11_sdk:2.77.0 and the like.
+_SDK_IMAGE = re.compile(r"beam_python(\d+)\.(\d+)_sdk:([^@/\s]+)$")
+
+
+class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
+    """Builds the prebuilt SDK image with the `prebuilder` binary.
+
+    Beam's own Stager stages the dependencies into a context directory
+    (`_prepare_dependencies`); `prebuilder build --context` installs them into
+    the base image (--sdk_container_image, else Beam's default image for the
+    running Python and Beam versions), reusing every layer whose inputs did
+    not change, and pushes to --docker_registry_push_url when it is set.
+    """
+
+    @classmethod
+    def _builder_key(cls):
+        return BUILDER_KEY
+
+    def _build(self):
+        # Configuration problems surface before Beam spends time staging.
+        binary = _binary.find_binary()
+        extra = _binary.extra_args()
+        push = bool(self._docker_registry_push_url)
+        repository = _binary.repository_for(self._docker_registry_push_url)
+        _warn_on_version_mismatch(self._base_image)
+
+        with tempfile.TemporaryDirectory(prefix="prebuilder-beam-") as context:
+            self._temp_src_dir = context
+            self._prepare_dependencies()
+            if not _stages_something_to_install(context):
+                # The binary refuses such a context (there is nothing to
+                # bake); Beam would otherwise fail a launch that merely has no
+                # dependencies, e.g. one with only --save_main_session.
+                _LOGGER.info(
+                    "prebuilder: the pipeline stages nothing to install; "
+                    "using the base image %s as it is", self._base_image)
+                return self._base_image
+            command = _binary.build_command(
+                binary, self._base_image, context, repository, push, extra)
+            report = _binary.run_build(command)
+
+        reference = report["sdk_container_image"]
+        if push and "@sha256:" not in reference:
+            raise PrebuilderError(
+                "prebuilder was asked to push to %s but reported %s, which is "
+                "not pinned to a digest\ncommand: %s" %
+                (self._docker_registry_push_url, reference, shlex.join(command)),
+                status=0, command=command)
+        _LOGGER.info(
+            "prebuilder: %s %s in %.1f s", reference,
+            "reused (nothing built)" if report.get("cached") else "built",
+            report.get("seconds") or 0.0)
+        return reference
+
+    def _invoke_docker_build_and_push(self, container_image_name):
+        # Beam's base _build() calls this with a random tag; _build() above
+        # replaces that flow because the binary names the image by content.
+        raise NotImplementedError(
+            "PrebuilderSdkContainerImageBuilder builds in _build()")
+
+
+def _stages_something_to_install(context):
+    """Whether the staging context holds a file the boot installs.
+
+    The context is flat: every staged file under its staged name, next to
+    Beam's Dockerfile and the manifest. Other staged files (the pickled main
+    session, files to stage, the submission environment) are not installed.
+    """
+    for name in os.listdir(context):
+        if name in _INSTALLED_NAMES or (
+                name.startswith("apache_beam-") and name.endswith(".whl")):
+            return True
+    return False
+
+
+def _warn_on_version_mismatch(base):
+    """Beam and Python versions must match between launch and workers."""
+    match = _SDK_IMAGE.search(base)
+    if not match:
+        return
+    python = "%s.%s" % (match.group(1), match.group(2))
+    running_python = "%d.%d" % sys.version_info[:2]
+    beam = match.group(3)
+    running_beam = beam_version.__version__
+    if python != running_python or beam not in (running_beam, "latest"):
+        _LOGGER.warning(
+            "prebuilder: the base image %s is for Python %s and Beam %s, but "
+            "this launch runs Python %s and Beam %s; workers need the same "
+            "versions as the launch", base, python, beam, running_python,
+            running_beam)

@@ -1,0 +1,63 @@
+"""Failures of the real binary on the real engine surface as PrebuilderError.
+
+Each exception must carry the binary's own `error:`/`hint:` text and its exit
+status, and its progress must have reached the user's log as it ran.
+"""
+
+import sys
+
+import pytest
+
+from apache_beam import version as beam_version
+
+from prebuilder_beam import PrebuilderError
+
+from support import RUN_ID, build_image, docker
+
+
+def test_failing_setup_raises_with_pips_message(tmp_path, base_image, plugin_logs):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("prebuilder-test-no-such-package==1.0\n")
+    with pytest.raises(PrebuilderError) as raised:
+        # `skip`: Beam stages requirements.txt without downloading anything,
+        # so the failure happens where it would on a worker: in the setup.
+        build_image("--sdk_container_image", base_image,
+                    "--requirements_file", requirements,
+                    "--requirements_cache", "skip")
+    error = raised.value
+    message = str(error)
+    assert error.status == 1
+    assert message.startswith(
+        "prebuilder exited with status 1 (the setup inside the container failed)")
+    assert error.error.startswith("error: setup of layer \"dependencies\" failed")
+    assert error.error in message
+    assert "boot: failed to install requirements.txt" in message
+    assert "\nhint: " in message
+    assert "--network none" in message  # the command, for reproducing it
+    # Streamed while it ran: the setup's own output is in the log.
+    assert "No matching distribution found for prebuilder-test-no-such-package" \
+        in plugin_logs.text
+    assert "dependencies: running /opt/apache/beam/boot" in plugin_logs.text
+
+
+def test_absent_base_image_raises_with_hint(installed_requirement):
+    absent = "prebuilder-test/%s-absent:1" % RUN_ID
+    with pytest.raises(PrebuilderError) as raised:
+        build_image("--sdk_container_image", absent, *installed_requirement)
+    message = str(raised.value)
+    assert raised.value.status == 2
+    assert "exited with status 2 (bad input or usage" in message
+    assert "error: base image %s is not on the engine" % absent in message
+    assert "\nhint: prebuilder never pulls" in message
+
+
+def test_default_base_is_beams_image_for_this_python_and_beam(installed_requirement):
+    expected = "apache/beam_python%d.%d_sdk:%s" % (
+        sys.version_info[0], sys.version_info[1], beam_version.__version__)
+    if docker("image", "inspect", expected, check=False).returncode == 0:
+        pytest.skip("%s is on this engine; the test needs it absent" % expected)
+    with pytest.raises(PrebuilderError) as raised:
+        build_image(*installed_requirement)
+    command = raised.value.command
+    assert command[command.index("--base") + 1] == expected
+    assert "base image %s is not on the engine" % expected in str(raised.value)

@@ -1,0 +1,212 @@
+"""The plugin without the engine: registration, configuration, error paths.
+
+These use the real apache-beam (its builder lookup, its Stager, its own
+local_docker builder as the reference for image names) and the real binary
+or small stand-ins for it where a broken binary is the point.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability import sdk_container_builder
+from apache_beam.runners.portability.sdk_container_builder import (
+    SdkContainerImageBuilder)
+
+import prebuilder_beam
+from prebuilder_beam import PrebuilderError, _binary
+from prebuilder_beam.builder import _warn_on_version_mismatch
+
+from support import REPO_ROOT, build_image
+
+
+def test_import_registers_the_prebuilder_engine():
+    assert (SdkContainerImageBuilder._get_subclass_by_key("prebuilder")
+            is prebuilder_beam.PrebuilderSdkContainerImageBuilder)
+
+
+def test_installed_wheel_registers_the_engine_on_import(tmp_path):
+    """`import prebuilder_beam` is all a launch script needs, once installed."""
+    source = tmp_path / "src"
+    subprocess.run(
+        ["cp", "-r", str(REPO_ROOT / "python"), str(source)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source)],
+        check=True)
+    wheels = list((tmp_path / "dist").glob("prebuilder_beam-*.whl"))
+    assert len(wheels) == 1, wheels
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
+         "--target", str(tmp_path / "site"), str(wheels[0])], check=True)
+    check = textwrap.dedent("""
+        import prebuilder_beam
+        from apache_beam.runners.portability.sdk_container_builder import (
+            SdkContainerImageBuilder)
+        cls = SdkContainerImageBuilder._get_subclass_by_key("prebuilder")
+        print(cls.__module__, prebuilder_beam.__file__)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    out = subprocess.run([sys.executable, "-c", check], env=env, check=True,
+                         capture_output=True, text=True, cwd=tmp_path).stdout
+    module, path = out.split()
+    assert module == "prebuilder_beam.builder"
+    assert path.startswith(str(tmp_path / "site")), path
+
+
+def beams_own_image_name(push_url):
+    """The name Beam's local_docker builder gives its image, tag removed."""
+    args = ["--docker_registry_push_url", push_url] if push_url else []
+    builder = sdk_container_builder._SdkContainerImageLocalBuilder(
+        PipelineOptions(args))
+    builder._prepare_dependencies = lambda: None
+    builder._invoke_docker_build_and_push = lambda name: None
+    return builder._build().rsplit(":", 1)[0]
+
+
+@pytest.mark.parametrize("push_url", [None, "localhost:5000", "registry.example/team/"])
+def test_repository_is_named_as_beam_names_it(monkeypatch, push_url):
+    monkeypatch.delenv("PREBUILDER_REPOSITORY")
+    assert _binary.repository_for(push_url) == beams_own_image_name(push_url)
+
+
+def test_prebuilder_repository_replaces_the_image_name(monkeypatch):
+    monkeypatch.setenv("PREBUILDER_REPOSITORY", "team/beam")
+    assert _binary.repository_for("localhost:5000") == "localhost:5000/team/beam"
+    assert _binary.repository_for(None) == "team/beam"
+
+
+def test_push_url_adds_push_to_the_command():
+    command = _binary.build_command(
+        "/bin/prebuilder", "base:1", "/ctx", "localhost:5000/r", push=True,
+        extra=["--network", "none"])
+    assert command == [
+        "/bin/prebuilder", "build", "--base", "base:1", "--context", "/ctx",
+        "--repository", "localhost:5000/r", "--format", "json", "--push",
+        "--network", "none"]
+    assert "--push" not in _binary.build_command(
+        "/bin/prebuilder", "base:1", "/ctx", "r", push=False)
+
+
+def test_missing_binary_raises_before_staging(monkeypatch, tmp_path):
+    monkeypatch.delenv("PREBUILDER_BIN")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    # A requirements file that does not exist: had Beam staged first, its
+    # Stager would have failed on it instead.
+    with pytest.raises(PrebuilderError) as raised:
+        build_image("--requirements_file", tmp_path / "absent.txt")
+    message = str(raised.value)
+    assert "prebuilder binary was not found" in message
+    assert "PREBUILDER_BIN" in message and "PATH" in message
+    assert "hint:" in message
+    assert raised.value.status is None
+
+
+def test_prebuilder_bin_that_is_not_executable_is_named(monkeypatch, tmp_path):
+    not_a_binary = tmp_path / "prebuilder"
+    not_a_binary.write_text("")
+    monkeypatch.setenv("PREBUILDER_BIN", str(not_a_binary))
+    with pytest.raises(PrebuilderError, match="is not an executable file") as raised:
+        build_image()
+    assert str(not_a_binary) in str(raised.value)
+
+
+def test_binary_is_found_on_path(monkeypatch, tmp_path):
+    os.symlink(os.environ["PREBUILDER_BIN"], tmp_path / "prebuilder")
+    assert _binary.find_binary({"PATH": str(tmp_path)}) == str(tmp_path / "prebuilder")
+
+
+@pytest.mark.parametrize("args", ["--push", "--repository x", "--base=x:1", "--format text"])
+def test_prebuilder_args_cannot_replace_the_plugins_own_flags(monkeypatch, args):
+    monkeypatch.setenv("PREBUILDER_ARGS", args)
+    with pytest.raises(PrebuilderError, match="PREBUILDER_ARGS must not set"):
+        build_image()
+
+
+@pytest.mark.parametrize("stage_a_file", [False, True])
+def test_nothing_to_install_uses_the_base_image(base_image, plugin_logs, tmp_path, stage_a_file):
+    args = ["--sdk_container_image", base_image]
+    if stage_a_file:  # staged for the workers, but not installed by the boot
+        (tmp_path / "notes.txt").write_text("not a package\n")
+        args += ["--files_to_stage", tmp_path / "notes.txt"]
+    assert build_image(*args) == base_image
+    assert "stages nothing to install" in plugin_logs.text
+    assert "running prebuilder" not in plugin_logs.text
+
+
+def fake_binary(tmp_path, script):
+    path = tmp_path / "fake-prebuilder"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return path
+
+
+def test_success_without_a_report_is_an_error(monkeypatch, tmp_path, installed_requirement, base_image):
+    binary = fake_binary(tmp_path, "echo 'prebuilder: done' >&2\necho 'not json'\n")
+    monkeypatch.setenv("PREBUILDER_BIN", str(binary))
+    with pytest.raises(PrebuilderError, match="printed no JSON report") as raised:
+        build_image("--sdk_container_image", base_image, *installed_requirement)
+    assert "not json" in str(raised.value)
+
+
+def test_killed_binary_shows_its_last_lines(monkeypatch, tmp_path, installed_requirement, base_image):
+    binary = fake_binary(tmp_path, "echo 'prebuilder: working' >&2\nkill -9 $$\n")
+    monkeypatch.setenv("PREBUILDER_BIN", str(binary))
+    with pytest.raises(PrebuilderError) as raised:
+        build_image("--sdk_container_image", base_image, *installed_requirement)
+    message = str(raised.value)
+    assert message.startswith("prebuilder was killed by SIGKILL")
+    assert "prebuilder: working" in message
+    assert raised.value.status == -9
+
+
+def test_interrupted_launch_interrupts_the_binary(monkeypatch, tmp_path, installed_requirement, base_image):
+    """Ctrl-C in the launcher reaches the binary, which then removes its container."""
+    marker = tmp_path / "got-sigint"
+    binary = fake_binary(tmp_path, textwrap.dedent("""\
+        trap 'echo interrupted > %s; exit 130' INT
+        echo 'prebuilder: dependencies: building' >&2
+        i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+        """ % marker))
+    monkeypatch.setenv("PREBUILDER_BIN", str(binary))
+
+    class CtrlC(logging.Handler):
+        def emit(self, record):
+            if "dependencies: building" in record.getMessage():
+                raise KeyboardInterrupt
+
+    handler = CtrlC()
+    logging.getLogger("prebuilder_beam").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_image("--sdk_container_image", base_image, *installed_requirement)
+    finally:
+        logging.getLogger("prebuilder_beam").removeHandler(handler)
+    assert marker.read_text() == "interrupted\n"
+
+
+def test_push_without_a_digest_is_an_error(monkeypatch, tmp_path, installed_requirement, base_image):
+    report = '{"sdk_container_image": "localhost:5000/r:abc", "cached": false}'
+    binary = fake_binary(tmp_path, "echo '%s'\n" % report)
+    monkeypatch.setenv("PREBUILDER_BIN", str(binary))
+    with pytest.raises(PrebuilderError, match="not pinned to a digest"):
+        build_image("--sdk_container_image", base_image, *installed_requirement,
+                    "--docker_registry_push_url", "localhost:5000")
+
+
+def test_base_for_other_versions_is_warned_about(caplog):
+    caplog.set_level(logging.WARNING, logger="prebuilder_beam")
+    _warn_on_version_mismatch("apache/beam_python3.9_sdk:2.50.0")
+    assert "workers need the same versions" in caplog.text
+    caplog.clear()
+    from apache_beam import version
+
+    _warn_on_version_mismatch("apache/beam_python%d.%d_sdk:%s" % (
+        sys.version_info[0], sys.version_info[1], version.__version__))
+    _warn_on_version_mismatch("my-gpu-image:1")
+    assert caplog.text == ""
