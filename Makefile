@@ -34,6 +34,7 @@ integration: fixtures
 ## The Beam engine plugin (python/) with the real apache-beam, binary and engine;
 ## PREBUILDER_BIN picks the binary (default target/debug/prebuilder).
 python-test: fixtures
+	$(CARGO) build --locked --bin prebuilder
 	CARGO=$(CARGO) bash python/run-tests.sh
 
 ## Prebuild the demo pipeline end to end and print the report.

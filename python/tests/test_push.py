@@ -1,10 +1,7 @@
 """--docker_registry_push_url: the plugin pushes through the binary.
 
 Each test starts its own `docker-registry` on 127.0.0.1 (plain HTTP, which the
-engine allows for loopback registries). The binary does not push yet (it exits
-2 with `error: --push is not supported yet`); the refusal test holds both
-today and once pushing lands, and the digest test skips, saying why, until
-the binary can push.
+engine allows for loopback registries).
 """
 
 import subprocess
@@ -14,9 +11,6 @@ import pytest
 from prebuilder_beam import PrebuilderError
 
 from support import TEST_REPOSITORY, build_image
-
-PUSH_UNSUPPORTED = "--push is not supported yet"
-
 
 def test_refused_push_raises_with_the_binarys_error(
         start_registry, base_image, installed_requirement):
@@ -33,9 +27,10 @@ def test_refused_push_raises_with_the_binarys_error(
     assert error.error.startswith("error: ")
     assert error.error in str(error)
     assert "\nhint: " in error.error
-    # Today the binary refuses --push itself; then the registry will, and the
-    # error must name it.
-    assert PUSH_UNSUPPORTED in error.error or registry.address in error.error
+    # The registry refused (401: no credentials): the error names it and says
+    # how to log in.
+    assert registry.address in error.error
+    assert "docker login %s" % registry.address in error.error
 
 
 def test_push_returns_the_digest_pinned_reference(
@@ -43,12 +38,7 @@ def test_push_returns_the_digest_pinned_reference(
     registry = start_registry()
     args = ("--sdk_container_image", base_image, *installed_requirement,
             "--docker_registry_push_url", registry.address)
-    try:
-        reference = build_image(*args)
-    except PrebuilderError as e:
-        if e.error and PUSH_UNSUPPORTED in e.error:
-            pytest.skip("the binary does not push yet: %s" % e.error.splitlines()[0])
-        raise
+    reference = build_image(*args)
     repository = "%s/%s" % (registry.address, TEST_REPOSITORY)
     name, _, digest = reference.partition("@")
     assert name == repository
