@@ -6,4 +6,5 @@
 mod support;
 
 mod build;
+mod custom;
 mod errors;

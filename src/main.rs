@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use prebuilder::cli::{BuildArgs, Cli, Command, Format};
-use prebuilder::commands::{build, digest};
+use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format};
+use prebuilder::commands::{build, check, diff, digest, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::plan::LayerName;
 use prebuilder::progress::Reporter;
@@ -31,6 +31,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Build(args) => run_build(*args, &reporter).await,
             Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
+            Command::Check(args) => run_check(args).await,
+            Command::Inspect(args) => with_engine(async |e| inspect::run(e, &args).await)
+                .await
+                .map(|out| print_stdout(&out)),
+            Command::Diff(args) => with_engine(async |e| diff::run(e, &args).await)
+                .await
+                .map(|out| print_stdout(&out)),
+            Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
     match result {
@@ -64,6 +72,29 @@ async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
     }
     print_report(&report, args.format);
     Ok(())
+}
+
+/// The report goes to stdout whatever it says; findings then make the exit status 1.
+async fn run_check(args: CheckArgs) -> Result<(), Error> {
+    let report = with_engine(async |e| check::run(e, &args).await).await?;
+    print_stdout(&match args.format {
+        Format::Json => report.to_json() + "\n",
+        Format::Text => report.to_text(),
+    });
+    check::verdict(&report)
+}
+
+/// Connect, run, and remove whatever containers `f` left (Ctrl-C included).
+async fn with_engine<T>(
+    f: impl AsyncFnOnce(&DockerEngine) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let engine = DockerEngine::connect().await?;
+    let outcome = tokio::select! {
+        r = f(&engine) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+    };
+    engine.remove_leftovers().await;
+    outcome
 }
 
 fn print_report(report: &Report, format: Format) {

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::build_base;
 use crate::cli::BuildArgs;
 use crate::engine::{
-    Engine, ImageInfo, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY, LABEL_LAYER,
-    LABEL_PARENT, LABEL_VERSION,
+    Engine, ImageInfo, ImageTools, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY,
+    LABEL_LAYER, LABEL_PARENT, LABEL_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::plan::{self, LayerPlan};
@@ -54,7 +55,7 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
 }
 
 /// Build (or find) every layer of `set` on `args.base` and tag the result.
-pub async fn run<E: Engine>(
+pub async fn run<E: Engine + ImageTools>(
     engine: &E,
     args: &BuildArgs,
     set: &StagedSet,
@@ -67,11 +68,13 @@ pub async fn run<E: Engine>(
         .ok_or_else(|| Error::BaseMissing {
             image: args.base.clone(),
         })?;
-    let plan = plan::plan(set, &base.id)?;
+    // --boot-from's boot layer, and the base checks that run before the first install.
+    let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
+    let plan = plan::plan(set, &prepared.parent)?;
     let network = Network::parse(&args.network);
 
-    let mut layers = Vec::new();
-    let mut from_image = base.id.clone();
+    let mut layers = std::mem::take(&mut prepared.layers);
+    let mut from_image = prepared.from_image.clone();
     for layer in &plan.layers {
         let t = Instant::now();
         let mut cached = if args.no_cache {
@@ -94,6 +97,7 @@ pub async fn run<E: Engine>(
                 (found.id, CacheOutcome::Hit)
             }
             None => {
+                prepared.check(engine, reporter).await?;
                 reporter.step(&format!(
                     "{}: building ({} artifact(s))",
                     layer.name,
@@ -101,7 +105,7 @@ pub async fn run<E: Engine>(
                 ));
                 let build = LayerBuild {
                     from_image: &from_image,
-                    base: &base,
+                    base: &prepared.config,
                     layer,
                     labels: labels(layer, &base),
                     network: &network,
@@ -145,7 +149,7 @@ pub async fn run<E: Engine>(
 
 /// An exclusive lock on a layer key, shared by every prebuilder process on
 /// this machine. `None` (build anyway, with a warning) when locking fails.
-async fn lock_layer(key: &str, reporter: &dyn Reporter) -> Option<std::fs::File> {
+pub(crate) async fn lock_layer(key: &str, reporter: &dyn Reporter) -> Option<std::fs::File> {
     let dir = std::env::temp_dir().join("prebuilder-locks");
     let path = dir.join(format!("{key}.lock"));
     let file = std::fs::create_dir_all(&dir).and_then(|()| {

@@ -1,4 +1,9 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod build_base;
+pub mod check;
+pub mod diff;
 pub mod digest;
+pub mod inspect;
+pub mod template;
