@@ -7,5 +7,6 @@ mod support;
 
 mod build;
 mod cache;
+mod custom;
 mod errors;
 mod registry;

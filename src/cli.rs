@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod images;
+pub use images::{CheckArgs, CustomBaseArgs, DiffArgs, InspectArgs, Template, TemplateArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "prebuilder",
@@ -69,6 +72,35 @@ first to see what would go."
     /// Print what the cache key sees of each file: size, sha256 of the bytes, and the
     /// content digest (source archives: over their sorted entries, ignoring timestamps).
     Digest(DigestArgs),
+
+    /// Check that Beam's boot can set up and run workers in an image, and that the image
+    /// matches the Python that launches the pipeline.
+    #[command(
+        long_about = "Check that Beam's boot can set up and run workers in an image, and that \
+the image matches the Python that launches the pipeline.\n\n\
+The image is probed in a short-lived container with no network: OS and architecture, the \
+Python `python` resolves to and its version, apache-beam, pip, the venv module, the boot \
+and the entrypoint, RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT. With a launch Python (default: \
+`python3` on PATH when it has apache-beam) what must match is compared: Python minor \
+version, Beam version, the pickling library in use, protobuf's major version. Every \
+finding says what to change.\n\n\
+Exit status: 0 compatible; 1 findings; 2 bad usage or an engine error.",
+        after_help = "Examples:\n  \
+prebuilder check my-gpu-image:latest --launch-python .venv/bin/python\n  \
+prebuilder check apache/beam_python3.11_sdk:2.77.0 --no-launch --format json"
+    )]
+    Check(CheckArgs),
+
+    /// Print the record of an image prebuilder built: its installed packages (pip freeze)
+    /// and the digests of the inputs that went into it.
+    Inspect(InspectArgs),
+
+    /// Compare the records of two images prebuilder built: packages added, removed and
+    /// changed, inputs, base and boot.
+    Diff(DiffArgs),
+
+    /// Print a Dockerfile equivalent of what prebuilder does, for `docker build` users.
+    Template(TemplateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +205,17 @@ pub struct BuildArgs {
     /// Rebuild every layer even when an image with its key exists.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Take Beam's boot from this Beam SDK image: its /opt/apache/beam is copied into the
+    /// base as a first `boot` layer and the boot becomes the entrypoint. For bases that have
+    /// Python and apache-beam but no boot, e.g. GPU images.
+    #[arg(long, value_name = "IMAGE")]
+    pub boot_from: Option<String>,
+
+    /// Install even when the base fails the checks that otherwise run before anything is
+    /// installed (Python on PATH, apache-beam, pip, venv, the boot; see `prebuilder check`).
+    #[arg(long)]
+    pub no_check: bool,
 
     /// Network of the setup container: `default` (the engine's), `none`, `host`, or a network
     /// name. With `none`, pip gets PIP_NO_INDEX=1, so a requirement missing from the cache

@@ -130,6 +130,37 @@ pub enum Error {
     #[error("{message}")]
     Usage { message: String, hint: String },
 
+    // ---- custom bases, checks and records ----
+    #[error("{what} {image} is not on the engine")]
+    ImageMissing { what: &'static str, image: String },
+
+    #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
+    BootSourceMissing { image: String, path: String },
+
+    #[error(
+        "base image {image} is not ready for Beam's boot; nothing was installed:{}",
+        crate::check::list(findings)
+    )]
+    BaseRefused {
+        image: String,
+        findings: Vec<crate::check::Finding>,
+    },
+
+    #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
+    Incompatible { image: String, findings: usize },
+
+    #[error("cannot probe image {image}: {reason}")]
+    ProbeFailed { image: String, reason: String },
+
+    #[error("cannot probe the launch Python {python}: {reason}")]
+    LaunchPython { python: PathBuf, reason: String },
+
+    #[error("image {image} has no prebuilder record (no label prebuilder.record, no {file})")]
+    RecordMissing { image: String, file: &'static str },
+
+    #[error("the prebuilder record of image {image} is not valid: {reason}")]
+    RecordInvalid { image: String, reason: String },
+
     #[error("cannot write report {path}: {source}")]
     Report {
         path: PathBuf,
@@ -157,7 +188,7 @@ impl Error {
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
-            BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it".into(),
+            BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
@@ -168,15 +199,31 @@ impl Error {
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted => return None,
+            ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
+            BaseRefused { findings, .. } => {
+                let boot = if findings.iter().any(|f| f.check == "boot") {
+                    "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot with --boot-from; "
+                } else {
+                    ""
+                };
+                format!("{boot}change the base as each finding says (`prebuilder check IMAGE` shows the whole probe), or pass --no-check to build anyway")
+            }
+            Incompatible { .. } => "change what each finding's `fix:` says, then run `prebuilder check` again".into(),
+            ProbeFailed { image, .. } => format!("look inside with `docker run --rm -it --entrypoint /bin/sh {image}`; the probe needs /bin/sh and, for most checks, python"),
+            LaunchPython { .. } => "pass --launch-python with the interpreter that launches the pipeline (it needs apache-beam)".into(),
+            RecordMissing { .. } => "records are written by `prebuilder build` (this version and later); rebuild the image, with --no-cache if its layers are cached".into(),
+            RecordInvalid { .. } => "rebuild the image with `prebuilder build --no-cache`".into(),
             Report { .. } => "choose a writable path for --report".into(),
         })
     }
 
     /// Process exit status per SPEC: 1 when the setup inside the container
-    /// failed, 2 for bad input, usage, engine or registry errors.
+    /// failed (or `check` has findings), 2 for bad input, usage, engine or
+    /// registry errors.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::SetupFailed { .. } => 1,
+            Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
             _ => 2,
         }
     }

@@ -4,13 +4,18 @@
 //! 2. `plan` splits the artifacts into ordered layers and computes each layer's content-addressed key;
 //! 3. `engine` runs the base image's boot in setup-only mode for each missing layer and commits it;
 //! 4. `commands::build` tags the result and `report` tells the caller which image to launch with.
+//!
+//! Around it: `check` probes images (and the launch Python) for what Beam's boot
+//! needs, `record` describes what a built image holds, for `inspect` and `diff`.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod plan;
 pub mod progress;
+pub mod record;
 pub mod registry;
 pub mod report;
 pub mod stage;

@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use prebuilder::cli::{BuildArgs, Cli, Command, Format, GcArgs};
-use prebuilder::commands::{build, digest, gc};
+use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
+use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::plan::LayerName;
 use prebuilder::progress::Reporter;
@@ -32,6 +32,14 @@ fn main() -> ExitCode {
             Command::Build(args) => run_build(*args, &reporter).await,
             Command::Gc(args) => run_gc(args).await,
             Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
+            Command::Check(args) => run_check(args).await,
+            Command::Inspect(args) => with_engine(async |e| inspect::run(e, &args).await)
+                .await
+                .map(|out| print_stdout(&out)),
+            Command::Diff(args) => with_engine(async |e| diff::run(e, &args).await)
+                .await
+                .map(|out| print_stdout(&out)),
+            Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
     match result {
@@ -75,6 +83,29 @@ async fn run_gc(args: GcArgs) -> Result<(), Error> {
         Format::Text => report.to_text(),
     });
     report.error().map_or(Ok(()), Err)
+}
+
+/// The report goes to stdout whatever it says; findings then make the exit status 1.
+async fn run_check(args: CheckArgs) -> Result<(), Error> {
+    let report = with_engine(async |e| check::run(e, &args).await).await?;
+    print_stdout(&match args.format {
+        Format::Json => report.to_json() + "\n",
+        Format::Text => report.to_text(),
+    });
+    check::verdict(&report)
+}
+
+/// Connect, run, and remove whatever containers `f` left (Ctrl-C included).
+async fn with_engine<T>(
+    f: impl AsyncFnOnce(&DockerEngine) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let engine = DockerEngine::connect().await?;
+    let outcome = tokio::select! {
+        r = f(&engine) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+    };
+    engine.remove_leftovers().await;
+    outcome
 }
 
 fn print_report(report: &Report, format: Format) {

@@ -15,7 +15,8 @@ use crate::stage::{Artifact, Role, StagedSet, MANIFEST_FILE};
 
 /// Bumped whenever what a key stands for changes (the setup script, the
 /// upload layout, the layer split): old cache entries then simply miss.
-pub const LAYOUT_VERSION: &str = "prebuilder-layout-v1";
+/// v2: every layer's setup also writes the image's record (`crate::record`).
+pub const LAYOUT_VERSION: &str = "prebuilder-layout-v2";
 /// Where Beam's images keep the boot and where its Dockerfile stages artifacts.
 pub const BEAM_DIR: &str = "/opt/apache/beam";
 pub const BOOT: &str = "/opt/apache/beam/boot";
@@ -209,6 +210,39 @@ pub fn layer_key(
         field(a.content_digest.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// Name of the layer `build --boot-from` adds below the others.
+pub const BOOT_LAYER: &str = "boot";
+
+/// The key of the `boot` layer: the base image plus the `/opt/apache/beam` of
+/// the boot image. It is the parent of the first installing layer, so a
+/// different boot (or none) never shares a dependency layer.
+pub fn boot_key(base_id: &str, boot_image_id: &str) -> String {
+    let mut h = Sha256::new();
+    for field in [LAYOUT_VERSION, base_id, BOOT_LAYER, boot_image_id, BEAM_DIR] {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod boot_key_tests {
+    use super::*;
+
+    #[test]
+    fn boot_key_depends_on_base_and_boot_image_only() {
+        let k = boot_key("sha256:base", "sha256:sdk");
+        assert_eq!(k, boot_key("sha256:base", "sha256:sdk"));
+        assert_eq!(k.len(), 64);
+        assert_ne!(k, boot_key("sha256:other", "sha256:sdk"));
+        assert_ne!(k, boot_key("sha256:base", "sha256:other"));
+        assert_ne!(boot_key("ab", "c"), boot_key("a", "bc"));
+        // Not the key of any base: layers built on it never collide with layers
+        // built on the bare base.
+        assert_ne!(k, "sha256:base");
+    }
 }
 
 #[cfg(test)]

@@ -307,3 +307,101 @@ fn digest_ignores_archive_timestamps() {
         .code(2)
         .stderr(predicate::str::contains("/nonexistent/x.whl"));
 }
+
+// ---- custom bases, check, inspect, diff, template (issue 6) ----
+
+#[test]
+fn build_help_names_boot_from_and_no_check() {
+    let out = prebuilder().args(["build", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("--boot-from"), "{text}");
+    assert!(text.contains("--no-check"), "{text}");
+    let out = prebuilder().args(["check", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for word in [
+        "--launch-python",
+        "--pickle-library",
+        "--format",
+        "Exit status: 0 compatible; 1 findings",
+    ] {
+        assert!(text.contains(word), "check --help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn check_inspect_diff_usage_errors() {
+    for args in [
+        &["check"][..],
+        &["check", "img", "--launch-python", "/x", "--no-launch"],
+        &["check", "img", "--pickle-library", "pickle"],
+        &["check", "img", "--format", "yaml"],
+        &["inspect"],
+        &["diff", "only-one"],
+        &["template"],
+        &["template", "custom-base", "--base", "x"],
+    ] {
+        prebuilder()
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty());
+    }
+}
+
+#[test]
+fn check_inspect_diff_need_the_engine() {
+    for args in [
+        &["check", "img", "--no-launch"][..],
+        &["inspect", "img"],
+        &["diff", "a", "b", "--format", "json"],
+    ] {
+        prebuilder()
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(predicate::str::contains(
+                "cannot reach the container engine",
+            ));
+    }
+}
+
+#[test]
+fn template_custom_base_prints_a_dockerfile_without_an_engine() {
+    prebuilder()
+        .args([
+            "template",
+            "custom-base",
+            "--base",
+            "nvcr.io/nvidia/pytorch:24.01-py3",
+            "--boot-from",
+            "apache/beam_python3.11_sdk:2.77.0",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("FROM apache/beam_python3.11_sdk:2.77.0 AS beam_sdk")
+                .and(predicate::str::contains(
+                    "FROM nvcr.io/nvidia/pytorch:24.01-py3",
+                ))
+                .and(predicate::str::contains(
+                    "COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam",
+                ))
+                .and(predicate::str::contains(
+                    "ENTRYPOINT [\"/opt/apache/beam/boot\"]",
+                )),
+        );
+    prebuilder()
+        .args([
+            "template",
+            "custom-base",
+            "--base",
+            "x\nRUN evil",
+            "--boot-from",
+            "apache/beam_python3.11_sdk:2.77.0",
+        ])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("--base").and(predicate::str::contains("hint:")));
+}

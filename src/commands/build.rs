@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::build_base;
 use crate::cli::BuildArgs;
 use crate::engine::{
-    Engine, ImageInfo, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY, LABEL_LAYER,
-    LABEL_PARENT, LABEL_VERSION,
+    Engine, ImageInfo, ImageTools, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY,
+    LABEL_LAYER, LABEL_PARENT, LABEL_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::plan::{self, LayerPlan, LAYER_TAG_PREFIX};
@@ -50,10 +51,11 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
 /// Build (or find) every layer of `set` on `args.base`, tag the result and
 /// push it when asked.
 ///
-/// Order: every layer on the engine → nothing to build; else the result's
-/// content-addressed tag in the registry → nothing to build or pull; else
-/// build what is missing. Then push (`--push`) and read the registry's digest.
-pub async fn run<E: Engine>(
+/// Order: the boot layer (`--boot-from`); then every layer on the engine →
+/// nothing to build; else the result's content-addressed tag in the registry
+/// → nothing to build or pull; else build what is missing, checking the base
+/// first. Then push (`--push`) and read the registry's digest.
+pub async fn run<E: Engine + ImageTools>(
     engine: &E,
     args: &BuildArgs,
     set: &StagedSet,
@@ -66,7 +68,9 @@ pub async fn run<E: Engine>(
         .ok_or_else(|| Error::BaseMissing {
             image: args.base.clone(),
         })?;
-    let plan = plan::plan(set, &base.id)?;
+    // --boot-from's boot layer, and the base checks that run before the first install.
+    let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
+    let plan = plan::plan(set, &prepared.parent)?;
     let network = Network::parse(&args.network);
     let registry = registry_for(args)?;
     let image = format!("{}:{}", args.repository, plan.tag());
@@ -94,15 +98,14 @@ pub async fn run<E: Engine>(
                         image_id: None,
                         digest: Some(digest),
                         cached: true,
-                        layers: plan
-                            .layers
-                            .iter()
-                            .map(|l| LayerReport {
+                        layers: std::mem::take(&mut prepared.layers)
+                            .into_iter()
+                            .chain(plan.layers.iter().map(|l| LayerReport {
                                 name: l.name.to_string(),
                                 cache: CacheOutcome::Registry,
                                 seconds: 0.0,
                                 image_id: String::new(),
-                            })
+                            }))
                             .collect(),
                         base: BaseReport {
                             reference: args.base.clone(),
@@ -120,8 +123,8 @@ pub async fn run<E: Engine>(
         }
     }
 
-    let mut layers = Vec::new();
-    let mut from_image = base.id.clone();
+    let mut layers = std::mem::take(&mut prepared.layers);
+    let mut from_image = prepared.from_image.clone();
     for (i, layer) in plan.layers.iter().enumerate() {
         let t = Instant::now();
         let mut cached = local.get(i).cloned();
@@ -140,6 +143,7 @@ pub async fn run<E: Engine>(
                 (id, CacheOutcome::Hit)
             }
             None => {
+                prepared.check(engine, reporter).await?;
                 reporter.step(&format!(
                     "{}: building ({} artifact(s))",
                     layer.name,
@@ -147,7 +151,7 @@ pub async fn run<E: Engine>(
                 ));
                 let build = LayerBuild {
                     from_image: &from_image,
-                    base: &base,
+                    base: &prepared.config,
                     layer,
                     labels: labels(layer, &base),
                     network: &network,
@@ -277,7 +281,7 @@ async fn push<E: Engine>(
 
 /// An exclusive lock on a layer key, shared by every prebuilder process on
 /// this machine. `None` (build anyway, with a warning) when locking fails.
-async fn lock_layer(key: &str, reporter: &dyn Reporter) -> Option<std::fs::File> {
+pub(crate) async fn lock_layer(key: &str, reporter: &dyn Reporter) -> Option<std::fs::File> {
     let dir = std::env::temp_dir().join("prebuilder-locks");
     let path = dir.join(format!("{key}.lock"));
     let file = std::fs::create_dir_all(&dir).and_then(|()| {

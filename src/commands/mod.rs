@@ -1,5 +1,10 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod build_base;
+pub mod check;
+pub mod diff;
 pub mod digest;
 pub mod gc;
+pub mod inspect;
+pub mod template;

@@ -32,7 +32,7 @@ const TAIL_LINES: usize = 25;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 
 pub struct DockerEngine {
-    docker: Docker,
+    pub(super) docker: Docker,
     /// Containers created and not yet removed, for [`Engine::remove_leftovers`].
     live: Mutex<Vec<String>>,
 }
@@ -67,13 +67,13 @@ impl DockerEngine {
         })
     }
 
-    fn track(&self, id: &str) {
+    pub(super) fn track(&self, id: &str) {
         if let Ok(mut live) = self.live.lock() {
             live.push(id.to_string());
         }
     }
 
-    async fn remove_container(&self, id: &str) {
+    pub(super) async fn remove_container(&self, id: &str) {
         let opts = RemoveContainerOptions {
             force: true,
             v: true,
@@ -95,7 +95,7 @@ impl DockerEngine {
     }
 
     /// Whether `path` exists in a (created, not necessarily started) container.
-    async fn exists(&self, container: &str, path: &str) -> Result<bool> {
+    pub(super) async fn exists(&self, container: &str, path: &str) -> Result<bool> {
         let opts = ContainerArchiveInfoOptions {
             path: path.to_string(),
         };
@@ -245,6 +245,11 @@ impl DockerEngine {
             });
         }
 
+        // The environment's record (pip freeze + inputs) goes into the image and a label.
+        let mut labels = build.labels.clone();
+        if let Some(record) = self.write_record(id, build, reporter).await? {
+            labels.insert(crate::record::LABEL_RECORD.to_string(), record);
+        }
         reporter.step(&format!("{}: committing", layer.name));
         let committed = self
             .docker
@@ -255,14 +260,14 @@ impl DockerEngine {
                     pause: false,
                     ..Default::default()
                 },
-                commit_config(base_config, &build.labels),
+                commit_config(base_config, &labels),
             )
             .await
             .map_err(|e| engine_err("committing the setup container", e))?;
         Ok(committed.id)
     }
 
-    async fn exit_status(&self, id: &str) -> Result<i64> {
+    pub(super) async fn exit_status(&self, id: &str) -> Result<i64> {
         let mut wait = self
             .docker
             .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
@@ -278,7 +283,7 @@ impl DockerEngine {
     }
 }
 
-fn engine_err(action: &str, e: BollardError) -> Error {
+pub(super) fn engine_err(action: &str, e: BollardError) -> Error {
     match e {
         BollardError::SocketNotFoundError(_) | BollardError::HyperResponseError { .. } => {
             Error::EngineUnreachable {
@@ -308,7 +313,10 @@ fn image_info(i: ImageInspect) -> ImageInfo {
 /// The committed image's config: the *base image's* (entrypoint, cmd, env,
 /// working dir, user, …) plus our labels. Every field is given explicitly
 /// because the engine fills fields left empty from the setup container.
-fn commit_config(base: &ImageConfig, ours: &BTreeMap<String, String>) -> ContainerConfig {
+pub(super) fn commit_config(
+    base: &ImageConfig,
+    ours: &BTreeMap<String, String>,
+) -> ContainerConfig {
     let mut labels: HashMap<String, String> = base.labels.clone().unwrap_or_default();
     labels.extend(ours.iter().map(|(k, v)| (k.clone(), v.clone())));
     // Overrides the setup container's `prebuilder=setup`, which the commit copies.

@@ -1,9 +1,13 @@
 //! The container engine, behind a small trait: the only place that knows the
 //! Docker Engine API. `docker` implements it with bollard (Docker or Podman,
 //! local socket or `DOCKER_HOST`); `setup` holds the in-container setup script
-//! and `upload` streams the artifacts into the setup container.
+//! and `upload` streams the artifacts into the setup container. `probe`, `boot`
+//! and `record` serve custom bases, checks and records ([`ImageTools`]).
 
+pub mod boot;
 pub mod docker;
+pub mod probe;
+mod record;
 pub mod setup;
 pub mod upload;
 
@@ -13,7 +17,9 @@ use crate::error::Result;
 use crate::plan::LayerPlan;
 use crate::progress::Reporter;
 
+pub use boot::{BootBuild, LABEL_BOOT_FROM};
 pub use docker::DockerEngine;
+pub use probe::{ImageTools, ProbeOutput};
 
 /// Label on every container prebuilder creates, so leftovers can be found
 /// (`docker ps -a --filter label=prebuilder`). Committed images override its

@@ -5,17 +5,20 @@
 //!   minute of retries; it is set in the script, not in the container's
 //!   environment, because a commit copies the container's environment into
 //!   the image;
+//! - leave Python's version and `pip freeze --all` at `crate::record::RECORD_FILE`
+//!   after a successful setup, for the image's record;
 //! - delete the staged files after a successful setup, so the committed layer
 //!   carries installed packages, not wheels (files created and deleted in one
 //!   container never reach the layer).
 
 use crate::plan::{ARTIFACTS_DIR, BOOT};
+use crate::record::RECORD_FILE;
 use crate::stage::MANIFEST_FILE;
 
 /// `$1` = 1 to set PIP_NO_INDEX, then the top-level staged names to remove.
 /// The artifacts directory itself stays (empty), as in Beam's own images.
 /// The boot's exit status is the script's.
-const SCRIPT: &str = r#"set -u
+const SCRIPT: &str = r##"set -u
 no_index=$1; shift
 if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
 "$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
@@ -24,10 +27,15 @@ if [ "$status" -ne 0 ]; then
   echo "prebuilder: $PREBUILDER_BOOT --setup_only exited with status $status" >&2
   exit "$status"
 fi
+# The record: Python's version and pip's freeze, which prebuilder turns into
+# the JSON record before the commit. Best effort: no freeze, no record.
+{ python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
+  python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
+  rm -f "$PREBUILDER_RECORD"
 cd "$PREBUILDER_ARTIFACTS" || exit 97
 rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
 exit 0
-"#;
+"##;
 
 /// Entrypoint and arguments of the setup container.
 pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
@@ -35,7 +43,7 @@ pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -118,6 +126,7 @@ mod tests {
         let art = dir.path().join("artifacts");
         std::fs::create_dir(&art).unwrap();
         let boot = dir.path().join("boot");
+        let record = dir.path().join("record");
         std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
         std::fs::write(art.join("a.whl"), "x").unwrap();
         let run = |exit: i32| {
@@ -134,7 +143,8 @@ mod tests {
             let mut c = command(true, &["a.whl"]);
             c[2] = c[2]
                 .replace(BOOT, boot.to_str().unwrap())
-                .replace(ARTIFACTS_DIR, art.to_str().unwrap());
+                .replace(ARTIFACTS_DIR, art.to_str().unwrap())
+                .replace(RECORD_FILE, record.to_str().unwrap());
             Command::new(&c[0]).args(&c[1..]).output().unwrap()
         };
         let failed = run(3);
@@ -157,5 +167,9 @@ mod tests {
             left.is_empty(),
             "staged files and the manifest are gone: {left:?}"
         );
+        // The record's freeze, when the host has a `python` with pip.
+        if let Ok(freeze) = std::fs::read_to_string(&record) {
+            assert!(freeze.starts_with("# python 3."), "{freeze}");
+        }
     }
 }
