@@ -154,16 +154,34 @@ pub fn parse_freeze(text: &str) -> (Option<String>, BTreeMap<String, String>) {
         if let Some((name, version)) = line.split_once("==") {
             packages.insert(normalize(name), version.trim().to_string());
         } else if let Some((name, url)) = line.split_once(" @ ") {
-            packages.insert(normalize(name), format!("@ {}", url.trim()));
+            packages.insert(
+                normalize(name),
+                format!("@ {}", redact_userinfo(url.trim())),
+            );
         } else if let Some(rest) = line.strip_prefix("-e ") {
             // `-e git+https://…#egg=name` or `-e /path`: key by egg name when there is one.
             let name = rest
                 .rsplit_once("#egg=")
                 .map_or(rest.to_string(), |(_, n)| normalize(n));
-            packages.insert(name, format!("@ {}", rest.trim()));
+            packages.insert(name, format!("@ {}", redact_userinfo(rest.trim())));
         }
     }
     (python, packages)
+}
+
+/// `https://user:token@host/…` → `https://***@host/…`: a requirement
+/// installed from a URL with credentials must not carry them into the
+/// record, which lands in a label and a file of the image.
+fn redact_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// One value before and after.
@@ -389,6 +407,20 @@ mod tests {
         assert_eq!(normalize("zope.interface"), "zope-interface");
         assert_eq!(normalize("a__-b"), "a-b");
         assert_eq!(normalize("apache-beam"), "apache-beam");
+    }
+
+    #[test]
+    fn credentials_in_urls_never_reach_the_record() {
+        let (_, p) = parse_freeze(
+            "private @ https://bot:ghp_s3cret@git.example.com/x.tar.gz\n\
+             -e git+https://oauth2:tok3n@example.com/r.git@abc#egg=r\n\
+             plain @ file:///opt/x.tar.gz\n",
+        );
+        assert_eq!(p["private"], "@ https://***@git.example.com/x.tar.gz");
+        assert_eq!(p["r"], "@ git+https://***@example.com/r.git@abc#egg=r");
+        assert_eq!(p["plain"], "@ file:///opt/x.tar.gz");
+        let all = format!("{p:?}");
+        assert!(!all.contains("s3cret") && !all.contains("tok3n"));
     }
 
     #[test]
