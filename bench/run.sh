@@ -91,11 +91,22 @@ bench_images() {
   docker images --format '{{.Repository}}:{{.Tag}}' |
     grep -E "^prebuilder-bench/[^:]+:" | grep -v ':<none>$' || true
 }
+# Every image id this run tagged under prebuilder-bench/ (a --no-cache rerun
+# moves a tag and leaves the previous image untagged, yet still found by its key).
+seen_ids="$tmp/image-ids"
+touch "$seen_ids"
+record_images() {
+  docker images --no-trunc --format '{{.Repository}} {{.ID}}' |
+    awk '$1 ~ /^prebuilder-bench\// { print $2 }' >>"$seen_ids" || true
+}
 # remove_bench_images [REPO]: all of this bench's images, or those of REPO.
 remove_bench_images() {
-  local refs
+  local refs ids
   refs=$(bench_images | { grep -F "${1:-prebuilder-bench/}${1:+:}" || true; })
   [ -z "$refs" ] || xargs docker rmi >/dev/null 2>&1 <<<"$refs" || true
+  ids=$(sort -u "$seen_ids")
+  [ -z "$ids" ] || docker image inspect --format '{{.Id}} {{len .RepoTags}}' $ids 2>/dev/null |
+    awk '$2 == 0 { print $1 }' | xargs -r docker rmi >/dev/null 2>&1 || true
 }
 
 cleanup() {
@@ -119,6 +130,15 @@ cleanup() {
         awk -v p="$p" '$2 ~ ("-" p "$") { print $1 }'
     done
   } | sort -u | xargs -r docker rm -f >/dev/null 2>&1
+  # A setup container interrupted while committing: the engine finishes the
+  # commit before it lets the container go; wait for that (up to a minute),
+  # then the image it made is swept below.
+  for i in $(seq 120); do
+    docker ps -a --filter label=prebuilder=setup --format '{{.Names}}' |
+      awk -v pids=" ${pids[*]} " -F- 'index(pids, " " $NF " ") { found = 1 } END { exit !found }' || break
+    sleep 0.5
+  done
+  record_images
   remove_bench_images
   # An image committed by a setup container of ours but never tagged (an
   # interrupted run): its key starts with the 12 hex digits in that
@@ -231,6 +251,7 @@ ours() {
   pids+=("$pid")
   wait "$pid" || status=$?
   t1=$(now)
+  record_images
   [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "prebuilder build ($name) exited with status $status; log: $log"; }
   # Setup containers are named prebuilder-setup-<layer>-<key>-<pid>.
   local created
@@ -376,6 +397,7 @@ for _ in $(seq 50); do
 done
 wait "$pid" || status=$?
 t1=$(now)
+record_images
 [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$memlog" >&2; die "the 1 GiB build exited with status $status; log: $memlog"; }
 rss_kib=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$tmp/time-v.txt")
 put '["memory"]' "$(jq --argjson k "$rss_kib" --argjson s "$(elapsed "$t0" "$t1")" --arg log "$memlog" \
