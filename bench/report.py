@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's measurements into the table (stdout) and target/bench.json.
+
+    python3 bench/report.py RESULTS.json OUT.json
+
+Targets (from the issue), all on this machine:
+  cold build          prebuilder no slower than the anchor
+  unchanged relaunch  under 1 s, no container created
+  code-only change    at most 0.25x the anchor's time
+  image               no staged artifacts inside ours (the anchor keeps them all)
+  hashing             at least 1 GB/s (1e9 bytes/s) on a 1 GiB artifact
+  peak memory         under 64 MB (64e6 bytes, the stricter reading) while streaming it
+A missed target is printed as MISSED; the exit status stays 0.
+"""
+
+import json
+import re
+import sys
+
+
+def steps_ours(log, total):
+    """Seconds per prebuilder step, from the stamped stderr log."""
+    marks = []
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.match(r"(\d+\.\d+) prebuilder: (.*)", line)
+            if not m:
+                continue
+            t, msg = float(m.group(1)), m.group(2)
+            layer, _, what = msg.partition(": ")
+            for key, name in (("cache hit", "hit"), ("building", "plan"),
+                              ("creating", "create"), ("uploading", "upload"),
+                              ("running", "setup"), ("committing", "commit+tag")):
+                if what.startswith(key):
+                    marks.append((t, "%s %s" % (layer[:3], name)))
+                    break
+    out = []
+    prev_t, prev_name = 0.0, "stage+hash"
+    for t, name in marks:
+        out.append((prev_name, t - prev_t))
+        prev_t, prev_name = t, name
+    out.append((prev_name, total - prev_t))
+    return [(n, round(s, 2)) for n, s in out if s >= 0.005 or n != "stage+hash"]
+
+
+def steps_anchor(log, total):
+    """Seconds per Dockerfile step of the legacy builder, from its stamped output.
+
+    A RUN step is split in two: the command itself, and the commit that follows
+    its last line of output (until "Removing intermediate container")."""
+    marks, cached = [], set()
+    last_output = None
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.match(r"(\d+\.\d+) (.*)", line)
+            if not m:
+                continue
+            t, text = float(m.group(1)), m.group(2)
+            s = re.match(r"Step (\d+)/\d+ : (\S+)( \S+)?", text)
+            if s:
+                word = s.group(2)
+                if word == "RUN" and s.group(3):
+                    word = "RUN " + s.group(3).strip().split("/")[-1]
+                marks.append((t, word))
+                last_output = None
+            elif "---> Using cache" in text and marks:
+                cached.add(len(marks) - 1)
+            elif text.startswith("Removing intermediate container") and marks:
+                if last_output is not None and marks[-1][1].startswith("RUN"):
+                    marks.append((last_output, "commit"))
+            elif re.match(r"Successfully built [0-9a-f]{12}$", text):
+                marks.append((t, "tag"))
+            elif not text.startswith(" ---> "):
+                last_output = t
+    out = []
+    prev_t, prev_name = 0.0, "send context"
+    for i, (t, name) in enumerate(marks):
+        out.append((prev_name, t - prev_t))
+        prev_t = t
+        prev_name = name + (" (cached)" if i in cached else "")
+    out.append((prev_name, total - prev_t))
+    return [(n, round(s, 2)) for n, s in out if s >= 0.005 or not n.startswith(("FROM", "tag"))]
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def fmt_steps(steps):
+    return ", ".join("%s %.2f" % (n, s) for n, s in steps)
+
+
+def main():
+    results_path, out_path = sys.argv[1], sys.argv[2]
+    with open(results_path) as f:
+        r = json.load(f)
+    runs = r["runs"]
+    for name, run in runs.items():
+        run["scenario"] = name.split("-")[0]
+        for who, parse in (("ours", steps_ours), ("anchor", steps_anchor)):
+            run[who]["steps"] = parse(run[who]["log"], run[who]["seconds"])
+        run["ratio"] = round(run["ours"]["seconds"] / run["anchor"]["seconds"], 3)
+    targets = []
+
+    def target(name, value, unit, goal, met, detail=""):
+        targets.append({"name": name, "value": value, "unit": unit, "target": goal,
+                        "met": bool(met), "detail": detail})
+
+    rows = []
+    sc = {}
+    for key, label in (("cold", "cold build"), ("relaunch", "unchanged relaunch"),
+                       ("code", "code-only change")):
+        mine = [run for run in runs.values() if run["scenario"] == key]
+        o = median([run["ours"]["seconds"] for run in mine])
+        a = median([run["anchor"]["seconds"] for run in mine])
+        ratio = o / a
+        created = max(run["ours"]["containers_created"] for run in mine)
+        first = mine[0]["ours"]
+        layers = ", ".join("%s %s" % (l["name"][:3], l["cache"]) for l in first["layers"])
+        outcomes = lambda run: [(l["name"], l["cache"]) for l in run["ours"]["layers"]]
+        if any(outcomes(run) != outcomes(mine[0]) for run in mine):
+            layers += " (varied!)"
+        if key == "cold":
+            goal, met = "<= anchor (ratio <= 1)", o <= a
+            reruns = sum("--no-cache" in run["ours"].get("flags", []) for run in mine)
+            if reruns:
+                goal += ", %d ran --no-cache" % reruns
+        elif key == "relaunch":
+            goal = "< 1 s, 0 containers"
+            met = max(run["ours"]["seconds"] for run in mine) < 1.0 and created == 0
+        else:
+            goal, met = "ratio <= 0.25", ratio <= 0.25
+        sc[key] = {"runs": len(mine), "ours_seconds": o, "anchor_seconds": a,
+                   "ratio": round(ratio, 3), "containers_created_max": created,
+                   "ours_samples": [run["ours"]["seconds"] for run in mine],
+                   "anchor_samples": [run["anchor"]["seconds"] for run in mine]}
+        rows.append((label, o, a, ratio, created, layers, goal, met, mine))
+        target(label, o, "s", goal, met,
+               "%s of %d run(s): prebuilder %s s, anchor %s s; ratio %.2f; max %d container(s) created"
+               % ("median" if len(mine) > 1 else "one", len(mine),
+                  "/".join("%.2f" % x for x in sc[key]["ours_samples"]),
+                  "/".join("%.2f" % x for x in sc[key]["anchor_samples"]), ratio, created))
+    r["scenarios"] = sc
+
+    img = r["images"]
+    base = img["base"]["size"]
+    oc, ac = img["ours"]["cold"], img["anchor"]["cold"]
+    staged_wheels = r["requirements"]["wheels"]
+    img_met = (oc["artifacts_files"] == 0 and img["ours"]["code"]["artifacts_files"] == 0
+               and ac["artifacts_wheels"] >= staged_wheels)
+    target("image: no staged artifacts", oc["artifacts_files"], "files",
+           "0 in ours; anchor keeps all %d wheels" % staged_wheels, img_met,
+           "ours %d B, anchor %d B (%d wheels) under /opt/apache/beam/artifacts"
+           % (oc["artifacts_bytes"], ac["artifacts_bytes"], ac["artifacts_wheels"]))
+
+    h = r["hashing"]
+    hash_met = h["mb_per_s"] >= 1000
+    target("hashing", round(h["mb_per_s"]), "MB/s", ">= 1000 MB/s", hash_met,
+           "median of %d runs on %d bytes" % (len(h["runs"]), h["size"]))
+    m = r["memory"]
+    mem_met = m["peak_rss_mb"] < 64
+    target("peak memory", round(m["peak_rss_mb"], 1), "MB", "< 64 MB", mem_met,
+           "max RSS while hashing and streaming %d bytes" % m["staged_bytes"])
+
+    ok = lambda b: "met" if b else "MISSED"
+    mb = lambda n: n / 1e6
+    print()
+    print("prebuilder bench: %d-wheel, %.0f MB requirement set (%s), base %s"
+          % (staged_wheels, mb(r["requirements"]["bytes"]),
+             next((p for p in r["requirements"]["pins"] if p.startswith("scikit-learn")), "?"),
+             img["base"]["image"]))
+    print()
+    print("%-20s %12s %9s %7s %10s  %-18s %-30s %s"
+          % ("scenario", "prebuilder s", "anchor s", "ratio", "containers", "layers",
+             "target", "met?"))
+    for label, o, a, ratio, c, layers, goal, met, mine in rows:
+        print("%-20s %12.2f %9.2f %7.2f %10d  %-18s %-30s %s"
+              % (label, o, a, ratio, c, layers, goal, ok(met)))
+    if any(len(row[8]) > 1 for row in rows):
+        print("(medians; every run in seconds, prebuilder/anchor: %s)" % "; ".join(
+            "%s %s" % (row[0].split()[0], ", ".join(
+                "%.2f/%.2f" % (run["ours"]["seconds"], run["anchor"]["seconds"]) for run in row[8]))
+            for row in rows if len(row[8]) > 1))
+    print()
+    print("image size           prebuilder %.0f MB (+%.0f over base), anchor %.0f MB (+%.0f over base); "
+          "base %.0f MB"
+          % (mb(oc["size"]), mb(oc["size"] - base), mb(ac["size"]), mb(ac["size"] - base),
+             mb(base)))
+    print("staged artifacts     prebuilder %d files (%.1f MB), anchor %d files (%d wheels, %.1f MB)"
+          "   target: none in ours, all in anchor   %s"
+          % (oc["artifacts_files"], mb(oc["artifacts_bytes"]), ac["artifacts_files"],
+             ac["artifacts_wheels"], mb(ac["artifacts_bytes"]), ok(img_met)))
+    print("hashing              %.0f MB/s on a 1 GiB artifact (median of %s)   target: >= 1000 MB/s   %s"
+          % (h["mb_per_s"], ", ".join("%.0f" % x["mb_per_s"] for x in h["runs"]), ok(hash_met)))
+    print("peak memory          %.1f MB (%d KiB max RSS) building with 1 GiB staged, in %.1f s"
+          "   target: < 64 MB   %s"
+          % (m["peak_rss_mb"], m["peak_rss_kib"], m["seconds"], ok(mem_met)))
+    print()
+    print("where the time goes (s; the run with the median prebuilder time of each scenario):")
+    for key in ("cold", "relaunch", "code"):
+        mine = sorted((run for run in runs.values() if run["scenario"] == key),
+                      key=lambda run: run["ours"]["seconds"])
+        run = mine[(len(mine) - 1) // 2]
+        print("  %-9s prebuilder: %s" % (key, fmt_steps(run["ours"]["steps"])))
+        print("  %-9s anchor:     %s" % ("", fmt_steps(run["anchor"]["steps"])))
+    print("  staging contexts by Beam (in neither time): %s s"
+          % ", ".join("%.1f" % run["context"]["seconds"] for run in runs.values() if "context" in run))
+    missed = [t["name"] for t in targets if not t["met"]]
+    print()
+    print("MISSED: %s" % ", ".join(missed) if missed else "all targets met")
+    print("machine: %s, %d cores, load %s; engine %s; binary %s (%s)"
+          % (r["machine"]["cpu"], r["machine"]["cores"], r["machine"]["loadavg_at_end"],
+             r["machine"]["engine"], r["machine"]["binary"], r["machine"]["commit"]))
+
+    r["targets"] = targets
+    r["missed"] = missed
+    with open(out_path, "w") as f:
+        json.dump(r, f, indent=2)
+        f.write("\n")
+    print("JSON: %s" % out_path)
+
+
+if __name__ == "__main__":
+    main()
