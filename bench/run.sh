@@ -67,7 +67,7 @@ beam_context="${FIXTURE_BEAM_CONTEXT:-}"
 docker image inspect "$FIXTURE_BEAM_IMAGE" >/dev/null 2>&1 ||
   die "base image $FIXTURE_BEAM_IMAGE is not on the engine; run make fixtures"
 case "$repeat" in ''|*[!0-9]*|0) die "BENCH_REPEAT must be a positive integer, not '$repeat'" ;; esac
-for tool in jq python3 /usr/bin/time flock awk; do
+for tool in jq python3 /usr/bin/time flock awk docker-registry; do
   command -v "$tool" >/dev/null || die "$tool is needed"
 done
 
@@ -155,6 +155,7 @@ cleanup() {
         fi
       done
   fi
+  [ -z "${reg_pid:-}" ] || kill "$reg_pid" 2>/dev/null
   rm -rf "$tmp"
   exit "$status"
 }
@@ -358,6 +359,50 @@ for who in ours anchor; do
   done
 done
 put '["images","base"]' "$(jq -n --arg ref "$FIXTURE_BEAM_IMAGE" --argjson s "$base_size" '{image: $ref, size: $s}')"
+
+# ---------------------------------------------------------------------------
+# Registry: push of a cold build to an empty registry, then a registry hit on
+# an engine from which every local image of that build was removed (what a
+# second CI machine sees). A real docker-registry on a free loopback port.
+reg_dir="$tmp/registry"
+mkdir -p "$reg_dir"
+reg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$reg_dir/data" "$reg_port" >"$reg_dir/config.yml"
+docker-registry serve "$reg_dir/config.yml" >"$logs/registry.log" 2>&1 &
+reg_pid=$!
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $reg_port), 1)" 2>/dev/null && break
+  sleep 0.1
+done
+reg_repo="127.0.0.1:$reg_port/prebuilder-bench/pushed"
+# registry_run NAME: one timed prebuilder build --push of the last cold context.
+registry_run() {
+  local name=$1 out="$tmp/$1.json" log="$logs/$1-ours.log" t0 t1 status=0
+  t0=$(now)
+  "$bin" build --context "$ctx_cold" --base "$FIXTURE_BEAM_IMAGE" --network none --format json \
+    --repository "$reg_repo" --push >"$out" 2> >(stamp "$t0" >"$log") &
+  local pid=$!
+  pids+=("$pid")
+  wait "$pid" || status=$?
+  t1=$(now)
+  record_images
+  [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "prebuilder build --push ($name) exited with status $status; log: $log"; }
+  put "[\"registry\",\"$name\"]" "$(jq --argjson s "$(elapsed "$t0" "$t1")" --arg log "$log" \
+    '{seconds: $s, cached, digest, image_id, layers: [.layers[] | {name, cache}], log: $log}' "$out")"
+  say "$name: $(elapsed "$t0" "$t1") s, digest $(jq -r .digest "$out")"
+}
+ctx_cold="$tmp/ctx-cold-1"
+registry_run push-cold
+# Forget every local image of that build (all their tags), as a fresh machine would.
+ids=$(docker images --no-trunc --format '{{.Repository}} {{.ID}}' | awk -v r="$reg_repo" '$1 == r { print $2 }' | sort -u)
+for _ in 1 2; do
+  for id in $ids; do docker rmi -f "$id" >/dev/null 2>&1 || true; done
+done
+registry_run registry-hit
+put '["registry","registry-hit","local_images_after"]' \
+  "$(docker images -q "$reg_repo" | wc -l)"
+kill "$reg_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------
 # Hashing throughput on a 1 GiB artifact (random bytes, so nothing compresses

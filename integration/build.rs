@@ -143,6 +143,7 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
         stderr(&o).contains("| "),
         "the setup's output is streamed to stderr"
     );
+    assert_layers_loaded(&o);
 
     // Regenerating the context with real Beam (new sdist bytes) finds everything built.
     let ctx2 = tempfile::tempdir().unwrap();
@@ -181,6 +182,51 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
         .all(|l| l["cache"] == "hit"));
 }
 
+/// Layers come from the setup's snapshot, loaded as images, not from a commit.
+fn assert_layers_loaded(o: &std::process::Output) {
+    let err = stderr(o);
+    assert!(
+        err.contains("dependencies: loading the layer")
+            && err.contains("application: loading the layer"),
+        "{err}"
+    );
+    assert!(!err.contains("committing"), "no layer was committed: {err}");
+}
+
+/// The fallback for bases without GNU find/tar (forced here): a commit of the
+/// setup container gives an image that passes the same checks.
+#[test]
+fn the_commit_fallback_builds_the_same_image() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("commit");
+    let inputs = tempfile::tempdir().unwrap();
+    let requirements = unique_requirements(inputs.path(), &demo_requirements_text());
+    let o = run(prebuilder()
+        .env("PREBUILDER_COMMIT", "1")
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--format",
+            "json",
+        ])
+        .args(["--repository", &repo.name, "--requirements-file"])
+        .arg(&requirements)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels)
+        .arg("--setup-file")
+        .arg(demo_setup()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("dependencies: committing") && !err.contains("loading the layer"),
+        "{err}"
+    );
+    check_image(&fx, &json(&o), &repo);
+}
+
 #[test]
 fn builds_from_beam_style_flags() {
     let fx = Fixtures::load();
@@ -208,6 +254,7 @@ fn builds_from_beam_style_flags() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&o);
     check_image(&fx, &report, &repo);
+    assert_layers_loaded(&o);
 
     // Text format tells what to launch with.
     let o = run(prebuilder()

@@ -247,8 +247,31 @@ impl DockerEngine {
 
         // The environment's record (pip freeze + inputs) goes into the image and a label.
         let mut labels = build.labels.clone();
-        if let Some(record) = self.write_record(id, build, reporter).await? {
-            labels.insert(crate::record::LABEL_RECORD.to_string(), record);
+        let record = self.make_record(id, build, reporter).await?;
+        if let Some((_, label)) = &record {
+            labels.insert(crate::record::LABEL_RECORD.to_string(), label.clone());
+        }
+        let config = commit_config(base_config, &labels);
+        // Preferred: a layer of exactly what the setup changed, loaded as an
+        // image (see `layer`); a commit diffs the whole filesystem, which on
+        // some storage drivers (fuse-overlayfs) takes seconds for any change.
+        if std::env::var_os("PREBUILDER_COMMIT").is_none() {
+            let file = record.as_ref().map(|(f, _)| f.as_slice());
+            match self.load_layer(id, build, &config, file, reporter).await {
+                Ok(Some(image)) => return Ok(image),
+                Ok(None) => reporter.step(&format!(
+                    "{}: the base has no GNU find/tar for a layer snapshot; committing",
+                    layer.name
+                )),
+                Err(e) => tracing::warn!(
+                    "{}: {e}; committing the setup container instead",
+                    layer.name
+                ),
+            }
+        }
+        if let Some((file, _)) = record {
+            self.upload_file(id, crate::plan::BEAM_DIR, crate::record::RECORD_NAME, file)
+                .await?;
         }
         reporter.step(&format!("{}: committing", layer.name));
         let committed = self
@@ -260,7 +283,7 @@ impl DockerEngine {
                     pause: false,
                     ..Default::default()
                 },
-                commit_config(base_config, &labels),
+                config,
             )
             .await
             .map_err(|e| engine_err("committing the setup container", e))?;

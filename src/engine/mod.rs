@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod docker;
+mod layer;
 pub mod probe;
 mod record;
 pub mod setup;

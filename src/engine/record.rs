@@ -1,7 +1,7 @@
 //! The record step of a layer build (see `crate::record`): after the setup
-//! succeeded and before the commit, read the pip freeze the setup script left in
-//! the stopped container, write the record JSON in its place, and return the
-//! label value. Also the small single-file copies in and out of containers that
+//! succeeded, read the pip freeze the setup script left in the stopped
+//! container and turn it into the record JSON (which replaces the freeze in
+//! the layer) and the label value. Also the small single-file copies in and out of containers that
 //! the record, `inspect` and `diff` need.
 
 use std::collections::BTreeMap;
@@ -15,22 +15,22 @@ use super::boot::LABEL_BOOT_FROM;
 use super::docker::{engine_err, DockerEngine};
 use super::{Engine, LayerBuild, LABEL_BASE};
 use crate::error::{Error, Result};
-use crate::plan::BEAM_DIR;
 use crate::progress::Reporter;
-use crate::record::{self, Record, FORMAT, LABEL_RECORD, RECORD_FILE, RECORD_NAME};
+use crate::record::{self, Record, FORMAT, LABEL_RECORD, RECORD_FILE};
 
 /// A record, or a freeze, is a few kB; anything past this is not one.
 const MAX_FILE: usize = 16 << 20;
 
 impl DockerEngine {
-    /// Returns the record's label value, or `None` (with a warning) when the
+    /// The record of a finished setup: the file content for
+    /// [`RECORD_FILE`] and the label value. `None` (with a warning) when the
     /// setup left no freeze: a missing record does not fail a build.
-    pub(super) async fn write_record(
+    pub(super) async fn make_record(
         &self,
         container: &str,
         build: &LayerBuild<'_>,
         reporter: &dyn Reporter,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(Vec<u8>, String)>> {
         let layer = build.layer;
         let Some(freeze) = self.download_file(container, RECORD_FILE).await? else {
             tracing::warn!(
@@ -77,9 +77,7 @@ impl DockerEngine {
             layer.name,
             rec.packages.as_ref().map_or(0, BTreeMap::len)
         ));
-        self.upload_file(container, BEAM_DIR, RECORD_NAME, rec.to_file().into_bytes())
-            .await?;
-        Ok(Some(rec.label()))
+        Ok(Some((rec.to_file().into_bytes(), rec.label())))
     }
 
     /// The content of one regular file in a container (running or not), `None`

@@ -7,11 +7,17 @@
 //!   the image;
 //! - leave Python's version and `pip freeze --all` at `crate::record::RECORD_FILE`
 //!   after a successful setup, for the image's record;
-//! - delete the staged files after a successful setup, so the committed layer
-//!   carries installed packages, not wheels (files created and deleted in one
-//!   container never reach the layer).
+//! - delete the staged files after a successful setup, so the layer carries
+//!   installed packages, not wheels (files created and deleted in one
+//!   container never reach the layer);
+//! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the engine
+//!   builds the layer without diffing the whole filesystem.
 
 use crate::plan::{ARTIFACTS_DIR, BOOT};
+
+/// Where the setup script leaves the layer snapshot: `layer.tar` (what the
+/// setup created or changed) and `deleted` (NUL-separated `./paths`).
+pub const SNAPSHOT_DIR: &str = "/.prebuilder-snapshot";
 use crate::record::RECORD_FILE;
 use crate::stage::MANIFEST_FILE;
 
@@ -21,6 +27,24 @@ use crate::stage::MANIFEST_FILE;
 const SCRIPT: &str = r##"set -u
 no_index=$1; shift
 if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
+# The layer snapshot (see engine::layer): every path but mounts, the snapshot
+# and the staged artifacts, NUL-separated, before and after the setup. Only
+# with GNU find/tar/sort/comm; without them there is no snapshot and the
+# engine commits the container instead.
+# PREBUILDER_ROOT is empty (the container's /) except in unit tests.
+root=$PREBUILDER_ROOT
+snap=$root$PREBUILDER_SNAPSHOT
+paths() {
+  (cd "${root:-/}" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./etc/hosts \
+    -o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./.dockerenv \
+    -o -path ".$PREBUILDER_SNAPSHOT" -o -path ".$PREBUILDER_ARTIFACTS" \) -prune -o "$@")
+}
+snapshot=0
+if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
+   comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
+   paths -print0 | sort -z >"$snap/before"; then
+  snapshot=1
+fi
 "$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
 status=$?
 if [ "$status" -ne 0 ]; then
@@ -34,6 +58,15 @@ fi
   rm -f "$PREBUILDER_RECORD"
 cd "$PREBUILDER_ARTIFACTS" || exit 97
 rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
+if [ "$snapshot" = 1 ]; then
+  # Changed = ctime newer than the marker (ctime cannot be set back, unlike
+  # mtime); deleted = listed before, not after. Best effort: no tar, no snapshot.
+  { paths -print0 | sort -z >"$snap/after" &&
+    comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
+    paths -cnewer "$snap/marker" -print0 >"$snap/changed" &&
+    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed"; } ||
+    rm -f "$snap/layer.tar"
+fi
 exit 0
 "##;
 
@@ -43,7 +76,7 @@ pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -117,6 +150,96 @@ mod tests {
         );
     }
 
+    /// The setup command with its container paths pointed into a test directory.
+    fn on_host(
+        mut c: Vec<String>,
+        boot: &std::path::Path,
+        art: &std::path::Path,
+        record: &std::path::Path,
+        root: &std::path::Path,
+    ) -> Vec<String> {
+        c[2] = c[2]
+            .replace(BOOT, boot.to_str().unwrap())
+            .replace(ARTIFACTS_DIR, art.to_str().unwrap())
+            .replace(RECORD_FILE, record.to_str().unwrap())
+            .replace(
+                "PREBUILDER_ROOT=''",
+                &format!("PREBUILDER_ROOT='{}'", root.display()),
+            );
+        c
+    }
+
+    /// The snapshot holds what the setup created or changed, and lists what it deleted.
+    #[test]
+    fn snapshot_captures_created_changed_and_deleted_paths() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in ["olddir", "keepdir"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["keep.txt", "mod.txt", "gone.txt", "olddir/f", "keepdir/k"] {
+            std::fs::write(root.join(f), "before").unwrap();
+        }
+        let art = dir.path().join("artifacts");
+        std::fs::create_dir(&art).unwrap();
+        std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+        let boot = dir.path().join("boot");
+        let r = root.display();
+        std::fs::write(
+            &boot,
+            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\n"),
+        )
+        .unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&boot)
+            .status()
+            .unwrap();
+        let c = on_host(
+            command(false, &[]),
+            &boot,
+            &art,
+            &dir.path().join("record"),
+            &root,
+        );
+        let out = Command::new(&c[0]).args(&c[1..]).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let snap = root.join(SNAPSHOT_DIR.trim_start_matches('/'));
+        let deleted = std::fs::read(snap.join("deleted")).unwrap();
+        let mut deleted: Vec<&str> = deleted
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| std::str::from_utf8(p).unwrap())
+            .collect();
+        deleted.sort_unstable();
+        assert_eq!(deleted, ["./gone.txt", "./olddir", "./olddir/f"]);
+        let mut layer = tar::Archive::new(std::fs::File::open(snap.join("layer.tar")).unwrap());
+        let names: Vec<String> = layer
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in ["./new.txt", "./mod.txt"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        for unwanted in ["./keep.txt", "./keepdir/k", "./.prebuilder-snapshot"] {
+            assert!(
+                !names.iter().any(|n| n.starts_with(unwanted)),
+                "{unwanted} in {names:?}"
+            );
+        }
+    }
+
     /// The script really runs under sh: staged files are removed on success,
     /// kept (and the status passed on) on failure.
     #[test]
@@ -140,11 +263,9 @@ mod tests {
                 .arg(&boot)
                 .status()
                 .unwrap();
-            let mut c = command(true, &["a.whl"]);
-            c[2] = c[2]
-                .replace(BOOT, boot.to_str().unwrap())
-                .replace(ARTIFACTS_DIR, art.to_str().unwrap())
-                .replace(RECORD_FILE, record.to_str().unwrap());
+            let root = dir.path().join("root");
+            std::fs::create_dir_all(&root).unwrap();
+            let c = on_host(command(true, &["a.whl"]), &boot, &art, &record, &root);
             Command::new(&c[0]).args(&c[1..]).output().unwrap()
         };
         let failed = run(3);
