@@ -399,9 +399,13 @@ ids=$(docker images --no-trunc --format '{{.Repository}} {{.ID}}' | awk -v r="$r
 for _ in 1 2; do
   for id in $ids; do docker rmi -f "$id" >/dev/null 2>&1 || true; done
 done
+# What the engine holds of that repository before and after the hit: a layer
+# that could not go (another image stands on it) is not a download.
+before=$(docker images -q --no-trunc "$reg_repo" | sort -u)
 registry_run registry-hit
-put '["registry","registry-hit","local_images_after"]' \
-  "$(docker images -q "$reg_repo" | wc -l)"
+after=$(docker images -q --no-trunc "$reg_repo" | sort -u)
+put '["registry","registry-hit","images_pulled"]' \
+  "$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep -c . || true)"
 kill "$reg_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------
