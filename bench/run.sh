@@ -156,6 +156,9 @@ cleanup() {
       done
   fi
   [ -z "${reg_pid:-}" ] || kill "$reg_pid" 2>/dev/null
+  # The registry's repository (127.0.0.1:PORT/prebuilder-bench/pushed) is not
+  # under prebuilder-bench/: untag it here.
+  [ -z "${reg_repo:-}" ] || docker images --format '{{.Repository}}:{{.Tag}}' "$reg_repo" | xargs -r docker rmi >/dev/null 2>&1
   rm -rf "$tmp"
   exit "$status"
 }
@@ -394,10 +397,18 @@ registry_run() {
 }
 ctx_cold="$tmp/ctx-cold-1"
 registry_run push-cold
-# Forget every local image of that build (all their tags), as a fresh machine would.
-ids=$(docker images --no-trunc --format '{{.Repository}} {{.ID}}' | awk -v r="$reg_repo" '$1 == r { print $2 }' | sort -u)
+# Forget every local image of that build, as a fresh machine would: every
+# image carrying one of its layer keys (the --no-cache cold runs left earlier
+# builds of the same keys, untagged but still found by key), with all tags.
+keys=$(docker images --no-trunc --format '{{.Repository}} {{.ID}}' | awk -v r="$reg_repo" '$1 == r { print $2 }' |
+  sort -u | xargs -r docker image inspect --format '{{index .Config.Labels "prebuilder.key"}}' | sort -u)
 for _ in 1 2; do
-  for id in $ids; do docker rmi -f "$id" >/dev/null 2>&1 || true; done
+  for key in $keys; do
+    docker images -q --no-trunc --filter "label=prebuilder.key=$key" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  done
+done
+for key in $keys; do
+  [ -z "$(docker images -q --filter "label=prebuilder.key=$key")" ] || die "could not remove the local images of layer $key"
 done
 # What the engine holds of that repository before and after the hit: a layer
 # that could not go (another image stands on it) is not a download.

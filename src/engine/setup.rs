@@ -42,7 +42,7 @@ paths() {
 snapshot=0
 if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
    comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
-   paths -print0 | sort -z >"$snap/before"; then
+   paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
   snapshot=1
 fi
 "$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
@@ -52,18 +52,24 @@ if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
-# the JSON record before the commit. Best effort: no freeze, no record.
-{ python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-  python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
-  rm -f "$PREBUILDER_RECORD"
+# the JSON record. Best effort: no freeze, no record. It runs while the
+# snapshot walks the filesystem (pip takes a while to start).
+{ { python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
+    python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
+    rm -f "$PREBUILDER_RECORD"; } &
+record=$!
 cd "$PREBUILDER_ARTIFACTS" || exit 97
 rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
 if [ "$snapshot" = 1 ]; then
-  # Changed = ctime newer than the marker (ctime cannot be set back, unlike
-  # mtime); deleted = listed before, not after. Best effort: no tar, no snapshot.
-  { paths -print0 | sort -z >"$snap/after" &&
-    comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
-    paths -cnewer "$snap/marker" -print0 >"$snap/changed" &&
+  # One walk: every path to `after`; those whose ctime is newer than the
+  # marker (ctime cannot be set back, unlike mtime) to `changed` as well.
+  paths \( -cnewer "$snap/marker" -fprint0 "$snap/changed" -o -true \) -print0 |
+    LC_ALL=C sort -z >"$snap/after" || snapshot=0
+fi
+wait "$record"
+if [ "$snapshot" = 1 ]; then
+  # Deleted = listed before, not after. Best effort: no tar, no snapshot.
+  { LC_ALL=C comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
     tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed"; } ||
     rm -f "$snap/layer.tar"
 fi
