@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerConfig, ContainerCreateBody, HostConfig, ImageConfig, ImageInspect,
@@ -178,30 +179,10 @@ impl DockerEngine {
         }
         uploaded.map_err(|e| engine_err("uploading the artifacts into the setup container", e))?;
 
-        // Attach before start so no output is lost.
-        let mut attached = self
-            .docker
-            .attach_container(
-                id,
-                Some(AttachContainerOptions {
-                    stdout: true,
-                    stderr: true,
-                    stream: true,
-                    logs: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|e| engine_err("attaching to the setup container", e))?;
         reporter.step(&format!("{}: running {BOOT} --setup_only", layer.name));
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| engine_err("starting the setup container", e))?;
-
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let mut partial = Vec::new();
-        let emit = |line: &[u8], tail: &mut VecDeque<String>| {
+        let mut emit = |line: &[u8]| {
             let line = String::from_utf8_lossy(line)
                 .trim_end_matches('\r')
                 .to_string();
@@ -211,19 +192,19 @@ impl DockerEngine {
             }
             tail.push_back(line);
         };
-        while let Some(chunk) = attached.output.next().await {
-            let chunk = chunk.map_err(|e| engine_err("reading the setup container's output", e))?;
-            partial.extend_from_slice(&chunk.into_bytes());
-            while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=pos).collect();
-                emit(&line[..line.len() - 1], &mut tail);
-            }
-        }
+        // stdout and stderr interleave as the boot wrote them.
+        let status = self
+            .run_attached(id, "setup container", |_, chunk| {
+                partial.extend_from_slice(chunk);
+                while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=pos).collect();
+                    emit(&line[..line.len() - 1]);
+                }
+            })
+            .await?;
         if !partial.is_empty() {
-            emit(&partial, &mut tail);
+            emit(&partial);
         }
-
-        let status = self.exit_status(id).await?;
         if status != 0 {
             let tail: Vec<String> = tail.into_iter().collect();
             let shown = if tail.is_empty() {
@@ -288,6 +269,45 @@ impl DockerEngine {
             .await
             .map_err(|e| engine_err("committing the setup container", e))?;
         Ok(committed.id)
+    }
+
+    /// Attach (before the start, so no output is lost), start, hand every
+    /// chunk of output to `on_output` (`true` for stderr) and return the exit
+    /// status. `what` names the container in errors.
+    pub(super) async fn run_attached(
+        &self,
+        id: &str,
+        what: &str,
+        mut on_output: impl FnMut(bool, &[u8]),
+    ) -> Result<i64> {
+        let mut attached = self
+            .docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions {
+                    stdout: true,
+                    stderr: true,
+                    stream: true,
+                    logs: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| engine_err(&format!("attaching to the {what}"), e))?;
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| engine_err(&format!("starting the {what}"), e))?;
+        while let Some(chunk) = attached.output.next().await {
+            match chunk.map_err(|e| engine_err(&format!("reading the {what}'s output"), e))? {
+                LogOutput::StdErr { message } => on_output(true, &message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    on_output(false, &message)
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        self.exit_status(id).await
     }
 
     pub(super) async fn exit_status(&self, id: &str) -> Result<i64> {

@@ -11,11 +11,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect};
-use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
-use futures_util::StreamExt;
+use bollard::query_parameters::CreateContainerOptions;
 
 use super::boot::BootBuild;
 use super::docker::{engine_err, DockerEngine};
@@ -125,39 +123,15 @@ impl DockerEngine {
 
     /// Start a created probe container and collect its output and status.
     async fn run_created(&self, id: &str) -> Result<(i64, String, String)> {
-        let mut attached = self
-            .docker
-            .attach_container(
-                id,
-                Some(AttachContainerOptions {
-                    stdout: true,
-                    stderr: true,
-                    stream: true,
-                    logs: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|e| engine_err("attaching to the probe container", e))?;
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| engine_err("starting the probe container", e))?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(chunk) = attached.output.next().await {
-            let chunk = chunk.map_err(|e| engine_err("reading the probe's output", e))?;
-            let (buf, message) = match chunk {
-                LogOutput::StdErr { message } => (&mut stderr, message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    (&mut stdout, message)
+        let status = self
+            .run_attached(id, "probe container", |is_stderr, chunk| {
+                let buf = if is_stderr { &mut stderr } else { &mut stdout };
+                if buf.len() < MAX_OUTPUT {
+                    buf.extend_from_slice(chunk);
                 }
-                LogOutput::StdIn { .. } => continue,
-            };
-            if buf.len() < MAX_OUTPUT {
-                buf.extend_from_slice(&message);
-            }
-        }
-        let status = self.exit_status(id).await?;
+            })
+            .await?;
         Ok((
             status,
             String::from_utf8_lossy(&stdout).into_owned(),
