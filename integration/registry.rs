@@ -280,6 +280,23 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("building locally"), "{}", stderr(&o));
     assert!(json(&o)["digest"].is_null());
+    // A relaunch that finds every layer here never contacts the registry, nor
+    // asks for credentials: this config names a helper that does not exist.
+    let absent_helper = dir.path().join("absent-helper");
+    std::fs::create_dir_all(&absent_helper).unwrap();
+    std::fs::write(
+        absent_helper.join("config.json"),
+        format!(r#"{{"credHelpers": {{"127.0.0.1:{port}": "prebuilder-absent"}}}}"#),
+    )
+    .unwrap();
+    let o = build(&fx, &refused, &req, &[], &absent_helper);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["cached"], true);
+    assert!(
+        !stderr(&o).contains("registry"),
+        "the registry was consulted: {}",
+        stderr(&o)
+    );
 
     // Unknown registry host.
     let unknown = "nosuchhost.invalid:5000/team/x";

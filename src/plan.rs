@@ -166,14 +166,7 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
             manifest,
         });
     }
-    if layers.is_empty() {
-        return Err(Error::NothingToInstall {
-            what: format!(
-                "{} holds no requirements, packages or SDK for the boot to install",
-                set.dir.display()
-            ),
-        });
-    }
+    // Not empty: an installing artifact (checked above) always has a layer.
     Ok(Plan {
         base_id: base_id.to_string(),
         layers,

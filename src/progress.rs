@@ -9,11 +9,3 @@ pub trait Reporter: Send + Sync {
     /// One line the setup program printed inside the container.
     fn output(&self, layer: LayerName, line: &str);
 }
-
-/// Says nothing: for library callers and tests that only want the result.
-pub struct Silent;
-
-impl Reporter for Silent {
-    fn step(&self, _message: &str) {}
-    fn output(&self, _layer: LayerName, _line: &str) {}
-}

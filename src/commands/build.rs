@@ -72,7 +72,6 @@ pub async fn run<E: Engine + ImageTools>(
     let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
     let plan = plan::plan(set, &prepared.parent)?;
     let network = Network::parse(&args.network);
-    let registry = registry_for(args)?;
     let image = format!("{}:{}", args.repository, plan.tag());
 
     let mut local = Vec::new();
@@ -84,7 +83,15 @@ pub async fn run<E: Engine + ImageTools>(
             }
         }
     }
-    if local.len() < plan.layers.len() && !args.no_cache {
+    // Credentials (maybe a credential helper process) only when the registry
+    // is used: not on a relaunch that finds every layer here and pushes nothing.
+    let all_local = local.len() == plan.layers.len();
+    let registry = if all_local && !args.push {
+        None
+    } else {
+        registry_for(args)?
+    };
+    if !all_local && !args.no_cache {
         if let Some((registry, _)) = &registry {
             match registry.manifest_digest(plan.tag()).await {
                 Ok(Some(digest)) => {
