@@ -177,7 +177,11 @@ fn interrupt_removes_the_setup_container() {
     assert!(kill.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(2), "interrupted: {rest:?}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "interrupted (128 + SIGINT): {rest:?}"
+    );
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
     assert_nothing_left(&repo);
 }

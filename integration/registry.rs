@@ -269,7 +269,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         name: refused.clone(),
     };
     let o = build(&fx, &refused, &req, &["--push"], &empty);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3), "unavailable: worth a retry");
     let err = stderr(&o);
     assert!(
         err.contains(&format!("cannot reach registry 127.0.0.1:{port}")) && err.contains("refused"),
@@ -304,7 +304,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         name: unknown.to_string(),
     };
     let o = build(&fx, unknown, &req, &["--push"], &empty);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3), "cannot reach: worth a retry");
     let err = stderr(&o);
     assert!(
         err.contains("cannot reach registry nosuchhost.invalid:5000"),
@@ -324,6 +324,23 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let err = stderr(&o);
     assert!(
         err.contains("denied access to team/x") && err.contains("ask for access"),
+        "{err}"
+    );
+
+    // 503: the registry is there but unavailable; exit 3 (retry), not 2.
+    let unavailable = answering_server("503 Service Unavailable");
+    let repository = format!("127.0.0.1:{}/team/x", unavailable.port);
+    let _c5 = TestRepo {
+        name: repository.clone(),
+    };
+    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "cannot reach registry 127.0.0.1:{}",
+            unavailable.port
+        )) && err.contains("503"),
         "{err}"
     );
 }
@@ -446,6 +463,11 @@ struct Forbidding {
 }
 
 fn forbidding_server() -> Forbidding {
+    answering_server("403 Forbidden")
+}
+
+/// A loopback HTTP server answering every request with `status`.
+fn answering_server(status: &'static str) -> Forbidding {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -460,7 +482,10 @@ fn forbidding_server() -> Forbidding {
                     let mut buf = [0u8; 4096];
                     let _ = s.read(&mut buf);
                     let _ = s.write_all(
-                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
                     );
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),

@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Exit status: the setup inside the container failed (or `check` found problems).
+pub const EXIT_SETUP_FAILED: i32 = 1;
+/// Exit status: bad input or usage, or a refusal the user must act on.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the engine or a registry is unavailable (connection refused
+/// or reset, timeout, HTTP 5xx, engine gone mid-build); retrying may succeed.
+pub const EXIT_UNAVAILABLE: i32 = 3;
+/// Exit status: interrupted (Ctrl-C), as shells report 128 + SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // ---- staged artifacts (src/stage) ----
@@ -218,13 +228,18 @@ impl Error {
         })
     }
 
-    /// Process exit status per SPEC: 1 when the setup inside the container
-    /// failed (or `check` has findings), 2 for bad input, usage, engine or
-    /// registry errors.
+    /// The process exit status, the one place it is decided:
+    /// [`EXIT_SETUP_FAILED`] when the setup inside the container failed (or
+    /// `check` has findings), [`EXIT_UNAVAILABLE`] when the engine or a
+    /// registry could not be reached or answered 5xx (worth a retry),
+    /// [`EXIT_INTERRUPTED`] on Ctrl-C, [`EXIT_USAGE`] for everything the user
+    /// must fix (input, usage, credentials, a refusal).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
-            _ => 2,
+            Error::SetupFailed { .. } | Error::Incompatible { .. } => EXIT_SETUP_FAILED,
+            Error::EngineUnreachable { .. } | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
+            Error::Interrupted => EXIT_INTERRUPTED,
+            _ => EXIT_USAGE,
         }
     }
 

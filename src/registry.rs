@@ -125,6 +125,28 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
     }
 }
 
+/// Whether a registry failure the engine reports as text (lowercased) says
+/// the registry was unavailable rather than refusing: the connection failed
+/// or broke, timed out, or the registry answered 5xx. Such a failure is
+/// worth a retry; anything else needs the user.
+pub fn is_transient(lower: &str) -> bool {
+    const SIGNS: [&str; 12] = [
+        "connection refused",
+        "connection reset",
+        "broken pipe",
+        "i/o timeout",
+        "timeout exceeded",
+        "tls handshake timeout",
+        "unexpected eof",
+        "no route to host",
+        "500 internal server error",
+        "502 bad gateway",
+        "503 service unavailable",
+        "504 gateway timeout",
+    ];
+    SIGNS.iter().any(|s| lower.contains(s))
+}
+
 /// A registry API client for one repository.
 pub struct Registry {
     repo: RepositoryRef,
@@ -211,6 +233,11 @@ impl Registry {
             StatusCode::FORBIDDEN => Err(Error::RegistryDenied {
                 registry: self.repo.registry.clone(),
                 repository: self.repo.path.clone(),
+            }),
+            // A registry that answers 5xx is down or overloaded: unavailable, not refusing.
+            s if s.is_server_error() => Err(Error::RegistryUnreachable {
+                registry: self.repo.registry.clone(),
+                reason: format!("looking up {}:{tag}: HTTP {s}", self.repo.path),
             }),
             s => Err(Error::Registry {
                 registry: self.repo.registry.clone(),
@@ -344,6 +371,24 @@ mod tests {
             RepositoryRef::parse("a/b").api_base(),
             "https://registry-1.docker.io"
         );
+    }
+
+    #[test]
+    fn transient_registry_failures_are_told_from_refusals() {
+        for transient in [
+            "put http://127.0.0.1:5000/v2/x/blobs/uploads/: dial tcp 127.0.0.1:5000: connect: connection refused",
+            "received unexpected http status: 503 service unavailable",
+            "read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer",
+        ] {
+            assert!(is_transient(transient), "{transient}");
+        }
+        for refusal in [
+            "unsupported: the operation is unsupported",
+            "name unknown: repository name not known to registry",
+            "manifest invalid",
+        ] {
+            assert!(!is_transient(refusal), "{refusal}");
+        }
     }
 
     #[test]

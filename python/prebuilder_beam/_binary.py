@@ -31,9 +31,17 @@ DEFAULT_REPOSITORY = "beam_python_prebuilt_sdk"
 # does not say where it came from).
 _OWN_FLAGS = ("--base", "--context", "--repository", "--push", "--format")
 
+# The binary's exit statuses (`prebuilder build --help`).
+EXIT_SETUP_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
 _EXIT_MEANINGS = {
-    1: "the setup inside the container failed",
-    2: "bad input or usage, or an engine or registry error",
+    EXIT_SETUP_FAILED: "the setup inside the container failed",
+    EXIT_USAGE: "bad input or usage, or a refusal: fix it, a retry will not help",
+    EXIT_UNAVAILABLE: "the engine or a registry is unavailable: worth a retry",
+    EXIT_INTERRUPTED: "interrupted",
 }
 
 # How long an interrupted binary gets to remove its setup container.
@@ -47,6 +55,12 @@ class PrebuilderError(RuntimeError):
     exit status. Attributes: `status` (exit status, or None when the binary
     never ran), `command` (argv list, or None) and `error` (the binary's error
     text, or None).
+
+    Exit statuses: 1 the setup inside the container failed (fix the
+    failing package); 2 bad input or usage, or a refusal (fix it; a retry will
+    not help); 3 the engine or a registry is unavailable (connection refused
+    or reset, timeout, HTTP 5xx: worth a retry, see `retryable`); 130
+    interrupted; negative when killed by that signal.
     """
 
     def __init__(self, message, status=None, command=None, error=None):
@@ -54,6 +68,11 @@ class PrebuilderError(RuntimeError):
         self.status = status
         self.command = command
         self.error = error
+
+    @property
+    def retryable(self):
+        """True when the binary said the engine or a registry was unavailable."""
+        return self.status == EXIT_UNAVAILABLE
 
 
 def find_binary(environ=None):

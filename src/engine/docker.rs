@@ -328,12 +328,17 @@ impl DockerEngine {
 
 pub(super) fn engine_err(action: &str, e: BollardError) -> Error {
     match e {
-        BollardError::SocketNotFoundError(_) | BollardError::HyperResponseError { .. } => {
-            Error::EngineUnreachable {
-                endpoint: endpoint(),
-                reason: e.to_string(),
-            }
-        }
+        // The connection failed, broke, or timed out (the engine stopped
+        // mid-build, say): the engine is unavailable, which is worth a retry.
+        BollardError::SocketNotFoundError(_)
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. }
+        | BollardError::HttpClientError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError => Error::EngineUnreachable {
+            endpoint: endpoint(),
+            reason: e.to_string(),
+        },
         other => Error::Engine {
             action: action.to_string(),
             reason: other.to_string(),
@@ -575,6 +580,11 @@ impl Engine for DockerEngine {
                             Error::RegistryDenied {
                                 registry: registry.registry,
                                 repository: registry.path,
+                            }
+                        } else if crate::registry::is_transient(&lower) {
+                            Error::RegistryUnreachable {
+                                registry: registry.registry,
+                                reason: format!("pushing {repo}:{tag}: {error}"),
                             }
                         } else {
                             Error::Registry {
