@@ -25,7 +25,8 @@ prebuilder build --base apache/beam_python3.11_sdk:2.77.0 \\\n      \
 --requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
 )]
 pub struct Cli {
-    /// Print only errors on stderr.
+    /// Print only errors on stderr; `build` then prints only the reference to launch with
+    /// (the report's sdk_container_image) on stdout, unless --format json.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -233,4 +234,16 @@ pub struct BuildArgs {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
+
+    /// Write the image id to FILE, as `docker build --iidfile` does (on a registry hit,
+    /// where nothing is pulled, the registry's digest).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Write buildx-style metadata JSON to FILE: `containerimage.digest` (registry digest,
+    /// when pushed), `containerimage.config.digest` (image id) and `image.name`.
+    /// Under GitHub Actions (GITHUB_ACTIONS=true) the step outputs `image`, `digest` and
+    /// `sdk-container-image` are also appended to $GITHUB_OUTPUT.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub metadata_file: Option<PathBuf>,
 }

@@ -171,6 +171,14 @@ pub enum Error {
     #[error("the prebuilder record of image {image} is not valid: {reason}")]
     RecordInvalid { image: String, reason: String },
 
+    #[error("cannot write {what} file {path}: {source}")]
+    Output {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot write report {path}: {source}")]
     Report {
         path: PathBuf,
@@ -225,6 +233,7 @@ impl Error {
             RecordMissing { .. } => "records are written by `prebuilder build` (this version and later); rebuild the image, with --no-cache if its layers are cached".into(),
             RecordInvalid { .. } => "rebuild the image with `prebuilder build --no-cache`".into(),
             Report { .. } => "choose a writable path for --report".into(),
+            Output { what, .. } => format!("choose a writable path for {what} (its directory must exist); the image was built and is reported on stdout"),
         })
     }
 

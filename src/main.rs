@@ -8,6 +8,7 @@ use clap::Parser;
 use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
 use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
+use prebuilder::outputs;
 use prebuilder::plan::LayerName;
 use prebuilder::progress::Reporter;
 use prebuilder::report::Report;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(prebuilder::error::EXIT_USAGE as u8);
         }
     };
     let reporter = Stderr { quiet: cli.quiet };
@@ -71,8 +72,16 @@ async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
             source,
         })?;
     }
-    print_report(&report, args.format);
-    Ok(())
+    let outputs = outputs::Outputs::new(args.iidfile.clone(), args.metadata_file.clone(), |k| {
+        std::env::var(k).ok()
+    });
+    // stdout first: an unwritable output file must not hide the built image.
+    if reporter.quiet && args.format == Format::Text {
+        print_stdout(&outputs::quiet(&report));
+    } else {
+        print_report(&report, args.format);
+    }
+    outputs::write(&outputs, &report)
 }
 
 async fn run_gc(args: GcArgs) -> Result<(), Error> {
