@@ -500,3 +500,122 @@ impl Drop for Forbidding {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A credential helper script named `docker-credential-<name>` in `dir`.
+fn credential_helper(dir: &Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_credential_helper_without_an_entry_means_anonymous_as_docker_does() {
+    let fx = Fixtures::load();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // What docker-credential-helpers print for a server they hold nothing for.
+    credential_helper(
+        &bin,
+        "prebuilder-none",
+        "cat >/dev/null\necho 'credentials not found in native keychain'\nexit 1\n",
+    );
+    credential_helper(
+        &bin,
+        "prebuilder-broken",
+        "cat >/dev/null\necho 'tok-7d1e-secret-in-helper-output'\necho 'keychain locked' >&2\nexit 1\n",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let none = docker_config(dir.path(), r#"{"credsStore": "prebuilder-none"}"#);
+    let broken_dir = dir.path().join("broken");
+    std::fs::create_dir_all(&broken_dir).unwrap();
+    let broken = docker_config(&broken_dir, r#"{"credsStore": "prebuilder-broken"}"#);
+
+    // An anonymous registry as a cache: "not found" is anonymous, the build goes on.
+    let open = TestRegistry::start(None);
+    let repository = format!("{}/team/helper", open.addr);
+    let _c1 = TestRepo {
+        name: repository.clone(),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    let o = run(prebuilder()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &none)
+        .args(["build", "--base", &fx.beam_image, "--network", "none"])
+        .args(["--format", "json", "--repository", &repository])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["cached"], false);
+
+    // With --push to a registry that needs a login, the registry's 401 says what to do.
+    let secure = TestRegistry::start(Some(USER));
+    let repository = format!("{}/team/helper", secure.addr);
+    let _c2 = TestRepo {
+        name: repository.clone(),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    let o = run(prebuilder()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &none)
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--push",
+        ])
+        .args(["--repository", &repository])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("authentication required (no credentials are configured for it)")
+            && err.contains(&format!("docker login {}", secure.addr)),
+        "{err}"
+    );
+
+    // Any other helper failure is an error naming the helper once, and
+    // nothing it printed.
+    let o = run(prebuilder()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &broken)
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--push",
+        ])
+        .args(["--repository", &repository])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("credential helper docker-credential-prebuilder-broken failed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("docker-credential-docker-credential"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("tok-7d1e-secret"),
+        "helper output leaked: {err}"
+    );
+}

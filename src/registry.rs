@@ -113,10 +113,15 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
         }
         Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
         Err(E::NoCredentialConfigured | E::ConfigNotFound | E::ConfigReadError) => Ok(None),
-        // A helper's own output may hold secrets: name the helper, not what it printed.
+        // The helper protocol's "no entry for this server": anonymous, as the
+        // docker CLI treats it (a registry that needs a login then answers
+        // 401, and that error says to `docker login`).
+        Err(E::HelperFailure { stdout, .. }) if helper_found_nothing(&stdout) => Ok(None),
+        // A helper's own output may hold secrets: name the helper, not what it
+        // printed. `helper` is already the command (`docker-credential-X`).
         Err(E::HelperFailure { helper, .. }) => Err(Error::Credentials {
             registry: repo.registry.clone(),
-            reason: format!("credential helper docker-credential-{helper} failed"),
+            reason: format!("credential helper {helper} failed"),
         }),
         Err(e) => Err(Error::Credentials {
             registry: repo.registry.clone(),
@@ -145,6 +150,15 @@ pub fn is_transient(lower: &str) -> bool {
         "504 gateway timeout",
     ];
     SIGNS.iter().any(|s| lower.contains(s))
+}
+
+/// What credential helpers print (on stdout, with a failing status) when they
+/// hold nothing for a server: `credentials.errCredentialsNotFoundMessage` of
+/// docker-credential-helpers, which the docker CLI matches the same way.
+const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+
+fn helper_found_nothing(stdout: &str) -> bool {
+    stdout.trim() == HELPER_NOT_FOUND
 }
 
 /// A registry API client for one repository.
