@@ -165,20 +165,20 @@ def run_build(command, environ=None):
         raise PrebuilderError(
             "cannot run %s: %s\nhint: check %s or PATH" %
             (command[0], e, BIN_ENV), command=command)
-    _LOGGER.info("running prebuilder (pid %d): %s", process.pid,
-                 shlex.join(command))
-
     # The report arrives at the end, but read stdout concurrently anyway so a
     # full pipe can never stall the binary while we wait on stderr.
     stdout = []
     reader = threading.Thread(
         target=lambda: stdout.append(process.stdout.read()),
         name="prebuilder-stdout", daemon=True)
-    reader.start()
-
     tail = collections.deque(maxlen=20)
     error_lines = []
+    # From here on a KeyboardInterrupt (or any exception, a logging handler's
+    # included) must stop the binary: everything after Popen is in the try.
     try:
+        reader.start()
+        _LOGGER.info("running prebuilder (pid %d): %s", process.pid,
+                     shlex.join(command))
         for raw in process.stderr:
             line = raw.rstrip("\n")
             _LOGGER.info("%s", line)
@@ -192,7 +192,8 @@ def run_build(command, environ=None):
         _stop(process)
         raise
     finally:
-        reader.join()
+        if reader.ident is not None:  # started
+            reader.join()
         process.stderr.close()
         process.stdout.close()
 

@@ -166,13 +166,29 @@ def test_killed_binary_shows_its_last_lines(monkeypatch, tmp_path, installed_req
 
 
 def test_interrupted_launch_interrupts_the_binary(monkeypatch, tmp_path, installed_requirement, base_image):
-    """Ctrl-C in the launcher reaches the binary, which then removes its container."""
+    """Ctrl-C in the launcher reaches the binary, which then removes its container.
+
+    The stand-in is a Python script, not a shell script: it installs its
+    SIGINT handler the way the real binary does (tokio's ctrl_c sets one with
+    sigaction), which replaces an inherited SIG_IGN. A `trap ... INT` in sh
+    cannot: a non-interactive shell may not trap a signal ignored on entry,
+    and SIGINT is ignored for every job a non-interactive shell starts in the
+    background (`make test &`, CI runners), so the old stand-in ignored the
+    plugin's SIGINT there, was killed after the 30 s grace, and left no marker.
+    """
     marker = tmp_path / "got-sigint"
-    binary = fake_binary(tmp_path, textwrap.dedent("""\
-        trap 'echo interrupted > %s; exit 130' INT
-        echo 'prebuilder: dependencies: building' >&2
-        i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-        """ % marker))
+    binary = tmp_path / "fake-prebuilder"
+    binary.write_text("#!%s\n" % sys.executable + textwrap.dedent("""\
+        import signal, sys, time
+        def interrupted(*_):
+            with open(%r, "w") as f:
+                f.write("interrupted\\n")
+            sys.exit(130)
+        signal.signal(signal.SIGINT, interrupted)
+        print("prebuilder: dependencies: building", file=sys.stderr, flush=True)
+        time.sleep(60)
+        """ % str(marker)))
+    binary.chmod(0o755)
     monkeypatch.setenv("PREBUILDER_BIN", str(binary))
 
     class CtrlC(logging.Handler):
