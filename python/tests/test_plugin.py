@@ -226,3 +226,56 @@ def test_base_for_other_versions_is_warned_about(caplog):
         sys.version_info[0], sys.version_info[1], version.__version__))
     _warn_on_version_mismatch("my-gpu-image:1")
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("args,local", [
+    ([], True),
+    (["--runner=DirectRunner"], True),
+    (["--runner=PrismRunner"], True),
+    (["--runner=PortableRunner", "--job_endpoint=embed"], True),
+    (["--runner=PortableRunner", "--job_endpoint=localhost:8099"], True),
+    (["--runner=FlinkRunner", "--flink_master=[local]"], True),
+    (["--runner=DataflowRunner"], False),
+    (["--runner=apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"], False),
+    (["--runner=PortableRunner", "--job_endpoint=jobs.example.com:8099"], False),
+    (["--runner=FlinkRunner", "--flink_master=flink.example.com:8081"], False),
+])
+def test_which_runners_start_workers_on_this_machine(args, local):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from prebuilder_beam.builder import _runs_locally
+    assert _runs_locally(PipelineOptions(args)) is local
+
+
+def test_remote_runner_without_a_push_url_warns(caplog, base_image, installed_requirement):
+    with caplog.at_level(logging.INFO, logger="prebuilder_beam"):
+        build_image("--runner=DataflowRunner", "--sdk_container_image", base_image,
+                    *installed_requirement)
+    warnings = [r for r in caplog.records
+                if r.name.startswith("prebuilder_beam") and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "no --docker_registry_push_url" in message
+    assert "DataflowRunner" in message and "--docker_registry_push_url to a registry" in message
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prebuilder_beam"):
+        build_image("--sdk_container_image", base_image, *installed_requirement)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.startswith("prebuilder_beam")]
+
+
+def test_progress_shows_with_pythons_default_logging(base_image, installed_requirement, tmp_path):
+    """A launch that never configures logging still shows the build, as local_docker does."""
+    script = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, %r)
+        from support import build_image
+        print(build_image(*sys.argv[1:]))
+    """ % os.path.dirname(__file__))
+    args = ["--sdk_container_image", base_image, *map(str, installed_requirement)]
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "running prebuilder (pid" in out.stderr, out.stderr
+    assert "prebuilder: dependencies:" in out.stderr, out.stderr
+    assert out.stderr.count("running prebuilder (pid") == 1, "each line once"
+    assert out.stdout.strip().startswith("prebuilder-test/"), out.stdout
