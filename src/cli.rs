@@ -196,6 +196,14 @@ pub struct BuildArgs {
     #[arg(long = "tag", value_name = "NAME", help_heading = "Output")]
     pub tags: Vec<String>,
 
+    /// A label for the result image, KEY=VALUE (repeatable). The result also gets
+    /// org.opencontainers.image.{created,base.name,base.digest,source,revision} where known
+    /// (source and revision from GitHub Actions' or GitLab CI's environment, else from the git
+    /// checkout of --setup-file; created from SOURCE_DATE_EPOCH, else the base's). Labels are
+    /// part of the result's key: other labels, another result.
+    #[arg(long = "label", value_name = "KEY=VALUE", help_heading = "Output")]
+    pub labels: Vec<String>,
+
     /// Push the result to the registry named in --repository (credentials as the docker CLI
     /// finds them) and report its digest; the report's sdk_container_image is then REPO@sha256:….
     #[arg(long, help_heading = "Output")]

@@ -13,6 +13,8 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod history;
+pub mod labels;
 pub mod outputs;
 pub mod plan;
 pub mod progress;

@@ -22,6 +22,9 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     for t in &args.tags {
         check_tag(t)?;
     }
+    for l in &args.labels {
+        crate::labels::parse(l)?;
+    }
     Ok(())
 }
 
@@ -70,7 +73,13 @@ pub async fn run<E: Engine + ImageTools>(
         })?;
     // --boot-from's boot layer, and the base checks that run before the first install.
     let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
-    let plan = plan::plan(set, &prepared.parent)?;
+    let mut plan = plan::plan(set, &prepared.parent)?;
+    // The result's own labels (--label, OCI) are part of its key: see labels.rs.
+    let result_labels = crate::labels::for_build(args, &base)?;
+    tracing::debug!("result labels: {result_labels:?}");
+    if let Some(last) = plan.layers.last_mut() {
+        last.key = crate::labels::keyed(&last.key, &result_labels);
+    }
     let network = Network::parse(&args.network);
     let image = format!("{}:{}", args.repository, plan.tag());
 
@@ -160,7 +169,15 @@ pub async fn run<E: Engine + ImageTools>(
                     from_image: &from_image,
                     base: &prepared.config,
                     layer,
-                    labels: labels(layer, &base),
+                    labels: if i + 1 == plan.layers.len() {
+                        result_labels
+                            .clone()
+                            .into_iter()
+                            .chain(labels(layer, &base))
+                            .collect()
+                    } else {
+                        labels(layer, &base)
+                    },
                     network: &network,
                 };
                 (

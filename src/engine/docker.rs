@@ -355,6 +355,8 @@ fn image_info(i: ImageInspect) -> ImageInfo {
         env: c.env.unwrap_or_default(),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
         repo_tags: i.repo_tags.unwrap_or_default(),
+        repo_digests: i.repo_digests.unwrap_or_default(),
+        created: i.created.map(|c| c.to_string()),
     }
 }
 

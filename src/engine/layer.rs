@@ -26,6 +26,7 @@ use super::docker::{engine_err, DockerEngine};
 use super::setup::SNAPSHOT_DIR;
 use super::{Engine, LayerBuild};
 use crate::error::{Error, Result};
+use crate::history;
 use crate::progress::Reporter;
 use crate::record::RECORD_FILE;
 
@@ -61,6 +62,7 @@ impl DockerEngine {
             .await
             .map_err(|e| engine_err(&format!("inspecting {}", build.from_image), e))?;
         let parent_layers = parent.root_fs.and_then(|r| r.layers).unwrap_or_default();
+        let parent_history = self.history(build.from_image).await?;
         let config_value = serde_json::to_value(config).map_err(|e| Error::Engine {
             action: "writing the image config".into(),
             reason: e.to_string(),
@@ -68,6 +70,7 @@ impl DockerEngine {
         let os = parent.os.unwrap_or_else(|| "linux".into());
         let arch = parent.architecture.unwrap_or_else(|| "amd64".into());
         let record = record.map(<[u8]>::to_vec);
+        let history_entry = history::entry(layer, &now_rfc3339());
         let dir = tmp.path().to_path_buf();
         reporter.step(&format!("{}: writing the layer", layer.name));
         let (archive, image_id) =
@@ -76,7 +79,10 @@ impl DockerEngine {
                 let diff_id = write_layer(&snapshot, &deleted, record.as_deref(), &layer_tar)?;
                 let mut diff_ids = parent_layers;
                 diff_ids.push(diff_id);
-                let config = image_config(&os, &arch, config_value, &diff_ids, now_rfc3339());
+                let created = now_rfc3339();
+                let mut history = history::from_engine(&parent_history);
+                history.push(history_entry);
+                let config = image_config(&os, &arch, config_value, &diff_ids, created, history);
                 let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
                 let archive = dir.join("image.tar");
                 write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
@@ -114,6 +120,24 @@ impl DockerEngine {
                 reason: format!("the engine did not keep {image_id}"),
             }),
         }
+    }
+
+    /// An image's history as the engine's API gives it (newest first).
+    async fn history(&self, image: &str) -> Result<Vec<history::EngineEntry>> {
+        let items = self
+            .docker
+            .image_history(image)
+            .await
+            .map_err(|e| engine_err(&format!("reading the history of {image}"), e))?;
+        Ok(items
+            .into_iter()
+            .map(|i| history::EngineEntry {
+                created: i.created,
+                created_by: i.created_by,
+                comment: i.comment,
+                size: i.size,
+            })
+            .collect())
     }
 
     /// Stream `path` out of a container into `to` (the engine's tar around
@@ -307,6 +331,7 @@ fn image_config(
     config: serde_json::Value,
     diff_ids: &[String],
     created: String,
+    history: Vec<serde_json::Value>,
 ) -> Vec<u8> {
     let doc = serde_json::json!({
         "architecture": arch,
@@ -314,6 +339,7 @@ fn image_config(
         "created": created,
         "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": history,
     });
     doc.to_string().into_bytes()
 }
@@ -532,6 +558,7 @@ mod tests {
             serde_json::json!({"Entrypoint": ["/opt/apache/beam/boot"]}),
             &["sha256:a".into(), "sha256:b".into()],
             rfc3339(0),
+            vec![serde_json::json!({"created_by": "base"})],
         );
         let archive = dir.path().join("image.tar");
         write_archive(&archive, &config, 2, &layer).unwrap();
@@ -559,5 +586,6 @@ mod tests {
         );
         assert_eq!(config["config"]["Entrypoint"][0], "/opt/apache/beam/boot");
         assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(config["history"][0]["created_by"], "base");
     }
 }

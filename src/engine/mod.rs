@@ -43,6 +43,10 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub repo_tags: Vec<String>,
+    /// `repo@sha256:…` references of registries the image came from.
+    pub repo_digests: Vec<String>,
+    /// When the image was created (RFC 3339), as its config says.
+    pub created: Option<String>,
 }
 
 /// An image prebuilder built (it carries `prebuilder.key`).
