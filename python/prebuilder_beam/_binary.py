@@ -15,6 +15,8 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import sysconfig
 import threading
 
 _LOGGER = logging.getLogger(__name__)
@@ -76,7 +78,13 @@ class PrebuilderError(RuntimeError):
 
 
 def find_binary(environ=None):
-    """Returns the binary's path: $PREBUILDER_BIN, else `prebuilder` on PATH."""
+    """Returns the binary's path.
+
+    $PREBUILDER_BIN when set (an override: a development build, say); else the
+    `prebuilder` the wheel installed next to this interpreter's scripts (the
+    venv's bin/, or the user scheme's for `pip install --user`), whatever
+    PATH says; else `prebuilder` on PATH.
+    """
     environ = os.environ if environ is None else environ
     configured = environ.get(BIN_ENV)
     if configured:
@@ -85,18 +93,41 @@ def find_binary(environ=None):
             raise PrebuilderError(
                 "%s=%s is not an executable file\n"
                 "hint: point %s at the prebuilder binary (e.g. "
-                "target/release/prebuilder), or unset it to use `prebuilder` "
-                "from PATH" % (BIN_ENV, configured, BIN_ENV))
+                "target/release/prebuilder), or unset it to use the one "
+                "installed with prebuilder-beam" % (BIN_ENV, configured, BIN_ENV))
         return path
+    for scripts in _scripts_dirs():
+        path = os.path.join(scripts, "prebuilder")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
     found = shutil.which("prebuilder", path=environ.get("PATH"))
     if found:
         return found
     raise PrebuilderError(
-        "the prebuilder binary was not found: %s is not set and there is no "
+        "the prebuilder binary was not found: %s is not set, it is not "
+        "installed next to this interpreter (%s) and there is no "
         "`prebuilder` on PATH\n"
-        "hint: build it (`cargo build --release`, then "
-        "target/release/prebuilder) and set %s to its path, or put it on "
-        "PATH" % (BIN_ENV, BIN_ENV))
+        "hint: `pip install prebuilder-beam` installs it with this package; "
+        "or build it (`cargo build --release`) and set %s to "
+        "target/release/prebuilder" % (BIN_ENV, sys.executable, BIN_ENV))
+
+
+def _scripts_dirs():
+    """Where pip puts the scripts of packages installed for this interpreter."""
+    dirs = []
+    schemes = [None]
+    user_scheme = "%s_user" % os.name
+    if user_scheme in sysconfig.get_scheme_names():
+        schemes.append(user_scheme)
+    for scheme in schemes:
+        try:
+            path = (sysconfig.get_path("scripts") if scheme is None
+                    else sysconfig.get_path("scripts", scheme))
+        except KeyError:
+            continue
+        if path and path not in dirs:
+            dirs.append(path)
+    return dirs
 
 
 def extra_args(environ=None):
