@@ -444,3 +444,27 @@ fn template_custom_base_prints_a_dockerfile_without_an_engine() {
         .stdout(predicate::str::is_empty())
         .stderr(predicate::str::contains("--base").and(predicate::str::contains("hint:")));
 }
+
+#[test]
+fn bad_labels_are_usage_errors_before_the_engine() {
+    for label in ["no-equals", "=v", "prebuilder.key=x", "a b=c"] {
+        prebuilder()
+            .args([
+                "build",
+                "--base",
+                "b:1",
+                "--requirements-file",
+                "r.txt",
+                "--label",
+                label,
+            ])
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains("--label")
+                    .and(predicate::str::contains("hint:"))
+                    .and(predicate::str::contains("cannot reach").not()),
+            );
+    }
+}
