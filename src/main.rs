@@ -8,8 +8,9 @@ use clap::Parser;
 use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
 use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
-use prebuilder::plan::LayerName;
-use prebuilder::progress::Reporter;
+use prebuilder::plan::{BEAM_DIR, BOOT};
+use prebuilder::progress::{Event, Reporter};
+use prebuilder::record::RECORD_FILE;
 use prebuilder::report::Report;
 use prebuilder::Error;
 
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", with_causes(&e));
             if let Some(hint) = e.hint() {
                 eprintln!("hint: {hint}");
             }
@@ -55,24 +56,23 @@ fn main() -> ExitCode {
 }
 
 async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
-    build::validate(&args)?;
-    let set = build::stage(&args).await?;
-    let engine = DockerEngine::connect().await?;
-    // Ctrl-C drops the build future; the engine then removes what it created.
-    let outcome = tokio::select! {
-        r = build::run(&engine, &args, &set, reporter) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
-    };
-    engine.remove_leftovers().await;
-    let report = outcome?;
-    if let Some(path) = &args.report {
-        std::fs::write(path, report.to_json() + "\n").map_err(|source| Error::Report {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let report = build::run(&args, reporter).await?;
     print_report(&report, args.format);
     Ok(())
+}
+
+/// The error and each cause not already in its text, `: `-joined.
+fn with_causes(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let shown = c.to_string();
+        if !text.contains(&shown) {
+            text = format!("{text}: {shown}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 async fn run_gc(args: GcArgs) -> Result<(), Error> {
@@ -145,21 +145,89 @@ fn init_logging(cli: &Cli) {
 }
 
 /// Progress on stderr: one line per step, the setup's own output indented
-/// under its layer. `-q` silences both.
+/// under its layer. `-q` silences both. The only place events become words.
 struct Stderr {
     quiet: bool,
 }
 
 impl Reporter for Stderr {
-    fn step(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("prebuilder: {message}");
+    fn event(&self, event: Event<'_>) {
+        if self.quiet {
+            return;
         }
-    }
-
-    fn output(&self, layer: LayerName, line: &str) {
-        if !self.quiet {
+        if let Event::RegistrySkipped { reason } = event {
+            tracing::warn!("{reason}; building locally");
+            return;
+        }
+        if let Event::SetupOutput { layer, line } = event {
             eprintln!("  {layer:>12} | {line}");
+            return;
         }
+        eprintln!("prebuilder: {}", words(&event));
+    }
+}
+
+fn words(event: &Event<'_>) -> String {
+    match event {
+        Event::LayerHit { layer, tag } => format!("{layer}: cache hit ({tag})"),
+        Event::LayerBuilding { layer, artifacts } => {
+            format!("{layer}: building ({artifacts} artifact(s))")
+        }
+        Event::BootBuilding { boot_ref, base } => {
+            format!("boot: building (the boot of {boot_ref} on {base})")
+        }
+        Event::WaitingForLock => {
+            "another prebuilder is building the same layer; waiting for it".into()
+        }
+        Event::CheckingBase { name } => {
+            format!("checking {name} before installing anything (a probe container, no network)")
+        }
+        Event::CreatingContainer { layer, name } => {
+            format!("{layer}: creating setup container {name}")
+        }
+        Event::Uploading {
+            layer,
+            files,
+            bytes,
+        } => format!(
+            "{layer}: uploading {files} artifact(s), {:.1} MB",
+            *bytes as f64 / 1e6
+        ),
+        Event::RunningSetup { layer } => format!("{layer}: running {BOOT} --setup_only"),
+        Event::SetupOutput { layer, line } => format!("{layer} | {line}"),
+        Event::Recording { layer, packages } => {
+            format!("{layer}: recording {packages} installed package(s) in {RECORD_FILE}")
+        }
+        Event::WritingLayer { layer } => format!("{layer}: writing the layer"),
+        Event::LoadingLayer { layer } => format!("{layer}: loading the layer"),
+        Event::NoSnapshot { layer } => {
+            format!("{layer}: the base has no GNU find/tar for a layer snapshot; committing")
+        }
+        Event::Committing { layer } => format!("{layer}: committing"),
+        Event::BootCopying { boot_ref } => format!("boot: copying {BEAM_DIR} from {boot_ref}"),
+        Event::BootCopied { bytes } => format!(
+            "boot: copied {} (tar); committing with entrypoint {BOOT}",
+            if *bytes < 1_000_000 {
+                format!("{:.1} kB", *bytes as f64 / 1e3)
+            } else {
+                format!("{:.1} MB", *bytes as f64 / 1e6)
+            }
+        ),
+        Event::RegistryHit {
+            image,
+            registry,
+            digest,
+        } => format!("registry hit: {image} is in {registry} ({digest})"),
+        Event::RegistrySkipped { reason } => format!("{reason}; building locally"),
+        Event::Pushing { reference } => format!("pushing {reference}"),
+        Event::PushStatus { reference, status } => format!("push {reference}: {status}"),
+        Event::AlreadyPushed { reference, digest } => format!(
+            "{reference} is already in the registry ({digest}); same inputs, so it is not pushed again"
+        ),
+        Event::MovingTag {
+            reference,
+            from,
+            to,
+        } => format!("moving {reference} from {from} to {to}"),
     }
 }

@@ -125,6 +125,27 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
     }
 }
 
+/// What the build asks of a registry itself (pushing goes through the
+/// engine): a trait so the build's decisions are tested without one; the
+/// real [`Registry`] is tested against a real registry in integration tests.
+#[allow(async_fn_in_trait)]
+pub trait Manifests {
+    /// The registry's host (`localhost:5000`), for messages.
+    fn host(&self) -> &str;
+    /// The manifest digest of `tag` in the repository; `None` when absent.
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>>;
+}
+
+impl Manifests for Registry {
+    fn host(&self) -> &str {
+        &self.repo.registry
+    }
+
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
+        Registry::manifest_digest(self, tag).await
+    }
+}
+
 /// A registry API client for one repository.
 pub struct Registry {
     repo: RepositoryRef,

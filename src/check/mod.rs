@@ -489,5 +489,8 @@ pub fn list(findings: &[Finding]) -> String {
         .collect()
 }
 
+mod facts;
+pub use facts::image_facts;
+
 #[cfg(test)]
 mod tests;

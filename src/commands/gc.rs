@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, LayerImage};
+use crate::engine::{ops, Engine, LayerImage};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 
@@ -120,7 +120,7 @@ pub async fn run<E: Engine>(
     keep: Option<usize>,
     dry_run: bool,
 ) -> Result<GcReport> {
-    let images = engine.layer_images().await?;
+    let images = ops::layer_images(engine).await?;
     let (removed, kept) = select(&images, repository, keep);
     let mut failed = Vec::new();
     if !dry_run {
@@ -176,7 +176,7 @@ impl GcReport {
     pub fn error(&self) -> Option<Error> {
         (!self.failed.is_empty()).then(|| Error::Engine {
             action: "removing unneeded images".into(),
-            reason: self.failed.join("; "),
+            source: self.failed.join("; ").into(),
         })
     }
 }
