@@ -5,6 +5,7 @@ use crate::build::{self, Remote};
 use crate::cli::BuildArgs;
 use crate::engine::{DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
+use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
 use crate::registry::{self, Registry, RepositoryRef};
 use crate::report::Report;
@@ -148,14 +149,27 @@ fn check_tag(tag: &str) -> Result<()> {
         && tag
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Usage {
+    if !ok {
+        return Err(Error::Usage {
             message: format!("--tag {tag:?} is not a valid tag"),
             hint: "a tag is up to 128 letters, digits, _ . - and must not start with . or -".into(),
-        })
+        });
     }
+    if is_content_tag(tag) {
+        return Err(Error::Usage {
+            message: format!(
+                "--tag {tag:?} looks like a content-addressed tag prebuilder sets itself (a {TAG_HEX_LEN}-hex key, or {LAYER_TAG_PREFIX}<key>); moving it would make another build's tag point at this image"
+            ),
+            hint: "choose a tag that is not a key, e.g. stable or v1.2".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `<32 hex>` or `layer-<anything>`: the tags prebuilder gives results and layers.
+fn is_content_tag(tag: &str) -> bool {
+    tag.starts_with(LAYER_TAG_PREFIX)
+        || (tag.len() == TAG_HEX_LEN && tag.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -195,6 +209,27 @@ mod tests {
         }
         for bad in ["", ".x", "-x", "a:b", "a/b", &"x".repeat(129)] {
             assert!(check_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_addressed_tags_are_refused() {
+        for bad in [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "layer-0123456789abcdef0123456789abcdef",
+            "layer-x",
+        ] {
+            let e = check_tag(bad).unwrap_err();
+            assert!(e.to_string().contains("content-addressed"), "{bad}: {e}");
+        }
+        for ok in [
+            "0123456789abcdef",
+            "stable",
+            "layers",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(check_tag(ok).is_ok(), "{ok}");
         }
     }
 }
