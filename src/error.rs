@@ -115,8 +115,8 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted; the containers prebuilder created were removed")]
-    Interrupted,
+    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    Interrupted { signal: crate::cancel::Signal },
 
     // ---- registries (src/registry.rs) ----
     #[error("cannot reach registry {registry}: {reason}")]
@@ -220,7 +220,7 @@ impl Error {
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
-            Interrupted => return None,
+            Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
             BaseRefused { boot, .. } => {
@@ -246,6 +246,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
+            Error::Interrupted { signal } => signal.exit_code(),
             _ => 2,
         }
     }

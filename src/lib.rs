@@ -11,6 +11,7 @@
 //! needs, `record` describes what a built image holds, for `inspect` and `diff`.
 
 pub mod build;
+pub mod cancel;
 pub mod check;
 pub mod cli;
 pub mod commands;

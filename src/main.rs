@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use prebuilder::cancel::{Cancel, Signal, Trigger};
 use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
 use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
@@ -28,21 +29,29 @@ fn main() -> ExitCode {
         }
     };
     let reporter = Stderr { quiet: cli.quiet };
+    let (trigger, cancel) = Cancel::new();
     let result = runtime.block_on(async {
+        // Commands that talk to an engine clean up on a signal; digest and
+        // template keep the default handlers (nothing to clean up).
+        if !matches!(cli.command, Command::Digest(_) | Command::Template(_)) {
+            watch_signals(trigger);
+        }
         match cli.command {
-            Command::Build(args) => run_build(*args, &reporter).await,
-            Command::Gc(args) => run_gc(args).await,
+            Command::Build(args) => run_build(*args, &reporter, &cancel).await,
+            Command::Gc(args) => run_gc(args, &cancel).await,
             Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
-            Command::Check(args) => run_check(args).await,
-            Command::Inspect(args) => with_engine(async |e| inspect::run(e, &args).await)
+            Command::Check(args) => run_check(args, &cancel).await,
+            Command::Inspect(args) => with_engine(&cancel, async |e| inspect::run(e, &args).await)
                 .await
                 .map(|out| print_stdout(&out)),
-            Command::Diff(args) => with_engine(async |e| diff::run(e, &args).await)
+            Command::Diff(args) => with_engine(&cancel, async |e| diff::run(e, &args).await)
                 .await
                 .map(|out| print_stdout(&out)),
             Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
+    // Hashing threads of an interrupted run need not finish.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -55,8 +64,46 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
-    let report = build::run(&args, reporter).await?;
+/// The first SIGINT, SIGTERM or SIGHUP cancels the command (which cleans up
+/// and exits 2, 143 or 129); a second one exits at once.
+fn watch_signals(trigger: Trigger) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::interrupt(), Signal::Interrupt),
+        (SignalKind::terminate(), Signal::Terminate),
+        (SignalKind::hangup(), Signal::Hangup),
+    ];
+    let mut streams = Vec::new();
+    for (kind, which) in kinds {
+        match signal(kind) {
+            Ok(stream) => streams.push((stream, which)),
+            Err(e) => tracing::warn!("cannot watch {}: {e}", which.name()),
+        }
+    }
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let next = futures_util::future::select_all(
+                streams
+                    .iter_mut()
+                    .map(|(s, which)| Box::pin(async move { s.recv().await.map(|_| *which) })),
+            );
+            let Some(which) = next.await.0 else { return };
+            if !first {
+                eprintln!(
+                    "prebuilder: {} again; exiting without clean-up",
+                    which.name()
+                );
+                std::process::exit(which.exit_code());
+            }
+            first = false;
+            let _ = trigger.send(Some(which));
+        }
+    });
+}
+
+async fn run_build(args: BuildArgs, reporter: &Stderr, cancel: &Cancel) -> Result<(), Error> {
+    let report = build::run(&args, reporter, cancel).await?;
     print_report(&report, args.format);
     Ok(())
 }
@@ -75,9 +122,12 @@ fn with_causes(e: &Error) -> String {
     text
 }
 
-async fn run_gc(args: GcArgs) -> Result<(), Error> {
+async fn run_gc(args: GcArgs, cancel: &Cancel) -> Result<(), Error> {
     let engine = DockerEngine::connect().await?;
-    let report = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run).await?;
+    let report = tokio::select! {
+        r = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run) => r?,
+        signal = cancel.cancelled() => return Err(Error::Interrupted { signal }),
+    };
     print_stdout(&match args.format {
         Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
         Format::Text => report.to_text(),
@@ -86,8 +136,8 @@ async fn run_gc(args: GcArgs) -> Result<(), Error> {
 }
 
 /// The report goes to stdout whatever it says; findings then make the exit status 1.
-async fn run_check(args: CheckArgs) -> Result<(), Error> {
-    let report = with_engine(async |e| check::run(e, &args).await).await?;
+async fn run_check(args: CheckArgs, cancel: &Cancel) -> Result<(), Error> {
+    let report = with_engine(cancel, async |e| check::run(e, &args).await).await?;
     print_stdout(&match args.format {
         Format::Json => report.to_json() + "\n",
         Format::Text => report.to_text(),
@@ -95,14 +145,15 @@ async fn run_check(args: CheckArgs) -> Result<(), Error> {
     check::verdict(&report)
 }
 
-/// Connect, run, and remove whatever containers `f` left (Ctrl-C included).
+/// Connect, run, and remove whatever containers `f` left (signals included).
 async fn with_engine<T>(
+    cancel: &Cancel,
     f: impl AsyncFnOnce(&DockerEngine) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let engine = DockerEngine::connect().await?;
     let outcome = tokio::select! {
         r = f(&engine) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        signal = cancel.cancelled() => Err(Error::Interrupted { signal }),
     };
     engine.remove_leftovers().await;
     outcome

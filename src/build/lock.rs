@@ -38,12 +38,49 @@ pub async fn acquire(dir: &Path, key: &str, reporter: &dyn Reporter) -> Option<F
         return Some(file);
     }
     reporter.event(Event::WaitingForLock);
-    match tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await {
-        Ok(Ok(f)) => Some(f),
-        Ok(Err(e)) => {
-            tracing::warn!("cannot lock {}: {e}; building without it", path.display());
-            None
+    // Polled, not a blocking `lock()` on a thread: dropping this future (a
+    // signal) then stops the wait at once instead of holding the process.
+    loop {
+        tokio::time::sleep(POLL).await;
+        match file.try_lock() {
+            Ok(()) => return Some(file),
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!("cannot lock {}: {e}; building without it", path.display());
+                return None;
+            }
         }
-        Err(_) => None,
+    }
+}
+
+/// How often a waiting run tries the lock again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+
+    #[tokio::test]
+    async fn a_second_holder_waits_and_the_wait_can_be_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = acquire(dir.path(), "k", &Silent).await.unwrap();
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            acquire(dir.path(), "k", &Silent),
+        )
+        .await;
+        assert!(
+            waiting.is_err(),
+            "the second waits while the first holds it"
+        );
+        drop(held);
+        let again = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            acquire(dir.path(), "k", &Silent),
+        )
+        .await
+        .unwrap();
+        assert!(again.is_some(), "free once the holder is gone");
     }
 }

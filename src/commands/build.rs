@@ -2,17 +2,22 @@
 //! over to `crate::build`; the binary prints the report.
 
 use crate::build::{self, Remote};
+use crate::cancel::Cancel;
 use crate::cli::BuildArgs;
 use crate::engine::{DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
-use crate::registry::{self, Registry, RepositoryRef};
+use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
 use crate::stage::{Inputs, StagedSet};
 
 /// Check what can be checked without touching disk or engine.
 pub fn validate(args: &BuildArgs) -> Result<()> {
+    check_image("--base", &args.base)?;
+    if let Some(boot) = &args.boot_from {
+        check_image("--boot-from", boot)?;
+    }
     check_repository(&args.repository)?;
     for t in &args.tags {
         check_tag(t)?;
@@ -44,16 +49,23 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
 }
 
 /// Validate, stage, build on the engine, write `--report`: the report for
-/// the binary to print. Ctrl-C drops the build future; every container it
-/// created is then removed.
-pub async fn run(args: &BuildArgs, reporter: &dyn Reporter) -> Result<Report> {
+/// the binary to print. A signal (`cancel`) drops the build future; every
+/// container it created is then removed.
+pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> Result<Report> {
     validate(args)?;
-    let set = stage(args).await?;
-    let engine = DockerEngine::connect().await?;
+    let interrupted = |signal| Err(Error::Interrupted { signal });
+    let set = tokio::select! {
+        r = stage(args) => r?,
+        signal = cancel.cancelled() => return interrupted(signal),
+    };
+    let engine = tokio::select! {
+        r = DockerEngine::connect() => r?,
+        signal = cancel.cancelled() => return interrupted(signal),
+    };
     let opts = options(args);
     let outcome = tokio::select! {
         r = build::run(&engine, &opts, &set, || remote(args), reporter) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        signal = cancel.cancelled() => interrupted(signal),
     };
     engine.remove_leftovers().await;
     let report = outcome?;
@@ -97,64 +109,27 @@ fn remote(args: &BuildArgs) -> Result<Option<Remote<Registry>>> {
     }))
 }
 
-/// A repository as the engine accepts it: optional `host[:port]/`, then
-/// lowercase path components of `[a-z0-9]` separated by `.`, `_`, `__` or `-`.
+/// `--repository`: a repository name by the reference grammar (no tag).
 fn check_repository(repo: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Error::Usage {
-        message: format!("--repository {repo:?} is not a valid repository name: {why}"),
+    reference::parse_repository(repo).map(|_| ()).map_err(|rule| Error::Usage {
+        message: format!("--repository {repo:?} is not a valid repository name: {rule}"),
         hint: "use lowercase letters, digits and . _ - separated by /, optionally after a registry host, e.g. localhost:5000/team/beam_sdk".into(),
-    }
-    };
-    if repo.is_empty() || repo.len() > 255 {
-        return Err(bad("it must be 1 to 255 characters"));
-    }
-    let mut parts: Vec<&str> = repo.split('/').collect();
-    if parts.len() > 1
-        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
-    {
-        let host = parts.remove(0);
-        let (name, port) = host.split_once(':').unwrap_or((host, ""));
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        {
-            return Err(bad("the registry host is malformed"));
-        }
-        if host.contains(':') && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit())) {
-            return Err(bad("the registry port must be a number"));
-        }
-    }
-    for p in parts {
-        let ok = !p.is_empty()
-            && p.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-            })
-            && p.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && p.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if !ok {
-            return Err(bad(&format!(
-                "component {p:?} must be lowercase alphanumerics separated by . _ -"
-            )));
-        }
-    }
-    Ok(())
+    })
+}
+
+/// `--base` and `--boot-from`: image references (or image ids).
+fn check_image(flag: &str, value: &str) -> Result<()> {
+    reference::parse(value).map(|_| ()).map_err(|rule| Error::Usage {
+        message: format!("{flag} {value:?} is not an image reference: {rule}"),
+        hint: "name an image the engine has, as [registry/]repository[:tag][@digest] or its id, e.g. apache/beam_python3.11_sdk:2.77.0".into(),
+    })
 }
 
 fn check_tag(tag: &str) -> Result<()> {
-    let ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !ok {
-        return Err(Error::Usage {
-            message: format!("--tag {tag:?} is not a valid tag"),
-            hint: "a tag is up to 128 letters, digits, _ . - and must not start with . or -".into(),
-        });
-    }
+    reference::check_tag(tag).map_err(|rule| Error::Usage {
+        message: format!("--tag {tag:?} is not a valid tag: {rule}"),
+        hint: "a tag is up to 128 letters, digits, _ . - and must not start with . or -".into(),
+    })?;
     if is_content_tag(tag) {
         return Err(Error::Usage {
             message: format!(

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::engine::{ops, Engine, LayerImage};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
+use crate::registry::reference;
 
 /// One image to remove: by its tags in scope, or by id when it has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,13 +32,10 @@ pub struct GcReport {
     pub failed: Vec<String>,
 }
 
-/// `repo:tag` → (`repo`, `tag`); the tag is after the last `:` that is not
-/// part of a registry's `host:port`.
+/// `repo:tag` → (`repo`, `tag`), by the one reference grammar.
 fn split_ref(r: &str) -> (&str, &str) {
-    match r.rfind(':') {
-        Some(i) if !r[i + 1..].contains('/') => (&r[..i], &r[i + 1..]),
-        _ => (r, ""),
-    }
+    let (name, tag) = reference::split_tag(r);
+    (name, tag.unwrap_or(""))
 }
 
 /// Decide what to remove. Pure, so every rule is unit-tested.

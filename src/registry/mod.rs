@@ -15,6 +15,8 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 
+pub mod reference;
+
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// The key docker's config.json uses for Docker Hub.
@@ -35,17 +37,13 @@ impl RepositoryRef {
     /// The docker CLI's rule: the first component is a registry host when it
     /// has a `.` or `:` or is `localhost`.
     pub fn parse(repository: &str) -> RepositoryRef {
-        match repository.split_once('/') {
-            Some((host, rest))
-                if host.contains('.') || host.contains(':') || host == "localhost" =>
-            {
-                RepositoryRef {
-                    registry: host.to_string(),
-                    path: rest.to_string(),
-                    explicit: true,
-                }
-            }
-            _ => RepositoryRef {
+        match reference::split_domain(repository) {
+            (Some(host), rest) => RepositoryRef {
+                registry: host.to_string(),
+                path: rest.to_string(),
+                explicit: true,
+            },
+            (None, _) => RepositoryRef {
                 registry: DOCKER_HUB.to_string(),
                 path: if repository.contains('/') {
                     repository.to_string()
