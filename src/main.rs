@@ -282,3 +282,64 @@ fn words(event: &Event<'_>) -> String {
         } => format!("moving {reference} from {from} to {to}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prebuilder::plan::LayerName;
+    use prebuilder::progress::Layer;
+
+    #[test]
+    fn causes_are_printed_once() {
+        let e = Error::Local {
+            action: "writing the layer".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(
+            with_causes(&e),
+            "local I/O error while writing the layer: disk full"
+        );
+        let inner = std::io::Error::other(std::io::Error::other("connection reset"));
+        let e = Error::Engine {
+            action: "pushing".into(),
+            source: Box::new(inner),
+        };
+        assert!(
+            with_causes(&e).ends_with(": connection reset"),
+            "{}",
+            with_causes(&e)
+        );
+        assert_eq!(with_causes(&e).matches("connection reset").count(), 1);
+    }
+
+    #[test]
+    fn events_keep_the_words_scripts_match() {
+        let l = LayerName::Dependencies;
+        assert_eq!(
+            words(&Event::LayerBuilding {
+                layer: l,
+                artifacts: 3
+            }),
+            "dependencies: building (3 artifact(s))"
+        );
+        assert_eq!(
+            words(&Event::LoadingLayer { layer: l }),
+            "dependencies: loading the layer"
+        );
+        assert_eq!(
+            words(&Event::LayerHit {
+                layer: Layer::Boot,
+                tag: "abc"
+            }),
+            "boot: cache hit (abc)"
+        );
+        assert_eq!(
+            words(&Event::Uploading {
+                layer: LayerName::Application,
+                files: 2,
+                bytes: 1_500_000
+            }),
+            "application: uploading 2 artifact(s), 1.5 MB"
+        );
+    }
+}
