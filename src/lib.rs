@@ -16,6 +16,7 @@ pub mod error;
 pub mod plan;
 pub mod progress;
 pub mod record;
+pub mod redact;
 pub mod registry;
 pub mod report;
 pub mod stage;

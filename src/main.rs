@@ -10,6 +10,7 @@ use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::plan::LayerName;
 use prebuilder::progress::Reporter;
+use prebuilder::redact::redact;
 use prebuilder::report::Report;
 use prebuilder::Error;
 
@@ -45,9 +46,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact(&e.to_string()));
             if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", redact(&hint));
             }
             ExitCode::from(e.exit_code() as u8)
         }
@@ -137,7 +138,7 @@ fn init_logging(cli: &Cli) {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_ansi(color)
         .without_time()
         .with_target(false)
@@ -153,13 +154,30 @@ struct Stderr {
 impl Reporter for Stderr {
     fn step(&self, message: &str) {
         if !self.quiet {
-            eprintln!("prebuilder: {message}");
+            eprintln!("prebuilder: {}", redact(message));
         }
     }
 
     fn output(&self, layer: LayerName, line: &str) {
         if !self.quiet {
-            eprintln!("  {layer:>12} | {line}");
+            // pip's lines, relayed: they may echo a URL with credentials.
+            eprintln!("  {layer:>12} | {}", redact(line));
         }
+    }
+}
+
+/// stderr for log events, scrubbed of credentials like every other line
+/// prebuilder prints (a warning may quote a URL or an engine's message).
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
