@@ -12,7 +12,8 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status: the engine or a registry is unavailable (connection refused
 /// or reset, timeout, HTTP 5xx, engine gone mid-build); retrying may succeed.
 pub const EXIT_UNAVAILABLE: i32 = 3;
-/// Exit status: interrupted (Ctrl-C), as shells report 128 + SIGINT.
+/// Exit status: interrupted (Ctrl-C), as shells report 128 + SIGINT
+/// (SIGTERM and SIGHUP: see [`crate::cancel::Signal::exit_code`]).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +85,12 @@ pub enum Error {
     },
 
     // ---- engine (src/engine) ----
-    #[error("cannot reach the container engine at {endpoint}: {reason}")]
-    EngineUnreachable { endpoint: String, reason: String },
+    #[error("cannot reach the container engine at {endpoint}: {source}")]
+    EngineUnreachable {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     #[error("base image {image} is not on the engine")]
     BaseMissing { image: String },
@@ -93,8 +98,28 @@ pub enum Error {
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error("container engine error while {action}: {reason}")]
-    Engine { action: String, reason: String },
+    #[error("container engine error while {action}: {source}")]
+    Engine {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A local file or directory prebuilder itself writes (temp files, layer tars).
+    #[error("local I/O error while {action}: {source}")]
+    Local {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A background task of prebuilder's own (hashing, tar writing) panicked or was cancelled.
+    #[error("internal task failed while {action}: {source}")]
+    Task {
+        action: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
     SetupFailed {
@@ -105,10 +130,10 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted; the setup container was removed")]
-    Interrupted,
+    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    Interrupted { signal: crate::cancel::Signal },
 
-    // ---- registries (src/registry.rs) ----
+    // ---- registries (src/registry) ----
     #[error("cannot reach registry {registry}: {reason}")]
     RegistryUnreachable { registry: String, reason: String },
 
@@ -147,13 +172,13 @@ pub enum Error {
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
     BootSourceMissing { image: String, path: String },
 
-    #[error(
-        "base image {image} is not ready for Beam's boot; nothing was installed:{}",
-        crate::check::list(findings)
-    )]
+    #[error("base image {image} is not ready for Beam's boot; nothing was installed:{findings}")]
     BaseRefused {
         image: String,
-        findings: Vec<crate::check::Finding>,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
+        /// Whether one of them is about the boot (the hint then offers --boot-from).
+        boot: bool,
     },
 
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
@@ -208,6 +233,8 @@ impl Error {
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
+            Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
+            Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
@@ -216,11 +243,11 @@ impl Error {
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
-            Interrupted => return None,
+            Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
-            BaseRefused { findings, .. } => {
-                let boot = if findings.iter().any(|f| f.check == "boot") {
+            BaseRefused { boot, .. } => {
+                let boot = if *boot {
                     "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot with --boot-from; "
                 } else {
                     ""
@@ -241,13 +268,14 @@ impl Error {
     /// [`EXIT_SETUP_FAILED`] when the setup inside the container failed (or
     /// `check` has findings), [`EXIT_UNAVAILABLE`] when the engine or a
     /// registry could not be reached or answered 5xx (worth a retry),
-    /// [`EXIT_INTERRUPTED`] on Ctrl-C, [`EXIT_USAGE`] for everything the user
+    /// 128 + the signal on SIGINT ([`EXIT_INTERRUPTED`]), SIGTERM or SIGHUP,
+    /// [`EXIT_USAGE`] for everything the user
     /// must fix (input, usage, credentials, a refusal).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => EXIT_SETUP_FAILED,
             Error::EngineUnreachable { .. } | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
-            Error::Interrupted => EXIT_INTERRUPTED,
+            Error::Interrupted { signal } => signal.exit_code(),
             _ => EXIT_USAGE,
         }
     }
@@ -257,5 +285,33 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cancel::Signal;
+
+    #[test]
+    fn exit_statuses_tell_retry_from_fix() {
+        let unavailable = Error::RegistryUnreachable {
+            registry: "r".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(unavailable.exit_code(), EXIT_UNAVAILABLE);
+        let usage = Error::Usage {
+            message: "m".into(),
+            hint: "h".into(),
+        };
+        assert_eq!(usage.exit_code(), EXIT_USAGE);
+        let interrupted = Error::Interrupted {
+            signal: Signal::Interrupt,
+        };
+        assert_eq!(interrupted.exit_code(), EXIT_INTERRUPTED);
+        let terminated = Error::Interrupted {
+            signal: Signal::Terminate,
+        };
+        assert_eq!(terminated.exit_code(), 143);
     }
 }

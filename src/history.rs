@@ -103,6 +103,7 @@ mod tests {
             parent: "p".into(),
             artifacts: vec![&req, &w1, &w2, &notes],
             manifest: String::new(),
+            labels: Default::default(),
         };
         let e = entry(&layer, "2000-01-01T00:00:00Z");
         assert_eq!(

@@ -15,8 +15,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::cli::BuildArgs;
-use crate::engine::ImageInfo;
 use crate::error::{Error, Result};
+use crate::plan::Plan;
 
 pub const OCI_CREATED: &str = "org.opencontainers.image.created";
 pub const OCI_BASE_NAME: &str = "org.opencontainers.image.base.name";
@@ -39,37 +39,72 @@ pub struct Origin {
     pub revision: Option<String>,
 }
 
-/// The result's labels for a build of `args` on `base`: `--label`s, and
-/// the OCI labels from the base, `SOURCE_DATE_EPOCH`, the CI environment or
-/// the git checkout of `--setup-file`.
-pub fn for_build(args: &BuildArgs, base: &ImageInfo) -> Result<BTreeMap<String, String>> {
-    let user = args
-        .labels
-        .iter()
-        .map(|l| parse(l))
-        .collect::<Result<Vec<_>>>()?;
-    let env = |k: &str| std::env::var(k).ok();
-    let project = args.setup_file.as_deref().map(|p| {
-        if p.is_dir() {
-            p.to_path_buf()
-        } else {
-            p.parent()
-                .map_or_else(|| p.to_path_buf(), Path::to_path_buf)
-        }
-    });
-    let (source, revision) = source_and_revision(env, project.as_deref(), run_git);
-    let base_digest = base_digest(&args.base, &base.repo_digests);
+/// What the result's labels come from, gathered by the command from its
+/// flags and environment (the build itself reads neither).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `--label`s, checked.
+    pub user: Vec<(String, String)>,
+    pub source: Option<String>,
+    pub revision: Option<String>,
+    pub source_date_epoch: Option<u64>,
+}
+
+impl Request {
+    /// From `--label`s, `SOURCE_DATE_EPOCH`, the CI environment or the git
+    /// checkout of `--setup-file`.
+    pub fn from_args(args: &BuildArgs) -> Result<Request> {
+        let user = args
+            .labels
+            .iter()
+            .map(|l| parse(l))
+            .collect::<Result<Vec<_>>>()?;
+        let env = |k: &str| std::env::var(k).ok();
+        let project = args.setup_file.as_deref().map(|p| {
+            if p.is_dir() {
+                p.to_path_buf()
+            } else {
+                p.parent()
+                    .map_or_else(|| p.to_path_buf(), Path::to_path_buf)
+            }
+        });
+        let (source, revision) = source_and_revision(env, project.as_deref(), run_git);
+        Ok(Request {
+            user,
+            source,
+            revision,
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        })
+    }
+}
+
+/// The result's labels for `request` on the base `base_ref` (as named),
+/// whose repo digests and creation time the engine reported.
+pub fn for_base(
+    request: &Request,
+    base_ref: &str,
+    repo_digests: &[String],
+    created: Option<&str>,
+) -> BTreeMap<String, String> {
     let origin = Origin {
-        base_name: args.base.clone(),
-        base_digest,
-        base_created: base.created.clone(),
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.trim().parse().ok()),
-        source,
-        revision,
+        base_name: base_ref.to_string(),
+        base_digest: base_digest(base_ref, repo_digests),
+        base_created: created.map(str::to_string),
+        source_date_epoch: request.source_date_epoch,
+        source: request.source.clone(),
+        revision: request.revision.clone(),
     };
-    Ok(labels(&origin, &user))
+    labels(&origin, &request.user)
+}
+
+/// Give the plan's result (its last layer) `labels`, folding them into its key.
+pub fn apply(plan: &mut Plan<'_>, labels: BTreeMap<String, String>) {
+    if let Some(last) = plan.layers.last_mut() {
+        last.key = keyed(&last.key, &labels);
+        last.labels = labels;
+    }
 }
 
 /// The base's registry digest, only where it is a fact about the base as
