@@ -52,7 +52,8 @@ The base image is never pulled: load it first (docker pull/load).\n\n\
 Exit status: 0 success; 1 the setup inside the container failed; 2 bad input or usage, or \
 a refusal to act on (fix it; retrying will not help); 3 the engine or a registry is unavailable \
 (connection refused or reset, timeout, HTTP 5xx, engine gone mid-build: worth a retry); \
-130 interrupted (Ctrl-C).",
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP), each after \
+removing the setup container.",
         after_help = "Examples:\n  \
 # a context Beam staged\n  \
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --format json\n\n  \
@@ -88,7 +89,7 @@ and the entrypoint, RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT. With a launch Python 
 version, Beam version, the pickling library in use, protobuf's major version. Every \
 finding says what to change.\n\n\
 Exit status: 0 compatible; 1 findings; 2 bad usage; 3 the engine is unavailable; \
-130 interrupted.",
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.",
         after_help = "Examples:\n  \
 prebuilder check my-gpu-image:latest --launch-python .venv/bin/python\n  \
 prebuilder check apache/beam_python3.11_sdk:2.77.0 --no-launch --format json"

@@ -44,6 +44,8 @@ _EXIT_MEANINGS = {
     EXIT_USAGE: "bad input or usage, or a refusal: fix it, a retry will not help",
     EXIT_UNAVAILABLE: "the engine or a registry is unavailable: worth a retry",
     EXIT_INTERRUPTED: "interrupted",
+    143: "terminated by SIGTERM",
+    129: "hung up by SIGHUP",
 }
 
 # How long an interrupted binary gets to remove its setup container.
@@ -62,7 +64,8 @@ class PrebuilderError(RuntimeError):
     failing package); 2 bad input or usage, or a refusal (fix it; a retry will
     not help); 3 the engine or a registry is unavailable (connection refused
     or reset, timeout, HTTP 5xx: worth a retry, see `retryable`); 130
-    interrupted; negative when killed by that signal.
+    interrupted, 143 terminated, 129 hung up; negative when killed by that
+    signal.
     """
 
     def __init__(self, message, status=None, command=None, error=None):
