@@ -60,6 +60,9 @@ pub enum Error {
         second: PathBuf,
     },
 
+    #[error("{input}: {reason}")]
+    PyFlinkInput { input: String, reason: String },
+
     #[error("nothing to install: {what}")]
     NothingToInstall { what: String },
 
@@ -146,6 +149,15 @@ pub enum Error {
         findings: Vec<crate::check::Finding>,
     },
 
+    #[error(
+        "base image {image} is not ready for PyFlink; nothing was installed:{}",
+        crate::check::list(findings)
+    )]
+    PyFlinkBaseRefused {
+        image: String,
+        findings: Vec<crate::check::Finding>,
+    },
+
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
     Incompatible { image: String, findings: usize },
 
@@ -182,6 +194,7 @@ impl Error {
             DigestMismatch { .. } => "the file changed after it was staged; regenerate the staging context".into(),
             InputMissing { .. } => "check the path; relative paths are taken from the current directory".into(),
             InputInvalid { .. } => "see `prebuilder build --help` for what each input flag takes".into(),
+            PyFlinkInput { .. } => "PyFlink inputs: --py-files PATH[,PATH], --py-requirements FILE[#CACHE_DIR], --py-archives FILE#NAME, --py-executable PATH (NAME/path points into an archive), or the python.* keys of --flink-conf; nothing was built".into(),
             StagedNameConflict { .. } => "rename one of the files: staged names must be unique".into(),
             NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts)".into(),
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
@@ -209,6 +222,7 @@ impl Error {
                 };
                 format!("{boot}change the base as each finding says (`prebuilder check IMAGE` shows the whole probe), or pass --no-check to build anyway")
             }
+            PyFlinkBaseRefused { .. } => "use a Flink image with Python, apache-flink and Java (the Python minor version of the launching Python), change the base as each finding says, or pass --no-check to build anyway".into(),
             Incompatible { .. } => "change what each finding's `fix:` says, then run `prebuilder check` again".into(),
             ProbeFailed { image, .. } => format!("look inside with `docker run --rm -it --entrypoint /bin/sh {image}`; the probe needs /bin/sh and, for most checks, python"),
             LaunchPython { .. } => "pass --launch-python with the interpreter that launches the pipeline (it needs apache-beam)".into(),

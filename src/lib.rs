@@ -13,6 +13,8 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod flink;
+pub mod mode;
 pub mod plan;
 pub mod progress;
 pub mod record;

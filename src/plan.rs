@@ -106,13 +106,14 @@ pub fn setup_command() -> Vec<String> {
 /// requirements file they can only serve the extra packages, so they move up.
 fn layer_of(role: Role, has_requirements: bool) -> Option<LayerName> {
     match role {
-        Role::Sdk | Role::Requirements => Some(LayerName::Dependencies),
+        Role::Sdk | Role::Requirements | Role::PyArchive => Some(LayerName::Dependencies),
         Role::RequirementsCache if has_requirements => Some(LayerName::Dependencies),
         Role::RequirementsCache
         | Role::ExtraPackagesList
         | Role::ExtraPackage
         | Role::Workflow
-        | Role::FileToStage => Some(LayerName::Application),
+        | Role::FileToStage
+        | Role::PyFile => Some(LayerName::Application),
         Role::Ignored => None,
     }
 }
@@ -124,7 +125,12 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
     let installs = set.artifacts.iter().any(|a| {
         matches!(
             a.role,
-            Role::Sdk | Role::Requirements | Role::ExtraPackage | Role::Workflow
+            Role::Sdk
+                | Role::Requirements
+                | Role::ExtraPackage
+                | Role::Workflow
+                | Role::PyArchive
+                | Role::PyFile
         )
     });
     if !installs {
@@ -136,7 +142,7 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
         });
     }
     let has_requirements = set.with_role(Role::Requirements).next().is_some();
-    let command = setup_command();
+    let command = set.mode.key_command();
     let mut layers: Vec<LayerPlan<'a>> = Vec::new();
     let mut parent = base_id.to_string();
     for name in [LayerName::Dependencies, LayerName::Application] {

@@ -10,6 +10,7 @@ use crate::engine::{
     LABEL_LAYER, LABEL_PARENT, LABEL_VERSION,
 };
 use crate::error::{Error, Result};
+use crate::flink::PythonOptions;
 use crate::plan::{self, LayerPlan, LAYER_TAG_PREFIX};
 use crate::progress::Reporter;
 use crate::registry::{self, Credential, Registry, RepositoryRef};
@@ -25,9 +26,17 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Read the inputs: a Beam context or Beam-style flags. Hashing runs on a
-/// blocking thread.
+/// Read the inputs: a Beam context, Beam-style flags or PyFlink inputs.
+/// Hashing runs on a blocking thread.
 pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
+    if let Some((flags, conf)) = flink_inputs(args) {
+        return tokio::task::spawn_blocking(move || crate::flink::stage(flags, conf.as_deref()))
+            .await
+            .map_err(|e| Error::Engine {
+                action: "reading the inputs".into(),
+                reason: e.to_string(),
+            })?;
+    }
     let context = args.context.clone();
     let inputs = Inputs {
         requirements_file: args.requirements_file.clone(),
@@ -46,6 +55,23 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
         action: "reading the inputs".into(),
         reason: e.to_string(),
     })?
+}
+
+/// The PyFlink flags and `--flink-conf`, when any is given (the CLI has
+/// refused mixing them with Beam inputs).
+fn flink_inputs(args: &BuildArgs) -> Option<(PythonOptions, Option<std::path::PathBuf>)> {
+    let flags = PythonOptions {
+        files: args
+            .py_files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        requirements: args.py_requirements.clone(),
+        archives: args.py_archives.clone(),
+        executable: args.py_executable.clone(),
+        ..Default::default()
+    };
+    (!flags.is_empty() || args.flink_conf.is_some()).then(|| (flags, args.flink_conf.clone()))
 }
 
 /// Build (or find) every layer of `set` on `args.base`, tag the result and
@@ -120,6 +146,7 @@ pub async fn run<E: Engine + ImageTools>(
                         },
                         tags: Vec::new(),
                         seconds: round(started.elapsed().as_secs_f64()),
+                        flink: set.mode.flink().map(|f| f.report()),
                     });
                 }
                 Ok(None) => {}
@@ -132,6 +159,7 @@ pub async fn run<E: Engine + ImageTools>(
 
     let mut layers = std::mem::take(&mut prepared.layers);
     let mut from_image = prepared.from_image.clone();
+    let mut flink_checked = false;
     for (i, layer) in plan.layers.iter().enumerate() {
         let t = Instant::now();
         let mut cached = local.get(i).cloned();
@@ -150,7 +178,17 @@ pub async fn run<E: Engine + ImageTools>(
                 (id, CacheOutcome::Hit)
             }
             None => {
-                prepared.check(engine, reporter).await?;
+                match set.mode.flink() {
+                    Some(flink) if !args.no_check && !flink_checked => {
+                        crate::flink::check::check_base(
+                            engine, &base.id, &args.base, flink, reporter,
+                        )
+                        .await?;
+                        flink_checked = true;
+                    }
+                    Some(_) => {}
+                    None => prepared.check(engine, reporter).await?,
+                }
                 reporter.step(&format!(
                     "{}: building ({} artifact(s))",
                     layer.name,
@@ -162,6 +200,7 @@ pub async fn run<E: Engine + ImageTools>(
                     layer,
                     labels: labels(layer, &base),
                     network: &network,
+                    mode: &set.mode,
                 };
                 (
                     engine.build_layer(build, reporter).await?,
@@ -222,6 +261,7 @@ pub async fn run<E: Engine + ImageTools>(
         },
         tags,
         seconds: round(started.elapsed().as_secs_f64()),
+        flink: set.mode.flink().map(|f| f.report()),
     })
 }
 

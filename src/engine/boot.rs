@@ -138,7 +138,12 @@ impl DockerEngine {
                 format!("{:.1} MB", bytes as f64 / 1e6)
             }
         ));
-        let mut config = commit_config(base_config, &build.labels);
+        let mut config = commit_config(
+            base_config,
+            &build.labels,
+            &[],
+            &crate::mode::SetupMode::Beam,
+        );
         config.entrypoint = Some(vec![BOOT.to_string()]);
         // As in a Dockerfile, a new ENTRYPOINT drops the base's CMD (`python3`
         // would reach the boot as an argument).

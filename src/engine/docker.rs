@@ -22,7 +22,6 @@ use futures_util::StreamExt;
 use super::upload::{self, UploadFile};
 use super::{setup, Engine, ImageInfo, LayerBuild, LayerImage, LABEL, LABEL_KEY, LABEL_PARENT};
 use crate::error::{Error, Result};
-use crate::plan::{BEAM_DIR, BOOT};
 use crate::progress::Reporter;
 use crate::registry::{Credential, RepositoryRef};
 
@@ -126,7 +125,7 @@ impl DockerEngine {
         reporter: &dyn Reporter,
     ) -> Result<String> {
         let layer = build.layer;
-        for path in [BOOT, "/bin/sh"] {
+        for &path in build.mode.required_paths() {
             if !self.exists(id, path).await? {
                 return Err(Error::BootMissing {
                     image: build.from_image.to_string(),
@@ -160,7 +159,7 @@ impl DockerEngine {
             .upload_to_container(
                 id,
                 Some(UploadToContainerOptions {
-                    path: BEAM_DIR.to_string(),
+                    path: build.mode.upload_dir().to_string(),
                     ..Default::default()
                 }),
                 bollard::body_try_stream(body),
@@ -179,7 +178,11 @@ impl DockerEngine {
         }
         uploaded.map_err(|e| engine_err("uploading the artifacts into the setup container", e))?;
 
-        reporter.step(&format!("{}: running {BOOT} --setup_only", layer.name));
+        reporter.step(&format!(
+            "{}: running {}",
+            layer.name,
+            build.mode.setup_step().1
+        ));
         let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
         let mut partial = Vec::new();
         let mut emit = |line: &[u8]| {
@@ -220,7 +223,7 @@ impl DockerEngine {
             };
             return Err(Error::SetupFailed {
                 layer: layer.name.to_string(),
-                step: setup::failing_step(&tail),
+                step: build.mode.failing_step(&tail),
                 status,
                 tail: shown,
             });
@@ -232,7 +235,10 @@ impl DockerEngine {
         if let Some((_, label)) = &record {
             labels.insert(crate::record::LABEL_RECORD.to_string(), label.clone());
         }
-        let config = commit_config(base_config, &labels);
+        let env = build
+            .mode
+            .env(layer.name, base_config.env.as_deref().unwrap_or_default());
+        let config = commit_config(base_config, &labels, &env, build.mode);
         // Preferred: a layer of exactly what the setup changed, loaded as an
         // image (see `layer`); a commit diffs the whole filesystem, which on
         // some storage drivers (fuse-overlayfs) takes seconds for any change.
@@ -359,6 +365,8 @@ fn image_info(i: ImageInspect) -> ImageInfo {
 pub(super) fn commit_config(
     base: &ImageConfig,
     ours: &BTreeMap<String, String>,
+    env: &[(String, String)],
+    mode: &crate::mode::SetupMode,
 ) -> ContainerConfig {
     let mut labels: HashMap<String, String> = base.labels.clone().unwrap_or_default();
     labels.extend(ours.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -368,12 +376,24 @@ pub(super) fn commit_config(
     if entrypoint.is_empty() && base.cmd.as_ref().is_none_or(|c| c.is_empty()) {
         // With neither set the engine would keep the setup script as the
         // entrypoint; the boot (checked present) is what Beam images run.
-        entrypoint = vec![BOOT.to_string()];
+        entrypoint = mode.default_entrypoint();
     }
+    // The mode's variables replace the base's of the same name.
+    let mut all_env: Vec<String> = base
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            let name = e.split('=').next().unwrap_or(e);
+            !env.iter().any(|(k, _)| k == name)
+        })
+        .collect();
+    all_env.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     ContainerConfig {
         user: base.user.clone(),
         exposed_ports: base.exposed_ports.clone(),
-        env: base.env.clone(),
+        env: (base.env.is_some() || !all_env.is_empty()).then_some(all_env),
         cmd: base.cmd.clone(),
         healthcheck: base.healthcheck.clone(),
         args_escaped: base.args_escaped,
@@ -426,7 +446,7 @@ impl Engine for DockerEngine {
         let layer = build.layer;
         let no_index = matches!(build.network, super::Network::None);
         let names: Vec<&str> = layer.artifacts.iter().map(|a| a.name.as_str()).collect();
-        let command = setup::command(no_index, &names);
+        let command = setup::command_for(build.mode, no_index, &names);
         let name = format!(
             "prebuilder-setup-{}-{}-{}",
             layer.name,

@@ -100,6 +100,8 @@ pub struct LayerBuild<'a> {
     /// Labels the committed image gets on top of the base's.
     pub labels: BTreeMap<String, String>,
     pub network: &'a Network,
+    /// What the setup runs (Beam's boot or PyFlink's setup) and the config it adds.
+    pub mode: &'a crate::mode::SetupMode,
 }
 
 #[allow(async_fn_in_trait)]

@@ -1,5 +1,7 @@
 //! The command the setup container runs: the base image's own boot in
-//! setup-only mode, wrapped in a few lines of `sh` that
+//! setup-only mode (or, for PyFlink builds, `src/flink/setup.sh`: the step is
+//! the mode's `run_setup` function, see `crate::mode`), wrapped in a few lines
+//! of `sh` that
 //! - give pip `PIP_NO_INDEX=1` when the container has no network, so a
 //!   missing requirement fails in seconds with pip's own message instead of a
 //!   minute of retries; it is set in the script, not in the container's
@@ -13,7 +15,10 @@
 //! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the engine
 //!   builds the layer without diffing the whole filesystem.
 
-use crate::plan::{ARTIFACTS_DIR, BOOT};
+use crate::mode::SetupMode;
+#[cfg(test)]
+use crate::plan::ARTIFACTS_DIR;
+use crate::plan::BOOT;
 
 /// Where the setup script leaves the layer snapshot: `layer.tar` (what the
 /// setup created or changed) and `deleted` (NUL-separated `./paths`).
@@ -45,10 +50,10 @@ if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep
    paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
   snapshot=1
 fi
-"$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
+run_setup
 status=$?
 if [ "$status" -ne 0 ]; then
-  echo "prebuilder: $PREBUILDER_BOOT --setup_only exited with status $status" >&2
+  echo "prebuilder: $PREBUILDER_STEP exited with status $status" >&2
   exit "$status"
 fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
@@ -76,13 +81,22 @@ fi
 exit 0
 "##;
 
-/// Entrypoint and arguments of the setup container.
+/// Entrypoint and arguments of the setup container of a Beam build.
 pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
-    let manifest = format!("{ARTIFACTS_DIR}/{MANIFEST_FILE}");
+    command_for(&SetupMode::Beam, no_index, names)
+}
+
+/// Entrypoint and arguments of the setup container: the script around the
+/// mode's setup step (a `run_setup` function defined before it).
+pub fn command_for(mode: &SetupMode, no_index: bool, names: &[&str]) -> Vec<String> {
+    let artifacts = mode.artifacts_dir();
+    let manifest = format!("{artifacts}/{MANIFEST_FILE}");
+    let (function, step) = mode.setup_step();
+    let step = crate::flink::sh_quote(&step);
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
