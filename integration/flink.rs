@@ -304,6 +304,22 @@ fn pyflink_bad_inputs_fail_naming_the_input_and_leave_nothing() {
     );
     assert!(e.contains("No matching distribution"), "{e}");
 
+    // A base without apache-flink and Java: refused before anything is installed.
+    let python_image = Fixtures::load().python_image;
+    let o = run(prebuilder()
+        .args(["build", "--base", &python_image, "--network", "none"])
+        .args(["--repository", &repo.name])
+        .args(job.flags(&fx)));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "base image {python_image} is not ready for PyFlink"
+        )) && e.contains("java")
+            && e.contains("apache-flink"),
+        "{e}"
+    );
+
     assert!(repo.tags().is_empty(), "nothing tagged: {:?}", repo.tags());
     assert!(setup_containers().is_empty(), "{:?}", setup_containers());
 }
