@@ -320,6 +320,11 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
         }
     }
 
+    if artifacts.is_empty() {
+        return Err(Error::NothingToInstall {
+            what: "no --py-files, --py-requirements or --py-archives (nor python.files, python.requirements or python.archives in --flink-conf) were given".into(),
+        });
+    }
     let setup = FlinkSetup {
         executable,
         client_executable: opts.client_executable.clone(),

@@ -258,6 +258,23 @@ fn bad_inputs_name_the_input() {
 }
 
 #[test]
+fn an_executable_alone_installs_nothing() {
+    let e = stage(
+        PythonOptions {
+            executable: Some("/usr/bin/python3".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("nothing to install") && e.contains("--py-files"),
+        "{e}"
+    );
+}
+
+#[test]
 fn bad_conf_values_name_the_key_and_file() {
     let job = Job::new();
     let conf = job.dir.path().join("flink-conf.yaml");
