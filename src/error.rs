@@ -86,8 +86,28 @@ pub enum Error {
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error("container engine error while {action}: {reason}")]
-    Engine { action: String, reason: String },
+    #[error("container engine error while {action}: {source}")]
+    Engine {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A local file or directory prebuilder itself writes (temp files, layer tars).
+    #[error("local I/O error while {action}: {source}")]
+    Local {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A background task of prebuilder's own (hashing, tar writing) panicked or was cancelled.
+    #[error("internal task failed while {action}: {source}")]
+    Task {
+        action: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
     SetupFailed {
@@ -98,8 +118,8 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted; the setup container was removed")]
-    Interrupted,
+    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    Interrupted { signal: crate::cancel::Signal },
 
     // ---- registries (src/registry.rs) ----
     #[error("cannot reach registry {registry}: {reason}")]
@@ -140,22 +160,20 @@ pub enum Error {
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
     BootSourceMissing { image: String, path: String },
 
-    #[error(
-        "base image {image} is not ready for Beam's boot; nothing was installed:{}",
-        crate::check::list(findings)
-    )]
+    #[error("base image {image} is not ready for Beam's boot; nothing was installed:{findings}")]
     BaseRefused {
         image: String,
-        findings: Vec<crate::check::Finding>,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
+        /// Whether one of them is about the boot (the hint then offers --boot-from).
+        boot: bool,
     },
 
-    #[error(
-        "base image {image} is not ready for PyFlink; nothing was installed:{}",
-        crate::check::list(findings)
-    )]
+    #[error("base image {image} is not ready for PyFlink; nothing was installed:{findings}")]
     PyFlinkBaseRefused {
         image: String,
-        findings: Vec<crate::check::Finding>,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
     },
 
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
@@ -203,6 +221,8 @@ impl Error {
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
+            Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
+            Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
@@ -211,11 +231,11 @@ impl Error {
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
-            Interrupted => return None,
+            Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
-            BaseRefused { findings, .. } => {
-                let boot = if findings.iter().any(|f| f.check == "boot") {
+            BaseRefused { boot, .. } => {
+                let boot = if *boot {
                     "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot with --boot-from; "
                 } else {
                     ""
@@ -238,6 +258,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
+            Error::Interrupted { signal } => signal.exit_code(),
             _ => 2,
         }
     }

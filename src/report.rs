@@ -26,6 +26,17 @@ pub struct LayerReport {
     pub image_id: String,
 }
 
+/// A PyFlink build's baked paths: what to launch the job with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlinkReport {
+    /// The workers' Python in the image (`-pyexec`), `None` when not given.
+    pub python_executable: Option<String>,
+    /// The image's PYTHONPATH entries from --py-files and python.pythonpath.
+    pub pythonpath: Vec<String>,
+    /// Archive name → the directory it is extracted in.
+    pub archives: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseReport {
     #[serde(rename = "ref")]
@@ -53,7 +64,7 @@ pub struct Report {
     pub seconds: f64,
     /// PyFlink builds: the baked Python, PYTHONPATH and archive directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flink: Option<crate::flink::FlinkReport>,
+    pub flink: Option<FlinkReport>,
 }
 
 impl Report {
@@ -111,7 +122,7 @@ impl Report {
 
 /// How to launch a PyFlink job on the image: no python.requirements,
 /// python.archives or python.files any more, the baked Python as -pyexec.
-fn flink_launch(image: &str, f: &crate::flink::FlinkReport) -> String {
+fn flink_launch(image: &str, f: &FlinkReport) -> String {
     let mut out = format!(
         "launch with (PyFlink; no -pyreq/-pyarch/-pyfs, no python.requirements/archives/files):\n  \
          image: {image}  (e.g. -Dkubernetes.container.image.ref={image})\n"
@@ -245,7 +256,7 @@ mod tests {
     #[test]
     fn flink_report_json_and_launch_text() {
         let mut r = sample(false, None);
-        r.flink = Some(crate::flink::FlinkReport {
+        r.flink = Some(FlinkReport {
             python_executable: Some("/opt/flink/python-archives/venv/bin/python".into()),
             pythonpath: vec!["/opt/flink/python-files/0".into()],
             archives: [(

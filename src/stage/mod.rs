@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod digest;
+pub mod flink;
 pub mod inputs;
 pub mod manifest;
 pub mod pack;
@@ -52,6 +53,24 @@ pub enum Role {
     PyFile,
 }
 
+/// How a staged set is installed: Beam's boot in setup-only mode, or
+/// PyFlink's own setup (`crate::build::flink`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SetupMode {
+    #[default]
+    Beam,
+    Flink(flink::FlinkSetup),
+}
+
+impl SetupMode {
+    pub fn flink(&self) -> Option<&flink::FlinkSetup> {
+        match self {
+            SetupMode::Flink(f) => Some(f),
+            SetupMode::Beam => None,
+        }
+    }
+}
+
 /// One staged artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
@@ -76,7 +95,7 @@ pub struct StagedSet {
     /// directory that holds the files the tool generated.
     pub dir: PathBuf,
     /// How the set is installed: Beam's boot, or PyFlink's setup.
-    pub mode: crate::mode::SetupMode,
+    pub mode: SetupMode,
     /// Owns generated files (requirements copy, extra_packages.txt, workflow.tar.gz).
     _generated: Option<tempfile::TempDir>,
 }
@@ -113,13 +132,13 @@ impl StagedSet {
         StagedSet {
             artifacts,
             dir,
-            mode: crate::mode::SetupMode::Beam,
+            mode: SetupMode::Beam,
             _generated: generated,
         }
     }
 
     /// The same set, installed by `mode`.
-    pub fn with_mode(mut self, mode: crate::mode::SetupMode) -> Self {
+    pub fn with_mode(mut self, mode: SetupMode) -> Self {
         self.mode = mode;
         self
     }

@@ -1,7 +1,8 @@
 //! PyFlink jobs: the job's Python dependencies (`--py-files`,
 //! `--py-requirements`, `--py-archives`, `--py-executable`, or the `python.*`
 //! keys of `--flink-conf`) staged, keyed and baked into an image like Beam's,
-//! with a setup of its own instead of Beam's boot.
+//! with a setup of its own instead of Beam's boot (`crate::build::flink`,
+//! `src/build/flink-setup.sh`).
 //!
 //! Where things go in the image (fixed, so the report can name them):
 //! archives are extracted under [`ARCHIVES_DIR`]`/NAME`, python files are
@@ -14,18 +15,14 @@
 //! archives form the dependencies layer, python files the application layer.
 
 pub mod archive;
-pub mod check;
 pub mod conf;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
-use crate::plan::LayerName;
 use crate::stage::digest::digest_file;
-use crate::stage::{Artifact, Role, StagedSet, REQUIREMENTS_FILE};
+use crate::stage::{Artifact, Role, SetupMode, StagedSet, REQUIREMENTS_FILE};
 pub use conf::PythonOptions;
 
 /// Where archives are extracted: `ARCHIVES_DIR/NAME`.
@@ -36,8 +33,6 @@ pub const FILES_DIR: &str = "/opt/flink/python-files";
 /// `UPLOAD_DIR/artifacts` and are removed before the layer is made.
 pub const UPLOAD_DIR: &str = "/tmp";
 pub const ARTIFACTS_DIR: &str = "/tmp/artifacts";
-/// The setup step, a real file so it can be read and shellchecked.
-pub const SETUP_SCRIPT: &str = include_str!("setup.sh");
 /// Environment variables the image gets for the workers' Python.
 pub const PYTHON_ENV: &str = "PYFLINK_PYTHON";
 pub const CLIENT_PYTHON_ENV: &str = "PYFLINK_CLIENT_EXECUTABLE";
@@ -65,14 +60,6 @@ pub struct FlinkSetup {
     pub requirements_input: Option<String>,
 }
 
-/// The report's `flink` object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FlinkReport {
-    pub python_executable: Option<String>,
-    pub pythonpath: Vec<String>,
-    pub archives: BTreeMap<String, String>,
-}
-
 impl FlinkSetup {
     /// The Python that installs the requirements in the image: the workers'.
     pub fn installer_python(&self) -> &str {
@@ -88,42 +75,17 @@ impl FlinkSetup {
             .collect()
     }
 
-    /// What the key sees besides the staged files: the script, the paths and
-    /// every value that goes into the image's config (python files' entries
-    /// follow from their staged names, which the application key has).
-    pub fn key_command(&self) -> Vec<String> {
-        vec![
-            "pyflink-setup".to_string(),
-            SETUP_SCRIPT.to_string(),
-            format!("archives={ARCHIVES_DIR}"),
-            format!("files={FILES_DIR}"),
-            format!("executable={}", self.executable.as_deref().unwrap_or("")),
-            format!("pythonpath={}", self.extra_pythonpath.join(":")),
-            format!("cache={}", self.requirements_cache),
-        ]
-    }
-
-    /// The shell function the engine's setup script runs as its step.
-    pub fn setup_function(&self) -> String {
-        format!(
-            "run_setup() (\nFLINK_ARCHIVES={}; FLINK_FILES={}; FLINK_PYTHON={}; FLINK_CACHE={}\n{SETUP_SCRIPT}\n)",
-            sh_quote(ARCHIVES_DIR),
-            sh_quote(FILES_DIR),
-            sh_quote(self.installer_python()),
-            u8::from(self.requirements_cache),
-        )
-    }
-
-    /// Environment the committed image of `layer` gets, on top of the base's.
-    /// PYTHONPATH entries of python files only from the layer that has them.
-    pub fn env(&self, layer: LayerName, base_env: &[String]) -> Vec<(String, String)> {
+    /// Environment a layer image gets, on top of the base's (`base_env`).
+    /// PYTHONPATH entries of python files only with `with_files`: the layer
+    /// that has them (the application layer).
+    pub fn env(&self, with_files: bool, base_env: &[String]) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let Some(exe) = &self.executable {
             env.push((PYTHON_ENV.to_string(), exe.clone()));
             env.push((CLIENT_PYTHON_ENV.to_string(), exe.clone()));
         }
         let mut path: Vec<String> = Vec::new();
-        if layer == LayerName::Application {
+        if with_files {
             path.extend(self.files_pythonpath.iter().cloned());
         }
         path.extend(self.extra_pythonpath.iter().cloned());
@@ -139,37 +101,6 @@ impl FlinkSetup {
         }
         env
     }
-
-    /// Names the step that failed from the setup's last lines.
-    pub fn failing_step(&self, tail: &[String]) -> String {
-        let line = tail
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("prebuilder-flink:") && l.contains("failed"));
-        match line {
-            Some(l) if l.contains("requirements") => format!(
-                "installing --py-requirements {} failed",
-                self.requirements_input
-                    .as_deref()
-                    .unwrap_or("requirements.txt")
-            ),
-            Some(l) => l.trim_start_matches("prebuilder-flink: ").to_string(),
-            None => "the PyFlink setup failed".to_string(),
-        }
-    }
-
-    pub fn report(&self) -> FlinkReport {
-        FlinkReport {
-            python_executable: self.executable.clone(),
-            pythonpath: self.pythonpath(),
-            archives: self.archives.clone(),
-        }
-    }
-}
-
-/// `'…'` for sh, with embedded quotes closed and escaped.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Where an option came from, to name it in errors.
@@ -338,7 +269,7 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    Ok(StagedSet::new(artifacts, dir, None).with_mode(crate::mode::SetupMode::Flink(setup)))
+    Ok(StagedSet::new(artifacts, dir, None).with_mode(SetupMode::Flink(setup)))
 }
 
 /// `venv/bin/python` → `/opt/flink/python-archives/venv/bin/python` when

@@ -1,7 +1,7 @@
 //! The command the setup container runs: the base image's own boot in
-//! setup-only mode (or, for PyFlink builds, `src/flink/setup.sh`: the step is
-//! the mode's `run_setup` function, see `crate::mode`), wrapped in a few lines
-//! of `sh` that
+//! setup-only mode (or, for PyFlink builds, `flink-setup.sh`: the step is the
+//! mode's `run_setup` function, see `super::flink`), wrapped in a few lines of
+//! `sh` that
 //! - give pip `PIP_NO_INDEX=1` when the container has no network, so a
 //!   missing requirement fails in seconds with pip's own message instead of a
 //!   minute of retries; it is set in the script, not in the container's
@@ -12,13 +12,13 @@
 //! - delete the staged files after a successful setup, so the layer carries
 //!   installed packages, not wheels (files created and deleted in one
 //!   container never reach the layer);
-//! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the engine
-//!   builds the layer without diffing the whole filesystem.
+//! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the build
+//!   writes the layer without diffing the whole filesystem.
 
-use crate::mode::SetupMode;
 #[cfg(test)]
 use crate::plan::ARTIFACTS_DIR;
 use crate::plan::BOOT;
+use crate::stage::SetupMode;
 
 /// Where the setup script leaves the layer snapshot: `layer.tar` (what the
 /// setup created or changed) and `deleted` (NUL-separated `./paths`).
@@ -26,60 +26,10 @@ pub const SNAPSHOT_DIR: &str = "/.prebuilder-snapshot";
 use crate::record::RECORD_FILE;
 use crate::stage::MANIFEST_FILE;
 
-/// `$1` = 1 to set PIP_NO_INDEX, then the top-level staged names to remove.
-/// The artifacts directory itself stays (empty), as in Beam's own images.
-/// The boot's exit status is the script's.
-const SCRIPT: &str = r##"set -u
-no_index=$1; shift
-if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
-# The layer snapshot (see engine::layer): every path but mounts, the snapshot
-# and the staged artifacts, NUL-separated, before and after the setup. Only
-# with GNU find/tar/sort/comm; without them there is no snapshot and the
-# engine commits the container instead.
-# PREBUILDER_ROOT is empty (the container's /) except in unit tests.
-root=$PREBUILDER_ROOT
-snap=$root$PREBUILDER_SNAPSHOT
-paths() {
-  (cd "${root:-/}" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./etc/hosts \
-    -o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./.dockerenv \
-    -o -path ".$PREBUILDER_SNAPSHOT" -o -path ".$PREBUILDER_ARTIFACTS" \) -prune -o "$@")
-}
-snapshot=0
-if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
-   comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
-   paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
-  snapshot=1
-fi
-run_setup
-status=$?
-if [ "$status" -ne 0 ]; then
-  echo "prebuilder: $PREBUILDER_STEP exited with status $status" >&2
-  exit "$status"
-fi
-# The record: Python's version and pip's freeze, which prebuilder turns into
-# the JSON record. Best effort: no freeze, no record. It runs while the
-# snapshot walks the filesystem (pip takes a while to start).
-{ { python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-    python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
-    rm -f "$PREBUILDER_RECORD"; } &
-record=$!
-cd "$PREBUILDER_ARTIFACTS" || exit 97
-rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
-if [ "$snapshot" = 1 ]; then
-  # One walk: every path to `after`; those whose ctime is newer than the
-  # marker (ctime cannot be set back, unlike mtime) to `changed` as well.
-  paths \( -cnewer "$snap/marker" -fprint0 "$snap/changed" -o -true \) -print0 |
-    LC_ALL=C sort -z >"$snap/after" || snapshot=0
-fi
-wait "$record"
-if [ "$snapshot" = 1 ]; then
-  # Deleted = listed before, not after. Best effort: no tar, no snapshot.
-  { LC_ALL=C comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed"; } ||
-    rm -f "$snap/layer.tar"
-fi
-exit 0
-"##;
+/// The script (`setup.sh`): `$1` = 1 to set PIP_NO_INDEX, then the
+/// top-level staged names to remove. The artifacts directory itself stays
+/// (empty), as in Beam's own images. The boot's exit status is the script's.
+use crate::plan::keys::SETUP_SCRIPT as SCRIPT;
 
 /// Entrypoint and arguments of the setup container of a Beam build.
 pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
@@ -89,10 +39,10 @@ pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
 /// Entrypoint and arguments of the setup container: the script around the
 /// mode's setup step (a `run_setup` function defined before it).
 pub fn command_for(mode: &SetupMode, no_index: bool, names: &[&str]) -> Vec<String> {
-    let artifacts = mode.artifacts_dir();
+    let artifacts = super::flink::artifacts_dir(mode);
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
-    let (function, step) = mode.setup_step();
-    let step = crate::flink::sh_quote(&step);
+    let (function, step) = super::flink::setup_step(mode);
+    let step = super::flink::sh_quote(&step);
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(

@@ -3,12 +3,11 @@
 //! the launching Python's (PyFlink pickles UDFs on the client and unpickles
 //! them in the workers). One probe container with no network.
 
-use crate::check::Finding;
-use crate::engine::ImageTools;
+use super::Finding;
+use crate::engine::{ops, Engine};
 use crate::error::{Error, Result};
-use crate::progress::Reporter;
-
-use super::{FlinkSetup, ARCHIVES_DIR};
+use crate::progress::{Event, Reporter};
+use crate::stage::flink::{FlinkSetup, ARCHIVES_DIR};
 
 /// `$1` = the Python to ask. Prints `java=`, `python=` and `flink=` lines.
 const PROBE: &str = r#"py=$1
@@ -118,7 +117,7 @@ pub fn findings(
 /// The launching Python: `python.client.executable`, else
 /// `PYFLINK_CLIENT_EXECUTABLE`, else `python3` on PATH; with its version.
 /// `None` (and a note) when it cannot be run here.
-fn launch_python(setup: &FlinkSetup, reporter: &dyn Reporter) -> Option<(String, String)> {
+fn launch_python(setup: &FlinkSetup) -> Option<(String, String)> {
     let python = setup
         .client_executable
         .clone()
@@ -133,9 +132,9 @@ fn launch_python(setup: &FlinkSetup, reporter: &dyn Reporter) -> Option<(String,
             String::from_utf8_lossy(&o.stdout).trim().to_string(),
         )),
         _ => {
-            reporter.step(&format!(
+            tracing::warn!(
                 "cannot run the launching Python {python} here; its version is not compared with the base's"
-            ));
+            );
             None
         }
     }
@@ -143,29 +142,27 @@ fn launch_python(setup: &FlinkSetup, reporter: &dyn Reporter) -> Option<(String,
 
 /// Probe `image` (an id; `name` is how messages call it) and refuse it with
 /// every finding.
-pub async fn check_base<E: ImageTools>(
+pub async fn check_base<E: Engine>(
     engine: &E,
     image: &str,
     name: &str,
     setup: &FlinkSetup,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    reporter.step(&format!(
-        "checking {name} for PyFlink before installing anything (a probe container, no network)"
-    ));
+    reporter.event(Event::CheckingBase { name });
     let python = probe_python(setup);
-    let out = engine
-        .probe(
-            image,
-            vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                PROBE.into(),
-                "probe".into(),
-                python.clone(),
-            ],
-        )
-        .await?;
+    let out = ops::probe(
+        engine,
+        image,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            PROBE.into(),
+            "probe".into(),
+            python.clone(),
+        ],
+    )
+    .await?;
     if !out.shell {
         return Err(Error::ProbeFailed {
             image: name.to_string(),
@@ -173,7 +170,7 @@ pub async fn check_base<E: ImageTools>(
         });
     }
     let facts = parse(&out.stdout);
-    let launch = launch_python(setup, reporter);
+    let launch = launch_python(setup);
     let findings = findings(
         &facts,
         &python,
@@ -185,7 +182,7 @@ pub async fn check_base<E: ImageTools>(
     } else {
         Err(Error::PyFlinkBaseRefused {
             image: name.to_string(),
-            findings,
+            findings: super::list(&findings),
         })
     }
 }

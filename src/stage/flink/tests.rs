@@ -3,7 +3,6 @@
 
 use super::archive::tests::zip_file;
 use super::*;
-use crate::mode::SetupMode;
 use crate::plan;
 
 struct Job {
@@ -145,9 +144,9 @@ fn requirements_and_archives_below_python_files_above() {
 fn env_puts_python_files_only_on_the_top_layer() {
     let job = Job::new();
     let set = stage(job.flags(), None).unwrap();
-    let mode = &set.mode;
+    let f = set.mode.flink().unwrap();
     let base = vec!["PATH=/usr/bin".to_string(), "PYTHONPATH=/base".to_string()];
-    let top = mode.env(plan::LayerName::Application, &base);
+    let top = f.env(true, &base);
     let exe = "/opt/flink/python-archives/venv/bin/python";
     assert!(
         top.contains(&("PYFLINK_PYTHON".into(), exe.into())),
@@ -159,12 +158,8 @@ fn env_puts_python_files_only_on_the_top_layer() {
         "/opt/flink/python-files/0:/opt/flink/python-files/1:/opt/flink/python-files/2/lib.zip:/base"
             .into()
     )));
-    let below = mode.env(plan::LayerName::Dependencies, &base);
+    let below = f.env(false, &base);
     assert!(!below.iter().any(|(k, _)| k == "PYTHONPATH"), "{below:?}");
-    assert!(matches!(
-        SetupMode::Beam.env(plan::LayerName::Application, &base)[..],
-        []
-    ));
 }
 
 #[test]
@@ -288,23 +283,6 @@ fn bad_conf_values_name_the_key_and_file() {
     );
 }
 
-#[test]
-fn setup_function_quotes_the_python() {
-    let setup = FlinkSetup {
-        executable: Some("/x/it's/python".into()),
-        client_executable: None,
-        files_pythonpath: vec![],
-        extra_pythonpath: vec![],
-        archives: BTreeMap::new(),
-        requirements_cache: false,
-        requirements_input: None,
-    };
-    let f = setup.setup_function();
-    assert!(f.contains("FLINK_PYTHON='/x/it'\\''s/python'"), "{f}");
-    assert!(f.starts_with("run_setup() ("));
-    assert!(f.contains(SETUP_SCRIPT));
-}
-
 /// The setup step really runs under sh, on this machine: an archive is
 /// extracted (symlink kept), python files copied, and nothing needs pip.
 #[test]
@@ -336,8 +314,7 @@ fn setup_script_extracts_archives_and_copies_files() {
     };
     let archives = root.path().join("archives");
     let files = root.path().join("files");
-    let function = setup
-        .setup_function()
+    let function = crate::build::flink::setup_function(&setup)
         .replace(ARCHIVES_DIR, archives.to_str().unwrap())
         .replace(FILES_DIR, files.to_str().unwrap());
     let script = format!(
