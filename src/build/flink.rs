@@ -60,8 +60,14 @@ pub fn sh_quote(s: &str) -> String {
 
 /// The layer image's config for `mode`: `config` (from `image::layer_config`,
 /// whose fallback entrypoint is Beam's boot) with the PyFlink variables set
-/// and, without an entrypoint or cmd in the base, `/bin/sh` instead of the boot.
-pub fn adjust_config(mode: &SetupMode, layer: LayerName, config: &mut serde_json::Value) {
+/// and, when `base` (the config the layer keeps) has neither entrypoint nor
+/// cmd, `/bin/sh` instead of the boot.
+pub fn adjust_config(
+    mode: &SetupMode,
+    layer: LayerName,
+    base: &serde_json::Value,
+    config: &mut serde_json::Value,
+) {
     let Some(f) = mode.flink() else {
         return;
     };
@@ -87,7 +93,12 @@ pub fn adjust_config(mode: &SetupMode, layer: LayerName, config: &mut serde_json
         .collect();
     env.extend(ours.iter().map(|(k, v)| format!("{k}={v}")));
     obj.insert("Env".into(), serde_json::json!(env));
-    if obj.get("Entrypoint") == Some(&serde_json::json!([BOOT])) {
+    let empty = |field: &str| {
+        base.get(field)
+            .and_then(serde_json::Value::as_array)
+            .is_none_or(|a| a.is_empty())
+    };
+    if empty("Entrypoint") && empty("Cmd") {
         obj.insert("Entrypoint".into(), serde_json::json!(["/bin/sh"]));
     }
 }
@@ -151,11 +162,12 @@ mod tests {
     #[test]
     fn config_gets_the_variables_and_no_boot_entrypoint() {
         let mode = SetupMode::Flink(setup("/opt/flink/python-archives/venv/bin/python"));
+        let base = serde_json::json!({"Env": ["PATH=/usr/bin"]});
         let mut c = serde_json::json!({
             "Env": ["PATH=/usr/bin", "PYTHONPATH=/base", "PYFLINK_PYTHON=old"],
             "Entrypoint": [BOOT],
         });
-        adjust_config(&mode, LayerName::Application, &mut c);
+        adjust_config(&mode, LayerName::Application, &base, &mut c);
         let env: Vec<&str> = c["Env"]
             .as_array()
             .unwrap()
@@ -172,10 +184,16 @@ mod tests {
             ]
         );
         assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh"]));
+        // A base's own entrypoint stays; the dependencies layer gets no files' path.
+        let base = serde_json::json!({"Cmd": ["python3"]});
+        let mut d = serde_json::json!({"Cmd": ["python3"], "Entrypoint": []});
+        adjust_config(&mode, LayerName::Dependencies, &base, &mut d);
+        assert_eq!(d["Entrypoint"], serde_json::json!([]));
+        assert!(!d["Env"].to_string().contains("PYTHONPATH"), "{d}");
         // Beam: untouched.
         let mut b = serde_json::json!({"Env": ["A=1"], "Entrypoint": [BOOT]});
         let before = b.clone();
-        adjust_config(&SetupMode::Beam, LayerName::Application, &mut b);
+        adjust_config(&SetupMode::Beam, LayerName::Application, &base, &mut b);
         assert_eq!(b, before);
     }
 

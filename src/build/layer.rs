@@ -99,7 +99,7 @@ async fn set_up_and_save<E: Engine>(
     // Overrides the setup container's `prebuilder=setup`, which a commit copies.
     labels.insert(LABEL.to_string(), "image".to_string());
     let mut config = image::layer_config(&b.config_image.config, &labels);
-    flink::adjust_config(b.mode, b.layer.name, &mut config);
+    flink::adjust_config(b.mode, b.layer.name, &b.config_image.config, &mut config);
     let file = record.as_ref().map(|(f, _)| f.as_slice());
     if !b.commit {
         match load_snapshot(engine, container, b, &config, file, reporter).await {
