@@ -77,8 +77,12 @@ pub enum Error {
     },
 
     // ---- engine (src/engine) ----
-    #[error("cannot reach the container engine at {endpoint}: {reason}")]
-    EngineUnreachable { endpoint: String, reason: String },
+    #[error("cannot reach the container engine at {endpoint}: {source}")]
+    EngineUnreachable {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     #[error("base image {image} is not on the engine")]
     BaseMissing { image: String },
@@ -121,7 +125,7 @@ pub enum Error {
     #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
     Interrupted { signal: crate::cancel::Signal },
 
-    // ---- registries (src/registry.rs) ----
+    // ---- registries (src/registry) ----
     #[error("cannot reach registry {registry}: {reason}")]
     RegistryUnreachable { registry: String, reason: String },
 

@@ -2,8 +2,7 @@
 //! does the image match the Python that launches the pipeline?
 //!
 //! Two probes feed the rules. The image probe runs `probe.sh` (then `probe.py`) in a
-//! short-lived container with no network (the engine runs it; see
-//! `engine::ImageTools::probe`); the launch probe runs `probe.py` with the launch
+//! short-lived container with no network (see `engine::ops::probe`); the launch probe runs `probe.py` with the launch
 //! Python on this host. Both print one JSON line, parsed into [`Probe`]. The rules
 //! are pure functions from probes to [`Finding`]s, each saying what is wrong and
 //! what to change, so `prebuilder check` and `build`'s pre-flight share them and

@@ -46,7 +46,7 @@ impl DockerEngine {
     pub async fn connect() -> Result<DockerEngine> {
         let unreachable = |e: BollardError| Error::EngineUnreachable {
             endpoint: endpoint(),
-            reason: e.to_string(),
+            source: Box::new(e),
         };
         let docker = Docker::connect_with_defaults()
             .map_err(unreachable)?
@@ -56,7 +56,7 @@ impl DockerEngine {
             .await
             .map_err(|_| Error::EngineUnreachable {
                 endpoint: endpoint(),
-                reason: "no answer within 30 s".into(),
+                source: "no answer within 30 s".into(),
             })?
             .map_err(unreachable)?;
         Ok(DockerEngine {
@@ -89,7 +89,7 @@ fn engine_err(action: impl Into<String>, e: BollardError) -> Error {
         BollardError::SocketNotFoundError(_) | BollardError::HyperResponseError { .. } => {
             Error::EngineUnreachable {
                 endpoint: endpoint(),
-                reason: e.to_string(),
+                source: Box::new(e),
             }
         }
         other => Error::Engine {
