@@ -194,6 +194,13 @@ fn pyflink_job_runs_in_the_prebuilt_image_offline_and_relaunches_hit() {
         "{env}"
     );
 
+    // The image's record lists what the workers' Python has: the requirement.
+    let o = run(prebuilder().args(["inspect", &image]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let record = String::from_utf8_lossy(&o.stdout);
+    assert!(record.contains("tabulate==0.9.0"), "{record}");
+    assert!(record.contains("apache-flink==2.3.0"), "{record}");
+
     // The job, with no network, no install options, the job file mounted.
     let name = format!("fl-job-{}", std::process::id());
     let mount = format!("{}:/job/job.py:ro", job.p("job.py"));

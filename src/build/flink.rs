@@ -42,6 +42,14 @@ pub fn setup_step(mode: &SetupMode) -> (String, String) {
     }
 }
 
+/// The Python whose `pip freeze` the image's record holds: the workers'.
+pub fn record_python(mode: &SetupMode) -> &str {
+    match mode {
+        SetupMode::Beam => "python",
+        SetupMode::Flink(f) => f.installer_python(),
+    }
+}
+
 /// `flink-setup.sh` as a subshell function, its variables set first.
 pub fn setup_function(f: &FlinkSetup) -> String {
     format!(

@@ -43,10 +43,11 @@ pub fn command_for(mode: &SetupMode, no_index: bool, names: &[&str]) -> Vec<Stri
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
     let (function, step) = super::flink::setup_step(mode);
     let step = super::flink::sh_quote(&step);
+    let python = super::flink::sh_quote(super::flink::record_python(mode));
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -101,6 +102,35 @@ mod tests {
         assert!(!c[2].contains("a b;rm"));
         assert!(c[2].contains("--setup_only --artifacts"));
         assert!(c[2].contains("/opt/apache/beam/artifacts/artifacts_info.json"));
+    }
+
+    #[test]
+    fn a_pyflink_command_runs_its_script_as_the_step() {
+        let setup = crate::stage::flink::FlinkSetup {
+            executable: Some("/opt/flink/python-archives/venv/bin/python".into()),
+            client_executable: None,
+            files_pythonpath: vec![],
+            extra_pythonpath: vec![],
+            archives: Default::default(),
+            requirements_cache: true,
+            requirements_input: None,
+        };
+        let c = command_for(&SetupMode::Flink(setup), true, &["archives/venv/venv.zip"]);
+        assert_eq!(&c[3..], ["prebuilder-setup", "1", "archives"]);
+        assert!(
+            c[2].contains("PREBUILDER_ARTIFACTS='/tmp/artifacts'"),
+            "{}",
+            c[2]
+        );
+        assert!(c[2].contains("PREBUILDER_STEP='the PyFlink setup'"));
+        assert!(c[2].contains("PREBUILDER_PYTHON='/opt/flink/python-archives/venv/bin/python'"));
+        assert!(c[2].contains(crate::plan::keys::FLINK_SETUP_SCRIPT));
+        assert!(c[2].contains("run_setup() ("));
+        // Beam's: no function, the script's own default runs the boot.
+        let beam = command(false, &[]);
+        let prefix = beam[2].split(SCRIPT).next().unwrap();
+        assert!(!prefix.contains("run_setup"), "{prefix}");
+        assert!(beam[2].contains("PREBUILDER_PYTHON='python'"));
     }
 
     #[test]

@@ -34,8 +34,9 @@ fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
 # the JSON record. Best effort: no freeze, no record. It runs while the
 # snapshot walks the filesystem (pip takes a while to start).
-{ { python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-    python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
+# PREBUILDER_PYTHON: the Python whose packages are recorded (PyFlink: the workers').
+{ { "$PREBUILDER_PYTHON" -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
+    "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
     rm -f "$PREBUILDER_RECORD"; } &
 record=$!
 cd "$PREBUILDER_ARTIFACTS" || exit 97
