@@ -47,6 +47,10 @@ SdkContainerImageBuilder prepares, holding artifacts_info.json) or from Beam-sty
 that prebuilder stages itself into the same layout. Dependencies (SDK, requirements and \
 their cache) and the application (extra packages, the pipeline's own package) are built \
 as two layers, each keyed by its content, so each is reused until its inputs change.\n\n\
+PyFlink jobs take the PyFlink inputs instead (--py-files, --py-requirements, --py-archives, \
+--py-executable, --flink-conf) on a Flink image with Python, apache-flink and Java: \
+requirements and archives are the first layer, python files the second, and the report \
+names the baked Python, PYTHONPATH and archive directories to launch with.\n\n\
 The base image is never pulled: load it first (docker pull/load).\n\n\
 Exit status: 0 success; 1 the setup inside the container failed; 2 bad input, bad usage, \
 or an engine/registry error.",
@@ -55,7 +59,11 @@ or an engine/registry error.",
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --format json\n\n  \
 # Beam-style inputs, no network during setup\n  \
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --network none \\\n      \
---requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
+--requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py\n\n  \
+# a PyFlink job's dependencies\n  \
+prebuilder build --base my-flink:2.3.0-py3.11 --network none \\\n      \
+--py-requirements requirements.txt#wheels --py-files udfs.py \\\n      \
+--py-archives venv.zip#venv --py-executable venv/bin/python"
     )]
     Build(Box<BuildArgs>),
 
