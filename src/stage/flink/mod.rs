@@ -387,7 +387,9 @@ fn dir_files(dir: &Path, recursive: bool) -> Result<Vec<(String, PathBuf)>> {
                 continue;
             }
             let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-            if meta.is_dir() && recursive {
+            // Linked directories are not followed (a link loop would never end).
+            let link = item.file_type().is_ok_and(|t| t.is_symlink());
+            if meta.is_dir() && recursive && !link {
                 walk(root, &path, recursive, out)?;
             } else if meta.is_file() {
                 let rel = path

@@ -103,6 +103,26 @@ fn stages_every_input_under_its_layout_name() {
 }
 
 #[test]
+fn a_directory_link_loop_is_not_followed() {
+    let job = Job::new();
+    std::os::unix::fs::symlink(
+        job.dir.path().join("pkg"),
+        job.dir.path().join("pkg/sub/loop"),
+    )
+    .unwrap();
+    let mut flags = job.flags();
+    flags.files = vec![job.p("pkg")];
+    let set = stage(flags, None).unwrap();
+    let files: Vec<&str> = set
+        .artifacts
+        .iter()
+        .filter(|a| a.role == Role::PyFile)
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(files, ["files/0/pkg/__init__.py", "files/0/pkg/sub/m.py"]);
+}
+
+#[test]
 fn requirements_and_archives_below_python_files_above() {
     let job = Job::new();
     let set = stage(job.flags(), None).unwrap();
