@@ -218,7 +218,7 @@ impl Error {
             InputInvalid { .. } => "see `prebuilder build --help` for what each input flag takes".into(),
             PyFlinkInput { .. } => "PyFlink inputs: --py-files PATH[,PATH], --py-requirements FILE[#CACHE_DIR], --py-archives FILE#NAME, --py-executable PATH (NAME/path points into an archive), or the python.* keys of --flink-conf; nothing was built".into(),
             StagedNameConflict { .. } => "rename one of the files: staged names must be unique".into(),
-            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts)".into(),
+            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts); for a PyFlink job, --py-requirements, --py-archives or --py-files".into(),
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
