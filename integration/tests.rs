@@ -9,4 +9,5 @@ mod build;
 mod cache;
 mod custom;
 mod errors;
+mod flink;
 mod registry;
