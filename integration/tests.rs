@@ -10,4 +10,5 @@ mod cache;
 mod custom;
 mod errors;
 mod flink;
+mod outputs;
 mod registry;
