@@ -16,7 +16,9 @@ use crate::stage::{Artifact, Role, StagedSet, MANIFEST_FILE};
 /// Bumped whenever what a key stands for changes (the setup script, the
 /// upload layout, the layer split): old cache entries then simply miss.
 /// v2: every layer's setup also writes the image's record (`crate::record`).
-pub const LAYOUT_VERSION: &str = "prebuilder-layout-v2";
+/// v3: reproducible layers (`engine::reproducible`): hash-based .pyc, sorted
+/// entries, dates clamped to the base's `created` or `SOURCE_DATE_EPOCH`.
+pub const LAYOUT_VERSION: &str = "prebuilder-layout-v3";
 /// Where Beam's images keep the boot and where its Dockerfile stages artifacts.
 pub const BEAM_DIR: &str = "/opt/apache/beam";
 pub const BOOT: &str = "/opt/apache/beam/boot";

@@ -123,6 +123,7 @@ impl DockerEngine {
         id: &str,
         build: &LayerBuild<'_>,
         base_config: &ImageConfig,
+        epoch: u64,
         reporter: &dyn Reporter,
     ) -> Result<String> {
         let layer = build.layer;
@@ -238,7 +239,10 @@ impl DockerEngine {
         // some storage drivers (fuse-overlayfs) takes seconds for any change.
         if std::env::var_os("PREBUILDER_COMMIT").is_none() {
             let file = record.as_ref().map(|(f, _)| f.as_slice());
-            match self.load_layer(id, build, &config, file, reporter).await {
+            match self
+                .load_layer(id, build, &config, file, epoch, reporter)
+                .await
+            {
                 Ok(Some(image)) => return Ok(image),
                 Ok(None) => reporter.step(&format!(
                     "{}: the base has no GNU find/tar for a layer snapshot; committing",
@@ -416,17 +420,17 @@ impl Engine for DockerEngine {
     }
 
     async fn build_layer(&self, build: LayerBuild<'_>, reporter: &dyn Reporter) -> Result<String> {
-        let base_config = self
+        let base = self
             .docker
             .inspect_image(&build.base.id)
             .await
-            .map_err(|e| engine_err(&format!("inspecting base image {}", build.base.id), e))?
-            .config
-            .unwrap_or_default();
+            .map_err(|e| engine_err(&format!("inspecting base image {}", build.base.id), e))?;
+        let epoch = super::reproducible::epoch(base.created.as_deref());
+        let base_config = base.config.unwrap_or_default();
         let layer = build.layer;
         let no_index = matches!(build.network, super::Network::None);
         let names: Vec<&str> = layer.artifacts.iter().map(|a| a.name.as_str()).collect();
-        let command = setup::command(no_index, &names);
+        let command = setup::command(no_index, epoch, &names);
         let name = format!(
             "prebuilder-setup-{}-{}-{}",
             layer.name,
@@ -469,7 +473,7 @@ impl Engine for DockerEngine {
             })?;
         self.track(&created.id);
         let result = self
-            .setup_and_commit(&created.id, &build, &base_config, reporter)
+            .setup_and_commit(&created.id, &build, &base_config, epoch, reporter)
             .await;
         self.remove_container(&created.id).await;
         result
@@ -485,20 +489,31 @@ impl Engine for DockerEngine {
             }))
             .await
             .map_err(|e| engine_err("listing prebuilder images", e))?;
-        Ok(found
-            .into_iter()
-            .map(|i| LayerImage {
+        let mut images = Vec::with_capacity(found.len());
+        for i in found {
+            // Configs carry the base's date (reproducible layers), which
+            // orders nothing: when the engine last tagged the image (a build,
+            // a cache hit, a pull) does. Engines without it keep `created`.
+            let tagged = match self.docker.inspect_image(&i.id).await {
+                Ok(inspect) => inspect
+                    .metadata
+                    .and_then(|m| m.last_tag_time)
+                    .and_then(|t| super::reproducible::parse_rfc3339(&t)),
+                Err(_) => None,
+            };
+            images.push(LayerImage {
                 key: i.labels.get(LABEL_KEY).cloned().unwrap_or_default(),
                 parent: i.labels.get(LABEL_PARENT).cloned().unwrap_or_default(),
+                created: tagged.map_or(i.created, |t| t.max(i.created)),
                 id: i.id,
                 tags: i
                     .repo_tags
                     .into_iter()
                     .filter(|t| t != "<none>:<none>")
                     .collect(),
-                created: i.created,
-            })
-            .collect())
+            });
+        }
+        Ok(images)
     }
 
     async fn remove_image(&self, reference: &str) -> Result<()> {

@@ -40,6 +40,7 @@ impl DockerEngine {
         build: &LayerBuild<'_>,
         config: &ContainerConfig,
         record: Option<&[u8]>,
+        epoch: u64,
         reporter: &dyn Reporter,
     ) -> Result<Option<String>> {
         let layer = build.layer;
@@ -73,13 +74,14 @@ impl DockerEngine {
         let (archive, image_id) =
             tokio::task::spawn_blocking(move || -> io::Result<(PathBuf, String)> {
                 let layer_tar = dir.join("layer.tar");
-                let diff_id = write_layer(&snapshot, &deleted, record.as_deref(), &layer_tar)?;
+                let diff_id =
+                    write_layer(&snapshot, &deleted, record.as_deref(), epoch, &layer_tar)?;
                 let mut diff_ids = parent_layers;
                 diff_ids.push(diff_id);
-                let config = image_config(&os, &arch, config_value, &diff_ids, now_rfc3339());
+                let config = image_config(&os, &arch, config_value, &diff_ids, rfc3339(epoch));
                 let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
                 let archive = dir.join("image.tar");
-                write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
+                write_archive(&archive, &config, diff_ids.len(), &layer_tar, epoch)?;
                 Ok((archive, image_id))
             })
             .await
@@ -206,12 +208,14 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// The layer tar from the snapshot (`outer`: the engine's tar holding
-/// `layer.tar`), whiteouts for `deleted`, and `record` at [`RECORD_FILE`].
+/// `layer.tar`), whiteouts for `deleted`, and `record` at [`RECORD_FILE`],
+/// every header normalised to `epoch` (see `reproducible`).
 /// Returns the diff id (`sha256:` of the uncompressed layer).
 fn write_layer(
     outer: &Path,
     deleted: &[u8],
     record: Option<&[u8]>,
+    epoch: u64,
     out: &Path,
 ) -> io::Result<String> {
     let mut outer = tar::Archive::new(std::fs::File::open(outer)?);
@@ -232,12 +236,12 @@ fn write_layer(
         inner: file,
         hasher: Sha256::new(),
     });
-    copy_entries(inner, &mut builder, record.is_some())?;
+    copy_entries(inner, &mut builder, record.is_some(), epoch)?;
     for p in topmost_deleted(deleted) {
-        builder.append_data(&mut file_header(0, 0o600), whiteout(&p), io::empty())?;
+        builder.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
     }
     if let Some(content) = record {
-        let mut h = file_header(content.len() as u64, 0o644);
+        let mut h = file_header(content.len() as u64, 0o644, epoch);
         builder.append_data(&mut h, relative(RECORD_FILE), content)?;
     }
     let mut hashing = builder.into_inner()?;
@@ -245,28 +249,26 @@ fn write_layer(
     Ok(format!("sha256:{}", hex::encode(hashing.hasher.finalize())))
 }
 
-/// A regular file owned by root, dated now.
-fn file_header(size: u64, mode: u32) -> tar::Header {
+/// A regular file owned by root, dated `mtime`.
+fn file_header(size: u64, mode: u32, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(size);
     h.set_mode(mode);
     h.set_uid(0);
     h.set_gid(0);
-    h.set_mtime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    );
+    h.set_mtime(mtime);
     h
 }
 
-/// Every entry of the snapshot's tar, with its header (owner, mode, times,
-/// links) as GNU tar wrote it and paths made relative to the root.
+/// Every entry of the snapshot's tar, in its order (the setup script sorts
+/// it), with its header (owner, mode, links) as GNU tar wrote it, times
+/// normalised to `epoch` and paths made relative to the root.
 fn copy_entries<R: Read, W: Write>(
     inner: R,
     builder: &mut tar::Builder<W>,
     skip_record: bool,
+    epoch: u64,
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(inner);
     for entry in archive.entries()? {
@@ -277,6 +279,7 @@ fn copy_entries<R: Read, W: Write>(
             continue;
         }
         let mut header = entry.header().clone();
+        super::reproducible::normalize_header(&mut header, epoch);
         match header.entry_type() {
             tar::EntryType::Symlink => {
                 let target = entry
@@ -319,7 +322,13 @@ fn image_config(
 }
 
 /// A `docker load` archive: config, manifest, and the last layer's file only.
-fn write_archive(path: &Path, config: &[u8], layers: usize, layer_tar: &Path) -> io::Result<()> {
+fn write_archive(
+    path: &Path,
+    config: &[u8],
+    layers: usize,
+    layer_tar: &Path,
+    epoch: u64,
+) -> io::Result<()> {
     let names: Vec<String> = (0..layers).map(|i| format!("{i}/layer.tar")).collect();
     let manifest =
         serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }])
@@ -332,7 +341,11 @@ fn write_archive(path: &Path, config: &[u8], layers: usize, layer_tar: &Path) ->
         ("config.json", config),
         ("manifest.json", manifest.as_bytes()),
     ] {
-        b.append_data(&mut file_header(bytes.len() as u64, 0o644), name, bytes)?;
+        b.append_data(
+            &mut file_header(bytes.len() as u64, 0o644, epoch),
+            name,
+            bytes,
+        )?;
     }
     if let Some(last) = names.last() {
         b.append_path_with_name(layer_tar, last)?;
@@ -340,14 +353,7 @@ fn write_archive(path: &Path, config: &[u8], layers: usize, layer_tar: &Path) ->
     b.into_inner()?.flush()
 }
 
-/// Now as RFC 3339 UTC (the config's `created`, which `gc` sorts by).
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
+/// Seconds since the epoch as RFC 3339 UTC (the config's `created`).
 fn rfc3339(secs: u64) -> String {
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let days = (secs / 86_400) as i64;
@@ -469,6 +475,7 @@ mod tests {
             &snapshot_tar(dir.path()),
             b"./old\0./old/x\0",
             Some(b"{\"record\": 1}"),
+            1_600_000_000,
             &out,
         )
         .unwrap();
@@ -521,6 +528,29 @@ mod tests {
         );
     }
 
+    /// Reproducible: every date is the epoch (the fixture's files are newer),
+    /// and the same snapshot gives the same bytes (diff id) again.
+    #[test]
+    fn layer_dates_are_the_epoch_and_the_bytes_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = snapshot_tar(dir.path());
+        let write = |name: &str, epoch: u64| {
+            let out = dir.path().join(name);
+            let id = write_layer(&snapshot, b"./old\0", Some(b"{}"), epoch, &out).unwrap();
+            (id, out)
+        };
+        let (a, out) = write("a.tar", 1_600_000_000);
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!(h.mtime().unwrap(), 1_600_000_000, "{:?}", e.path());
+            assert_eq!(h.username().unwrap().unwrap_or(""), "");
+        }
+        assert_eq!(write("b.tar", 1_600_000_000).0, a, "same input, same layer");
+        assert_ne!(write("c.tar", 1_500_000_000).0, a, "the epoch is the date");
+    }
+
     #[test]
     fn archive_names_every_layer_but_carries_only_the_last() {
         let dir = tempfile::tempdir().unwrap();
@@ -534,7 +564,7 @@ mod tests {
             rfc3339(0),
         );
         let archive = dir.path().join("image.tar");
-        write_archive(&archive, &config, 2, &layer).unwrap();
+        write_archive(&archive, &config, 2, &layer, 0).unwrap();
         let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
         let mut files = std::collections::BTreeMap::new();
         for e in a.entries().unwrap() {

@@ -9,6 +9,7 @@ pub mod docker;
 mod layer;
 pub mod probe;
 mod record;
+pub mod reproducible;
 pub mod setup;
 pub mod upload;
 
@@ -54,7 +55,9 @@ pub struct LayerImage {
     pub parent: String,
     /// `repo:tag` references.
     pub tags: Vec<String>,
-    /// Seconds since the epoch.
+    /// Seconds since the epoch: when the engine last tagged the image (a
+    /// build, a cache hit, a pull), else its config's `created`, which for a
+    /// reproducible layer is the base's date and orders nothing.
     pub created: i64,
 }
 

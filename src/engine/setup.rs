@@ -27,6 +27,10 @@ use crate::stage::MANIFEST_FILE;
 const SCRIPT: &str = r##"set -u
 no_index=$1; shift
 if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
+# Reproducible installs (see engine::reproducible): pip compiles hash-based
+# .pyc when SOURCE_DATE_EPOCH is set, and wheel builds of sdists take their
+# dates from it. Exported here, so it never reaches the image's config.
+SOURCE_DATE_EPOCH=$PREBUILDER_EPOCH; export SOURCE_DATE_EPOCH
 # The layer snapshot (see engine::layer): every path but mounts, the snapshot
 # and the staged artifacts, NUL-separated, before and after the setup. Only
 # with GNU find/tar/sort/comm; without them there is no snapshot and the
@@ -54,7 +58,8 @@ fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
 # the JSON record. Best effort: no freeze, no record. It runs while the
 # snapshot walks the filesystem (pip takes a while to start).
-{ { python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
+# No bytecode from the record's own imports: it would race with the snapshot.
+{ { PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE; python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
     python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
     rm -f "$PREBUILDER_RECORD"; } &
 record=$!
@@ -69,20 +74,24 @@ fi
 wait "$record"
 if [ "$snapshot" = 1 ]; then
   # Deleted = listed before, not after. Best effort: no tar, no snapshot.
+  # The changed paths in byte order, so the layer's entry order does not
+  # follow the storage driver's walk.
   { LC_ALL=C comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed"; } ||
+    LC_ALL=C sort -z "$snap/changed" >"$snap/changed.sorted" &&
+    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed.sorted"; } ||
     rm -f "$snap/layer.tar"
 fi
 exit 0
 "##;
 
-/// Entrypoint and arguments of the setup container.
-pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
+/// Entrypoint and arguments of the setup container. `epoch`: the layer's
+/// `SOURCE_DATE_EPOCH` (see `engine::reproducible`).
+pub fn command(no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
     let manifest = format!("{ARTIFACTS_DIR}/{MANIFEST_FILE}");
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_EPOCH='{epoch}'\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -123,6 +132,7 @@ mod tests {
     fn command_passes_names_as_arguments_not_script_text() {
         let c = command(
             true,
+            0,
             &[
                 "requirements.txt",
                 "a b;rm -rf ~.whl",
@@ -194,7 +204,7 @@ mod tests {
         let r = root.display();
         std::fs::write(
             &boot,
-            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\n"),
+            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\nmkdir {r}/zz {r}/aa {r}/mm\nfor d in zz aa mm; do for f in 9 1 5; do echo $f > {r}/$d/$f; done; done\n"),
         )
         .unwrap();
         Command::new("chmod")
@@ -203,7 +213,7 @@ mod tests {
             .status()
             .unwrap();
         let c = on_host(
-            command(false, &[]),
+            command(false, 1_000_000_000, &[]),
             &boot,
             &art,
             &dir.path().join("record"),
@@ -238,6 +248,9 @@ mod tests {
                 "{want} missing from {names:?}"
             );
         }
+        let mut sorted = names.clone();
+        sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(names, sorted, "entries in byte order, not the walk's");
         for unwanted in ["./keep.txt", "./keepdir/k", "./.prebuilder-snapshot"] {
             assert!(
                 !names.iter().any(|n| n.starts_with(unwanted)),
@@ -261,7 +274,7 @@ mod tests {
         let run = |exit: i32| {
             std::fs::write(
                 &boot,
-                format!("#!/bin/sh\necho \"PIP_NO_INDEX=${{PIP_NO_INDEX:-}} $*\"\nexit {exit}\n"),
+                format!("#!/bin/sh\necho \"PIP_NO_INDEX=${{PIP_NO_INDEX:-}} $*\"\necho \"SOURCE_DATE_EPOCH=${{SOURCE_DATE_EPOCH:-unset}}\"\nexit {exit}\n"),
             )
             .unwrap();
             Command::new("chmod")
@@ -271,7 +284,7 @@ mod tests {
                 .unwrap();
             let root = dir.path().join("root");
             std::fs::create_dir_all(&root).unwrap();
-            let c = on_host(command(true, &["a.whl"]), &boot, &art, &record, &root);
+            let c = on_host(command(true, 1234, &["a.whl"]), &boot, &art, &record, &root);
             Command::new(&c[0]).args(&c[1..]).output().unwrap()
         };
         let failed = run(3);
@@ -288,6 +301,10 @@ mod tests {
         assert!(
             out.contains("PIP_NO_INDEX=1 --setup_only --artifacts"),
             "{out}"
+        );
+        assert!(
+            out.contains("\nSOURCE_DATE_EPOCH=1234\n"),
+            "the boot sees the layer's epoch: {out}"
         );
         let left: Vec<_> = std::fs::read_dir(&art).unwrap().collect();
         assert!(
