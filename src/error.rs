@@ -80,6 +80,23 @@ pub enum Error {
     #[error("base image {image} is not on the engine")]
     BaseMissing { image: String },
 
+    #[error("base image {image} is not on the engine, and pulling it from {registry} failed ({credentials}): {reason}")]
+    BaseUnavailable {
+        image: String,
+        registry: String,
+        credentials: String,
+        reason: String,
+    },
+
+    #[error("cannot pull {image} from {registry} ({credentials}): {reason}")]
+    PullFailed {
+        image: String,
+        registry: String,
+        /// Where credentials were looked for, and whether some were found.
+        credentials: String,
+        reason: String,
+    },
+
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
@@ -187,7 +204,8 @@ impl Error {
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
-            BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            BaseMissing { image } => format!("with --pull never, prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
+            PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),

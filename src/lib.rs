@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod image_ref;
 pub mod plan;
 pub mod progress;
 pub mod record;

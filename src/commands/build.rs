@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::build_base;
+use super::{base, build_base};
 use crate::cli::BuildArgs;
 use crate::engine::{
     Engine, ImageInfo, ImageTools, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY,
@@ -62,12 +62,7 @@ pub async fn run<E: Engine + ImageTools>(
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     let started = Instant::now();
-    let base = engine
-        .image(&args.base)
-        .await?
-        .ok_or_else(|| Error::BaseMissing {
-            image: args.base.clone(),
-        })?;
+    let base = base::ensure(engine, &args.base, args.pull, reporter).await?;
     // --boot-from's boot layer, and the base checks that run before the first install.
     let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
     let plan = plan::plan(set, &prepared.parent)?;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod base;
 pub mod build;
 pub mod build_base;
 pub mod check;

@@ -606,6 +606,15 @@ impl Engine for DockerEngine {
         Ok(())
     }
 
+    async fn pull(
+        &self,
+        reference: &str,
+        credential: Option<&Credential>,
+        reporter: &dyn Reporter,
+    ) -> Result<()> {
+        self.pull_image(reference, credential, reporter).await
+    }
+
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {
         self.docker
             .tag_image(

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod docker;
 mod layer;
 pub mod probe;
+mod pull;
 mod record;
 pub mod reproducible;
 pub mod setup;
@@ -124,6 +125,14 @@ pub trait Engine {
         &self,
         repo: &str,
         tag: &str,
+        credential: Option<&crate::registry::Credential>,
+        reporter: &dyn Reporter,
+    ) -> Result<()>;
+    /// Pull `reference` (docker's `[host/]path[:tag][@digest]`) with the
+    /// user's credentials for its registry, reporting progress.
+    async fn pull(
+        &self,
+        reference: &str,
         credential: Option<&crate::registry::Credential>,
         reporter: &dyn Reporter,
     ) -> Result<()>;
