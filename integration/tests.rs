@@ -9,6 +9,7 @@ mod build;
 mod cache;
 mod custom;
 mod errors;
+mod fresh;
 mod pull;
 mod registry;
 mod reproducible;

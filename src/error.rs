@@ -88,6 +88,14 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("{image} in {registry} has no {platform} image; the index has: {available}")]
+    PlatformMissing {
+        image: String,
+        registry: String,
+        platform: String,
+        available: String,
+    },
+
     #[error("cannot pull {image} from {registry} ({credentials}): {reason}")]
     PullFailed {
         image: String,
@@ -205,6 +213,7 @@ impl Error {
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
             BaseMissing { image } => format!("with --pull never, prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
+            PlatformMissing { platform, .. } => format!("choose a base built for {platform} (or a multi-platform one that includes it)"),
             PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),

@@ -15,6 +15,9 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 
+mod manifest;
+pub use manifest::RawManifest;
+
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// The key docker's config.json uses for Docker Hub.

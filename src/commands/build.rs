@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{base, build_base};
+use super::{build_base, fresh};
 use crate::cli::BuildArgs;
 use crate::engine::{
     Engine, ImageInfo, ImageTools, LayerBuild, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY,
@@ -62,7 +62,11 @@ pub async fn run<E: Engine + ImageTools>(
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     let started = Instant::now();
-    let base = base::ensure(engine, &args.base, args.pull, reporter).await?;
+    // A fresh runner: the base may be only in its registry (see `fresh`).
+    let base = match fresh::start(engine, args, set, reporter).await? {
+        fresh::Start::Hit(report) => return Ok(*report),
+        fresh::Start::Base(base) => base,
+    };
     // --boot-from's boot layer, and the base checks that run before the first install.
     let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
     let plan = plan::plan(set, &prepared.parent)?;
@@ -94,6 +98,8 @@ pub async fn run<E: Engine + ImageTools>(
                         "registry hit: {image} is in {} ({digest})",
                         registry.repository().registry
                     ));
+                    let tags =
+                        fresh::tag_hit(registry, args, plan.tag(), &digest, reporter).await?;
                     return Ok(Report {
                         sdk_container_image: format!("{}@{digest}", args.repository),
                         image,
@@ -113,7 +119,7 @@ pub async fn run<E: Engine + ImageTools>(
                             reference: args.base.clone(),
                             id: base.id.clone(),
                         },
-                        tags: Vec::new(),
+                        tags,
                         seconds: round(started.elapsed().as_secs_f64()),
                     });
                 }

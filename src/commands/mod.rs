@@ -6,6 +6,7 @@ pub mod build_base;
 pub mod check;
 pub mod diff;
 pub mod digest;
+pub mod fresh;
 pub mod gc;
 pub mod inspect;
 pub mod template;

@@ -1,0 +1,146 @@
+//! Fresh CI runners sharing one registry (issue 11): a runner whose engine
+//! lacks the base finds the result in the registry without pulling anything,
+//! and applies `--tag` there. The base lives in a real htpasswd
+//! `docker-registry` under a reference the engine does not have.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::*;
+
+const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
+
+/// A docker CLI config directory logged in to `registry`.
+pub fn logged_in(dir: &Path, registry: &str) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let d = dir.join("docker-config");
+    std::fs::create_dir_all(&d).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", USER.0, USER.1));
+    std::fs::write(
+        d.join("config.json"),
+        format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    d
+}
+
+/// The fixture Beam image pushed as `reference`, then untagged here.
+pub fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
+    docker_ok(&["tag", &fx.beam_image, reference]);
+    let o = docker(&["--config", config.to_str().unwrap(), "push", reference]);
+    let _ = docker(&["rmi", reference]);
+    assert!(
+        o.status.success(),
+        "push {reference}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn build(base: &str, repository: &str, req: &Path, config: &Path, extra: &[&str]) -> Output {
+    let fx = Fixtures::load();
+    run(prebuilder()
+        .env("DOCKER_CONFIG", config)
+        .args([
+            "build",
+            "--base",
+            base,
+            "--network",
+            "none",
+            "--format",
+            "json",
+            "--push",
+        ])
+        .args(["--repository", repository, "--requirements-file"])
+        .arg(req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels)
+        .args(extra))
+}
+
+fn on_engine(reference: &str) -> bool {
+    docker(&["image", "inspect", reference]).status.success()
+}
+
+#[test]
+fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
+    let fx = Fixtures::load();
+    let registry = TestRegistry::start(Some(USER));
+    let dir = tempfile::tempdir().unwrap();
+    let config = logged_in(dir.path(), &registry.addr);
+    let base = format!("{}/fr/base:{}", registry.addr, std::process::id());
+    publish_base(&fx, &config, &base);
+    let repository = format!("{}/fr/sdk", registry.addr);
+    let _cleanup = TestRepo {
+        name: repository.clone(),
+    };
+    let _base_cleanup = TestRepo {
+        name: format!("{}/fr/base", registry.addr),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+
+    // The first runner builds (pulling the base) and pushes.
+    let o = build(&base, &repository, &req, &config, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = json(&o);
+    let digest = first["digest"].as_str().unwrap().to_string();
+
+    // The next runner has nothing: not the base, not a layer.
+    forget_local(&repository);
+    let _ = docker(&["rmi", &base]);
+    assert!(!on_engine(&base));
+    let o = build(
+        &base,
+        &repository,
+        &req,
+        &config,
+        &["--tag", "stable", "--tag", "fr-sha-1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let hit = json(&o);
+    let err = stderr(&o);
+    assert_eq!(hit["cached"], true, "{hit}");
+    assert_eq!(hit["digest"], digest.as_str());
+    assert_eq!(
+        hit["image"], first["image"],
+        "same key from the registry's base id"
+    );
+    assert_eq!(
+        hit["base"]["id"], first["base"]["id"],
+        "the base id read from the registry is the engine's id for it"
+    );
+    assert!(
+        hit["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["cache"] == "registry"),
+        "{hit}"
+    );
+    assert!(err.contains("not pulled"), "{err}");
+    assert!(!err.contains("pulling"), "{err}");
+    assert!(!on_engine(&base), "the base was not pulled");
+    assert!(
+        docker_ok(&["images", &repository, "-q"]).is_empty(),
+        "no layer was pulled"
+    );
+    eprintln!(
+        "registry hit on a runner without the base: {} s",
+        hit["seconds"]
+    );
+
+    // --tag on the hit: a manifest put under each tag, the same digest.
+    for t in ["stable", "fr-sha-1"] {
+        assert_eq!(
+            registry.digest("fr/sdk", t, Some(USER)).as_deref(),
+            Some(digest.as_str()),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        hit["tags"],
+        serde_json::json!([
+            format!("{repository}:stable"),
+            format!("{repository}:fr-sha-1")
+        ])
+    );
+}
