@@ -144,3 +144,69 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
         ])
     );
 }
+
+#[test]
+fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuilding_it() {
+    let fx = Fixtures::load();
+    let registry = TestRegistry::start(Some(USER));
+    let dir = tempfile::tempdir().unwrap();
+    let config = logged_in(dir.path(), &registry.addr);
+    let base = format!("{}/fr/base:layers-{}", registry.addr, std::process::id());
+    publish_base(&fx, &config, &base);
+    let repository = format!("{}/fr/layers", registry.addr);
+    let _cleanup = TestRepo {
+        name: repository.clone(),
+    };
+    let _base_cleanup = TestRepo {
+        name: format!("{}/fr/base", registry.addr),
+    };
+    let project = dir.path().join("pipeline");
+    copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
+    let req = unique_requirements(dir.path(), &demo_requirements_text());
+    let project_args = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["--setup-file".to_string(), project.display().to_string()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let args = project_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = build(&base, &repository, &req, &config, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = json(&o);
+    let deps = layers(&first)[0].clone();
+    assert_eq!(deps.0, "dependencies");
+    assert!(
+        stderr(&o).contains(":layer-"),
+        "the dependency layer is pushed for other runners: {}",
+        stderr(&o)
+    );
+
+    // An empty runner, and a code change.
+    forget_local(&repository);
+    let _ = docker(&["rmi", &base]);
+    let transforms = project.join("demo_pipeline/transforms.py");
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(&transforms, format!("{code}\nFR_MARK = 'fresh'\n")).unwrap();
+    let o = build(&base, &repository, &req, &config, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let second = json(&o);
+    let err = stderr(&o);
+    let l = layers(&second);
+    assert_eq!(l[0].0, "dependencies");
+    assert_eq!(l[0].1, "registry", "pulled, not rebuilt: {second}");
+    assert_eq!(l[0].2, deps.2, "the very image the first runner built");
+    assert_eq!(l[1].1, "miss", "the application layer is rebuilt");
+    assert!(!err.contains("dependencies: building"), "{err}");
+    assert!(err.contains("dependencies: found in the registry"), "{err}");
+    let o = python_in(
+        second["image"].as_str().unwrap(),
+        "import demo_pipeline.transforms as t, slugify; print(t.FR_MARK)",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "fresh",
+        "{}",
+        stderr(&o)
+    );
+}

@@ -63,9 +63,9 @@ pub async fn run<E: Engine + ImageTools>(
 ) -> Result<Report> {
     let started = Instant::now();
     // A fresh runner: the base may be only in its registry (see `fresh`).
-    let base = match fresh::start(engine, args, set, reporter).await? {
+    let (base, mut pulled) = match fresh::start(engine, args, set, reporter).await? {
         fresh::Start::Hit(report) => return Ok(*report),
-        fresh::Start::Base(base) => base,
+        fresh::Start::Base(base, pulled) => (base, pulled),
     };
     // --boot-from's boot layer, and the base checks that run before the first install.
     let mut prepared = build_base::prepare(engine, args, set, &base, reporter).await?;
@@ -131,6 +131,15 @@ pub async fn run<E: Engine + ImageTools>(
         }
     }
 
+    // The registry as the layer cache: pull the highest layer it has.
+    if !all_local && !args.no_cache {
+        if let Some((registry, _)) = &registry {
+            pulled.extend(
+                fresh::pull_layers(engine, registry, args, &plan, &mut local, reporter).await?,
+            );
+        }
+    }
+
     let mut layers = std::mem::take(&mut prepared.layers);
     let mut from_image = prepared.from_image.clone();
     for (i, layer) in plan.layers.iter().enumerate() {
@@ -192,9 +201,16 @@ pub async fn run<E: Engine + ImageTools>(
         engine.tag(&from_image, &args.repository, t).await?;
         tags.push(format!("{}:{t}", args.repository));
     }
+    for l in layers.iter_mut() {
+        if l.cache == CacheOutcome::Hit && pulled.contains(&l.name) {
+            l.cache = CacheOutcome::Registry;
+        }
+    }
     let cached = layers.iter().all(|l| l.cache != CacheOutcome::Miss);
     let digest = match (&registry, args.push) {
-        (Some((registry, credential)), true) => Some(
+        (Some((registry, credential)), true) => Some({
+            fresh::push_layers(engine, registry, credential.as_ref(), args, &plan, reporter)
+                .await?;
             push(
                 engine,
                 args,
@@ -203,8 +219,8 @@ pub async fn run<E: Engine + ImageTools>(
                 plan.tag(),
                 reporter,
             )
-            .await?,
-        ),
+            .await?
+        }),
         _ => None,
     };
     Ok(Report {

@@ -5,6 +5,12 @@
 //! ends there, with nothing pulled: the multi-GB base is fetched only when
 //! something must be built on it. A registry hit also applies every `--tag`,
 //! as a manifest put under the new tag.
+//!
+//! The registry is also the layer cache: `--push` pushes every layer's image
+//! (`REPO:layer-<key>`), and a build that misses locally looks its layers up
+//! there top-down and pulls the highest one found (its lower layers come with
+//! it) instead of rebuilding it. That pull comes before the base's, which then
+//! only fetches a manifest.
 
 use std::time::Instant;
 
@@ -13,9 +19,9 @@ use crate::cli::BuildArgs;
 use crate::engine::{Engine, ImageInfo};
 use crate::error::{Error, Result};
 use crate::image_ref::ImageRef;
-use crate::plan;
+use crate::plan::{self, LayerPlan, Plan, LAYER_TAG_PREFIX};
 use crate::progress::Reporter;
-use crate::registry::{self, Registry, RepositoryRef};
+use crate::registry::{self, Credential, Registry, RepositoryRef};
 use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
 use crate::stage::StagedSet;
 
@@ -23,7 +29,8 @@ use crate::stage::StagedSet;
 /// engine now holds.
 pub enum Start {
     Hit(Box<Report>),
-    Base(ImageInfo),
+    /// The base, and the names of the layers pulled from the registry.
+    Base(ImageInfo, Vec<String>),
 }
 
 /// The base on the engine (pulled as `--pull` says), unless the result is
@@ -37,18 +44,25 @@ pub async fn start<E: Engine>(
     let started = Instant::now();
     if args.pull != crate::cli::PullPolicy::Always {
         if let Some(found) = engine.image(&args.base).await? {
-            return Ok(Start::Base(found));
+            return Ok(Start::Base(found, Vec::new()));
         }
     }
+    let mut pulled = Vec::new();
     // --boot-from keys chain on the boot image too, which is local: not here.
     if args.boot_from.is_none() && !args.no_cache {
-        if let Some(report) = hit_without_base(args, set, reporter, started).await? {
-            return Ok(Start::Hit(Box::new(report)));
+        match without_base(engine, args, set, reporter, started).await? {
+            Found::Hit(report) => return Ok(Start::Hit(Box::new(report))),
+            Found::Layers(names) => pulled = names,
         }
     }
-    base::ensure(engine, &args.base, args.pull, reporter)
-        .await
-        .map(Start::Base)
+    let base = base::ensure(engine, &args.base, args.pull, reporter).await?;
+    Ok(Start::Base(base, pulled))
+}
+
+enum Found {
+    Hit(Report),
+    /// The layers pulled (none when nothing was found).
+    Layers(Vec<String>),
 }
 
 /// The result's registry (`--repository` naming one, or `--push`), with the
@@ -85,25 +99,31 @@ async fn resolve_base(args: &BuildArgs, reporter: &dyn Reporter) -> Result<Optio
     }
 }
 
-async fn hit_without_base(
+async fn without_base<E: Engine>(
+    engine: &E,
     args: &BuildArgs,
     set: &StagedSet,
     reporter: &dyn Reporter,
     started: Instant,
-) -> Result<Option<Report>> {
+) -> Result<Found> {
+    let none = Found::Layers(Vec::new());
     let Some(registry) = result_registry(args)? else {
-        return Ok(None);
+        return Ok(none);
     };
     let Some(base_id) = resolve_base(args, reporter).await? else {
-        return Ok(None);
+        return Ok(none);
     };
     let plan = plan::plan(set, &base_id)?;
     let digest = match registry.manifest_digest(plan.tag()).await {
         Ok(Some(d)) => d,
-        Ok(None) => return Ok(None),
+        Ok(None) => {
+            let mut local = Vec::new();
+            let pulled = pull_layers(engine, &registry, args, &plan, &mut local, reporter).await?;
+            return Ok(Found::Layers(pulled));
+        }
         Err(e) if !args.push => {
             tracing::warn!("{e}; building locally");
-            return Ok(None);
+            return Ok(none);
         }
         Err(e) => return Err(e),
     };
@@ -113,7 +133,7 @@ async fn hit_without_base(
         registry.repository().registry
     ));
     let tags = tag_hit(&registry, args, plan.tag(), &digest, reporter).await?;
-    Ok(Some(Report {
+    Ok(Found::Hit(Report {
         sdk_container_image: format!("{}@{digest}", args.repository),
         image,
         image_id: None,
@@ -136,6 +156,99 @@ async fn hit_without_base(
         tags,
         seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     }))
+}
+
+fn layer_tag(layer: &LayerPlan<'_>) -> String {
+    format!("{LAYER_TAG_PREFIX}{}", layer.tag())
+}
+
+/// The registry as the layer cache. `local` holds the ids of the layers
+/// found on the engine (a prefix of `plan.layers`); the layers above them,
+/// below the result, are looked up in the registry top-down, and the highest
+/// one found is pulled (then the ones below it, which only fetch manifests:
+/// their blobs came with it). `local` is then extended with what the engine
+/// now has. Returns the names of the layers pulled. A registry that cannot
+/// be read is a warning: the build goes on and builds them.
+pub async fn pull_layers<E: Engine>(
+    engine: &E,
+    registry: &Registry,
+    args: &BuildArgs,
+    plan: &Plan<'_>,
+    local: &mut Vec<String>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<String>> {
+    let n = plan.layers.len();
+    let start = local.len();
+    // The result itself is a registry hit, answered before this.
+    if n == 0 || start + 1 >= n {
+        return Ok(Vec::new());
+    }
+    let mut highest = None;
+    for j in (start..n - 1).rev() {
+        match registry.manifest_digest(&layer_tag(&plan.layers[j])).await {
+            Ok(Some(_)) => {
+                highest = Some(j);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("{e}; building the layers instead of pulling them");
+                return Ok(Vec::new());
+            }
+        }
+    }
+    let Some(highest) = highest else {
+        return Ok(Vec::new());
+    };
+    let mut pulled = Vec::new();
+    for i in (start..=highest).rev() {
+        let layer = &plan.layers[i];
+        let reference = format!("{}:{}", args.repository, layer_tag(layer));
+        if i < highest && registry.manifest_digest(&layer_tag(layer)).await?.is_none() {
+            break;
+        }
+        reporter.step(&format!(
+            "{}: found in the registry as {reference}; pulling it instead of building it",
+            layer.name
+        ));
+        base::pull(engine, &reference, reporter).await?;
+        pulled.push(layer.name.to_string());
+    }
+    for layer in &plan.layers[start..] {
+        match engine.find_layer(&layer.key).await? {
+            Some(found) => local.push(found.id),
+            None => break,
+        }
+    }
+    Ok(pulled)
+}
+
+/// With `--push`: every layer below the result goes to the registry as
+/// `REPO:layer-<key>` (unless it is there already), so other runners can
+/// build on it instead of rebuilding it.
+pub async fn push_layers<E: Engine>(
+    engine: &E,
+    registry: &Registry,
+    credential: Option<&Credential>,
+    args: &BuildArgs,
+    plan: &Plan<'_>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let below = plan.layers.len().saturating_sub(1);
+    for layer in &plan.layers[..below] {
+        let tag = layer_tag(layer);
+        if !args.no_cache && registry.manifest_digest(&tag).await?.is_some() {
+            continue;
+        }
+        reporter.step(&format!(
+            "pushing {}:{tag} (the {} layer, for other runners)",
+            args.repository, layer.name
+        ));
+        engine
+            .push(&args.repository, &tag, credential, reporter)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Every `--tag` on a registry hit of `key_tag` (whose manifest is
