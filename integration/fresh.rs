@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Output;
 
+use crate::fresh_engine::FreshEngine;
 use crate::support::*;
 
 const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
@@ -37,8 +38,24 @@ pub fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
 }
 
 fn build(base: &str, repository: &str, req: &Path, config: &Path, extra: &[&str]) -> Output {
+    build_on(None, base, repository, req, config, extra)
+}
+
+/// `build` on the engine at `host` (`DOCKER_HOST`), or the default one.
+fn build_on(
+    host: Option<&str>,
+    base: &str,
+    repository: &str,
+    req: &Path,
+    config: &Path,
+    extra: &[&str],
+) -> Output {
     let fx = Fixtures::load();
-    run(prebuilder()
+    let mut c = prebuilder();
+    if let Some(h) = host {
+        c.env("DOCKER_HOST", h);
+    }
+    run(c
         .env("DOCKER_CONFIG", config)
         .args([
             "build",
@@ -208,5 +225,98 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
         "fresh",
         "{}",
         stderr(&o)
+    );
+}
+
+/// Two engines, one registry: a second engine, empty and on another storage
+/// driver (vfs), finds the first engine's result without pulling a byte, and
+/// building the same inputs there gives the same image ids.
+#[test]
+fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
+    let fx = Fixtures::load();
+    let registry = TestRegistry::start(Some(USER));
+    let dir = tempfile::tempdir().unwrap();
+    let config = logged_in(dir.path(), &registry.addr);
+    let base = format!("{}/fr/base:cross-{}", registry.addr, std::process::id());
+    publish_base(&fx, &config, &base);
+    let repository = format!("{}/fr/cross", registry.addr);
+    let _cleanup = TestRepo {
+        name: repository.clone(),
+    };
+    let _base_cleanup = TestRepo {
+        name: format!("{}/fr/base", registry.addr),
+    };
+    let project = dir.path().join("pipeline");
+    copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
+    let req = unique_requirements(dir.path(), &demo_requirements_text());
+    let project_arg = project.display().to_string();
+    let args = ["--setup-file", project_arg.as_str()];
+
+    let o = build(&base, &repository, &req, &config, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = json(&o);
+
+    let engine = FreshEngine::start();
+    let host = Some(engine.host.as_str());
+    assert_eq!(
+        engine.docker_ok(&["images", "-q"]),
+        "",
+        "the second engine starts empty"
+    );
+    let t = std::time::Instant::now();
+    let o = build_on(host, &base, &repository, &req, &config, &args);
+    let hit_seconds = t.elapsed().as_secs_f64();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let hit = json(&o);
+    assert_eq!(hit["cached"], true, "{hit}");
+    assert_eq!(hit["digest"], first["digest"]);
+    assert_eq!(
+        engine.docker_ok(&["images", "-aq"]),
+        "",
+        "nothing was pulled: not the base, not a layer"
+    );
+    eprintln!("registry hit on an empty engine: {hit_seconds:.2} s (process), 0 images pulled");
+
+    // The same inputs built on the empty vfs engine (into another repository,
+    // so that nothing is found): the same ids as on the first engine.
+    let other = format!("{}/fr/cross-b", registry.addr);
+    let o = build_on(host, &base, &other, &req, &config, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let second = json(&o);
+    let (a, b) = (layers(&first), layers(&second));
+    assert!(
+        b.iter().all(|l| l.1 == "miss"),
+        "built on the second engine: {second}"
+    );
+    assert_eq!(a[0].2, b[0].2, "same dependency layer id on both engines");
+    assert_eq!(a[1].2, b[1].2, "same result id on both engines");
+    assert_eq!(first["image_id"], second["image_id"]);
+    eprintln!(
+        "pushed digests: first engine {} / second engine {}",
+        first["digest"], second["digest"]
+    );
+    // Same image bytes; the same digest also needs the same compressor
+    // (both engines here are the same dockerd, which gzips alike).
+    assert_eq!(
+        first["digest"], second["digest"],
+        "racing runners push one digest"
+    );
+    let image = second["image"].as_str().unwrap();
+    let o = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "python",
+        image,
+        "-c",
+        "import demo_pipeline.transforms, slugify; print('ok')",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

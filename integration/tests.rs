@@ -10,6 +10,7 @@ mod cache;
 mod custom;
 mod errors;
 mod fresh;
+mod fresh_engine;
 mod pull;
 mod registry;
 mod reproducible;
