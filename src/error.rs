@@ -226,7 +226,7 @@ impl Error {
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted => return None,
-            ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            ImageMissing { image, .. } => format!("prebuilder pulls only the --base (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
             BaseRefused { findings, .. } => {
                 let boot = if findings.iter().any(|f| f.check == "boot") {
