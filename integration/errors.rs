@@ -127,16 +127,30 @@ fn setup_failure_exits_1_with_pips_message_and_the_failing_step() {
 
 #[test]
 fn interrupt_removes_the_setup_container() {
+    signal_removes_the_setup_container("INT", 2);
+}
+
+/// `timeout`, CI cancellation and `docker stop` send SIGTERM: cleaned up like
+/// Ctrl-C, exit status 128 + 15 (issue 12).
+#[test]
+fn sigterm_removes_the_setup_container_and_exits_143() {
+    signal_removes_the_setup_container("TERM", 143);
+}
+
+fn signal_removes_the_setup_container(signal: &str, code: i32) {
     use std::io::{BufRead, BufReader};
     let fx = Fixtures::load();
-    let repo = TestRepo::new("interrupt");
+    let repo = TestRepo::new(&format!("signal-{}", signal.to_ascii_lowercase()));
     let dir = tempfile::tempdir().unwrap();
     // An sdist that sleeps in its build: the setup is certainly running when interrupted.
     let pkg = dir.path().join("slow");
     std::fs::create_dir(&pkg).unwrap();
     std::fs::write(
         pkg.join("setup.py"),
-        "import time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+        format!(
+            "# {signal} {}\nimport time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+            std::process::id()
+        ),
     )
     .unwrap();
     let mut child = prebuilder()
@@ -173,13 +187,55 @@ fn interrupt_removes_the_setup_container() {
     );
     std::thread::sleep(std::time::Duration::from_secs(1));
     let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(2), "interrupted: {rest:?}");
+    assert_eq!(status.code(), Some(code), "interrupted: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert_nothing_left(&repo);
+}
+
+/// Issue 12: a token in a direct-URL requirement is echoed by pip; none of
+/// the lines prebuilder relays or summarises may carry it.
+#[test]
+fn a_token_in_a_requirement_url_never_reaches_the_output() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("urltoken");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "tok-7d1e0c-not-a-real-secret";
+    // Port 9 on the container's own loopback refuses at once (--network none).
+    let req = requirements_only(
+        dir.path(),
+        &format!(
+            "private-pkg @ https://ci-bot:{secret}@127.0.0.1:9/private_pkg-1.0-py3-none-any.whl?token={secret}\n"
+        ),
+    );
+    let report = dir.path().join("report.json");
+    let o = run(prebuilder()
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("https://***@127.0.0.1:9/private_pkg"),
+        "the URL is still shown, without its userinfo: {err}"
+    );
+    assert!(!err.contains(secret), "the token leaked on stderr: {err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));
+    assert!(!report.exists(), "no report is written for a failed build");
     assert_nothing_left(&repo);
 }

@@ -74,14 +74,27 @@ pub enum Error {
     },
 
     // ---- engine (src/engine) ----
-    #[error("cannot reach the container engine at {endpoint}: {reason}")]
-    EngineUnreachable { endpoint: String, reason: String },
+    #[error("cannot reach the container engine at {endpoint}: {source}")]
+    EngineUnreachable {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     #[error("base image {image} is not on the engine")]
     BaseMissing { image: String },
 
     #[error("base image {image} is not on the engine, and pulling it from {registry} failed ({credentials}): {reason}")]
     BaseUnavailable {
+        image: String,
+        registry: String,
+        /// Where credentials were looked for, and whether some were found.
+        credentials: String,
+        reason: String,
+    },
+
+    #[error("cannot pull {image} from {registry} ({credentials}): {reason}")]
+    PullFailed {
         image: String,
         registry: String,
         credentials: String,
@@ -96,20 +109,31 @@ pub enum Error {
         available: String,
     },
 
-    #[error("cannot pull {image} from {registry} ({credentials}): {reason}")]
-    PullFailed {
-        image: String,
-        registry: String,
-        /// Where credentials were looked for, and whether some were found.
-        credentials: String,
-        reason: String,
-    },
-
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error("container engine error while {action}: {reason}")]
-    Engine { action: String, reason: String },
+    #[error("container engine error while {action}: {source}")]
+    Engine {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A local file or directory prebuilder itself writes (temp files, layer tars).
+    #[error("local I/O error while {action}: {source}")]
+    Local {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A background task of prebuilder's own (hashing, tar writing) panicked or was cancelled.
+    #[error("internal task failed while {action}: {source}")]
+    Task {
+        action: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
     SetupFailed {
@@ -120,10 +144,10 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted; the setup container was removed")]
-    Interrupted,
+    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    Interrupted { signal: crate::cancel::Signal },
 
-    // ---- registries (src/registry.rs) ----
+    // ---- registries (src/registry) ----
     #[error("cannot reach registry {registry}: {reason}")]
     RegistryUnreachable { registry: String, reason: String },
 
@@ -162,13 +186,13 @@ pub enum Error {
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
     BootSourceMissing { image: String, path: String },
 
-    #[error(
-        "base image {image} is not ready for Beam's boot; nothing was installed:{}",
-        crate::check::list(findings)
-    )]
+    #[error("base image {image} is not ready for Beam's boot; nothing was installed:{findings}")]
     BaseRefused {
         image: String,
-        findings: Vec<crate::check::Finding>,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
+        /// Whether one of them is about the boot (the hint then offers --boot-from).
+        boot: bool,
     },
 
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
@@ -217,6 +241,8 @@ impl Error {
             PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
+            Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
+            Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
@@ -225,11 +251,11 @@ impl Error {
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
-            Interrupted => return None,
+            Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder pulls only the --base (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
-            BaseRefused { findings, .. } => {
-                let boot = if findings.iter().any(|f| f.check == "boot") {
+            BaseRefused { boot, .. } => {
+                let boot = if *boot {
                     "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot with --boot-from; "
                 } else {
                     ""
@@ -251,6 +277,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
+            Error::Interrupted { signal } => signal.exit_code(),
             _ => 2,
         }
     }

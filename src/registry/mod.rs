@@ -15,7 +15,11 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 
+pub mod image_ref;
 mod manifest;
+pub mod reference;
+
+pub use image_ref::ImageRef;
 pub use manifest::RawManifest;
 
 const DOCKER_HUB: &str = "docker.io";
@@ -38,17 +42,13 @@ impl RepositoryRef {
     /// The docker CLI's rule: the first component is a registry host when it
     /// has a `.` or `:` or is `localhost`.
     pub fn parse(repository: &str) -> RepositoryRef {
-        match repository.split_once('/') {
-            Some((host, rest))
-                if host.contains('.') || host.contains(':') || host == "localhost" =>
-            {
-                RepositoryRef {
-                    registry: host.to_string(),
-                    path: rest.to_string(),
-                    explicit: true,
-                }
-            }
-            _ => RepositoryRef {
+        match reference::split_domain(repository) {
+            (Some(host), rest) => RepositoryRef {
+                registry: host.to_string(),
+                path: rest.to_string(),
+                explicit: true,
+            },
+            (None, _) => RepositoryRef {
                 registry: DOCKER_HUB.to_string(),
                 path: if repository.contains('/') {
                     repository.to_string()
@@ -125,6 +125,46 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
             registry: repo.registry.clone(),
             reason: e.to_string(),
         }),
+    }
+}
+
+/// What the build asks of a registry itself (pushing goes through the
+/// engine): a trait so the build's decisions are tested without one; the
+/// real [`Registry`] is tested against a real registry in integration tests.
+#[allow(async_fn_in_trait)]
+pub trait Manifests {
+    /// The registry's host (`localhost:5000`), for messages.
+    fn host(&self) -> &str;
+    /// The manifest digest of `tag` in the repository; `None` when absent.
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>>;
+    /// The manifest of `reference` (tag or digest) as stored; `None` when absent.
+    async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>>;
+    /// Put `manifest` under `tag` (same bytes, same digest).
+    async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()>;
+    /// The image id (config digest) of `reference` for this machine's
+    /// platform, read without pulling; `None` when absent.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>>;
+}
+
+impl Manifests for Registry {
+    fn host(&self) -> &str {
+        &self.repo.registry
+    }
+
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
+        Registry::manifest_digest(self, tag).await
+    }
+
+    async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        Registry::manifest(self, reference).await
+    }
+
+    async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()> {
+        Registry::put_manifest(self, tag, manifest).await
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        Registry::image_id(self, reference).await
     }
 }
 

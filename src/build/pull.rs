@@ -1,33 +1,32 @@
 //! The base image a build sits on: found on the engine, or pulled through it
 //! (`--pull missing|always|never`, docker's names) with the docker CLI's
-//! credentials. Only a build that needs the base's content pulls it: the
-//! cache questions are answered from keys (see `resolve`), never by pulling.
+//! credentials. Only a build that needs the base's content pulls it: cache
+//! questions are answered from keys (see `fresh`), never by pulling.
 
-use crate::cli::PullPolicy;
+use super::{Options, PullPolicy};
 use crate::engine::{Engine, ImageInfo};
 use crate::error::{Error, Result};
-use crate::image_ref::ImageRef;
-use crate::progress::Reporter;
-use crate::registry::{self, RepositoryRef};
+use crate::progress::{Event, Reporter};
+use crate::registry::{self, ImageRef, RepositoryRef};
 
-/// The base on the engine, pulled first as `policy` says.
+/// The base on the engine, pulled first as `opts.pull` says.
 pub async fn ensure<E: Engine>(
     engine: &E,
-    reference: &str,
-    policy: PullPolicy,
+    opts: &Options,
     reporter: &dyn Reporter,
 ) -> Result<ImageInfo> {
-    if policy != PullPolicy::Always {
-        if let Some(found) = engine.image(reference).await? {
+    let reference = &opts.base;
+    if opts.pull != PullPolicy::Always {
+        if let Some(found) = engine.inspect(reference).await? {
             return Ok(found);
         }
-        if policy == PullPolicy::Never {
+        if opts.pull == PullPolicy::Never {
             return Err(Error::BaseMissing {
-                image: reference.to_string(),
+                image: reference.clone(),
             });
         }
     }
-    let absent = policy != PullPolicy::Always;
+    let absent = opts.pull != PullPolicy::Always;
     pull(engine, reference, reporter)
         .await
         .map_err(|e| match e {
@@ -44,20 +43,39 @@ pub async fn ensure<E: Engine>(
             },
             other => other,
         })?;
-    engine.image(reference).await?.ok_or_else(|| Error::Engine {
-        action: format!("pulling {reference}"),
-        reason: "the engine does not show the image after pulling it".into(),
-    })
+    engine
+        .inspect(reference)
+        .await?
+        .ok_or_else(|| Error::Engine {
+            action: format!("pulling {reference}"),
+            source: "the engine does not show the image after pulling it".into(),
+        })
 }
 
-/// Pull `reference` with the user's credentials for its registry; a failure
-/// names the reference, the registry and where credentials were looked for.
+/// Pull `reference` with the user's credentials for its registry, its
+/// milestones as events; a failure names the reference, the registry and
+/// where credentials were looked for.
 pub async fn pull<E: Engine>(engine: &E, reference: &str, reporter: &dyn Reporter) -> Result<()> {
     let image = ImageRef::parse(reference);
     let credential = registry::credentials(&image.repository)?;
     let source = credential_source(&image.repository, credential.is_some());
+    reporter.event(Event::Pulling { reference });
+    let mut last = String::new();
+    let mut status = |s: &str| {
+        // Milestones only: byte progress and repeats would flood stderr.
+        let noisy = ["Downloading", "Extracting", "Waiting", "Verifying"]
+            .iter()
+            .any(|p| s.split_once(": ").map_or(s, |(_, st)| st).starts_with(p));
+        if !noisy && s != last {
+            reporter.event(Event::PullStatus {
+                reference,
+                status: s,
+            });
+        }
+        last = s.to_string();
+    };
     engine
-        .pull(reference, credential.as_ref(), reporter)
+        .pull(reference, credential.as_ref(), &mut status)
         .await
         .map_err(|e| match e {
             Error::PullFailed {
@@ -72,13 +90,21 @@ pub async fn pull<E: Engine>(engine: &E, reference: &str, reporter: &dyn Reporte
                 reason,
             },
             other => other,
-        })
+        })?;
+    reporter.event(Event::Pulled { reference });
+    Ok(())
 }
 
 /// Where the docker CLI's credentials for `repo` were looked for. Names a
 /// file and a registry, never a secret.
 pub fn credential_source(repo: &RepositoryRef, found: bool) -> String {
-    let config = docker_config_file();
+    let config = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => std::path::Path::new(&dir)
+            .join("config.json")
+            .display()
+            .to_string(),
+        None => "~/.docker/config.json".to_string(),
+    };
     if found {
         format!("credentials for {} from {config}", repo.auth_key())
     } else {
@@ -86,17 +112,6 @@ pub fn credential_source(repo: &RepositoryRef, found: bool) -> String {
             "anonymous: no credentials for {} in {config}",
             repo.auth_key()
         )
-    }
-}
-
-/// The docker CLI's config file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-fn docker_config_file() -> String {
-    match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => std::path::Path::new(&dir)
-            .join("config.json")
-            .display()
-            .to_string(),
-        None => "~/.docker/config.json".to_string(),
     }
 }
 

@@ -90,7 +90,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm; the inverse of `layer::rfc3339`'s).
+/// algorithm; the inverse of `image::rfc3339`'s).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

@@ -1,9 +1,9 @@
-//! An image reference as the docker CLI reads it: `[host[:port]/]path[:tag][@digest]`,
-//! split into its repository (registry + path, see `registry::RepositoryRef`),
-//! tag and digest. Used where prebuilder talks to a registry about an image
+//! An image reference (`reference`'s grammar) as the registry API needs it:
+//! its repository (registry + path, see [`RepositoryRef`]) and the tag or
+//! digest to ask for. Used where prebuilder talks to a registry about an image
 //! someone else named: the base (`--pull`, resolving its id without pulling).
 
-use crate::registry::RepositoryRef;
+use super::{reference, RepositoryRef};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -21,13 +21,8 @@ impl ImageRef {
             Some((r, d)) => (r, Some(d.to_string())),
             None => (reference, None),
         };
-        // A tag follows the last `:` that is not part of `host:port/`.
-        let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i + 1..].contains('/') => {
-                (&rest[..i], Some(rest[i + 1..].to_string()))
-            }
-            _ => (rest, None),
-        };
+        let (name, tag) = reference::split_tag(rest);
+        let tag = tag.map(str::to_string);
         ImageRef {
             repository: RepositoryRef::parse(name),
             written: name.to_string(),
