@@ -193,6 +193,18 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         assert_eq!(names, sorted, "entries in byte order, not the walk's");
+        for n in &names {
+            let parent = match n.trim_end_matches('/').rsplit_once('/') {
+                Some((p, _)) => p,
+                None => continue,
+            };
+            if parent != "." {
+                assert!(
+                    names.iter().any(|m| m.trim_end_matches('/') == parent),
+                    "{parent} (above {n}) is in the layer: {names:?}"
+                );
+            }
+        }
         for unwanted in ["./keep.txt", "./keepdir/k", "./.prebuilder-snapshot"] {
             assert!(
                 !names.iter().any(|n| n.starts_with(unwanted)),

@@ -50,11 +50,18 @@ fi
 wait "$record"
 if [ "$snapshot" = 1 ]; then
   # Deleted = listed before, not after. Best effort: no tar, no snapshot.
-  # The changed paths in byte order, so the layer's entry order does not
-  # follow the storage driver's walk.
+  # The changed paths and every directory above them, in byte order: the
+  # entry order must not follow the storage driver's walk, and a directory's
+  # ctime after a copy-up is not reliable on every driver (fuse-overlayfs
+  # caches attributes), so ancestors are in whether their ctime moved or not.
   { LC_ALL=C comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
-    LC_ALL=C sort -z "$snap/changed" >"$snap/changed.sorted" &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed.sorted"; } ||
+    LC_ALL=C sort -zu "$snap/changed" >"$snap/all" && cp "$snap/all" "$snap/level" &&
+    while [ -s "$snap/level" ]; do
+      xargs -0 -r dirname -z -- <"$snap/level" | LC_ALL=C sort -zu >"$snap/parents" &&
+        LC_ALL=C comm -z -13 "$snap/all" "$snap/parents" >"$snap/level" &&
+        LC_ALL=C sort -zu -o "$snap/all" "$snap/all" "$snap/level" || { rm -f "$snap/all"; break; }
+    done &&
+    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/all"; } ||
     rm -f "$snap/layer.tar"
 fi
 exit 0

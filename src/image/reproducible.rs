@@ -102,11 +102,13 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// One tar header made independent of when and by whom the file was
-/// written: the mtime clamped to `epoch` (older dates are content: they come
-/// from the base or from a package), GNU atime/ctime zeroed, owner and group
-/// names emptied (the numeric ids stay).
+/// written: a file's mtime clamped to `epoch` (older dates are content: they
+/// come from the base or from a package); a directory's set to `epoch` (its
+/// mtime says when an entry last came or went, and a storage driver that
+/// caches attributes, fuse-overlayfs, may show the base's or the new one);
+/// GNU atime/ctime zeroed; owner and group names emptied (numeric ids stay).
 pub fn normalize_header(header: &mut tar::Header, epoch: u64) {
-    if header.mtime().is_ok_and(|m| m > epoch) {
+    if header.entry_type().is_dir() || header.mtime().is_ok_and(|m| m > epoch) {
         header.set_mtime(epoch);
     }
     if let Some(gnu) = header.as_gnu_mut() {
@@ -188,5 +190,15 @@ mod tests {
         old.set_mtime(500);
         normalize_header(&mut old, 1_000_000_000);
         assert_eq!(old.mtime().unwrap(), 500, "older dates are content");
+
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mtime(500);
+        normalize_header(&mut dir, 1_000_000_000);
+        assert_eq!(
+            dir.mtime().unwrap(),
+            1_000_000_000,
+            "a directory is dated by the epoch"
+        );
     }
 }
