@@ -9,6 +9,7 @@ mod build;
 mod cache;
 mod custom;
 mod errors;
+mod flink;
 mod fresh;
 mod fresh_engine;
 mod pull;

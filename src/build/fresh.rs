@@ -100,6 +100,7 @@ pub async fn without_base<E: Engine, R: Manifests>(
         },
         tags,
         seconds: round(started.elapsed().as_secs_f64()),
+        flink: set.mode.flink().map(super::flink::report),
     })))
 }
 

@@ -15,6 +15,7 @@
 
 pub mod base;
 pub mod boot;
+pub mod flink;
 pub mod fresh;
 pub mod layer;
 pub mod lock;
@@ -40,7 +41,7 @@ use crate::plan::{self, LayerPlan, Plan, LAYER_TAG_PREFIX};
 use crate::progress::{Event, Layer, Reporter};
 use crate::registry::{Credential, Manifests};
 use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
-use crate::stage::StagedSet;
+use crate::stage::{SetupMode, StagedSet};
 
 /// What a build is asked to do (the build flags, minus the inputs).
 #[derive(Debug, Clone)]
@@ -143,14 +144,23 @@ pub async fn run<E: Engine, R: Manifests>(
                 digest: Some(digest),
                 tags,
             };
-            return Ok(report(opts, &plan, &base, outcome, started));
+            return Ok(report(opts, &plan, (&base, set), outcome, started));
         }
         // The registry as the layer cache: pull the highest layer it has.
         if let Some(r) = &remote {
             pulled.extend(fresh::pull_layers(engine, r, opts, &plan, &mut local, reporter).await?);
         }
     }
-    let mut built = build_layers(engine, opts, &plan, &mut ground, &local, &base, reporter).await?;
+    let mut built = build_layers(
+        engine,
+        opts,
+        &plan,
+        &mut ground,
+        &local,
+        (&base, &set.mode),
+        reporter,
+    )
+    .await?;
     for l in built.iter_mut() {
         if l.cache == CacheOutcome::Hit && pulled.contains(&l.name) {
             l.cache = CacheOutcome::Registry;
@@ -175,7 +185,7 @@ pub async fn run<E: Engine, R: Manifests>(
         digest,
         tags,
     };
-    Ok(report(opts, &plan, &base, outcome, started))
+    Ok(report(opts, &plan, (&base, set), outcome, started))
 }
 
 /// The ids of the layers found on the engine, bottom up, up to the first
@@ -234,7 +244,7 @@ async fn build_layers<E: Engine>(
     plan: &Plan<'_>,
     ground: &mut base::Ground,
     local: &[String],
-    base: &ImageInfo,
+    (base, mode): (&ImageInfo, &SetupMode),
     reporter: &dyn Reporter,
 ) -> Result<Vec<LayerReport>> {
     let mut layers = Vec::new();
@@ -249,7 +259,18 @@ async fn build_layers<E: Engine>(
                 });
                 (id.clone(), CacheOutcome::Hit)
             }
-            None => build_or_wait(engine, opts, layer, &from_image, ground, base, reporter).await?,
+            None => {
+                build_or_wait(
+                    engine,
+                    opts,
+                    layer,
+                    &from_image,
+                    ground,
+                    (base, mode),
+                    reporter,
+                )
+                .await?
+            }
         };
         let tag = if i + 1 == plan.layers.len() {
             layer.tag().to_string()
@@ -277,7 +298,7 @@ async fn build_or_wait<E: Engine>(
     layer: &LayerPlan<'_>,
     from_image: &str,
     ground: &mut base::Ground,
-    base: &ImageInfo,
+    (base, mode): (&ImageInfo, &SetupMode),
     reporter: &dyn Reporter,
 ) -> Result<(String, CacheOutcome)> {
     let lock = lock::acquire(&opts.lock_dir, &layer.key, reporter).await;
@@ -302,6 +323,7 @@ async fn build_or_wait<E: Engine>(
         labels: labels(layer, base),
         network: &opts.network,
         commit: opts.commit,
+        mode,
     };
     let id = layer::build(engine, &build, reporter).await?;
     drop(lock);
@@ -330,7 +352,7 @@ struct Outcome {
 fn report(
     opts: &Options,
     plan: &Plan<'_>,
-    base: &ImageInfo,
+    (base, set): (&ImageInfo, &StagedSet),
     outcome: Outcome,
     started: Instant,
 ) -> Report {
@@ -351,6 +373,7 @@ fn report(
         },
         tags: outcome.tags,
         seconds: round(started.elapsed().as_secs_f64()),
+        flink: set.mode.flink().map(flink::report),
     }
 }
 
