@@ -33,6 +33,8 @@ fn base_image_absent() {
             "prebuilder-test/no-such-image:1",
             "--repository",
             &repo.name,
+            "--pull",
+            "never",
         ])
         .arg("--requirements-file")
         .arg(req));

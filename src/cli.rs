@@ -146,6 +146,14 @@ pub struct DigestArgs {
     pub format: Format,
 }
 
+/// `build --pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -264,6 +272,12 @@ pub struct BuildArgs {
     /// Rebuild every layer even when an image with its key exists.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// When to pull the base image, with the docker CLI's credentials (docker's names):
+    /// `missing` pulls it when the engine lacks it, `always` pulls it first, `never` fails
+    /// when it is absent. A cache question never pulls anything.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "missing")]
+    pub pull: PullPolicy,
 
     /// Take Beam's boot from this Beam SDK image: its /opt/apache/beam is copied into the
     /// base as a first `boot` layer and the boot becomes the entrypoint. For bases that have

@@ -98,6 +98,31 @@ pub enum Error {
     #[error("base image {image} is not on the engine")]
     BaseMissing { image: String },
 
+    #[error("base image {image} is not on the engine, and pulling it from {registry} failed ({credentials}): {reason}")]
+    BaseUnavailable {
+        image: String,
+        registry: String,
+        /// Where credentials were looked for, and whether some were found.
+        credentials: String,
+        reason: String,
+    },
+
+    #[error("cannot pull {image} from {registry} ({credentials}): {reason}")]
+    PullFailed {
+        image: String,
+        registry: String,
+        credentials: String,
+        reason: String,
+    },
+
+    #[error("{image} in {registry} has no {platform} image; the index has: {available}")]
+    PlatformMissing {
+        image: String,
+        registry: String,
+        platform: String,
+        available: String,
+    },
+
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
@@ -241,7 +266,9 @@ impl Error {
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
-            BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            BaseMissing { image } => format!("with --pull never, prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
+            PlatformMissing { platform, .. } => format!("choose a base built for {platform} (or a multi-platform one that includes it)"),
+            PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
@@ -255,7 +282,7 @@ impl Error {
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted { .. } => return None,
-            ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            ImageMissing { image, .. } => format!("prebuilder pulls only the --base (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
             BaseRefused { boot, .. } => {
                 let boot = if *boot {

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::labels::rfc3339;
+use crate::image::rfc3339;
 use crate::plan::LayerPlan;
 use crate::stage::Role;
 

@@ -31,9 +31,7 @@ pub struct Origin {
     pub base_name: String,
     /// A registry digest of the base (`repo@sha256:…` or `sha256:…`).
     pub base_digest: Option<String>,
-    /// The base image's `created` (RFC 3339).
-    pub base_created: Option<String>,
-    /// `SOURCE_DATE_EPOCH`, seconds: wins over the base's `created`.
+    /// `SOURCE_DATE_EPOCH`, seconds: the `created` label, when set.
     pub source_date_epoch: Option<u64>,
     pub source: Option<String>,
     pub revision: Option<String>,
@@ -81,17 +79,15 @@ impl Request {
 }
 
 /// The result's labels for `request` on the base `base_ref` (as named),
-/// whose repo digests and creation time the engine reported.
+/// whose repo digests the engine (or, before a pull, its registry) reported.
 pub fn for_base(
     request: &Request,
     base_ref: &str,
     repo_digests: &[String],
-    created: Option<&str>,
 ) -> BTreeMap<String, String> {
     let origin = Origin {
         base_name: base_ref.to_string(),
         base_digest: base_digest(base_ref, repo_digests),
-        base_created: created.map(str::to_string),
         source_date_epoch: request.source_date_epoch,
         source: request.source.clone(),
         revision: request.revision.clone(),
@@ -170,11 +166,11 @@ pub fn parse(arg: &str) -> Result<(String, String)> {
 /// The result's labels: OCI labels where known, then `--label`s, which win.
 pub fn labels(origin: &Origin, user: &[(String, String)]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let created = origin
-        .source_date_epoch
-        .map(rfc3339)
-        .or_else(|| origin.base_created.clone());
-    if let Some(c) = created {
+    // Only a date the user pinned: the label enters the result's key, and a
+    // fresh runner computes that key from the base's registry manifest,
+    // before it has the base's own `created` (the config's `created` is the
+    // layers' epoch, see image::reproducible).
+    if let Some(c) = origin.source_date_epoch.map(crate::image::rfc3339) {
         out.insert(OCI_CREATED.to_string(), c);
     }
     if !origin.base_name.is_empty() {
@@ -276,28 +272,6 @@ pub fn public_url(remote: &str) -> Option<String> {
     Some(url.trim_end_matches(".git").to_string())
 }
 
-/// Seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,7 +302,6 @@ mod tests {
         let origin = Origin {
             base_name: "apache/beam_python3.11_sdk:2.77.0".into(),
             base_digest: Some("apache/beam_python3.11_sdk@sha256:abc".into()),
-            base_created: Some("2026-01-02T03:04:05Z".into()),
             source_date_epoch: None,
             source: Some("https://github.com/o/r".into()),
             revision: None,
@@ -337,7 +310,7 @@ mod tests {
             &origin,
             &[(OCI_SOURCE.into(), "https://example.com/x".into())],
         );
-        assert_eq!(l[OCI_CREATED], "2026-01-02T03:04:05Z");
+        assert!(!l.contains_key(OCI_CREATED), "no date unless pinned");
         assert_eq!(l[OCI_BASE_NAME], "apache/beam_python3.11_sdk:2.77.0");
         assert_eq!(l[OCI_BASE_DIGEST], "sha256:abc");
         assert_eq!(l[OCI_SOURCE], "https://example.com/x", "--label wins");
@@ -442,7 +415,7 @@ mod tests {
 
     #[test]
     fn rfc3339_dates() {
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_219_199), "2026-11-20T23:59:59Z");
+        assert_eq!(crate::image::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(crate::image::rfc3339(1_795_219_199), "2026-11-20T23:59:59Z");
     }
 }

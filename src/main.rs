@@ -291,6 +291,22 @@ fn words(event: &Event<'_>) -> String {
             from,
             to,
         } => format!("moving {reference} from {from} to {to}"),
+        Event::BaseResolved { base, id, registry } => {
+            format!("base {base}: image id {id} (read from {registry}, not pulled)")
+        }
+        Event::NothingPulled => "the base was not pulled: nothing to build".into(),
+        Event::Pulling { reference } => format!("pulling {reference}"),
+        Event::PullStatus { reference, status } => format!("pull {reference}: {status}"),
+        Event::Pulled { reference } => format!("pulled {reference}"),
+        Event::LayerFromRegistry { layer, reference } => format!(
+            "{layer}: found in the registry as {reference}; pulling it instead of building it"
+        ),
+        Event::TaggedInRegistry { reference, digest } => {
+            format!("tagged {reference} in the registry ({digest})")
+        }
+        Event::TagsNotApplied { image } => format!(
+            "{image} is only in the registry: --tag not applied (pass --push to tag it there)"
+        ),
     }
 }
 

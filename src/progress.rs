@@ -117,6 +117,39 @@ pub enum Event<'a> {
         from: &'a str,
         to: &'a str,
     },
+    /// The base's image id, read from its registry without pulling it.
+    BaseResolved {
+        base: &'a str,
+        id: &'a str,
+        registry: &'a str,
+    },
+    /// A registry hit found with the base absent: nothing at all was pulled.
+    NothingPulled,
+    Pulling {
+        reference: &'a str,
+    },
+    /// A pull milestone from the engine (`<layer>: Pull complete`, …).
+    PullStatus {
+        reference: &'a str,
+        status: &'a str,
+    },
+    Pulled {
+        reference: &'a str,
+    },
+    /// A layer is in the registry: it is pulled instead of built.
+    LayerFromRegistry {
+        layer: LayerName,
+        reference: &'a str,
+    },
+    /// A `--tag` on a registry hit: the result's manifest put under it.
+    TaggedInRegistry {
+        reference: &'a str,
+        digest: &'a str,
+    },
+    /// `--tag` on a registry hit without `--push`: the registry is not written.
+    TagsNotApplied {
+        image: &'a str,
+    },
 }
 
 pub trait Reporter: Send + Sync {

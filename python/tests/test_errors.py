@@ -48,7 +48,9 @@ def test_absent_base_image_raises_with_hint(installed_requirement):
     assert raised.value.status == 2
     assert "exited with status 2 (bad input or usage" in message
     assert "error: base image %s is not on the engine" % absent in message
-    assert "\nhint: prebuilder never pulls" in message
+    # Not on the engine, so prebuilder pulled it (--pull missing), which fails offline.
+    assert "and pulling it from docker.io failed" in message
+    assert "\nhint: check the reference" in message
 
 
 def test_default_base_is_beams_image_for_this_python_and_beam(installed_requirement):

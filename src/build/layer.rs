@@ -42,6 +42,15 @@ pub struct LayerBuild<'a> {
     pub mode: &'a SetupMode,
 }
 
+impl LayerBuild<'_> {
+    /// The date of everything in the layer (see `image::reproducible`):
+    /// `SOURCE_DATE_EPOCH`, else the `created` of the image whose config the
+    /// layer keeps (the base, or the boot layer).
+    fn epoch(&self) -> u64 {
+        image::reproducible::epoch(self.config_image.created.as_deref())
+    }
+}
+
 /// Build the layer; the new image's id.
 pub async fn build<E: Engine>(
     engine: &E,
@@ -58,7 +67,12 @@ pub async fn build<E: Engine>(
             std::process::id()
         ),
         image: b.from_image.to_string(),
-        entrypoint: setup::command_for(b.mode, matches!(b.network, Network::None), &names),
+        entrypoint: setup::command_for(
+            b.mode,
+            matches!(b.network, Network::None),
+            b.epoch(),
+            &names,
+        ),
         role: "setup".into(),
         network: b.network.clone(),
     };
@@ -244,8 +258,10 @@ async fn load_snapshot<E: Engine>(
     let dir = tmp.path().to_path_buf();
     let config = config.clone();
     let record = record.map(<[u8]>::to_vec);
-    let created = image::now_rfc3339();
-    let entry = crate::history::entry(b.layer, &created);
+    // Every date in the image comes from one epoch, never the clock: the
+    // same inputs must give the same image id (issue 11).
+    let epoch = b.epoch();
+    let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
     let (archive, image_id) = tokio::task::spawn_blocking(move || {
         assemble(
             &dir,
@@ -254,7 +270,7 @@ async fn load_snapshot<E: Engine>(
             record.as_deref(),
             &parent,
             config,
-            (created, entry),
+            (epoch, entry),
         )
     })
     .await
@@ -288,13 +304,14 @@ fn assemble(
     record: Option<&[u8]>,
     parent: &ImageInfo,
     config: serde_json::Value,
-    (created, entry): (String, serde_json::Value),
+    (epoch, entry): (u64, serde_json::Value),
 ) -> std::io::Result<(std::path::PathBuf, String)> {
     let layer_tar = dir.join("layer.tar");
     let diff_id = image::write_layer(
         BufReader::with_capacity(1 << 20, std::fs::File::open(snapshot)?),
         deleted,
         record.map(|r| (RECORD_FILE, r)),
+        epoch,
         BufWriter::with_capacity(1 << 20, std::fs::File::create(&layer_tar)?),
     )?;
     let mut diff_ids = parent.layers.clone();
@@ -307,7 +324,7 @@ fn assemble(
         &parent.architecture,
         config,
         &diff_ids,
-        created,
+        image::rfc3339(epoch),
         history,
     );
     let archive = dir.join("image.tar");

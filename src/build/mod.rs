@@ -16,9 +16,11 @@
 pub mod base;
 pub mod boot;
 pub mod flink;
+pub mod fresh;
 pub mod layer;
 pub mod lock;
 pub mod publish;
+pub mod pull;
 pub mod record;
 pub mod setup;
 pub mod upload;
@@ -61,12 +63,26 @@ pub struct Options {
     pub commit: bool,
     /// What the result's labels come from (`--label`, source, revision, …).
     pub labels: crate::labels::Request,
+    /// When to pull the base (`--pull`).
+    pub pull: PullPolicy,
+}
+
+/// `--pull`, docker's names: pull the base when the engine lacks it, always,
+/// or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
 }
 
 /// A registry the build may use, with the credentials for it.
 pub struct Remote<R> {
     pub registry: R,
     pub credential: Option<Credential>,
+    /// The base's registry (with the credentials for it), to read the base's
+    /// image id without pulling it (see `fresh`).
+    pub base: Option<R>,
 }
 
 /// Build (or find) every layer of `set` on `opts.base`, tag the result and
@@ -81,30 +97,40 @@ pub async fn run<E: Engine, R: Manifests>(
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     let started = Instant::now();
-    let base = engine
-        .inspect(&opts.base)
-        .await?
-        .ok_or_else(|| Error::BaseMissing {
-            image: opts.base.clone(),
-        })?;
+    let mut remote = Some(remote);
+    let mut take_remote = || remote.take().map_or(Ok(None), |f| f());
+    // A fresh runner: the base may be only in its registry (see `fresh`).
+    let local_base = match opts.pull {
+        PullPolicy::Always => None,
+        _ => engine.inspect(&opts.base).await?,
+    };
+    let mut early_remote = None;
+    let (base, mut pulled) = match local_base {
+        Some(base) => (base, Vec::new()),
+        None => {
+            let r = take_remote()?;
+            let found =
+                fresh::without_base(engine, opts, set, r.as_ref(), reporter, started).await?;
+            early_remote = Some(r);
+            match found {
+                fresh::Found::Hit(report) => return Ok(*report),
+                fresh::Found::Layers(names) => (pull::ensure(engine, opts, reporter).await?, names),
+            }
+        }
+    };
     let mut ground = base::prepare(engine, opts, set, &base, reporter).await?;
     let mut plan = plan::plan(set, &ground.parent)?;
     // The result's labels (--label, OCI) enter its key: see crate::labels.
     crate::labels::apply(
         &mut plan,
-        crate::labels::for_base(
-            &opts.labels,
-            &opts.base,
-            &base.repo_digests,
-            base.created.as_deref(),
-        ),
+        crate::labels::for_base(&opts.labels, &opts.base, &base.repo_digests),
     );
-    let local = find_local(engine, opts, &plan).await?;
+    let mut local = find_local(engine, opts, &plan).await?;
     let all_local = local.len() == plan.layers.len();
-    let remote = if all_local && !opts.push {
-        None
-    } else {
-        remote()?
+    let remote = match early_remote {
+        Some(r) => r,
+        None if all_local && !opts.push => None,
+        None => take_remote()?,
     };
     let mut layers = std::mem::take(&mut ground.layers);
     if !all_local && !opts.no_cache {
@@ -115,16 +141,24 @@ pub async fn run<E: Engine, R: Manifests>(
                 seconds: 0.0,
                 image_id: String::new(),
             }));
+            let tags = match &remote {
+                Some(r) => fresh::tag_hit(r, opts, plan.tag(), &digest, reporter).await?,
+                None => Vec::new(),
+            };
             let outcome = Outcome {
                 layers,
                 image_id: None,
                 digest: Some(digest),
-                tags: Vec::new(),
+                tags,
             };
             return Ok(report(opts, &plan, (&base, set), outcome, started));
         }
+        // The registry as the layer cache: pull the highest layer it has.
+        if let Some(r) = &remote {
+            pulled.extend(fresh::pull_layers(engine, r, opts, &plan, &mut local, reporter).await?);
+        }
     }
-    let built = build_layers(
+    let mut built = build_layers(
         engine,
         opts,
         &plan,
@@ -134,6 +168,11 @@ pub async fn run<E: Engine, R: Manifests>(
         reporter,
     )
     .await?;
+    for l in built.iter_mut() {
+        if l.cache == CacheOutcome::Hit && pulled.contains(&l.name) {
+            l.cache = CacheOutcome::Registry;
+        }
+    }
     layers.extend(built);
     let result = layers
         .last()
@@ -142,6 +181,7 @@ pub async fn run<E: Engine, R: Manifests>(
     let tags = tag_extra(engine, opts, &result).await?;
     let digest = match (&remote, opts.push) {
         (Some(remote), true) => {
+            fresh::push_layers(engine, remote, opts, &plan, reporter).await?;
             Some(publish::push(engine, opts, remote, plan.tag(), reporter).await?)
         }
         _ => None,

@@ -64,7 +64,7 @@ pub async fn push<E: Engine, R: Manifests>(
 
 /// One `docker push`, its per-layer milestones as events (byte progress and
 /// repeats left out: they would flood stderr).
-async fn push_one<E: Engine, R>(
+pub(super) async fn push_one<E: Engine, R>(
     engine: &E,
     remote: &Remote<R>,
     repo: &str,

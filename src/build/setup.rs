@@ -32,13 +32,14 @@ use crate::stage::MANIFEST_FILE;
 use crate::plan::keys::SETUP_SCRIPT as SCRIPT;
 
 /// Entrypoint and arguments of the setup container of a Beam build.
-pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
-    command_for(&SetupMode::Beam, no_index, names)
+/// `epoch`: the layer's `SOURCE_DATE_EPOCH` (see `image::reproducible`).
+pub fn command(no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
+    command_for(&SetupMode::Beam, no_index, epoch, names)
 }
 
 /// Entrypoint and arguments of the setup container: the script around the
 /// mode's setup step (a `run_setup` function defined before it).
-pub fn command_for(mode: &SetupMode, no_index: bool, names: &[&str]) -> Vec<String> {
+pub fn command_for(mode: &SetupMode, no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
     let artifacts = super::flink::artifacts_dir(mode);
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
     let (function, step) = super::flink::setup_step(mode);
@@ -47,7 +48,7 @@ pub fn command_for(mode: &SetupMode, no_index: bool, names: &[&str]) -> Vec<Stri
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -88,6 +89,7 @@ mod tests {
     fn command_passes_names_as_arguments_not_script_text() {
         let c = command(
             true,
+            0,
             &[
                 "requirements.txt",
                 "a b;rm -rf ~.whl",
@@ -115,7 +117,12 @@ mod tests {
             requirements_cache: true,
             requirements_input: None,
         };
-        let c = command_for(&SetupMode::Flink(setup), true, &["archives/venv/venv.zip"]);
+        let c = command_for(
+            &SetupMode::Flink(setup),
+            true,
+            0,
+            &["archives/venv/venv.zip"],
+        );
         assert_eq!(&c[3..], ["prebuilder-setup", "1", "archives"]);
         assert!(
             c[2].contains("PREBUILDER_ARTIFACTS='/tmp/artifacts'"),
@@ -127,7 +134,7 @@ mod tests {
         assert!(c[2].contains(crate::plan::keys::FLINK_SETUP_SCRIPT));
         assert!(c[2].contains("run_setup() ("));
         // Beam's: no function, the script's own default runs the boot.
-        let beam = command(false, &[]);
+        let beam = command(false, 0, &[]);
         let prefix = beam[2].split(SCRIPT).next().unwrap();
         assert!(!prefix.contains("run_setup"), "{prefix}");
         assert!(beam[2].contains("PREBUILDER_PYTHON='python'"));
@@ -188,7 +195,7 @@ mod tests {
         let r = root.display();
         std::fs::write(
             &boot,
-            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\n"),
+            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\nmkdir {r}/zz {r}/aa {r}/mm\nfor d in zz aa mm; do for f in 9 1 5; do echo $f > {r}/$d/$f; done; done\n"),
         )
         .unwrap();
         Command::new("chmod")
@@ -197,7 +204,7 @@ mod tests {
             .status()
             .unwrap();
         let c = on_host(
-            command(false, &[]),
+            command(false, 1_000_000_000, &[]),
             &boot,
             &art,
             &dir.path().join("record"),
@@ -232,6 +239,21 @@ mod tests {
                 "{want} missing from {names:?}"
             );
         }
+        let mut sorted = names.clone();
+        sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(names, sorted, "entries in byte order, not the walk's");
+        for n in &names {
+            let parent = match n.trim_end_matches('/').rsplit_once('/') {
+                Some((p, _)) => p,
+                None => continue,
+            };
+            if parent != "." {
+                assert!(
+                    names.iter().any(|m| m.trim_end_matches('/') == parent),
+                    "{parent} (above {n}) is in the layer: {names:?}"
+                );
+            }
+        }
         for unwanted in ["./keep.txt", "./keepdir/k", "./.prebuilder-snapshot"] {
             assert!(
                 !names.iter().any(|n| n.starts_with(unwanted)),
@@ -255,7 +277,7 @@ mod tests {
         let run = |exit: i32| {
             std::fs::write(
                 &boot,
-                format!("#!/bin/sh\necho \"PIP_NO_INDEX=${{PIP_NO_INDEX:-}} $*\"\nexit {exit}\n"),
+                format!("#!/bin/sh\necho \"PIP_NO_INDEX=${{PIP_NO_INDEX:-}} $*\"\necho \"SOURCE_DATE_EPOCH=${{SOURCE_DATE_EPOCH:-unset}}\"\nexit {exit}\n"),
             )
             .unwrap();
             Command::new("chmod")
@@ -265,7 +287,7 @@ mod tests {
                 .unwrap();
             let root = dir.path().join("root");
             std::fs::create_dir_all(&root).unwrap();
-            let c = on_host(command(true, &["a.whl"]), &boot, &art, &record, &root);
+            let c = on_host(command(true, 1234, &["a.whl"]), &boot, &art, &record, &root);
             Command::new(&c[0]).args(&c[1..]).output().unwrap()
         };
         let failed = run(3);
@@ -282,6 +304,10 @@ mod tests {
         assert!(
             out.contains("PIP_NO_INDEX=1 --setup_only --artifacts"),
             "{out}"
+        );
+        assert!(
+            out.contains("\nSOURCE_DATE_EPOCH=1234\n"),
+            "the boot sees the layer's epoch: {out}"
         );
         let left: Vec<_> = std::fs::read_dir(&art).unwrap().collect();
         assert!(

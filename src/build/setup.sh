@@ -3,6 +3,10 @@
 set -u
 no_index=$1; shift
 if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
+# Reproducible installs (see image::reproducible): pip compiles hash-based
+# .pyc when SOURCE_DATE_EPOCH is set, and wheel builds of sdists take their
+# dates from it. Exported here, so it never reaches the image's config.
+SOURCE_DATE_EPOCH=$PREBUILDER_EPOCH; export SOURCE_DATE_EPOCH
 # The layer snapshot (see engine::layer): every path but mounts, the snapshot
 # and the staged artifacts, NUL-separated, before and after the setup. Only
 # with GNU find/tar/sort/comm; without them there is no snapshot and the
@@ -35,7 +39,9 @@ fi
 # the JSON record. Best effort: no freeze, no record. It runs while the
 # snapshot walks the filesystem (pip takes a while to start).
 # PREBUILDER_PYTHON: the Python whose packages are recorded (PyFlink: the workers').
-{ { "$PREBUILDER_PYTHON" -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
+# No bytecode from the record's own imports: it would race with the snapshot.
+{ { PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
+    "$PREBUILDER_PYTHON" -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
     "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
     rm -f "$PREBUILDER_RECORD"; } &
 record=$!
@@ -50,8 +56,18 @@ fi
 wait "$record"
 if [ "$snapshot" = 1 ]; then
   # Deleted = listed before, not after. Best effort: no tar, no snapshot.
+  # The changed paths and every directory above them, in byte order: the
+  # entry order must not follow the storage driver's walk, and a directory's
+  # ctime after a copy-up is not reliable on every driver (fuse-overlayfs
+  # caches attributes), so ancestors are in whether their ctime moved or not.
   { LC_ALL=C comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed"; } ||
+    LC_ALL=C sort -zu "$snap/changed" >"$snap/all" && cp "$snap/all" "$snap/level" &&
+    while [ -s "$snap/level" ]; do
+      xargs -0 -r dirname -z -- <"$snap/level" | LC_ALL=C sort -zu >"$snap/parents" &&
+        LC_ALL=C comm -z -13 "$snap/all" "$snap/parents" >"$snap/level" &&
+        LC_ALL=C sort -zu -o "$snap/all" "$snap/all" "$snap/level" || { rm -f "$snap/all"; break; }
+    done &&
+    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/all"; } ||
     rm -f "$snap/layer.tar"
 fi
 exit 0

@@ -89,6 +89,7 @@ impl World {
             lock_dir: self.locks.path().to_path_buf(),
             commit: false,
             labels: Default::default(),
+            pull: super::PullPolicy::Never,
         }
     }
 
@@ -102,6 +103,7 @@ impl World {
                 Ok(Some(Remote {
                     registry,
                     credential: None,
+                    base: None,
                 }))
             },
             rec,
@@ -506,14 +508,30 @@ async fn push_pushes_the_content_tag_and_reports_the_registrys_digest() {
     let digest = w.engine.registry.get(tag).unwrap();
     assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
     assert_eq!(r.sdk_container_image, format!("{REPO}@{digest}"));
+    // The content tag once; the dependency layer below it too, as
+    // `layer-<key>`, so other runners can build on it (issue 11).
+    let pushes: Vec<String> = w
+        .engine
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("push"))
+        .collect();
     assert_eq!(
-        w.engine
-            .calls()
+        pushes
             .iter()
-            .filter(|c| c.starts_with("push"))
+            .filter(|c| **c == format!("push {}", r.image))
             .count(),
         1
     );
+    let dependencies = &r.layers[0];
+    assert_eq!(dependencies.name, "dependencies");
+    assert!(
+        pushes
+            .iter()
+            .any(|c| c.starts_with(&format!("push {REPO}:layer-"))),
+        "{pushes:?}"
+    );
+    assert_eq!(pushes.len(), 2, "{pushes:?}");
 }
 
 #[tokio::test]
@@ -523,10 +541,15 @@ async fn a_push_of_a_key_the_registry_has_is_skipped() {
     let mut opts = w.opts();
     opts.push = true;
     let first = w.quick(&opts, &set).await.unwrap();
+    let pushed = w.engine.count("push");
     let rec = Recorder::default();
     let again = w.build(&opts, &set, &rec).await.unwrap();
     assert_eq!(again.digest, first.digest);
-    assert_eq!(w.engine.count("push"), 1, "pushed once");
+    assert_eq!(
+        w.engine.count("push"),
+        pushed,
+        "pushed once (the result and the layer below it), not again"
+    );
     assert!(rec.saw("AlreadyPushed"));
 }
 
@@ -767,6 +790,42 @@ async fn only_files_to_stage_is_nothing_to_install() {
     let err = w.quick(&w.opts(), &set).await.unwrap_err();
     assert!(matches!(err, Error::NothingToInstall { .. }), "{err:?}");
     assert_eq!(w.engine.count("create"), 0);
+}
+
+/// Issue 11: `--tag` on a registry hit is a manifest put under the tag (the
+/// same digest); nothing is pushed or pulled.
+#[tokio::test]
+async fn a_registry_hit_applies_every_tag_by_a_manifest_put() {
+    let first = world();
+    let built = first.quick(&first.opts(), &first.set("app")).await.unwrap();
+    let tag = built.image[REPO.len() + 1..].to_string();
+
+    let w = world();
+    w.engine.registry.put(&tag, "sha256:feed");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into(), "sha-1".into()];
+    let r = w.quick(&opts, &w.set("app")).await.unwrap();
+    assert!(r.cached);
+    assert_eq!(r.digest.as_deref(), Some("sha256:feed"));
+    assert_eq!(
+        w.engine.registry.get("stable").as_deref(),
+        Some("sha256:feed")
+    );
+    assert_eq!(
+        w.engine.registry.get("sha-1").as_deref(),
+        Some("sha256:feed")
+    );
+    assert_eq!(r.tags, [format!("{REPO}:stable"), format!("{REPO}:sha-1")]);
+    assert_eq!(w.engine.count("push"), 0);
+    assert_eq!(w.engine.count("pull"), 0);
+    assert_eq!(w.engine.count("create"), 0);
+
+    // A tag holding another digest is refused, as on a push.
+    w.engine.registry.put("taken", "sha256:other");
+    opts.tags = vec!["taken".into()];
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::TagConflict { .. }), "{err:?}");
 }
 
 /// A PyFlink set: requirements and an archive below, a python file above.

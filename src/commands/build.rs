@@ -3,7 +3,7 @@
 
 use crate::build::{self, Remote};
 use crate::cancel::Cancel;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, PullPolicy};
 use crate::engine::{DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
@@ -124,6 +124,11 @@ pub fn options(args: &BuildArgs) -> Result<build::Options> {
         lock_dir: build::lock::default_dir(),
         commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
         labels,
+        pull: match args.pull {
+            PullPolicy::Missing => build::PullPolicy::Missing,
+            PullPolicy::Always => build::PullPolicy::Always,
+            PullPolicy::Never => build::PullPolicy::Never,
+        },
     })
 }
 
@@ -137,7 +142,26 @@ fn remote(args: &BuildArgs) -> Result<Option<Remote<Registry>>> {
     Ok(Some(Remote {
         registry: Registry::new(repo, credential.clone())?,
         credential,
+        base: base_registry(&args.base),
     }))
+}
+
+/// The base's registry, to read its image id without pulling it; `None` for
+/// an image id, or when its credentials cannot be read (a pull would then
+/// say why).
+fn base_registry(base: &str) -> Option<Registry> {
+    let hex = base.strip_prefix("sha256:").unwrap_or(base);
+    if hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let repo = registry::ImageRef::parse(base).repository;
+    match registry::credentials(&repo) {
+        Ok(credential) => Registry::new(repo, credential).ok(),
+        Err(e) => {
+            tracing::warn!("{e}; the base will be pulled to learn its id");
+            None
+        }
+    }
 }
 
 /// `--repository`: a repository name by the reference grammar (no tag).

@@ -121,6 +121,7 @@ fn image_info(i: ImageInspect) -> ImageInfo {
         os: i.os.unwrap_or_else(|| "linux".into()),
         architecture: i.architecture.unwrap_or_else(|| "amd64".into()),
         layers: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+        last_tagged: i.metadata.and_then(|m| m.last_tag_time),
         config,
     }
 }
@@ -441,6 +442,48 @@ impl Engine for DockerEngine {
                     return Err(push_stream_error(repo, tag, credential.is_some(), error))
                 }
                 Err(e) => return Err(engine_err(format!("pushing {repo}:{tag}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        credential: Option<&Credential>,
+        status: PushStatus<'_>,
+    ) -> Result<()> {
+        let image = crate::registry::ImageRef::parse(reference);
+        let failed = |reason: String| Error::PullFailed {
+            image: reference.to_string(),
+            registry: image.repository.registry.clone(),
+            credentials: String::new(),
+            reason,
+        };
+        // An empty tag would pull every tag of the repository.
+        let options = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(image.name()),
+            tag: Some(image.tag_or_digest().to_string()),
+            ..Default::default()
+        };
+        let mut stream =
+            self.docker
+                .create_image(Some(options), None, credentials(&image.name(), credential));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = info.status {
+                        match info.id {
+                            Some(id) => status(&format!("{id}: {s}")),
+                            None => status(&s),
+                        }
+                    }
+                }
+                Err(BollardError::DockerStreamError { error }) => return Err(failed(error)),
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    return Err(failed(message))
+                }
+                Err(e) => return Err(engine_err(format!("pulling {reference}"), e)),
             }
         }
         Ok(())

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::{ByteStream, ContainerSpec, Engine, ImageInfo, ImageSummary, PushStatus};
 use crate::error::{Error, Result};
 use crate::plan::BOOT;
-use crate::registry::{Credential, Manifests};
+use crate::registry::{Credential, Manifests, RawManifest};
 
 /// A probe line for an image the base checks accept.
 pub const GOOD_PROBE: &str = r#"prebuilder-probe: {"executable": "/usr/bin/python3", "version": "3.11.2", "apache_beam": "2.77.0", "pip": "23.0.1", "venv": true, "boot": "executable", "python": "/usr/bin/python", "python3": "/usr/bin/python3", "machine": "x86_64"}"#;
@@ -123,6 +123,7 @@ impl FakeEngine {
             created: Some("2026-01-01T00:00:00Z".into()),
             history: Vec::new(),
             os: "linux".into(),
+            last_tagged: None,
             architecture: "amd64".into(),
             layers: vec![sha(b"base layer")],
             config: serde_json::json!({
@@ -319,6 +320,7 @@ impl FakeEngine {
             created: None,
             history: Vec::new(),
             os: "linux".into(),
+            last_tagged: None,
             architecture: "amd64".into(),
             layers,
             config: config.clone(),
@@ -572,6 +574,21 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn pull(
+        &self,
+        reference: &str,
+        _credential: Option<&Credential>,
+        _status: PushStatus<'_>,
+    ) -> Result<()> {
+        self.call("pull", reference.to_string()).await?;
+        Err(Error::PullFailed {
+            image: reference.to_string(),
+            registry: "fake".into(),
+            credentials: String::new(),
+            reason: "the fake engine pulls nothing".into(),
+        })
+    }
+
     async fn remove_image(&self, reference: &str) -> Result<()> {
         self.call("remove_image", reference.to_string()).await?;
         let mut s = self.state();
@@ -652,6 +669,28 @@ impl Manifests for FakeRegistry {
         }
         Ok(self.get(tag))
     }
+
+    async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        let m = self.manifests.lock().expect("fake registry");
+        let digest = m
+            .get(reference)
+            .cloned()
+            .or_else(|| m.values().find(|d| *d == reference).cloned());
+        Ok(digest.map(|digest| RawManifest {
+            media_type: "application/vnd.fake".into(),
+            bytes: digest.as_bytes().to_vec(),
+            digest,
+        }))
+    }
+
+    async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()> {
+        self.put(tag, &manifest.digest);
+        Ok(())
+    }
+
+    async fn image_id(&self, _reference: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 impl Manifests for Arc<FakeRegistry> {
@@ -661,5 +700,17 @@ impl Manifests for Arc<FakeRegistry> {
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
         FakeRegistry::manifest_digest(self, tag).await
+    }
+
+    async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        FakeRegistry::manifest(self, reference).await
+    }
+
+    async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()> {
+        FakeRegistry::put_manifest(self, tag, manifest).await
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        FakeRegistry::image_id(self, reference).await
     }
 }

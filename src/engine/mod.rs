@@ -65,6 +65,8 @@ pub struct ImageInfo {
     pub architecture: String,
     /// The diff ids of its layers, bottom first.
     pub layers: Vec<String>,
+    /// When this engine last tagged it (RFC 3339; Docker's `LastTagTime`).
+    pub last_tagged: Option<String>,
     /// The image's container config in the Engine API's JSON form
     /// (`Entrypoint`, `Env`, `Labels`, …), what a commit or load starts from.
     pub config: serde_json::Value,
@@ -90,7 +92,9 @@ pub struct LayerImage {
     pub parent: String,
     /// `repo:tag` references.
     pub tags: Vec<String>,
-    /// Seconds since the epoch.
+    /// Seconds since the epoch: when the engine last tagged the image (a
+    /// build, a cache hit, a pull), else its config's `created`, which for a
+    /// reproducible layer is the base's date and orders nothing.
     pub created: i64,
 }
 
@@ -180,6 +184,14 @@ pub trait Engine {
         &self,
         repo: &str,
         tag: &str,
+        credential: Option<&Credential>,
+        status: PushStatus<'_>,
+    ) -> Result<()>;
+    /// Pull `reference` (`[host/]path[:tag][@digest]`) with `credential` for
+    /// its registry; `status` gets the engine's progress lines (`id: status`).
+    async fn pull(
+        &self,
+        reference: &str,
         credential: Option<&Credential>,
         status: PushStatus<'_>,
     ) -> Result<()>;

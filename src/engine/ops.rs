@@ -70,20 +70,26 @@ pub async fn find_layer<E: Engine>(engine: &E, key: &str) -> Result<Option<Image
     }
 }
 
-/// Every image prebuilder built, with its tags.
+/// Every image prebuilder built, with its tags. Dated by when the engine
+/// last tagged each (an inspect per image): configs carry the base's date
+/// (reproducible layers), which orders nothing.
 pub async fn layer_images<E: Engine>(engine: &E) -> Result<Vec<LayerImage>> {
-    Ok(engine
-        .list_images(LABEL_KEY)
-        .await?
-        .into_iter()
-        .map(|i| LayerImage {
+    let mut images = Vec::new();
+    for i in engine.list_images(LABEL_KEY).await? {
+        let tagged = engine
+            .inspect(&i.id)
+            .await?
+            .and_then(|info| info.last_tagged)
+            .and_then(|t| crate::image::reproducible::parse_rfc3339(&t));
+        images.push(LayerImage {
             key: i.labels.get(LABEL_KEY).cloned().unwrap_or_default(),
             parent: i.labels.get(LABEL_PARENT).cloned().unwrap_or_default(),
+            created: tagged.map_or(i.created, |t| t.max(i.created)),
             id: i.id,
             tags: i.tags,
-            created: i.created,
-        })
-        .collect())
+        });
+    }
+    Ok(images)
 }
 
 /// An image that must be there; `what` names it in the error.

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::plan::BOOT;
 
+pub mod reproducible;
+
 const WHITEOUT_PREFIX: &str = ".wh.";
 
 /// `./usr/lib/x` → `usr/lib/x`; `.` and `./` → `` (the root, never an entry).
@@ -84,12 +86,14 @@ impl<W: Write> Write for Hashing<W> {
 
 /// The layer tar from the snapshot (`outer`: the engine's tar holding
 /// `layer.tar`), whiteouts for `deleted`, and `record` (absolute path,
-/// content) in place of what the snapshot holds at that path.
+/// content) in place of what the snapshot holds at that path, every header
+/// normalised to `epoch` (see [`reproducible`]).
 /// Returns the diff id (`sha256:` of the uncompressed layer).
 pub fn write_layer<R: Read, W: Write>(
     outer: R,
     deleted: &[u8],
     record: Option<(&str, &[u8])>,
+    epoch: u64,
     out: W,
 ) -> io::Result<String> {
     let mut outer = tar::Archive::new(outer);
@@ -109,12 +113,17 @@ pub fn write_layer<R: Read, W: Write>(
         inner: out,
         hasher: Sha256::new(),
     });
-    copy_entries(inner, &mut builder, record.map(|(path, _)| relative(path)))?;
+    copy_entries(
+        inner,
+        &mut builder,
+        record.map(|(path, _)| relative(path)),
+        epoch,
+    )?;
     for p in topmost_deleted(deleted) {
-        builder.append_data(&mut file_header(0, 0o600), whiteout(&p), io::empty())?;
+        builder.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
     }
     if let Some((path, content)) = record {
-        let mut h = file_header(content.len() as u64, 0o644);
+        let mut h = file_header(content.len() as u64, 0o644, epoch);
         builder.append_data(&mut h, relative(path), content)?;
     }
     let mut hashing = builder.into_inner()?;
@@ -122,28 +131,32 @@ pub fn write_layer<R: Read, W: Write>(
     Ok(format!("sha256:{}", hex::encode(hashing.hasher.finalize())))
 }
 
-/// A regular file owned by root, dated now.
-fn file_header(size: u64, mode: u32) -> tar::Header {
+/// A regular file owned by root, dated `mtime`.
+fn file_header(size: u64, mode: u32, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(size);
     h.set_mode(mode);
     h.set_uid(0);
     h.set_gid(0);
-    h.set_mtime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    );
+    h.set_mtime(mtime);
     h
 }
 
-/// Every entry of the snapshot's tar, with its header (owner, mode, times,
-/// links) as GNU tar wrote it and paths made relative to the root.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Every entry of the snapshot's tar, in its order (the setup script sorts
+/// it), with its header (owner, mode, links) as GNU tar wrote it, times
+/// normalised to `epoch` and paths made relative to the root.
 fn copy_entries<R: Read, W: Write>(
     inner: R,
     builder: &mut tar::Builder<W>,
     skip: Option<&str>,
+    epoch: u64,
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(inner);
     for entry in archive.entries()? {
@@ -154,6 +167,7 @@ fn copy_entries<R: Read, W: Write>(
             continue;
         }
         let mut header = entry.header().clone();
+        reproducible::normalize_header(&mut header, epoch);
         match header.entry_type() {
             tar::EntryType::Symlink => {
                 let target = entry
@@ -215,10 +229,10 @@ pub fn write_archive<W: Write, R: Read>(
         ("config.json", config),
         ("manifest.json", manifest.as_bytes()),
     ] {
-        b.append_data(&mut file_header(bytes.len() as u64, 0o644), name, bytes)?;
+        b.append_data(&mut file_header(bytes.len() as u64, 0o644, 0), name, bytes)?;
     }
     if let Some(last) = names.last() {
-        b.append_data(&mut file_header(layer_size, 0o644), last, layer_tar)?;
+        b.append_data(&mut file_header(layer_size, 0o644, 0), last, layer_tar)?;
     }
     let mut out = b.into_inner()?;
     out.flush()?;
@@ -233,7 +247,11 @@ pub fn image_id(config: &[u8]) -> String {
 /// A tar of one regular file (mode 0644, root, dated now).
 pub fn single_file_tar(name: &str, content: &[u8]) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    builder.append_data(&mut file_header(content.len() as u64, 0o644), name, content)?;
+    builder.append_data(
+        &mut file_header(content.len() as u64, 0o644, now_secs()),
+        name,
+        content,
+    )?;
     builder.into_inner()
 }
 
@@ -252,15 +270,13 @@ pub fn dirs_tar(dirs: &[&str]) -> io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
-/// Now as RFC 3339 UTC (the config's `created`, which `gc` sorts by).
+/// Now as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
+    rfc3339(now_secs())
 }
 
-fn rfc3339(secs: u64) -> String {
+/// Seconds since the epoch as RFC 3339 UTC (a reproducible layer's `created`).
+pub fn rfc3339(secs: u64) -> String {
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -438,6 +454,7 @@ mod tests {
                 "/opt/apache/beam/prebuilder-record.json",
                 b"{\"record\": 1}",
             )),
+            1_600_000_000,
             std::fs::File::create(&out).unwrap(),
         )
         .unwrap();
@@ -488,6 +505,36 @@ mod tests {
             seen[5].4, "{\"record\": 1}",
             "the record replaces pip's freeze"
         );
+    }
+
+    /// Reproducible: every date is the epoch (the fixture's files are newer),
+    /// and the same snapshot gives the same bytes (diff id) again.
+    #[test]
+    fn layer_dates_are_the_epoch_and_the_bytes_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = snapshot_tar(dir.path());
+        let write = |name: &str, epoch: u64| {
+            let out = dir.path().join(name);
+            let id = write_layer(
+                std::fs::File::open(&snapshot).unwrap(),
+                b"./old\0",
+                Some(("/opt/apache/beam/prebuilder-record.json", b"{}")),
+                epoch,
+                std::fs::File::create(&out).unwrap(),
+            )
+            .unwrap();
+            (id, out)
+        };
+        let (a, out) = write("a.tar", 1_600_000_000);
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!(h.mtime().unwrap(), 1_600_000_000, "{:?}", e.path());
+            assert_eq!(h.username().unwrap().unwrap_or(""), "");
+        }
+        assert_eq!(write("b.tar", 1_600_000_000).0, a, "same input, same layer");
+        assert_ne!(write("c.tar", 1_500_000_000).0, a, "the epoch is the date");
     }
 
     #[test]

@@ -15,7 +15,12 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 
+pub mod image_ref;
+mod manifest;
 pub mod reference;
+
+pub use image_ref::ImageRef;
+pub use manifest::RawManifest;
 
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
@@ -168,6 +173,13 @@ pub trait Manifests {
     fn host(&self) -> &str;
     /// The manifest digest of `tag` in the repository; `None` when absent.
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>>;
+    /// The manifest of `reference` (tag or digest) as stored; `None` when absent.
+    async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>>;
+    /// Put `manifest` under `tag` (same bytes, same digest).
+    async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()>;
+    /// The image id (config digest) of `reference` for this machine's
+    /// platform, read without pulling; `None` when absent.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>>;
 }
 
 impl Manifests for Registry {
@@ -177,6 +189,18 @@ impl Manifests for Registry {
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
         Registry::manifest_digest(self, tag).await
+    }
+
+    async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        Registry::manifest(self, reference).await
+    }
+
+    async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()> {
+        Registry::put_manifest(self, tag, manifest).await
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        Registry::image_id(self, reference).await
     }
 }
 
