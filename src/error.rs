@@ -75,15 +75,29 @@ pub enum Error {
 
     // ---- engine (src/engine) ----
     #[error("cannot reach the container engine at {endpoint}: {reason}")]
-    EngineUnreachable { endpoint: String, reason: String },
+    EngineUnreachable {
+        endpoint: String,
+        reason: String,
+        hint: String,
+    },
 
-    #[error("base image {image} is not on the engine")]
+    #[error("cannot use the container engine at {endpoint}: {reason}")]
+    EngineConfig {
+        endpoint: String,
+        reason: String,
+        hint: String,
+    },
+
+    #[error("base image {image} is not on {}", crate::engine::endpoint::describe())]
     BaseMissing { image: String },
 
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error("container engine error while {action}: {reason}")]
+    #[error(
+        "container engine error while {action} ({}): {reason}",
+        crate::engine::endpoint::describe()
+    )]
     Engine { action: String, reason: String },
 
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
@@ -131,7 +145,7 @@ pub enum Error {
     Usage { message: String, hint: String },
 
     // ---- custom bases, checks and records ----
-    #[error("{what} {image} is not on the engine")]
+    #[error("{what} {image} is not on {}", crate::engine::endpoint::describe())]
     ImageMissing { what: &'static str, image: String },
 
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
@@ -186,7 +200,7 @@ impl Error {
             NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts)".into(),
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
-            EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
+            EngineUnreachable { hint, .. } | EngineConfig { hint, .. } => hint.clone(),
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),

@@ -38,30 +38,13 @@ pub struct DockerEngine {
     live: Mutex<Vec<String>>,
 }
 
-/// Where the engine is expected, for error messages.
-pub fn endpoint() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
-}
-
 impl DockerEngine {
-    /// Connect the way the docker CLI does (`DOCKER_HOST`, else the local
-    /// socket) and agree on an API version with the engine.
+    /// Connect to the engine the docker CLI would use (see `endpoint`) and
+    /// agree on an API version with it.
     pub async fn connect() -> Result<DockerEngine> {
-        let unreachable = |e: BollardError| Error::EngineUnreachable {
-            endpoint: endpoint(),
-            reason: e.to_string(),
-        };
-        let docker = Docker::connect_with_defaults()
-            .map_err(unreachable)?
-            .with_timeout(REQUEST_TIMEOUT);
-        // negotiate_version is the first request: it fails fast when nothing listens.
-        let docker = tokio::time::timeout(Duration::from_secs(30), docker.negotiate_version())
-            .await
-            .map_err(|_| Error::EngineUnreachable {
-                endpoint: endpoint(),
-                reason: "no answer within 30 s".into(),
-            })?
-            .map_err(unreachable)?;
+        let endpoint = super::endpoint::resolve(&super::endpoint::Env::from_process())?;
+        super::endpoint::set_current(&endpoint);
+        let docker = super::endpoint::connect(&endpoint, REQUEST_TIMEOUT).await?;
         Ok(DockerEngine {
             docker,
             live: Mutex::new(Vec::new()),
@@ -329,10 +312,7 @@ impl DockerEngine {
 pub(super) fn engine_err(action: &str, e: BollardError) -> Error {
     match e {
         BollardError::SocketNotFoundError(_) | BollardError::HyperResponseError { .. } => {
-            Error::EngineUnreachable {
-                endpoint: endpoint(),
-                reason: e.to_string(),
-            }
+            super::endpoint::unreachable(e.to_string())
         }
         other => Error::Engine {
             action: action.to_string(),

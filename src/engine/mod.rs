@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod docker;
+pub mod endpoint;
 mod layer;
 pub mod probe;
 mod record;
