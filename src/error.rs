@@ -100,6 +100,12 @@ pub enum Error {
     )]
     Engine { action: String, reason: String },
 
+    #[error(
+        "{} refused the {layer} layer's image: {reason}",
+        crate::engine::endpoint::describe()
+    )]
+    LayerLoadFailed { layer: String, reason: String },
+
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
     SetupFailed {
         layer: String,
@@ -121,6 +127,9 @@ pub enum Error {
         registry: String,
         with_credentials: bool,
     },
+
+    #[error("{} would not push to registry {registry} over plain HTTP (it speaks HTTP, the engine asked for HTTPS)", crate::engine::endpoint::describe())]
+    RegistryInsecure { registry: String, podman: bool },
 
     #[error("registry {registry} denied access to {repository}")]
     RegistryDenied {
@@ -204,9 +213,12 @@ impl Error {
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
+            LayerLoadFailed { .. } => "prebuilder loads each layer as an image archive; PREBUILDER_COMMIT=1 commits the setup container instead (slower on fuse-overlayfs); please report the engine and its version".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
+            RegistryInsecure { registry, podman: true } => format!("mark it insecure for Podman: add `[[registry]]` / `location = \"{registry}\"` / `insecure = true` to /etc/containers/registries.conf (or the file CONTAINERS_REGISTRIES_CONF names for the Podman service), restart the service, and push again; or serve the registry over TLS"),
+            RegistryInsecure { registry, podman: false } => format!("add \"insecure-registries\": [\"{registry}\"] to the engine's /etc/docker/daemon.json and restart it, or serve the registry over TLS"),
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),

@@ -36,6 +36,9 @@ pub struct DockerEngine {
     pub(super) docker: Docker,
     /// Containers created and not yet removed, for [`Engine::remove_leftovers`].
     live: Mutex<Vec<String>>,
+    /// Podman's compatible API (see `podman`): layers load as OCI archives
+    /// and a commit takes its config as instructions.
+    pub(super) podman: bool,
 }
 
 impl DockerEngine {
@@ -45,9 +48,14 @@ impl DockerEngine {
         let endpoint = super::endpoint::resolve(&super::endpoint::Env::from_process())?;
         super::endpoint::set_current(&endpoint);
         let docker = super::endpoint::connect(&endpoint, REQUEST_TIMEOUT).await?;
+        let version = docker
+            .version()
+            .await
+            .map_err(|e| engine_err("asking the engine for its version", e))?;
         Ok(DockerEngine {
             docker,
             live: Mutex::new(Vec::new()),
+            podman: super::podman::is_podman(&version),
         })
     }
 
@@ -219,18 +227,22 @@ impl DockerEngine {
         // Preferred: a layer of exactly what the setup changed, loaded as an
         // image (see `layer`); a commit diffs the whole filesystem, which on
         // some storage drivers (fuse-overlayfs) takes seconds for any change.
-        if std::env::var_os("PREBUILDER_COMMIT").is_none() {
+        if !commit_forced() {
             let file = record.as_ref().map(|(f, _)| f.as_slice());
-            match self.load_layer(id, build, &config, file, reporter).await {
-                Ok(Some(image)) => return Ok(image),
-                Ok(None) => reporter.step(&format!(
+            // A refused load is an error, not a reason to commit: the
+            // container holds the snapshot, which a commit would carry.
+            match self
+                .load_layer(id, build, &config, file, reporter)
+                .await
+                .map_err(|e| Error::LayerLoadFailed {
+                    layer: layer.name.to_string(),
+                    reason: e.to_string(),
+                })? {
+                Some(image) => return Ok(image),
+                None => reporter.step(&format!(
                     "{}: the base has no GNU find/tar for a layer snapshot; committing",
                     layer.name
                 )),
-                Err(e) => tracing::warn!(
-                    "{}: {e}; committing the setup container instead",
-                    layer.name
-                ),
             }
         }
         if let Some((file, _)) = record {
@@ -238,6 +250,7 @@ impl DockerEngine {
                 .await?;
         }
         reporter.step(&format!("{}: committing", layer.name));
+        let changes = self.podman.then(|| super::podman::changes(&config));
         let committed = self
             .docker
             .commit_container(
@@ -245,13 +258,14 @@ impl DockerEngine {
                     container: Some(id.to_string()),
                     comment: Some(format!("prebuilder {} layer {}", layer.name, layer.tag())),
                     pause: false,
+                    changes,
                     ..Default::default()
                 },
                 config,
             )
             .await
             .map_err(|e| engine_err("committing the setup container", e))?;
-        Ok(committed.id)
+        Ok(super::podman::normalize_id(&committed.id))
     }
 
     /// Attach (before the start, so no output is lost), start, hand every
@@ -309,6 +323,11 @@ impl DockerEngine {
     }
 }
 
+/// `PREBUILDER_COMMIT` set: commit the setup container instead of loading a layer.
+fn commit_forced() -> bool {
+    std::env::var_os("PREBUILDER_COMMIT").is_some()
+}
+
 pub(super) fn engine_err(action: &str, e: BollardError) -> Error {
     match e {
         BollardError::SocketNotFoundError(_) | BollardError::HyperResponseError { .. } => {
@@ -324,12 +343,17 @@ pub(super) fn engine_err(action: &str, e: BollardError) -> Error {
 fn image_info(i: ImageInspect) -> ImageInfo {
     let c = i.config.unwrap_or_default();
     ImageInfo {
-        id: i.id.unwrap_or_default(),
+        id: super::podman::normalize_id(&i.id.unwrap_or_default()),
         entrypoint: c.entrypoint.unwrap_or_default(),
         cmd: c.cmd.unwrap_or_default(),
         env: c.env.unwrap_or_default(),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
-        repo_tags: i.repo_tags.unwrap_or_default(),
+        repo_tags: i
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| super::podman::familiar(t))
+            .collect(),
     }
 }
 
@@ -406,7 +430,7 @@ impl Engine for DockerEngine {
         let layer = build.layer;
         let no_index = matches!(build.network, super::Network::None);
         let names: Vec<&str> = layer.artifacts.iter().map(|a| a.name.as_str()).collect();
-        let command = setup::command(no_index, &names);
+        let command = setup::command_with(no_index, !commit_forced(), &names);
         let name = format!(
             "prebuilder-setup-{}-{}-{}",
             layer.name,
@@ -470,11 +494,12 @@ impl Engine for DockerEngine {
             .map(|i| LayerImage {
                 key: i.labels.get(LABEL_KEY).cloned().unwrap_or_default(),
                 parent: i.labels.get(LABEL_PARENT).cloned().unwrap_or_default(),
-                id: i.id,
+                id: super::podman::normalize_id(&i.id),
                 tags: i
                     .repo_tags
                     .into_iter()
                     .filter(|t| t != "<none>:<none>")
+                    .map(|t| super::podman::familiar(&t))
                     .collect(),
                 created: i.created,
             })
@@ -550,6 +575,11 @@ impl Engine for DockerEngine {
                             Error::RegistryUnauthorized {
                                 registry: registry.registry,
                                 with_credentials: credential.is_some(),
+                            }
+                        } else if lower.contains("http response to https client") {
+                            Error::RegistryInsecure {
+                                registry: registry.registry,
+                                podman: self.podman,
                             }
                         } else if lower.contains("denied") {
                             Error::RegistryDenied {

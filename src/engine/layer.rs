@@ -69,6 +69,7 @@ impl DockerEngine {
         let arch = parent.architecture.unwrap_or_else(|| "amd64".into());
         let record = record.map(<[u8]>::to_vec);
         let dir = tmp.path().to_path_buf();
+        let podman = self.podman;
         reporter.step(&format!("{}: writing the layer", layer.name));
         let (archive, image_id) =
             tokio::task::spawn_blocking(move || -> io::Result<(PathBuf, String)> {
@@ -79,7 +80,11 @@ impl DockerEngine {
                 let config = image_config(&os, &arch, config_value, &diff_ids, now_rfc3339());
                 let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
                 let archive = dir.join("image.tar");
-                write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
+                if podman {
+                    super::podman::write_oci_archive(&archive, &config, &diff_ids, &layer_tar)?;
+                } else {
+                    write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
+                }
                 Ok((archive, image_id))
             })
             .await

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod docker;
 pub mod endpoint;
 mod layer;
+pub mod podman;
 pub mod probe;
 mod record;
 pub mod setup;

@@ -30,7 +30,8 @@ if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
 # The layer snapshot (see engine::layer): every path but mounts, the snapshot
 # and the staged artifacts, NUL-separated, before and after the setup. Only
 # with GNU find/tar/sort/comm; without them there is no snapshot and the
-# engine commits the container instead.
+# engine commits the container instead. No snapshot either when
+# PREBUILDER_SNAPSHOT is empty (the container is committed).
 # PREBUILDER_ROOT is empty (the container's /) except in unit tests.
 root=$PREBUILDER_ROOT
 snap=$root$PREBUILDER_SNAPSHOT
@@ -40,7 +41,7 @@ paths() {
     -o -path ".$PREBUILDER_SNAPSHOT" -o -path ".$PREBUILDER_ARTIFACTS" \) -prune -o "$@")
 }
 snapshot=0
-if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
+if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
    comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
    paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
   snapshot=1
@@ -76,13 +77,20 @@ fi
 exit 0
 "##;
 
-/// Entrypoint and arguments of the setup container.
+/// Entrypoint and arguments of the setup container, with a layer snapshot.
 pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
+    command_with(no_index, true, names)
+}
+
+/// `snapshot: false` when the container will be committed: a commit would
+/// carry the snapshot into the image, and nothing reads it.
+pub fn command_with(no_index: bool, snapshot: bool, names: &[&str]) -> Vec<String> {
+    let snapshot_dir = if snapshot { SNAPSHOT_DIR } else { "" };
     let manifest = format!("{ARTIFACTS_DIR}/{MANIFEST_FILE}");
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_ROOT=''\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
