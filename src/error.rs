@@ -106,6 +106,16 @@ pub enum Error {
     )]
     LayerLoadFailed { layer: String, reason: String },
 
+    #[error(
+        "{engine} built {image}, but it is not what was asked for, so it was removed:{}",
+        differences.iter().map(|d| format!("\n  - {d}")).collect::<String>()
+    )]
+    ResultMismatch {
+        engine: String,
+        image: String,
+        differences: Vec<String>,
+    },
+
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
     SetupFailed {
         layer: String,
@@ -214,6 +224,7 @@ impl Error {
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             LayerLoadFailed { .. } => "prebuilder loads each layer as an image archive; PREBUILDER_COMMIT=1 commits the setup container instead (slower on fuse-overlayfs); please report the engine and its version".into(),
+            ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),

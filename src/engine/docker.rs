@@ -20,7 +20,9 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::upload::{self, UploadFile};
-use super::{setup, Engine, ImageInfo, LayerBuild, LayerImage, LABEL, LABEL_KEY, LABEL_PARENT};
+use super::{
+    setup, verify, Engine, ImageInfo, LayerBuild, LayerImage, LABEL, LABEL_KEY, LABEL_PARENT,
+};
 use crate::error::{Error, Result};
 use crate::plan::{BEAM_DIR, BOOT};
 use crate::progress::Reporter;
@@ -39,6 +41,8 @@ pub struct DockerEngine {
     /// Podman's compatible API (see `podman`): layers load as OCI archives
     /// and a commit takes its config as instructions.
     pub(super) podman: bool,
+    /// `Docker 20.10.24`, `Podman 4.3.1`: for messages.
+    product: String,
 }
 
 impl DockerEngine {
@@ -56,6 +60,7 @@ impl DockerEngine {
             docker,
             live: Mutex::new(Vec::new()),
             podman: super::podman::is_podman(&version),
+            product: super::podman::product(&version),
         })
     }
 
@@ -323,6 +328,35 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// The built image is what was asked for (see `verify`), or it is removed
+    /// and the build fails before anything is tagged.
+    async fn verify_layer(
+        &self,
+        id: &str,
+        build: &LayerBuild<'_>,
+        base_config: &ImageConfig,
+    ) -> Result<()> {
+        let want = verify::Observed::expected(&commit_config(base_config, &build.labels));
+        let names: Vec<&str> = build
+            .layer
+            .artifacts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        let got = self.observe(id, &verify::leftover_paths(&names)).await?;
+        let engine = format!("{} ({})", super::endpoint::describe(), self.product);
+        if let Err(e) = verify::verify(&engine, id, &want, &got) {
+            // Untagged, so nothing else holds it; a failure to remove is only noise here.
+            if let Err(r) = self.remove_image(id).await {
+                tracing::warn!("could not remove the wrong image {id}: {r}");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
 /// `PREBUILDER_COMMIT` set: commit the setup container instead of loading a layer.
 fn commit_forced() -> bool {
     std::env::var_os("PREBUILDER_COMMIT").is_some()
@@ -476,7 +510,9 @@ impl Engine for DockerEngine {
             .setup_and_commit(&created.id, &build, &base_config, reporter)
             .await;
         self.remove_container(&created.id).await;
-        result
+        let id = result?;
+        self.verify_layer(&id, &build, &base_config).await?;
+        Ok(id)
     }
 
     async fn layer_images(&self) -> Result<Vec<LayerImage>> {

@@ -13,6 +13,7 @@ pub mod probe;
 mod record;
 pub mod setup;
 pub mod upload;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

@@ -31,6 +31,19 @@ pub fn is_podman(version: &SystemVersion) -> bool {
     })
 }
 
+/// `Podman 4.3.1` or `Docker 20.10.24`, for messages.
+pub fn product(version: &SystemVersion) -> String {
+    let name = if is_podman(version) {
+        "Podman"
+    } else {
+        "Docker"
+    };
+    format!(
+        "{name} {}",
+        version.version.as_deref().unwrap_or("(unknown version)")
+    )
+}
+
 /// `abc…` → `sha256:abc…`; ids that have a prefix are kept.
 pub fn normalize_id(id: &str) -> String {
     if id.contains(':') || id.is_empty() {

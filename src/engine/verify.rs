@@ -1,0 +1,295 @@
+//! Never report an image that is not what it claims. After every layer
+//! build, before anything is tagged or pushed, the result is compared with
+//! what was asked for: the config the base gave (Entrypoint, Cmd, Env,
+//! WorkingDir, User; with `--boot-from`, the boot layer's), the labels that
+//! make it findable by its key, and no setup leftovers (the snapshot, a
+//! staged file or the manifest). Engines that accept the Docker API but
+//! ignore part of a request (Podman's `/commit` ignores its config body)
+//! would otherwise produce an image that re-runs the setup on every worker,
+//! is never found again by its key, and poisons a shared registry cache.
+//!
+//! [`verify`] is pure; [`DockerEngine::observe`] gathers what it compares.
+
+use std::collections::BTreeMap;
+
+use bollard::models::{ContainerConfig, ContainerCreateBody};
+use bollard::query_parameters::CreateContainerOptions;
+
+use super::docker::{engine_err, DockerEngine};
+use super::setup::SNAPSHOT_DIR;
+use super::LABEL;
+use crate::error::{Error, Result};
+use crate::plan::ARTIFACTS_DIR;
+use crate::stage::MANIFEST_FILE;
+
+/// An image's config and what the setup may have left in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub labels: BTreeMap<String, String>,
+    /// Paths of setup leftovers found in the image.
+    pub leftovers: Vec<String>,
+}
+
+impl Observed {
+    /// What an image built with `config` must show (no leftovers).
+    pub fn expected(config: &ContainerConfig) -> Observed {
+        Observed {
+            entrypoint: config.entrypoint.clone().unwrap_or_default(),
+            cmd: config.cmd.clone().unwrap_or_default(),
+            env: config.env.clone().unwrap_or_default(),
+            working_dir: config.working_dir.clone().unwrap_or_default(),
+            user: config.user.clone().unwrap_or_default(),
+            labels: config
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            leftovers: Vec::new(),
+        }
+    }
+
+    fn from_config(config: &ContainerConfig, leftovers: Vec<String>) -> Observed {
+        Observed {
+            leftovers,
+            ..Observed::expected(config)
+        }
+    }
+}
+
+/// `Ok` when `got` is what `want` asks for; else an error naming the engine,
+/// the image and every difference. Labels of `want` must be in `got` with
+/// the same value (the engine may keep more); "" and "/" are the same
+/// working directory.
+pub fn verify(engine: &str, image: &str, want: &Observed, got: &Observed) -> Result<()> {
+    let mut diffs = Vec::new();
+    let mut field = |name: &str, w: &[String], g: &[String]| {
+        if w != g {
+            diffs.push(format!("{name} is {g:?}, expected {w:?}"));
+        }
+    };
+    field("Entrypoint", &want.entrypoint, &got.entrypoint);
+    field("Cmd", &want.cmd, &got.cmd);
+    field("Env", &want.env, &got.env);
+    let dir = |d: &str| {
+        if d.is_empty() {
+            "/".to_string()
+        } else {
+            d.to_string()
+        }
+    };
+    if dir(&want.working_dir) != dir(&got.working_dir) {
+        diffs.push(format!(
+            "WorkingDir is {:?}, expected {:?}",
+            got.working_dir, want.working_dir
+        ));
+    }
+    if want.user != got.user {
+        diffs.push(format!("User is {:?}, expected {:?}", got.user, want.user));
+    }
+    for (k, v) in &want.labels {
+        match got.labels.get(k) {
+            None => diffs.push(format!("label {k} is missing")),
+            Some(g) if g != v => diffs.push(format!("label {k} is {g:?}, expected {v:?}")),
+            Some(_) => {}
+        }
+    }
+    if !got.leftovers.is_empty() {
+        diffs.push(format!(
+            "setup leftovers in the image: {}",
+            got.leftovers.join(", ")
+        ));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ResultMismatch {
+            engine: engine.to_string(),
+            image: image.to_string(),
+            differences: diffs,
+        })
+    }
+}
+
+/// Where a setup leftover would be: the snapshot directory, the manifest and
+/// the top-level staged names in the artifacts directory.
+pub fn leftover_paths(staged: &[&str]) -> Vec<String> {
+    let mut tops: Vec<&str> = staged
+        .iter()
+        .map(|n| n.split('/').next().unwrap_or(n))
+        .chain([MANIFEST_FILE])
+        .collect();
+    tops.sort_unstable();
+    tops.dedup();
+    let mut paths = vec![SNAPSHOT_DIR.to_string()];
+    paths.extend(tops.into_iter().map(|t| format!("{ARTIFACTS_DIR}/{t}")));
+    paths
+}
+
+impl DockerEngine {
+    /// The config of `image` and which of `paths` exist in it (looked up in
+    /// a container created from it and never started, then removed).
+    pub(super) async fn observe(&self, image: &str, paths: &[String]) -> Result<Observed> {
+        let inspect = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| engine_err(&format!("inspecting the built image {image}"), e))?;
+        let config = inspect.config.unwrap_or_default();
+        let created = self
+            .docker
+            .create_container(
+                None::<CreateContainerOptions>,
+                ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    entrypoint: Some(vec!["/bin/sh".to_string()]),
+                    cmd: Some(Vec::new()),
+                    labels: Some([(LABEL.to_string(), "verify".to_string())].into()),
+                    network_disabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                engine_err(&format!("creating a container from {image} to check it"), e)
+            })?;
+        self.track(&created.id);
+        let mut found = Vec::new();
+        let mut failure = None;
+        for path in paths {
+            match self.exists(&created.id, path).await {
+                Ok(true) => found.push(path.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        self.remove_container(&created.id).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let c = ContainerConfig {
+            entrypoint: config.entrypoint,
+            cmd: config.cmd,
+            env: config.env,
+            working_dir: config.working_dir,
+            user: config.user,
+            labels: config.labels,
+            ..Default::default()
+        };
+        Ok(Observed::from_config(&c, found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Observed {
+        Observed {
+            entrypoint: vec!["/opt/apache/beam/boot".into()],
+            cmd: vec![],
+            env: vec!["PATH=/usr/bin".into(), "LANG=C.UTF-8".into()],
+            working_dir: "".into(),
+            user: "".into(),
+            labels: [
+                ("prebuilder".to_string(), "image".to_string()),
+                ("prebuilder.key".to_string(), "k1".to_string()),
+            ]
+            .into(),
+            leftovers: vec![],
+        }
+    }
+
+    #[test]
+    fn the_same_config_passes() {
+        let mut got = want();
+        got.working_dir = "/".into();
+        got.labels.insert("from.base".into(), "x".into());
+        assert!(verify("the engine", "r:t", &want(), &got).is_ok());
+    }
+
+    #[test]
+    fn every_difference_is_named() {
+        // What Podman 4's /commit made before the fix: the setup script as
+        // entrypoint, its environment, no key labels, the snapshot inside.
+        let got = Observed {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec![],
+            env: vec![
+                "TERM=xterm".into(),
+                "container=podman".into(),
+                "PATH=/usr/bin".into(),
+                "LANG=C.UTF-8".into(),
+            ],
+            working_dir: "/".into(),
+            user: "".into(),
+            labels: [("prebuilder".to_string(), "setup".to_string())].into(),
+            leftovers: vec!["/.prebuilder-snapshot".into()],
+        };
+        let err = verify(
+            "the engine at unix:///p.sock (from DOCKER_HOST)",
+            "r:t",
+            &want(),
+            &got,
+        )
+        .unwrap_err();
+        let Error::ResultMismatch {
+            engine,
+            image,
+            differences,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(engine, "the engine at unix:///p.sock (from DOCKER_HOST)");
+        assert_eq!(image, "r:t");
+        assert_eq!(differences.len(), 5, "{differences:#?}");
+        assert!(differences[0].starts_with("Entrypoint is [\"/bin/sh\", \"-c\"]"));
+        assert!(differences[1].contains("TERM=xterm"));
+        assert!(differences[2].contains("label prebuilder is \"setup\""));
+        assert_eq!(differences[3], "label prebuilder.key is missing");
+        assert!(differences[4].contains("/.prebuilder-snapshot"));
+        let text = err.to_string();
+        assert!(
+            text.contains("r:t") && text.contains("unix:///p.sock"),
+            "{text}"
+        );
+        assert!(
+            err.hint().unwrap().contains("nothing was tagged"),
+            "{:?}",
+            err.hint()
+        );
+    }
+
+    #[test]
+    fn user_and_cmd_count() {
+        let mut got = want();
+        got.user = "1000".into();
+        got.cmd = vec!["--help".into()];
+        let Err(Error::ResultMismatch { differences, .. }) = verify("e", "i", &want(), &got) else {
+            panic!()
+        };
+        assert_eq!(differences.len(), 2);
+    }
+
+    #[test]
+    fn leftover_paths_are_the_snapshot_the_manifest_and_staged_tops() {
+        assert_eq!(
+            leftover_paths(&["requirements.txt", "sub/a.whl", "sub/b.whl"]),
+            [
+                "/.prebuilder-snapshot",
+                "/opt/apache/beam/artifacts/artifacts_info.json",
+                "/opt/apache/beam/artifacts/requirements.txt",
+                "/opt/apache/beam/artifacts/sub",
+            ]
+        );
+    }
+}
