@@ -428,3 +428,113 @@ impl Drop for SshServer {
         stop(&mut self.child, Duration::from_secs(5));
     }
 }
+
+/// `podman system service` on its own socket, root and runroot, with the
+/// containers.conf this sandbox needs (explicit ulimits: no CAP_SYS_RESOURCE)
+/// and a registries.conf marking `insecure` registries (Podman pushes over
+/// HTTP only to those).
+pub struct PodmanService {
+    pub sock: PathBuf,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl PodmanService {
+    pub fn start(insecure: &[&str]) -> PodmanService {
+        let dir = tempfile::Builder::new()
+            .prefix("en-podman-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+        )
+        .unwrap();
+        let mut registries = String::from("unqualified-search-registries = []\n");
+        for r in insecure {
+            registries.push_str(&format!(
+                "[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"
+            ));
+        }
+        std::fs::write(d.join("registries.conf"), registries).unwrap();
+        let (root, runroot) = (d.join("root"), d.join("runroot"));
+        std::fs::write(
+            d.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n\
+                 [storage.options.overlay]\nmount_program = \"/usr/bin/fuse-overlayfs\"\n",
+                root.display(),
+                runroot.display()
+            ),
+        )
+        .unwrap();
+        let sock = d.join("podman.sock");
+        let log = d.join("service.log");
+        let child = Command::new("podman")
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
+            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("podman (Debian podman)");
+        let service = PodmanService { sock, child, dir };
+        wait_until(
+            "the podman service",
+            Duration::from_secs(30),
+            || service.docker(&["version"]).status.success(),
+            &log,
+        );
+        service
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+
+    /// The docker CLI against the service.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_HOST", self.host())
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} on podman: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        stop(&mut self.child, Duration::from_secs(10));
+        // fuse-overlayfs mounts of the storage, so the temp dir can go.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            let d = self.dir.path().to_string_lossy().into_owned();
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if m.starts_with(&d) {
+                    let _ = Command::new("umount").arg("-l").arg(m).output();
+                }
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::daemons::{SecondDockerd, SshServer};
+use crate::daemons::{copy_image, PodmanService, SecondDockerd, SshServer};
 use crate::support::*;
 
 const ENGINE_VARS: [&str; 5] = [
@@ -245,4 +245,259 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
         .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222"));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("Port 2222"), "{}", stderr(&o));
+}
+
+/// The digest the registry reports for `path:tag`, whichever manifest
+/// format was pushed (Podman pushes an image loaded from an OCI archive as OCI).
+fn manifest_digest(addr: &str, path: &str, tag: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sI",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .arg(format!("http://{addr}/v2/{path}/manifests/{tag}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("docker-content-digest:")
+            .map(|d| d.trim().to_string())
+    })
+}
+
+/// The Podman service's view of one image's config, as JSON strings.
+fn podman_config(podman: &PodmanService, image: &str) -> Vec<String> {
+    [
+        "{{json .Config.Entrypoint}}",
+        "{{json .Config.Cmd}}",
+        "{{json .Config.Env}}",
+        "{{json .Config.WorkingDir}}",
+        "{{json .Config.User}}",
+    ]
+    .iter()
+    .map(|f| podman.docker_ok(&["image", "inspect", image, "--format", f]))
+    .collect()
+}
+
+/// Podman 4 through its Docker-compatible API, as a CI runner has it: a
+/// correct image (the base's config, key labels, no snapshot or staged file),
+/// ids and tags in Docker's form, an unchanged relaunch that creates no
+/// container, a code change that reuses the dependency layer, `gc` that sees
+/// the images, a failed setup that leaves nothing, push and digest to a
+/// loopback registry, and the verification refusing what Podman's `/commit`
+/// makes. One service for all (loading the base into it takes ~30 s).
+#[test]
+fn podman_builds_correct_images_reuses_them_and_pushes() {
+    let fx = Fixtures::load();
+    let registry = TestRegistry::start(None);
+    let podman = PodmanService::start(&[&registry.addr]);
+    copy_image(&fx.beam_image, &podman.host());
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("pipeline");
+    copy_tree(&repo().join("demo/pipeline"), &project);
+    let requirements = unique_requirements(dir.path(), &demo_requirements_text());
+    let repo = format!("prebuilder-test/podman-{}", std::process::id());
+    let on_podman = |args: Vec<String>| {
+        let mut c = bare();
+        c.args(args).env("DOCKER_HOST", podman.host());
+        c
+    };
+    let no_containers = || {
+        let left = podman.docker_ok(&["ps", "-aq"]);
+        assert!(left.is_empty(), "containers left on podman: {left}");
+    };
+
+    // A build: the image is what Docker would make.
+    let o = run(&mut on_podman(build_args(
+        &fx,
+        &repo,
+        &requirements,
+        Some(&project),
+    )));
+    let first = ok(&o);
+    assert_eq!(first["cached"], false);
+    let image = first["image"].as_str().unwrap();
+    assert!(image.starts_with(&format!("{repo}:")), "{image}");
+    let id = first["image_id"].as_str().unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    for (_, _, layer_id) in layers(&first) {
+        assert!(layer_id.starts_with("sha256:"), "{layer_id}");
+    }
+    assert_eq!(
+        podman_config(&podman, image),
+        podman_config(&podman, &fx.beam_image),
+        "Entrypoint, Cmd, Env, WorkingDir, User are the base's"
+    );
+    let label = |f: &str| {
+        podman.docker_ok(&[
+            "image",
+            "inspect",
+            image,
+            "--format",
+            &format!("{{{{index .Config.Labels \"{f}\"}}}}"),
+        ])
+    };
+    assert_eq!(label("prebuilder"), "image");
+    assert_eq!(label("prebuilder.layer"), "application");
+    assert!(label("prebuilder.key").starts_with(image.rsplit_once(':').unwrap().1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("dependencies: loading the layer") && !err.contains("committing"),
+        "layers are loaded, not committed: {err}"
+    );
+    let check = podman.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "test ! -e /.prebuilder-snapshot && test -z \"$(ls -A /opt/apache/beam/artifacts)\" && \
+         python -c 'import demo_pipeline, slugify; print(slugify.slugify(\"Hello World\"))'",
+    ]);
+    assert_eq!(check, "hello-world");
+    no_containers();
+
+    // An unchanged relaunch: a hit, no container.
+    let o = run(&mut on_podman(build_args(
+        &fx,
+        &repo,
+        &requirements,
+        Some(&project),
+    )));
+    let again = ok(&o);
+    assert_eq!(again["cached"], true, "{again}");
+    assert_eq!(again["image_id"], first["image_id"]);
+    assert!(
+        !stderr(&o).contains("container"),
+        "a hit creates no container: {}",
+        stderr(&o)
+    );
+
+    // gc sees Podman's images under Docker's names.
+    let o = run(bare()
+        .args(["gc", "--dry-run", "--format", "json", "--repository", &repo])
+        .env("DOCKER_HOST", podman.host()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let gc = json(&o);
+    assert_eq!(
+        gc["kept"], 2,
+        "gc sees the result and its dependency layer: {gc}"
+    );
+
+    // A code change rebuilds only the application layer.
+    let transforms = project.join("demo_pipeline/transforms.py");
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(&transforms, format!("{code}\n# changed on podman\n")).unwrap();
+    let changed = ok(&run(&mut on_podman(build_args(
+        &fx,
+        &repo,
+        &requirements,
+        Some(&project),
+    ))));
+    let got: Vec<(String, String)> = layers(&changed)
+        .into_iter()
+        .map(|(n, c, _)| (n, c))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("dependencies".to_string(), "hit".to_string()),
+            ("application".to_string(), "miss".to_string())
+        ]
+    );
+    assert_eq!(
+        layers(&changed)[0].2,
+        layers(&first)[0].2,
+        "the dependency layer is reused"
+    );
+    no_containers();
+
+    // A failed setup: exit 1, no container, nothing tagged.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "tabulate==0.0.1\n").unwrap();
+    let bad_repo = format!("{repo}-bad");
+    let o = run(&mut on_podman(build_args(&fx, &bad_repo, &bad, None)));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tabulate==0.0.1"), "{}", stderr(&o));
+    no_containers();
+    assert!(
+        podman.docker_ok(&["images", "-q", &bad_repo]).is_empty(),
+        "nothing tagged"
+    );
+
+    // Push and digest to a loopback registry (marked insecure for Podman).
+    let pushed_repo = format!("{}/prebuilder-test/podman", registry.addr);
+    let mut push_args = build_args(&fx, &pushed_repo, &requirements, Some(&project));
+    push_args.push("--push".into());
+    let pushed = ok(&run(&mut on_podman(push_args)));
+    let tag = pushed["image"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let digest = manifest_digest(&registry.addr, "prebuilder-test/podman", &tag)
+        .expect("the registry has the tag");
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(
+        pushed["sdk_container_image"],
+        format!("{pushed_repo}@{digest}").as_str()
+    );
+
+    // Pushing to a registry Podman was not told is insecure: the error says how.
+    let other = TestRegistry::start(None);
+    let mut push_args = build_args(
+        &fx,
+        &format!("{}/prebuilder-test/podman", other.addr),
+        &requirements,
+        None,
+    );
+    push_args.push("--push".into());
+    let o = run(&mut on_podman(push_args));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("over plain HTTP") && err.contains(&other.addr),
+        "{err}"
+    );
+    assert!(
+        err.contains("insecure = true") && err.contains("registries.conf"),
+        "{err}"
+    );
+    assert!(
+        other.digest("prebuilder-test/podman", &tag, None).is_none(),
+        "nothing pushed"
+    );
+
+    // The verification refuses what Podman's /commit makes (its Env gains
+    // TERM and container=podman): removed, nothing tagged.
+    let commit_repo = format!("{repo}-commit");
+    let o = run(
+        on_podman(build_args(&fx, &commit_repo, &requirements, None))
+            .arg("--no-cache")
+            .env("PREBUILDER_COMMIT", "1"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("Podman 4.") && err.contains(&podman.host()),
+        "the engine is named: {err}"
+    );
+    assert!(
+        err.contains("Env is") && err.contains("container=podman"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was tagged or pushed"), "{err}");
+    assert!(
+        podman.docker_ok(&["images", "-q", &commit_repo]).is_empty(),
+        "nothing tagged"
+    );
+    no_containers();
 }
