@@ -476,6 +476,63 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
         "nothing pushed"
     );
 
+    // Ctrl-C during the setup: exit 2, the setup container is removed.
+    let slow = dir.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    std::fs::write(
+        slow.join("setup.py"),
+        "import time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+    )
+    .unwrap();
+    let slow_repo = format!("{repo}-interrupted");
+    let args: Vec<String> = [
+        "build",
+        "--base",
+        &fx.beam_image,
+        "--network",
+        "none",
+        "--repository",
+        &slow_repo,
+        "--setup-file",
+        slow.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut child = on_podman(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("workflow.tar.gz") && line.contains('|') {
+            break;
+        }
+    }
+    assert_eq!(
+        podman.docker_ok(&["ps", "-q"]).lines().count(),
+        1,
+        "the setup container is running: {seen:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(2),
+        "interrupted: {rest:?}"
+    );
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    no_containers();
+    assert!(podman.docker_ok(&["images", "-q", &slow_repo]).is_empty());
+
     // The verification refuses what Podman's /commit makes (its Env gains
     // TERM and container=podman): removed, nothing tagged.
     let commit_repo = format!("{repo}-commit");
