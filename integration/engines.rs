@@ -9,9 +9,10 @@ use std::process::{Command, Output};
 use crate::daemons::{copy_image, PodmanService, SecondDockerd, SshServer};
 use crate::support::*;
 
-const ENGINE_VARS: [&str; 5] = [
+const ENGINE_VARS: [&str; 6] = [
     "DOCKER_HOST",
     "DOCKER_CONTEXT",
+    "DOCKER_TLS",
     "DOCKER_TLS_VERIFY",
     "DOCKER_CERT_PATH",
     "DOCKER_CONFIG",

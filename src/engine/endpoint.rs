@@ -155,6 +155,8 @@ pub struct Env {
     pub docker_host: Option<String>,
     pub docker_context: Option<String>,
     pub tls_verify: Option<String>,
+    /// `DOCKER_TLS`: TLS without verifying the engine, which prebuilder refuses.
+    pub tls: Option<String>,
     pub cert_path: Option<String>,
     pub docker_config: Option<String>,
     pub home: Option<PathBuf>,
@@ -168,6 +170,7 @@ impl Env {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
             tls_verify: var("DOCKER_TLS_VERIFY"),
+            tls: var("DOCKER_TLS"),
             cert_path: var("DOCKER_CERT_PATH"),
             docker_config: var("DOCKER_CONFIG"),
             home: var("HOME").map(PathBuf::from),
@@ -200,12 +203,19 @@ pub fn resolve(env: &Env) -> Result<Endpoint> {
     if name == "default" {
         return default_context(DEFAULT_HOST, Source::Default, env);
     }
-    let source = Source::Context { name, from };
-    context(config_dir.as_deref(), source)
+    context(config_dir.as_deref(), name, from)
 }
 
 /// `DOCKER_HOST` or the local socket, with TLS when `DOCKER_TLS_VERIFY` is set.
 fn default_context(host: &str, source: Source, env: &Env) -> Result<Endpoint> {
+    if env.tls.is_some() && env.tls_verify.is_none() {
+        return Err(refusal(
+            host,
+            &source,
+            "DOCKER_TLS asks for TLS without verifying the engine's certificate, which prebuilder does not do".into(),
+            "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to a directory with the engine's CA (ca.pem) and the client's cert.pem and key.pem".into(),
+        ));
+    }
     let tls = match &env.tls_verify {
         None => None,
         Some(_) => {
@@ -382,15 +392,11 @@ pub fn context_id(name: &str) -> String {
 }
 
 /// The docker endpoint of a stored context.
-fn context(dir: Option<&Path>, source: Source) -> Result<Endpoint> {
-    let Source::Context { name, .. } = &source else {
-        return Err(Error::EngineConfig {
-            endpoint: source.to_string(),
-            reason: "not a context".into(),
-            hint: String::new(),
-        });
+fn context(dir: Option<&Path>, name: String, from: ContextFrom) -> Result<Endpoint> {
+    let source = Source::Context {
+        name: name.clone(),
+        from,
     };
-    let name = name.clone();
     let inspect = format!(
         "list the contexts with `docker context ls`; create it with `docker context create {name} --docker host=…`, or unset DOCKER_CONTEXT / run `docker context use default`"
     );
@@ -660,6 +666,22 @@ mod tests {
         let hint = err.hint().unwrap();
         assert!(hint.contains("DOCKER_CERT_PATH"), "{hint}");
         assert!(!hint.contains("start the Docker"), "{hint}");
+    }
+
+    #[test]
+    fn tls_without_verification_is_refused() {
+        let err = resolve(&Env {
+            docker_host: Some("tcp://docker:2376".into()),
+            tls: Some("1".into()),
+            ..env()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("DOCKER_TLS asks for TLS without verifying"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("DOCKER_TLS_VERIFY=1"));
     }
 
     #[test]

@@ -80,10 +80,12 @@ impl DockerEngine {
                 let config = image_config(&os, &arch, config_value, &diff_ids, now_rfc3339());
                 let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
                 let archive = dir.join("image.tar");
+                write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
                 if podman {
-                    super::podman::write_oci_archive(&archive, &config, &diff_ids, &layer_tar)?;
-                } else {
-                    write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
+                    // Podman's docker-archive loader wants every layer file.
+                    let oci = dir.join("image.oci.tar");
+                    super::podman::oci_from_docker_archive(&archive, &oci)?;
+                    return Ok((oci, image_id));
                 }
                 Ok((archive, image_id))
             })

@@ -9,7 +9,8 @@
 //!   blobs lazily, and the copy into containers-storage first reuses any layer
 //!   it holds with the same uncompressed digest. So for Podman the layer goes
 //!   in as an OCI archive naming the parent's layers by diff id (uncompressed
-//!   media type) and carrying only the new layer's blob ([`write_oci_archive`]).
+//!   media type) and carrying only the new layer's blob, converted from the
+//!   `docker load` archive prebuilder writes ([`oci_from_docker_archive`]).
 //! - `POST /commit` decodes the JSON config body and then ignores it: only the
 //!   `changes` query (Dockerfile instructions) reaches the image. The commit
 //!   fallback therefore also sends the config as instructions ([`changes`]).
@@ -17,7 +18,7 @@
 //!   fully qualified (`docker.io/library/name:tag`): both are normalised to
 //!   Docker's form ([`normalize_id`], [`familiar`]).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
 use bollard::models::{ContainerConfig, SystemVersion};
@@ -87,14 +88,15 @@ fn header(size: u64) -> tar::Header {
 /// An OCI image archive of one image: `config` (the image config, whose
 /// digest is the image id), layers named by their diff ids (uncompressed
 /// media type, so the digest is the diff id), and the blob of the last one
-/// only, `layer_tar`. The engine must already hold the others.
+/// only, read from `layer` (`layer_size` bytes). The engine must already
+/// hold the others.
 pub fn write_oci_archive(
     path: &Path,
     config: &[u8],
     diff_ids: &[String],
-    layer_tar: &Path,
+    layer: impl Read,
+    layer_size: u64,
 ) -> io::Result<()> {
-    let layer_size = std::fs::metadata(layer_tar)?.len();
     let config_digest = digest(config);
     let layers: Vec<serde_json::Value> = diff_ids
         .iter()
@@ -149,9 +151,52 @@ pub fn write_oci_archive(
         b.append_data(&mut header(bytes.len() as u64), name, bytes)?;
     }
     if let Some(last) = diff_ids.last() {
-        b.append_path_with_name(layer_tar, blob_path(last))?;
+        b.append_data(&mut header(layer_size), blob_path(last), layer)?;
     }
     b.into_inner()?.flush()
+}
+
+/// The OCI archive ([`write_oci_archive`]) of a `docker load` archive that
+/// carries its config and manifest first and only its last layer's file
+/// (what prebuilder writes). The layer is streamed, not held in memory.
+pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
+    let bad = |what: &str| io::Error::other(format!("{}: {what}", src.display()));
+    let mut archive = tar::Archive::new(std::fs::File::open(src)?);
+    let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            files.insert(name, bytes);
+            continue;
+        }
+        // The layer: config and manifest must have come before it.
+        let manifest: serde_json::Value = serde_json::from_slice(
+            files
+                .get("manifest.json")
+                .ok_or_else(|| bad("no manifest.json before the layer"))?,
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let config_name = manifest[0]["Config"]
+            .as_str()
+            .ok_or_else(|| bad("the manifest names no config"))?;
+        let config = files
+            .get(config_name)
+            .ok_or_else(|| bad("no config before the layer"))?;
+        let parsed: serde_json::Value =
+            serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
+        let diff_ids: Vec<String> = parsed["rootfs"]["diff_ids"]
+            .as_array()
+            .ok_or_else(|| bad("the config has no rootfs.diff_ids"))?
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        let size = entry.header().size()?;
+        return write_oci_archive(dst, config, &diff_ids, &mut entry, size);
+    }
+    Err(bad("no layer file"))
 }
 
 /// The config as Dockerfile instructions for Podman's `/commit`, which
@@ -208,30 +253,55 @@ mod tests {
         assert_eq!(familiar("beam:1"), "beam:1");
     }
 
-    #[test]
-    fn oci_archive_names_every_layer_and_carries_only_the_last() {
-        let dir = tempfile::tempdir().unwrap();
-        let layer = dir.path().join("layer.tar");
-        std::fs::write(&layer, b"layer bytes").unwrap();
-        let config = br#"{"config":{}}"#;
-        let archive = dir.path().join("image.tar");
-        let ids = ["sha256:aa".to_string(), "sha256:bb".to_string()];
-        write_oci_archive(&archive, config, &ids, &layer).unwrap();
+    fn entries(archive: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         let mut files = std::collections::BTreeMap::new();
-        let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+        let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
         for e in a.entries().unwrap() {
             let mut e = e.unwrap();
             let mut body = Vec::new();
             e.read_to_end(&mut body).unwrap();
             files.insert(e.path().unwrap().to_string_lossy().into_owned(), body);
         }
+        files
+    }
+
+    #[test]
+    fn oci_archive_of_a_docker_archive_names_every_layer_and_carries_only_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        // A docker archive as engine::layer writes it: config, manifest, last layer.
+        let config = serde_json::json!({
+            "config": {"Entrypoint": ["/opt/apache/beam/boot"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:aa", "sha256:bb"]},
+        })
+        .to_string();
+        let docker = dir.path().join("docker.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&docker).unwrap());
+        let manifest =
+            r#"[{"Config":"config.json","RepoTags":null,"Layers":["0/layer.tar","1/layer.tar"]}]"#;
+        for (name, bytes) in [
+            ("config.json", config.as_bytes()),
+            ("manifest.json", manifest.as_bytes()),
+            ("1/layer.tar", &b"layer bytes"[..]),
+        ] {
+            b.append_data(&mut header(bytes.len() as u64), name, bytes)
+                .unwrap();
+        }
+        b.into_inner().unwrap();
+
+        let oci = dir.path().join("oci.tar");
+        oci_from_docker_archive(&docker, &oci).unwrap();
+        let files = entries(&oci);
         let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
         let m = index["manifests"][0]["digest"].as_str().unwrap();
         let manifest_bytes = &files[&blob_path(m)];
         assert_eq!(digest(manifest_bytes), m, "blobs are content-addressed");
         let manifest: serde_json::Value = serde_json::from_slice(manifest_bytes).unwrap();
-        assert_eq!(manifest["config"]["digest"], digest(config));
-        assert_eq!(files[&blob_path(&digest(config))], config);
+        assert_eq!(manifest["config"]["digest"], digest(config.as_bytes()));
+        assert_eq!(
+            files[&blob_path(&digest(config.as_bytes()))],
+            config.as_bytes(),
+            "the config is kept byte for byte: its digest is the image id"
+        );
         let layers: Vec<&str> = manifest["layers"]
             .as_array()
             .unwrap()
@@ -246,6 +316,18 @@ mod tests {
             "parent blobs stay out"
         );
         assert!(files.contains_key("oci-layout"));
+    }
+
+    #[test]
+    fn a_docker_archive_without_a_layer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("docker.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&docker).unwrap());
+        b.append_data(&mut header(2), "manifest.json", &b"[]"[..])
+            .unwrap();
+        b.into_inner().unwrap();
+        let err = oci_from_docker_archive(&docker, &dir.path().join("o.tar")).unwrap_err();
+        assert!(err.to_string().contains("no layer file"), "{err}");
     }
 
     #[test]
