@@ -18,6 +18,7 @@ test: lint unit integration python-test
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	python3 scripts/check-cycles.py
 
 unit:
 	$(CARGO) test --locked --lib --bins --test cli

@@ -125,16 +125,30 @@ fn setup_failure_exits_1_with_pips_message_and_the_failing_step() {
 
 #[test]
 fn interrupt_removes_the_setup_container() {
+    signal_removes_the_setup_container("INT", 2);
+}
+
+/// `timeout`, CI cancellation and `docker stop` send SIGTERM: cleaned up like
+/// Ctrl-C, exit status 128 + 15 (issue 12).
+#[test]
+fn sigterm_removes_the_setup_container_and_exits_143() {
+    signal_removes_the_setup_container("TERM", 143);
+}
+
+fn signal_removes_the_setup_container(signal: &str, code: i32) {
     use std::io::{BufRead, BufReader};
     let fx = Fixtures::load();
-    let repo = TestRepo::new("interrupt");
+    let repo = TestRepo::new(&format!("signal-{}", signal.to_ascii_lowercase()));
     let dir = tempfile::tempdir().unwrap();
     // An sdist that sleeps in its build: the setup is certainly running when interrupted.
     let pkg = dir.path().join("slow");
     std::fs::create_dir(&pkg).unwrap();
     std::fs::write(
         pkg.join("setup.py"),
-        "import time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+        format!(
+            "# {signal} {}\nimport time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+            std::process::id()
+        ),
     )
     .unwrap();
     let mut child = prebuilder()
@@ -171,13 +185,13 @@ fn interrupt_removes_the_setup_container() {
     );
     std::thread::sleep(std::time::Duration::from_secs(1));
     let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(2), "interrupted: {rest:?}");
+    assert_eq!(status.code(), Some(code), "interrupted: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
     assert_nothing_left(&repo);
 }

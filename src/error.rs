@@ -5,6 +5,27 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How messages name the engine this process talks to ("the engine at
+/// unix:///… (from DOCKER_HOST), Podman 4.3.1"), set by the engine adapter
+/// once it has chosen and asked it (`set_engine`). Kept here so every error,
+/// wherever it is made, names the engine without threading it through.
+static ENGINE: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// Name the engine in every later message.
+pub fn set_engine(description: String) {
+    if let Ok(mut e) = ENGINE.write() {
+        *e = description;
+    }
+}
+
+/// The engine as messages name it; "the engine" before one is chosen.
+pub fn engine() -> String {
+    match ENGINE.read() {
+        Ok(e) if !e.is_empty() => e.clone(),
+        _ => "the engine".to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // ---- staged artifacts (src/stage) ----
@@ -74,10 +95,12 @@ pub enum Error {
     },
 
     // ---- engine (src/engine) ----
-    #[error("cannot reach the container engine at {endpoint}: {reason}")]
+    #[error("cannot reach the container engine at {endpoint}: {source}")]
     EngineUnreachable {
         endpoint: String,
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What to do, fitted to the transport and how the endpoint was chosen.
         hint: String,
     },
 
@@ -88,23 +111,34 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("base image {image} is not on {}", crate::engine::endpoint::describe())]
+    #[error("base image {image} is not on {}", engine())]
     BaseMissing { image: String },
 
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error(
-        "container engine error while {action} ({}): {reason}",
-        crate::engine::endpoint::describe()
-    )]
-    Engine { action: String, reason: String },
+    #[error("container engine error while {action} ({}): {source}", engine())]
+    Engine {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
-    #[error(
-        "{} refused the {layer} layer's image: {reason}",
-        crate::engine::endpoint::describe()
-    )]
-    LayerLoadFailed { layer: String, reason: String },
+    /// A local file or directory prebuilder itself writes (temp files, layer tars).
+    #[error("local I/O error while {action}: {source}")]
+    Local {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A background task of prebuilder's own (hashing, tar writing) panicked or was cancelled.
+    #[error("internal task failed while {action}: {source}")]
+    Task {
+        action: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     #[error(
         "{engine} built {image}, but it is not what was asked for, so it was removed:{}",
@@ -125,10 +159,10 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted; the setup container was removed")]
-    Interrupted,
+    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    Interrupted { signal: crate::cancel::Signal },
 
-    // ---- registries (src/registry.rs) ----
+    // ---- registries (src/registry) ----
     #[error("cannot reach registry {registry}: {reason}")]
     RegistryUnreachable { registry: String, reason: String },
 
@@ -138,7 +172,7 @@ pub enum Error {
         with_credentials: bool,
     },
 
-    #[error("{} would not push to registry {registry} over plain HTTP (it speaks HTTP, the engine asked for HTTPS)", crate::engine::endpoint::describe())]
+    #[error("{} would not push to registry {registry} over plain HTTP (it speaks HTTP, the engine asked for HTTPS)", engine())]
     RegistryInsecure { registry: String, podman: bool },
 
     #[error("registry {registry} denied access to {repository}")]
@@ -164,19 +198,19 @@ pub enum Error {
     Usage { message: String, hint: String },
 
     // ---- custom bases, checks and records ----
-    #[error("{what} {image} is not on {}", crate::engine::endpoint::describe())]
+    #[error("{what} {image} is not on {}", engine())]
     ImageMissing { what: &'static str, image: String },
 
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
     BootSourceMissing { image: String, path: String },
 
-    #[error(
-        "base image {image} is not ready for Beam's boot; nothing was installed:{}",
-        crate::check::list(findings)
-    )]
+    #[error("base image {image} is not ready for Beam's boot; nothing was installed:{findings}")]
     BaseRefused {
         image: String,
-        findings: Vec<crate::check::Finding>,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
+        /// Whether one of them is about the boot (the hint then offers --boot-from).
+        boot: bool,
     },
 
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
@@ -223,8 +257,9 @@ impl Error {
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
-            LayerLoadFailed { .. } => "prebuilder loads each layer as an image archive; PREBUILDER_COMMIT=1 commits the setup container instead (slower on fuse-overlayfs); please report the engine and its version".into(),
             ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
+            Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
+            Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
@@ -235,11 +270,11 @@ impl Error {
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
             Usage { hint, .. } => hint.clone(),
-            Interrupted => return None,
+            Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
-            BaseRefused { findings, .. } => {
-                let boot = if findings.iter().any(|f| f.check == "boot") {
+            BaseRefused { boot, .. } => {
+                let boot = if *boot {
                     "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot with --boot-from; "
                 } else {
                     ""
@@ -261,6 +296,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
+            Error::Interrupted { signal } => signal.exit_code(),
             _ => 2,
         }
     }

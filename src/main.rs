@@ -5,11 +5,13 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use prebuilder::cancel::{Cancel, Signal, Trigger};
 use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
 use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
-use prebuilder::plan::LayerName;
-use prebuilder::progress::Reporter;
+use prebuilder::plan::{BEAM_DIR, BOOT};
+use prebuilder::progress::{Event, Reporter};
+use prebuilder::record::RECORD_FILE;
 use prebuilder::report::Report;
 use prebuilder::Error;
 
@@ -27,25 +29,33 @@ fn main() -> ExitCode {
         }
     };
     let reporter = Stderr { quiet: cli.quiet };
+    let (trigger, cancel) = Cancel::new();
     let result = runtime.block_on(async {
+        // Commands that talk to an engine clean up on a signal; digest and
+        // template keep the default handlers (nothing to clean up).
+        if !matches!(cli.command, Command::Digest(_) | Command::Template(_)) {
+            watch_signals(trigger);
+        }
         match cli.command {
-            Command::Build(args) => run_build(*args, &reporter).await,
-            Command::Gc(args) => run_gc(args).await,
+            Command::Build(args) => run_build(*args, &reporter, &cancel).await,
+            Command::Gc(args) => run_gc(args, &cancel).await,
             Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
-            Command::Check(args) => run_check(args).await,
-            Command::Inspect(args) => with_engine(async |e| inspect::run(e, &args).await)
+            Command::Check(args) => run_check(args, &cancel).await,
+            Command::Inspect(args) => with_engine(&cancel, async |e| inspect::run(e, &args).await)
                 .await
                 .map(|out| print_stdout(&out)),
-            Command::Diff(args) => with_engine(async |e| diff::run(e, &args).await)
+            Command::Diff(args) => with_engine(&cancel, async |e| diff::run(e, &args).await)
                 .await
                 .map(|out| print_stdout(&out)),
             Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
+    // Hashing threads of an interrupted run need not finish.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", with_causes(&e));
             if let Some(hint) = e.hint() {
                 eprintln!("hint: {hint}");
             }
@@ -54,30 +64,70 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_build(args: BuildArgs, reporter: &Stderr) -> Result<(), Error> {
-    build::validate(&args)?;
-    let set = build::stage(&args).await?;
-    let engine = DockerEngine::connect().await?;
-    // Ctrl-C drops the build future; the engine then removes what it created.
-    let outcome = tokio::select! {
-        r = build::run(&engine, &args, &set, reporter) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
-    };
-    engine.remove_leftovers().await;
-    let report = outcome?;
-    if let Some(path) = &args.report {
-        std::fs::write(path, report.to_json() + "\n").map_err(|source| Error::Report {
-            path: path.clone(),
-            source,
-        })?;
+/// The first SIGINT, SIGTERM or SIGHUP cancels the command (which cleans up
+/// and exits 2, 143 or 129); a second one exits at once.
+fn watch_signals(trigger: Trigger) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::interrupt(), Signal::Interrupt),
+        (SignalKind::terminate(), Signal::Terminate),
+        (SignalKind::hangup(), Signal::Hangup),
+    ];
+    let mut streams = Vec::new();
+    for (kind, which) in kinds {
+        match signal(kind) {
+            Ok(stream) => streams.push((stream, which)),
+            Err(e) => tracing::warn!("cannot watch {}: {e}", which.name()),
+        }
     }
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let next = futures_util::future::select_all(
+                streams
+                    .iter_mut()
+                    .map(|(s, which)| Box::pin(async move { s.recv().await.map(|_| *which) })),
+            );
+            let Some(which) = next.await.0 else { return };
+            if !first {
+                eprintln!(
+                    "prebuilder: {} again; exiting without clean-up",
+                    which.name()
+                );
+                std::process::exit(which.exit_code());
+            }
+            first = false;
+            let _ = trigger.send(Some(which));
+        }
+    });
+}
+
+async fn run_build(args: BuildArgs, reporter: &Stderr, cancel: &Cancel) -> Result<(), Error> {
+    let report = build::run(&args, reporter, cancel).await?;
     print_report(&report, args.format);
     Ok(())
 }
 
-async fn run_gc(args: GcArgs) -> Result<(), Error> {
+/// The error and each cause not already in its text, `: `-joined.
+fn with_causes(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let shown = c.to_string();
+        if !text.contains(&shown) {
+            text = format!("{text}: {shown}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+async fn run_gc(args: GcArgs, cancel: &Cancel) -> Result<(), Error> {
     let engine = DockerEngine::connect().await?;
-    let report = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run).await?;
+    let report = tokio::select! {
+        r = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run) => r?,
+        signal = cancel.cancelled() => return Err(Error::Interrupted { signal }),
+    };
     print_stdout(&match args.format {
         Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
         Format::Text => report.to_text(),
@@ -86,8 +136,8 @@ async fn run_gc(args: GcArgs) -> Result<(), Error> {
 }
 
 /// The report goes to stdout whatever it says; findings then make the exit status 1.
-async fn run_check(args: CheckArgs) -> Result<(), Error> {
-    let report = with_engine(async |e| check::run(e, &args).await).await?;
+async fn run_check(args: CheckArgs, cancel: &Cancel) -> Result<(), Error> {
+    let report = with_engine(cancel, async |e| check::run(e, &args).await).await?;
     print_stdout(&match args.format {
         Format::Json => report.to_json() + "\n",
         Format::Text => report.to_text(),
@@ -95,14 +145,15 @@ async fn run_check(args: CheckArgs) -> Result<(), Error> {
     check::verdict(&report)
 }
 
-/// Connect, run, and remove whatever containers `f` left (Ctrl-C included).
+/// Connect, run, and remove whatever containers `f` left (signals included).
 async fn with_engine<T>(
+    cancel: &Cancel,
     f: impl AsyncFnOnce(&DockerEngine) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let engine = DockerEngine::connect().await?;
     let outcome = tokio::select! {
         r = f(&engine) => r,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        signal = cancel.cancelled() => Err(Error::Interrupted { signal }),
     };
     engine.remove_leftovers().await;
     outcome
@@ -145,21 +196,150 @@ fn init_logging(cli: &Cli) {
 }
 
 /// Progress on stderr: one line per step, the setup's own output indented
-/// under its layer. `-q` silences both.
+/// under its layer. `-q` silences both. The only place events become words.
 struct Stderr {
     quiet: bool,
 }
 
 impl Reporter for Stderr {
-    fn step(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("prebuilder: {message}");
+    fn event(&self, event: Event<'_>) {
+        if self.quiet {
+            return;
         }
+        if let Event::RegistrySkipped { reason } = event {
+            tracing::warn!("{reason}; building locally");
+            return;
+        }
+        if let Event::SetupOutput { layer, line } = event {
+            eprintln!("  {layer:>12} | {line}");
+            return;
+        }
+        eprintln!("prebuilder: {}", words(&event));
+    }
+}
+
+fn words(event: &Event<'_>) -> String {
+    match event {
+        Event::LayerHit { layer, tag } => format!("{layer}: cache hit ({tag})"),
+        Event::LayerBuilding { layer, artifacts } => {
+            format!("{layer}: building ({artifacts} artifact(s))")
+        }
+        Event::BootBuilding { boot_ref, base } => {
+            format!("boot: building (the boot of {boot_ref} on {base})")
+        }
+        Event::WaitingForLock => {
+            "another prebuilder is building the same layer; waiting for it".into()
+        }
+        Event::CheckingBase { name } => {
+            format!("checking {name} before installing anything (a probe container, no network)")
+        }
+        Event::CreatingContainer { layer, name } => {
+            format!("{layer}: creating setup container {name}")
+        }
+        Event::Uploading {
+            layer,
+            files,
+            bytes,
+        } => format!(
+            "{layer}: uploading {files} artifact(s), {:.1} MB",
+            *bytes as f64 / 1e6
+        ),
+        Event::RunningSetup { layer } => format!("{layer}: running {BOOT} --setup_only"),
+        Event::SetupOutput { layer, line } => format!("{layer} | {line}"),
+        Event::Recording { layer, packages } => {
+            format!("{layer}: recording {packages} installed package(s) in {RECORD_FILE}")
+        }
+        Event::WritingLayer { layer } => format!("{layer}: writing the layer"),
+        Event::LoadingLayer { layer } => format!("{layer}: loading the layer"),
+        Event::NoSnapshot { layer } => {
+            format!("{layer}: the base has no GNU find/tar for a layer snapshot; committing")
+        }
+        Event::Committing { layer } => format!("{layer}: committing"),
+        Event::BootCopying { boot_ref } => format!("boot: copying {BEAM_DIR} from {boot_ref}"),
+        Event::BootCopied { bytes } => format!(
+            "boot: copied {} (tar); committing with entrypoint {BOOT}",
+            if *bytes < 1_000_000 {
+                format!("{:.1} kB", *bytes as f64 / 1e3)
+            } else {
+                format!("{:.1} MB", *bytes as f64 / 1e6)
+            }
+        ),
+        Event::RegistryHit {
+            image,
+            registry,
+            digest,
+        } => format!("registry hit: {image} is in {registry} ({digest})"),
+        Event::RegistrySkipped { reason } => format!("{reason}; building locally"),
+        Event::Pushing { reference } => format!("pushing {reference}"),
+        Event::PushStatus { reference, status } => format!("push {reference}: {status}"),
+        Event::AlreadyPushed { reference, digest } => format!(
+            "{reference} is already in the registry ({digest}); same inputs, so it is not pushed again"
+        ),
+        Event::MovingTag {
+            reference,
+            from,
+            to,
+        } => format!("moving {reference} from {from} to {to}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prebuilder::plan::LayerName;
+    use prebuilder::progress::Layer;
+
+    #[test]
+    fn causes_are_printed_once() {
+        let e = Error::Local {
+            action: "writing the layer".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(
+            with_causes(&e),
+            "local I/O error while writing the layer: disk full"
+        );
+        let inner = std::io::Error::other(std::io::Error::other("connection reset"));
+        let e = Error::Engine {
+            action: "pushing".into(),
+            source: Box::new(inner),
+        };
+        assert!(
+            with_causes(&e).ends_with(": connection reset"),
+            "{}",
+            with_causes(&e)
+        );
+        assert_eq!(with_causes(&e).matches("connection reset").count(), 1);
     }
 
-    fn output(&self, layer: LayerName, line: &str) {
-        if !self.quiet {
-            eprintln!("  {layer:>12} | {line}");
-        }
+    #[test]
+    fn events_keep_the_words_scripts_match() {
+        let l = LayerName::Dependencies;
+        assert_eq!(
+            words(&Event::LayerBuilding {
+                layer: l,
+                artifacts: 3
+            }),
+            "dependencies: building (3 artifact(s))"
+        );
+        assert_eq!(
+            words(&Event::LoadingLayer { layer: l }),
+            "dependencies: loading the layer"
+        );
+        assert_eq!(
+            words(&Event::LayerHit {
+                layer: Layer::Boot,
+                tag: "abc"
+            }),
+            "boot: cache hit (abc)"
+        );
+        assert_eq!(
+            words(&Event::Uploading {
+                layer: LayerName::Application,
+                files: 2,
+                bytes: 1_500_000
+            }),
+            "application: uploading 2 artifact(s), 1.5 MB"
+        );
     }
 }

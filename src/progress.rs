@@ -1,11 +1,129 @@
-//! Progress from the library to whoever runs it. The library only calls this
-//! trait; the binary decides what reaches the terminal (and only stderr).
+//! Progress from the library to whoever runs it, as typed events. The library
+//! only emits [`Event`]s; the binary decides the words (and that they go to
+//! stderr), so a JSON progress stream or a progress bar is a new renderer,
+//! not a rewrite.
 
 use crate::plan::LayerName;
 
-pub trait Reporter: Send + Sync {
-    /// A step of the build ("creating the setup container", "layer hit", …).
-    fn step(&self, message: &str);
+/// A layer as events name it: one of the installing layers, or the `boot`
+/// layer of `--boot-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Install(LayerName),
+    Boot,
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::Install(name) => f.write_str(name.as_str()),
+            Layer::Boot => f.write_str(crate::plan::BOOT_LAYER),
+        }
+    }
+}
+
+/// Something that happened during a build.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    /// The layer's image is on the engine already (`tag`: its key's tag).
+    LayerHit {
+        layer: Layer,
+        tag: &'a str,
+    },
+    /// The layer will be built from `artifacts` staged files.
+    LayerBuilding {
+        layer: LayerName,
+        artifacts: usize,
+    },
+    /// The boot layer will be built from `boot_ref`'s /opt/apache/beam on `base`.
+    BootBuilding {
+        boot_ref: &'a str,
+        base: &'a str,
+    },
+    /// A concurrent prebuilder holds the lock on the same layer key.
+    WaitingForLock,
+    /// The base (or base plus boot) is probed before anything is installed.
+    CheckingBase {
+        name: &'a str,
+    },
+    CreatingContainer {
+        layer: LayerName,
+        name: &'a str,
+    },
+    Uploading {
+        layer: LayerName,
+        files: usize,
+        bytes: u64,
+    },
+    RunningSetup {
+        layer: LayerName,
+    },
     /// One line the setup program printed inside the container.
-    fn output(&self, layer: LayerName, line: &str);
+    SetupOutput {
+        layer: LayerName,
+        line: &'a str,
+    },
+    Recording {
+        layer: LayerName,
+        packages: usize,
+    },
+    WritingLayer {
+        layer: LayerName,
+    },
+    LoadingLayer {
+        layer: LayerName,
+    },
+    /// The base lacks GNU find/tar for a snapshot: the container is committed.
+    NoSnapshot {
+        layer: LayerName,
+    },
+    Committing {
+        layer: LayerName,
+    },
+    BootCopying {
+        boot_ref: &'a str,
+    },
+    BootCopied {
+        bytes: u64,
+    },
+    /// The result's content tag is in the registry: nothing to build or pull.
+    RegistryHit {
+        image: &'a str,
+        registry: &'a str,
+        digest: &'a str,
+    },
+    /// The registry could not be asked; without --push the build goes on locally.
+    RegistrySkipped {
+        reason: &'a str,
+    },
+    Pushing {
+        reference: &'a str,
+    },
+    /// A push milestone from the engine (`Pushed`, `Layer already exists`, …).
+    PushStatus {
+        reference: &'a str,
+        status: &'a str,
+    },
+    /// The registry holds this content tag already: not pushed again.
+    AlreadyPushed {
+        reference: &'a str,
+        digest: &'a str,
+    },
+    /// `--replace-tags` moves a tag in the registry.
+    MovingTag {
+        reference: &'a str,
+        from: &'a str,
+        to: &'a str,
+    },
+}
+
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// A reporter that drops every event.
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn event(&self, _: Event<'_>) {}
 }

@@ -2,8 +2,7 @@
 //! does the image match the Python that launches the pipeline?
 //!
 //! Two probes feed the rules. The image probe runs `probe.sh` (then `probe.py`) in a
-//! short-lived container with no network (the engine runs it; see
-//! `engine::ImageTools::probe`); the launch probe runs `probe.py` with the launch
+//! short-lived container with no network (see `engine::ops::probe`); the launch probe runs `probe.py` with the launch
 //! Python on this host. Both print one JSON line, parsed into [`Probe`]. The rules
 //! are pure functions from probes to [`Finding`]s, each saying what is wrong and
 //! what to change, so `prebuilder check` and `build`'s pre-flight share them and
@@ -171,6 +170,8 @@ pub fn sdk_image(minor: Option<&str>, beam: Option<&str>) -> String {
 /// What the boot needs from the image itself: a shell, `python` (Python 3) on PATH
 /// with apache-beam and pip, the venv module unless the SDK runs in the default
 /// environment, and the boot as the entrypoint.
+// Over 80 lines on purpose: a flat list of independent rules, each a few
+// lines, read top to bottom; splitting it would scatter one checklist.
 pub fn image_findings(img: &ImageFacts, rules: ImageRules) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &img.probe;
@@ -281,6 +282,7 @@ pub fn image_findings(img: &ImageFacts, rules: ImageRules) -> Vec<Finding> {
 /// What must match between the launch and the image: Python minor version, Beam
 /// version, the pickling library in use, protobuf's major version.
 /// `pickle_library` overrides the launch side's default (`--pickle_library`).
+// Over 80 lines on purpose, like `image_findings`: one flat list of rules.
 pub fn launch_findings(
     img: &ImageFacts,
     launch: &LaunchFacts,
@@ -488,6 +490,9 @@ pub fn list(findings: &[Finding]) -> String {
         .map(|f| format!("\n  - {}\n    fix: {}", f.message, f.fix))
         .collect()
 }
+
+mod facts;
+pub use facts::image_facts;
 
 #[cfg(test)]
 mod tests;

@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use crate::check::{self, CheckReport, ImageFacts, LaunchFacts, Probe, DEFAULT_ENV_VAR};
+use crate::check::{self, image_facts, CheckReport, LaunchFacts, Probe};
 use crate::cli::CheckArgs;
-use crate::engine::{Engine, ImageTools};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// Probe and judge; the caller prints the report and turns findings into exit status 1
 /// ([`verdict`]).
-pub async fn run<E: Engine + ImageTools>(engine: &E, args: &CheckArgs) -> Result<CheckReport> {
+pub async fn run<E: Engine>(engine: &E, args: &CheckArgs) -> Result<CheckReport> {
     let image = image_facts(engine, &args.image, &args.image).await?;
     let (launch, notes) = launch(args).await?;
     Ok(CheckReport::new(
@@ -31,51 +31,6 @@ pub fn verdict(report: &CheckReport) -> Result<()> {
             findings: report.findings.len(),
         })
     }
-}
-
-/// An image as the rules see it: its config from the engine, the rest from a
-/// probe container. `name` is how messages call it.
-pub async fn image_facts<E: Engine + ImageTools>(
-    engine: &E,
-    reference: &str,
-    name: &str,
-) -> Result<ImageFacts> {
-    let info = engine
-        .image(reference)
-        .await?
-        .ok_or_else(|| Error::ImageMissing {
-            what: "image",
-            image: reference.to_string(),
-        })?;
-    let out = engine.probe(&info.id, check::image_command()).await?;
-    let probe = if out.shell {
-        Probe::parse(&out.stdout).ok_or_else(|| Error::ProbeFailed {
-            image: name.to_string(),
-            reason: format!(
-                "the probe printed no result (exit status {}): {}",
-                out.status,
-                last_lines(&out.stderr, 5)
-            ),
-        })?
-    } else {
-        Probe::default()
-    };
-    Ok(ImageFacts {
-        image: name.to_string(),
-        id: info.id,
-        os: out.os,
-        architecture: out.architecture,
-        shell: out.shell,
-        entrypoint: info.entrypoint,
-        cmd: info.cmd,
-        default_environment: check::env_value(&info.env, DEFAULT_ENV_VAR),
-        probe,
-    })
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// The launch side: `--launch-python`, else `python3` on PATH when it has
@@ -123,8 +78,8 @@ async fn probe_blocking(python: PathBuf) -> Result<Probe> {
     let shown = python.clone();
     tokio::task::spawn_blocking(move || check::probe_launch(&python))
         .await
-        .map_err(|e| Error::LaunchPython {
-            python: shown,
-            reason: e.to_string(),
+        .map_err(|e| Error::Task {
+            action: format!("probing the launch Python {}", shown.display()),
+            source: e,
         })?
 }

@@ -11,9 +11,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::engine::{Engine, LayerImage};
+use crate::engine::{ops, Engine, LayerImage};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
+use crate::registry::reference;
 
 /// One image to remove: by its tags in scope, or by id when it has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,13 +32,10 @@ pub struct GcReport {
     pub failed: Vec<String>,
 }
 
-/// `repo:tag` → (`repo`, `tag`); the tag is after the last `:` that is not
-/// part of a registry's `host:port`.
+/// `repo:tag` → (`repo`, `tag`), by the one reference grammar.
 fn split_ref(r: &str) -> (&str, &str) {
-    match r.rfind(':') {
-        Some(i) if !r[i + 1..].contains('/') => (&r[..i], &r[i + 1..]),
-        _ => (r, ""),
-    }
+    let (name, tag) = reference::split_tag(r);
+    (name, tag.unwrap_or(""))
 }
 
 /// Decide what to remove. Pure, so every rule is unit-tested.
@@ -120,7 +118,7 @@ pub async fn run<E: Engine>(
     keep: Option<usize>,
     dry_run: bool,
 ) -> Result<GcReport> {
-    let images = engine.layer_images().await?;
+    let images = ops::layer_images(engine).await?;
     let (removed, kept) = select(&images, repository, keep);
     let mut failed = Vec::new();
     if !dry_run {
@@ -176,7 +174,7 @@ impl GcReport {
     pub fn error(&self) -> Option<Error> {
         (!self.failed.is_empty()).then(|| Error::Engine {
             action: "removing unneeded images".into(),
-            reason: self.failed.join("; "),
+            source: self.failed.join("; ").into(),
         })
     }
 }

@@ -1,7 +1,6 @@
 //! One module per subcommand.
 
 pub mod build;
-pub mod build_base;
 pub mod check;
 pub mod diff;
 pub mod digest;

@@ -3,6 +3,7 @@
 
 use crate::cli::{Template, TemplateArgs};
 use crate::error::{Error, Result};
+use crate::registry::reference;
 
 const CUSTOM_BASE: &str = include_str!("../../templates/custom-base.Dockerfile");
 
@@ -22,22 +23,14 @@ pub fn custom_base(base: &str, boot_from: &str) -> Result<String> {
         .replace("{{version}}", env!("CARGO_PKG_VERSION")))
 }
 
-/// An image reference goes into a Dockerfile line verbatim: refuse anything
-/// that could end the line or the instruction.
-fn check_reference(flag: &str, reference: &str) -> Result<()> {
-    let ok = !reference.is_empty()
-        && !reference.starts_with('-')
-        && reference
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Usage {
-            message: format!("{flag} {reference:?} is not an image reference"),
-            hint: "pass an image as [registry/]repository[:tag][@digest], e.g. apache/beam_python3.11_sdk:2.77.0".into(),
-        })
-    }
+/// An image reference goes into a Dockerfile line verbatim: only what the
+/// reference grammar accepts (which nothing that could end the line or the
+/// instruction passes).
+fn check_reference(flag: &str, value: &str) -> Result<()> {
+    reference::parse(value).map(|_| ()).map_err(|rule| Error::Usage {
+        message: format!("{flag} {value:?} is not an image reference: {rule}"),
+        hint: "pass an image as [registry/]repository[:tag][@digest], e.g. apache/beam_python3.11_sdk:2.77.0".into(),
+    })
 }
 
 #[cfg(test)]

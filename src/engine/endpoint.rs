@@ -455,7 +455,7 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Docker> {
         }
         Transport::Ssh => Docker::connect_with_ssh(&endpoint.host, secs, version, None),
     }
-    .map_err(|e| unreachable_at(endpoint, reason(&e)))?;
+    .map_err(|e| unreachable_at(endpoint, Box::new(e)))?;
     // ssh starts a master connection first: give it longer than a socket.
     let first = match endpoint.transport {
         Transport::Ssh => Duration::from_secs(60),
@@ -464,44 +464,30 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Docker> {
     match tokio::time::timeout(first, docker.negotiate_version()).await {
         Err(_) => Err(unreachable_at(
             endpoint,
-            format!("no answer within {} s", first.as_secs()),
+            format!("no answer within {} s", first.as_secs()).into(),
         )),
-        Ok(Err(e)) => Err(unreachable_at(endpoint, reason(&e))),
+        Ok(Err(e)) => Err(unreachable_at(endpoint, Box::new(e))),
         Ok(Ok(docker)) => Ok(docker.with_timeout(timeout)),
     }
 }
 
-/// bollard's error with its causes: the TLS or ssh reason is often only in
-/// the source chain ("invalid peer certificate", "Permission denied").
-fn reason(e: &bollard::errors::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
+type Cause = Box<dyn std::error::Error + Send + Sync>;
 
-fn unreachable_at(endpoint: &Endpoint, reason: String) -> Error {
+fn unreachable_at(endpoint: &Endpoint, source: Cause) -> Error {
     Error::EngineUnreachable {
         endpoint: endpoint.to_string(),
-        reason,
+        source,
         hint: endpoint.unreachable_hint(),
     }
 }
 
 /// The engine this process uses stopped answering.
-pub fn unreachable(reason: String) -> Error {
+pub fn unreachable(source: Cause) -> Error {
     match current() {
-        Some(e) => unreachable_at(e, reason),
+        Some(e) => unreachable_at(e, source),
         None => Error::EngineUnreachable {
             endpoint: "the container engine".into(),
-            reason,
+            source,
             hint: "check that the engine is running (`docker info`)".into(),
         },
     }
@@ -510,22 +496,22 @@ pub fn unreachable(reason: String) -> Error {
 static CURRENT: OnceLock<Endpoint> = OnceLock::new();
 
 /// Remember the endpoint this process talks to (the first one wins: a
-/// process uses one engine).
+/// process uses one engine), and name it in every later message.
 pub fn set_current(endpoint: &Endpoint) {
     let _ = CURRENT.set(endpoint.clone());
+    crate::error::set_engine(format!("the engine at {endpoint}"));
+}
+
+/// Add what the engine said it is (`Podman 4.3.1`) to how messages name it.
+pub fn set_product(product: &str) {
+    if let Some(e) = current() {
+        crate::error::set_engine(format!("the engine at {e}, {product}"));
+    }
 }
 
 /// The endpoint this process talks to, if it connected.
 pub fn current() -> Option<&'static Endpoint> {
     CURRENT.get()
-}
-
-/// The engine for messages: `the engine at unix:///… (from DOCKER_HOST)`.
-pub fn describe() -> String {
-    match current() {
-        Some(e) => format!("the engine at {e}"),
-        None => "the engine".to_string(),
-    }
 }
 
 #[cfg(test)]

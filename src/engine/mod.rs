@@ -1,29 +1,33 @@
-//! The container engine, behind a small trait: the only place that knows the
-//! Docker Engine API. `docker` implements it with bollard (Docker or Podman,
-//! local socket or `DOCKER_HOST`); `setup` holds the in-container setup script
-//! and `upload` streams the artifacts into the setup container. `probe`, `boot`
-//! and `record` serve custom bases, checks and records ([`ImageTools`]).
+//! The container engine as a small trait of primitives: inspect, list by
+//! label, create, upload, run attached, download, commit, load, tag, push,
+//! remove. `docker` implements it with bollard (Docker or Podman's compatible
+//! API, local socket or `DOCKER_HOST`) and is the only code that knows the
+//! Engine API; `fake` (tests only) keeps images and containers in memory and
+//! records every call. What a build *does* with these primitives (snapshot or
+//! commit, records, boot layers) lives in `crate::build`, written once for
+//! every adapter; `ops` holds the few compositions other commands share
+//! (probe, read a file, find a layer).
 
-pub mod boot;
 pub mod docker;
 pub mod endpoint;
-mod layer;
+#[cfg(test)]
+pub mod fake;
+pub mod ops;
 pub mod podman;
-pub mod probe;
-mod record;
-pub mod setup;
-pub mod upload;
-pub mod verify;
 
 use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::error::Result;
-use crate::plan::LayerPlan;
-use crate::progress::Reporter;
+use crate::registry::Credential;
 
-pub use boot::{BootBuild, LABEL_BOOT_FROM};
 pub use docker::DockerEngine;
-pub use probe::{ImageTools, ProbeOutput};
+pub use ops::ProbeOutput;
 
 /// Label on every container prebuilder creates, so leftovers can be found
 /// (`docker ps -a --filter label=prebuilder`). Committed images override its
@@ -35,9 +39,15 @@ pub const LABEL_PARENT: &str = "prebuilder.parent";
 pub const LABEL_BASE: &str = "prebuilder.base";
 pub const LABEL_VERSION: &str = "prebuilder.version";
 pub const LABEL_ARTIFACTS: &str = "prebuilder.artifacts";
+/// Label of a `boot` layer (and of every image built on one): the id of the
+/// image its /opt/apache/beam came from.
+pub const LABEL_BOOT_FROM: &str = "prebuilder.boot-from";
+
+/// A tar stream in or out of a container.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// An image on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageInfo {
     /// `sha256:…`
     pub id: String,
@@ -46,6 +56,24 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub repo_tags: Vec<String>,
+    pub os: String,
+    pub architecture: String,
+    /// The diff ids of its layers, bottom first.
+    pub layers: Vec<String>,
+    /// The image's container config in the Engine API's JSON form
+    /// (`Entrypoint`, `Env`, `Labels`, …), what a commit or load starts from.
+    pub config: serde_json::Value,
+}
+
+/// One entry of an image listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// `repo:tag` references (none for an untagged image).
+    pub tags: Vec<String>,
+    /// Seconds since the epoch.
+    pub created: i64,
 }
 
 /// An image prebuilder built (it carries `prebuilder.key`).
@@ -92,44 +120,70 @@ impl Network {
     }
 }
 
-/// What one layer build needs.
-pub struct LayerBuild<'a> {
-    /// The image the setup container starts from (base or previous layer).
-    pub from_image: &'a str,
-    /// The base image: its config (entrypoint, cmd, env, …) is what the
-    /// committed image keeps, not the setup container's.
-    pub base: &'a ImageInfo,
-    pub layer: &'a LayerPlan<'a>,
-    /// Labels the committed image gets on top of the base's.
-    pub labels: BTreeMap<String, String>,
-    pub network: &'a Network,
+/// A container to create (never started by `create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// The whole command; the image's Cmd is not appended.
+    pub entrypoint: Vec<String>,
+    /// The value of the [`LABEL`] label: the container's role.
+    pub role: String,
+    pub network: Network,
 }
 
+/// One line of a push's progress, as the engine reports it.
+pub type PushStatus<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+/// The primitives prebuilder needs from a container engine. Every method is
+/// one Engine API call (or one streamed exchange); none holds build logic.
 #[allow(async_fn_in_trait)]
 pub trait Engine {
     /// Inspect an image; `None` when the engine does not have it.
-    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>>;
-    /// The image built for a layer key, if the engine has one.
-    async fn find_layer(&self, key: &str) -> Result<Option<ImageInfo>>;
-    /// Run the setup of one layer in a fresh container and commit it.
-    /// Returns the committed image's id. The container is removed on every path.
-    async fn build_layer(&self, build: LayerBuild<'_>, reporter: &dyn Reporter) -> Result<String>;
-    /// Every image prebuilder built, with its tags.
-    async fn layer_images(&self) -> Result<Vec<LayerImage>>;
-    /// Remove a tag, or an untagged image by id. Never forced: an image a
-    /// container still uses stays, and that is an error naming it.
-    async fn remove_image(&self, reference: &str) -> Result<()>;
-    /// Push `repo:tag` to its registry with the user's credentials.
+    async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>>;
+    /// Images carrying `label` (`key` or `key=value`).
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>>;
+    /// Create a container (tracked until removed, see [`Engine::remove_leftovers`]).
+    async fn create(&self, spec: &ContainerSpec) -> Result<String>;
+    /// Whether `path` exists in a (created, not necessarily started) container.
+    async fn exists(&self, container: &str, path: &str) -> Result<bool>;
+    /// Extract a tar stream into `dir` of a container.
+    async fn upload(&self, container: &str, dir: &str, tar: ByteStream) -> Result<()>;
+    /// The engine's tar of `path` in a container; `None` when it does not exist.
+    async fn download(&self, container: &str, path: &str) -> Result<Option<ByteStream>>;
+    /// Start a created container attached (attached before the start, so no
+    /// output is lost), hand every chunk of output to `on_output` (`true` for
+    /// stderr) and return its exit status.
+    async fn run_attached(
+        &self,
+        container: &str,
+        on_output: &mut (dyn FnMut(bool, &[u8]) + Send),
+    ) -> Result<i64>;
+    /// Commit a container with the given config (Engine API JSON); the image id.
+    async fn commit(
+        &self,
+        container: &str,
+        config: &serde_json::Value,
+        comment: &str,
+    ) -> Result<String>;
+    /// Load a `docker save` style archive.
+    async fn load(&self, archive: &Path) -> Result<()>;
+    /// Tag an image as `repo:tag`.
+    async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()>;
+    /// Push `repo:tag` to its registry; `status` gets the engine's progress lines.
     async fn push(
         &self,
         repo: &str,
         tag: &str,
-        credential: Option<&crate::registry::Credential>,
-        reporter: &dyn Reporter,
+        credential: Option<&Credential>,
+        status: PushStatus<'_>,
     ) -> Result<()>;
-    /// Tag an image as `repo:tag`.
-    async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()>;
-    /// Force-remove every container this engine handle created and has not
-    /// removed yet (after Ctrl-C or a dropped future).
+    /// Remove a tag, or an untagged image by id. Never forced: an image a
+    /// container still uses stays, and that is an error naming it.
+    async fn remove_image(&self, reference: &str) -> Result<()>;
+    /// Force-remove a container (gone already is fine); failures are logged.
+    async fn remove_container(&self, container: &str);
+    /// Force-remove every container this handle created and has not removed
+    /// yet (after Ctrl-C or a dropped future).
     async fn remove_leftovers(&self);
 }

@@ -54,27 +54,9 @@ pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let dir = generated.path();
     let mut staged = Vec::new();
-
     if let Some(sdk) = &inputs.sdk_location {
-        require_file(SDK_FLAG, sdk)?;
-        let base = base_name(SDK_FLAG, sdk)?;
-        let name = if base.ends_with(".whl") {
-            // The boot finds the SDK wheel by this prefix; any other name
-            // would be skipped and the image would lack the SDK it was given.
-            if !base.starts_with("apache_beam-") {
-                return Err(Error::InputInvalid {
-                    flag: SDK_FLAG,
-                    path: sdk.clone(),
-                    reason: "an SDK wheel must keep the name pip built it with, apache_beam-<version>-<tags>.whl".into(),
-                });
-            }
-            base
-        } else {
-            SDK_SOURCE_TARBALL.to_string()
-        };
-        staged.push(user_file(name, sdk, Role::Sdk));
+        staged.push(stage_sdk(sdk)?);
     }
-
     if let Some(requirements) = &inputs.requirements_file {
         require_file(REQUIREMENTS_FLAG, requirements)?;
         staged.push(user_file(
@@ -83,49 +65,12 @@ pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
             Role::Requirements,
         ));
     }
-
     if let Some(cache) = &inputs.requirements_cache {
-        // `--requirements-file deps/requirements.txt --requirements-cache deps`
-        // is a natural layout: the requirements file is staged already.
-        let requirements = match &inputs.requirements_file {
-            Some(path) => Some(file_id(path)?),
-            None => None,
-        };
-        for (name, path) in cache_files(cache)? {
-            if requirements.is_some() && Some(file_id(&path)?) == requirements {
-                continue;
-            }
-            staged.push(Staged {
-                name,
-                source: path.clone(),
-                path,
-                role: Role::RequirementsCache,
-            });
-        }
+        staged.extend(stage_cache(cache, inputs.requirements_file.as_deref())?);
     }
-
     if !inputs.extra_packages.is_empty() {
-        let mut names = Vec::with_capacity(inputs.extra_packages.len());
-        let mut packages = Vec::with_capacity(inputs.extra_packages.len());
-        for package in &inputs.extra_packages {
-            require_file(EXTRA_PACKAGE_FLAG, package)?;
-            let name = base_name(EXTRA_PACKAGE_FLAG, package)?;
-            names.push(name.clone());
-            packages.push(user_file(name, package, Role::ExtraPackage));
-        }
-        // One name per line, newline-terminated, as Beam's stager writes it.
-        let list = dir.join(EXTRA_PACKAGES_FILE);
-        let text: String = names.iter().map(|name| format!("{name}\n")).collect();
-        fs::write(&list, text).map_err(|e| Error::io(&list, e))?;
-        staged.push(Staged {
-            name: EXTRA_PACKAGES_FILE.to_string(),
-            source: list.clone(),
-            path: list,
-            role: Role::ExtraPackagesList,
-        });
-        staged.extend(packages);
+        staged.extend(stage_extra_packages(&inputs.extra_packages, dir)?);
     }
-
     if let Some(setup) = &inputs.setup_file {
         let project = project_dir(setup)?;
         let tarball = dir.join(WORKFLOW_TARBALL);
@@ -137,15 +82,12 @@ pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
             role: Role::Workflow,
         });
     }
-
     for file in &inputs.files_to_stage {
         require_file(FILES_FLAG, file)?;
         let name = base_name(FILES_FLAG, file)?;
         staged.push(user_file(name, file, Role::FileToStage));
     }
-
     check_names(&staged)?;
-
     let mut artifacts = Vec::with_capacity(staged.len());
     for item in staged {
         let digest = digest_file(&item.path)?;
@@ -163,6 +105,76 @@ pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
         dir.to_path_buf(),
         Some(generated),
     ))
+}
+
+/// `--sdk-location`: a wheel keeps its name, a source tarball gets Beam's.
+fn stage_sdk(sdk: &Path) -> Result<Staged> {
+    require_file(SDK_FLAG, sdk)?;
+    let base = base_name(SDK_FLAG, sdk)?;
+    let name = if base.ends_with(".whl") {
+        // The boot finds the SDK wheel by this prefix; any other name
+        // would be skipped and the image would lack the SDK it was given.
+        if !base.starts_with("apache_beam-") {
+            return Err(Error::InputInvalid {
+                flag: SDK_FLAG,
+                path: sdk.to_path_buf(),
+                reason: "an SDK wheel must keep the name pip built it with, apache_beam-<version>-<tags>.whl".into(),
+            });
+        }
+        base
+    } else {
+        SDK_SOURCE_TARBALL.to_string()
+    };
+    Ok(user_file(name, sdk, Role::Sdk))
+}
+
+/// `--requirements-cache`: every file of the directory but the requirements
+/// file itself (`--requirements-file deps/requirements.txt
+/// --requirements-cache deps` is a natural layout).
+fn stage_cache(cache: &Path, requirements: Option<&Path>) -> Result<Vec<Staged>> {
+    let requirements = match requirements {
+        Some(path) => Some(file_id(path)?),
+        None => None,
+    };
+    let mut staged = Vec::new();
+    for (name, path) in cache_files(cache)? {
+        if requirements.is_some() && Some(file_id(&path)?) == requirements {
+            continue;
+        }
+        staged.push(Staged {
+            name,
+            source: path.clone(),
+            path,
+            role: Role::RequirementsCache,
+        });
+    }
+    Ok(staged)
+}
+
+/// `--extra-package`: `extra_packages.txt` (written into `dir`) then the packages.
+fn stage_extra_packages(packages: &[PathBuf], dir: &Path) -> Result<Vec<Staged>> {
+    let mut names = Vec::with_capacity(packages.len());
+    let mut staged = Vec::with_capacity(packages.len() + 1);
+    for package in packages {
+        require_file(EXTRA_PACKAGE_FLAG, package)?;
+        let name = base_name(EXTRA_PACKAGE_FLAG, package)?;
+        names.push(name.clone());
+        staged.push(user_file(name, package, Role::ExtraPackage));
+    }
+    // One name per line, newline-terminated, as Beam's stager writes it.
+    let list = dir.join(EXTRA_PACKAGES_FILE);
+    let text: String = names.iter().map(|name| format!("{name}\n")).collect();
+    fs::write(&list, text).map_err(|e| Error::io(&list, e))?;
+    staged.insert(
+        0,
+        Staged {
+            name: EXTRA_PACKAGES_FILE.to_string(),
+            source: list.clone(),
+            path: list,
+            role: Role::ExtraPackagesList,
+        },
+    );
+    Ok(staged)
 }
 
 fn user_file(name: String, path: &Path, role: Role) -> Staged {

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::short_id;
 
+mod load;
+pub use load::load;
+
 /// Inside the image: the record (JSON). During the setup it holds pip's freeze.
 pub const RECORD_FILE: &str = "/opt/apache/beam/prebuilder-record.json";
 pub const RECORD_NAME: &str = "prebuilder-record.json";

@@ -1,154 +1,24 @@
-//! A layer of exactly what the setup changed, loaded as an image.
+//! Pure image assembly: the layer tar of a setup's snapshot (whiteouts for
+//! deletions, the record in place of pip's freeze), the image config, and the
+//! `docker load` archive that names only the new layer. No I/O beyond the
+//! readers and writers it is handed; `crate::build::layer` does the engine side.
 //!
-//! `docker commit` diffs the container's whole filesystem against its image;
-//! on storage drivers without a native diff (fuse-overlayfs, vfs) that walk
-//! takes seconds even when pip changed a handful of files, and it dominated a
-//! code-only rebuild. Instead the setup script snapshots what changed (see
-//! `setup`): a tar of the paths whose ctime moved, and the list of deleted
-//! paths. Here that becomes an image layer (whiteouts for deletions, the
-//! record in place of pip's freeze), the image config is written from the
-//! base's (`commit_config`), and both go to the engine as a `docker load`
-//! archive that names only the new layer: the engine already holds the
-//! parent's layers, and loading skips any layer it has.
+//! Why: `docker commit` diffs the container's whole filesystem against its
+//! image; on storage drivers without a native diff (fuse-overlayfs, vfs) that
+//! walk takes seconds even when pip changed a handful of files. The setup
+//! script snapshots what changed instead (`crate::build::setup`); here that
+//! becomes a layer, and the engine, which holds the parent's layers already,
+//! loads only the new one.
 
-use std::collections::BTreeSet;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+use std::path::Path;
 
-use bollard::errors::Error as BollardError;
-use bollard::models::ContainerConfig;
-use bollard::query_parameters::{DownloadFromContainerOptions, ImportImageOptions};
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use super::docker::{engine_err, DockerEngine};
-use super::setup::SNAPSHOT_DIR;
-use super::{Engine, LayerBuild};
-use crate::error::{Error, Result};
-use crate::progress::Reporter;
-use crate::record::RECORD_FILE;
+use crate::plan::BOOT;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
-
-impl DockerEngine {
-    /// Build and load the layer of a finished setup; the new image's id.
-    /// `Ok(None)` when the setup left no snapshot (no GNU find/tar in the base).
-    pub(super) async fn load_layer(
-        &self,
-        container: &str,
-        build: &LayerBuild<'_>,
-        config: &ContainerConfig,
-        record: Option<&[u8]>,
-        reporter: &dyn Reporter,
-    ) -> Result<Option<String>> {
-        let layer = build.layer;
-        let tmp = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        let snapshot = tmp.path().join("snapshot.tar");
-        if !self
-            .download_to(container, &format!("{SNAPSHOT_DIR}/layer.tar"), &snapshot)
-            .await?
-        {
-            return Ok(None);
-        }
-        let deleted = self
-            .download_file(container, &format!("{SNAPSHOT_DIR}/deleted"))
-            .await?
-            .unwrap_or_default();
-        let parent = self
-            .docker
-            .inspect_image(build.from_image)
-            .await
-            .map_err(|e| engine_err(&format!("inspecting {}", build.from_image), e))?;
-        let parent_layers = parent.root_fs.and_then(|r| r.layers).unwrap_or_default();
-        let config_value = serde_json::to_value(config).map_err(|e| Error::Engine {
-            action: "writing the image config".into(),
-            reason: e.to_string(),
-        })?;
-        let os = parent.os.unwrap_or_else(|| "linux".into());
-        let arch = parent.architecture.unwrap_or_else(|| "amd64".into());
-        let record = record.map(<[u8]>::to_vec);
-        let dir = tmp.path().to_path_buf();
-        let podman = self.podman;
-        reporter.step(&format!("{}: writing the layer", layer.name));
-        let (archive, image_id) =
-            tokio::task::spawn_blocking(move || -> io::Result<(PathBuf, String)> {
-                let layer_tar = dir.join("layer.tar");
-                let diff_id = write_layer(&snapshot, &deleted, record.as_deref(), &layer_tar)?;
-                let mut diff_ids = parent_layers;
-                diff_ids.push(diff_id);
-                let config = image_config(&os, &arch, config_value, &diff_ids, now_rfc3339());
-                let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
-                let archive = dir.join("image.tar");
-                write_archive(&archive, &config, diff_ids.len(), &layer_tar)?;
-                if podman {
-                    // Podman's docker-archive loader wants every layer file.
-                    let oci = dir.join("image.oci.tar");
-                    super::podman::oci_from_docker_archive(&archive, &oci)?;
-                    return Ok((oci, image_id));
-                }
-                Ok((archive, image_id))
-            })
-            .await
-            .map_err(|e| Error::Engine {
-                action: "writing the layer".into(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| Error::Engine {
-                action: "writing the layer".into(),
-                reason: e.to_string(),
-            })?;
-
-        reporter.step(&format!("{}: loading the layer", layer.name));
-        let file = tokio::fs::File::open(&archive)
-            .await
-            .map_err(|e| Error::io(&archive, e))?;
-        let mut out = self.docker.import_image(
-            ImportImageOptions {
-                quiet: true,
-                ..Default::default()
-            },
-            bollard::body_try_stream(tokio_util::io::ReaderStream::new(file)),
-            None,
-        );
-        while let Some(item) = out.next().await {
-            item.map_err(|e| engine_err("loading the layer image", e))?;
-        }
-        match self.image(&image_id).await? {
-            Some(_) => Ok(Some(image_id)),
-            None => Err(Error::Engine {
-                action: "loading the layer image".into(),
-                reason: format!("the engine did not keep {image_id}"),
-            }),
-        }
-    }
-
-    /// Stream `path` out of a container into `to` (the engine's tar around
-    /// it). `false` when the path does not exist.
-    async fn download_to(&self, container: &str, path: &str, to: &Path) -> Result<bool> {
-        let action = || format!("reading {path} from container {container}");
-        let mut file = tokio::fs::File::create(to)
-            .await
-            .map_err(|e| Error::io(to, e))?;
-        let mut stream = self.docker.download_from_container(
-            container,
-            Some(DownloadFromContainerOptions {
-                path: path.to_string(),
-            }),
-        );
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => file.write_all(&bytes).await.map_err(|e| Error::io(to, e))?,
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => return Ok(false),
-                Err(e) => return Err(engine_err(&action(), e)),
-            }
-        }
-        file.flush().await.map_err(|e| Error::io(to, e))?;
-        Ok(true)
-    }
-}
 
 /// `./usr/lib/x` → `usr/lib/x`; `.` and `./` → `` (the root, never an entry).
 fn relative(path: &str) -> &str {
@@ -213,15 +83,16 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// The layer tar from the snapshot (`outer`: the engine's tar holding
-/// `layer.tar`), whiteouts for `deleted`, and `record` at [`RECORD_FILE`].
+/// `layer.tar`), whiteouts for `deleted`, and `record` (absolute path,
+/// content) in place of what the snapshot holds at that path.
 /// Returns the diff id (`sha256:` of the uncompressed layer).
-fn write_layer(
-    outer: &Path,
+pub fn write_layer<R: Read, W: Write>(
+    outer: R,
     deleted: &[u8],
-    record: Option<&[u8]>,
-    out: &Path,
+    record: Option<(&str, &[u8])>,
+    out: W,
 ) -> io::Result<String> {
-    let mut outer = tar::Archive::new(std::fs::File::open(outer)?);
+    let mut outer = tar::Archive::new(outer);
     let mut entries = outer.entries()?;
     let inner = loop {
         match entries.next() {
@@ -234,18 +105,17 @@ fn write_layer(
             None => return Err(io::Error::other("the snapshot holds no layer.tar")),
         }
     };
-    let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
     let mut builder = tar::Builder::new(Hashing {
-        inner: file,
+        inner: out,
         hasher: Sha256::new(),
     });
-    copy_entries(inner, &mut builder, record.is_some())?;
+    copy_entries(inner, &mut builder, record.map(|(path, _)| relative(path)))?;
     for p in topmost_deleted(deleted) {
         builder.append_data(&mut file_header(0, 0o600), whiteout(&p), io::empty())?;
     }
-    if let Some(content) = record {
+    if let Some((path, content)) = record {
         let mut h = file_header(content.len() as u64, 0o644);
-        builder.append_data(&mut h, relative(RECORD_FILE), content)?;
+        builder.append_data(&mut h, relative(path), content)?;
     }
     let mut hashing = builder.into_inner()?;
     hashing.flush()?;
@@ -273,14 +143,14 @@ fn file_header(size: u64, mode: u32) -> tar::Header {
 fn copy_entries<R: Read, W: Write>(
     inner: R,
     builder: &mut tar::Builder<W>,
-    skip_record: bool,
+    skip: Option<&str>,
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(inner);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.to_string_lossy().into_owned();
         let path = relative(&raw).to_string();
-        if path.is_empty() || (skip_record && path == relative(RECORD_FILE)) {
+        if path.is_empty() || skip == Some(path.as_str()) {
             continue;
         }
         let mut header = entry.header().clone();
@@ -308,7 +178,7 @@ fn copy_entries<R: Read, W: Write>(
 
 /// The image config (Docker's format, which OCI's shares): the given
 /// container config and the layers' diff ids.
-fn image_config(
+pub fn image_config(
     os: &str,
     arch: &str,
     config: serde_json::Value,
@@ -325,16 +195,20 @@ fn image_config(
     doc.to_string().into_bytes()
 }
 
-/// A `docker load` archive: config, manifest, and the last layer's file only.
-fn write_archive(path: &Path, config: &[u8], layers: usize, layer_tar: &Path) -> io::Result<()> {
+/// A `docker load` archive: config, manifest, and the last layer's file only
+/// (`layer_tar`, `layer_size` bytes).
+pub fn write_archive<W: Write, R: Read>(
+    out: W,
+    config: &[u8],
+    layers: usize,
+    layer_tar: R,
+    layer_size: u64,
+) -> io::Result<W> {
     let names: Vec<String> = (0..layers).map(|i| format!("{i}/layer.tar")).collect();
     let manifest =
         serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }])
             .to_string();
-    let mut b = tar::Builder::new(BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(path)?,
-    ));
+    let mut b = tar::Builder::new(out);
     for (name, bytes) in [
         ("config.json", config),
         ("manifest.json", manifest.as_bytes()),
@@ -342,13 +216,42 @@ fn write_archive(path: &Path, config: &[u8], layers: usize, layer_tar: &Path) ->
         b.append_data(&mut file_header(bytes.len() as u64, 0o644), name, bytes)?;
     }
     if let Some(last) = names.last() {
-        b.append_path_with_name(layer_tar, last)?;
+        b.append_data(&mut file_header(layer_size, 0o644), last, layer_tar)?;
     }
-    b.into_inner()?.flush()
+    let mut out = b.into_inner()?;
+    out.flush()?;
+    Ok(out)
+}
+
+/// The image id of a config: `sha256:` of its bytes.
+pub fn image_id(config: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(config)))
+}
+
+/// A tar of one regular file (mode 0644, root, dated now).
+pub fn single_file_tar(name: &str, content: &[u8]) -> io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_data(&mut file_header(content.len() as u64, 0o644), name, content)?;
+    builder.into_inner()
+}
+
+/// A tar of empty root-owned 0755 directories (`opt/`, `opt/apache/`, …).
+pub fn dirs_tar(dirs: &[&str]) -> io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for d in dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        builder.append_data(&mut h, d, io::empty())?;
+    }
+    builder.into_inner()
 }
 
 /// Now as RFC 3339 UTC (the config's `created`, which `gc` sorts by).
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -376,9 +279,67 @@ fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Fields of a container config that an image config keeps: a commit or a
+/// load writes exactly these from the base, never the setup container's.
+const IMAGE_CONFIG_FIELDS: [&str; 12] = [
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Volumes",
+    "WorkingDir",
+    "OnBuild",
+    "StopSignal",
+    "Shell",
+    "Entrypoint",
+];
+
+/// The config of a layer image (Engine API JSON): the *base image's*
+/// (entrypoint, cmd, env, working dir, user, …) plus `labels` on top of the
+/// base's. With neither entrypoint nor cmd the boot becomes the entrypoint
+/// (else the engine would keep the setup script).
+pub fn layer_config(
+    base: &serde_json::Value,
+    labels: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let mut out = serde_json::Map::new();
+    for field in IMAGE_CONFIG_FIELDS {
+        if let Some(v) = base.get(field).filter(|v| !v.is_null()) {
+            out.insert(field.to_string(), v.clone());
+        }
+    }
+    let mut all = base
+        .get("Labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in labels {
+        all.insert(k.clone(), Value::String(v.clone()));
+    }
+    out.insert("Labels".into(), Value::Object(all));
+    let empty = |field: &str| {
+        out.get(field)
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty())
+    };
+    let entrypoint = if empty("Entrypoint") && empty("Cmd") {
+        serde_json::json!([BOOT])
+    } else {
+        out.get("Entrypoint")
+            .cloned()
+            .unwrap_or(serde_json::json!([]))
+    };
+    out.insert("Entrypoint".into(), entrypoint);
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn relative_paths() {
@@ -466,17 +427,16 @@ mod tests {
 
     #[test]
     fn layer_keeps_headers_adds_whiteouts_and_replaces_the_record() {
-        assert_eq!(
-            RECORD_FILE, "/opt/apache/beam/prebuilder-record.json",
-            "the fixture below names it"
-        );
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("layer.tar");
         let diff_id = write_layer(
-            &snapshot_tar(dir.path()),
+            std::fs::File::open(snapshot_tar(dir.path())).unwrap(),
             b"./old\0./old/x\0",
-            Some(b"{\"record\": 1}"),
-            &out,
+            Some((
+                "/opt/apache/beam/prebuilder-record.json",
+                b"{\"record\": 1}",
+            )),
+            std::fs::File::create(&out).unwrap(),
         )
         .unwrap();
         let bytes = std::fs::read(&out).unwrap();
@@ -541,7 +501,14 @@ mod tests {
             rfc3339(0),
         );
         let archive = dir.path().join("image.tar");
-        write_archive(&archive, &config, 2, &layer).unwrap();
+        write_archive(
+            std::fs::File::create(&archive).unwrap(),
+            &config,
+            2,
+            std::fs::File::open(&layer).unwrap(),
+            11,
+        )
+        .unwrap();
         let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
         let mut files = std::collections::BTreeMap::new();
         for e in a.entries().unwrap() {
@@ -566,5 +533,29 @@ mod tests {
         );
         assert_eq!(config["config"]["Entrypoint"][0], "/opt/apache/beam/boot");
         assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn layer_config_keeps_the_bases_config_and_adds_labels() {
+        let base = serde_json::json!({
+            "Env": ["PATH=/usr/bin"],
+            "Cmd": ["python3"],
+            "Entrypoint": null,
+            "Hostname": "setup-container",
+            "Labels": {"vendor": "x", "prebuilder.key": "old"},
+        });
+        let labels = BTreeMap::from([("prebuilder.key".to_string(), "new".to_string())]);
+        let c = layer_config(&base, &labels);
+        assert_eq!(c["Env"][0], "PATH=/usr/bin");
+        assert_eq!(c["Cmd"][0], "python3");
+        assert_eq!(c["Labels"]["vendor"], "x");
+        assert_eq!(c["Labels"]["prebuilder.key"], "new");
+        assert!(
+            c.get("Hostname").is_none(),
+            "container-only fields are dropped"
+        );
+        assert_eq!(c["Entrypoint"], serde_json::json!([]));
+        let bare = layer_config(&serde_json::json!({}), &BTreeMap::new());
+        assert_eq!(bare["Entrypoint"], serde_json::json!([BOOT]));
     }
 }

@@ -17,22 +17,20 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::build::lock_layer;
-use super::check::image_facts;
-use crate::check::{self, ImageRules};
-use crate::cli::BuildArgs;
+use super::{boot, lock, round, Options};
+use crate::check::{self, image_facts, ImageRules};
 use crate::engine::{
-    BootBuild, Engine, ImageInfo, ImageTools, LABEL_BASE, LABEL_BOOT_FROM, LABEL_KEY, LABEL_LAYER,
-    LABEL_PARENT, LABEL_VERSION,
+    ops, Engine, ImageInfo, LABEL_BASE, LABEL_BOOT_FROM, LABEL_KEY, LABEL_LAYER, LABEL_PARENT,
+    LABEL_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::plan::{self, BOOT_LAYER, LAYER_TAG_PREFIX, TAG_HEX_LEN};
-use crate::progress::Reporter;
+use crate::progress::{Event, Layer, Reporter};
 use crate::report::{CacheOutcome, LayerReport};
 use crate::stage::{Role, StagedSet};
 
 /// The ground the installing layers are built on.
-pub struct Prepared {
+pub struct Ground {
     /// The image the first installing layer starts from.
     pub from_image: String,
     /// The image whose config (entrypoint, cmd, env, …) committed layers keep.
@@ -53,23 +51,24 @@ struct Pending {
     rules: ImageRules,
 }
 
-pub async fn prepare<E: Engine + ImageTools>(
+/// The ground of a build: the base itself, or the base plus a boot layer.
+pub async fn prepare<E: Engine>(
     engine: &E,
-    args: &BuildArgs,
+    opts: &Options,
     set: &StagedSet,
     base: &ImageInfo,
     reporter: &dyn Reporter,
-) -> Result<Prepared> {
+) -> Result<Ground> {
     let sdk_staged = set.with_role(Role::Sdk).next().is_some();
-    let Some(boot_ref) = args.boot_from.as_deref() else {
-        return Ok(Prepared {
+    let Some(boot_ref) = opts.boot_from.as_deref() else {
+        return Ok(Ground {
             from_image: base.id.clone(),
             config: base.clone(),
             parent: base.id.clone(),
             layers: Vec::new(),
-            pending: (!args.no_check).then(|| Pending {
+            pending: (!opts.no_check).then(|| Pending {
                 image: base.id.clone(),
-                name: args.base.clone(),
+                name: opts.base.clone(),
                 rules: ImageRules {
                     boot_added: false,
                     sdk_staged,
@@ -77,81 +76,22 @@ pub async fn prepare<E: Engine + ImageTools>(
             }),
         });
     };
-
     let started = Instant::now();
-    let boot_image = engine
-        .image(boot_ref)
-        .await?
-        .ok_or_else(|| Error::ImageMissing {
-            what: "--boot-from image",
-            image: boot_ref.to_string(),
-        })?;
+    let boot_image = ops::require(engine, boot_ref, "--boot-from image").await?;
     let key = plan::boot_key(&base.id, &boot_image.id);
-    let tag = &key[..TAG_HEX_LEN];
-    let mut found = if args.no_cache {
-        None
-    } else {
-        engine.find_layer(&key).await?
-    };
-    let mut _lock = None;
-    if found.is_none() {
-        _lock = lock_layer(&key, reporter).await;
-        if !args.no_cache && _lock.is_some() {
-            found = engine.find_layer(&key).await?;
-        }
-    }
-    let mut checked = args.no_check;
-    let (id, cache) = match found {
-        Some(found) => {
-            reporter.step(&format!("{BOOT_LAYER}: cache hit ({tag})"));
-            (found.id, CacheOutcome::Hit)
-        }
-        None => {
-            if !checked {
-                let rules = ImageRules {
-                    boot_added: true,
-                    sdk_staged,
-                };
-                check_base(
-                    engine,
-                    &base.id,
-                    &args.base,
-                    rules,
-                    Some((&boot_image.id, boot_ref)),
-                    reporter,
-                )
-                .await?;
-                checked = true;
-            }
-            reporter.step(&format!(
-                "{BOOT_LAYER}: building (the boot of {boot_ref} on {})",
-                args.base
-            ));
-            let build = BootBuild {
-                base,
-                boot_image: &boot_image,
-                boot_ref,
-                key: &key,
-                labels: labels(&key, base, &boot_image),
-            };
-            (
-                engine.build_boot_layer(build, reporter).await?,
-                CacheOutcome::Miss,
-            )
-        }
-    };
+    let (id, cache, checked) =
+        boot_layer(engine, opts, base, &boot_image, &key, sdk_staged, reporter).await?;
     // Not a result: tagged like the layers under one, so `gc` knows.
-    engine
-        .tag(&id, &args.repository, &format!("{LAYER_TAG_PREFIX}{tag}"))
-        .await?;
-    let config = engine.image(&id).await?.ok_or_else(|| Error::Engine {
+    let tag = format!("{LAYER_TAG_PREFIX}{}", &key[..TAG_HEX_LEN]);
+    engine.tag(&id, &opts.repository, &tag).await?;
+    let config = engine.inspect(&id).await?.ok_or_else(|| Error::Engine {
         action: format!("inspecting the boot layer {id}"),
-        reason: "the engine no longer has it".into(),
+        source: "the engine no longer has it".into(),
     })?;
-    Ok(Prepared {
+    Ok(Ground {
         pending: (!checked).then(|| Pending {
             image: id.clone(),
-            name: format!("{} with the boot of {boot_ref}", args.base),
+            name: format!("{} with the boot of {boot_ref}", opts.base),
             rules: ImageRules {
                 boot_added: false,
                 sdk_staged,
@@ -163,19 +103,70 @@ pub async fn prepare<E: Engine + ImageTools>(
         layers: vec![LayerReport {
             name: BOOT_LAYER.to_string(),
             cache,
-            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            seconds: round(started.elapsed().as_secs_f64()),
             image_id: id,
         }],
     })
 }
 
-impl Prepared {
+/// The boot layer's image, found or built (the base checked first); and
+/// whether the base checks ran.
+async fn boot_layer<E: Engine>(
+    engine: &E,
+    opts: &Options,
+    base: &ImageInfo,
+    boot_image: &ImageInfo,
+    key: &str,
+    sdk_staged: bool,
+    reporter: &dyn Reporter,
+) -> Result<(String, CacheOutcome, bool)> {
+    let boot_ref = opts.boot_from.as_deref().unwrap_or_default();
+    let tag = &key[..TAG_HEX_LEN];
+    let mut found = if opts.no_cache {
+        None
+    } else {
+        ops::find_layer(engine, key).await?
+    };
+    let mut _lock = None;
+    if found.is_none() {
+        _lock = lock::acquire(&opts.lock_dir, key, reporter).await;
+        if !opts.no_cache && _lock.is_some() {
+            found = ops::find_layer(engine, key).await?;
+        }
+    }
+    if let Some(found) = found {
+        reporter.event(Event::LayerHit {
+            layer: Layer::Boot,
+            tag,
+        });
+        return Ok((found.id, CacheOutcome::Hit, opts.no_check));
+    }
+    if !opts.no_check {
+        let rules = ImageRules {
+            boot_added: true,
+            sdk_staged,
+        };
+        let boot = Some((boot_image.id.as_str(), boot_ref));
+        check_base(engine, &base.id, &opts.base, rules, boot, reporter).await?;
+    }
+    reporter.event(Event::BootBuilding {
+        boot_ref,
+        base: &opts.base,
+    });
+    let build = boot::BootBuild {
+        base,
+        boot_image,
+        boot_ref,
+        key,
+        labels: labels(key, base, boot_image),
+    };
+    let id = boot::build(engine, &build, reporter).await?;
+    Ok((id, CacheOutcome::Miss, true))
+}
+
+impl Ground {
     /// Run the base checks, once: call before building a layer.
-    pub async fn check<E: Engine + ImageTools>(
-        &mut self,
-        engine: &E,
-        reporter: &dyn Reporter,
-    ) -> Result<()> {
+    pub async fn check<E: Engine>(&mut self, engine: &E, reporter: &dyn Reporter) -> Result<()> {
         match self.pending.take() {
             Some(p) => check_base(engine, &p.image, &p.name, p.rules, None, reporter).await,
             None => Ok(()),
@@ -183,7 +174,7 @@ impl Prepared {
     }
 }
 
-async fn check_base<E: Engine + ImageTools>(
+async fn check_base<E: Engine>(
     engine: &E,
     image: &str,
     name: &str,
@@ -191,9 +182,7 @@ async fn check_base<E: Engine + ImageTools>(
     boot: Option<(&str, &str)>,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    reporter.step(&format!(
-        "checking {name} before installing anything (a probe container, no network)"
-    ));
+    reporter.event(Event::CheckingBase { name });
     let facts = image_facts(engine, image, name).await?;
     let mut findings = check::image_findings(&facts, rules);
     if let Some((boot_id, boot_ref)) = boot {
@@ -205,7 +194,8 @@ async fn check_base<E: Engine + ImageTools>(
     } else {
         Err(Error::BaseRefused {
             image: name.to_string(),
-            findings,
+            boot: findings.iter().any(|f| f.check == "boot"),
+            findings: check::list(&findings),
         })
     }
 }

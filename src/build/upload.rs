@@ -51,7 +51,7 @@ pub fn start(
 fn write_tar(writer: ChannelWriter, manifest: &str, files: &[UploadFile]) -> Result<()> {
     let upload_err = |e: io::Error| Error::Engine {
         action: "streaming the artifacts into the setup container".into(),
-        reason: e.to_string(),
+        source: Box::new(e),
     };
     let mut tar = tar::Builder::new(writer);
     tar.mode(tar::HeaderMode::Deterministic);

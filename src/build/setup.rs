@@ -10,8 +10,8 @@
 //! - delete the staged files after a successful setup, so the layer carries
 //!   installed packages, not wheels (files created and deleted in one
 //!   container never reach the layer);
-//! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the engine
-//!   builds the layer without diffing the whole filesystem.
+//! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the build
+//!   writes the layer without diffing the whole filesystem.
 
 use crate::plan::{ARTIFACTS_DIR, BOOT};
 
@@ -21,61 +21,10 @@ pub const SNAPSHOT_DIR: &str = "/.prebuilder-snapshot";
 use crate::record::RECORD_FILE;
 use crate::stage::MANIFEST_FILE;
 
-/// `$1` = 1 to set PIP_NO_INDEX, then the top-level staged names to remove.
-/// The artifacts directory itself stays (empty), as in Beam's own images.
-/// The boot's exit status is the script's.
-const SCRIPT: &str = r##"set -u
-no_index=$1; shift
-if [ "$no_index" = 1 ]; then PIP_NO_INDEX=1; export PIP_NO_INDEX; fi
-# The layer snapshot (see engine::layer): every path but mounts, the snapshot
-# and the staged artifacts, NUL-separated, before and after the setup. Only
-# with GNU find/tar/sort/comm; without them there is no snapshot and the
-# engine commits the container instead. No snapshot either when
-# PREBUILDER_SNAPSHOT is empty (the container is committed).
-# PREBUILDER_ROOT is empty (the container's /) except in unit tests.
-root=$PREBUILDER_ROOT
-snap=$root$PREBUILDER_SNAPSHOT
-paths() {
-  (cd "${root:-/}" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./etc/hosts \
-    -o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./.dockerenv \
-    -o -path ".$PREBUILDER_SNAPSHOT" -o -path ".$PREBUILDER_ARTIFACTS" \) -prune -o "$@")
-}
-snapshot=0
-if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
-   comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
-   paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
-  snapshot=1
-fi
-"$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
-status=$?
-if [ "$status" -ne 0 ]; then
-  echo "prebuilder: $PREBUILDER_BOOT --setup_only exited with status $status" >&2
-  exit "$status"
-fi
-# The record: Python's version and pip's freeze, which prebuilder turns into
-# the JSON record. Best effort: no freeze, no record. It runs while the
-# snapshot walks the filesystem (pip takes a while to start).
-{ { python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-    python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
-    rm -f "$PREBUILDER_RECORD"; } &
-record=$!
-cd "$PREBUILDER_ARTIFACTS" || exit 97
-rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
-if [ "$snapshot" = 1 ]; then
-  # One walk: every path to `after`; those whose ctime is newer than the
-  # marker (ctime cannot be set back, unlike mtime) to `changed` as well.
-  paths \( -cnewer "$snap/marker" -fprint0 "$snap/changed" -o -true \) -print0 |
-    LC_ALL=C sort -z >"$snap/after" || snapshot=0
-fi
-wait "$record"
-if [ "$snapshot" = 1 ]; then
-  # Deleted = listed before, not after. Best effort: no tar, no snapshot.
-  { LC_ALL=C comm -z -23 "$snap/before" "$snap/after" >"$snap/deleted" &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/changed"; } ||
-    rm -f "$snap/layer.tar"
-fi
-exit 0
-"##;
+/// The script (`setup.sh`): `$1` = 1 to set PIP_NO_INDEX, then the
+/// top-level staged names to remove. The artifacts directory itself stays
+/// (empty), as in Beam's own images. The boot's exit status is the script's.
+use crate::plan::keys::SETUP_SCRIPT as SCRIPT;
 
 /// Entrypoint and arguments of the setup container, with a layer snapshot.
 pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {

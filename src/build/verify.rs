@@ -8,16 +8,17 @@
 //! would otherwise produce an image that re-runs the setup on every worker,
 //! is never found again by its key, and poisons a shared registry cache.
 //!
-//! [`verify`] is pure; [`DockerEngine::observe`] gathers what it compares.
+//! Leftovers are looked for in the setup container before a commit (the
+//! commit takes the container as it is). A loaded layer is made from the
+//! setup's snapshot, which never walks the snapshot or artifacts directories
+//! (`setup.sh` prunes them), so it cannot carry either.
+//!
+//! [`verify`] is pure; [`leftovers`] and [`check`] gather what it compares.
 
 use std::collections::BTreeMap;
 
-use bollard::models::{ContainerConfig, ContainerCreateBody};
-use bollard::query_parameters::CreateContainerOptions;
-
-use super::docker::{engine_err, DockerEngine};
 use super::setup::SNAPSHOT_DIR;
-use super::LABEL;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::plan::ARTIFACTS_DIR;
 use crate::stage::MANIFEST_FILE;
@@ -36,28 +37,32 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// What an image built with `config` must show (no leftovers).
-    pub fn expected(config: &ContainerConfig) -> Observed {
+    /// From an Engine API container config (`Entrypoint`, `Env`, `Labels`, …).
+    pub fn from_config(config: &serde_json::Value, leftovers: Vec<String>) -> Observed {
+        let list = |f: &str| -> Vec<String> {
+            config
+                .get(f)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let text = |f: &str| {
+            config
+                .get(f)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
         Observed {
-            entrypoint: config.entrypoint.clone().unwrap_or_default(),
-            cmd: config.cmd.clone().unwrap_or_default(),
-            env: config.env.clone().unwrap_or_default(),
-            working_dir: config.working_dir.clone().unwrap_or_default(),
-            user: config.user.clone().unwrap_or_default(),
+            entrypoint: list("Entrypoint"),
+            cmd: list("Cmd"),
+            env: list("Env"),
+            working_dir: text("WorkingDir"),
+            user: text("User"),
             labels: config
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            leftovers: Vec::new(),
-        }
-    }
-
-    fn from_config(config: &ContainerConfig, leftovers: Vec<String>) -> Observed {
-        Observed {
+                .get("Labels")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
             leftovers,
-            ..Observed::expected(config)
         }
     }
 }
@@ -131,61 +136,47 @@ pub fn leftover_paths(staged: &[&str]) -> Vec<String> {
     paths
 }
 
-impl DockerEngine {
-    /// The config of `image` and which of `paths` exist in it (looked up in
-    /// a container created from it and never started, then removed).
-    pub(super) async fn observe(&self, image: &str, paths: &[String]) -> Result<Observed> {
-        let inspect = self
-            .docker
-            .inspect_image(image)
-            .await
-            .map_err(|e| engine_err(&format!("inspecting the built image {image}"), e))?;
-        let config = inspect.config.unwrap_or_default();
-        let created = self
-            .docker
-            .create_container(
-                None::<CreateContainerOptions>,
-                ContainerCreateBody {
-                    image: Some(image.to_string()),
-                    entrypoint: Some(vec!["/bin/sh".to_string()]),
-                    cmd: Some(Vec::new()),
-                    labels: Some([(LABEL.to_string(), "verify".to_string())].into()),
-                    network_disabled: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| {
-                engine_err(&format!("creating a container from {image} to check it"), e)
-            })?;
-        self.track(&created.id);
-        let mut found = Vec::new();
-        let mut failure = None;
-        for path in paths {
-            match self.exists(&created.id, path).await {
-                Ok(true) => found.push(path.clone()),
-                Ok(false) => {}
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
+/// Which of the leftover paths of `staged` exist in `container`.
+pub async fn leftovers<E: Engine>(
+    engine: &E,
+    container: &str,
+    staged: &[&str],
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for path in leftover_paths(staged) {
+        if engine.exists(container, &path).await? {
+            found.push(path);
         }
-        self.remove_container(&created.id).await;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let c = ContainerConfig {
-            entrypoint: config.entrypoint,
-            cmd: config.cmd,
-            env: config.env,
-            working_dir: config.working_dir,
-            user: config.user,
-            labels: config.labels,
-            ..Default::default()
-        };
-        Ok(Observed::from_config(&c, found))
     }
+    Ok(found)
+}
+
+/// The image `id` shows `want` (a config in the Engine API's JSON form) and
+/// no `leftovers`; else it is removed (untagged, nothing else holds it) and
+/// the build fails naming the engine and every difference.
+pub async fn check<E: Engine>(
+    engine: &E,
+    id: &str,
+    want: &serde_json::Value,
+    leftovers: Vec<String>,
+) -> Result<()> {
+    let got = match engine.inspect(id).await? {
+        Some(info) => Observed::from_config(&info.config, leftovers),
+        None => {
+            return Err(Error::Engine {
+                action: "checking the built layer".into(),
+                source: format!("the engine did not keep {id}").into(),
+            })
+        }
+    };
+    let want = Observed::from_config(want, Vec::new());
+    if let Err(e) = verify(&crate::error::engine(), id, &want, &got) {
+        if let Err(r) = engine.remove_image(id).await {
+            tracing::warn!("could not remove the wrong image {id}: {r}");
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,6 +269,25 @@ mod tests {
             panic!()
         };
         assert_eq!(differences.len(), 2);
+    }
+
+    #[test]
+    fn observed_from_an_engine_config() {
+        let config = serde_json::json!({
+            "Entrypoint": ["/opt/apache/beam/boot"],
+            "Cmd": null,
+            "Env": ["PATH=/usr/bin"],
+            "WorkingDir": "/w",
+            "Labels": {"prebuilder.key": "k"},
+        });
+        let o = Observed::from_config(&config, vec!["/x".into()]);
+        assert_eq!(o.entrypoint, ["/opt/apache/beam/boot"]);
+        assert!(o.cmd.is_empty());
+        assert_eq!(o.env, ["PATH=/usr/bin"]);
+        assert_eq!(o.working_dir, "/w");
+        assert_eq!(o.user, "");
+        assert_eq!(o.labels["prebuilder.key"], "k");
+        assert_eq!(o.leftovers, ["/x"]);
     }
 
     #[test]

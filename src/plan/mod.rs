@@ -1,22 +1,16 @@
 //! Cache keys and layers: which artifacts go into which layer, and the
 //! content-addressed key of each layer. Pure: no I/O, so every rule is unit-tested.
 //!
-//! A layer's key is a sha256 over: the layout version, its parent (the base
-//! image id for the first layer, the previous layer's key after that), the
-//! setup command, the layer's name and the *content digest* of each artifact
-//! it installs. Keys chain, so a change to the application layer leaves the
-//! dependency layer's key (and image) untouched.
-
-use sha2::{Digest, Sha256};
+//! The key rule itself, whole, is in `keys.rs`. Keys chain, so a change to
+//! the application layer leaves the dependency layer's key (and image) untouched.
 
 use crate::error::{Error, Result};
 use crate::stage::manifest::{self, ManifestEntry};
-use crate::stage::{Artifact, Role, StagedSet, MANIFEST_FILE};
+use crate::stage::{Artifact, Role, StagedSet};
 
-/// Bumped whenever what a key stands for changes (the setup script, the
-/// upload layout, the layer split): old cache entries then simply miss.
-/// v2: every layer's setup also writes the image's record (`crate::record`).
-pub const LAYOUT_VERSION: &str = "prebuilder-layout-v2";
+pub mod keys;
+pub use keys::{boot_key, layer_key, setup_command, LAYOUT_VERSION};
+
 /// Where Beam's images keep the boot and where its Dockerfile stages artifacts.
 pub const BEAM_DIR: &str = "/opt/apache/beam";
 pub const BOOT: &str = "/opt/apache/beam/boot";
@@ -26,6 +20,8 @@ pub const TAG_HEX_LEN: usize = 32;
 /// Tag prefix of layers below a result: `REPO:layer-<key>`. A result is
 /// tagged `REPO:<key>` (and with every `--tag`).
 pub const LAYER_TAG_PREFIX: &str = "layer-";
+/// Name of the layer `build --boot-from` adds below the others.
+pub const BOOT_LAYER: &str = "boot";
 
 /// Layers, least-often-changed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,16 +84,6 @@ impl Plan<'_> {
     pub fn tag(&self) -> &str {
         self.layers.last().map_or("", |l| l.tag())
     }
-}
-
-/// The boot invocation the setup runs, as it enters the key.
-pub fn setup_command() -> Vec<String> {
-    vec![
-        BOOT.to_string(),
-        "--setup_only".to_string(),
-        "--artifacts".to_string(),
-        format!("{ARTIFACTS_DIR}/{MANIFEST_FILE}"),
-    ]
 }
 
 /// Which layer an artifact belongs to, or `None` when the boot ignores it.
@@ -171,71 +157,6 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
         base_id: base_id.to_string(),
         layers,
     })
-}
-
-/// The key of one layer. Artifacts are sorted by staged name so the key does
-/// not depend on manifest order (the boot orders installs by role, and the
-/// order of extra packages is itself content of `extra_packages.txt`).
-pub fn layer_key(
-    parent: &str,
-    name: LayerName,
-    command: &[String],
-    artifacts: &[&Artifact],
-) -> String {
-    let mut sorted: Vec<&&Artifact> = artifacts.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut h = Sha256::new();
-    // Every field is length-prefixed so that no two inputs encode alike.
-    let mut field = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    field(LAYOUT_VERSION.as_bytes());
-    field(parent.as_bytes());
-    field(name.as_str().as_bytes());
-    field(&(command.len() as u64).to_le_bytes());
-    for arg in command {
-        field(arg.as_bytes());
-    }
-    field(&(sorted.len() as u64).to_le_bytes());
-    for a in sorted {
-        field(a.name.as_bytes());
-        field(a.content_digest.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-/// Name of the layer `build --boot-from` adds below the others.
-pub const BOOT_LAYER: &str = "boot";
-
-/// The key of the `boot` layer: the base image plus the `/opt/apache/beam` of
-/// the boot image. It is the parent of the first installing layer, so a
-/// different boot (or none) never shares a dependency layer.
-pub fn boot_key(base_id: &str, boot_image_id: &str) -> String {
-    let mut h = Sha256::new();
-    for field in [LAYOUT_VERSION, base_id, BOOT_LAYER, boot_image_id, BEAM_DIR] {
-        h.update((field.len() as u64).to_le_bytes());
-        h.update(field.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-#[cfg(test)]
-mod boot_key_tests {
-    use super::*;
-
-    #[test]
-    fn boot_key_depends_on_base_and_boot_image_only() {
-        let k = boot_key("sha256:base", "sha256:sdk");
-        assert_eq!(k, boot_key("sha256:base", "sha256:sdk"));
-        assert_eq!(k.len(), 64);
-        assert_ne!(k, boot_key("sha256:other", "sha256:sdk"));
-        assert_ne!(k, boot_key("sha256:base", "sha256:other"));
-        assert_ne!(boot_key("ab", "c"), boot_key("a", "bc"));
-        // Not the key of any base: layers built on it never collide with layers
-        // built on the bare base.
-        assert_ne!(k, "sha256:base");
-    }
 }
 
 #[cfg(test)]

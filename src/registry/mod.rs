@@ -15,6 +15,8 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 
+pub mod reference;
+
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// The key docker's config.json uses for Docker Hub.
@@ -35,17 +37,13 @@ impl RepositoryRef {
     /// The docker CLI's rule: the first component is a registry host when it
     /// has a `.` or `:` or is `localhost`.
     pub fn parse(repository: &str) -> RepositoryRef {
-        match repository.split_once('/') {
-            Some((host, rest))
-                if host.contains('.') || host.contains(':') || host == "localhost" =>
-            {
-                RepositoryRef {
-                    registry: host.to_string(),
-                    path: rest.to_string(),
-                    explicit: true,
-                }
-            }
-            _ => RepositoryRef {
+        match reference::split_domain(repository) {
+            (Some(host), rest) => RepositoryRef {
+                registry: host.to_string(),
+                path: rest.to_string(),
+                explicit: true,
+            },
+            (None, _) => RepositoryRef {
                 registry: DOCKER_HUB.to_string(),
                 path: if repository.contains('/') {
                     repository.to_string()
@@ -122,6 +120,27 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
             registry: repo.registry.clone(),
             reason: e.to_string(),
         }),
+    }
+}
+
+/// What the build asks of a registry itself (pushing goes through the
+/// engine): a trait so the build's decisions are tested without one; the
+/// real [`Registry`] is tested against a real registry in integration tests.
+#[allow(async_fn_in_trait)]
+pub trait Manifests {
+    /// The registry's host (`localhost:5000`), for messages.
+    fn host(&self) -> &str;
+    /// The manifest digest of `tag` in the repository; `None` when absent.
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>>;
+}
+
+impl Manifests for Registry {
+    fn host(&self) -> &str {
+        &self.repo.registry
+    }
+
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
+        Registry::manifest_digest(self, tag).await
     }
 }
 

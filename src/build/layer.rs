@@ -1,0 +1,340 @@
+//! One installing layer: a setup container from the layer below, the
+//! layer's artifacts uploaded into it, the boot run in setup-only mode, the
+//! record read back, then the layer saved: preferably the setup's snapshot
+//! assembled into a layer (`crate::image`) and loaded, else (no GNU tools in
+//! the base, or `PREBUILDER_COMMIT`) a commit of the container. The container
+//! is removed on every path.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::setup::{self, SNAPSHOT_DIR};
+use super::{local, record, upload, verify};
+use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
+use crate::error::{Error, Result};
+use crate::image;
+use crate::plan::{LayerName, LayerPlan, BEAM_DIR, BOOT};
+use crate::progress::{Event, Reporter};
+use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
+
+/// Lines of setup output kept for the error message when the setup fails.
+const TAIL_LINES: usize = 25;
+
+/// What one layer build needs.
+pub struct LayerBuild<'a> {
+    /// The image the setup container starts from (base or previous layer).
+    pub from_image: &'a str,
+    /// The image whose config (entrypoint, cmd, env, …) the layer keeps:
+    /// the base, or the boot layer.
+    pub config_image: &'a ImageInfo,
+    pub layer: &'a LayerPlan<'a>,
+    /// Labels the layer image gets on top of the base's.
+    pub labels: BTreeMap<String, String>,
+    pub network: &'a Network,
+    /// Commit the container instead of loading the snapshot.
+    pub commit: bool,
+}
+
+/// Build the layer; the new image's id.
+pub async fn build<E: Engine>(
+    engine: &E,
+    b: &LayerBuild<'_>,
+    reporter: &dyn Reporter,
+) -> Result<String> {
+    let layer = b.layer;
+    let names: Vec<&str> = layer.artifacts.iter().map(|a| a.name.as_str()).collect();
+    let spec = ContainerSpec {
+        name: format!(
+            "prebuilder-setup-{}-{}-{}",
+            layer.name,
+            &layer.key[..12],
+            std::process::id()
+        ),
+        image: b.from_image.to_string(),
+        // No snapshot when the container is committed: the commit would carry it.
+        entrypoint: setup::command_with(matches!(b.network, Network::None), !b.commit, &names),
+        role: "setup".into(),
+        network: b.network.clone(),
+    };
+    reporter.event(Event::CreatingContainer {
+        layer: layer.name,
+        name: &spec.name,
+    });
+    let container = engine.create(&spec).await?;
+    let result = set_up_and_save(engine, &container, b, reporter).await;
+    engine.remove_container(&container).await;
+    let (id, config, leftovers) = result?;
+    // Before anything is tagged: the image is what was asked for.
+    verify::check(engine, &id, &config, leftovers).await?;
+    Ok(id)
+}
+
+/// Everything between "container created" and "layer image saved"; the
+/// caller removes the container whatever happens here. The image id, the
+/// config asked for and the setup leftovers seen in the container.
+async fn set_up_and_save<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    reporter: &dyn Reporter,
+) -> Result<(String, serde_json::Value, Vec<String>)> {
+    for path in [BOOT, "/bin/sh"] {
+        if !engine.exists(container, path).await? {
+            return Err(Error::BootMissing {
+                image: b.from_image.to_string(),
+                path: path.to_string(),
+            });
+        }
+    }
+    upload_artifacts(engine, container, b.layer, reporter).await?;
+    run_setup(engine, container, b.layer.name, reporter).await?;
+    // The environment's record (pip freeze + inputs) goes into the image and a label.
+    let record = record::make(engine, container, b, reporter).await?;
+    let mut labels = b.labels.clone();
+    if let Some((_, label)) = &record {
+        labels.insert(LABEL_RECORD.to_string(), label.clone());
+    }
+    // Overrides the setup container's `prebuilder=setup`, which a commit copies.
+    labels.insert(LABEL.to_string(), "image".to_string());
+    let config = image::layer_config(&b.config_image.config, &labels);
+    let file = record.as_ref().map(|(f, _)| f.as_slice());
+    if !b.commit {
+        match load_snapshot(engine, container, b, &config, file, reporter).await {
+            Ok(Some(image)) => return Ok((image, config, Vec::new())),
+            Ok(None) => reporter.event(Event::NoSnapshot {
+                layer: b.layer.name,
+            }),
+            // The container holds the snapshot, which the commit carries: the
+            // check below refuses such an image rather than report it.
+            Err(e) => tracing::warn!(
+                "{}: {e}; committing the setup container instead",
+                b.layer.name
+            ),
+        }
+    }
+    let names: Vec<&str> = b.layer.artifacts.iter().map(|a| a.name.as_str()).collect();
+    let leftovers = verify::leftovers(engine, container, &names).await?;
+    if let Some(file) = file {
+        ops::upload_file(engine, container, BEAM_DIR, RECORD_NAME, file).await?;
+    }
+    reporter.event(Event::Committing {
+        layer: b.layer.name,
+    });
+    let comment = format!("prebuilder {} layer {}", b.layer.name, b.layer.tag());
+    let id = engine.commit(container, &config, &comment).await?;
+    Ok((id, config, leftovers))
+}
+
+/// Stream the layer's artifacts (and its manifest) into the container.
+async fn upload_artifacts<E: Engine>(
+    engine: &E,
+    container: &str,
+    layer: &LayerPlan<'_>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let files: Vec<upload::UploadFile> = layer
+        .artifacts
+        .iter()
+        .map(|a| upload::UploadFile {
+            name: a.name.clone(),
+            path: a.path.clone(),
+            size: a.size,
+        })
+        .collect();
+    reporter.event(Event::Uploading {
+        layer: layer.name,
+        files: files.len(),
+        bytes: files.iter().map(|f| f.size).sum(),
+    });
+    let (chunks, writer) = upload::start(layer.manifest.clone(), files);
+    let body =
+        futures_util::stream::unfold(
+            chunks,
+            |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+        )
+        .boxed();
+    let uploaded = engine.upload(container, BEAM_DIR, body).await;
+    // The writer's error names the file at fault: prefer it.
+    writer.await.map_err(|source| Error::Task {
+        action: "streaming the artifacts".into(),
+        source,
+    })??;
+    uploaded
+}
+
+/// Run the setup attached, its output as events, line by line; a non-zero
+/// exit status is [`Error::SetupFailed`] with the last lines.
+async fn run_setup<E: Engine>(
+    engine: &E,
+    container: &str,
+    layer: LayerName,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    reporter.event(Event::RunningSetup { layer });
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut partial = Vec::new();
+    let mut emit = |line: &[u8]| {
+        let line = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_string();
+        reporter.event(Event::SetupOutput { layer, line: &line });
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    };
+    // stdout and stderr interleave as the boot wrote them.
+    let mut on_output = |_: bool, chunk: &[u8]| {
+        partial.extend_from_slice(chunk);
+        while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=pos).collect();
+            emit(&line[..line.len() - 1]);
+        }
+    };
+    let status = engine.run_attached(container, &mut on_output).await?;
+    if !partial.is_empty() {
+        emit(&partial);
+    }
+    if status == 0 {
+        return Ok(());
+    }
+    let tail: Vec<String> = tail.into_iter().collect();
+    let shown = if tail.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<String> = tail.iter().map(|l| format!("  | {l}")).collect();
+        format!("\nlast lines of the setup's output:\n{}", lines.join("\n"))
+    };
+    Err(Error::SetupFailed {
+        layer: layer.to_string(),
+        step: setup::failing_step(&tail),
+        status,
+        tail: shown,
+    })
+}
+
+/// Assemble the setup's snapshot into a layer and load it; the new image's
+/// id. `Ok(None)` when the setup left no snapshot (no GNU find/tar in the base).
+async fn load_snapshot<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    config: &serde_json::Value,
+    record: Option<&[u8]>,
+    reporter: &dyn Reporter,
+) -> Result<Option<String>> {
+    let tmp = tempfile::tempdir().map_err(local("creating a temporary directory"))?;
+    let snapshot = tmp.path().join("snapshot.tar");
+    let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
+    if !download_to(engine, container, &layer_tar, &snapshot).await? {
+        return Ok(None);
+    }
+    let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
+        .await?
+        .unwrap_or_default();
+    let parent = ops::require(engine, b.from_image, "layer parent image").await?;
+    reporter.event(Event::WritingLayer {
+        layer: b.layer.name,
+    });
+    let dir = tmp.path().to_path_buf();
+    let config = config.clone();
+    let record = record.map(<[u8]>::to_vec);
+    let (archive, image_id) = tokio::task::spawn_blocking(move || {
+        assemble(
+            &dir,
+            &snapshot,
+            &deleted,
+            record.as_deref(),
+            &parent,
+            config,
+        )
+    })
+    .await
+    .map_err(|source| Error::Task {
+        action: "writing the layer".into(),
+        source,
+    })?
+    .map_err(local(format!(
+        "writing the layer in {}",
+        tmp.path().display()
+    )))?;
+    reporter.event(Event::LoadingLayer {
+        layer: b.layer.name,
+    });
+    engine.load(&archive).await?;
+    match engine.inspect(&image_id).await? {
+        Some(_) => Ok(Some(image_id)),
+        None => Err(Error::Engine {
+            action: "loading the layer image".into(),
+            source: format!("the engine did not keep {image_id}").into(),
+        }),
+    }
+}
+
+/// The layer tar, the image config and the load archive, in `dir`: the
+/// archive's path and the image id. Blocking.
+fn assemble(
+    dir: &Path,
+    snapshot: &Path,
+    deleted: &[u8],
+    record: Option<&[u8]>,
+    parent: &ImageInfo,
+    config: serde_json::Value,
+) -> std::io::Result<(std::path::PathBuf, String)> {
+    let layer_tar = dir.join("layer.tar");
+    let diff_id = image::write_layer(
+        BufReader::with_capacity(1 << 20, std::fs::File::open(snapshot)?),
+        deleted,
+        record.map(|r| (RECORD_FILE, r)),
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(&layer_tar)?),
+    )?;
+    let mut diff_ids = parent.layers.clone();
+    diff_ids.push(diff_id);
+    let config = image::image_config(
+        &parent.os,
+        &parent.architecture,
+        config,
+        &diff_ids,
+        image::now_rfc3339(),
+    );
+    let archive = dir.join("image.tar");
+    let layer = std::fs::File::open(&layer_tar)?;
+    let size = layer.metadata()?.len();
+    image::write_archive(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive)?),
+        &config,
+        diff_ids.len(),
+        BufReader::with_capacity(1 << 20, layer),
+        size,
+    )?;
+    Ok((archive, image::image_id(&config)))
+}
+
+/// Stream `path` out of a container into `to` (the engine's tar around it).
+/// `false` when the path does not exist.
+async fn download_to<E: Engine>(
+    engine: &E,
+    container: &str,
+    path: &str,
+    to: &Path,
+) -> Result<bool> {
+    let Some(mut stream) = engine.download(container, path).await? else {
+        return Ok(false);
+    };
+    let mut file = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| Error::io(to, e))?;
+    while let Some(chunk) = stream.next().await {
+        let bytes = chunk.map_err(|e| Error::Engine {
+            action: format!("reading {path} from container {container}"),
+            source: Box::new(e),
+        })?;
+        file.write_all(&bytes).await.map_err(|e| Error::io(to, e))?;
+    }
+    file.flush().await.map_err(|e| Error::io(to, e))?;
+    Ok(true)
+}

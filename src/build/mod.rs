@@ -1,0 +1,345 @@
+//! The build, as one pipeline over an engine of primitives:
+//!
+//! 1. find: the base, then every layer on the engine (`find_local`), else the
+//!    result's content tag in the registry (`find_in_registry`);
+//! 2. lock: a layer that is missing is locked by key (`lock`), so concurrent
+//!    runs with the same inputs build it once;
+//! 3. set up: the base is checked once (`base`), then each missing layer runs
+//!    the boot in a setup container (`layer`, `setup`, `upload`, `record`);
+//! 4. assemble: the setup's snapshot becomes a layer (`crate::image`), loaded
+//!    into the engine, or the container is committed;
+//! 5. publish: tags, then `--push` (`publish`).
+//!
+//! Generic over [`Engine`] and [`Manifests`], so every decision here is
+//! unit-tested against the recording fake (`tests.rs`) with no daemon.
+
+pub mod base;
+pub mod boot;
+pub mod layer;
+pub mod lock;
+pub mod publish;
+pub mod record;
+pub mod setup;
+pub mod upload;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::engine::{
+    ops, Engine, ImageInfo, Network, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY, LABEL_LAYER,
+    LABEL_PARENT, LABEL_VERSION,
+};
+use crate::error::{Error, Result};
+use crate::plan::{self, LayerPlan, Plan, LAYER_TAG_PREFIX};
+use crate::progress::{Event, Layer, Reporter};
+use crate::registry::{Credential, Manifests};
+use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
+use crate::stage::StagedSet;
+
+/// What a build is asked to do (the build flags, minus the inputs).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub base: String,
+    pub repository: String,
+    /// Extra tags for the result (`--tag`).
+    pub tags: Vec<String>,
+    pub push: bool,
+    pub replace_tags: bool,
+    pub no_cache: bool,
+    pub no_check: bool,
+    pub boot_from: Option<String>,
+    pub network: Network,
+    /// Where the per-key lock files live.
+    pub lock_dir: PathBuf,
+    /// Commit the setup container instead of loading its snapshot as a layer
+    /// (`PREBUILDER_COMMIT`; read by the caller, never deep in here).
+    pub commit: bool,
+}
+
+/// A registry the build may use, with the credentials for it.
+pub struct Remote<R> {
+    pub registry: R,
+    pub credential: Option<Credential>,
+}
+
+/// Build (or find) every layer of `set` on `opts.base`, tag the result and
+/// push it when asked. `remote` is called only when the registry is needed
+/// (credentials may run a helper process): never on a relaunch that finds
+/// every layer here and pushes nothing.
+pub async fn run<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    set: &StagedSet,
+    remote: impl FnOnce() -> Result<Option<Remote<R>>>,
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let started = Instant::now();
+    let base = engine
+        .inspect(&opts.base)
+        .await?
+        .ok_or_else(|| Error::BaseMissing {
+            image: opts.base.clone(),
+        })?;
+    let mut ground = base::prepare(engine, opts, set, &base, reporter).await?;
+    let plan = plan::plan(set, &ground.parent)?;
+    let local = find_local(engine, opts, &plan).await?;
+    let all_local = local.len() == plan.layers.len();
+    let remote = if all_local && !opts.push {
+        None
+    } else {
+        remote()?
+    };
+    let mut layers = std::mem::take(&mut ground.layers);
+    if !all_local && !opts.no_cache {
+        if let Some(digest) = find_in_registry(remote.as_ref(), opts, &plan, reporter).await? {
+            layers.extend(plan.layers.iter().map(|l| LayerReport {
+                name: l.name.to_string(),
+                cache: CacheOutcome::Registry,
+                seconds: 0.0,
+                image_id: String::new(),
+            }));
+            let outcome = Outcome {
+                layers,
+                image_id: None,
+                digest: Some(digest),
+                tags: Vec::new(),
+            };
+            return Ok(report(opts, &plan, &base, outcome, started));
+        }
+    }
+    let built = build_layers(engine, opts, &plan, &mut ground, &local, &base, reporter).await?;
+    layers.extend(built);
+    let result = layers
+        .last()
+        .map(|l| l.image_id.clone())
+        .unwrap_or_default();
+    let tags = tag_extra(engine, opts, &result).await?;
+    let digest = match (&remote, opts.push) {
+        (Some(remote), true) => {
+            Some(publish::push(engine, opts, remote, plan.tag(), reporter).await?)
+        }
+        _ => None,
+    };
+    let outcome = Outcome {
+        layers,
+        image_id: Some(result),
+        digest,
+        tags,
+    };
+    Ok(report(opts, &plan, &base, outcome, started))
+}
+
+/// The ids of the layers found on the engine, bottom up, up to the first
+/// missing one (none with `--no-cache`).
+async fn find_local<E: Engine>(engine: &E, opts: &Options, plan: &Plan<'_>) -> Result<Vec<String>> {
+    let mut local = Vec::new();
+    if opts.no_cache {
+        return Ok(local);
+    }
+    for layer in &plan.layers {
+        match ops::find_layer(engine, &layer.key).await? {
+            Some(found) => local.push(found.id),
+            None => break,
+        }
+    }
+    Ok(local)
+}
+
+/// The registry's digest of the result's content tag, when the registry has
+/// it. Without `--push` the registry is only a cache: a failure to ask it
+/// is reported and the build goes on locally.
+async fn find_in_registry<R: Manifests>(
+    remote: Option<&Remote<R>>,
+    opts: &Options,
+    plan: &Plan<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Option<String>> {
+    let Some(remote) = remote else {
+        return Ok(None);
+    };
+    match remote.registry.manifest_digest(plan.tag()).await {
+        Ok(Some(digest)) => {
+            reporter.event(Event::RegistryHit {
+                image: &format!("{}:{}", opts.repository, plan.tag()),
+                registry: remote.registry.host(),
+                digest: &digest,
+            });
+            Ok(Some(digest))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if !opts.push => {
+            reporter.event(Event::RegistrySkipped {
+                reason: &e.to_string(),
+            });
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Build or reuse each layer in turn and tag it: the result by its key, the
+/// layers below it by `layer-<key>`, which tells `gc` what only serves a result.
+async fn build_layers<E: Engine>(
+    engine: &E,
+    opts: &Options,
+    plan: &Plan<'_>,
+    ground: &mut base::Ground,
+    local: &[String],
+    base: &ImageInfo,
+    reporter: &dyn Reporter,
+) -> Result<Vec<LayerReport>> {
+    let mut layers = Vec::new();
+    let mut from_image = ground.from_image.clone();
+    for (i, layer) in plan.layers.iter().enumerate() {
+        let started = Instant::now();
+        let (id, cache) = match local.get(i) {
+            Some(id) => {
+                reporter.event(Event::LayerHit {
+                    layer: Layer::Install(layer.name),
+                    tag: layer.tag(),
+                });
+                (id.clone(), CacheOutcome::Hit)
+            }
+            None => build_or_wait(engine, opts, layer, &from_image, ground, base, reporter).await?,
+        };
+        let tag = if i + 1 == plan.layers.len() {
+            layer.tag().to_string()
+        } else {
+            format!("{LAYER_TAG_PREFIX}{}", layer.tag())
+        };
+        engine.tag(&id, &opts.repository, &tag).await?;
+        layers.push(LayerReport {
+            name: layer.name.to_string(),
+            cache,
+            seconds: round(started.elapsed().as_secs_f64()),
+            image_id: id.clone(),
+        });
+        from_image = id;
+    }
+    Ok(layers)
+}
+
+/// A layer missing on the engine: lock its key; a concurrent run with the
+/// same inputs may have built it while this one waited; else check the base
+/// (once) and build it. The lock is held until the layer is built.
+async fn build_or_wait<E: Engine>(
+    engine: &E,
+    opts: &Options,
+    layer: &LayerPlan<'_>,
+    from_image: &str,
+    ground: &mut base::Ground,
+    base: &ImageInfo,
+    reporter: &dyn Reporter,
+) -> Result<(String, CacheOutcome)> {
+    let lock = lock::acquire(&opts.lock_dir, &layer.key, reporter).await;
+    if !opts.no_cache && lock.is_some() {
+        if let Some(found) = ops::find_layer(engine, &layer.key).await? {
+            reporter.event(Event::LayerHit {
+                layer: Layer::Install(layer.name),
+                tag: layer.tag(),
+            });
+            return Ok((found.id, CacheOutcome::Hit));
+        }
+    }
+    ground.check(engine, reporter).await?;
+    reporter.event(Event::LayerBuilding {
+        layer: layer.name,
+        artifacts: layer.artifacts.len(),
+    });
+    let build = layer::LayerBuild {
+        from_image,
+        config_image: &ground.config,
+        layer,
+        labels: labels(layer, base),
+        network: &opts.network,
+        commit: opts.commit,
+    };
+    let id = layer::build(engine, &build, reporter).await?;
+    drop(lock);
+    Ok((id, CacheOutcome::Miss))
+}
+
+/// Every `--tag` on the result, as full `repo:tag` references.
+async fn tag_extra<E: Engine>(engine: &E, opts: &Options, image: &str) -> Result<Vec<String>> {
+    let mut tags = Vec::new();
+    for t in &opts.tags {
+        engine.tag(image, &opts.repository, t).await?;
+        tags.push(format!("{}:{t}", opts.repository));
+    }
+    Ok(tags)
+}
+
+/// What differs between a registry hit and a local build, for [`report`].
+struct Outcome {
+    layers: Vec<LayerReport>,
+    image_id: Option<String>,
+    digest: Option<String>,
+    tags: Vec<String>,
+}
+
+/// The report, built in one place for every outcome.
+fn report(
+    opts: &Options,
+    plan: &Plan<'_>,
+    base: &ImageInfo,
+    outcome: Outcome,
+    started: Instant,
+) -> Report {
+    let image = format!("{}:{}", opts.repository, plan.tag());
+    Report {
+        sdk_container_image: match &outcome.digest {
+            Some(d) => format!("{}@{d}", opts.repository),
+            None => image.clone(),
+        },
+        image,
+        image_id: outcome.image_id,
+        digest: outcome.digest,
+        cached: outcome.layers.iter().all(|l| l.cache != CacheOutcome::Miss),
+        layers: outcome.layers,
+        base: BaseReport {
+            reference: opts.base.clone(),
+            id: base.id.clone(),
+        },
+        tags: outcome.tags,
+        seconds: round(started.elapsed().as_secs_f64()),
+    }
+}
+
+/// Labels that describe a layer image: its key (what the cache looks up),
+/// where it sits, and the inputs it installed.
+fn labels(layer: &LayerPlan<'_>, base: &ImageInfo) -> BTreeMap<String, String> {
+    let artifacts: BTreeMap<&str, &str> = layer
+        .artifacts
+        .iter()
+        .map(|a| (a.name.as_str(), a.content_digest.as_str()))
+        .collect();
+    BTreeMap::from([
+        (LABEL_KEY.to_string(), layer.key.clone()),
+        (LABEL_LAYER.to_string(), layer.name.to_string()),
+        (LABEL_PARENT.to_string(), layer.parent.clone()),
+        (LABEL_BASE.to_string(), base.id.clone()),
+        (
+            LABEL_VERSION.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        (
+            LABEL_ARTIFACTS.to_string(),
+            serde_json::to_string(&artifacts).unwrap_or_default(),
+        ),
+    ])
+}
+
+pub(crate) fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+/// A local I/O failure while doing `action` (never the engine's fault).
+pub(crate) fn local(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Local { action, source }
+}

@@ -1,0 +1,69 @@
+//! The record step of a layer build (see `crate::record`): after the setup
+//! succeeded, read the pip freeze the setup script left in the stopped
+//! container and turn it into the record JSON (which replaces the freeze in
+//! the layer) and the label value.
+
+use std::collections::BTreeMap;
+
+use super::layer::LayerBuild;
+use crate::engine::{ops, Engine, LABEL_BASE, LABEL_BOOT_FROM};
+use crate::error::Result;
+use crate::progress::{Event, Reporter};
+use crate::record::{self, Record, FORMAT, LABEL_RECORD, RECORD_FILE};
+
+/// The record of a finished setup: the file content for [`RECORD_FILE`] and
+/// the label value. `None` (with a warning) when the setup left no freeze: a
+/// missing record does not fail a build.
+pub async fn make<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Option<(Vec<u8>, String)>> {
+    let layer = b.layer;
+    let Some(freeze) = ops::download_file(engine, container, RECORD_FILE).await? else {
+        tracing::warn!(
+            "{}: the setup left no pip freeze at {RECORD_FILE}; the image gets no record",
+            layer.name
+        );
+        return Ok(None);
+    };
+    let (python, packages) = record::parse_freeze(&String::from_utf8_lossy(&freeze));
+    // Inputs of the layers below come from the parent layer's record.
+    let mut inputs = match engine.inspect(b.from_image).await {
+        Ok(Some(parent)) => parent
+            .labels
+            .get(LABEL_RECORD)
+            .and_then(|l| Record::parse(l).ok())
+            .map(|r| r.inputs)
+            .unwrap_or_default(),
+        _ => BTreeMap::new(),
+    };
+    inputs.insert(
+        layer.name.to_string(),
+        layer
+            .artifacts
+            .iter()
+            .map(|a| (a.name.clone(), a.content_digest.clone()))
+            .collect(),
+    );
+    let rec = Record {
+        format: FORMAT,
+        layer: layer.name.to_string(),
+        key: layer.key.clone(),
+        base: b
+            .labels
+            .get(LABEL_BASE)
+            .cloned()
+            .unwrap_or_else(|| b.config_image.id.clone()),
+        boot_from: b.config_image.labels.get(LABEL_BOOT_FROM).cloned(),
+        python,
+        inputs,
+        packages: Some(packages),
+    };
+    reporter.event(Event::Recording {
+        layer: layer.name,
+        packages: rec.packages.as_ref().map_or(0, BTreeMap::len),
+    });
+    Ok(Some((rec.to_file().into_bytes(), rec.label())))
+}

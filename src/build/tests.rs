@@ -1,0 +1,769 @@
+//! The build's decisions against the recording fake engine and registry: no
+//! daemon (`DOCKER_HOST` is never read here). Each test builds a small
+//! staged set on disk and asserts what the build called, tagged, pushed,
+//! left behind and reported.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::engine::fake::{FakeEngine, FakeRegistry, Setup};
+use crate::progress::Silent;
+use crate::stage::{Artifact, Role};
+
+const BASE: &str = "beam:2.77.0";
+const REPO: &str = "localhost:5000/team/sdk";
+
+/// Events as `Debug` text, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Reporter for Recorder {
+    fn event(&self, event: Event<'_>) {
+        self.0.lock().unwrap().push(format!("{event:?}"));
+    }
+}
+
+impl Recorder {
+    fn saw(&self, what: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|e| e.contains(what))
+    }
+}
+
+struct World {
+    engine: FakeEngine,
+    files: tempfile::TempDir,
+    locks: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let engine = FakeEngine::new();
+    engine.add_base(BASE);
+    World {
+        engine,
+        files: tempfile::tempdir().unwrap(),
+        locks: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl World {
+    fn artifact(&self, name: &str, content: &str, role: Role) -> Artifact {
+        let path = self.files.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let digest = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+        Artifact {
+            name: name.to_string(),
+            path,
+            size: content.len() as u64,
+            sha256: digest.clone(),
+            content_digest: digest,
+            role,
+        }
+    }
+
+    /// requirements + a wheel (dependencies), workflow (application).
+    fn set(&self, app: &str) -> StagedSet {
+        let artifacts = vec![
+            self.artifact("requirements.txt", "six==1.16.0\n", Role::Requirements),
+            self.artifact(
+                "six-1.16.0-py3-none-any.whl",
+                "wheel",
+                Role::RequirementsCache,
+            ),
+            self.artifact("workflow.tar.gz", app, Role::Workflow),
+        ];
+        StagedSet::new(artifacts, self.files.path().to_path_buf(), None)
+    }
+
+    fn opts(&self) -> Options {
+        Options {
+            base: BASE.into(),
+            repository: REPO.into(),
+            tags: Vec::new(),
+            push: false,
+            replace_tags: false,
+            no_cache: false,
+            no_check: true,
+            boot_from: None,
+            network: Network::None,
+            lock_dir: self.locks.path().to_path_buf(),
+            commit: false,
+        }
+    }
+
+    async fn build(&self, opts: &Options, set: &StagedSet, rec: &Recorder) -> Result<Report> {
+        let registry = self.engine.registry.clone();
+        run(
+            &self.engine,
+            opts,
+            set,
+            || {
+                Ok(Some(Remote {
+                    registry,
+                    credential: None,
+                }))
+            },
+            rec,
+        )
+        .await
+    }
+
+    async fn quick(&self, opts: &Options, set: &StagedSet) -> Result<Report> {
+        self.build(opts, set, &Recorder::default()).await
+    }
+
+    fn result_tags(&self) -> Vec<String> {
+        self.engine
+            .tags()
+            .into_iter()
+            .filter(|t| t.starts_with(REPO))
+            .collect()
+    }
+}
+
+fn caches(r: &Report) -> Vec<CacheOutcome> {
+    r.layers.iter().map(|l| l.cache).collect()
+}
+
+use sha2::Digest as _;
+use CacheOutcome::{Hit, Miss, Registry as InRegistry};
+
+#[tokio::test]
+async fn a_cold_build_builds_every_layer_and_tags_them() {
+    let w = world();
+    let set = w.set("app v1");
+    let r = w.quick(&w.opts(), &set).await.unwrap();
+    assert_eq!(caches(&r), [Miss, Miss]);
+    assert!(!r.cached);
+    let tags = w.result_tags();
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    assert!(tags.iter().any(|t| t.contains(":layer-")), "{tags:?}");
+    assert!(tags.contains(&r.image), "{tags:?} {}", r.image);
+    assert_eq!(
+        w.engine.tagged(&r.image).unwrap().id,
+        r.image_id.clone().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_relaunch_hits_every_layer_and_creates_no_container() {
+    let w = world();
+    let set = w.set("app v1");
+    let first = w.quick(&w.opts(), &set).await.unwrap();
+    let creates = w.engine.count("create");
+    let rec = Recorder::default();
+    let again = w.build(&w.opts(), &set, &rec).await.unwrap();
+    assert_eq!(caches(&again), [Hit, Hit]);
+    assert!(again.cached);
+    assert_eq!(again.image, first.image);
+    assert_eq!(again.image_id, first.image_id);
+    assert_eq!(w.engine.count("create"), creates, "no container on a hit");
+    assert!(rec.saw("LayerHit"));
+    assert!(!rec.saw("CreatingContainer"));
+}
+
+#[tokio::test]
+async fn a_relaunch_that_hits_everything_never_asks_the_registry() {
+    let w = world();
+    let set = w.set("app v1");
+    w.quick(&w.opts(), &set).await.unwrap();
+    let lookups = w.engine.registry.lookups.lock().unwrap().len();
+    let asked = std::sync::atomic::AtomicBool::new(false);
+    let r = run(
+        &w.engine,
+        &w.opts(),
+        &set,
+        || -> Result<Option<Remote<Arc<FakeRegistry>>>> {
+            asked.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(None)
+        },
+        &Silent,
+    )
+    .await
+    .unwrap();
+    assert!(r.cached);
+    assert!(
+        !asked.load(std::sync::atomic::Ordering::SeqCst),
+        "no credentials read"
+    );
+    assert_eq!(w.engine.registry.lookups.lock().unwrap().len(), lookups);
+}
+
+#[tokio::test]
+async fn a_code_change_reuses_the_dependency_layer() {
+    let w = world();
+    let first = w.quick(&w.opts(), &w.set("app v1")).await.unwrap();
+    let second = w.quick(&w.opts(), &w.set("app v2")).await.unwrap();
+    assert_eq!(caches(&second), [Hit, Miss]);
+    assert_eq!(second.layers[0].image_id, first.layers[0].image_id);
+    assert_ne!(second.image, first.image);
+    assert_eq!(w.engine.count("create"), 3, "two builds, one reused layer");
+}
+
+#[tokio::test]
+async fn the_application_layer_starts_from_the_dependency_layer() {
+    let w = world();
+    let r = w.quick(&w.opts(), &w.set("app")).await.unwrap();
+    let deps = &r.layers[0].image_id;
+    let creates: Vec<String> = w
+        .engine
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("create setup"))
+        .collect();
+    assert_eq!(creates.len(), 2);
+    assert!(creates[1].ends_with(deps.as_str()), "{creates:?}");
+}
+
+#[tokio::test]
+async fn layers_are_loaded_from_the_snapshot_not_committed() {
+    let w = world();
+    let rec = Recorder::default();
+    w.build(&w.opts(), &w.set("app"), &rec).await.unwrap();
+    assert_eq!(w.engine.count("load"), 2);
+    assert_eq!(w.engine.count("commit"), 0);
+    assert!(rec.saw("LoadingLayer"));
+}
+
+#[tokio::test]
+async fn prebuilder_commit_commits_instead_of_loading() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.commit = true;
+    let rec = Recorder::default();
+    let r = w.build(&opts, &w.set("app"), &rec).await.unwrap();
+    assert_eq!(w.engine.count("load"), 0);
+    assert_eq!(w.engine.count("commit"), 2);
+    assert!(rec.saw("Committing"));
+    assert_eq!(caches(&r), [Miss, Miss]);
+}
+
+#[tokio::test]
+async fn a_base_without_gnu_tools_falls_back_to_a_commit() {
+    let w = world();
+    w.engine.set_setup(Setup {
+        status: 0,
+        output: vec![],
+        snapshot: false,
+    });
+    let rec = Recorder::default();
+    w.build(&w.opts(), &w.set("app"), &rec).await.unwrap();
+    assert!(rec.saw("NoSnapshot"));
+    assert_eq!(w.engine.count("commit"), 2);
+    assert_eq!(w.engine.count("load"), 0);
+}
+
+#[tokio::test]
+async fn a_failed_load_falls_back_to_a_commit() {
+    let w = world();
+    w.engine.fail_on("load");
+    let r = w.quick(&w.opts(), &w.set("app")).await.unwrap();
+    assert_eq!(caches(&r), [Miss, Miss]);
+    assert_eq!(w.engine.count("commit"), 1, "the first layer was committed");
+}
+
+#[tokio::test]
+async fn the_layer_keeps_the_bases_config_and_carries_key_and_record_labels() {
+    let w = world();
+    let r = w.quick(&w.opts(), &w.set("app")).await.unwrap();
+    let image = w.engine.tagged(&r.image).unwrap();
+    assert_eq!(image.entrypoint, [crate::plan::BOOT]);
+    assert_eq!(image.env, ["PATH=/usr/local/bin:/usr/bin:/bin"]);
+    assert_eq!(image.labels[LABEL_LAYER], "application");
+    assert_eq!(image.labels[crate::engine::LABEL], "image");
+    assert!(image.labels[LABEL_KEY].starts_with(&r.image[REPO.len() + 1..]));
+    let record = crate::record::Record::parse(&image.labels[crate::record::LABEL_RECORD]).unwrap();
+    assert_eq!(record.layer, "application");
+    assert!(
+        record.inputs.contains_key("dependencies"),
+        "inputs chain: {record:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_container_is_removed_after_a_build() {
+    let w = world();
+    w.quick(&w.opts(), &w.set("app")).await.unwrap();
+    assert!(w.engine.containers().is_empty());
+    assert_eq!(w.engine.count("remove_container"), w.engine.count("create"));
+}
+
+#[tokio::test]
+async fn the_setup_gets_the_layers_artifacts_and_manifest() {
+    let w = world();
+    w.quick(&w.opts(), &w.set("app")).await.unwrap();
+    let uploads: Vec<String> = w
+        .engine
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("upload"))
+        .collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert!(uploads.iter().all(|u| u.ends_with(crate::plan::BEAM_DIR)));
+}
+
+#[tokio::test]
+async fn a_setup_failure_removes_the_container_and_tags_nothing() {
+    let w = world();
+    w.engine.set_setup(Setup {
+        status: 1,
+        output: vec![
+            "ERROR: No matching distribution found for nope==1".into(),
+            "boot: failed to install requirements.txt: exit status 1".into(),
+        ],
+        snapshot: true,
+    });
+    let err = w.quick(&w.opts(), &w.set("app")).await.unwrap_err();
+    match &err {
+        Error::SetupFailed {
+            layer, step, tail, ..
+        } => {
+            assert_eq!(layer, "dependencies");
+            assert!(
+                step.contains("failed to install requirements.txt"),
+                "{step}"
+            );
+            assert!(tail.contains("nope==1"), "{tail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.exit_code(), 1);
+    assert!(w.engine.containers().is_empty());
+    assert!(w.result_tags().is_empty());
+    assert_eq!(w.engine.count("load") + w.engine.count("commit"), 0);
+}
+
+#[tokio::test]
+async fn a_failure_in_the_second_layer_keeps_the_first_tagged_as_a_layer_only() {
+    let w = world();
+    w.engine.fail_on_nth("run", 2);
+    let err = w.quick(&w.opts(), &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::Engine { .. }), "{err:?}");
+    let tags = w.result_tags();
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    assert!(tags[0].contains(":layer-"), "no result tag: {tags:?}");
+    assert!(w.engine.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_base_without_the_boot_is_refused_before_the_setup_runs() {
+    let w = world();
+    w.engine.add_image("plain:1", &["/bin/sh"], "");
+    let mut opts = w.opts();
+    opts.base = "plain:1".into();
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::BootMissing { .. }), "{err:?}");
+    assert_eq!(w.engine.count("run"), 0);
+    assert!(w.engine.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_base_fails_before_anything_is_created() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = "absent:1".into();
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::BaseMissing { .. }), "{err:?}");
+    assert!(err.hint().unwrap().contains("never pulls"));
+    assert_eq!(w.engine.count("create"), 0);
+}
+
+#[tokio::test]
+async fn the_base_is_checked_once_before_the_first_install() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.no_check = false;
+    let rec = Recorder::default();
+    w.build(&opts, &w.set("app"), &rec).await.unwrap();
+    let probes: Vec<String> = w
+        .engine
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("create probe"))
+        .collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert!(rec.saw("CheckingBase"));
+}
+
+#[tokio::test]
+async fn a_fully_cached_build_probes_nothing() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.no_check = false;
+    let set = w.set("app");
+    w.quick(&opts, &set).await.unwrap();
+    let probes = w.engine.count("create probe");
+    w.quick(&opts, &set).await.unwrap();
+    assert_eq!(w.engine.count("create probe"), probes);
+}
+
+#[tokio::test]
+async fn a_broken_base_is_refused_with_its_findings_and_nothing_built() {
+    let w = world();
+    w.engine.add_image(
+        "nopython:1",
+        &[crate::plan::BOOT, "/bin/sh"],
+        r#"prebuilder-probe: {"mode": "image", "boot": "executable"}"#,
+    );
+    let mut opts = w.opts();
+    opts.base = "nopython:1".into();
+    opts.no_check = false;
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    match &err {
+        Error::BaseRefused {
+            image, findings, ..
+        } => {
+            assert_eq!(image, "nopython:1");
+            assert!(findings.contains("fix:"), "{findings}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.engine.count("create setup"), 0);
+    assert!(w.engine.containers().is_empty());
+}
+
+#[tokio::test]
+async fn no_cache_rebuilds_every_layer() {
+    let w = world();
+    let set = w.set("app");
+    w.quick(&w.opts(), &set).await.unwrap();
+    let mut opts = w.opts();
+    opts.no_cache = true;
+    let r = w.quick(&opts, &set).await.unwrap();
+    assert_eq!(caches(&r), [Miss, Miss]);
+    assert_eq!(w.engine.count("create setup"), 4);
+}
+
+#[tokio::test]
+async fn no_cache_ignores_the_registry() {
+    let w = world();
+    let set = w.set("app");
+    let first = w.quick(&w.opts(), &set).await.unwrap();
+    w.engine
+        .registry
+        .put(&first.image[REPO.len() + 1..], "sha256:remote");
+    let mut opts = w.opts();
+    opts.no_cache = true;
+    let r = w.quick(&opts, &set).await.unwrap();
+    assert_eq!(caches(&r), [Miss, Miss]);
+    assert!(r.digest.is_none());
+}
+
+#[tokio::test]
+async fn a_registry_hit_builds_nothing_and_reports_the_digest() {
+    let w = world();
+    let set = w.set("app");
+    // Learn the result's tag on another engine, then seed the registry with it.
+    let elsewhere = world();
+    let tag = elsewhere
+        .quick(&elsewhere.opts(), &elsewhere.set("app"))
+        .await
+        .unwrap()
+        .image;
+    let tag = &tag[REPO.len() + 1..];
+    w.engine.registry.put(tag, "sha256:feed");
+    let rec = Recorder::default();
+    let r = w.build(&w.opts(), &set, &rec).await.unwrap();
+    assert_eq!(caches(&r), [InRegistry, InRegistry]);
+    assert!(r.cached);
+    assert_eq!(r.digest.as_deref(), Some("sha256:feed"));
+    assert_eq!(r.sdk_container_image, format!("{REPO}@sha256:feed"));
+    assert!(r.image_id.is_none());
+    assert_eq!(w.engine.count("create"), 0);
+    assert!(w.result_tags().is_empty(), "nothing pulled or tagged");
+    assert!(rec.saw("RegistryHit"));
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_without_push_builds_locally() {
+    let w = world();
+    w.engine.registry.set_down(true);
+    let rec = Recorder::default();
+    let r = w.build(&w.opts(), &w.set("app"), &rec).await.unwrap();
+    assert_eq!(caches(&r), [Miss, Miss]);
+    assert!(rec.saw("RegistrySkipped"));
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_with_push_fails_before_building() {
+    let w = world();
+    w.engine.registry.set_down(true);
+    let mut opts = w.opts();
+    opts.push = true;
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::RegistryUnreachable { .. }), "{err:?}");
+    assert_eq!(w.engine.count("create"), 0);
+}
+
+#[tokio::test]
+async fn push_pushes_the_content_tag_and_reports_the_registrys_digest() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.push = true;
+    let r = w.quick(&opts, &w.set("app")).await.unwrap();
+    let tag = &r.image[REPO.len() + 1..];
+    let digest = w.engine.registry.get(tag).unwrap();
+    assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(r.sdk_container_image, format!("{REPO}@{digest}"));
+    assert_eq!(
+        w.engine
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("push"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_push_of_a_key_the_registry_has_is_skipped() {
+    let w = world();
+    let set = w.set("app");
+    let mut opts = w.opts();
+    opts.push = true;
+    let first = w.quick(&opts, &set).await.unwrap();
+    let rec = Recorder::default();
+    let again = w.build(&opts, &set, &rec).await.unwrap();
+    assert_eq!(again.digest, first.digest);
+    assert_eq!(w.engine.count("push"), 1, "pushed once");
+    assert!(rec.saw("AlreadyPushed"));
+}
+
+#[tokio::test]
+async fn a_push_failure_after_tagging_fails_the_build_but_keeps_the_local_tags() {
+    let w = world();
+    w.engine.fail_on("push");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::Engine { .. }), "{err:?}");
+    assert!(w.result_tags().iter().any(|t| t.ends_with(":stable")));
+    assert!(w.engine.registry.get("stable").is_none(), "nothing pushed");
+    assert!(w.engine.containers().is_empty());
+}
+
+#[tokio::test]
+async fn extra_tags_point_at_the_result_and_are_reported() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.tags = vec!["stable".into(), "v1".into()];
+    let r = w.quick(&opts, &w.set("app")).await.unwrap();
+    assert_eq!(r.tags, [format!("{REPO}:stable"), format!("{REPO}:v1")]);
+    let id = r.image_id.unwrap();
+    assert_eq!(w.engine.tagged(&format!("{REPO}:stable")).unwrap().id, id);
+    assert_eq!(w.engine.tagged(&format!("{REPO}:v1")).unwrap().id, id);
+}
+
+#[tokio::test]
+async fn a_pushed_tag_that_points_elsewhere_is_a_conflict() {
+    let w = world();
+    w.engine.registry.put("stable", "sha256:other");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::TagConflict { .. }), "{err:?}");
+    assert_eq!(
+        w.engine.registry.get("stable").as_deref(),
+        Some("sha256:other")
+    );
+}
+
+#[tokio::test]
+async fn replace_tags_moves_a_pushed_tag() {
+    let w = world();
+    w.engine.registry.put("stable", "sha256:other");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.replace_tags = true;
+    opts.tags = vec!["stable".into()];
+    let rec = Recorder::default();
+    let r = w.build(&opts, &w.set("app"), &rec).await.unwrap();
+    assert!(rec.saw("MovingTag"));
+    assert_eq!(w.engine.registry.get("stable"), r.digest);
+}
+
+#[tokio::test]
+async fn two_concurrent_runs_build_once_under_one_lock() {
+    let w = world();
+    let (a, b) = (w.set("app"), w.set("app"));
+    let (oa, ob) = (w.opts(), w.opts());
+    let (ra, rb) = tokio::join!(w.quick(&oa, &a), w.quick(&ob, &b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.image, rb.image);
+    assert_eq!(ra.image_id, rb.image_id);
+    assert_eq!(w.engine.count("create setup"), 2, "each layer built once");
+    let mut all = caches(&ra);
+    all.extend(caches(&rb));
+    assert_eq!(all.iter().filter(|c| **c == Miss).count(), 2, "{all:?}");
+}
+
+#[tokio::test]
+async fn an_unwritable_lock_directory_builds_anyway() {
+    let w = world();
+    let mut opts = w.opts();
+    let file = w.locks.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    opts.lock_dir = file;
+    let r = w.quick(&opts, &w.set("app")).await.unwrap();
+    assert_eq!(caches(&r), [Miss, Miss]);
+}
+
+/// Ctrl-C drops the build future at any call: every container is then
+/// removed (as the binary does with `remove_leftovers`) and no result tag exists.
+#[tokio::test]
+async fn an_interrupt_at_each_step_leaves_no_container_and_no_result_tag() {
+    for op in [
+        "create", "exists", "upload", "run", "download", "load", "tag",
+    ] {
+        let w = world();
+        w.engine.hang_on(op);
+        let set = w.set("app");
+        let opts = w.opts();
+        let build = w.quick(&opts, &set);
+        tokio::select! {
+            r = build => panic!("{op}: the build finished: {r:?}"),
+            _ = w.engine.reached() => {}
+        }
+        w.engine.remove_leftovers().await;
+        assert!(w.engine.containers().is_empty(), "{op}");
+        let results: Vec<String> = w
+            .result_tags()
+            .into_iter()
+            .filter(|t| !t.contains(":layer-"))
+            .collect();
+        assert!(results.is_empty(), "{op}: {results:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_interrupt_while_pushing_leaves_the_registry_untouched() {
+    let w = world();
+    w.engine.hang_on("push");
+    let mut opts = w.opts();
+    opts.push = true;
+    let set = w.set("app");
+    tokio::select! {
+        r = w.quick(&opts, &set) => panic!("finished: {r:?}"),
+        _ = w.engine.reached() => {}
+    }
+    w.engine.remove_leftovers().await;
+    assert!(w.engine.containers().is_empty());
+    assert!(w
+        .engine
+        .registry
+        .get(&w.result_tags()[1][REPO.len() + 1..])
+        .is_none());
+}
+
+#[tokio::test]
+async fn an_engine_failure_at_each_step_removes_the_container() {
+    for op in ["exists", "upload", "run", "download", "load", "commit"] {
+        let w = world();
+        let mut opts = w.opts();
+        opts.commit = op == "commit";
+        w.engine.fail_on(op);
+        let r = w.quick(&opts, &w.set("app")).await;
+        // A failed load falls back to a commit; everything else fails the build.
+        if op != "load" {
+            assert!(r.is_err(), "{op}: {r:?}");
+            assert!(w.result_tags().is_empty(), "{op}");
+        }
+        assert!(w.engine.containers().is_empty(), "{op}");
+    }
+}
+
+#[tokio::test]
+async fn a_boot_layer_comes_first_and_is_reused() {
+    let w = world();
+    w.engine
+        .add_image("gpu:1", &["/bin/sh"], crate::engine::fake::GOOD_PROBE);
+    let mut opts = w.opts();
+    opts.base = "gpu:1".into();
+    opts.boot_from = Some(BASE.into());
+    let set = w.set("app");
+    let rec = Recorder::default();
+    let r = w.build(&opts, &set, &rec).await.unwrap();
+    let names: Vec<&str> = r.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["boot", "dependencies", "application"]);
+    assert_eq!(caches(&r), [Miss, Miss, Miss]);
+    assert!(rec.saw("BootCopying"));
+    let boot = w
+        .engine
+        .tagged(&format!("{REPO}:layer-{}", &r.layers[1].image_id[..0]));
+    assert!(boot.is_none(), "the boot layer is tagged by its key only");
+    assert!(
+        w.result_tags()
+            .iter()
+            .filter(|t| t.contains(":layer-"))
+            .count()
+            == 2
+    );
+    let image = w.engine.tagged(&r.image).unwrap();
+    assert_eq!(image.entrypoint, [crate::plan::BOOT]);
+    let again = w.quick(&opts, &set).await.unwrap();
+    assert_eq!(caches(&again), [Hit, Hit, Hit]);
+    assert!(w.engine.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_boot_source_without_the_boot_is_refused() {
+    let w = world();
+    w.engine.add_image("gpu:1", &["/bin/sh"], "");
+    w.engine.add_image("notbeam:1", &["/bin/sh"], "");
+    let mut opts = w.opts();
+    opts.base = "gpu:1".into();
+    opts.boot_from = Some("notbeam:1".into());
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::BootSourceMissing { .. }), "{err:?}");
+    assert!(w.engine.containers().is_empty());
+}
+
+#[tokio::test]
+async fn the_report_lists_layers_in_order_with_image_ids() {
+    let w = world();
+    let r = w.quick(&w.opts(), &w.set("app")).await.unwrap();
+    let names: Vec<&str> = r.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["dependencies", "application"]);
+    assert_eq!(r.layers[1].image_id, r.image_id.clone().unwrap());
+    assert_eq!(r.base.reference, BASE);
+    assert_eq!(r.base.id, w.engine.tagged(BASE).unwrap().id);
+    assert_eq!(r.sdk_container_image, r.image);
+    assert!(r.digest.is_none());
+}
+
+#[tokio::test]
+async fn setup_output_reaches_the_reporter_line_by_line() {
+    let w = world();
+    w.engine.set_setup(Setup {
+        status: 0,
+        output: vec!["one".into(), "two".into()],
+        snapshot: true,
+    });
+    let rec = Recorder::default();
+    w.build(&w.opts(), &w.set("app"), &rec).await.unwrap();
+    let lines: Vec<String> = rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("SetupOutput"))
+        .cloned()
+        .collect();
+    assert_eq!(lines.len(), 4, "two lines per layer: {lines:?}");
+    assert!(lines[0].contains("\"one\""), "{lines:?}");
+}
+
+#[tokio::test]
+async fn only_files_to_stage_is_nothing_to_install() {
+    let w = world();
+    let set = StagedSet::new(
+        vec![w.artifact("data.txt", "x", Role::FileToStage)],
+        PathBuf::from(w.files.path()),
+        None,
+    );
+    let err = w.quick(&w.opts(), &set).await.unwrap_err();
+    assert!(matches!(err, Error::NothingToInstall { .. }), "{err:?}");
+    assert_eq!(w.engine.count("create"), 0);
+}

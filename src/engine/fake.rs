@@ -1,0 +1,664 @@
+//! A recording fake engine for unit tests: images and containers in memory,
+//! every call recorded (`calls()`), any call made to fail once
+//! (`fail_on`) or to hang forever, as an interrupted run would see it
+//! (`hang_on`, then `reached()` resolves). Containers behave by role: a
+//! `setup` container prints lines and exits with the configured status,
+//! leaving a pip freeze and (unless told otherwise) a layer snapshot as the
+//! real setup script does; a `probe` container prints the image's probe line.
+//! `FakeRegistry` answers manifest lookups and receives the fake's pushes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use super::{ByteStream, ContainerSpec, Engine, ImageInfo, ImageSummary, PushStatus};
+use crate::error::{Error, Result};
+use crate::plan::BOOT;
+use crate::registry::{Credential, Manifests};
+
+/// A probe line for an image the base checks accept.
+pub const GOOD_PROBE: &str = r#"prebuilder-probe: {"executable": "/usr/bin/python3", "version": "3.11.2", "apache_beam": "2.77.0", "pip": "23.0.1", "venv": true, "boot": "executable", "python": "/usr/bin/python", "python3": "/usr/bin/python3", "machine": "x86_64"}"#;
+
+#[derive(Debug, Clone)]
+struct FakeImage {
+    info: ImageInfo,
+    /// Paths in its filesystem (what `exists` sees).
+    paths: BTreeSet<String>,
+    created: i64,
+    probe: String,
+}
+
+#[derive(Debug, Clone)]
+struct FakeContainer {
+    spec: ContainerSpec,
+    paths: BTreeSet<String>,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// How setup containers behave.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub status: i64,
+    pub output: Vec<String>,
+    /// Whether the setup leaves a layer snapshot (GNU find/tar in the base).
+    pub snapshot: bool,
+}
+
+#[derive(Default)]
+struct State {
+    images: BTreeMap<String, FakeImage>,
+    containers: BTreeMap<String, FakeContainer>,
+    calls: Vec<String>,
+    fail: BTreeMap<String, usize>,
+    hang: Option<String>,
+    serial: u64,
+}
+
+pub struct FakeEngine {
+    state: Mutex<State>,
+    setup: Mutex<Setup>,
+    reached: Notify,
+    pub registry: Arc<FakeRegistry>,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, content).expect("in-memory tar");
+    b.into_inner().expect("in-memory tar")
+}
+
+impl Default for FakeEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeEngine {
+    pub fn new() -> FakeEngine {
+        FakeEngine {
+            state: Mutex::new(State::default()),
+            setup: Mutex::new(Setup {
+                status: 0,
+                output: vec!["boot: installing requirements.txt".into()],
+                snapshot: true,
+            }),
+            reached: Notify::new(),
+            registry: Arc::new(FakeRegistry::new("localhost:5000")),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("fake engine state")
+    }
+
+    /// A Beam SDK-like base image (boot, /bin/sh, a passing probe) tagged `reference`.
+    pub fn add_base(&self, reference: &str) -> String {
+        self.add_image(reference, &[BOOT, "/bin/sh"], GOOD_PROBE)
+    }
+
+    /// An image with these paths and probe output, tagged `reference`.
+    pub fn add_image(&self, reference: &str, paths: &[&str], probe: &str) -> String {
+        let id = sha(reference.as_bytes());
+        let info = ImageInfo {
+            id: id.clone(),
+            entrypoint: vec![BOOT.into()],
+            cmd: Vec::new(),
+            env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()],
+            labels: BTreeMap::new(),
+            repo_tags: vec![reference.to_string()],
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            layers: vec![sha(b"base layer")],
+            config: serde_json::json!({
+                "Entrypoint": [BOOT],
+                "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            }),
+        };
+        let image = FakeImage {
+            info,
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            created: 0,
+            probe: probe.to_string(),
+        };
+        self.state().images.insert(id.clone(), image);
+        id
+    }
+
+    pub fn set_setup(&self, setup: Setup) {
+        *self.setup.lock().expect("fake setup") = setup;
+    }
+
+    /// The next call of `op` fails.
+    pub fn fail_on(&self, op: &str) {
+        self.state().fail.insert(op.to_string(), 1);
+    }
+
+    /// The `n`th call of `op` from now fails (1 = the next).
+    pub fn fail_on_nth(&self, op: &str, n: usize) {
+        self.state().fail.insert(op.to_string(), n);
+    }
+
+    /// The next call of `op` never returns; [`FakeEngine::reached`] resolves.
+    pub fn hang_on(&self, op: &str) {
+        self.state().hang = Some(op.to_string());
+    }
+
+    /// Resolves once a call set by [`FakeEngine::hang_on`] is hanging.
+    pub async fn reached(&self) {
+        self.reached.notified().await
+    }
+
+    /// Every call so far, as `op args…`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+
+    /// How many calls start with `op `.
+    pub fn count(&self, op: &str) -> usize {
+        let prefix = format!("{op} ");
+        self.calls()
+            .iter()
+            .filter(|c| c.starts_with(&prefix) || *c == op)
+            .count()
+    }
+
+    /// Containers that exist now.
+    pub fn containers(&self) -> Vec<String> {
+        self.state()
+            .containers
+            .values()
+            .map(|c| c.spec.name.clone())
+            .collect()
+    }
+
+    /// Every `repo:tag` on the engine.
+    pub fn tags(&self) -> BTreeSet<String> {
+        self.state()
+            .images
+            .values()
+            .flat_map(|i| i.info.repo_tags.clone())
+            .collect()
+    }
+
+    /// The image a `repo:tag` points at.
+    pub fn tagged(&self, reference: &str) -> Option<ImageInfo> {
+        self.state()
+            .images
+            .values()
+            .find(|i| i.info.repo_tags.iter().any(|t| t == reference))
+            .map(|i| i.info.clone())
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.state().images.len()
+    }
+
+    /// Record a call; fail or hang it when told to.
+    async fn call(&self, op: &str, args: String) -> Result<()> {
+        let (fail, hang) = {
+            let mut s = self.state();
+            s.calls.push(format!("{op} {args}"));
+            let fail = match s.fail.get_mut(op) {
+                Some(n) if *n <= 1 => {
+                    s.fail.remove(op);
+                    true
+                }
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
+            };
+            let hang = s.hang.as_deref() == Some(op);
+            if hang {
+                s.hang = None;
+            }
+            (fail, hang)
+        };
+        if hang {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+        if fail {
+            return Err(Error::Engine {
+                action: format!("{op} (fake)"),
+                source: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn find(&self, reference: &str) -> Option<FakeImage> {
+        let s = self.state();
+        s.images.get(reference).cloned().or_else(|| {
+            s.images
+                .values()
+                .find(|i| i.info.repo_tags.iter().any(|t| t == reference))
+                .cloned()
+        })
+    }
+
+    fn container(&self, id: &str) -> Result<FakeContainer> {
+        self.state()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::Engine {
+                action: format!("using container {id} (fake)"),
+                source: "no such container".into(),
+            })
+    }
+
+    /// What a setup container leaves behind when it succeeds.
+    fn set_up(&self, id: &str) -> (i64, Vec<String>) {
+        let setup = self.setup.lock().expect("fake setup").clone();
+        if setup.status == 0 {
+            let mut s = self.state();
+            if let Some(c) = s.containers.get_mut(id) {
+                // As setup.sh does: the staged files and the manifest go
+                // (the artifacts directory itself stays).
+                let staged = format!("{}/", crate::plan::ARTIFACTS_DIR);
+                c.files.retain(|path, _| !path.starts_with(&staged));
+                c.paths.retain(|path| !path.starts_with(&staged));
+                let freeze = b"# python 3.11.2\nsix==1.16.0\n".to_vec();
+                c.files
+                    .insert(crate::record::RECORD_FILE.to_string(), freeze);
+                if setup.snapshot {
+                    let inner = tar_of("./usr/lib/python3/dist-packages/six.py", id.as_bytes());
+                    c.files
+                        .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
+                    c.files
+                        .insert("/.prebuilder-snapshot/deleted".to_string(), Vec::new());
+                }
+            }
+        }
+        (setup.status, setup.output)
+    }
+
+    fn new_image(
+        &self,
+        parent: &str,
+        config: &serde_json::Value,
+        id: String,
+        layers: Vec<String>,
+        added: BTreeSet<String>,
+    ) {
+        let mut s = self.state();
+        s.serial += 1;
+        let created = s.serial as i64;
+        let parent = s.images.get(parent).cloned();
+        let labels = config
+            .get("Labels")
+            .and_then(|l| serde_json::from_value::<BTreeMap<String, String>>(l.clone()).ok())
+            .unwrap_or_default();
+        let strings = |field: &str| -> Vec<String> {
+            config
+                .get(field)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let info = ImageInfo {
+            id: id.clone(),
+            entrypoint: strings("Entrypoint"),
+            cmd: strings("Cmd"),
+            env: strings("Env"),
+            labels,
+            repo_tags: Vec::new(),
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            layers,
+            config: config.clone(),
+        };
+        let (mut paths, probe) = parent
+            .map(|p| (p.paths, p.probe))
+            .unwrap_or_else(|| (BTreeSet::new(), String::new()));
+        paths.extend(added);
+        s.images.insert(
+            id,
+            FakeImage {
+                info,
+                paths,
+                created,
+                probe,
+            },
+        );
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        self.call("inspect", reference.to_string()).await?;
+        Ok(self.find(reference).map(|i| i.info))
+    }
+
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>> {
+        self.call("list_images", label.to_string()).await?;
+        let (key, value) = match label.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (label, None),
+        };
+        Ok(self
+            .state()
+            .images
+            .values()
+            .filter(|i| match (i.info.labels.get(key), value) {
+                (Some(v), Some(want)) => v == want,
+                (Some(_), None) => true,
+                _ => false,
+            })
+            .map(|i| ImageSummary {
+                id: i.info.id.clone(),
+                labels: i.info.labels.clone(),
+                tags: i.info.repo_tags.clone(),
+                created: i.created,
+            })
+            .collect())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        self.call(
+            "create",
+            format!("{} {} {}", spec.role, spec.name, spec.image),
+        )
+        .await?;
+        let image = self.find(&spec.image).ok_or_else(|| Error::Engine {
+            action: format!("creating container {} (fake)", spec.name),
+            source: format!("no such image {}", spec.image).into(),
+        })?;
+        let mut s = self.state();
+        s.serial += 1;
+        let id = format!("container-{}", s.serial);
+        s.containers.insert(
+            id.clone(),
+            FakeContainer {
+                spec: spec.clone(),
+                paths: image.paths,
+                files: BTreeMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn exists(&self, container: &str, path: &str) -> Result<bool> {
+        self.call("exists", format!("{container} {path}")).await?;
+        let c = self.container(container)?;
+        Ok(c.paths.contains(path) || c.files.contains_key(path))
+    }
+
+    async fn upload(&self, container: &str, dir: &str, mut tar: ByteStream) -> Result<()> {
+        self.call("upload", format!("{container} {dir}")).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = tar.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| Error::Engine {
+                action: "uploading (fake)".into(),
+                source: Box::new(e),
+            })?);
+        }
+        let mut files = BTreeMap::new();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        for entry in archive.entries().map_err(|e| Error::io(dir, e))? {
+            let mut entry = entry.map_err(|e| Error::io(dir, e))?;
+            let path = entry.path().map_err(|e| Error::io(dir, e))?;
+            let full = format!("{}/{}", dir.trim_end_matches('/'), path.display());
+            let mut content = Vec::new();
+            entry
+                .read_to_end(&mut content)
+                .map_err(|e| Error::io(dir, e))?;
+            files.insert(full.trim_end_matches('/').to_string(), content);
+        }
+        let mut s = self.state();
+        let c = s
+            .containers
+            .get_mut(container)
+            .ok_or_else(|| Error::Engine {
+                action: "uploading (fake)".into(),
+                source: "no such container".into(),
+            })?;
+        for (path, content) in files {
+            c.paths.insert(path.clone());
+            c.files.insert(path, content);
+        }
+        Ok(())
+    }
+
+    async fn download(&self, container: &str, path: &str) -> Result<Option<ByteStream>> {
+        self.call("download", format!("{container} {path}")).await?;
+        let c = self.container(container)?;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let tar = match c.files.get(path) {
+            Some(content) => tar_of(name, content),
+            None if c.paths.iter().any(|p| p.starts_with(&format!("{path}/"))) => {
+                tar_of(&format!("{name}/boot"), b"boot")
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(
+            futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) }).boxed(),
+        ))
+    }
+
+    async fn run_attached(
+        &self,
+        container: &str,
+        on_output: &mut (dyn FnMut(bool, &[u8]) + Send),
+    ) -> Result<i64> {
+        self.call("run", container.to_string()).await?;
+        let c = self.container(container)?;
+        if c.spec.role == "probe" {
+            let probe = self
+                .find(&c.spec.image)
+                .map(|i| i.probe)
+                .unwrap_or_default();
+            on_output(false, format!("{probe}\n").as_bytes());
+            return Ok(0);
+        }
+        let (status, output) = self.set_up(container);
+        for line in output {
+            on_output(false, format!("{line}\n").as_bytes());
+        }
+        Ok(status)
+    }
+
+    async fn commit(
+        &self,
+        container: &str,
+        config: &serde_json::Value,
+        comment: &str,
+    ) -> Result<String> {
+        self.call("commit", format!("{container} {comment}"))
+            .await?;
+        let c = self.container(container)?;
+        let parent = self
+            .find(&c.spec.image)
+            .map(|i| i.info)
+            .unwrap_or_else(|| panic!("container {container} of a missing image"));
+        let id = sha(format!("{container}{comment}{config}").as_bytes());
+        let mut layers = parent.layers.clone();
+        layers.push(sha(container.as_bytes()));
+        let added = c.paths.iter().chain(c.files.keys()).cloned().collect();
+        self.new_image(&parent.id, config, id.clone(), layers, added);
+        Ok(id)
+    }
+
+    async fn load(&self, archive: &Path) -> Result<()> {
+        self.call("load", String::new()).await?;
+        let file = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
+        let mut config_bytes = Vec::new();
+        let mut a = tar::Archive::new(file);
+        for entry in a.entries().map_err(|e| Error::io(archive, e))? {
+            let mut entry = entry.map_err(|e| Error::io(archive, e))?;
+            if entry
+                .path()
+                .map_err(|e| Error::io(archive, e))?
+                .to_string_lossy()
+                == "config.json"
+            {
+                entry
+                    .read_to_end(&mut config_bytes)
+                    .map_err(|e| Error::io(archive, e))?;
+            }
+        }
+        let doc: serde_json::Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| Error::Engine {
+                action: "loading (fake)".into(),
+                source: Box::new(e),
+            })?;
+        let diff_ids: Vec<String> =
+            serde_json::from_value(doc["rootfs"]["diff_ids"].clone()).unwrap_or_default();
+        let parent = {
+            let s = self.state();
+            s.images
+                .values()
+                .find(|i| i.info.layers[..] == diff_ids[..diff_ids.len().saturating_sub(1)])
+                .map(|i| i.info.id.clone())
+                .unwrap_or_default()
+        };
+        let id = crate::image::image_id(&config_bytes);
+        self.new_image(&parent, &doc["config"], id, diff_ids, BTreeSet::new());
+        Ok(())
+    }
+
+    async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {
+        self.call("tag", format!("{image_id} {repo}:{tag}")).await?;
+        let reference = format!("{repo}:{tag}");
+        let mut s = self.state();
+        if !s.images.contains_key(image_id) {
+            return Err(Error::Engine {
+                action: format!("tagging {image_id} (fake)"),
+                source: "no such image".into(),
+            });
+        }
+        for i in s.images.values_mut() {
+            i.info.repo_tags.retain(|t| *t != reference);
+        }
+        if let Some(i) = s.images.get_mut(image_id) {
+            i.info.repo_tags.push(reference);
+        }
+        Ok(())
+    }
+
+    async fn push(
+        &self,
+        repo: &str,
+        tag: &str,
+        _credential: Option<&Credential>,
+        status: PushStatus<'_>,
+    ) -> Result<()> {
+        self.call("push", format!("{repo}:{tag}")).await?;
+        let image = self
+            .find(&format!("{repo}:{tag}"))
+            .ok_or_else(|| Error::Engine {
+                action: format!("pushing {repo}:{tag} (fake)"),
+                source: "no such tag".into(),
+            })?;
+        status("Preparing");
+        status("Pushing");
+        status("Pushed");
+        self.registry.put(tag, &sha(image.info.id.as_bytes()));
+        Ok(())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        self.call("remove_image", reference.to_string()).await?;
+        let mut s = self.state();
+        s.images.retain(|id, _| id != reference);
+        for i in s.images.values_mut() {
+            i.info.repo_tags.retain(|t| t != reference);
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, container: &str) {
+        self.state()
+            .calls
+            .push(format!("remove_container {container}"));
+        self.state().containers.remove(container);
+    }
+
+    async fn remove_leftovers(&self) {
+        self.state().calls.push("remove_leftovers".into());
+        self.state().containers.clear();
+    }
+}
+
+/// A registry of tag → manifest digest.
+pub struct FakeRegistry {
+    host: String,
+    manifests: Mutex<BTreeMap<String, String>>,
+    fail: Mutex<bool>,
+    pub lookups: Mutex<Vec<String>>,
+}
+
+impl FakeRegistry {
+    pub fn new(host: &str) -> FakeRegistry {
+        FakeRegistry {
+            host: host.to_string(),
+            manifests: Mutex::new(BTreeMap::new()),
+            fail: Mutex::new(false),
+            lookups: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn put(&self, tag: &str, digest: &str) {
+        self.manifests
+            .lock()
+            .expect("fake registry")
+            .insert(tag.to_string(), digest.to_string());
+    }
+
+    pub fn get(&self, tag: &str) -> Option<String> {
+        self.manifests
+            .lock()
+            .expect("fake registry")
+            .get(tag)
+            .cloned()
+    }
+
+    /// Every lookup fails (the registry is down) until told otherwise.
+    pub fn set_down(&self, down: bool) {
+        *self.fail.lock().expect("fake registry") = down;
+    }
+}
+
+impl Manifests for FakeRegistry {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
+        self.lookups
+            .lock()
+            .expect("fake registry")
+            .push(tag.to_string());
+        if *self.fail.lock().expect("fake registry") {
+            return Err(Error::RegistryUnreachable {
+                registry: self.host.clone(),
+                reason: "connection refused (fake)".into(),
+            });
+        }
+        Ok(self.get(tag))
+    }
+}
+
+impl Manifests for Arc<FakeRegistry> {
+    fn host(&self) -> &str {
+        FakeRegistry::host(self)
+    }
+
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
+        FakeRegistry::manifest_digest(self, tag).await
+    }
+}
