@@ -195,3 +195,45 @@ fn signal_removes_the_setup_container(signal: &str, code: i32) {
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
     assert_nothing_left(&repo);
 }
+
+/// Issue 12: a token in a direct-URL requirement is echoed by pip; none of
+/// the lines prebuilder relays or summarises may carry it.
+#[test]
+fn a_token_in_a_requirement_url_never_reaches_the_output() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("urltoken");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "tok-7d1e0c-not-a-real-secret";
+    // Port 9 on the container's own loopback refuses at once (--network none).
+    let req = requirements_only(
+        dir.path(),
+        &format!(
+            "private-pkg @ https://ci-bot:{secret}@127.0.0.1:9/private_pkg-1.0-py3-none-any.whl?token={secret}\n"
+        ),
+    );
+    let report = dir.path().join("report.json");
+    let o = run(prebuilder()
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("https://***@127.0.0.1:9/private_pkg"),
+        "the URL is still shown, without its userinfo: {err}"
+    );
+    assert!(!err.contains(secret), "the token leaked on stderr: {err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));
+    assert!(!report.exists(), "no report is written for a failed build");
+    assert_nothing_left(&repo);
+}

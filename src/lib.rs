@@ -21,6 +21,7 @@ pub mod image;
 pub mod plan;
 pub mod progress;
 pub mod record;
+pub mod redact;
 pub mod registry;
 pub mod report;
 pub mod stage;

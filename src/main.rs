@@ -12,6 +12,7 @@ use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::plan::{BEAM_DIR, BOOT};
 use prebuilder::progress::{Event, Reporter};
 use prebuilder::record::RECORD_FILE;
+use prebuilder::redact::redact;
 use prebuilder::report::Report;
 use prebuilder::Error;
 
@@ -55,9 +56,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", with_causes(&e));
+            eprintln!("error: {}", redact(&with_causes(&e)));
             if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", redact(&hint));
             }
             ExitCode::from(e.exit_code() as u8)
         }
@@ -188,7 +189,7 @@ fn init_logging(cli: &Cli) {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_ansi(color)
         .without_time()
         .with_target(false)
@@ -211,10 +212,11 @@ impl Reporter for Stderr {
             return;
         }
         if let Event::SetupOutput { layer, line } = event {
-            eprintln!("  {layer:>12} | {line}");
+            // pip's lines, relayed: they may echo a URL with credentials.
+            eprintln!("  {layer:>12} | {}", redact(line));
             return;
         }
-        eprintln!("prebuilder: {}", words(&event));
+        eprintln!("prebuilder: {}", redact(&words(&event)));
     }
 }
 
@@ -280,6 +282,22 @@ fn words(event: &Event<'_>) -> String {
             from,
             to,
         } => format!("moving {reference} from {from} to {to}"),
+    }
+}
+
+/// stderr for log events, scrubbed of credentials like every other line
+/// prebuilder prints (a warning may quote a URL or an engine's message).
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -159,32 +159,17 @@ pub fn parse_freeze(text: &str) -> (Option<String>, BTreeMap<String, String>) {
         } else if let Some((name, url)) = line.split_once(" @ ") {
             packages.insert(
                 normalize(name),
-                format!("@ {}", redact_userinfo(url.trim())),
+                format!("@ {}", crate::redact::redact(url.trim())),
             );
         } else if let Some(rest) = line.strip_prefix("-e ") {
             // `-e git+https://…#egg=name` or `-e /path`: key by egg name when there is one.
             let name = rest
                 .rsplit_once("#egg=")
                 .map_or(rest.to_string(), |(_, n)| normalize(n));
-            packages.insert(name, format!("@ {}", redact_userinfo(rest.trim())));
+            packages.insert(name, format!("@ {}", crate::redact::redact(rest.trim())));
         }
     }
     (python, packages)
-}
-
-/// `https://user:token@host/…` → `https://***@host/…`: a requirement
-/// installed from a URL with credentials must not carry them into the
-/// record, which lands in a label and a file of the image.
-fn redact_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
-        None => url.to_string(),
-    }
 }
 
 /// One value before and after.

@@ -158,13 +158,34 @@ impl Context<'_> {
             path: path.clone(),
         };
         // A symlink may point anywhere; what counts is where it lands.
-        let canonical = path.canonicalize().map_err(|_| missing())?;
-        if !canonical.starts_with(self.canonical_dir) {
+        let canonical = path.canonicalize();
+        if matches!(&canonical, Ok(c) if !c.starts_with(self.canonical_dir)) {
             return Err(escapes());
         }
+        // Beam stages flat names only; its boot and prebuilder's own manifest
+        // share the directory, so a subdirectory or the manifest's own name
+        // would fail (or be overwritten) inside the container, far from here.
+        if name.contains('/') {
+            return Err(self.invalid(format!(
+                "{name:?} is in a subdirectory; staged names are plain file names in the context directory"
+            )));
+        }
+        if name == MANIFEST_FILE {
+            return Err(self.invalid(format!(
+                "it lists {MANIFEST_FILE:?}, the manifest itself; that name is reserved for the manifest prebuilder writes"
+            )));
+        }
+        let canonical = canonical.map_err(|_| missing())?;
         match fs::metadata(&canonical) {
             Ok(meta) if meta.is_file() => Ok(path),
             _ => Err(missing()),
+        }
+    }
+
+    fn invalid(&self, reason: String) -> Error {
+        Error::ManifestInvalid {
+            path: self.manifest.to_path_buf(),
+            reason,
         }
     }
 
@@ -473,6 +494,27 @@ mod tests {
                 Error::ArtifactEscapes { name: n, manifest } => {
                     assert_eq!(n, name);
                     assert_eq!(manifest, dir.path().join(MANIFEST_FILE));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn subdirectories_and_the_manifest_name_are_refused_up_front() {
+        for (name, says) in [
+            ("sub/data.txt", "subdirectory"),
+            (MANIFEST_FILE, "reserved"),
+        ] {
+            let dir = context(
+                &[("requirements.txt", "x"), ("sub/data.txt", "d")],
+                &[entry("requirements.txt"), entry(name)],
+            );
+            match read(dir.path()).unwrap_err() {
+                Error::ManifestInvalid { path, reason } => {
+                    assert_eq!(path, dir.path().join(MANIFEST_FILE));
+                    assert!(reason.contains(name), "{name}: {reason}");
+                    assert!(reason.contains(says), "{name}: {reason}");
                 }
                 other => panic!("{name}: {other:?}"),
             }
