@@ -11,4 +11,5 @@ mod cache;
 mod custom;
 mod engines;
 mod errors;
+mod flink;
 mod registry;

@@ -81,6 +81,9 @@ pub enum Error {
         second: PathBuf,
     },
 
+    #[error("{input}: {reason}")]
+    PyFlinkInput { input: String, reason: String },
+
     #[error("nothing to install: {what}")]
     NothingToInstall { what: String },
 
@@ -213,6 +216,13 @@ pub enum Error {
         boot: bool,
     },
 
+    #[error("base image {image} is not ready for PyFlink; nothing was installed:{findings}")]
+    PyFlinkBaseRefused {
+        image: String,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
+    },
+
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
     Incompatible { image: String, findings: usize },
 
@@ -249,8 +259,9 @@ impl Error {
             DigestMismatch { .. } => "the file changed after it was staged; regenerate the staging context".into(),
             InputMissing { .. } => "check the path; relative paths are taken from the current directory".into(),
             InputInvalid { .. } => "see `prebuilder build --help` for what each input flag takes".into(),
+            PyFlinkInput { .. } => "PyFlink inputs: --py-files PATH[,PATH], --py-requirements FILE[#CACHE_DIR], --py-archives FILE#NAME, --py-executable PATH (NAME/path points into an archive), or the python.* keys of --flink-conf; nothing was built".into(),
             StagedNameConflict { .. } => "rename one of the files: staged names must be unique".into(),
-            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts)".into(),
+            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts); for a PyFlink job, --py-requirements, --py-archives or --py-files".into(),
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { hint, .. } | EngineConfig { hint, .. } => hint.clone(),
@@ -281,6 +292,7 @@ impl Error {
                 };
                 format!("{boot}change the base as each finding says (`prebuilder check IMAGE` shows the whole probe), or pass --no-check to build anyway")
             }
+            PyFlinkBaseRefused { .. } => "use a Flink image with Python, apache-flink and Java (the Python minor version of the launching Python), change the base as each finding says, or pass --no-check to build anyway".into(),
             Incompatible { .. } => "change what each finding's `fix:` says, then run `prebuilder check` again".into(),
             ProbeFailed { image, .. } => format!("look inside with `docker run --rm -it --entrypoint /bin/sh {image}`; the probe needs /bin/sh and, for most checks, python"),
             LaunchPython { .. } => "pass --launch-python with the interpreter that launches the pipeline (it needs apache-beam)".into(),

@@ -13,13 +13,14 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::setup::{self, SNAPSHOT_DIR};
-use super::{local, record, upload, verify};
+use super::{flink, local, record, upload, verify};
 use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
 use crate::error::{Error, Result};
 use crate::image;
-use crate::plan::{LayerName, LayerPlan, BEAM_DIR, BOOT};
+use crate::plan::{LayerName, LayerPlan, BEAM_DIR};
 use crate::progress::{Event, Reporter};
 use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
+use crate::stage::SetupMode;
 
 /// Lines of setup output kept for the error message when the setup fails.
 const TAIL_LINES: usize = 25;
@@ -37,6 +38,8 @@ pub struct LayerBuild<'a> {
     pub network: &'a Network,
     /// Commit the container instead of loading the snapshot.
     pub commit: bool,
+    /// What the setup runs (Beam's boot or PyFlink's setup) and the config it adds.
+    pub mode: &'a SetupMode,
 }
 
 /// Build the layer; the new image's id.
@@ -56,7 +59,12 @@ pub async fn build<E: Engine>(
         ),
         image: b.from_image.to_string(),
         // No snapshot when the container is committed: the commit would carry it.
-        entrypoint: setup::command_with(matches!(b.network, Network::None), !b.commit, &names),
+        entrypoint: setup::command_with(
+            b.mode,
+            matches!(b.network, Network::None),
+            !b.commit,
+            &names,
+        ),
         role: "setup".into(),
         network: b.network.clone(),
     };
@@ -82,7 +90,7 @@ async fn set_up_and_save<E: Engine>(
     b: &LayerBuild<'_>,
     reporter: &dyn Reporter,
 ) -> Result<(String, serde_json::Value, Vec<String>)> {
-    for path in [BOOT, "/bin/sh"] {
+    for &path in flink::required_paths(b.mode) {
         if !engine.exists(container, path).await? {
             return Err(Error::BootMissing {
                 image: b.from_image.to_string(),
@@ -90,8 +98,8 @@ async fn set_up_and_save<E: Engine>(
             });
         }
     }
-    upload_artifacts(engine, container, b.layer, reporter).await?;
-    run_setup(engine, container, b.layer.name, reporter).await?;
+    upload_artifacts(engine, container, b.layer, b.mode, reporter).await?;
+    run_setup(engine, container, b.layer.name, b.mode, reporter).await?;
     // The environment's record (pip freeze + inputs) goes into the image and a label.
     let record = record::make(engine, container, b, reporter).await?;
     let mut labels = b.labels.clone();
@@ -100,7 +108,8 @@ async fn set_up_and_save<E: Engine>(
     }
     // Overrides the setup container's `prebuilder=setup`, which a commit copies.
     labels.insert(LABEL.to_string(), "image".to_string());
-    let config = image::layer_config(&b.config_image.config, &labels);
+    let mut config = image::layer_config(&b.config_image.config, &labels);
+    flink::adjust_config(b.mode, b.layer.name, &b.config_image.config, &mut config);
     let file = record.as_ref().map(|(f, _)| f.as_slice());
     if !b.commit {
         match load_snapshot(engine, container, b, &config, file, reporter).await {
@@ -117,7 +126,8 @@ async fn set_up_and_save<E: Engine>(
         }
     }
     let names: Vec<&str> = b.layer.artifacts.iter().map(|a| a.name.as_str()).collect();
-    let leftovers = verify::leftovers(engine, container, &names).await?;
+    let artifacts = flink::artifacts_dir(b.mode);
+    let leftovers = verify::leftovers(engine, container, artifacts, &names).await?;
     if let Some(file) = file {
         ops::upload_file(engine, container, BEAM_DIR, RECORD_NAME, file).await?;
     }
@@ -134,6 +144,7 @@ async fn upload_artifacts<E: Engine>(
     engine: &E,
     container: &str,
     layer: &LayerPlan<'_>,
+    mode: &SetupMode,
     reporter: &dyn Reporter,
 ) -> Result<()> {
     let files: Vec<upload::UploadFile> = layer
@@ -157,7 +168,9 @@ async fn upload_artifacts<E: Engine>(
             |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
         )
         .boxed();
-    let uploaded = engine.upload(container, BEAM_DIR, body).await;
+    let uploaded = engine
+        .upload(container, flink::upload_dir(mode), body)
+        .await;
     // The writer's error names the file at fault: prefer it.
     writer.await.map_err(|source| Error::Task {
         action: "streaming the artifacts".into(),
@@ -172,9 +185,13 @@ async fn run_setup<E: Engine>(
     engine: &E,
     container: &str,
     layer: LayerName,
+    mode: &SetupMode,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    reporter.event(Event::RunningSetup { layer });
+    reporter.event(Event::RunningSetup {
+        layer,
+        step: &flink::setup_step(mode).1,
+    });
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut partial = Vec::new();
     let mut emit = |line: &[u8]| {
@@ -211,7 +228,7 @@ async fn run_setup<E: Engine>(
     };
     Err(Error::SetupFailed {
         layer: layer.to_string(),
-        step: setup::failing_step(&tail),
+        step: flink::failing_step(mode, &tail),
         status,
         tail: shown,
     })

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use super::setup::SNAPSHOT_DIR;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::plan::ARTIFACTS_DIR;
 use crate::stage::MANIFEST_FILE;
 
 /// An image's config and what the setup may have left in it.
@@ -122,8 +121,9 @@ pub fn verify(engine: &str, image: &str, want: &Observed, got: &Observed) -> Res
 }
 
 /// Where a setup leftover would be: the snapshot directory, the manifest and
-/// the top-level staged names in the artifacts directory.
-pub fn leftover_paths(staged: &[&str]) -> Vec<String> {
+/// the top-level staged names in the artifacts directory (Beam's, or the
+/// PyFlink one).
+pub fn leftover_paths(artifacts_dir: &str, staged: &[&str]) -> Vec<String> {
     let mut tops: Vec<&str> = staged
         .iter()
         .map(|n| n.split('/').next().unwrap_or(n))
@@ -132,7 +132,7 @@ pub fn leftover_paths(staged: &[&str]) -> Vec<String> {
     tops.sort_unstable();
     tops.dedup();
     let mut paths = vec![SNAPSHOT_DIR.to_string()];
-    paths.extend(tops.into_iter().map(|t| format!("{ARTIFACTS_DIR}/{t}")));
+    paths.extend(tops.into_iter().map(|t| format!("{artifacts_dir}/{t}")));
     paths
 }
 
@@ -140,10 +140,11 @@ pub fn leftover_paths(staged: &[&str]) -> Vec<String> {
 pub async fn leftovers<E: Engine>(
     engine: &E,
     container: &str,
+    artifacts_dir: &str,
     staged: &[&str],
 ) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    for path in leftover_paths(staged) {
+    for path in leftover_paths(artifacts_dir, staged) {
         if engine.exists(container, &path).await? {
             found.push(path);
         }
@@ -182,6 +183,7 @@ pub async fn check<E: Engine>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ARTIFACTS_DIR;
 
     fn want() -> Observed {
         Observed {
@@ -293,7 +295,10 @@ mod tests {
     #[test]
     fn leftover_paths_are_the_snapshot_the_manifest_and_staged_tops() {
         assert_eq!(
-            leftover_paths(&["requirements.txt", "sub/a.whl", "sub/b.whl"]),
+            leftover_paths(
+                ARTIFACTS_DIR,
+                &["requirements.txt", "sub/a.whl", "sub/b.whl"]
+            ),
             [
                 "/.prebuilder-snapshot",
                 "/opt/apache/beam/artifacts/artifacts_info.json",
