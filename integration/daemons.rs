@@ -425,8 +425,35 @@ impl SshServer {
 
 impl Drop for SshServer {
     fn drop(&mut self) {
+        // sshd serves each connection in a child of its own session, which
+        // outlives the listener: stop those first. Their end closes the ssh
+        // client's master connection (bollard's, through `ssh -M`), which then exits.
+        for pid in children_of(self.child.id()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
         stop(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// Pids whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                // `pid (comm) state ppid …`; comm may hold spaces, so split after ')'.
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// `podman system service` on its own socket, root and runroot, with the
