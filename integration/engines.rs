@@ -117,7 +117,11 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     let o = run(bare()
         .args(build_args(&fx, &repo, &requirements, None))
         .env("DOCKER_HOST", &tcp));
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "an engine that does not answer is unavailable (3)"
+    );
     let err = stderr(&o);
     assert!(
         err.contains("cannot reach the container engine at"),
@@ -527,7 +531,7 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert_eq!(
         child.wait().unwrap().code(),
-        Some(2),
+        Some(130),
         "interrupted: {rest:?}"
     );
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");

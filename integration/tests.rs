@@ -12,4 +12,5 @@ mod custom;
 mod engines;
 mod errors;
 mod flink;
+mod outputs;
 mod registry;

@@ -88,6 +88,7 @@ impl World {
             network: Network::None,
             lock_dir: self.locks.path().to_path_buf(),
             commit: false,
+            labels: Default::default(),
         }
     }
 

@@ -23,6 +23,9 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     for t in &args.tags {
         check_tag(t)?;
     }
+    for l in &args.labels {
+        crate::labels::parse(l)?;
+    }
     Ok(())
 }
 
@@ -88,7 +91,7 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         r = DockerEngine::connect() => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let opts = options(args);
+    let opts = options(args)?;
     let outcome = tokio::select! {
         r = build::run(&engine, &opts, &set, || remote(args), reporter) => r,
         signal = cancel.cancelled() => interrupted(signal),
@@ -106,8 +109,9 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
 
 /// The build's options from the flags (and `PREBUILDER_COMMIT`, read here,
 /// never deep in the build).
-pub fn options(args: &BuildArgs) -> build::Options {
-    build::Options {
+pub fn options(args: &BuildArgs) -> Result<build::Options> {
+    let labels = crate::labels::Request::from_args(args)?;
+    Ok(build::Options {
         base: args.base.clone(),
         repository: args.repository.clone(),
         tags: args.tags.clone(),
@@ -119,7 +123,8 @@ pub fn options(args: &BuildArgs) -> build::Options {
         network: Network::parse(&args.network),
         lock_dir: build::lock::default_dir(),
         commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
-    }
+        labels,
+    })
 }
 
 /// The registry of `--repository`, when it names one or `--push` asks for one.
