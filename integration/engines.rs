@@ -132,7 +132,7 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
 
     // 2. A build over TLS, certificates from DOCKER_CERT_PATH.
     let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, None))
+        .args(build_args(&fx, &repo, &requirements, Some(&project)))
         .env("DOCKER_HOST", &tcp)
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", &daemon.certs.client));
@@ -163,7 +163,7 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
         &format!("host={}", daemon.host()),
     ]);
     let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, None))
+        .args(build_args(&fx, &repo, &requirements, Some(&project)))
         .env("DOCKER_CONFIG", &config)
         .env("DOCKER_CONTEXT", ctx));
     let hit = ok(&o);
@@ -177,6 +177,13 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     // 4. The current context of config.json (`docker context use`): a code
     //    change reuses the dependency layer on that daemon.
     cli(&["context", "use", ctx]);
+    let transforms = project.join("demo_pipeline/transforms.py");
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(
+        &transforms,
+        format!("{code}\n# changed for the context build\n"),
+    )
+    .unwrap();
     let o = run(bare()
         .args(build_args(&fx, &repo, &requirements, Some(&project)))
         .env("DOCKER_CONFIG", &config));
@@ -206,7 +213,6 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     // 5. Over ssh: the remote's `docker system dial-stdio` talks to the
     //    second daemon; a real build (upload, attach, load) goes through it.
     let ssh = SshServer::start(&daemon.host());
-    let transforms = project.join("demo_pipeline/transforms.py");
     let code = std::fs::read_to_string(&transforms).unwrap();
     std::fs::write(
         &transforms,
