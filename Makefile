@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
 export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
 
-.PHONY: all build test lint unit fixtures integration python-test wheel sdist-test demo bench leftovers
+.PHONY: all build test lint unit fixtures integration python-test wheel sdist-test demo bench bench-engines leftovers
 
 all: build
 
@@ -75,6 +75,11 @@ demo: fixtures build
 ## Prints a table, writes target/bench.json; a missed target says MISSED (exit 0).
 bench: fixtures build
 	bash bench/run.sh
+
+## Cold build, unchanged relaunch and code-only change on Docker and on a
+## Podman service it starts; one run each, a table on stdout.
+bench-engines: fixtures build
+	PREBUILDER_BIN=$${PREBUILDER_BIN:-target/release/prebuilder} bash bench/engines.sh
 
 ## Containers and images prebuilder or its tests left behind (there should be none).
 leftovers:

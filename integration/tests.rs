@@ -3,11 +3,13 @@
 //! apache-beam. Fixtures come from `make fixtures` (integration/fixtures/build.sh).
 //! Run one at a time (`--test-threads=1`): builds share the engine's CPU and cache.
 
+mod daemons;
 mod support;
 
 mod build;
 mod cache;
 mod custom;
+mod engines;
 mod errors;
 mod flink;
 mod fresh;

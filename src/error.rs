@@ -5,6 +5,27 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How messages name the engine this process talks to ("the engine at
+/// unix:///… (from DOCKER_HOST), Podman 4.3.1"), set by the engine adapter
+/// once it has chosen and asked it (`set_engine`). Kept here so every error,
+/// wherever it is made, names the engine without threading it through.
+static ENGINE: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// Name the engine in every later message.
+pub fn set_engine(description: String) {
+    if let Ok(mut e) = ENGINE.write() {
+        *e = description;
+    }
+}
+
+/// The engine as messages name it; "the engine" before one is chosen.
+pub fn engine() -> String {
+    match ENGINE.read() {
+        Ok(e) if !e.is_empty() => e.clone(),
+        _ => "the engine".to_string(),
+    }
+}
+
 /// Exit status: the setup inside the container failed (or `check` found problems).
 pub const EXIT_SETUP_FAILED: i32 = 1;
 /// Exit status: bad input or usage, or a refusal the user must act on.
@@ -93,9 +114,18 @@ pub enum Error {
         endpoint: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// What to do, fitted to the transport and how the endpoint was chosen.
+        hint: String,
     },
 
-    #[error("base image {image} is not on the engine")]
+    #[error("cannot use the container engine at {endpoint}: {reason}")]
+    EngineConfig {
+        endpoint: String,
+        reason: String,
+        hint: String,
+    },
+
+    #[error("base image {image} is not on {}", engine())]
     BaseMissing { image: String },
 
     #[error("base image {image} is not on the engine, and pulling it from {registry} failed ({credentials}): {reason}")]
@@ -126,7 +156,7 @@ pub enum Error {
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error("container engine error while {action}: {source}")]
+    #[error("container engine error while {action} ({}): {source}", engine())]
     Engine {
         action: String,
         #[source]
@@ -147,6 +177,16 @@ pub enum Error {
         action: String,
         #[source]
         source: tokio::task::JoinError,
+    },
+
+    #[error(
+        "{engine} built {image}, but it is not what was asked for, so it was removed:{}",
+        differences.iter().map(|d| format!("\n  - {d}")).collect::<String>()
+    )]
+    ResultMismatch {
+        engine: String,
+        image: String,
+        differences: Vec<String>,
     },
 
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
@@ -171,6 +211,9 @@ pub enum Error {
         with_credentials: bool,
     },
 
+    #[error("{} would not push to registry {registry} over plain HTTP (it speaks HTTP, the engine asked for HTTPS)", engine())]
+    RegistryInsecure { registry: String, podman: bool },
+
     #[error("registry {registry} denied access to {repository}")]
     RegistryDenied {
         registry: String,
@@ -194,7 +237,7 @@ pub enum Error {
     Usage { message: String, hint: String },
 
     // ---- custom bases, checks and records ----
-    #[error("{what} {image} is not on the engine")]
+    #[error("{what} {image} is not on {}", engine())]
     ImageMissing { what: &'static str, image: String },
 
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
@@ -265,17 +308,20 @@ impl Error {
             NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts); for a PyFlink job, --py-requirements, --py-archives or --py-files".into(),
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
-            EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
+            EngineUnreachable { hint, .. } | EngineConfig { hint, .. } => hint.clone(),
             BaseMissing { image } => format!("with --pull never, prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
             PlatformMissing { platform, .. } => format!("choose a base built for {platform} (or a multi-platform one that includes it)"),
             PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
+            ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
             Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
             Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
+            RegistryInsecure { registry, podman: true } => format!("mark it insecure for Podman: add `[[registry]]` / `location = \"{registry}\"` / `insecure = true` to /etc/containers/registries.conf (or the file CONTAINERS_REGISTRIES_CONF names for the Podman service), restart the service, and push again; or serve the registry over TLS"),
+            RegistryInsecure { registry, podman: false } => format!("add \"insecure-registries\": [\"{registry}\"] to the engine's /etc/docker/daemon.json and restart it, or serve the registry over TLS"),
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),

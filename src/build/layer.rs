@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::setup::{self, SNAPSHOT_DIR};
-use super::{flink, local, record, upload};
+use super::{flink, local, record, upload, verify};
 use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
 use crate::error::{Error, Result};
 use crate::image;
@@ -67,10 +67,12 @@ pub async fn build<E: Engine>(
             std::process::id()
         ),
         image: b.from_image.to_string(),
-        entrypoint: setup::command_for(
+        // No snapshot when the container is committed: the commit would carry it.
+        entrypoint: setup::command_with(
             b.mode,
             matches!(b.network, Network::None),
             b.epoch(),
+            !b.commit,
             &names,
         ),
         role: "setup".into(),
@@ -83,17 +85,21 @@ pub async fn build<E: Engine>(
     let container = engine.create(&spec).await?;
     let result = set_up_and_save(engine, &container, b, reporter).await;
     engine.remove_container(&container).await;
-    result
+    let (id, config, leftovers) = result?;
+    // Before anything is tagged: the image is what was asked for.
+    verify::check(engine, &id, &config, leftovers).await?;
+    Ok(id)
 }
 
 /// Everything between "container created" and "layer image saved"; the
-/// caller removes the container whatever happens here.
+/// caller removes the container whatever happens here. The image id, the
+/// config asked for and the setup leftovers seen in the container.
 async fn set_up_and_save<E: Engine>(
     engine: &E,
     container: &str,
     b: &LayerBuild<'_>,
     reporter: &dyn Reporter,
-) -> Result<String> {
+) -> Result<(String, serde_json::Value, Vec<String>)> {
     for &path in flink::required_paths(b.mode) {
         if !engine.exists(container, path).await? {
             return Err(Error::BootMissing {
@@ -117,16 +123,21 @@ async fn set_up_and_save<E: Engine>(
     let file = record.as_ref().map(|(f, _)| f.as_slice());
     if !b.commit {
         match load_snapshot(engine, container, b, &config, file, reporter).await {
-            Ok(Some(image)) => return Ok(image),
+            Ok(Some(image)) => return Ok((image, config, Vec::new())),
             Ok(None) => reporter.event(Event::NoSnapshot {
                 layer: b.layer.name,
             }),
+            // The container holds the snapshot, which the commit carries: the
+            // check below refuses such an image rather than report it.
             Err(e) => tracing::warn!(
                 "{}: {e}; committing the setup container instead",
                 b.layer.name
             ),
         }
     }
+    let names: Vec<&str> = b.layer.artifacts.iter().map(|a| a.name.as_str()).collect();
+    let artifacts = flink::artifacts_dir(b.mode);
+    let leftovers = verify::leftovers(engine, container, artifacts, &names).await?;
     if let Some(file) = file {
         ops::upload_file(engine, container, BEAM_DIR, RECORD_NAME, file).await?;
     }
@@ -134,7 +145,8 @@ async fn set_up_and_save<E: Engine>(
         layer: b.layer.name,
     });
     let comment = format!("prebuilder {} layer {}", b.layer.name, b.layer.tag());
-    engine.commit(container, &config, &comment).await
+    let id = engine.commit(container, &config, &comment).await?;
+    Ok((id, config, leftovers))
 }
 
 /// Stream the layer's artifacts (and its manifest) into the container.

@@ -24,6 +24,7 @@ pub mod pull;
 pub mod record;
 pub mod setup;
 pub mod upload;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

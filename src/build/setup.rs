@@ -38,8 +38,22 @@ pub fn command(no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
 }
 
 /// Entrypoint and arguments of the setup container: the script around the
-/// mode's setup step (a `run_setup` function defined before it).
+/// mode's setup step (a `run_setup` function defined before it), with a
+/// layer snapshot.
 pub fn command_for(mode: &SetupMode, no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
+    command_with(mode, no_index, epoch, true, names)
+}
+
+/// `snapshot: false` when the container will be committed: a commit would
+/// carry the snapshot into the image, and nothing reads it.
+pub fn command_with(
+    mode: &SetupMode,
+    no_index: bool,
+    epoch: u64,
+    snapshot: bool,
+    names: &[&str],
+) -> Vec<String> {
+    let snapshot_dir = if snapshot { SNAPSHOT_DIR } else { "" };
     let artifacts = super::flink::artifacts_dir(mode);
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
     let (function, step) = super::flink::setup_step(mode);
@@ -48,7 +62,7 @@ pub fn command_for(mode: &SetupMode, no_index: bool, epoch: u64, names: &[&str])
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()

@@ -10,7 +10,8 @@ SOURCE_DATE_EPOCH=$PREBUILDER_EPOCH; export SOURCE_DATE_EPOCH
 # The layer snapshot (see engine::layer): every path but mounts, the snapshot
 # and the staged artifacts, NUL-separated, before and after the setup. Only
 # with GNU find/tar/sort/comm; without them there is no snapshot and the
-# engine commits the container instead.
+# engine commits the container instead. No snapshot either when
+# PREBUILDER_SNAPSHOT is empty (the container is committed).
 # PREBUILDER_ROOT is empty (the container's /) except in unit tests.
 root=$PREBUILDER_ROOT
 snap=$root$PREBUILDER_SNAPSHOT
@@ -20,7 +21,7 @@ paths() {
     -o -path ".$PREBUILDER_SNAPSHOT" -o -path ".$PREBUILDER_ARTIFACTS" \) -prune -o "$@")
 }
 snapshot=0
-if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
+if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
    comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
    paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
   snapshot=1

@@ -828,6 +828,50 @@ async fn a_registry_hit_applies_every_tag_by_a_manifest_put() {
     assert!(matches!(err, Error::TagConflict { .. }), "{err:?}");
 }
 
+#[tokio::test]
+async fn an_engine_that_ignores_the_commit_config_is_refused_and_nothing_is_tagged() {
+    let w = world();
+    w.engine.commit_ignores_config();
+    let mut opts = w.opts();
+    opts.commit = true;
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    let Error::ResultMismatch { differences, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        differences[0].starts_with("Entrypoint is [\"/bin/sh\""),
+        "{differences:?}"
+    );
+    assert!(differences
+        .iter()
+        .any(|d| d.contains("label prebuilder.key is missing")));
+    assert!(w.result_tags().is_empty(), "{:?}", w.result_tags());
+    assert!(w.engine.containers().is_empty());
+    assert_eq!(
+        w.engine.count("remove_image"),
+        1,
+        "the wrong image is removed"
+    );
+}
+
+#[tokio::test]
+async fn a_staged_file_left_in_a_committed_container_is_refused() {
+    let w = world();
+    w.engine
+        .setup_leaves("/opt/apache/beam/artifacts/requirements.txt");
+    let mut opts = w.opts();
+    opts.commit = true;
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    let Error::ResultMismatch { differences, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        differences,
+        &["setup leftovers in the image: /opt/apache/beam/artifacts/requirements.txt"]
+    );
+    assert!(w.result_tags().is_empty());
+}
+
 /// A PyFlink set: requirements and an archive below, a python file above.
 fn flink_set(w: &World, udf: &str) -> StagedSet {
     use crate::stage::flink::FlinkSetup;

@@ -33,36 +33,36 @@ pub struct DockerEngine {
     docker: Docker,
     /// Containers created and not yet removed, for [`Engine::remove_leftovers`].
     live: Mutex<Vec<String>>,
-}
-
-/// Where the engine is expected, for error messages.
-pub fn endpoint() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+    /// Podman's compatible API (see `podman`): layers load as OCI archives
+    /// and a commit takes its config as instructions.
+    podman: bool,
+    /// `Docker 20.10.24`, `Podman 4.3.1`: for messages.
+    product: String,
 }
 
 impl DockerEngine {
-    /// Connect the way the docker CLI does (`DOCKER_HOST`, else the local
-    /// socket) and agree on an API version with the engine.
+    /// Connect to the engine the docker CLI would use (see `endpoint`) and
+    /// agree on an API version with it.
     pub async fn connect() -> Result<DockerEngine> {
-        let unreachable = |e: BollardError| Error::EngineUnreachable {
-            endpoint: endpoint(),
-            source: Box::new(e),
-        };
-        let docker = Docker::connect_with_defaults()
-            .map_err(unreachable)?
-            .with_timeout(REQUEST_TIMEOUT);
-        // negotiate_version is the first request: it fails fast when nothing listens.
-        let docker = tokio::time::timeout(Duration::from_secs(30), docker.negotiate_version())
+        let endpoint = super::endpoint::resolve(&super::endpoint::Env::from_process())?;
+        super::endpoint::set_current(&endpoint);
+        let docker = super::endpoint::connect(&endpoint, REQUEST_TIMEOUT).await?;
+        let version = docker
+            .version()
             .await
-            .map_err(|_| Error::EngineUnreachable {
-                endpoint: endpoint(),
-                source: "no answer within 30 s".into(),
-            })?
-            .map_err(unreachable)?;
+            .map_err(|e| engine_err("asking the engine for its version", e))?;
+        super::endpoint::set_product(&super::podman::product(&version));
         Ok(DockerEngine {
             docker,
             live: Mutex::new(Vec::new()),
+            podman: super::podman::is_podman(&version),
+            product: super::podman::product(&version),
         })
+    }
+
+    /// `Podman 4.3.1` or `Docker 20.10.24`, for messages.
+    pub fn product(&self) -> &str {
+        &self.product
     }
 
     fn forget(&self, id: &str) {
@@ -93,10 +93,7 @@ fn engine_err(action: impl Into<String>, e: BollardError) -> Error {
         | BollardError::HyperLegacyError { .. }
         | BollardError::HttpClientError { .. }
         | BollardError::IOError { .. }
-        | BollardError::RequestTimeoutError => Error::EngineUnreachable {
-            endpoint: endpoint(),
-            source: Box::new(e),
-        },
+        | BollardError::RequestTimeoutError => super::endpoint::unreachable(Box::new(e)),
         other => Error::Engine {
             action: action.into(),
             source: Box::new(other),
@@ -109,12 +106,17 @@ fn image_info(i: ImageInspect) -> ImageInfo {
         .unwrap_or(serde_json::Value::Null);
     let c = i.config.unwrap_or_default();
     ImageInfo {
-        id: i.id.unwrap_or_default(),
+        id: super::podman::normalize_id(&i.id.unwrap_or_default()),
         entrypoint: c.entrypoint.unwrap_or_default(),
         cmd: c.cmd.unwrap_or_default(),
         env: c.env.unwrap_or_default(),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
-        repo_tags: i.repo_tags.unwrap_or_default(),
+        repo_tags: i
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| super::podman::familiar(t))
+            .collect(),
         repo_digests: i.repo_digests.unwrap_or_default(),
         created: i.created.map(|c| c.to_string()),
         history: Vec::new(),
@@ -146,13 +148,24 @@ fn credentials(repo: &str, credential: Option<&Credential>) -> Option<DockerCred
 
 /// A registry failure reported inside the push stream (text, no status code):
 /// the two a user can act on are told apart, the rest kept verbatim.
-fn push_stream_error(repo: &str, tag: &str, with_credentials: bool, error: String) -> Error {
+fn push_stream_error(
+    repo: &str,
+    tag: &str,
+    with_credentials: bool,
+    podman: bool,
+    error: String,
+) -> Error {
     let registry = RepositoryRef::parse(repo);
     let lower = error.to_ascii_lowercase();
     if lower.contains("unauthorized") || lower.contains("authentication required") {
         Error::RegistryUnauthorized {
             registry: registry.registry,
             with_credentials,
+        }
+    } else if lower.contains("http response to https client") {
+        Error::RegistryInsecure {
+            registry: registry.registry,
+            podman,
         }
     } else if lower.contains("denied") {
         Error::RegistryDenied {
@@ -211,12 +224,13 @@ impl Engine for DockerEngine {
         Ok(found
             .into_iter()
             .map(|i| ImageSummary {
-                id: i.id,
+                id: super::podman::normalize_id(&i.id),
                 labels: i.labels.into_iter().collect(),
                 tags: i
                     .repo_tags
                     .into_iter()
                     .filter(|t| t != "<none>:<none>")
+                    .map(|t| super::podman::familiar(&t))
                     .collect(),
                 created: i.created,
             })
@@ -369,6 +383,8 @@ impl Engine for DockerEngine {
                 action: "writing the committed image's config".into(),
                 source: Box::new(e),
             })?;
+        // Podman's /commit ignores the config body: it gets it as instructions too.
+        let changes = self.podman.then(|| super::podman::changes(&config));
         let committed = self
             .docker
             .commit_container(
@@ -376,16 +392,41 @@ impl Engine for DockerEngine {
                     container: Some(container.to_string()),
                     comment: Some(comment.to_string()),
                     pause: false,
+                    changes,
                     ..Default::default()
                 },
                 config,
             )
             .await
             .map_err(|e| engine_err("committing a container", e))?;
-        Ok(committed.id)
+        Ok(super::podman::normalize_id(&committed.id))
     }
 
     async fn load(&self, archive: &Path) -> Result<()> {
+        // Podman's docker-archive loader wants every layer file; its OCI
+        // loader reuses the layers it holds (see `podman`).
+        let oci = if self.podman {
+            let dir = archive.parent().unwrap_or(Path::new("."));
+            let oci = tempfile::Builder::new()
+                .suffix(".oci.tar")
+                .tempfile_in(dir)
+                .map_err(|e| Error::io(dir, e))?;
+            let (src, dst) = (archive.to_path_buf(), oci.path().to_path_buf());
+            tokio::task::spawn_blocking(move || super::podman::oci_from_docker_archive(&src, &dst))
+                .await
+                .map_err(|source| Error::Task {
+                    action: "converting the layer archive for Podman".into(),
+                    source,
+                })?
+                .map_err(|source| Error::Local {
+                    action: format!("converting {} for Podman", archive.display()),
+                    source,
+                })?;
+            Some(oci)
+        } else {
+            None
+        };
+        let archive = oci.as_ref().map_or(archive, |o| o.path());
         let file = tokio::fs::File::open(archive)
             .await
             .map_err(|e| Error::io(archive, e))?;
@@ -439,7 +480,13 @@ impl Engine for DockerEngine {
                     }
                 }
                 Err(BollardError::DockerStreamError { error }) => {
-                    return Err(push_stream_error(repo, tag, credential.is_some(), error))
+                    return Err(push_stream_error(
+                        repo,
+                        tag,
+                        credential.is_some(),
+                        self.podman,
+                        error,
+                    ))
                 }
                 Err(e) => return Err(engine_err(format!("pushing {repo}:{tag}"), e)),
             }

@@ -54,6 +54,11 @@ struct State {
     images: BTreeMap<String, FakeImage>,
     containers: BTreeMap<String, FakeContainer>,
     calls: Vec<String>,
+    /// `commit` keeps the container's own config, as Podman 4's compat
+    /// `/commit` does with the config it is sent.
+    commit_ignores_config: bool,
+    /// Paths a successful setup leaves in its container.
+    leave: Vec<String>,
     fail: BTreeMap<String, usize>,
     hang: Option<String>,
     serial: u64,
@@ -146,6 +151,15 @@ impl FakeEngine {
     }
 
     /// The next call of `op` fails.
+    /// A successful setup leaves `path` in its container.
+    pub fn setup_leaves(&self, path: &str) {
+        self.state().leave.push(path.to_string());
+    }
+
+    pub fn commit_ignores_config(&self) {
+        self.state().commit_ignores_config = true;
+    }
+
     pub fn fail_on(&self, op: &str) {
         self.state().fail.insert(op.to_string(), 1);
     }
@@ -271,7 +285,16 @@ impl FakeEngine {
         let setup = self.setup.lock().expect("fake setup").clone();
         if setup.status == 0 {
             let mut s = self.state();
+            let leave = s.leave.clone();
             if let Some(c) = s.containers.get_mut(id) {
+                // As setup.sh does: the staged files and the manifest go
+                // (the artifacts directory itself stays).
+                let staged = format!("{}/", crate::plan::ARTIFACTS_DIR);
+                c.files.retain(|path, _| !path.starts_with(&staged));
+                c.paths.retain(|path| !path.starts_with(&staged));
+                for path in &leave {
+                    c.paths.insert(path.clone());
+                }
                 let freeze = b"# python 3.11.2\nsix==1.16.0\n".to_vec();
                 c.files
                     .insert(crate::record::RECORD_FILE.to_string(), freeze);
@@ -492,6 +515,17 @@ impl Engine for FakeEngine {
         let mut layers = parent.layers.clone();
         layers.push(sha(container.as_bytes()));
         let added = c.paths.iter().chain(c.files.keys()).cloned().collect();
+        let own;
+        let config = if self.state().commit_ignores_config {
+            own = serde_json::json!({
+                "Entrypoint": c.spec.entrypoint,
+                "Env": ["TERM=xterm", "container=podman"],
+                "Labels": {crate::engine::LABEL: c.spec.role},
+            });
+            &own
+        } else {
+            config
+        };
         self.new_image(&parent.id, config, id.clone(), layers, added);
         Ok(id)
     }

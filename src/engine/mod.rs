@@ -1,17 +1,21 @@
 //! The container engine as a small trait of primitives: inspect, list by
 //! label, create, upload, run attached, download, commit, load, tag, push,
 //! remove. `docker` implements it with bollard (Docker or Podman's compatible
-//! API, local socket or `DOCKER_HOST`) and is the only code that knows the
-//! Engine API; `fake` (tests only) keeps images and containers in memory and
-//! records every call. What a build *does* with these primitives (snapshot or
-//! commit, records, boot layers) lives in `crate::build`, written once for
+//! API, whose differences `podman` meets) on the endpoint `endpoint` chooses
+//! as the docker CLI does (`DOCKER_HOST` unix/tcp/TLS/ssh, docker contexts),
+//! and is the only code that knows the Engine API; `fake` (tests only) keeps
+//! images and containers in memory and records every call. What a build
+//! *does* with these primitives (snapshot or commit, records, boot layers,
+//! the check of every built layer) lives in `crate::build`, written once for
 //! every adapter; `ops` holds the few compositions other commands share
 //! (probe, read a file, find a layer).
 
 pub mod docker;
+pub mod endpoint;
 #[cfg(test)]
 pub mod fake;
 pub mod ops;
+pub mod podman;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make bench-engines`: prebuilder's cold build, unchanged relaunch and
+# code-only change of the demo pipeline, on the main Docker engine and on a
+# Podman service this script starts (its own root, runroot and socket; the
+# fixture Beam image is copied into it). One run each: noisy figures, for
+# comparing engines, not a test. Prints a table.
+#
+#   bash bench/engines.sh      # after `make fixtures`; PREBUILDER_BIN picks the binary
+#
+# What it creates goes on every exit path: the Podman service (stopped by its
+# pid) and its storage, the images tagged prebuilder-bench/engines-* on the
+# main engine (their untagged layers go with them), the temp dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache="${PREBUILDER_FIXTURE_CACHE:-/var/cache/prebuilder-fixtures}"
+bin="${PREBUILDER_BIN:-target/debug/prebuilder}"
+case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+# shellcheck disable=SC1091
+. "$cache/fixtures.env"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/en-bench.XXXXXX")
+repo="prebuilder-bench/engines-$$"
+podman_pid=""
+cleanup() {
+  if [ -n "$podman_pid" ]; then kill "$podman_pid" 2>/dev/null || true; wait "$podman_pid" 2>/dev/null || true; fi
+  grep -o " $tmp[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  for t in $(DOCKER_HOST= docker images "$repo" --format '{{.Repository}}:{{.Tag}}' 2>/dev/null); do
+    DOCKER_HOST= docker rmi "$t" >/dev/null 2>&1 || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Podman, as integration/daemons.rs starts it.
+printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' >"$tmp/containers.conf"
+printf 'unqualified-search-registries = []\n' >"$tmp/registries.conf"
+printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n[storage.options.overlay]\nmount_program = "/usr/bin/fuse-overlayfs"\n' \
+  "$tmp/root" "$tmp/runroot" >"$tmp/storage.conf"
+CONTAINERS_CONF="$tmp/containers.conf" CONTAINERS_REGISTRIES_CONF="$tmp/registries.conf" \
+  CONTAINERS_STORAGE_CONF="$tmp/storage.conf" \
+  podman --root "$tmp/root" --runroot "$tmp/runroot" system service --time=0 "unix://$tmp/podman.sock" \
+  2>"$tmp/podman.log" &
+podman_pid=$!
+for _ in $(seq 50); do [ -S "$tmp/podman.sock" ] && break; sleep 0.2; done
+echo "bench-engines: copying $FIXTURE_BEAM_IMAGE into Podman" >&2
+DOCKER_HOST= docker save "$FIXTURE_BEAM_IMAGE" | DOCKER_HOST="unix://$tmp/podman.sock" docker load -q >/dev/null
+
+# One build; prints "seconds cached".
+build() { # host project
+  DOCKER_HOST="$1" "$bin" build --base "$FIXTURE_BEAM_IMAGE" --network none --format json \
+    --repository "$repo" --requirements-file "$tmp/requirements.txt" \
+    --requirements-cache "$FIXTURE_DEMO_WHEELS" --setup-file "$2" 2>>"$tmp/build.log" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["seconds"], r["cached"])'
+}
+
+printf '%-8s %10s %10s %12s\n' engine cold relaunch code-change
+for engine in docker podman; do
+  case $engine in
+    docker) host=unix:///var/run/docker.sock ;;
+    podman) host="unix://$tmp/podman.sock" ;;
+  esac
+  # Inputs no earlier run has seen: a miss on both layers.
+  { echo "# bench-engines $$ $engine $(date +%s%N)"; cat demo/requirements.txt; } >"$tmp/requirements.txt"
+  rm -rf "$tmp/pipeline" && cp -r demo/pipeline "$tmp/pipeline"
+  cold=$(build "$host" "$tmp/pipeline/setup.py")
+  again=$(build "$host" "$tmp/pipeline/setup.py")
+  echo "# bench change $(date +%s%N)" >>"$tmp/pipeline/demo_pipeline/transforms.py"
+  change=$(build "$host" "$tmp/pipeline/setup.py")
+  printf '%-8s %9ss %9ss %11ss\n' "$engine" "${cold%% *}" "${again%% *}" "${change%% *}"
+done

@@ -1,0 +1,571 @@
+//! Every engine a CI runner really has, chosen as the docker CLI chooses it:
+//! a second dockerd reached over TLS (`DOCKER_HOST` + `DOCKER_TLS_VERIFY`),
+//! over ssh and through a docker context, and the refusals when the
+//! configuration cannot work.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::daemons::{copy_image, PodmanService, SecondDockerd, SshServer};
+use crate::support::*;
+
+const ENGINE_VARS: [&str; 6] = [
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_TLS",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "DOCKER_CONFIG",
+];
+
+/// prebuilder with none of the engine variables of the test's environment.
+fn bare() -> Command {
+    let mut c = prebuilder();
+    for v in ENGINE_VARS {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn build_args(
+    fx: &Fixtures,
+    repo: &str,
+    requirements: &Path,
+    project: Option<&Path>,
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "build",
+        "--base",
+        &fx.beam_image,
+        "--network",
+        "none",
+        "--format",
+        "json",
+        "--repository",
+        repo,
+        "--requirements-file",
+        requirements.to_str().unwrap(),
+        "--requirements-cache",
+        fx.demo_wheels.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(p) = project {
+        a.extend(["--setup-file".to_string(), p.display().to_string()]);
+    }
+    a
+}
+
+fn ok(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    json(o)
+}
+
+/// The image is on the second daemon, keeps the base's entrypoint and carries
+/// the key labels; the main engine does not have it.
+fn check_on(daemon: &SecondDockerd, fx: &Fixtures, report: &serde_json::Value) {
+    let image = report["image"].as_str().unwrap();
+    let inspect = |img: &str, f: &str| daemon.docker_ok(&["image", "inspect", img, "--format", f]);
+    assert_eq!(
+        inspect(image, "{{.Id}}"),
+        report["image_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        inspect(image, "{{json .Config.Entrypoint}}"),
+        inspect(&fx.beam_image, "{{json .Config.Entrypoint}}")
+    );
+    let tag = image.rsplit_once(':').unwrap().1;
+    let key = inspect(image, "{{index .Config.Labels \"prebuilder.key\"}}");
+    assert!(key.starts_with(tag), "key label {key:?} on {image}");
+    assert!(
+        !docker(&["image", "inspect", image]).status.success(),
+        "{image} must not be on the main engine"
+    );
+    let left = daemon.docker_ok(&["ps", "-aq", "--filter", "label=prebuilder"]);
+    assert!(left.is_empty(), "setup containers left: {left}");
+}
+
+/// One second dockerd for all four ways of reaching it (starting it and
+/// loading the base takes ~30 s; the scenarios run in order on it).
+#[test]
+fn a_second_dockerd_over_tls_ssh_and_contexts() {
+    let fx = Fixtures::load();
+    let daemon = SecondDockerd::start();
+    daemon.load_from_main(&fx.beam_image);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("pipeline");
+    copy_tree(&repo().join("demo/pipeline"), &project);
+    let requirements = unique_requirements(dir.path(), &demo_requirements_text());
+    let repo = format!("prebuilder-test/engines-{}", std::process::id());
+    let tcp = format!("tcp://{}", daemon.tcp);
+
+    // 1. TLS asked for, certificates missing: refused before any request, like the CLI.
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, None))
+        .env("DOCKER_HOST", &tcp)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", dir.path().join("no-certs")));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("{tcp} (from DOCKER_HOST)")), "{err}");
+    assert!(err.contains("no-certs/ca.pem"), "{err}");
+    assert!(err.contains("hint: point DOCKER_CERT_PATH"), "{err}");
+    assert!(!err.contains("start the Docker"), "{err}");
+
+    // Plain HTTP to the TLS port: named, with a hint about TLS.
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, None))
+        .env("DOCKER_HOST", &tcp));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "an engine that does not answer is unavailable (3)"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot reach the container engine at"),
+        "{err}"
+    );
+    assert!(err.contains("DOCKER_TLS_VERIFY=1"), "{err}");
+    assert!(!err.contains("start the Docker"), "{err}");
+
+    // 2. A build over TLS, certificates from DOCKER_CERT_PATH.
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, Some(&project)))
+        .env("DOCKER_HOST", &tcp)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &daemon.certs.client));
+    let tls = ok(&o);
+    assert_eq!(tls["cached"], false, "{tls}");
+    check_on(&daemon, &fx, &tls);
+
+    // 3. A context the real docker CLI created, named by DOCKER_CONTEXT: the
+    //    same inputs hit what the TLS build left on that daemon.
+    let config = dir.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let cli = |args: &[&str]| {
+        let o = Command::new("docker")
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", &config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
+    };
+    let ctx = "en-second";
+    cli(&[
+        "context",
+        "create",
+        ctx,
+        "--docker",
+        &format!("host={}", daemon.host()),
+    ]);
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, Some(&project)))
+        .env("DOCKER_CONFIG", &config)
+        .env("DOCKER_CONTEXT", ctx));
+    let hit = ok(&o);
+    assert_eq!(hit["cached"], true, "{hit}");
+    assert_eq!(hit["image_id"], tls["image_id"]);
+    assert!(
+        !stderr(&o).contains("creating setup container"),
+        "a hit creates no container"
+    );
+
+    // 4. The current context of config.json (`docker context use`): a code
+    //    change reuses the dependency layer on that daemon.
+    cli(&["context", "use", ctx]);
+    let transforms = project.join("demo_pipeline/transforms.py");
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(
+        &transforms,
+        format!("{code}\n# changed for the context build\n"),
+    )
+    .unwrap();
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, Some(&project)))
+        .env("DOCKER_CONFIG", &config));
+    let app = ok(&o);
+    let got: Vec<(String, String)> = layers(&app).into_iter().map(|(n, c, _)| (n, c)).collect();
+    assert_eq!(
+        got,
+        [
+            ("dependencies".to_string(), "hit".to_string()),
+            ("application".to_string(), "miss".to_string())
+        ]
+    );
+    check_on(&daemon, &fx, &app);
+    // A context that does not exist: refused, named with where its name came from.
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, None))
+        .env("DOCKER_CONFIG", &config)
+        .env("DOCKER_CONTEXT", "en-no-such-context"));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("context en-no-such-context from DOCKER_CONTEXT")
+            && err.contains("context not found"),
+        "{err}"
+    );
+
+    // 5. Over ssh: the remote's `docker system dial-stdio` talks to the
+    //    second daemon; a real build (upload, attach, load) goes through it.
+    let ssh = SshServer::start(&daemon.host());
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(
+        &transforms,
+        format!("{code}\n# changed for the ssh build\n"),
+    )
+    .unwrap();
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, Some(&project)))
+        .env("PATH", ssh.path_env())
+        .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias)));
+    let over_ssh = ok(&o);
+    let got: Vec<(String, String)> = layers(&over_ssh)
+        .into_iter()
+        .map(|(n, c, _)| (n, c))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("dependencies".to_string(), "hit".to_string()),
+            ("application".to_string(), "miss".to_string())
+        ]
+    );
+    assert_ne!(over_ssh["image_id"], app["image_id"]);
+    check_on(&daemon, &fx, &over_ssh);
+    let o = daemon.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "python",
+        over_ssh["image"].as_str().unwrap(),
+        "-c",
+        "import demo_pipeline, slugify; print('ok')",
+    ]);
+    assert_eq!(o, "ok");
+
+    // A port in the ssh URL: refused with the way around it.
+    let o = run(bare()
+        .args(build_args(&fx, &repo, &requirements, None))
+        .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Port 2222"), "{}", stderr(&o));
+}
+
+/// The digest the registry reports for `path:tag`, whichever manifest
+/// format was pushed (Podman pushes an image loaded from an OCI archive as OCI).
+fn manifest_digest(addr: &str, path: &str, tag: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sI",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .arg(format!("http://{addr}/v2/{path}/manifests/{tag}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("docker-content-digest:")
+            .map(|d| d.trim().to_string())
+    })
+}
+
+/// The Podman service's view of one image's config, as JSON strings.
+fn podman_config(podman: &PodmanService, image: &str) -> Vec<String> {
+    [
+        "{{json .Config.Entrypoint}}",
+        "{{json .Config.Cmd}}",
+        "{{json .Config.Env}}",
+        "{{json .Config.WorkingDir}}",
+        "{{json .Config.User}}",
+    ]
+    .iter()
+    .map(|f| podman.docker_ok(&["image", "inspect", image, "--format", f]))
+    .collect()
+}
+
+/// Podman 4 through its Docker-compatible API, as a CI runner has it: a
+/// correct image (the base's config, key labels, no snapshot or staged file),
+/// ids and tags in Docker's form, an unchanged relaunch that creates no
+/// container, a code change that reuses the dependency layer, `gc` that sees
+/// the images, a failed setup that leaves nothing, push and digest to a
+/// loopback registry, and the verification refusing what Podman's `/commit`
+/// makes. One service for all (loading the base into it takes ~30 s).
+#[test]
+fn podman_builds_correct_images_reuses_them_and_pushes() {
+    let fx = Fixtures::load();
+    let registry = TestRegistry::start(None);
+    let podman = PodmanService::start(&[&registry.addr]);
+    copy_image(&fx.beam_image, &podman.host());
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("pipeline");
+    copy_tree(&repo().join("demo/pipeline"), &project);
+    let requirements = unique_requirements(dir.path(), &demo_requirements_text());
+    let repo = format!("prebuilder-test/podman-{}", std::process::id());
+    let on_podman = |args: Vec<String>| {
+        let mut c = bare();
+        c.args(args).env("DOCKER_HOST", podman.host());
+        c
+    };
+    let no_containers = || {
+        let left = podman.docker_ok(&["ps", "-aq"]);
+        assert!(left.is_empty(), "containers left on podman: {left}");
+    };
+
+    // A build: the image is what Docker would make.
+    let o = run(&mut on_podman(build_args(
+        &fx,
+        &repo,
+        &requirements,
+        Some(&project),
+    )));
+    let first = ok(&o);
+    assert_eq!(first["cached"], false);
+    let image = first["image"].as_str().unwrap();
+    assert!(image.starts_with(&format!("{repo}:")), "{image}");
+    let id = first["image_id"].as_str().unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    for (_, _, layer_id) in layers(&first) {
+        assert!(layer_id.starts_with("sha256:"), "{layer_id}");
+    }
+    assert_eq!(
+        podman_config(&podman, image),
+        podman_config(&podman, &fx.beam_image),
+        "Entrypoint, Cmd, Env, WorkingDir, User are the base's"
+    );
+    let label = |f: &str| {
+        podman.docker_ok(&[
+            "image",
+            "inspect",
+            image,
+            "--format",
+            &format!("{{{{index .Config.Labels \"{f}\"}}}}"),
+        ])
+    };
+    assert_eq!(label("prebuilder"), "image");
+    assert_eq!(label("prebuilder.layer"), "application");
+    assert!(label("prebuilder.key").starts_with(image.rsplit_once(':').unwrap().1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("dependencies: loading the layer") && !err.contains("committing"),
+        "layers are loaded, not committed: {err}"
+    );
+    let check = podman.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "test ! -e /.prebuilder-snapshot && test -z \"$(ls -A /opt/apache/beam/artifacts)\" && \
+         python -c 'import demo_pipeline, slugify; print(slugify.slugify(\"Hello World\"))'",
+    ]);
+    assert_eq!(check, "hello-world");
+    no_containers();
+
+    // An unchanged relaunch: a hit, no container.
+    let o = run(&mut on_podman(build_args(
+        &fx,
+        &repo,
+        &requirements,
+        Some(&project),
+    )));
+    let again = ok(&o);
+    assert_eq!(again["cached"], true, "{again}");
+    assert_eq!(again["image_id"], first["image_id"]);
+    assert!(
+        !stderr(&o).contains("container"),
+        "a hit creates no container: {}",
+        stderr(&o)
+    );
+
+    // gc sees Podman's images under Docker's names.
+    let o = run(bare()
+        .args(["gc", "--dry-run", "--format", "json", "--repository", &repo])
+        .env("DOCKER_HOST", podman.host()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let gc = json(&o);
+    assert_eq!(
+        gc["kept"], 2,
+        "gc sees the result and its dependency layer: {gc}"
+    );
+
+    // A code change rebuilds only the application layer.
+    let transforms = project.join("demo_pipeline/transforms.py");
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(&transforms, format!("{code}\n# changed on podman\n")).unwrap();
+    let changed = ok(&run(&mut on_podman(build_args(
+        &fx,
+        &repo,
+        &requirements,
+        Some(&project),
+    ))));
+    let got: Vec<(String, String)> = layers(&changed)
+        .into_iter()
+        .map(|(n, c, _)| (n, c))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("dependencies".to_string(), "hit".to_string()),
+            ("application".to_string(), "miss".to_string())
+        ]
+    );
+    assert_eq!(
+        layers(&changed)[0].2,
+        layers(&first)[0].2,
+        "the dependency layer is reused"
+    );
+    no_containers();
+
+    // A failed setup: exit 1, no container, nothing tagged.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "tabulate==0.0.1\n").unwrap();
+    let bad_repo = format!("{repo}-bad");
+    let o = run(&mut on_podman(build_args(&fx, &bad_repo, &bad, None)));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tabulate==0.0.1"), "{}", stderr(&o));
+    no_containers();
+    assert!(
+        podman.docker_ok(&["images", "-q", &bad_repo]).is_empty(),
+        "nothing tagged"
+    );
+
+    // Push and digest to a loopback registry (marked insecure for Podman).
+    let pushed_repo = format!("{}/prebuilder-test/podman", registry.addr);
+    let mut push_args = build_args(&fx, &pushed_repo, &requirements, Some(&project));
+    push_args.push("--push".into());
+    let pushed = ok(&run(&mut on_podman(push_args)));
+    let tag = pushed["image"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let digest = manifest_digest(&registry.addr, "prebuilder-test/podman", &tag)
+        .expect("the registry has the tag");
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(
+        pushed["sdk_container_image"],
+        format!("{pushed_repo}@{digest}").as_str()
+    );
+
+    // Pushing to a registry Podman was not told is insecure: the error says how.
+    let other = TestRegistry::start(None);
+    let mut push_args = build_args(
+        &fx,
+        &format!("{}/prebuilder-test/podman", other.addr),
+        &requirements,
+        None,
+    );
+    push_args.push("--push".into());
+    let o = run(&mut on_podman(push_args));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("over plain HTTP") && err.contains(&other.addr),
+        "{err}"
+    );
+    assert!(
+        err.contains("insecure = true") && err.contains("registries.conf"),
+        "{err}"
+    );
+    assert!(
+        other.digest("prebuilder-test/podman", &tag, None).is_none(),
+        "nothing pushed"
+    );
+
+    // Ctrl-C during the setup: exit 2, the setup container is removed.
+    let slow = dir.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    std::fs::write(
+        slow.join("setup.py"),
+        "import time\ntime.sleep(120)\nfrom setuptools import setup\nsetup(name='slow', version='1')\n",
+    )
+    .unwrap();
+    let slow_repo = format!("{repo}-interrupted");
+    let args: Vec<String> = [
+        "build",
+        "--base",
+        &fx.beam_image,
+        "--network",
+        "none",
+        "--repository",
+        &slow_repo,
+        "--setup-file",
+        slow.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut child = on_podman(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("workflow.tar.gz") && line.contains('|') {
+            break;
+        }
+    }
+    assert_eq!(
+        podman.docker_ok(&["ps", "-q"]).lines().count(),
+        1,
+        "the setup container is running: {seen:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "interrupted: {rest:?}"
+    );
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    no_containers();
+    assert!(podman.docker_ok(&["images", "-q", &slow_repo]).is_empty());
+
+    // The verification refuses what Podman's /commit makes (its Env gains
+    // TERM and container=podman): removed, nothing tagged.
+    let commit_repo = format!("{repo}-commit");
+    let o = run(
+        on_podman(build_args(&fx, &commit_repo, &requirements, None))
+            .arg("--no-cache")
+            .env("PREBUILDER_COMMIT", "1"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("Podman 4.") && err.contains(&podman.host()),
+        "the engine is named: {err}"
+    );
+    assert!(
+        err.contains("Env is") && err.contains("container=podman"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was tagged or pushed"), "{err}");
+    assert!(
+        podman.docker_ok(&["images", "-q", &commit_repo]).is_empty(),
+        "nothing tagged"
+    );
+    no_containers();
+}

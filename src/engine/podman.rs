@@ -1,0 +1,359 @@
+//! What Podman's Docker-compatible API (4.x) does differently, and how
+//! prebuilder meets it. Found by reading Podman's compat handlers
+//! (`pkg/api/handlers/compat/images.go`):
+//!
+//! - `POST /images/load` goes through containers/image, whose
+//!   `docker-archive` source insists on every layer file the archive's
+//!   manifest names ("Some layer tarfiles are missing in the tarball"), where
+//!   Docker skips the layers it already has. Its `oci-archive` source reads
+//!   blobs lazily, and the copy into containers-storage first reuses any layer
+//!   it holds with the same uncompressed digest. So for Podman the layer goes
+//!   in as an OCI archive naming the parent's layers by diff id (uncompressed
+//!   media type) and carrying only the new layer's blob, converted from the
+//!   `docker load` archive prebuilder writes ([`oci_from_docker_archive`]).
+//! - `POST /commit` decodes the JSON config body and then ignores it: only the
+//!   `changes` query (Dockerfile instructions) reaches the image. The commit
+//!   fallback therefore also sends the config as instructions ([`changes`]).
+//! - ids come back without `sha256:` from some endpoints, and tags come back
+//!   fully qualified (`docker.io/library/name:tag`): both are normalised to
+//!   Docker's form ([`normalize_id`], [`familiar`]).
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use bollard::models::{ContainerConfig, SystemVersion};
+use sha2::{Digest, Sha256};
+
+/// Whether `/version` is Podman's.
+pub fn is_podman(version: &SystemVersion) -> bool {
+    version.components.as_ref().is_some_and(|c| {
+        c.iter()
+            .any(|c| c.name.to_ascii_lowercase().contains("podman"))
+    })
+}
+
+/// `Podman 4.3.1` or `Docker 20.10.24`, for messages.
+pub fn product(version: &SystemVersion) -> String {
+    let name = if is_podman(version) {
+        "Podman"
+    } else {
+        "Docker"
+    };
+    format!(
+        "{name} {}",
+        version.version.as_deref().unwrap_or("(unknown version)")
+    )
+}
+
+/// `abc…` → `sha256:abc…`; ids that have a prefix are kept.
+pub fn normalize_id(id: &str) -> String {
+    if id.contains(':') || id.is_empty() {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
+/// A reference as Docker shows it: `docker.io/library/x:t` → `x:t`,
+/// `docker.io/org/x:t` → `org/x:t`; anything else unchanged.
+pub fn familiar(reference: &str) -> String {
+    if let Some(rest) = reference.strip_prefix("docker.io/library/") {
+        if !rest.contains('/') {
+            return rest.to_string();
+        }
+    }
+    reference
+        .strip_prefix("docker.io/")
+        .unwrap_or(reference)
+        .to_string()
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+fn header(size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h
+}
+
+/// An OCI image archive of one image: `config` (the image config, whose
+/// digest is the image id), layers named by their diff ids (uncompressed
+/// media type, so the digest is the diff id), and the blob of the last one
+/// only, read from `layer` (`layer_size` bytes). The engine must already
+/// hold the others.
+pub fn write_oci_archive(
+    path: &Path,
+    config: &[u8],
+    diff_ids: &[String],
+    layer: impl Read,
+    layer_size: u64,
+) -> io::Result<()> {
+    let config_digest = digest(config);
+    let layers: Vec<serde_json::Value> = diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            // Sizes of the layers the engine holds are not known here; the
+            // engine reuses them by digest and never reads a size.
+            let size = if i + 1 == diff_ids.len() {
+                layer_size
+            } else {
+                0
+            };
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": d,
+                "size": size,
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": layers,
+    })
+    .to_string();
+    let manifest_digest = digest(manifest.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+        }],
+    })
+    .to_string();
+    let mut b = tar::Builder::new(BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(path)?,
+    ));
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    for (name, bytes) in [
+        ("oci-layout".to_string(), &layout[..]),
+        ("index.json".to_string(), index.as_bytes()),
+        (blob_path(&manifest_digest), manifest.as_bytes()),
+        (blob_path(&config_digest), config),
+    ] {
+        b.append_data(&mut header(bytes.len() as u64), name, bytes)?;
+    }
+    if let Some(last) = diff_ids.last() {
+        b.append_data(&mut header(layer_size), blob_path(last), layer)?;
+    }
+    b.into_inner()?.flush()
+}
+
+/// The OCI archive ([`write_oci_archive`]) of a `docker load` archive that
+/// carries its config and manifest first and only its last layer's file
+/// (what prebuilder writes). The layer is streamed, not held in memory.
+pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
+    let bad = |what: &str| io::Error::other(format!("{}: {what}", src.display()));
+    let mut archive = tar::Archive::new(std::fs::File::open(src)?);
+    let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            files.insert(name, bytes);
+            continue;
+        }
+        // The layer: config and manifest must have come before it.
+        let manifest: serde_json::Value = serde_json::from_slice(
+            files
+                .get("manifest.json")
+                .ok_or_else(|| bad("no manifest.json before the layer"))?,
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let config_name = manifest[0]["Config"]
+            .as_str()
+            .ok_or_else(|| bad("the manifest names no config"))?;
+        let config = files
+            .get(config_name)
+            .ok_or_else(|| bad("no config before the layer"))?;
+        let parsed: serde_json::Value =
+            serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
+        let diff_ids: Vec<String> = parsed["rootfs"]["diff_ids"]
+            .as_array()
+            .ok_or_else(|| bad("the config has no rootfs.diff_ids"))?
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        let size = entry.header().size()?;
+        return write_oci_archive(dst, config, &diff_ids, &mut entry, size);
+    }
+    Err(bad("no layer file"))
+}
+
+/// The config as Dockerfile instructions for Podman's `/commit`, which
+/// ignores the JSON body: ENTRYPOINT and CMD always (empty ones clear what
+/// the setup container had), then WORKDIR, USER, ENV and LABEL.
+pub fn changes(config: &ContainerConfig) -> String {
+    let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    let mut out = vec![
+        format!(
+            "ENTRYPOINT {}",
+            json(config.entrypoint.as_ref().unwrap_or(&Vec::new()))
+        ),
+        format!("CMD {}", json(config.cmd.as_ref().unwrap_or(&Vec::new()))),
+    ];
+    if let Some(w) = config.working_dir.as_deref().filter(|w| !w.is_empty()) {
+        out.push(format!("WORKDIR {w}"));
+    }
+    if let Some(u) = config.user.as_deref().filter(|u| !u.is_empty()) {
+        out.push(format!("USER {u}"));
+    }
+    for e in config.env.iter().flatten() {
+        if let Some((k, v)) = e.split_once('=') {
+            out.push(format!("ENV {k}={}", quote(v)));
+        }
+    }
+    let mut labels: Vec<(&String, &String)> = config.labels.iter().flatten().collect();
+    labels.sort();
+    for (k, v) in labels {
+        out.push(format!("LABEL {}={}", quote(k), quote(v)));
+    }
+    out.join("\n")
+}
+
+/// A Dockerfile word for buildah's change parser, which strips the outer
+/// double quotes and keeps everything between them as it is (backslashes
+/// included, so nothing is escaped). Newlines would end the instruction.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\n', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn ids_and_tags_in_dockers_form() {
+        assert_eq!(normalize_id("abc"), "sha256:abc");
+        assert_eq!(normalize_id("sha256:abc"), "sha256:abc");
+        assert_eq!(familiar("docker.io/library/beam:1"), "beam:1");
+        assert_eq!(familiar("docker.io/org/beam:1"), "org/beam:1");
+        assert_eq!(familiar("localhost/beam:1"), "localhost/beam:1");
+        assert_eq!(familiar("127.0.0.1:5000/x:1"), "127.0.0.1:5000/x:1");
+        assert_eq!(familiar("beam:1"), "beam:1");
+    }
+
+    fn entries(archive: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut files = std::collections::BTreeMap::new();
+        let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            files.insert(e.path().unwrap().to_string_lossy().into_owned(), body);
+        }
+        files
+    }
+
+    #[test]
+    fn oci_archive_of_a_docker_archive_names_every_layer_and_carries_only_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        // A docker archive as engine::layer writes it: config, manifest, last layer.
+        let config = serde_json::json!({
+            "config": {"Entrypoint": ["/opt/apache/beam/boot"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:aa", "sha256:bb"]},
+        })
+        .to_string();
+        let docker = dir.path().join("docker.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&docker).unwrap());
+        let manifest =
+            r#"[{"Config":"config.json","RepoTags":null,"Layers":["0/layer.tar","1/layer.tar"]}]"#;
+        for (name, bytes) in [
+            ("config.json", config.as_bytes()),
+            ("manifest.json", manifest.as_bytes()),
+            ("1/layer.tar", &b"layer bytes"[..]),
+        ] {
+            b.append_data(&mut header(bytes.len() as u64), name, bytes)
+                .unwrap();
+        }
+        b.into_inner().unwrap();
+
+        let oci = dir.path().join("oci.tar");
+        oci_from_docker_archive(&docker, &oci).unwrap();
+        let files = entries(&oci);
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let m = index["manifests"][0]["digest"].as_str().unwrap();
+        let manifest_bytes = &files[&blob_path(m)];
+        assert_eq!(digest(manifest_bytes), m, "blobs are content-addressed");
+        let manifest: serde_json::Value = serde_json::from_slice(manifest_bytes).unwrap();
+        assert_eq!(manifest["config"]["digest"], digest(config.as_bytes()));
+        assert_eq!(
+            files[&blob_path(&digest(config.as_bytes()))],
+            config.as_bytes(),
+            "the config is kept byte for byte: its digest is the image id"
+        );
+        let layers: Vec<&str> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(layers, ["sha256:aa", "sha256:bb"]);
+        assert_eq!(manifest["layers"][1]["size"], 11);
+        assert_eq!(files[&blob_path("sha256:bb")], b"layer bytes");
+        assert!(
+            !files.contains_key(&blob_path("sha256:aa")),
+            "parent blobs stay out"
+        );
+        assert!(files.contains_key("oci-layout"));
+    }
+
+    #[test]
+    fn a_docker_archive_without_a_layer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("docker.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&docker).unwrap());
+        b.append_data(&mut header(2), "manifest.json", &b"[]"[..])
+            .unwrap();
+        b.into_inner().unwrap();
+        let err = oci_from_docker_archive(&docker, &dir.path().join("o.tar")).unwrap_err();
+        assert!(err.to_string().contains("no layer file"), "{err}");
+    }
+
+    #[test]
+    fn changes_carry_the_whole_config() {
+        let config = ContainerConfig {
+            entrypoint: Some(vec!["/opt/apache/beam/boot".into()]),
+            cmd: None,
+            env: Some(vec!["PATH=/usr/bin:/bin".into(), "Q=a \"b\"".into()]),
+            working_dir: Some("/w".into()),
+            user: Some("1000".into()),
+            labels: Some([("prebuilder.key".to_string(), "k".to_string())].into()),
+            ..Default::default()
+        };
+        let c = changes(&config);
+        let lines: Vec<&str> = c.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "ENTRYPOINT [\"/opt/apache/beam/boot\"]",
+                "CMD []",
+                "WORKDIR /w",
+                "USER 1000",
+                "ENV PATH=\"/usr/bin:/bin\"",
+                "ENV Q=\"a \"b\"\"",
+                "LABEL \"prebuilder.key\"=\"k\"",
+            ]
+        );
+    }
+}
