@@ -94,6 +94,15 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The engine refused to remove an image (409): a container uses it, or
+    /// images built on it remain. Never forced.
+    #[error("image {image} was not removed: {}", if containers.is_empty() { reason.clone() } else { format!("container(s) {} use it", containers.join(", ")) })]
+    ImageInUse {
+        image: String,
+        containers: Vec<String>,
+        reason: String,
+    },
+
     /// A local file or directory prebuilder itself writes (temp files, layer tars).
     #[error("local I/O error while {action}: {source}")]
     Local {
@@ -214,7 +223,9 @@ impl Error {
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
-            Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
+            ImageInUse { containers, .. } if !containers.is_empty() => format!("remove the container(s) first (`docker rm -f {}`) or keep the image; prebuilder never forces a removal", containers.join(" ")),
+            ImageInUse { .. } => "images built on it still exist: remove them first, or keep it".into(),
+            Local { .. } => "check free space and permissions of the directory named above, then run again".into(),
             Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),

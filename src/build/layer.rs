@@ -37,6 +37,8 @@ pub struct LayerBuild<'a> {
     pub network: &'a Network,
     /// Commit the container instead of loading the snapshot.
     pub commit: bool,
+    /// Where the layer's temporary files go (snapshot, layer and image tars).
+    pub scratch: &'a Path,
 }
 
 /// Build the layer; the new image's id.
@@ -217,7 +219,13 @@ async fn load_snapshot<E: Engine>(
     record: Option<&[u8]>,
     reporter: &dyn Reporter,
 ) -> Result<Option<String>> {
-    let tmp = tempfile::tempdir().map_err(local("creating a temporary directory"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir_in(b.scratch)
+        .map_err(local(format!(
+            "creating a temporary directory in {}",
+            b.scratch.display()
+        )))?;
     let snapshot = tmp.path().join("snapshot.tar");
     let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
     if !download_to(engine, container, &layer_tar, &snapshot).await? {

@@ -53,8 +53,11 @@ pub struct Options {
     pub no_check: bool,
     pub boot_from: Option<String>,
     pub network: Network,
-    /// Where the per-key lock files live.
+    /// Where the per-key lock files live (`crate::state::lock_dir`).
     pub lock_dir: PathBuf,
+    /// Where temporary files go: this process's scratch directory
+    /// (`crate::state::Scratch`), which a later run removes if this one is killed.
+    pub scratch_dir: PathBuf,
     /// Commit the setup container instead of loading its snapshot as a layer
     /// (`PREBUILDER_COMMIT`; read by the caller, never deep in here).
     pub commit: bool,
@@ -257,6 +260,7 @@ async fn build_or_wait<E: Engine>(
         labels: labels(layer, base),
         network: &opts.network,
         commit: opts.commit,
+        scratch: &opts.scratch_dir,
     };
     let id = layer::build(engine, &build, reporter).await?;
     drop(lock);

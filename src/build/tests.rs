@@ -87,6 +87,7 @@ impl World {
             boot_from: None,
             network: Network::None,
             lock_dir: self.locks.path().to_path_buf(),
+            scratch_dir: self.locks.path().to_path_buf(),
             commit: false,
         }
     }

@@ -4,13 +4,16 @@
 use crate::build::{self, Remote};
 use crate::cancel::Cancel;
 use crate::cli::BuildArgs;
-use crate::engine::{DockerEngine, Engine, Network};
+use std::path::Path;
+
+use crate::engine::{docker, ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
 use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
 use crate::stage::{Inputs, StagedSet};
+use crate::state;
 
 /// Check what can be checked without touching disk or engine.
 pub fn validate(args: &BuildArgs) -> Result<()> {
@@ -62,12 +65,29 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         r = DockerEngine::connect() => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let opts = options(args);
+    let root = state::root();
+    if let Some(warning) = &root.warning {
+        tracing::warn!("{warning}");
+    }
+    // What killed runs left: their scratch directories and containers.
+    state::sweep_scratch(&root.dir, false);
+    let scratch = state::Scratch::create(&root.dir).map_err(|source| Error::Local {
+        action: format!(
+            "creating a temporary directory under {}",
+            root.dir.display()
+        ),
+        source,
+    })?;
+    let opts = options(args, &root.dir, scratch.path());
     let outcome = tokio::select! {
-        r = build::run(&engine, &opts, &set, || remote(args), reporter) => r,
+        r = async {
+            ops::sweep_orphans(&engine).await;
+            build::run(&engine, &opts, &set, || remote(args), reporter).await
+        } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
     engine.remove_leftovers().await;
+    drop(scratch);
     let report = outcome?;
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json() + "\n").map_err(|source| Error::Report {
@@ -79,8 +99,8 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
 }
 
 /// The build's options from the flags (and `PREBUILDER_COMMIT`, read here,
-/// never deep in the build).
-pub fn options(args: &BuildArgs) -> build::Options {
+/// never deep in the build); locks and temporary files under the state root.
+pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> build::Options {
     build::Options {
         base: args.base.clone(),
         repository: args.repository.clone(),
@@ -91,7 +111,8 @@ pub fn options(args: &BuildArgs) -> build::Options {
         no_check: args.no_check,
         boot_from: args.boot_from.clone(),
         network: Network::parse(&args.network),
-        lock_dir: build::lock::default_dir(),
+        lock_dir: state::lock_dir(state_root, &docker::endpoint()),
+        scratch_dir: scratch.to_path_buf(),
         commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
     }
 }

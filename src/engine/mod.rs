@@ -74,6 +74,14 @@ pub struct ImageSummary {
     pub created: i64,
 }
 
+/// One entry of a container listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// An image prebuilder built (it carries `prebuilder.key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerImage {
@@ -141,6 +149,8 @@ pub trait Engine {
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>>;
     /// Images carrying `label` (`key` or `key=value`).
     async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>>;
+    /// Containers (running or not) carrying `label` (`key` or `key=value`).
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>>;
     /// Create a container (tracked until removed, see [`Engine::remove_leftovers`]).
     async fn create(&self, spec: &ContainerSpec) -> Result<String>;
     /// Whether `path` exists in a (created, not necessarily started) container.
