@@ -10,3 +10,4 @@ mod cache;
 mod custom;
 mod errors;
 mod registry;
+mod robustness;

@@ -28,9 +28,9 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Read the inputs: a Beam context or Beam-style flags. Hashing runs on a
-/// blocking thread.
-pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
+/// Read the inputs: a Beam context or Beam-style flags, generated files
+/// under `temp`. Hashing runs on a blocking thread.
+pub async fn stage(args: &BuildArgs, temp: &Path) -> Result<StagedSet> {
     let context = args.context.clone();
     let inputs = Inputs {
         requirements_file: args.requirements_file.clone(),
@@ -40,9 +40,10 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
         sdk_location: args.sdk_location.clone(),
         files_to_stage: args.files_to_stage.clone(),
     };
+    let temp = temp.to_path_buf();
     tokio::task::spawn_blocking(move || match context {
         Some(dir) => StagedSet::from_context(&dir),
-        None => StagedSet::from_inputs(&inputs),
+        None => StagedSet::from_inputs_in(&inputs, &temp),
     })
     .await
     .map_err(|source| Error::Task {
@@ -57,19 +58,11 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
 pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> Result<Report> {
     validate(args)?;
     let interrupted = |signal| Err(Error::Interrupted { signal });
-    let set = tokio::select! {
-        r = stage(args) => r?,
-        signal = cancel.cancelled() => return interrupted(signal),
-    };
-    let engine = tokio::select! {
-        r = DockerEngine::connect() => r?,
-        signal = cancel.cancelled() => return interrupted(signal),
-    };
     let root = state::root();
     if let Some(warning) = &root.warning {
         tracing::warn!("{warning}");
     }
-    // What killed runs left: their scratch directories and containers.
+    // What killed runs left: their scratch directories (containers below).
     state::sweep_scratch(&root.dir, false);
     let scratch = state::Scratch::create(&root.dir).map_err(|source| Error::Local {
         action: format!(
@@ -78,6 +71,14 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         ),
         source,
     })?;
+    let set = tokio::select! {
+        r = stage(args, scratch.path()) => r?,
+        signal = cancel.cancelled() => return interrupted(signal),
+    };
+    let engine = tokio::select! {
+        r = DockerEngine::connect() => r?,
+        signal = cancel.cancelled() => return interrupted(signal),
+    };
     let opts = options(args, &root.dir, scratch.path());
     let outcome = tokio::select! {
         r = async {
@@ -87,6 +88,7 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         signal = cancel.cancelled() => interrupted(signal),
     };
     engine.remove_leftovers().await;
+    drop(set);
     drop(scratch);
     let report = outcome?;
     if let Some(path) = &args.report {
