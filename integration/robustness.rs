@@ -432,3 +432,77 @@ fn four_runs_with_different_tmpdirs_build_once() {
     assert_eq!(misses, 1, "built once");
     assert_eq!(w.images(), ids, "no untagged copies");
 }
+
+/// Issue 12: `--no-cache --push --tag stable` pushed a new digest under the
+/// content tag and then failed on `stable`, leaving the registry's two tags
+/// disagreeing. Both it and a `--tag` holding other content are now refused
+/// before any work, and the registry's tags stay as they were.
+#[test]
+fn tag_attacks_on_the_registry_are_refused_before_any_work() {
+    let w = World::new("tags", 1);
+    let registry = TestRegistry::start(None);
+    let repo = format!("{}/rb-tags-{}", registry.addr, std::process::id());
+    let path = repo.split_once('/').unwrap().1.to_string();
+    let fx = Fixtures::load();
+    let build = |wheel: &Path, extra: &[&str]| {
+        let mut c = w.prebuilder();
+        c.args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo,
+            "--push",
+            "--tag",
+            "stable",
+            "--format",
+            "json",
+        ])
+        .arg("--extra-package")
+        .arg(wheel)
+        .args(extra);
+        c
+    };
+    let first = run(&mut build(&w.wheel, &[]));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let report = json(&first);
+    let digest = report["digest"].as_str().unwrap().to_string();
+    let key_tag = report["image"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    assert_eq!(
+        registry.digest(&path, "stable", None).as_ref(),
+        Some(&digest)
+    );
+
+    let no_cache = run(&mut build(&w.wheel, &["--no-cache"]));
+    assert_eq!(no_cache.status.code(), Some(2), "{}", stderr(&no_cache));
+    let err = stderr(&no_cache);
+    assert!(err.contains("content tags never move"), "{err}");
+    assert!(!err.contains("building"), "refused before any work: {err}");
+
+    let other = big_wheel(&w.dir.path().join("wheels"), &format!("{}b", w.name), 1);
+    let conflict = run(&mut build(&other, &[]));
+    assert_eq!(conflict.status.code(), Some(2), "{}", stderr(&conflict));
+    let err = stderr(&conflict);
+    assert!(
+        err.contains(&format!(
+            "{repo}:stable already exists in the registry with other content"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("building"), "refused before any work: {err}");
+
+    assert_eq!(
+        registry.digest(&path, &key_tag, None).as_ref(),
+        Some(&digest)
+    );
+    assert_eq!(registry.digest(&path, "stable", None), Some(digest));
+    forget_local(&repo);
+}

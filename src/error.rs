@@ -160,6 +160,11 @@ pub enum Error {
     #[error("{reference} already exists in the registry with other content ({existing}); not overwritten")]
     TagConflict { reference: String, existing: String },
 
+    /// `--no-cache --push` would push a rebuild under a content tag the
+    /// registry already holds: content tags never move.
+    #[error("{reference} is already in the registry ({digest}), built from the same inputs; --no-cache would push a different image under that content tag, and content tags never move")]
+    ContentTagTaken { reference: String, digest: String },
+
     #[error("{message}")]
     Usage { message: String, hint: String },
 
@@ -233,7 +238,8 @@ impl Error {
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
-            TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
+            TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag; nothing was built or pushed".into(),
+            ContentTagTaken { .. } => "drop --no-cache to publish the registry's image (with your --tag), or push the rebuild to another --repository; nothing was built or pushed".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),

@@ -96,6 +96,9 @@ pub async fn run<E: Engine, R: Manifests>(
     } else {
         remote()?
     };
+    if let (Some(remote), true) = (&remote, opts.push) {
+        publish::preflight(remote, opts, plan.tag()).await?;
+    }
     let mut layers = std::mem::take(&mut ground.layers);
     if !all_local && !opts.no_cache {
         if let Some(digest) = find_in_registry(remote.as_ref(), opts, &plan, reporter).await? {

@@ -768,3 +768,70 @@ async fn only_files_to_stage_is_nothing_to_install() {
     assert!(matches!(err, Error::NothingToInstall { .. }), "{err:?}");
     assert_eq!(w.engine.count("create"), 0);
 }
+
+/// Issue 12: a `--tag` the registry holds for other content is refused
+/// before anything is built or pushed.
+#[tokio::test]
+async fn a_tag_conflict_is_refused_before_any_work() {
+    let w = world();
+    w.engine.registry.put("stable", "sha256:other");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::TagConflict { .. }), "{err:?}");
+    assert_eq!(w.engine.count("create"), 0, "nothing built");
+    assert_eq!(w.engine.count("push"), 0, "nothing pushed");
+    assert_eq!(
+        w.engine.registry.get("stable").as_deref(),
+        Some("sha256:other")
+    );
+}
+
+/// Issue 12: `--no-cache --push --tag stable` pushed a new digest under the
+/// content tag, then failed on `stable`: the registry's two tags disagreed.
+/// Now it is refused before any work and the registry keeps both tags.
+#[tokio::test]
+async fn no_cache_push_never_moves_a_content_tag() {
+    let w = world();
+    let set = w.set("app");
+    let mut opts = w.opts();
+    opts.push = true;
+    let first = w.quick(&opts, &set).await.unwrap();
+    let tag = first.image[REPO.len() + 1..].to_string();
+    let digest = first.digest.clone().unwrap();
+    w.engine.registry.put("stable", "sha256:other");
+    let builds = w.engine.count("create");
+    let pushes = w.engine.count("push");
+
+    opts.no_cache = true;
+    opts.tags = vec!["stable".into()];
+    let err = w.quick(&opts, &set).await.unwrap_err();
+    assert!(matches!(err, Error::ContentTagTaken { .. }), "{err:?}");
+    assert!(err.hint().unwrap().contains("nothing was built or pushed"));
+    // Even --replace-tags never moves a content tag.
+    opts.replace_tags = true;
+    let err = w.quick(&opts, &set).await.unwrap_err();
+    assert!(matches!(err, Error::ContentTagTaken { .. }), "{err:?}");
+    assert_eq!(w.engine.count("create"), builds, "nothing built");
+    assert_eq!(w.engine.count("push"), pushes, "nothing pushed");
+    assert_eq!(w.engine.registry.get(&tag), Some(digest));
+    assert_eq!(
+        w.engine.registry.get("stable").as_deref(),
+        Some("sha256:other")
+    );
+}
+
+/// A `--tag` already on the result's content is no conflict (a relaunch).
+#[tokio::test]
+async fn a_tag_on_the_results_own_digest_is_no_conflict() {
+    let w = world();
+    let set = w.set("app");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let first = w.quick(&opts, &set).await.unwrap();
+    let again = w.quick(&opts, &set).await.unwrap();
+    assert_eq!(again.digest, first.digest);
+    assert_eq!(w.engine.registry.get("stable"), first.digest);
+}
