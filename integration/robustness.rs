@@ -271,6 +271,11 @@ fn sigterm_at_each_phase_leaves_nothing_and_the_next_build_is_correct() {
             seen.iter().any(|l| l.contains("interrupted (SIGTERM)")),
             "{seen:#?}"
         );
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("removed the 1 container(s) this build had created")),
+            "the setup container existed, and its removal is said: {seen:#?}"
+        );
         w.assert_nothing_left(pid, &format!("SIGTERM at {phase}"));
     }
     let out = run(&mut w.build(&[]));

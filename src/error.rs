@@ -128,7 +128,8 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    /// The containers it had created are removed, and said so, by the caller.
+    #[error("interrupted ({})", signal.name())]
     Interrupted { signal: crate::cancel::Signal },
 
     // ---- registries (src/registry) ----
@@ -232,7 +233,10 @@ impl Error {
             ImageInUse { .. } => "images built on it still exist: remove them first, or keep it".into(),
             Local { .. } => "check free space and permissions of the directory named above, then run again".into(),
             Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
-            SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            // The pip hint only for pip's failures (the boot's "failed to install" line).
+            SetupFailed { step, .. } if step.to_ascii_lowercase().contains("failed to install") => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            SetupFailed { status, .. } if *status == 97 || *status == 98 => "prebuilder's setup script could not clean the artifacts directory in the container (see the lines above); check that the base image's /opt/apache/beam/artifacts is writable".into(),
+            SetupFailed { .. } => "the base image's boot failed before installing anything with pip: the last lines above say why (e.g. apache-beam missing or a different version than the base's boot expects); `prebuilder check IMAGE` probes the base".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
@@ -277,5 +281,37 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(step: &str, status: i64) -> Error {
+        Error::SetupFailed {
+            layer: "dependencies".into(),
+            step: step.into(),
+            status,
+            tail: String::new(),
+        }
+    }
+
+    /// Issue 12: the pip hint appeared for failures that were not pip's.
+    #[test]
+    fn the_setup_hint_matches_the_failing_step() {
+        let pip = failed(
+            "boot: failed to install requirements.txt: pip exited with status 1",
+            1,
+        );
+        assert!(pip.hint().unwrap().contains("pip's message"));
+        let boot = failed("/opt/apache/beam/boot --setup_only failed", 1);
+        let h = boot.hint().unwrap();
+        assert!(
+            !h.contains("pip's message") && h.contains("before installing anything"),
+            "{h}"
+        );
+        let script = failed("/opt/apache/beam/boot --setup_only failed", 98);
+        assert!(script.hint().unwrap().contains("artifacts directory"));
     }
 }

@@ -17,7 +17,7 @@ use super::{local, record, upload};
 use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
 use crate::error::{Error, Result};
 use crate::image;
-use crate::plan::{LayerName, LayerPlan, BEAM_DIR, BOOT};
+use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR, BOOT};
 use crate::progress::{Event, Reporter};
 use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
 
@@ -60,6 +60,10 @@ pub async fn build<E: Engine>(
         entrypoint: setup::command(matches!(b.network, Network::None), &names),
         role: "setup".into(),
         network: b.network.clone(),
+        // The staged files live on a volume: fast to write and delete on any
+        // storage driver (issue 12: 50,000 files took 148 s to upload and
+        // 300 s to delete on fuse-overlayfs), and outside the layer anyway.
+        volume: Some(ARTIFACTS_DIR.to_string()),
     };
     reporter.event(Event::CreatingContainer {
         layer: layer.name,

@@ -333,11 +333,29 @@ fn labels(layer: &LayerPlan<'_>, base: &ImageInfo) -> BTreeMap<String, String> {
             LABEL_VERSION.to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         ),
-        (
-            LABEL_ARTIFACTS.to_string(),
-            serde_json::to_string(&artifacts).unwrap_or_default(),
-        ),
+        (LABEL_ARTIFACTS.to_string(), artifacts_label(&artifacts)),
     ])
+}
+
+/// Past this size the artifacts label holds a digest of the list instead.
+const ARTIFACTS_LABEL_LIMIT: usize = 16 * 1024;
+
+/// The layer's inputs as JSON (name → content digest), or, when that would
+/// be larger than [`ARTIFACTS_LABEL_LIMIT`], its digest and count: labels
+/// travel with every inspect (issue 12: 50,000 inputs made a 4 MB label).
+/// The full list is always in the image's record file.
+fn artifacts_label(artifacts: &BTreeMap<&str, &str>) -> String {
+    let full = serde_json::to_string(artifacts).unwrap_or_default();
+    if full.len() <= ARTIFACTS_LABEL_LIMIT {
+        return full;
+    }
+    use sha2::Digest;
+    format!(
+        "sha256:{} ({} artifacts; the list is in {})",
+        hex::encode(sha2::Sha256::digest(full.as_bytes())),
+        artifacts.len(),
+        crate::record::RECORD_FILE
+    )
 }
 
 pub(crate) fn round(s: f64) -> f64 {

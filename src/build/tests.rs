@@ -835,3 +835,38 @@ async fn a_tag_on_the_results_own_digest_is_no_conflict() {
     assert_eq!(again.digest, first.digest);
     assert_eq!(w.engine.registry.get("stable"), first.digest);
 }
+
+/// Issue 12: 50,000 inputs made the artifacts label 4 MB; it is bounded,
+/// and the setup's staged files go on a volume (fast on any storage driver).
+#[tokio::test]
+async fn labels_stay_bounded_and_staged_files_go_on_a_volume() {
+    let w = world();
+    let mut artifacts = vec![w.artifact("requirements.txt", "six\n", Role::Requirements)];
+    for i in 0..2000 {
+        artifacts.push(w.artifact(&format!("f{i:05}.txt"), "x", Role::FileToStage));
+    }
+    let set = StagedSet::new(artifacts, w.files.path().to_path_buf(), None);
+    let r = w.quick(&w.opts(), &set).await.unwrap();
+    let image = w.engine.tagged(&r.image).unwrap();
+    let label = &image.labels[LABEL_ARTIFACTS];
+    assert!(label.len() < 1024, "{}", label.len());
+    assert!(
+        label.starts_with("sha256:") && label.contains("2000 artifacts"),
+        "{label}"
+    );
+    let total: usize = image.labels.values().map(String::len).sum();
+    assert!(total <= 64 * 1024, "all labels: {total} bytes");
+    let setups: Vec<_> = w
+        .engine
+        .created()
+        .into_iter()
+        .filter(|c| c.role == "setup")
+        .collect();
+    assert!(!setups.is_empty());
+    assert!(
+        setups
+            .iter()
+            .all(|c| c.volume.as_deref() == Some(crate::plan::ARTIFACTS_DIR)),
+        "{setups:?}"
+    );
+}

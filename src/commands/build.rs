@@ -87,7 +87,11 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
-    engine.remove_leftovers().await;
+    let removed = engine.remove_leftovers().await;
+    if removed > 0 {
+        // Said only when there was one (issue 12: it was said when none existed).
+        tracing::warn!("removed the {removed} container(s) this build had created");
+    }
     drop(set);
     drop(scratch);
     let report = outcome?;

@@ -12,7 +12,9 @@ use std::time::Duration;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig, ImageInspect};
+use bollard::models::{
+    ContainerConfig, ContainerCreateBody, HostConfig, ImageInspect, Mount, MountType,
+};
 use bollard::query_parameters::{
     AttachContainerOptions, CommitContainerOptions, ContainerArchiveInfoOptions,
     CreateContainerOptions, DownloadFromContainerOptions, ImportImageOptions,
@@ -238,6 +240,13 @@ impl Engine for DockerEngine {
             ),
             host_config: Some(HostConfig {
                 network_mode: spec.network.mode(),
+                mounts: spec.volume.as_ref().map(|target| {
+                    vec![Mount {
+                        target: Some(target.clone()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    }]
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -515,10 +524,12 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn remove_leftovers(&self) {
+    async fn remove_leftovers(&self) -> usize {
         let ids: Vec<String> = self.live.lock().map(|l| l.clone()).unwrap_or_default();
-        for id in ids {
-            self.remove_container(&id).await;
+        for id in &ids {
+            self.remove_container(id).await;
         }
+        let left = self.live.lock().map(|l| l.len()).unwrap_or_default();
+        ids.len().saturating_sub(left)
     }
 }

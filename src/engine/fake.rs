@@ -60,6 +60,8 @@ struct State {
     fail: BTreeMap<String, usize>,
     hang: Option<String>,
     serial: u64,
+    /// Every container spec passed to `create`, in order.
+    created: Vec<ContainerSpec>,
 }
 
 pub struct FakeEngine {
@@ -196,6 +198,7 @@ impl FakeEngine {
             entrypoint: Vec::new(),
             role: "setup".into(),
             network: super::Network::None,
+            volume: None,
         };
         let labels = labels
             .iter()
@@ -211,6 +214,11 @@ impl FakeEngine {
             },
         );
         id
+    }
+
+    /// Every container spec `create` was given, in order.
+    pub fn created(&self) -> Vec<ContainerSpec> {
+        self.state().created.clone()
     }
 
     /// Containers that exist now.
@@ -430,6 +438,7 @@ impl Engine for FakeEngine {
             format!("{} {} {}", spec.role, spec.name, spec.image),
         )
         .await?;
+        self.state().created.push(spec.clone());
         let image = self.find(&spec.image).ok_or_else(|| Error::Engine {
             action: format!("creating container {} (fake)", spec.name),
             source: format!("no such image {}", spec.image).into(),
@@ -647,9 +656,12 @@ impl Engine for FakeEngine {
         self.state().containers.remove(container);
     }
 
-    async fn remove_leftovers(&self) {
+    async fn remove_leftovers(&self) -> usize {
         self.state().calls.push("remove_leftovers".into());
-        self.state().containers.clear();
+        let mut s = self.state();
+        let n = s.containers.len();
+        s.containers.clear();
+        n
     }
 }
 

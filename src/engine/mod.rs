@@ -136,6 +136,11 @@ pub struct ContainerSpec {
     /// The value of the [`LABEL`] label: the container's role.
     pub role: String,
     pub network: Network,
+    /// A directory to mount an anonymous volume on (removed with the
+    /// container). Files written there bypass the container's storage
+    /// driver: 20,000 small files upload in 2 s instead of 30 s on
+    /// fuse-overlayfs, and never need deleting from a layer.
+    pub volume: Option<String>,
 }
 
 /// One line of a push's progress, as the engine reports it.
@@ -192,6 +197,6 @@ pub trait Engine {
     /// Force-remove a container (gone already is fine); failures are logged.
     async fn remove_container(&self, container: &str);
     /// Force-remove every container this handle created and has not removed
-    /// yet (after Ctrl-C or a dropped future).
-    async fn remove_leftovers(&self);
+    /// yet (after Ctrl-C or a dropped future); how many it removed.
+    async fn remove_leftovers(&self) -> usize;
 }

@@ -62,6 +62,7 @@ pub fn inert(image: &str, role: &str) -> ContainerSpec {
         entrypoint: vec![BOOT.to_string()],
         role: role.to_string(),
         network: Network::None,
+        volume: None,
     }
 }
 
