@@ -511,3 +511,205 @@ fn tag_attacks_on_the_registry_are_refused_before_any_work() {
     assert_eq!(registry.digest(&path, "stable", None), Some(digest));
     forget_local(&repo);
 }
+
+/// A dockerd of this test's own (vfs storage, its own bridge, socket, data
+/// and exec roots), stopped by its pid and deleted on drop. Never
+/// `--bridge=none` (it would delete the host's docker0).
+struct SecondEngine {
+    dir: tempfile::TempDir,
+    bridge: String,
+    child: Child,
+}
+
+impl SecondEngine {
+    fn start() -> SecondEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let bridge = format!("br-rb{}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| {
+            let ok = Command::new("ip").args(args).status().unwrap();
+            assert!(ok.success(), "ip {args:?}");
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let subnet = format!("10.231.{}.1/24", std::process::id() % 200 + 20);
+        ip(&["addr", "add", &subnet, "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        std::fs::write(
+            dir.path().join("daemon.json"),
+            r#"{"storage-driver": "vfs"}"#,
+        )
+        .unwrap();
+        let child = Self::spawn(dir.path(), &bridge);
+        let engine = SecondEngine { dir, bridge, child };
+        engine.wait_until_up();
+        engine
+    }
+
+    fn spawn(dir: &Path, bridge: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .unwrap();
+        Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--bridge", bridge, "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd")
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", self.host())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn wait_until_up(&self) {
+        for _ in 0..150 {
+            if self.docker(&["version"]).status.success() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!(
+            "the second dockerd did not start; see {}",
+            self.dir.path().join("dockerd.log").display()
+        );
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.dir.path(), &self.bridge);
+        self.wait_until_up();
+    }
+
+    /// A base image of a few MB: the host's sh, sleep and rm with their
+    /// libraries, and a boot that says it started, then sleeps.
+    fn import_tiny_base(&self, reference: &str) {
+        let root = self.dir.path().join("rootfs");
+        let boot_dir = root.join("opt/apache/beam");
+        std::fs::create_dir_all(&boot_dir).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        let mut files: Vec<String> = vec!["/bin/sh".into(), "/bin/sleep".into(), "/bin/rm".into()];
+        let ldd = Command::new("ldd")
+            .args(["/bin/sh", "/bin/sleep", "/bin/rm"])
+            .output()
+            .unwrap();
+        for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+            if word.starts_with('/') && !word.ends_with(':') {
+                files.push(word.to_string());
+            }
+        }
+        for f in &files {
+            let to = root.join(f.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(f, &to).unwrap();
+        }
+        let boot = boot_dir.join("boot");
+        std::fs::write(&boot, "#!/bin/sh\necho 'boot: setting up'\nsleep 120\n").unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&boot)
+            .status()
+            .unwrap();
+        let tar = self.dir.path().join("rootfs.tar");
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let o = self.docker(&[
+            "import",
+            "--change",
+            "ENTRYPOINT [\"/opt/apache/beam/boot\"]",
+            tar.to_str().unwrap(),
+            reference,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+/// Issue 12: an engine restart mid-build showed only hyper's "Connect".
+/// Now the error says the engine went away during the setup and to run
+/// again, and the build removes its setup container once the engine is back.
+#[test]
+fn an_engine_restarted_mid_setup_says_so_and_leaves_nothing() {
+    let mut engine = SecondEngine::start();
+    engine.import_tiny_base("rb-tiny:1");
+    let dir = tempfile::tempdir().unwrap();
+    let req = unique_requirements(dir.path(), "six\n");
+    let mut c = prebuilder();
+    c.env("DOCKER_HOST", engine.host())
+        .env("PREBUILDER_STATE_DIR", dir.path().join("state"))
+        .args([
+            "build",
+            "--base",
+            "rb-tiny:1",
+            "--no-check",
+            "--network",
+            "none",
+            "--repository",
+            "rb-test/restart",
+        ])
+        .arg("--requirements-file")
+        .arg(&req);
+    let mut running = Running::spawn(c);
+    running.wait_for("boot: setting up");
+    engine.restart();
+    let (code, seen) = running.finish();
+    assert_eq!(code, Some(2), "{seen:#?}");
+    let text = seen.join("\n");
+    assert!(
+        text.contains("went away during the setup of the dependencies layer; the result was not tagged; run again"),
+        "{text}"
+    );
+    assert!(text.contains("hint: check that the engine is up"), "{text}");
+    let left = engine.docker(&["ps", "-a", "-q"]);
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "no container left"
+    );
+    let tags = engine.docker(&["images", "-q", "rb-test/restart"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tags.stdout).trim(),
+        "",
+        "nothing tagged"
+    );
+}

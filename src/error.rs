@@ -81,6 +81,17 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The engine stopped answering in the middle of a build (restart, crash).
+    #[error(
+        "the engine at {endpoint} went away during {during}; the result was not tagged; run again"
+    )]
+    EngineWentAway {
+        endpoint: String,
+        during: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("base image {image} is not on the engine")]
     BaseMissing { image: String },
 
@@ -226,6 +237,7 @@ impl Error {
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
+            EngineWentAway { .. } => "check that the engine is up (`docker info`), then run the same command again: layers finished before it went away are reused, and what the interrupted one left is removed by the next run or `prebuilder gc`".into(),
             BaseMissing { image } => format!("prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),

@@ -17,6 +17,7 @@ pub mod base;
 pub mod boot;
 pub mod layer;
 pub mod lock;
+pub mod phase;
 pub mod publish;
 pub mod record;
 pub mod setup;

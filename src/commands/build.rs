@@ -80,14 +80,19 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         signal = cancel.cancelled() => return interrupted(signal),
     };
     let opts = options(args, &root.dir, scratch.path());
+    let phases = build::phase::Phases::new(reporter);
     let outcome = tokio::select! {
         r = async {
             ops::sweep_orphans(&engine).await;
-            build::run(&engine, &opts, &set, || remote(args), reporter).await
+            build::run(&engine, &opts, &set, || remote(args), &phases).await
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
-    let removed = engine.remove_leftovers().await;
+    let outcome = outcome.map_err(|e| phases.explain(e));
+    let mut removed = engine.remove_leftovers().await;
+    if let Err(Error::EngineWentAway { .. }) = &outcome {
+        removed += remove_when_back(&engine, cancel).await;
+    }
     if removed > 0 {
         // Said only when there was one (issue 12: it was said when none existed).
         tracing::warn!("removed the {removed} container(s) this build had created");
@@ -103,6 +108,37 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
     }
     Ok(report)
 }
+
+/// After the engine went away mid-build: wait for it to come back (a
+/// restart takes seconds) and remove the containers this build created, so
+/// nothing is left; a signal or [`ENGINE_RETURN`] ends the wait, and the
+/// next run or `gc` removes what is still there (the owner labels).
+async fn remove_when_back(engine: &DockerEngine, cancel: &Cancel) -> usize {
+    if engine.leftovers() == 0 {
+        return 0;
+    }
+    tracing::warn!(
+        "waiting up to {} s for the engine to come back, to remove the setup container",
+        ENGINE_RETURN.as_secs()
+    );
+    let wait = async {
+        let mut removed = 0;
+        while engine.leftovers() > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if engine.answers().await {
+                removed += engine.remove_leftovers().await;
+            }
+        }
+        removed
+    };
+    tokio::select! {
+        r = tokio::time::timeout(ENGINE_RETURN, wait) => r.unwrap_or(0),
+        _ = cancel.cancelled() => 0,
+    }
+}
+
+/// How long a build whose engine went away waits for it, to clean up.
+const ENGINE_RETURN: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// The build's options from the flags (and `PREBUILDER_COMMIT`, read here,
 /// never deep in the build); locks and temporary files under the state root.

@@ -71,6 +71,16 @@ impl DockerEngine {
         })
     }
 
+    /// Whether the engine answers a ping now.
+    pub async fn answers(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
+    /// Containers created and not removed yet.
+    pub fn leftovers(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or_default()
+    }
+
     fn forget(&self, id: &str) {
         if let Ok(mut live) = self.live.lock() {
             live.retain(|c| c != id);
@@ -92,12 +102,14 @@ fn not_found(e: &BollardError) -> bool {
 /// An engine failure while doing `action`, its cause kept.
 fn engine_err(action: impl Into<String>, e: BollardError) -> Error {
     match e {
-        BollardError::SocketNotFoundError(_) | BollardError::HyperResponseError { .. } => {
-            Error::EngineUnreachable {
-                endpoint: endpoint(),
-                source: Box::new(e),
-            }
-        }
+        // The engine is not there (any more): a connection that failed or broke.
+        BollardError::SocketNotFoundError(_)
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. }
+        | BollardError::IOError { .. } => Error::EngineUnreachable {
+            endpoint: endpoint(),
+            source: Box::new(e),
+        },
         other => Error::Engine {
             action: action.into(),
             source: Box::new(other),
