@@ -24,11 +24,13 @@ unit:
 	$(CARGO) test --locked --lib --bins --test cli
 
 ## Offline fixture images, wheels and a host venv with apache-beam, then the
-## custom bases (no boot, broken variants); reused when present.
+## custom bases (no boot, broken variants), then the PyFlink base (apache-flink +
+## JRE 17; ~5 min and ~420 MB of wheels cold); reused when present.
 fixtures:
 	bash integration/fixtures/tools.sh
 	bash integration/fixtures/build.sh >/dev/null
 	bash integration/fixtures/custom-bases.sh >/dev/null
+	bash integration/fixtures/flink.sh >/dev/null
 
 ## One engine, one build at a time: the tests share the engine's CPU and cache.
 integration: fixtures

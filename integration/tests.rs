@@ -9,5 +9,6 @@ mod build;
 mod cache;
 mod custom;
 mod errors;
+mod flink;
 mod registry;
 mod robustness;

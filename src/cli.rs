@@ -47,6 +47,10 @@ SdkContainerImageBuilder prepares, holding artifacts_info.json) or from Beam-sty
 that prebuilder stages itself into the same layout. Dependencies (SDK, requirements and \
 their cache) and the application (extra packages, the pipeline's own package) are built \
 as two layers, each keyed by its content, so each is reused until its inputs change.\n\n\
+PyFlink jobs take the PyFlink inputs instead (--py-files, --py-requirements, --py-archives, \
+--py-executable, --flink-conf) on a Flink image with Python, apache-flink and Java: \
+requirements and archives are the first layer, python files the second, and the report \
+names the baked Python, PYTHONPATH and archive directories to launch with.\n\n\
 The base image is never pulled: load it first (docker pull/load).\n\n\
 Exit status: 0 success; 1 the setup inside the container failed; 2 bad input, bad usage, \
 or an engine/registry error.",
@@ -55,7 +59,11 @@ or an engine/registry error.",
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --format json\n\n  \
 # Beam-style inputs, no network during setup\n  \
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --network none \\\n      \
---requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
+--requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py\n\n  \
+# a PyFlink job's dependencies\n  \
+prebuilder build --base my-flink:2.3.0-py3.11 --network none \\\n      \
+--py-requirements requirements.txt#wheels --py-files udfs.py \\\n      \
+--py-archives venv.zip#venv --py-executable venv/bin/python"
     )]
     Build(Box<BuildArgs>),
 
@@ -139,6 +147,18 @@ pub enum Format {
     Json,
 }
 
+/// Inputs that only Beam builds take: PyFlink inputs conflict with each.
+const BEAM_INPUTS: [&str; 8] = [
+    "context",
+    "requirements_file",
+    "requirements_cache",
+    "extra_package",
+    "setup_file",
+    "sdk_location",
+    "files_to_stage",
+    "boot_from",
+];
+
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Base SDK image (must be on the engine already), e.g. apache/beam_python3.11_sdk:2.77.0.
@@ -150,7 +170,7 @@ pub struct BuildArgs {
         long,
         value_name = "DIR",
         conflicts_with_all = ["requirements_file", "requirements_cache", "extra_package", "setup_file", "sdk_location", "files_to_stage"],
-        required_unless_present_any = ["requirements_file", "requirements_cache", "extra_package", "setup_file", "sdk_location", "files_to_stage"],
+        required_unless_present_any = ["requirements_file", "requirements_cache", "extra_package", "setup_file", "sdk_location", "files_to_stage", "py_files", "py_requirements", "py_archives", "py_executable", "flink_conf"],
     )]
     pub context: Option<PathBuf>,
 
@@ -178,6 +198,32 @@ pub struct BuildArgs {
     /// A file to stage for the workers (not installed); repeatable.
     #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
     pub files_to_stage: Vec<PathBuf>,
+
+    /// PyFlink (-pyfs): a python file, .zip/.egg/.whl or directory for the workers'
+    /// PYTHONPATH; repeatable and comma-separated. Copied under /opt/flink/python-files.
+    #[arg(long, value_name = "PATH", value_delimiter = ',', help_heading = "PyFlink inputs", conflicts_with_all = BEAM_INPUTS)]
+    pub py_files: Vec<PathBuf>,
+
+    /// PyFlink (-pyreq): a requirements file, installed offline (pip --no-index
+    /// --find-links CACHE_DIR) when a cache dir follows the `#`.
+    #[arg(long, value_name = "FILE[#CACHE_DIR]", help_heading = "PyFlink inputs", conflicts_with_all = BEAM_INPUTS)]
+    pub py_requirements: Option<String>,
+
+    /// PyFlink (-pyarch): an archive (zip, tar, tar.gz) extracted under
+    /// /opt/flink/python-archives/NAME; repeatable and comma-separated.
+    #[arg(long, value_name = "FILE#NAME", value_delimiter = ',', help_heading = "PyFlink inputs", conflicts_with_all = BEAM_INPUTS)]
+    pub py_archives: Vec<String>,
+
+    /// PyFlink (-pyexec): the workers' Python; NAME/path points into the archive NAME
+    /// (e.g. venv/bin/python), an absolute path into the image.
+    #[arg(long, value_name = "PATH", help_heading = "PyFlink inputs", conflicts_with_all = BEAM_INPUTS)]
+    pub py_executable: Option<String>,
+
+    /// PyFlink: read the python.* options (python.files, python.requirements,
+    /// python.archives, python.executable, python.client.executable, python.pythonpath)
+    /// from a Flink config.yaml or legacy flink-conf.yaml; flags override it.
+    #[arg(long, value_name = "FILE", help_heading = "PyFlink inputs", conflicts_with_all = BEAM_INPUTS)]
+    pub flink_conf: Option<PathBuf>,
 
     /// Repository for the result's tags.
     #[arg(

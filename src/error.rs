@@ -60,6 +60,9 @@ pub enum Error {
         second: PathBuf,
     },
 
+    #[error("{input}: {reason}")]
+    PyFlinkInput { input: String, reason: String },
+
     #[error("nothing to install: {what}")]
     NothingToInstall { what: String },
 
@@ -196,6 +199,13 @@ pub enum Error {
         boot: bool,
     },
 
+    #[error("base image {image} is not ready for PyFlink; nothing was installed:{findings}")]
+    PyFlinkBaseRefused {
+        image: String,
+        /// The findings, listed as `crate::check::list` renders them.
+        findings: String,
+    },
+
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
     Incompatible { image: String, findings: usize },
 
@@ -232,8 +242,9 @@ impl Error {
             DigestMismatch { .. } => "the file changed after it was staged; regenerate the staging context".into(),
             InputMissing { .. } => "check the path; relative paths are taken from the current directory".into(),
             InputInvalid { .. } => "see `prebuilder build --help` for what each input flag takes".into(),
+            PyFlinkInput { .. } => "PyFlink inputs: --py-files PATH[,PATH], --py-requirements FILE[#CACHE_DIR], --py-archives FILE#NAME, --py-executable PATH (NAME/path points into an archive), or the python.* keys of --flink-conf; nothing was built".into(),
             StagedNameConflict { .. } => "rename one of the files: staged names must be unique".into(),
-            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts)".into(),
+            NothingToInstall { .. } => "pass --requirements-file, --extra-package, --setup-file or --sdk-location (or a --context with artifacts); for a PyFlink job, --py-requirements, --py-archives or --py-files".into(),
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { .. } => "start the Docker (or Podman) engine, or point DOCKER_HOST at it (e.g. DOCKER_HOST=unix:///run/user/1000/podman/podman.sock)".into(),
@@ -246,7 +257,8 @@ impl Error {
             Local { .. } => "check free space and permissions of the directory named above, then run again".into(),
             Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             // The pip hint only for pip's failures (the boot's "failed to install" line).
-            SetupFailed { step, .. } if step.to_ascii_lowercase().contains("failed to install") => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            // Beam's boot says "failed to install …"; PyFlink's setup names --py-requirements.
+            SetupFailed { step, .. } if step.to_ascii_lowercase().contains("failed to install") || step.contains("--py-requirements") => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
             SetupFailed { status, .. } if *status == 97 || *status == 98 => "prebuilder's setup script could not clean the artifacts directory in the container (see the lines above); check that the base image's /opt/apache/beam/artifacts is writable".into(),
             SetupFailed { .. } => "the base image's boot failed before installing anything with pip: the last lines above say why (e.g. apache-beam missing or a different version than the base's boot expects); `prebuilder check IMAGE` probes the base".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
@@ -268,6 +280,7 @@ impl Error {
                 };
                 format!("{boot}change the base as each finding says (`prebuilder check IMAGE` shows the whole probe), or pass --no-check to build anyway")
             }
+            PyFlinkBaseRefused { .. } => "use a Flink image with Python, apache-flink and Java (the Python minor version of the launching Python), change the base as each finding says, or pass --no-check to build anyway".into(),
             Incompatible { .. } => "change what each finding's `fix:` says, then run `prebuilder check` again".into(),
             ProbeFailed { image, .. } => format!("look inside with `docker run --rm -it --entrypoint /bin/sh {image}`; the probe needs /bin/sh and, for most checks, python"),
             LaunchPython { .. } => "pass --launch-python with the interpreter that launches the pipeline (it needs apache-beam)".into(),

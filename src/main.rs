@@ -247,7 +247,7 @@ fn words(event: &Event<'_>) -> String {
             "{layer}: uploading {files} artifact(s), {:.1} MB",
             *bytes as f64 / 1e6
         ),
-        Event::RunningSetup { layer } => format!("{layer}: running {BOOT} --setup_only"),
+        Event::RunningSetup { layer, step } => format!("{layer}: running {step}"),
         Event::SetupOutput { layer, line } => format!("{layer} | {line}"),
         Event::Recording { layer, packages } => {
             format!("{layer}: recording {packages} installed package(s) in {RECORD_FILE}")

@@ -57,6 +57,8 @@ pub enum Event<'a> {
     },
     RunningSetup {
         layer: LayerName,
+        /// What runs: the boot in setup-only mode, or the PyFlink setup.
+        step: &'a str,
     },
     /// One line the setup program printed inside the container.
     SetupOutput {

@@ -26,6 +26,17 @@ pub struct LayerReport {
     pub image_id: String,
 }
 
+/// A PyFlink build's baked paths: what to launch the job with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlinkReport {
+    /// The workers' Python in the image (`-pyexec`), `None` when not given.
+    pub python_executable: Option<String>,
+    /// The image's PYTHONPATH entries from --py-files and python.pythonpath.
+    pub pythonpath: Vec<String>,
+    /// Archive name → the directory it is extracted in.
+    pub archives: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseReport {
     #[serde(rename = "ref")]
@@ -51,6 +62,9 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     pub seconds: f64,
+    /// PyFlink builds: the baked Python, PYTHONPATH and archive directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flink: Option<FlinkReport>,
 }
 
 impl Report {
@@ -95,12 +109,39 @@ impl Report {
         for t in &self.tags {
             out.push_str(&format!("  tag       {t}\n"));
         }
-        out.push_str(&format!(
-            "launch with:\n  --sdk_container_image={}\n",
-            self.sdk_container_image
-        ));
+        match &self.flink {
+            None => out.push_str(&format!(
+                "launch with:\n  --sdk_container_image={}\n",
+                self.sdk_container_image
+            )),
+            Some(f) => out.push_str(&flink_launch(&self.sdk_container_image, f)),
+        }
         out
     }
+}
+
+/// How to launch a PyFlink job on the image: no python.requirements,
+/// python.archives or python.files any more, the baked Python as -pyexec.
+fn flink_launch(image: &str, f: &FlinkReport) -> String {
+    let mut out = format!(
+        "launch with (PyFlink; no -pyreq/-pyarch/-pyfs, no python.requirements/archives/files):\n  \
+         image: {image}  (e.g. -Dkubernetes.container.image.ref={image})\n"
+    );
+    if let Some(exe) = &f.python_executable {
+        out.push_str(&format!(
+            "  -pyexec {exe}  (or -Dpython.executable={exe}; also -pyclientexec {exe})\n"
+        ));
+    }
+    if !f.pythonpath.is_empty() {
+        out.push_str(&format!(
+            "  PYTHONPATH in the image: {}\n",
+            f.pythonpath.join(":")
+        ));
+    }
+    for (name, dir) in &f.archives {
+        out.push_str(&format!("  archive {name}: {dir}\n"));
+    }
+    out
 }
 
 /// `sha256:0123456789ab…` → `0123456789ab` (what `docker images` shows).
@@ -145,6 +186,7 @@ mod tests {
             },
             tags: vec![],
             seconds: 4.3,
+            flink: None,
         }
     }
 
@@ -209,6 +251,45 @@ mod tests {
         assert!(pushed.contains("cached, nothing built"), "{pushed}");
         assert!(pushed.contains("digest    sha256:feed"), "{pushed}");
         assert!(pushed.contains("@sha256:feed"), "{pushed}");
+    }
+
+    #[test]
+    fn flink_report_json_and_launch_text() {
+        let mut r = sample(false, None);
+        r.flink = Some(FlinkReport {
+            python_executable: Some("/opt/flink/python-archives/venv/bin/python".into()),
+            pythonpath: vec!["/opt/flink/python-files/0".into()],
+            archives: [(
+                "venv".to_string(),
+                "/opt/flink/python-archives/venv".to_string(),
+            )]
+            .into(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            v["flink"]["python_executable"],
+            "/opt/flink/python-archives/venv/bin/python"
+        );
+        assert_eq!(v["flink"]["pythonpath"][0], "/opt/flink/python-files/0");
+        assert_eq!(
+            v["flink"]["archives"]["venv"],
+            "/opt/flink/python-archives/venv"
+        );
+        let t = r.to_text();
+        assert!(
+            t.contains("-pyexec /opt/flink/python-archives/venv/bin/python"),
+            "{t}"
+        );
+        assert!(
+            t.contains("-Dpython.executable=/opt/flink/python-archives/venv/bin/python"),
+            "{t}"
+        );
+        assert!(!t.contains("--sdk_container_image"), "{t}");
+        let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back, r);
+        // Beam reports have no flink object.
+        let beam: serde_json::Value = serde_json::from_str(&sample(false, None).to_json()).unwrap();
+        assert!(beam.get("flink").is_none());
     }
 
     #[test]

@@ -405,3 +405,50 @@ fn template_custom_base_prints_a_dockerfile_without_an_engine() {
         .stdout(predicate::str::is_empty())
         .stderr(predicate::str::contains("--base").and(predicate::str::contains("hint:")));
 }
+
+/// PyFlink inputs (issue 14): mixing them with Beam inputs is a usage error
+/// naming both; a bad input is refused before the engine is contacted.
+#[test]
+fn pyflink_inputs_do_not_mix_with_beam_inputs() {
+    for beam in [
+        &["--requirements-file", "r.txt"][..],
+        &["--context", "."],
+        &["--boot-from", "img"],
+    ] {
+        let out = prebuilder()
+            .args(["build", "--base", "img", "--py-files", "a.py"])
+            .args(beam)
+            .assert()
+            .code(2);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.contains("--py-files") && err.contains(beam[0]),
+            "{beam:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn pyflink_bad_inputs_are_refused_before_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.zip");
+    std::fs::write(&data, "x").unwrap();
+    prebuilder()
+        .args(["build", "--base", "img", "--py-archives"])
+        .arg(&data)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--py-archives").and(predicate::str::contains("#NAME")))
+        .stderr(predicate::str::contains("cannot reach").not());
+    let conf = dir.path().join("config.yaml");
+    std::fs::write(&conf, "python:\n  requirements: /nonexistent/req.txt\n").unwrap();
+    prebuilder()
+        .args(["build", "--base", "img", "--flink-conf"])
+        .arg(&conf)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("python.requirements /nonexistent/req.txt")
+                .and(predicate::str::contains("config.yaml")),
+        );
+}

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, BOOT_LAYER, LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::{Event, Layer, Reporter};
 use crate::report::{CacheOutcome, LayerReport};
+use crate::stage::flink::FlinkSetup;
 use crate::stage::{Role, StagedSet};
 
 /// The ground the installing layers are built on.
@@ -40,6 +41,15 @@ pub struct Ground {
     /// The boot layer's report, when there is one.
     pub layers: Vec<LayerReport>,
     pending: Option<Pending>,
+    /// A PyFlink build's check, instead of Beam's.
+    pending_flink: Option<PendingFlink>,
+}
+
+/// The PyFlink check not run yet (see `crate::check::flink`).
+struct PendingFlink {
+    image: String,
+    name: String,
+    setup: FlinkSetup,
 }
 
 /// A check not run yet.
@@ -60,12 +70,28 @@ pub async fn prepare<E: Engine>(
     reporter: &dyn Reporter,
 ) -> Result<Ground> {
     let sdk_staged = set.with_role(Role::Sdk).next().is_some();
+    if let Some(setup) = set.mode.flink() {
+        // PyFlink bases have no Beam boot to add (the CLI refuses --boot-from).
+        return Ok(Ground {
+            from_image: base.id.clone(),
+            config: base.clone(),
+            parent: base.id.clone(),
+            layers: Vec::new(),
+            pending: None,
+            pending_flink: (!opts.no_check).then(|| PendingFlink {
+                image: base.id.clone(),
+                name: opts.base.clone(),
+                setup: setup.clone(),
+            }),
+        });
+    }
     let Some(boot_ref) = opts.boot_from.as_deref() else {
         return Ok(Ground {
             from_image: base.id.clone(),
             config: base.clone(),
             parent: base.id.clone(),
             layers: Vec::new(),
+            pending_flink: None,
             pending: (!opts.no_check).then(|| Pending {
                 image: base.id.clone(),
                 name: opts.base.clone(),
@@ -89,6 +115,7 @@ pub async fn prepare<E: Engine>(
         source: "the engine no longer has it".into(),
     })?;
     Ok(Ground {
+        pending_flink: None,
         pending: (!checked).then(|| Pending {
             image: id.clone(),
             name: format!("{} with the boot of {boot_ref}", opts.base),
@@ -167,6 +194,9 @@ async fn boot_layer<E: Engine>(
 impl Ground {
     /// Run the base checks, once: call before building a layer.
     pub async fn check<E: Engine>(&mut self, engine: &E, reporter: &dyn Reporter) -> Result<()> {
+        if let Some(p) = self.pending_flink.take() {
+            return check::flink::check_base(engine, &p.image, &p.name, &p.setup, reporter).await;
+        }
         match self.pending.take() {
             Some(p) => check_base(engine, &p.image, &p.name, p.rules, None, reporter).await,
             None => Ok(()),

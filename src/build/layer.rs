@@ -13,13 +13,14 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::setup::{self, SNAPSHOT_DIR};
-use super::{local, record, upload};
+use super::{flink, local, record, upload};
 use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
 use crate::error::{Error, Result};
 use crate::image;
-use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR, BOOT};
+use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR};
 use crate::progress::{Event, Reporter};
 use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
+use crate::stage::SetupMode;
 
 /// Lines of setup output kept for the error message when the setup fails.
 const TAIL_LINES: usize = 25;
@@ -39,6 +40,8 @@ pub struct LayerBuild<'a> {
     pub commit: bool,
     /// Where the layer's temporary files go (snapshot, layer and image tars).
     pub scratch: &'a Path,
+    /// What the setup runs (Beam's boot or PyFlink's setup) and the config it adds.
+    pub mode: &'a SetupMode,
 }
 
 /// Build the layer; the new image's id.
@@ -57,13 +60,15 @@ pub async fn build<E: Engine>(
             std::process::id()
         ),
         image: b.from_image.to_string(),
-        entrypoint: setup::command(matches!(b.network, Network::None), &names),
+        entrypoint: setup::command_for(b.mode, matches!(b.network, Network::None), &names),
         role: "setup".into(),
         network: b.network.clone(),
         // The staged files live on a volume: fast to write and delete on any
         // storage driver (issue 12: 50,000 files took 148 s to upload and
         // 300 s to delete on fuse-overlayfs), and outside the layer anyway.
-        volume: Some(ARTIFACTS_DIR.to_string()),
+        // Beam only: its setup deletes the staged files and its snapshot
+        // skips that directory; PyFlink's setup keeps files it uploads.
+        volume: matches!(b.mode, SetupMode::Beam).then(|| ARTIFACTS_DIR.to_string()),
     };
     reporter.event(Event::CreatingContainer {
         layer: layer.name,
@@ -83,7 +88,7 @@ async fn set_up_and_save<E: Engine>(
     b: &LayerBuild<'_>,
     reporter: &dyn Reporter,
 ) -> Result<String> {
-    for path in [BOOT, "/bin/sh"] {
+    for &path in flink::required_paths(b.mode) {
         if !engine.exists(container, path).await? {
             return Err(Error::BootMissing {
                 image: b.from_image.to_string(),
@@ -91,8 +96,8 @@ async fn set_up_and_save<E: Engine>(
             });
         }
     }
-    upload_artifacts(engine, container, b.layer, reporter).await?;
-    run_setup(engine, container, b.layer.name, reporter).await?;
+    upload_artifacts(engine, container, b.layer, b.mode, reporter).await?;
+    run_setup(engine, container, b.layer.name, b.mode, reporter).await?;
     // The environment's record (pip freeze + inputs) goes into the image and a label.
     let record = record::make(engine, container, b, reporter).await?;
     let mut labels = b.labels.clone();
@@ -101,7 +106,8 @@ async fn set_up_and_save<E: Engine>(
     }
     // Overrides the setup container's `prebuilder=setup`, which a commit copies.
     labels.insert(LABEL.to_string(), "image".to_string());
-    let config = image::layer_config(&b.config_image.config, &labels);
+    let mut config = image::layer_config(&b.config_image.config, &labels);
+    flink::adjust_config(b.mode, b.layer.name, &b.config_image.config, &mut config);
     let file = record.as_ref().map(|(f, _)| f.as_slice());
     if !b.commit {
         match load_snapshot(engine, container, b, &config, file, reporter).await {
@@ -130,6 +136,7 @@ async fn upload_artifacts<E: Engine>(
     engine: &E,
     container: &str,
     layer: &LayerPlan<'_>,
+    mode: &SetupMode,
     reporter: &dyn Reporter,
 ) -> Result<()> {
     let files: Vec<upload::UploadFile> = layer
@@ -153,7 +160,9 @@ async fn upload_artifacts<E: Engine>(
             |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
         )
         .boxed();
-    let uploaded = engine.upload(container, BEAM_DIR, body).await;
+    let uploaded = engine
+        .upload(container, flink::upload_dir(mode), body)
+        .await;
     // The writer's error names the file at fault: prefer it.
     writer.await.map_err(|source| Error::Task {
         action: "streaming the artifacts".into(),
@@ -168,9 +177,13 @@ async fn run_setup<E: Engine>(
     engine: &E,
     container: &str,
     layer: LayerName,
+    mode: &SetupMode,
     reporter: &dyn Reporter,
 ) -> Result<()> {
-    reporter.event(Event::RunningSetup { layer });
+    reporter.event(Event::RunningSetup {
+        layer,
+        step: &flink::setup_step(mode).1,
+    });
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut partial = Vec::new();
     let mut emit = |line: &[u8]| {
@@ -207,7 +220,7 @@ async fn run_setup<E: Engine>(
     };
     Err(Error::SetupFailed {
         layer: layer.to_string(),
-        step: setup::failing_step(&tail),
+        step: flink::failing_step(mode, &tail),
         status,
         tail: shown,
     })

@@ -15,6 +15,7 @@
 
 pub mod base;
 pub mod boot;
+pub mod flink;
 pub mod layer;
 pub mod lock;
 pub mod phase;
@@ -39,7 +40,7 @@ use crate::plan::{self, LayerPlan, Plan, LAYER_TAG_PREFIX};
 use crate::progress::{Event, Layer, Reporter};
 use crate::registry::{Credential, Manifests};
 use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
-use crate::stage::StagedSet;
+use crate::stage::{SetupMode, StagedSet};
 
 /// What a build is asked to do (the build flags, minus the inputs).
 #[derive(Debug, Clone)]
@@ -115,10 +116,19 @@ pub async fn run<E: Engine, R: Manifests>(
                 digest: Some(digest),
                 tags: Vec::new(),
             };
-            return Ok(report(opts, &plan, &base, outcome, started));
+            return Ok(report(opts, &plan, (&base, set), outcome, started));
         }
     }
-    let built = build_layers(engine, opts, &plan, &mut ground, &local, &base, reporter).await?;
+    let built = build_layers(
+        engine,
+        opts,
+        &plan,
+        &mut ground,
+        &local,
+        (&base, &set.mode),
+        reporter,
+    )
+    .await?;
     layers.extend(built);
     let result = layers
         .last()
@@ -137,7 +147,7 @@ pub async fn run<E: Engine, R: Manifests>(
         digest,
         tags,
     };
-    Ok(report(opts, &plan, &base, outcome, started))
+    Ok(report(opts, &plan, (&base, set), outcome, started))
 }
 
 /// The ids of the layers found on the engine, bottom up, up to the first
@@ -196,7 +206,7 @@ async fn build_layers<E: Engine>(
     plan: &Plan<'_>,
     ground: &mut base::Ground,
     local: &[String],
-    base: &ImageInfo,
+    (base, mode): (&ImageInfo, &SetupMode),
     reporter: &dyn Reporter,
 ) -> Result<Vec<LayerReport>> {
     let mut layers = Vec::new();
@@ -211,7 +221,18 @@ async fn build_layers<E: Engine>(
                 });
                 (id.clone(), CacheOutcome::Hit)
             }
-            None => build_or_wait(engine, opts, layer, &from_image, ground, base, reporter).await?,
+            None => {
+                build_or_wait(
+                    engine,
+                    opts,
+                    layer,
+                    &from_image,
+                    ground,
+                    (base, mode),
+                    reporter,
+                )
+                .await?
+            }
         };
         let tag = if i + 1 == plan.layers.len() {
             layer.tag().to_string()
@@ -239,7 +260,7 @@ async fn build_or_wait<E: Engine>(
     layer: &LayerPlan<'_>,
     from_image: &str,
     ground: &mut base::Ground,
-    base: &ImageInfo,
+    (base, mode): (&ImageInfo, &SetupMode),
     reporter: &dyn Reporter,
 ) -> Result<(String, CacheOutcome)> {
     let lock = lock::acquire(&opts.lock_dir, &layer.key, reporter).await;
@@ -265,6 +286,7 @@ async fn build_or_wait<E: Engine>(
         network: &opts.network,
         commit: opts.commit,
         scratch: &opts.scratch_dir,
+        mode,
     };
     let id = layer::build(engine, &build, reporter).await?;
     drop(lock);
@@ -293,7 +315,7 @@ struct Outcome {
 fn report(
     opts: &Options,
     plan: &Plan<'_>,
-    base: &ImageInfo,
+    (base, set): (&ImageInfo, &StagedSet),
     outcome: Outcome,
     started: Instant,
 ) -> Report {
@@ -314,6 +336,7 @@ fn report(
         },
         tags: outcome.tags,
         seconds: round(started.elapsed().as_secs_f64()),
+        flink: set.mode.flink().map(flink::report),
     }
 }
 

@@ -51,7 +51,7 @@ fn phase(event: &Event<'_>) -> Option<String> {
             format!("the creation of the {layer} layer's setup container")
         }
         Event::Uploading { layer, .. } => format!("the upload of the {layer} layer's artifacts"),
-        Event::RunningSetup { layer } => format!("the setup of the {layer} layer"),
+        Event::RunningSetup { layer, .. } => format!("the setup of the {layer} layer"),
         Event::Recording { layer, .. } => format!("the record of the {layer} layer"),
         Event::WritingLayer { layer } => format!("the writing of the {layer} layer"),
         Event::LoadingLayer { layer } => format!("the load of the {layer} layer"),
@@ -84,6 +84,7 @@ mod tests {
         let p = Phases::new(&Silent);
         p.event(Event::RunningSetup {
             layer: LayerName::Dependencies,
+            step: "/opt/apache/beam/boot --setup_only",
         });
         p.event(Event::SetupOutput {
             layer: LayerName::Dependencies,

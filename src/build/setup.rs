@@ -1,5 +1,7 @@
 //! The command the setup container runs: the base image's own boot in
-//! setup-only mode, wrapped in a few lines of `sh` that
+//! setup-only mode (or, for PyFlink builds, `flink-setup.sh`: the step is the
+//! mode's `run_setup` function, see `super::flink`), wrapped in a few lines of
+//! `sh` that
 //! - give pip `PIP_NO_INDEX=1` when the container has no network, so a
 //!   missing requirement fails in seconds with pip's own message instead of a
 //!   minute of retries; it is set in the script, not in the container's
@@ -13,7 +15,10 @@
 //! - snapshot what the setup changed (`SNAPSHOT_DIR`), from which the build
 //!   writes the layer without diffing the whole filesystem.
 
-use crate::plan::{ARTIFACTS_DIR, BOOT};
+#[cfg(test)]
+use crate::plan::ARTIFACTS_DIR;
+use crate::plan::BOOT;
+use crate::stage::SetupMode;
 
 /// Where the setup script leaves the layer snapshot: `layer.tar` (what the
 /// setup created or changed) and `deleted` (NUL-separated `./paths`).
@@ -26,13 +31,23 @@ use crate::stage::MANIFEST_FILE;
 /// (empty), as in Beam's own images. The boot's exit status is the script's.
 use crate::plan::keys::SETUP_SCRIPT as SCRIPT;
 
-/// Entrypoint and arguments of the setup container.
+/// Entrypoint and arguments of the setup container of a Beam build.
 pub fn command(no_index: bool, names: &[&str]) -> Vec<String> {
-    let manifest = format!("{ARTIFACTS_DIR}/{MANIFEST_FILE}");
+    command_for(&SetupMode::Beam, no_index, names)
+}
+
+/// Entrypoint and arguments of the setup container: the script around the
+/// mode's setup step (a `run_setup` function defined before it).
+pub fn command_for(mode: &SetupMode, no_index: bool, names: &[&str]) -> Vec<String> {
+    let artifacts = super::flink::artifacts_dir(mode);
+    let manifest = format!("{artifacts}/{MANIFEST_FILE}");
+    let (function, step) = super::flink::setup_step(mode);
+    let step = super::flink::sh_quote(&step);
+    let python = super::flink::sh_quote(super::flink::record_python(mode));
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{ARTIFACTS_DIR}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{SNAPSHOT_DIR}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -87,6 +102,35 @@ mod tests {
         assert!(!c[2].contains("a b;rm"));
         assert!(c[2].contains("--setup_only --artifacts"));
         assert!(c[2].contains("/opt/apache/beam/artifacts/artifacts_info.json"));
+    }
+
+    #[test]
+    fn a_pyflink_command_runs_its_script_as_the_step() {
+        let setup = crate::stage::flink::FlinkSetup {
+            executable: Some("/opt/flink/python-archives/venv/bin/python".into()),
+            client_executable: None,
+            files_pythonpath: vec![],
+            extra_pythonpath: vec![],
+            archives: Default::default(),
+            requirements_cache: true,
+            requirements_input: None,
+        };
+        let c = command_for(&SetupMode::Flink(setup), true, &["archives/venv/venv.zip"]);
+        assert_eq!(&c[3..], ["prebuilder-setup", "1", "archives"]);
+        assert!(
+            c[2].contains("PREBUILDER_ARTIFACTS='/tmp/artifacts'"),
+            "{}",
+            c[2]
+        );
+        assert!(c[2].contains("PREBUILDER_STEP='the PyFlink setup'"));
+        assert!(c[2].contains("PREBUILDER_PYTHON='/opt/flink/python-archives/venv/bin/python'"));
+        assert!(c[2].contains(crate::plan::keys::FLINK_SETUP_SCRIPT));
+        assert!(c[2].contains("run_setup() ("));
+        // Beam's: no function, the script's own default runs the boot.
+        let beam = command(false, &[]);
+        let prefix = beam[2].split(SCRIPT).next().unwrap();
+        assert!(!prefix.contains("run_setup"), "{prefix}");
+        assert!(beam[2].contains("PREBUILDER_PYTHON='python'"));
     }
 
     #[test]

@@ -21,17 +21,22 @@ if find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep
    paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
   snapshot=1
 fi
-"$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"
+# The setup step: the boot in setup-only mode, unless the mode defined
+# `run_setup` before this script (PyFlink: src/build/flink-setup.sh).
+command -v run_setup >/dev/null 2>&1 ||
+  run_setup() { "$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"; }
+run_setup
 status=$?
 if [ "$status" -ne 0 ]; then
-  echo "prebuilder: $PREBUILDER_BOOT --setup_only exited with status $status" >&2
+  echo "prebuilder: $PREBUILDER_STEP exited with status $status" >&2
   exit "$status"
 fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
 # the JSON record. Best effort: no freeze, no record. It runs while the
 # snapshot walks the filesystem (pip takes a while to start).
-{ { python -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-    python -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
+# PREBUILDER_PYTHON: the Python whose packages are recorded (PyFlink: the workers').
+{ { "$PREBUILDER_PYTHON" -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
+    "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
     rm -f "$PREBUILDER_RECORD"; } &
 record=$!
 cd "$PREBUILDER_ARTIFACTS" || exit 97

@@ -492,6 +492,7 @@ pub fn list(findings: &[Finding]) -> String {
 }
 
 mod facts;
+pub mod flink;
 pub use facts::image_facts;
 
 #[cfg(test)]

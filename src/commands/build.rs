@@ -12,6 +12,7 @@ use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
 use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
+use crate::stage::flink::{self, PythonOptions};
 use crate::stage::{Inputs, StagedSet};
 use crate::state;
 
@@ -28,9 +29,17 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Read the inputs: a Beam context or Beam-style flags, generated files
-/// under `temp`. Hashing runs on a blocking thread.
+/// Read the inputs: a Beam context, Beam-style flags or PyFlink inputs,
+/// generated files under `temp`. Hashing runs on a blocking thread.
 pub async fn stage(args: &BuildArgs, temp: &Path) -> Result<StagedSet> {
+    if let Some((flags, conf)) = flink_inputs(args) {
+        return tokio::task::spawn_blocking(move || flink::stage(flags, conf.as_deref()))
+            .await
+            .map_err(|source| Error::Task {
+                action: "reading the inputs".into(),
+                source,
+            })?;
+    }
     let context = args.context.clone();
     let inputs = Inputs {
         requirements_file: args.requirements_file.clone(),
@@ -50,6 +59,23 @@ pub async fn stage(args: &BuildArgs, temp: &Path) -> Result<StagedSet> {
         action: "reading the inputs".into(),
         source,
     })?
+}
+
+/// The PyFlink flags and `--flink-conf`, when any is given (the CLI has
+/// refused mixing them with Beam inputs).
+fn flink_inputs(args: &BuildArgs) -> Option<(PythonOptions, Option<std::path::PathBuf>)> {
+    let flags = PythonOptions {
+        files: args
+            .py_files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        requirements: args.py_requirements.clone(),
+        archives: args.py_archives.clone(),
+        executable: args.py_executable.clone(),
+        ..Default::default()
+    };
+    (!flags.is_empty() || args.flink_conf.is_some()).then(|| (flags, args.flink_conf.clone()))
 }
 
 /// Validate, stage, build on the engine, write `--report`: the report for

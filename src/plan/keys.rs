@@ -15,7 +15,8 @@
 use sha2::{Digest, Sha256};
 
 use super::{LayerName, ARTIFACTS_DIR, BEAM_DIR, BOOT, BOOT_LAYER};
-use crate::stage::{Artifact, MANIFEST_FILE};
+use crate::stage::flink::{self, ARCHIVES_DIR, FILES_DIR};
+use crate::stage::{Artifact, SetupMode, MANIFEST_FILE};
 
 /// Bumped whenever what a key stands for changes (the setup script, the
 /// upload layout, the layer split): old cache entries then simply miss.
@@ -24,6 +25,30 @@ pub const LAYOUT_VERSION: &str = "prebuilder-layout-v2";
 /// The `sh` script every setup container runs around the boot (see
 /// `crate::build::setup`): part of every installing layer's key.
 pub const SETUP_SCRIPT: &str = include_str!("../build/setup.sh");
+
+/// PyFlink's setup step (see `crate::build::flink`): in the key of every
+/// PyFlink layer, through [`setup_command_for`].
+pub const FLINK_SETUP_SCRIPT: &str = include_str!("../build/flink-setup.sh");
+
+/// The setup command of a mode, as it enters the key. For PyFlink: the mode,
+/// its script, the fixed paths and every value the image's config gets that
+/// the staged names do not already say (python files' PYTHONPATH entries
+/// follow from their names).
+pub fn setup_command_for(mode: &SetupMode) -> Vec<String> {
+    let Some(f) = mode.flink() else {
+        return setup_command();
+    };
+    vec![
+        "pyflink-setup".to_string(),
+        FLINK_SETUP_SCRIPT.to_string(),
+        format!("archives={ARCHIVES_DIR}"),
+        format!("files={FILES_DIR}"),
+        format!("artifacts={}", flink::ARTIFACTS_DIR),
+        format!("executable={}", f.executable.as_deref().unwrap_or("")),
+        format!("pythonpath={}", f.extra_pythonpath.join(":")),
+        format!("cache={}", f.requirements_cache),
+    ]
+}
 
 /// The boot invocation the setup runs, as it enters the key.
 pub fn setup_command() -> Vec<String> {

@@ -9,7 +9,7 @@ use crate::stage::manifest::{self, ManifestEntry};
 use crate::stage::{Artifact, Role, StagedSet};
 
 pub mod keys;
-pub use keys::{boot_key, layer_key, setup_command, LAYOUT_VERSION};
+pub use keys::{boot_key, layer_key, setup_command, setup_command_for, LAYOUT_VERSION};
 
 /// Where Beam's images keep the boot and where its Dockerfile stages artifacts.
 pub const BEAM_DIR: &str = "/opt/apache/beam";
@@ -92,13 +92,14 @@ impl Plan<'_> {
 /// requirements file they can only serve the extra packages, so they move up.
 fn layer_of(role: Role, has_requirements: bool) -> Option<LayerName> {
     match role {
-        Role::Sdk | Role::Requirements => Some(LayerName::Dependencies),
+        Role::Sdk | Role::Requirements | Role::PyArchive => Some(LayerName::Dependencies),
         Role::RequirementsCache if has_requirements => Some(LayerName::Dependencies),
         Role::RequirementsCache
         | Role::ExtraPackagesList
         | Role::ExtraPackage
         | Role::Workflow
-        | Role::FileToStage => Some(LayerName::Application),
+        | Role::FileToStage
+        | Role::PyFile => Some(LayerName::Application),
         Role::Ignored => None,
     }
 }
@@ -110,7 +111,12 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
     let installs = set.artifacts.iter().any(|a| {
         matches!(
             a.role,
-            Role::Sdk | Role::Requirements | Role::ExtraPackage | Role::Workflow
+            Role::Sdk
+                | Role::Requirements
+                | Role::ExtraPackage
+                | Role::Workflow
+                | Role::PyArchive
+                | Role::PyFile
         )
     });
     if !installs {
@@ -122,7 +128,7 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
         });
     }
     let has_requirements = set.with_role(Role::Requirements).next().is_some();
-    let command = setup_command();
+    let command = keys::setup_command_for(&set.mode);
     let mut layers: Vec<LayerPlan<'a>> = Vec::new();
     let mut parent = base_id.to_string();
     for name in [LayerName::Dependencies, LayerName::Application] {

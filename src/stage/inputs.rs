@@ -249,6 +249,8 @@ fn flag_of(role: Role) -> &'static str {
         Role::ExtraPackagesList | Role::ExtraPackage => EXTRA_PACKAGE_FLAG,
         Role::Workflow => SETUP_FLAG,
         Role::FileToStage | Role::Ignored => FILES_FLAG,
+        Role::PyArchive => "--py-archives",
+        Role::PyFile => "--py-files",
     }
 }
 

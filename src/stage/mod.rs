@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod digest;
+pub mod flink;
 pub mod inputs;
 pub mod manifest;
 pub mod pack;
@@ -46,6 +47,28 @@ pub enum Role {
     /// `submission_environment_dependencies.txt` / `pickled_main_session`:
     /// the boot's setup-only mode ignores them, so they are neither uploaded nor keyed.
     Ignored,
+    /// PyFlink: an archive extracted under its name (`--py-archives`).
+    PyArchive,
+    /// PyFlink: a python file or a file of a python directory (`--py-files`).
+    PyFile,
+}
+
+/// How a staged set is installed: Beam's boot in setup-only mode, or
+/// PyFlink's own setup (`crate::build::flink`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SetupMode {
+    #[default]
+    Beam,
+    Flink(flink::FlinkSetup),
+}
+
+impl SetupMode {
+    pub fn flink(&self) -> Option<&flink::FlinkSetup> {
+        match self {
+            SetupMode::Flink(f) => Some(f),
+            SetupMode::Beam => None,
+        }
+    }
 }
 
 /// One staged artifact.
@@ -71,6 +94,8 @@ pub struct StagedSet {
     /// Where the set was read from: the context directory, or the temporary
     /// directory that holds the files the tool generated.
     pub dir: PathBuf,
+    /// How the set is installed: Beam's boot, or PyFlink's setup.
+    pub mode: SetupMode,
     /// Owns generated files (requirements copy, extra_packages.txt, workflow.tar.gz).
     _generated: Option<tempfile::TempDir>,
 }
@@ -107,8 +132,15 @@ impl StagedSet {
         StagedSet {
             artifacts,
             dir,
+            mode: SetupMode::Beam,
             _generated: generated,
         }
+    }
+
+    /// The same set, installed by `mode`.
+    pub fn with_mode(mut self, mode: SetupMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Read and validate a Beam staging context (see [`context`]).
