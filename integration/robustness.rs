@@ -713,3 +713,37 @@ fn an_engine_restarted_mid_setup_says_so_and_leaves_nothing() {
         "nothing tagged"
     );
 }
+
+/// Issue 12: a staged file with a 254-character name failed inside the
+/// engine ("file name too long": fuse-overlayfs keeps shorter names) with
+/// the engine's "retry" hint. Staged files now go on a volume: it builds.
+#[test]
+fn a_254_character_staged_name_builds() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("rb-longname");
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("{}.txt", "n".repeat(250));
+    assert_eq!(name.len(), 254);
+    let file = dir.path().join(&name);
+    std::fs::write(&file, "staged\n").unwrap();
+    let req = unique_requirements(dir.path(), "");
+    let out = run(prebuilder()
+        .env("PREBUILDER_STATE_DIR", dir.path().join("state"))
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--repository",
+            &repo.name,
+            "--format",
+            "json",
+        ])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--files-to-stage")
+        .arg(&file));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(setup_containers(), Vec::<String>::new());
+}
