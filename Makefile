@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
 export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
 
-.PHONY: all build test lint unit fixtures integration python-test demo bench leftovers
+.PHONY: all build test lint unit fixtures integration python-test wheel sdist-test demo bench leftovers
 
 all: build
 
@@ -37,10 +37,34 @@ integration: fixtures
 	$(CARGO) test --locked --test integration -- --test-threads=1
 
 ## The Beam engine plugin (python/) with the real apache-beam, binary and engine;
-## PREBUILDER_BIN picks the binary (default target/debug/prebuilder).
+## PREBUILDER_BIN picks the binary (default target/debug/prebuilder). Then the
+## wheel (package + binary, by maturin) in a fresh venv with apache-beam runs the
+## end-to-end pipeline test with no PREBUILDER_BIN and no prebuilder on PATH,
+## and the sdist builds a wheel from source, offline.
 python-test: fixtures
 	$(CARGO) build --locked --bin prebuilder
 	CARGO=$(CARGO) bash python/run-tests.sh
+	bash python/run-installed-tests.sh
+	$(MAKE) sdist-test
+
+## The prebuilder-beam wheel (maturin from PyPI, once; dev profile, reusing the
+## target dir) into target/wheels.
+wheel:
+	bash python/build-wheel.sh
+
+## The sdist builds from source with no network: `pip wheel` of it with maturin,
+## cargo offline. The target dir is shared, so dependencies are reused and the
+## crate compiles from the unpacked sdist (~10-60 s; a cold build is ~7 min).
+sdist-test:
+	set -euo pipefail; \
+	sdist=$$(bash python/build-wheel.sh --sdist | tail -n 1); \
+	out=$$(mktemp -d); trap 'rm -rf "$$out"' EXIT; \
+	tools=$(FIXTURE_CACHE)/python-tools/maturin-venv/bin; \
+	PATH="$$tools:$$PATH" CARGO_NET_OFFLINE=true MATURIN_PEP517_ARGS="--profile dev" \
+	CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$(CURDIR)/target} \
+	"$$tools/pip" wheel -q --no-deps --no-build-isolation --no-index -w "$$out" "$$sdist"; \
+	"$$tools/python" -c 'import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); sys.exit(not any(n.endswith(".data/scripts/prebuilder") for n in names))' "$$out"/prebuilder_beam-*.whl; \
+	echo "sdist-test: $$(basename "$$sdist") built $$(basename "$$out"/prebuilder_beam-*.whl) offline, binary included"
 
 ## Prebuild the demo pipeline end to end and print the report.
 demo: fixtures build

@@ -269,7 +269,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         name: refused.clone(),
     };
     let o = build(&fx, &refused, &req, &["--push"], &empty);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3), "unavailable: worth a retry");
     let err = stderr(&o);
     assert!(
         err.contains(&format!("cannot reach registry 127.0.0.1:{port}")) && err.contains("refused"),
@@ -304,7 +304,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         name: unknown.to_string(),
     };
     let o = build(&fx, unknown, &req, &["--push"], &empty);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3), "cannot reach: worth a retry");
     let err = stderr(&o);
     assert!(
         err.contains("cannot reach registry nosuchhost.invalid:5000"),
@@ -324,6 +324,23 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let err = stderr(&o);
     assert!(
         err.contains("denied access to team/x") && err.contains("ask for access"),
+        "{err}"
+    );
+
+    // 503: the registry is there but unavailable; exit 3 (retry), not 2.
+    let unavailable = answering_server("503 Service Unavailable");
+    let repository = format!("127.0.0.1:{}/team/x", unavailable.port);
+    let _c5 = TestRepo {
+        name: repository.clone(),
+    };
+    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "cannot reach registry 127.0.0.1:{}",
+            unavailable.port
+        )) && err.contains("503"),
         "{err}"
     );
 }
@@ -446,6 +463,11 @@ struct Forbidding {
 }
 
 fn forbidding_server() -> Forbidding {
+    answering_server("403 Forbidden")
+}
+
+/// A loopback HTTP server answering every request with `status`.
+fn answering_server(status: &'static str) -> Forbidding {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -460,7 +482,10 @@ fn forbidding_server() -> Forbidding {
                     let mut buf = [0u8; 4096];
                     let _ = s.read(&mut buf);
                     let _ = s.write_all(
-                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
                     );
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
@@ -474,4 +499,123 @@ impl Drop for Forbidding {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// A credential helper script named `docker-credential-<name>` in `dir`.
+fn credential_helper(dir: &Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_credential_helper_without_an_entry_means_anonymous_as_docker_does() {
+    let fx = Fixtures::load();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // What docker-credential-helpers print for a server they hold nothing for.
+    credential_helper(
+        &bin,
+        "prebuilder-none",
+        "cat >/dev/null\necho 'credentials not found in native keychain'\nexit 1\n",
+    );
+    credential_helper(
+        &bin,
+        "prebuilder-broken",
+        "cat >/dev/null\necho 'tok-7d1e-secret-in-helper-output'\necho 'keychain locked' >&2\nexit 1\n",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let none = docker_config(dir.path(), r#"{"credsStore": "prebuilder-none"}"#);
+    let broken_dir = dir.path().join("broken");
+    std::fs::create_dir_all(&broken_dir).unwrap();
+    let broken = docker_config(&broken_dir, r#"{"credsStore": "prebuilder-broken"}"#);
+
+    // An anonymous registry as a cache: "not found" is anonymous, the build goes on.
+    let open = TestRegistry::start(None);
+    let repository = format!("{}/team/helper", open.addr);
+    let _c1 = TestRepo {
+        name: repository.clone(),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    let o = run(prebuilder()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &none)
+        .args(["build", "--base", &fx.beam_image, "--network", "none"])
+        .args(["--format", "json", "--repository", &repository])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["cached"], false);
+
+    // With --push to a registry that needs a login, the registry's 401 says what to do.
+    let secure = TestRegistry::start(Some(USER));
+    let repository = format!("{}/team/helper", secure.addr);
+    let _c2 = TestRepo {
+        name: repository.clone(),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    let o = run(prebuilder()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &none)
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--push",
+        ])
+        .args(["--repository", &repository])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("authentication required (no credentials are configured for it)")
+            && err.contains(&format!("docker login {}", secure.addr)),
+        "{err}"
+    );
+
+    // Any other helper failure is an error naming the helper once, and
+    // nothing it printed.
+    let o = run(prebuilder()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &broken)
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "none",
+            "--push",
+        ])
+        .args(["--repository", &repository])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("credential helper docker-credential-prebuilder-broken failed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("docker-credential-docker-credential"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("tok-7d1e-secret"),
+        "helper output leaked: {err}"
+    );
 }

@@ -10,5 +10,6 @@ mod cache;
 mod custom;
 mod errors;
 mod flink;
+mod outputs;
 mod registry;
 mod robustness;

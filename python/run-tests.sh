@@ -7,7 +7,9 @@
 # PREBUILDER_BIN names the binary to test (default: target/debug/prebuilder of
 # this repository, or of $CARGO_TARGET_DIR, built when missing). The package is
 # put on PYTHONPATH rather than installed, so the shared fixture venv is never
-# modified; one test builds and installs the wheel into a temp dir instead.
+# modified; one test installs the wheel (python/build-wheel.sh) into a temp
+# dir instead, and python/run-installed-tests.sh runs the end-to-end test
+# from a fresh venv holding only the wheel and apache-beam.
 # No network is used. pytest collecting no tests (status 5) is a failure.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,7 +34,9 @@ if [[ ! -x "$PREBUILDER_BIN" ]]; then
     exit 2
 fi
 PREBUILDER_BIN=$(realpath "$PREBUILDER_BIN")
-export PREBUILDER_BIN PREBUILDER_FIXTURE_CACHE="$cache"
+# The wheel a user installs (package + binary), for the test that installs it.
+PREBUILDER_WHEEL=${PREBUILDER_WHEEL:-$(bash "$here/build-wheel.sh" | head -n 1)}
+export PREBUILDER_BIN PREBUILDER_WHEEL PREBUILDER_FIXTURE_CACHE="$cache"
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 echo "python-test: $("$FIXTURE_BEAM_VENV_PYTHON" --version), binary $PREBUILDER_BIN" >&2
 

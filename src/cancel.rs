@@ -22,12 +22,12 @@ impl Signal {
         }
     }
 
-    /// The exit status after clean-up: 128 + the signal's number for SIGTERM
-    /// and SIGHUP, as shells report them. SIGINT keeps the status 2 that
-    /// callers (the Beam plugin, CI scripts) already rely on.
+    /// The exit status after clean-up: 128 + the signal's number, as shells
+    /// report them (130 for Ctrl-C; it was 2, which CI could not tell from
+    /// bad input).
     pub fn exit_code(self) -> i32 {
         match self {
-            Signal::Interrupt => 2,
+            Signal::Interrupt => 130,
             Signal::Terminate => 143,
             Signal::Hangup => 129,
         }
@@ -86,6 +86,7 @@ mod tests {
         assert_eq!(cancel.cancelled().await, Signal::Terminate);
         assert_eq!(Signal::Terminate.exit_code(), 143);
         assert_eq!(Signal::Hangup.exit_code(), 129);
+        assert_eq!(Signal::Interrupt.exit_code(), 130);
     }
 
     #[tokio::test]

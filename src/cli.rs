@@ -25,7 +25,8 @@ prebuilder build --base apache/beam_python3.11_sdk:2.77.0 \\\n      \
 --requirements-file requirements.txt --requirements-cache ./wheels --setup-file ./setup.py"
 )]
 pub struct Cli {
-    /// Print only errors on stderr.
+    /// Print only errors on stderr; `build` then prints only the reference to launch with
+    /// (the report's sdk_container_image) on stdout, unless --format json.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -52,8 +53,11 @@ PyFlink jobs take the PyFlink inputs instead (--py-files, --py-requirements, --p
 requirements and archives are the first layer, python files the second, and the report \
 names the baked Python, PYTHONPATH and archive directories to launch with.\n\n\
 The base image is never pulled: load it first (docker pull/load).\n\n\
-Exit status: 0 success; 1 the setup inside the container failed; 2 bad input, bad usage, \
-or an engine/registry error.",
+Exit status: 0 success; 1 the setup inside the container failed; 2 bad input or usage, or \
+a refusal to act on (fix it; retrying will not help); 3 the engine or a registry is unavailable \
+(connection refused or reset, timeout, HTTP 5xx, engine gone mid-build: worth a retry); \
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP), each after \
+removing the setup container.",
         after_help = "Examples:\n  \
 # a context Beam staged\n  \
 prebuilder build --base apache/beam_python3.11_sdk:2.77.0 --context ./staging --format json\n\n  \
@@ -92,7 +96,8 @@ and the entrypoint, RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT. With a launch Python 
 `python3` on PATH when it has apache-beam) what must match is compared: Python minor \
 version, Beam version, the pickling library in use, protobuf's major version. Every \
 finding says what to change.\n\n\
-Exit status: 0 compatible; 1 findings; 2 bad usage or an engine error.",
+Exit status: 0 compatible; 1 findings; 2 bad usage; 3 the engine is unavailable; \
+130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.",
         after_help = "Examples:\n  \
 prebuilder check my-gpu-image:latest --launch-python .venv/bin/python\n  \
 prebuilder check apache/beam_python3.11_sdk:2.77.0 --no-launch --format json"
@@ -238,6 +243,14 @@ pub struct BuildArgs {
     #[arg(long = "tag", value_name = "NAME", help_heading = "Output")]
     pub tags: Vec<String>,
 
+    /// A label for the result image, KEY=VALUE (repeatable). The result also gets
+    /// org.opencontainers.image.{created,base.name,base.digest,source,revision} where known
+    /// (source and revision from GitHub Actions' or GitLab CI's environment, else from the git
+    /// checkout of --setup-file; created from SOURCE_DATE_EPOCH, else the base's). Labels are
+    /// part of the result's key: other labels, another result.
+    #[arg(long = "label", value_name = "KEY=VALUE", help_heading = "Output")]
+    pub labels: Vec<String>,
+
     /// Push the result to the registry named in --repository (credentials as the docker CLI
     /// finds them) and report its digest; the report's sdk_container_image is then REPO@sha256:….
     #[arg(long, help_heading = "Output")]
@@ -276,4 +289,16 @@ pub struct BuildArgs {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub report: Option<PathBuf>,
+
+    /// Write the image id to FILE, as `docker build --iidfile` does (on a registry hit,
+    /// where nothing is pulled, the registry's digest).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub iidfile: Option<PathBuf>,
+
+    /// Write buildx-style metadata JSON to FILE: `containerimage.digest` (registry digest,
+    /// when pushed), `containerimage.config.digest` (image id) and `image.name`.
+    /// Under GitHub Actions (GITHUB_ACTIONS=true) the step outputs `image`, `digest` and
+    /// `sdk-container-image` are also appended to $GITHUB_OUTPUT.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub metadata_file: Option<PathBuf>,
 }

@@ -5,6 +5,17 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Exit status: the setup inside the container failed (or `check` found problems).
+pub const EXIT_SETUP_FAILED: i32 = 1;
+/// Exit status: bad input or usage, or a refusal the user must act on.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the engine or a registry is unavailable (connection refused
+/// or reset, timeout, HTTP 5xx, engine gone mid-build); retrying may succeed.
+pub const EXIT_UNAVAILABLE: i32 = 3;
+/// Exit status: interrupted (Ctrl-C), as shells report 128 + SIGINT
+/// (SIGTERM and SIGHUP: see [`crate::cancel::Signal::exit_code`]).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // ---- staged artifacts (src/stage) ----
@@ -221,6 +232,14 @@ pub enum Error {
     #[error("the prebuilder record of image {image} is not valid: {reason}")]
     RecordInvalid { image: String, reason: String },
 
+    #[error("cannot write {what} file {path}: {source}")]
+    Output {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot write report {path}: {source}")]
     Report {
         path: PathBuf,
@@ -287,17 +306,25 @@ impl Error {
             RecordMissing { .. } => "records are written by `prebuilder build` (this version and later); rebuild the image, with --no-cache if its layers are cached".into(),
             RecordInvalid { .. } => "rebuild the image with `prebuilder build --no-cache`".into(),
             Report { .. } => "choose a writable path for --report".into(),
+            Output { what, .. } => format!("choose a writable path for {what} (its directory must exist); the image was built and is reported on stdout"),
         })
     }
 
-    /// Process exit status per SPEC: 1 when the setup inside the container
-    /// failed (or `check` has findings), 2 for bad input, usage, engine or
-    /// registry errors.
+    /// The process exit status, the one place it is decided:
+    /// [`EXIT_SETUP_FAILED`] when the setup inside the container failed (or
+    /// `check` has findings), [`EXIT_UNAVAILABLE`] when the engine or a
+    /// registry could not be reached or answered 5xx (worth a retry),
+    /// 128 + the signal on SIGINT ([`EXIT_INTERRUPTED`]), SIGTERM or SIGHUP,
+    /// [`EXIT_USAGE`] for everything the user
+    /// must fix (input, usage, credentials, a refusal).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::SetupFailed { .. } | Error::Incompatible { .. } => 1,
+            Error::SetupFailed { .. } | Error::Incompatible { .. } => EXIT_SETUP_FAILED,
+            Error::EngineUnreachable { .. }
+            | Error::EngineWentAway { .. }
+            | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
             Error::Interrupted { signal } => signal.exit_code(),
-            _ => 2,
+            _ => EXIT_USAGE,
         }
     }
 
@@ -338,5 +365,29 @@ mod tests {
         );
         let script = failed("/opt/apache/beam/boot --setup_only failed", 98);
         assert!(script.hint().unwrap().contains("artifacts directory"));
+    }
+
+    use crate::cancel::Signal;
+
+    #[test]
+    fn exit_statuses_tell_retry_from_fix() {
+        let unavailable = Error::RegistryUnreachable {
+            registry: "r".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(unavailable.exit_code(), EXIT_UNAVAILABLE);
+        let usage = Error::Usage {
+            message: "m".into(),
+            hint: "h".into(),
+        };
+        assert_eq!(usage.exit_code(), EXIT_USAGE);
+        let interrupted = Error::Interrupted {
+            signal: Signal::Interrupt,
+        };
+        assert_eq!(interrupted.exit_code(), EXIT_INTERRUPTED);
+        let terminated = Error::Interrupted {
+            signal: Signal::Terminate,
+        };
+        assert_eq!(terminated.exit_code(), 143);
     }
 }

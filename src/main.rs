@@ -9,6 +9,7 @@ use prebuilder::cancel::{Cancel, Signal, Trigger};
 use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
 use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
 use prebuilder::engine::{DockerEngine, Engine};
+use prebuilder::outputs;
 use prebuilder::plan::{BEAM_DIR, BOOT};
 use prebuilder::progress::{Event, Reporter};
 use prebuilder::record::RECORD_FILE;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(prebuilder::error::EXIT_USAGE as u8);
         }
     };
     let reporter = Stderr { quiet: cli.quiet };
@@ -105,8 +106,16 @@ fn watch_signals(trigger: Trigger) {
 
 async fn run_build(args: BuildArgs, reporter: &Stderr, cancel: &Cancel) -> Result<(), Error> {
     let report = build::run(&args, reporter, cancel).await?;
-    print_report(&report, args.format);
-    Ok(())
+    let outputs = outputs::Outputs::new(args.iidfile.clone(), args.metadata_file.clone(), |k| {
+        std::env::var(k).ok()
+    });
+    // stdout first: an unwritable output file must not hide the built image.
+    if reporter.quiet && args.format == Format::Text {
+        print_stdout(&outputs::quiet(&report));
+    } else {
+        print_report(&report, args.format);
+    }
+    outputs::write(&outputs, &report)
 }
 
 /// The error and each cause not already in its text, `: `-joined.

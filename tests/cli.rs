@@ -75,6 +75,19 @@ fn help_teaches_both_input_styles_and_exit_codes() {
     ] {
         assert!(text.contains(flag), "build --help lacks {flag}:\n{text}");
     }
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for status in [
+        "0 success",
+        "1 the setup inside the container failed",
+        "2 bad input",
+        "3 the engine or a registry is unavailable",
+        "130 interrupted",
+    ] {
+        assert!(
+            flat.contains(status),
+            "build --help lacks {status:?}:\n{text}"
+        );
+    }
     prebuilder()
         .arg("--help")
         .assert()
@@ -189,11 +202,37 @@ fn engine_unreachable_says_docker_host() {
         &[("requirements.txt", "six\n")],
         &entries(&["requirements.txt"]),
     );
-    build_with_context(dir.path()).assert().code(2).stderr(
+    build_with_context(dir.path()).assert().code(3).stderr(
         predicate::str::contains("cannot reach the container engine")
             .and(predicate::str::contains(NO_ENGINE))
             .and(predicate::str::contains("DOCKER_HOST")),
     );
+}
+
+/// Exit status 3 (unavailable, worth a retry) from a socket that exists but
+/// that nobody listens on: connection refused, as when the engine stopped.
+#[test]
+fn engine_socket_nobody_listens_on_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    write_context(
+        dir.path(),
+        &[("requirements.txt", "six\n")],
+        &entries(&["requirements.txt"]),
+    );
+    let socket = dir.path().join("engine.sock");
+    // Bound, then closed: the file stays, connections are refused.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    build_with_context(dir.path())
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .assert()
+        .code(3)
+        .stdout(predicate::str::is_empty())
+        .stderr(
+            predicate::str::contains("cannot reach the container engine")
+                .and(predicate::str::contains(socket.display().to_string()))
+                .and(predicate::str::contains("hint:")),
+        );
 }
 
 #[test]
@@ -358,7 +397,7 @@ fn check_inspect_diff_need_the_engine() {
         prebuilder()
             .args(args)
             .assert()
-            .code(2)
+            .code(3)
             .stdout(predicate::str::is_empty())
             .stderr(predicate::str::contains(
                 "cannot reach the container engine",
@@ -404,6 +443,30 @@ fn template_custom_base_prints_a_dockerfile_without_an_engine() {
         .code(2)
         .stdout(predicate::str::is_empty())
         .stderr(predicate::str::contains("--base").and(predicate::str::contains("hint:")));
+}
+
+#[test]
+fn bad_labels_are_usage_errors_before_the_engine() {
+    for label in ["no-equals", "=v", "prebuilder.key=x", "a b=c"] {
+        prebuilder()
+            .args([
+                "build",
+                "--base",
+                "b:1",
+                "--requirements-file",
+                "r.txt",
+                "--label",
+                label,
+            ])
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains("--label")
+                    .and(predicate::str::contains("hint:"))
+                    .and(predicate::str::contains("cannot reach").not()),
+            );
+    }
 }
 
 /// PyFlink inputs (issue 14): mixing them with Beam inputs is a usage error

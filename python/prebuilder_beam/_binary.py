@@ -15,6 +15,8 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import sysconfig
 import threading
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,9 +33,19 @@ DEFAULT_REPOSITORY = "beam_python_prebuilt_sdk"
 # does not say where it came from).
 _OWN_FLAGS = ("--base", "--context", "--repository", "--push", "--format")
 
+# The binary's exit statuses (`prebuilder build --help`).
+EXIT_SETUP_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
 _EXIT_MEANINGS = {
-    1: "the setup inside the container failed",
-    2: "bad input or usage, or an engine or registry error",
+    EXIT_SETUP_FAILED: "the setup inside the container failed",
+    EXIT_USAGE: "bad input or usage, or a refusal: fix it, a retry will not help",
+    EXIT_UNAVAILABLE: "the engine or a registry is unavailable: worth a retry",
+    EXIT_INTERRUPTED: "interrupted",
+    143: "terminated by SIGTERM",
+    129: "hung up by SIGHUP",
 }
 
 # How long an interrupted binary gets to remove its setup container.
@@ -47,6 +59,13 @@ class PrebuilderError(RuntimeError):
     exit status. Attributes: `status` (exit status, or None when the binary
     never ran), `command` (argv list, or None) and `error` (the binary's error
     text, or None).
+
+    Exit statuses: 1 the setup inside the container failed (fix the
+    failing package); 2 bad input or usage, or a refusal (fix it; a retry will
+    not help); 3 the engine or a registry is unavailable (connection refused
+    or reset, timeout, HTTP 5xx: worth a retry, see `retryable`); 130
+    interrupted, 143 terminated, 129 hung up; negative when killed by that
+    signal.
     """
 
     def __init__(self, message, status=None, command=None, error=None):
@@ -55,9 +74,20 @@ class PrebuilderError(RuntimeError):
         self.command = command
         self.error = error
 
+    @property
+    def retryable(self):
+        """True when the binary said the engine or a registry was unavailable."""
+        return self.status == EXIT_UNAVAILABLE
+
 
 def find_binary(environ=None):
-    """Returns the binary's path: $PREBUILDER_BIN, else `prebuilder` on PATH."""
+    """Returns the binary's path.
+
+    $PREBUILDER_BIN when set (an override: a development build, say); else the
+    `prebuilder` the wheel installed next to this interpreter's scripts (the
+    venv's bin/, or the user scheme's for `pip install --user`), whatever
+    PATH says; else `prebuilder` on PATH.
+    """
     environ = os.environ if environ is None else environ
     configured = environ.get(BIN_ENV)
     if configured:
@@ -66,18 +96,41 @@ def find_binary(environ=None):
             raise PrebuilderError(
                 "%s=%s is not an executable file\n"
                 "hint: point %s at the prebuilder binary (e.g. "
-                "target/release/prebuilder), or unset it to use `prebuilder` "
-                "from PATH" % (BIN_ENV, configured, BIN_ENV))
+                "target/release/prebuilder), or unset it to use the one "
+                "installed with prebuilder-beam" % (BIN_ENV, configured, BIN_ENV))
         return path
+    for scripts in _scripts_dirs():
+        path = os.path.join(scripts, "prebuilder")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
     found = shutil.which("prebuilder", path=environ.get("PATH"))
     if found:
         return found
     raise PrebuilderError(
-        "the prebuilder binary was not found: %s is not set and there is no "
+        "the prebuilder binary was not found: %s is not set, it is not "
+        "installed next to this interpreter (%s) and there is no "
         "`prebuilder` on PATH\n"
-        "hint: build it (`cargo build --release`, then "
-        "target/release/prebuilder) and set %s to its path, or put it on "
-        "PATH" % (BIN_ENV, BIN_ENV))
+        "hint: `pip install prebuilder-beam` installs it with this package; "
+        "or build it (`cargo build --release`) and set %s to "
+        "target/release/prebuilder" % (BIN_ENV, sys.executable, BIN_ENV))
+
+
+def _scripts_dirs():
+    """Where pip puts the scripts of packages installed for this interpreter."""
+    dirs = []
+    schemes = [None]
+    user_scheme = "%s_user" % os.name
+    if user_scheme in sysconfig.get_scheme_names():
+        schemes.append(user_scheme)
+    for scheme in schemes:
+        try:
+            path = (sysconfig.get_path("scripts") if scheme is None
+                    else sysconfig.get_path("scripts", scheme))
+        except KeyError:
+            continue
+        if path and path not in dirs:
+            dirs.append(path)
+    return dirs
 
 
 def extra_args(environ=None):
@@ -146,20 +199,20 @@ def run_build(command, environ=None):
         raise PrebuilderError(
             "cannot run %s: %s\nhint: check %s or PATH" %
             (command[0], e, BIN_ENV), command=command)
-    _LOGGER.info("running prebuilder (pid %d): %s", process.pid,
-                 shlex.join(command))
-
     # The report arrives at the end, but read stdout concurrently anyway so a
     # full pipe can never stall the binary while we wait on stderr.
     stdout = []
     reader = threading.Thread(
         target=lambda: stdout.append(process.stdout.read()),
         name="prebuilder-stdout", daemon=True)
-    reader.start()
-
     tail = collections.deque(maxlen=20)
     error_lines = []
+    # From here on a KeyboardInterrupt (or any exception, a logging handler's
+    # included) must stop the binary: everything after Popen is in the try.
     try:
+        reader.start()
+        _LOGGER.info("running prebuilder (pid %d): %s", process.pid,
+                     shlex.join(command))
         for raw in process.stderr:
             line = raw.rstrip("\n")
             _LOGGER.info("%s", line)
@@ -173,7 +226,8 @@ def run_build(command, environ=None):
         _stop(process)
         raise
     finally:
-        reader.join()
+        if reader.ident is not None:  # started
+            reader.join()
         process.stderr.close()
         process.stdout.close()
 

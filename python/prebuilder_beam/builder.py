@@ -7,6 +7,7 @@ registration there is. Beam calls `_build()` and uses the reference it returns
 as the pipeline's sdk_container_image.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -15,6 +16,9 @@ import sys
 import tempfile
 
 from apache_beam import version as beam_version
+from apache_beam.options.pipeline_options import FlinkRunnerOptions
+from apache_beam.options.pipeline_options import PortableOptions
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.internal.names import STAGED_SDK_SOURCES_FILENAME
 from apache_beam.runners.portability.sdk_container_builder import (
     SdkContainerImageBuilder)
@@ -53,12 +57,23 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
         return BUILDER_KEY
 
     def _build(self):
+        with visible_progress(logging.getLogger("prebuilder_beam")):
+            return self._build_image()
+
+    def _build_image(self):
         # Configuration problems surface before Beam spends time staging.
         binary = _binary.find_binary()
         extra = _binary.extra_args()
         push = bool(self._docker_registry_push_url)
         repository = _binary.repository_for(self._docker_registry_push_url)
         _warn_on_version_mismatch(self._base_image)
+        if not push and not _runs_locally(self._options):
+            _LOGGER.warning(
+                "prebuilder: no --docker_registry_push_url is set, so the image "
+                "stays on this machine's engine, but the runner (%s) starts "
+                "workers elsewhere: they will fail to pull it. Set "
+                "--docker_registry_push_url to a registry the workers can "
+                "reach.", _runner_name(self._options) or "default")
 
         with tempfile.TemporaryDirectory(prefix="prebuilder-beam-") as context:
             self._temp_src_dir = context
@@ -93,6 +108,70 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
         # replaces that flow because the binary names the image by content.
         raise NotImplementedError(
             "PrebuilderSdkContainerImageBuilder builds in _build()")
+
+
+# Runners whose workers use this machine's engine (or none): a local image is fine.
+_LOCAL_RUNNERS = frozenset((
+    "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner",
+    "FnApiRunner", "PrismRunner", "InteractiveRunner"))
+_PORTABLE_RUNNERS = frozenset(("PortableRunner", "FlinkRunner", "SparkRunner"))
+_LOCAL_ENDPOINT = re.compile(r"^(embed|\[local\]|(localhost|127\.0\.0\.1|\[::1\])(:\d+)?)$")
+
+
+def _runner_name(options):
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return None
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1]
+
+
+def _runs_locally(options):
+    """Whether the workers use this machine's engine, so a local image is enough.
+
+    The direct/Prism/interactive runners, and portable runners whose job
+    endpoint is in this process (`embed`) or on this machine; every other
+    runner (Dataflow, a remote Flink or Spark) starts workers elsewhere.
+    """
+    name = _runner_name(options)
+    if name is None or name in _LOCAL_RUNNERS:
+        return True
+    if name in _PORTABLE_RUNNERS:
+        portable = options.view_as(PortableOptions)
+        endpoint = portable.job_endpoint or "embed"
+        flink_master = options.view_as(FlinkRunnerOptions).flink_master or "[auto]"
+        local_flink = name != "FlinkRunner" or flink_master in ("[local]", "[auto]") \
+            or bool(_LOCAL_ENDPOINT.match(flink_master))
+        return bool(_LOCAL_ENDPOINT.match(endpoint)) and local_flink
+    return False
+
+
+@contextlib.contextmanager
+def visible_progress(logger):
+    """Shows the binary's progress (INFO) even where logging is not set up.
+
+    Beam's own local_docker engine lets `docker build` write to the terminal,
+    so a launch shows its build whatever the logging level. Python's default
+    level (WARNING) would hide this plugin's INFO lines, so while it builds
+    they go to stderr through a handler of its own. Where logging already
+    shows INFO (the user configured it), nothing changes.
+    """
+    if logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    # Root handlers would print each line a second time.
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _stages_something_to_install(context):

@@ -56,8 +56,11 @@ def repositories_to_sweep():
 def plugin_environment(repositories_to_sweep):
     """The environment every test launches Beam in; cleanup at the end."""
     binary = os.environ.get("PREBUILDER_BIN")
-    if not binary or not os.access(binary, os.X_OK):
+    installed = os.environ.get("PREBUILDER_TEST_INSTALLED") == "1"
+    if not installed and (not binary or not os.access(binary, os.X_OK)):
         pytest.fail("PREBUILDER_BIN must name the prebuilder binary (python/run-tests.sh sets it)")
+    if installed and binary:
+        pytest.fail("PREBUILDER_BIN is set: the installed-wheel run must find the binary itself")
     recorder = PidRecorder()
     logging.getLogger("prebuilder_beam").addHandler(recorder)
     with pytest.MonkeyPatch.context() as mp:

@@ -61,3 +61,21 @@ def test_default_base_is_beams_image_for_this_python_and_beam(installed_requirem
     command = raised.value.command
     assert command[command.index("--base") + 1] == expected
     assert "base image %s is not on the engine" % expected in str(raised.value)
+
+
+def test_unavailable_engine_is_status_3_and_retryable(monkeypatch, tmp_path, base_image, installed_requirement):
+    """A socket nobody listens on: connection refused, as when the engine is down."""
+    import socket
+    path = tmp_path / "engine.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()  # the file stays; connecting is refused
+    monkeypatch.setenv("DOCKER_HOST", "unix://%s" % path)
+    with pytest.raises(PrebuilderError) as raised:
+        build_image("--sdk_container_image", base_image, *installed_requirement)
+    error = raised.value
+    assert error.status == 3
+    assert error.retryable
+    assert "exited with status 3 (the engine or a registry is unavailable" in str(error)
+    assert "cannot reach the container engine at unix://%s" % path in error.error
+    assert not PrebuilderError("x", status=2).retryable

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import pytest
 
@@ -31,16 +32,15 @@ def test_import_registers_the_prebuilder_engine():
 
 
 def test_installed_wheel_registers_the_engine_on_import(tmp_path):
-    """`import prebuilder_beam` is all a launch script needs, once installed."""
-    source = tmp_path / "src"
-    subprocess.run(
-        ["cp", "-r", str(REPO_ROOT / "python"), str(source)], check=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source)],
-        check=True)
-    wheels = list((tmp_path / "dist").glob("prebuilder_beam-*.whl"))
-    assert len(wheels) == 1, wheels
+    """`import prebuilder_beam` is all a launch script needs, once installed.
+
+    The wheel is the one maturin built (python/build-wheel.sh, run by
+    run-tests.sh): the package and, as a script, the binary.
+    """
+    wheels = [os.environ["PREBUILDER_WHEEL"]]
+    assert os.path.basename(wheels[0]).startswith("prebuilder_beam-"), wheels
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        assert "prebuilder_beam-0.1.0.data/scripts/prebuilder" in wheel.namelist()
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
          "--target", str(tmp_path / "site"), str(wheels[0])], check=True)
@@ -166,13 +166,29 @@ def test_killed_binary_shows_its_last_lines(monkeypatch, tmp_path, installed_req
 
 
 def test_interrupted_launch_interrupts_the_binary(monkeypatch, tmp_path, installed_requirement, base_image):
-    """Ctrl-C in the launcher reaches the binary, which then removes its container."""
+    """Ctrl-C in the launcher reaches the binary, which then removes its container.
+
+    The stand-in is a Python script, not a shell script: it installs its
+    SIGINT handler the way the real binary does (tokio's ctrl_c sets one with
+    sigaction), which replaces an inherited SIG_IGN. A `trap ... INT` in sh
+    cannot: a non-interactive shell may not trap a signal ignored on entry,
+    and SIGINT is ignored for every job a non-interactive shell starts in the
+    background (`make test &`, CI runners), so the old stand-in ignored the
+    plugin's SIGINT there, was killed after the 30 s grace, and left no marker.
+    """
     marker = tmp_path / "got-sigint"
-    binary = fake_binary(tmp_path, textwrap.dedent("""\
-        trap 'echo interrupted > %s; exit 130' INT
-        echo 'prebuilder: dependencies: building' >&2
-        i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-        """ % marker))
+    binary = tmp_path / "fake-prebuilder"
+    binary.write_text("#!%s\n" % sys.executable + textwrap.dedent("""\
+        import signal, sys, time
+        def interrupted(*_):
+            with open(%r, "w") as f:
+                f.write("interrupted\\n")
+            sys.exit(130)
+        signal.signal(signal.SIGINT, interrupted)
+        print("prebuilder: dependencies: building", file=sys.stderr, flush=True)
+        time.sleep(60)
+        """ % str(marker)))
+    binary.chmod(0o755)
     monkeypatch.setenv("PREBUILDER_BIN", str(binary))
 
     class CtrlC(logging.Handler):
@@ -210,3 +226,56 @@ def test_base_for_other_versions_is_warned_about(caplog):
         sys.version_info[0], sys.version_info[1], version.__version__))
     _warn_on_version_mismatch("my-gpu-image:1")
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("args,local", [
+    ([], True),
+    (["--runner=DirectRunner"], True),
+    (["--runner=PrismRunner"], True),
+    (["--runner=PortableRunner", "--job_endpoint=embed"], True),
+    (["--runner=PortableRunner", "--job_endpoint=localhost:8099"], True),
+    (["--runner=FlinkRunner", "--flink_master=[local]"], True),
+    (["--runner=DataflowRunner"], False),
+    (["--runner=apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"], False),
+    (["--runner=PortableRunner", "--job_endpoint=jobs.example.com:8099"], False),
+    (["--runner=FlinkRunner", "--flink_master=flink.example.com:8081"], False),
+])
+def test_which_runners_start_workers_on_this_machine(args, local):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from prebuilder_beam.builder import _runs_locally
+    assert _runs_locally(PipelineOptions(args)) is local
+
+
+def test_remote_runner_without_a_push_url_warns(caplog, base_image, installed_requirement):
+    with caplog.at_level(logging.INFO, logger="prebuilder_beam"):
+        build_image("--runner=DataflowRunner", "--sdk_container_image", base_image,
+                    *installed_requirement)
+    warnings = [r for r in caplog.records
+                if r.name.startswith("prebuilder_beam") and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "no --docker_registry_push_url" in message
+    assert "DataflowRunner" in message and "--docker_registry_push_url to a registry" in message
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="prebuilder_beam"):
+        build_image("--sdk_container_image", base_image, *installed_requirement)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name.startswith("prebuilder_beam")]
+
+
+def test_progress_shows_with_pythons_default_logging(base_image, installed_requirement, tmp_path):
+    """A launch that never configures logging still shows the build, as local_docker does."""
+    script = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, %r)
+        from support import build_image
+        print(build_image(*sys.argv[1:]))
+    """ % os.path.dirname(__file__))
+    args = ["--sdk_container_image", base_image, *map(str, installed_requirement)]
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "running prebuilder (pid" in out.stderr, out.stderr
+    assert "prebuilder: dependencies:" in out.stderr, out.stderr
+    assert out.stderr.count("running prebuilder (pid") == 1, "each line once"
+    assert out.stdout.strip().startswith("prebuilder-test/"), out.stdout

@@ -258,6 +258,8 @@ async fn load_snapshot<E: Engine>(
     let dir = tmp.path().to_path_buf();
     let config = config.clone();
     let record = record.map(<[u8]>::to_vec);
+    let created = image::now_rfc3339();
+    let entry = crate::history::entry(b.layer, &created);
     let (archive, image_id) = tokio::task::spawn_blocking(move || {
         assemble(
             &dir,
@@ -266,6 +268,7 @@ async fn load_snapshot<E: Engine>(
             record.as_deref(),
             &parent,
             config,
+            (created, entry),
         )
     })
     .await
@@ -299,6 +302,7 @@ fn assemble(
     record: Option<&[u8]>,
     parent: &ImageInfo,
     config: serde_json::Value,
+    (created, entry): (String, serde_json::Value),
 ) -> std::io::Result<(std::path::PathBuf, String)> {
     let layer_tar = dir.join("layer.tar");
     let diff_id = image::write_layer(
@@ -309,12 +313,16 @@ fn assemble(
     )?;
     let mut diff_ids = parent.layers.clone();
     diff_ids.push(diff_id);
+    // The parent's history, then what this layer installed.
+    let mut history = crate::history::from_engine(&parent.history);
+    history.push(entry);
     let config = image::image_config(
         &parent.os,
         &parent.architecture,
         config,
         &diff_ids,
-        image::now_rfc3339(),
+        created,
+        history,
     );
     let archive = dir.join("image.tar");
     let layer = std::fs::File::open(&layer_tar)?;

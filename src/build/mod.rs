@@ -63,6 +63,8 @@ pub struct Options {
     /// Commit the setup container instead of loading its snapshot as a layer
     /// (`PREBUILDER_COMMIT`; read by the caller, never deep in here).
     pub commit: bool,
+    /// What the result's labels come from (`--label`, source, revision, …).
+    pub labels: crate::labels::Request,
 }
 
 /// A registry the build may use, with the credentials for it.
@@ -90,7 +92,17 @@ pub async fn run<E: Engine, R: Manifests>(
             image: opts.base.clone(),
         })?;
     let mut ground = base::prepare(engine, opts, set, &base, reporter).await?;
-    let plan = plan::plan(set, &ground.parent)?;
+    let mut plan = plan::plan(set, &ground.parent)?;
+    // The result's labels (--label, OCI) enter its key: see crate::labels.
+    crate::labels::apply(
+        &mut plan,
+        crate::labels::for_base(
+            &opts.labels,
+            &opts.base,
+            &base.repo_digests,
+            base.created.as_deref(),
+        ),
+    );
     let local = find_local(engine, opts, &plan).await?;
     let all_local = local.len() == plan.layers.len();
     let remote = if all_local && !opts.push {
@@ -348,7 +360,9 @@ fn labels(layer: &LayerPlan<'_>, base: &ImageInfo) -> BTreeMap<String, String> {
         .iter()
         .map(|a| (a.name.as_str(), a.content_digest.as_str()))
         .collect();
-    BTreeMap::from([
+    // The result's own labels first: prebuilder's may not be overridden.
+    let mut labels = layer.labels.clone();
+    labels.extend([
         (LABEL_KEY.to_string(), layer.key.clone()),
         (LABEL_LAYER.to_string(), layer.name.to_string()),
         (LABEL_PARENT.to_string(), layer.parent.clone()),
@@ -358,7 +372,8 @@ fn labels(layer: &LayerPlan<'_>, base: &ImageInfo) -> BTreeMap<String, String> {
             env!("CARGO_PKG_VERSION").to_string(),
         ),
         (LABEL_ARTIFACTS.to_string(), artifacts_label(&artifacts)),
-    ])
+    ]);
+    labels
 }
 
 /// Past this size the artifacts label holds a digest of the list instead.

@@ -103,6 +103,11 @@ mod tests {
             text.contains("not tagged") && text.contains("run again"),
             "{text}"
         );
+        assert_eq!(
+            e.exit_code(),
+            crate::error::EXIT_UNAVAILABLE,
+            "worth a retry"
+        );
         let other = p.explain(Error::BaseMissing { image: "b".into() });
         assert!(matches!(other, Error::BaseMissing { .. }));
     }

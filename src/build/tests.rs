@@ -89,6 +89,7 @@ impl World {
             lock_dir: self.locks.path().to_path_buf(),
             scratch_dir: self.locks.path().to_path_buf(),
             commit: false,
+            labels: Default::default(),
         }
     }
 

@@ -26,6 +26,9 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     for t in &args.tags {
         check_tag(t)?;
     }
+    for l in &args.labels {
+        crate::labels::parse(l)?;
+    }
     Ok(())
 }
 
@@ -105,7 +108,7 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         r = DockerEngine::connect() => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let opts = options(args, &root.dir, scratch.path());
+    let opts = options(args, &root.dir, scratch.path())?;
     let phases = build::phase::Phases::new(reporter);
     let outcome = tokio::select! {
         r = async {
@@ -168,8 +171,9 @@ const ENGINE_RETURN: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// The build's options from the flags (and `PREBUILDER_COMMIT`, read here,
 /// never deep in the build); locks and temporary files under the state root.
-pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> build::Options {
-    build::Options {
+pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> Result<build::Options> {
+    let labels = crate::labels::Request::from_args(args)?;
+    Ok(build::Options {
         base: args.base.clone(),
         repository: args.repository.clone(),
         tags: args.tags.clone(),
@@ -182,7 +186,8 @@ pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> build::Op
         lock_dir: state::lock_dir(state_root, &docker::endpoint()),
         scratch_dir: scratch.to_path_buf(),
         commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
-    }
+        labels,
+    })
 }
 
 /// The registry of `--repository`, when it names one or `--push` asks for one.

@@ -102,11 +102,14 @@ fn not_found(e: &BollardError) -> bool {
 /// An engine failure while doing `action`, its cause kept.
 fn engine_err(action: impl Into<String>, e: BollardError) -> Error {
     match e {
-        // The engine is not there (any more): a connection that failed or broke.
+        // The connection failed, broke, or timed out (the engine stopped
+        // mid-build, say): the engine is unavailable, which is worth a retry.
         BollardError::SocketNotFoundError(_)
         | BollardError::HyperResponseError { .. }
         | BollardError::HyperLegacyError { .. }
-        | BollardError::IOError { .. } => Error::EngineUnreachable {
+        | BollardError::HttpClientError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError => Error::EngineUnreachable {
             endpoint: endpoint(),
             source: Box::new(e),
         },
@@ -128,6 +131,9 @@ fn image_info(i: ImageInspect) -> ImageInfo {
         env: c.env.unwrap_or_default(),
         labels: c.labels.unwrap_or_default().into_iter().collect(),
         repo_tags: i.repo_tags.unwrap_or_default(),
+        repo_digests: i.repo_digests.unwrap_or_default(),
+        created: i.created.map(|c| c.to_string()),
+        history: Vec::new(),
         os: i.os.unwrap_or_else(|| "linux".into()),
         architecture: i.architecture.unwrap_or_else(|| "amd64".into()),
         layers: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
@@ -168,6 +174,12 @@ fn push_stream_error(repo: &str, tag: &str, with_credentials: bool, error: Strin
             registry: registry.registry,
             repository: registry.path,
         }
+    } else if crate::registry::is_transient(&lower) {
+        // Unavailable, not refusing: exit status 3, worth a retry.
+        Error::RegistryUnreachable {
+            registry: registry.registry,
+            reason: format!("pushing {repo}:{tag}: {error}"),
+        }
     } else {
         Error::Registry {
             registry: registry.registry,
@@ -179,11 +191,26 @@ fn push_stream_error(repo: &str, tag: &str, with_credentials: bool, error: Strin
 
 impl Engine for DockerEngine {
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>> {
-        match self.docker.inspect_image(reference).await {
-            Ok(i) => Ok(Some(image_info(i))),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(engine_err(format!("inspecting image {reference}"), e)),
-        }
+        let mut info = match self.docker.inspect_image(reference).await {
+            Ok(i) => image_info(i),
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(engine_err(format!("inspecting image {reference}"), e)),
+        };
+        // By id: the reference may have moved since.
+        info.history = match self.docker.image_history(&info.id).await {
+            Ok(items) => items
+                .into_iter()
+                .map(|i| crate::history::EngineEntry {
+                    created: i.created,
+                    created_by: i.created_by,
+                    comment: i.comment,
+                    size: i.size,
+                })
+                .collect(),
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(engine_err(format!("reading the history of {reference}"), e)),
+        };
+        Ok(Some(info))
     }
 
     async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>> {

@@ -54,6 +54,13 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub repo_tags: Vec<String>,
+    /// `repo@sha256:…` references of registries the image came from.
+    pub repo_digests: Vec<String>,
+    /// When the image was created (RFC 3339), as its config says.
+    pub created: Option<String>,
+    /// The image's history as the engine reports it (newest first); the
+    /// config of a layer built on it keeps these entries.
+    pub history: Vec<crate::history::EngineEntry>,
     pub os: String,
     pub architecture: String,
     /// The diff ids of its layers, bottom first.

@@ -177,13 +177,14 @@ fn copy_entries<R: Read, W: Write>(
 }
 
 /// The image config (Docker's format, which OCI's shares): the given
-/// container config and the layers' diff ids.
+/// container config, the layers' diff ids and the history (`docker history`).
 pub fn image_config(
     os: &str,
     arch: &str,
     config: serde_json::Value,
     diff_ids: &[String],
     created: String,
+    history: Vec<serde_json::Value>,
 ) -> Vec<u8> {
     let doc = serde_json::json!({
         "architecture": arch,
@@ -191,6 +192,7 @@ pub fn image_config(
         "created": created,
         "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": history,
     });
     doc.to_string().into_bytes()
 }
@@ -499,6 +501,7 @@ mod tests {
             serde_json::json!({"Entrypoint": ["/opt/apache/beam/boot"]}),
             &["sha256:a".into(), "sha256:b".into()],
             rfc3339(0),
+            vec![serde_json::json!({"created_by": "base"})],
         );
         let archive = dir.path().join("image.tar");
         write_archive(
@@ -533,6 +536,7 @@ mod tests {
         );
         assert_eq!(config["config"]["Entrypoint"][0], "/opt/apache/beam/boot");
         assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(config["history"][0]["created_by"], "base");
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct LayerPlan<'a> {
     pub artifacts: Vec<&'a Artifact>,
     /// This layer's own `artifacts_info.json`, in Beam's format.
     pub manifest: String,
+    /// Labels of the result only (`--label`, OCI), already folded into
+    /// `key` by [`crate::labels::apply`]; empty on every other layer.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl LayerPlan<'_> {
@@ -156,6 +159,7 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
             parent: std::mem::replace(&mut parent, key),
             artifacts,
             manifest,
+            labels: Default::default(),
         });
     }
     // Not empty: an installing artifact (checked above) always has a layer.

@@ -120,10 +120,15 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
             }),
             None => Ok(None),
         },
-        // A helper's own output may hold secrets: name the helper, not what it printed.
+        // The helper protocol's "no entry for this server": anonymous, as the
+        // docker CLI treats it (a registry that needs a login then answers
+        // 401, and that error says to `docker login`).
+        Err(E::HelperFailure { stdout, .. }) if helper_found_nothing(&stdout) => Ok(None),
+        // A helper's own output may hold secrets: name the helper, not what it
+        // printed. `helper` is already the command (`docker-credential-X`).
         Err(E::HelperFailure { helper, .. }) => Err(Error::Credentials {
             registry: repo.registry.clone(),
-            reason: format!("credential helper docker-credential-{helper} failed"),
+            reason: format!("credential helper {helper} failed"),
         }),
         Err(e) => Err(Error::Credentials {
             registry: repo.registry.clone(),
@@ -159,6 +164,37 @@ fn config_problem(path: &std::path::Path) -> Option<String> {
         )),
         Err(e) => Some(format!("{} is malformed: {e}", path.display())),
     }
+}
+
+/// Whether a registry failure the engine reports as text (lowercased) says
+/// the registry was unavailable rather than refusing: the connection failed
+/// or broke, timed out, or the registry answered 5xx. Such a failure is
+/// worth a retry; anything else needs the user.
+pub fn is_transient(lower: &str) -> bool {
+    const SIGNS: [&str; 12] = [
+        "connection refused",
+        "connection reset",
+        "broken pipe",
+        "i/o timeout",
+        "timeout exceeded",
+        "tls handshake timeout",
+        "unexpected eof",
+        "no route to host",
+        "500 internal server error",
+        "502 bad gateway",
+        "503 service unavailable",
+        "504 gateway timeout",
+    ];
+    SIGNS.iter().any(|s| lower.contains(s))
+}
+
+/// What credential helpers print (on stdout, with a failing status) when they
+/// hold nothing for a server: `credentials.errCredentialsNotFoundMessage` of
+/// docker-credential-helpers, which the docker CLI matches the same way.
+const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+
+fn helper_found_nothing(stdout: &str) -> bool {
+    stdout.trim() == HELPER_NOT_FOUND
 }
 
 /// What the build asks of a registry itself (pushing goes through the
@@ -268,6 +304,11 @@ impl Registry {
             StatusCode::FORBIDDEN => Err(Error::RegistryDenied {
                 registry: self.repo.registry.clone(),
                 repository: self.repo.path.clone(),
+            }),
+            // A registry that answers 5xx is down or overloaded: unavailable, not refusing.
+            s if s.is_server_error() => Err(Error::RegistryUnreachable {
+                registry: self.repo.registry.clone(),
+                reason: format!("looking up {}:{tag}: HTTP {s}", self.repo.path),
             }),
             s => Err(Error::Registry {
                 registry: self.repo.registry.clone(),
@@ -401,6 +442,24 @@ mod tests {
             RepositoryRef::parse("a/b").api_base(),
             "https://registry-1.docker.io"
         );
+    }
+
+    #[test]
+    fn transient_registry_failures_are_told_from_refusals() {
+        for transient in [
+            "put http://127.0.0.1:5000/v2/x/blobs/uploads/: dial tcp 127.0.0.1:5000: connect: connection refused",
+            "received unexpected http status: 503 service unavailable",
+            "read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer",
+        ] {
+            assert!(is_transient(transient), "{transient}");
+        }
+        for refusal in [
+            "unsupported: the operation is unsupported",
+            "name unknown: repository name not known to registry",
+            "manifest invalid",
+        ] {
+            assert!(!is_transient(refusal), "{refusal}");
+        }
     }
 
     #[test]
