@@ -38,6 +38,7 @@ case "$logs" in /*) ;; *) logs="$root/$logs" ;; esac
 
 ours_repo=prebuilder-bench/ours
 mem_repo=prebuilder-bench/mem
+many_repo=prebuilder-bench/many
 anchor_repo=prebuilder-bench/anchor
 bench_label=prebuilder-bench
 repeat="${BENCH_REPEAT:-3}"          # runs of each scenario (medians reported)
@@ -466,6 +467,53 @@ put '["memory"]' "$(jq --argjson k "$rss_kib" --argjson s "$(elapsed "$t0" "$t1"
     layers, log: $log}' "$tmp/mem.json")"
 say "1 GiB build: $(elapsed "$t0" "$t1") s, peak RSS $((rss_kib / 1024)) MiB"
 rm -f "$big"
+
+# ---------------------------------------------------------------------------
+# Many staged files (issue 12: 50,000 files took 495 s, 148 s of upload and
+# ~300 s of deleting them inside the container): a context of 50,000 small
+# files plus the one requirement above (the base has it), --no-cache. The
+# stamped log splits the time into stage+hash, upload, setup and layer.
+many="$tmp/ctx-many"
+many_n=50000
+python3 - "$many" "$many_n" "$tiny" <<'PY'
+import base64, hashlib, json, os, sys
+out, n, req = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+os.makedirs(out)
+def varint(x):
+    b = bytearray()
+    while True:
+        c, x = x & 0x7F, x >> 7
+        b.append(c | 0x80 if x else c)
+        if not x:
+            return bytes(b)
+def entry(name, data):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(data)
+    p = b"".join(bytes([(k << 3) | 2]) + varint(len(v)) + v
+                 for k, v in ((1, name.encode()), (2, hashlib.sha256(data).hexdigest().encode())))
+    return json.dumps({"typeUrn": "beam:artifact:type:file:v1",
+                       "typePayload": base64.b64encode(p).decode()})
+entries = [entry("requirements.txt", open(req, "rb").read())]
+entries += [entry("file%05d.txt" % i, b"staged file %d\n" % i) for i in range(n)]
+with open(os.path.join(out, "artifacts_info.json"), "w") as f:
+    json.dump(entries, f)
+PY
+manylog="$logs/many-ours.log"
+t0=$(now)
+status=0
+"$bin" build --context "$many" --base "$FIXTURE_BEAM_IMAGE" --network none --no-cache \
+  --format json --repository "$many_repo" >"$tmp/many.json" 2> >(stamp "$t0" >"$manylog") &
+pid=$!
+pids+=("$pid")
+wait "$pid" || status=$?
+t1=$(now)
+record_images
+[ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$manylog" >&2; die "the $many_n-file build exited with status $status; log: $manylog"; }
+labels_bytes=$(docker image inspect --format '{{json .Config.Labels}}' "$(jq -r .image "$tmp/many.json")" | wc -c)
+put '["many_files"]' "$(jq --argjson n "$many_n" --argjson s "$(elapsed "$t0" "$t1")" --arg log "$manylog" \
+  --argjson lb "$labels_bytes" '{files: $n, seconds: $s, labels_bytes: $lb, layers, log: $log}' "$tmp/many.json")"
+say "$many_n files: $(elapsed "$t0" "$t1") s, labels $labels_bytes bytes"
+rm -rf "$many"
 
 # ---------------------------------------------------------------------------
 put '["machine"]' "$(jq -n --arg cpu "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" \

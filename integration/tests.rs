@@ -18,3 +18,4 @@ mod outputs;
 mod pull;
 mod registry;
 mod reproducible;
+mod robustness;

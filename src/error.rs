@@ -125,6 +125,17 @@ pub enum Error {
         hint: String,
     },
 
+    /// The engine stopped answering in the middle of a build (restart, crash).
+    #[error(
+        "the engine at {endpoint} went away during {during}; the result was not tagged; run again"
+    )]
+    EngineWentAway {
+        endpoint: String,
+        during: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("base image {image} is not on {}", engine())]
     BaseMissing { image: String },
 
@@ -163,6 +174,15 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The engine refused to remove an image (409): a container uses it, or
+    /// images built on it remain. Never forced.
+    #[error("image {image} was not removed: {}", if containers.is_empty() { reason.clone() } else { format!("container(s) {} use it", containers.join(", ")) })]
+    ImageInUse {
+        image: String,
+        containers: Vec<String>,
+        reason: String,
+    },
+
     /// A local file or directory prebuilder itself writes (temp files, layer tars).
     #[error("local I/O error while {action}: {source}")]
     Local {
@@ -198,7 +218,8 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("interrupted ({}); the containers prebuilder created were removed", signal.name())]
+    /// The containers it had created are removed, and said so, by the caller.
+    #[error("interrupted ({})", signal.name())]
     Interrupted { signal: crate::cancel::Signal },
 
     // ---- registries (src/registry) ----
@@ -232,6 +253,11 @@ pub enum Error {
 
     #[error("{reference} already exists in the registry with other content ({existing}); not overwritten")]
     TagConflict { reference: String, existing: String },
+
+    /// `--no-cache --push` would push a rebuild under a content tag the
+    /// registry already holds: content tags never move.
+    #[error("{reference} is already in the registry ({digest}), built from the same inputs; --no-cache would push a different image under that content tag, and content tags never move")]
+    ContentTagTaken { reference: String, digest: String },
 
     #[error("{message}")]
     Usage { message: String, hint: String },
@@ -315,9 +341,16 @@ impl Error {
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
-            Local { .. } => "check free space and permissions of the temporary directory ($TMPDIR), then run again".into(),
+            EngineWentAway { .. } => "check that the engine is up (`docker info`), then run the same command again: layers finished before it went away are reused, and what the interrupted one left is removed by the next run or `prebuilder gc`".into(),
+            ImageInUse { containers, .. } if !containers.is_empty() => format!("remove the container(s) first (`docker rm -f {}`) or keep the image; prebuilder never forces a removal", containers.join(" ")),
+            ImageInUse { .. } => "images built on it still exist: remove them first, or keep it".into(),
+            Local { .. } => "check free space and permissions of the directory named above, then run again".into(),
             Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
-            SetupFailed { .. } => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            // The pip hint only for pip's failures (the boot's "failed to install" line).
+            // Beam's boot says "failed to install …"; PyFlink's setup names --py-requirements.
+            SetupFailed { step, .. } if step.to_ascii_lowercase().contains("failed to install") || step.contains("--py-requirements") => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            SetupFailed { status, .. } if *status == 97 || *status == 98 => "prebuilder's setup script could not clean the artifacts directory in the container (see the lines above); check that the base image's /opt/apache/beam/artifacts is writable".into(),
+            SetupFailed { .. } => "the base image's boot failed before installing anything with pip: the last lines above say why (e.g. apache-beam missing or a different version than the base's boot expects); `prebuilder check IMAGE` probes the base".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
             RegistryInsecure { registry, podman: true } => format!("mark it insecure for Podman: add `[[registry]]` / `location = \"{registry}\"` / `insecure = true` to /etc/containers/registries.conf (or the file CONTAINERS_REGISTRIES_CONF names for the Podman service), restart the service, and push again; or serve the registry over TLS"),
@@ -325,7 +358,8 @@ impl Error {
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
-            TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag".into(),
+            TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag; nothing was built or pushed".into(),
+            ContentTagTaken { .. } => "drop --no-cache to publish the registry's image (with your --tag), or push the rebuild to another --repository; nothing was built or pushed".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted { .. } => return None,
             ImageMissing { image, .. } => format!("prebuilder pulls only the --base (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
@@ -359,7 +393,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => EXIT_SETUP_FAILED,
-            Error::EngineUnreachable { .. } | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
+            Error::EngineUnreachable { .. }
+            | Error::EngineWentAway { .. }
+            | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
             Error::Interrupted { signal } => signal.exit_code(),
             _ => EXIT_USAGE,
         }
@@ -376,6 +412,34 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed(step: &str, status: i64) -> Error {
+        Error::SetupFailed {
+            layer: "dependencies".into(),
+            step: step.into(),
+            status,
+            tail: String::new(),
+        }
+    }
+
+    /// Issue 12: the pip hint appeared for failures that were not pip's.
+    #[test]
+    fn the_setup_hint_matches_the_failing_step() {
+        let pip = failed(
+            "boot: failed to install requirements.txt: pip exited with status 1",
+            1,
+        );
+        assert!(pip.hint().unwrap().contains("pip's message"));
+        let boot = failed("/opt/apache/beam/boot --setup_only failed", 1);
+        let h = boot.hint().unwrap();
+        assert!(
+            !h.contains("pip's message") && h.contains("before installing anything"),
+            "{h}"
+        );
+        let script = failed("/opt/apache/beam/boot --setup_only failed", 98);
+        assert!(script.hint().unwrap().contains("artifacts directory"));
+    }
+
     use crate::cancel::Signal;
 
     #[test]

@@ -28,5 +28,6 @@ pub mod redact;
 pub mod registry;
 pub mod report;
 pub mod stage;
+pub mod state;
 
 pub use error::{Error, Result};

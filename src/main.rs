@@ -134,8 +134,9 @@ fn with_causes(e: &Error) -> String {
 
 async fn run_gc(args: GcArgs, cancel: &Cancel) -> Result<(), Error> {
     let engine = DockerEngine::connect().await?;
+    let state_root = prebuilder::state::root();
     let report = tokio::select! {
-        r = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run) => r?,
+        r = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run, Some(&state_root.dir)) => r?,
         signal = cancel.cancelled() => return Err(Error::Interrupted { signal }),
     };
     print_stdout(&match args.format {

@@ -17,7 +17,7 @@ use super::{flink, local, record, upload, verify};
 use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
 use crate::error::{Error, Result};
 use crate::image;
-use crate::plan::{LayerName, LayerPlan, BEAM_DIR};
+use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR};
 use crate::progress::{Event, Reporter};
 use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
 use crate::stage::SetupMode;
@@ -38,6 +38,8 @@ pub struct LayerBuild<'a> {
     pub network: &'a Network,
     /// Commit the container instead of loading the snapshot.
     pub commit: bool,
+    /// Where the layer's temporary files go (snapshot, layer and image tars).
+    pub scratch: &'a Path,
     /// What the setup runs (Beam's boot or PyFlink's setup) and the config it adds.
     pub mode: &'a SetupMode,
 }
@@ -77,6 +79,12 @@ pub async fn build<E: Engine>(
         ),
         role: "setup".into(),
         network: b.network.clone(),
+        // The staged files live on a volume: fast to write and delete on any
+        // storage driver (issue 12: 50,000 files took 148 s to upload and
+        // 300 s to delete on fuse-overlayfs), and outside the layer anyway.
+        // Beam only: its setup deletes the staged files and its snapshot
+        // skips that directory; PyFlink's setup keeps files it uploads.
+        volume: matches!(b.mode, SetupMode::Beam).then(|| ARTIFACTS_DIR.to_string()),
     };
     reporter.event(Event::CreatingContainer {
         layer: layer.name,
@@ -254,7 +262,13 @@ async fn load_snapshot<E: Engine>(
     record: Option<&[u8]>,
     reporter: &dyn Reporter,
 ) -> Result<Option<String>> {
-    let tmp = tempfile::tempdir().map_err(local("creating a temporary directory"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir_in(b.scratch)
+        .map_err(local(format!(
+            "creating a temporary directory in {}",
+            b.scratch.display()
+        )))?;
     let snapshot = tmp.path().join("snapshot.tar");
     let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
     if !download_to(engine, container, &layer_tar, &snapshot).await? {

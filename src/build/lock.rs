@@ -1,16 +1,13 @@
 //! One exclusive lock per layer key, shared by every prebuilder process that
-//! uses the same lock directory: a concurrent run with the same inputs waits
-//! for the first, then finds its image instead of building it again.
+//! uses the same lock directory (one per engine under the machine-wide state
+//! root, `crate::state`, whatever `$TMPDIR` is): a concurrent run with the
+//! same inputs waits for the first, then finds its image instead of building
+//! it again.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::progress::{Event, Reporter};
-
-/// The default lock directory.
-pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join("prebuilder-locks")
-}
 
 /// Lock `key`, waiting for another holder. `None` (build anyway, with a
 /// warning) when the lock file cannot be made or locked: a lock only saves

@@ -19,6 +19,7 @@ pub mod flink;
 pub mod fresh;
 pub mod layer;
 pub mod lock;
+pub mod phase;
 pub mod publish;
 pub mod pull;
 pub mod record;
@@ -57,8 +58,11 @@ pub struct Options {
     pub no_check: bool,
     pub boot_from: Option<String>,
     pub network: Network,
-    /// Where the per-key lock files live.
+    /// Where the per-key lock files live (`crate::state::lock_dir`).
     pub lock_dir: PathBuf,
+    /// Where temporary files go: this process's scratch directory
+    /// (`crate::state::Scratch`), which a later run removes if this one is killed.
+    pub scratch_dir: PathBuf,
     /// Commit the setup container instead of loading its snapshot as a layer
     /// (`PREBUILDER_COMMIT`; read by the caller, never deep in here).
     pub commit: bool,
@@ -133,6 +137,9 @@ pub async fn run<E: Engine, R: Manifests>(
         None if all_local && !opts.push => None,
         None => take_remote()?,
     };
+    if let (Some(remote), true) = (&remote, opts.push) {
+        publish::preflight(remote, opts, plan.tag()).await?;
+    }
     let mut layers = std::mem::take(&mut ground.layers);
     if !all_local && !opts.no_cache {
         if let Some(digest) = find_in_registry(remote.as_ref(), opts, &plan, reporter).await? {
@@ -331,6 +338,7 @@ async fn build_or_wait<E: Engine>(
         labels: labels(layer, base),
         network: &opts.network,
         commit: opts.commit,
+        scratch: &opts.scratch_dir,
         mode,
     };
     let id = layer::build(engine, &build, reporter).await?;
@@ -404,12 +412,30 @@ fn labels(layer: &LayerPlan<'_>, base: &ImageInfo) -> BTreeMap<String, String> {
             LABEL_VERSION.to_string(),
             env!("CARGO_PKG_VERSION").to_string(),
         ),
-        (
-            LABEL_ARTIFACTS.to_string(),
-            serde_json::to_string(&artifacts).unwrap_or_default(),
-        ),
+        (LABEL_ARTIFACTS.to_string(), artifacts_label(&artifacts)),
     ]);
     labels
+}
+
+/// Past this size the artifacts label holds a digest of the list instead.
+const ARTIFACTS_LABEL_LIMIT: usize = 16 * 1024;
+
+/// The layer's inputs as JSON (name → content digest), or, when that would
+/// be larger than [`ARTIFACTS_LABEL_LIMIT`], its digest and count: labels
+/// travel with every inspect (issue 12: 50,000 inputs made a 4 MB label).
+/// The full list is always in the image's record file.
+fn artifacts_label(artifacts: &BTreeMap<&str, &str>) -> String {
+    let full = serde_json::to_string(artifacts).unwrap_or_default();
+    if full.len() <= ARTIFACTS_LABEL_LIMIT {
+        return full;
+    }
+    use sha2::Digest;
+    format!(
+        "sha256:{} ({} artifacts; the list is in {})",
+        hex::encode(sha2::Sha256::digest(full.as_bytes())),
+        artifacts.len(),
+        crate::record::RECORD_FILE
+    )
 }
 
 pub(crate) fn round(s: f64) -> f64 {

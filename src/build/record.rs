@@ -30,14 +30,21 @@ pub async fn make<E: Engine>(
     };
     let (python, packages) = record::parse_freeze(&String::from_utf8_lossy(&freeze));
     // Inputs of the layers below come from the parent layer's record.
-    let mut inputs = match engine.inspect(b.from_image).await {
+    let parent = match engine.inspect(b.from_image).await {
         Ok(Some(parent)) => parent
             .labels
             .get(LABEL_RECORD)
-            .and_then(|l| Record::parse(l).ok())
-            .map(|r| r.inputs)
-            .unwrap_or_default(),
-        _ => BTreeMap::new(),
+            .and_then(|l| Record::parse(l).ok()),
+        _ => None,
+    };
+    let mut inputs = match parent {
+        // A bounded label (`packages: null`) may lack the inputs: the file has them.
+        Some(r) if r.packages.is_none() => crate::record::load(engine, b.from_image)
+            .await
+            .map(|(_, r)| r.inputs)
+            .unwrap_or(r.inputs),
+        Some(r) => r.inputs,
+        None => BTreeMap::new(),
     };
     inputs.insert(
         layer.name.to_string(),

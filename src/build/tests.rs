@@ -87,6 +87,7 @@ impl World {
             boot_from: None,
             network: Network::None,
             lock_dir: self.locks.path().to_path_buf(),
+            scratch_dir: self.locks.path().to_path_buf(),
             commit: false,
             labels: Default::default(),
             pull: super::PullPolicy::Never,
@@ -870,6 +871,108 @@ async fn a_staged_file_left_in_a_committed_container_is_refused() {
         &["setup leftovers in the image: /opt/apache/beam/artifacts/requirements.txt"]
     );
     assert!(w.result_tags().is_empty());
+}
+
+/// Issue 12: a `--tag` the registry holds for other content is refused
+/// before anything is built or pushed.
+#[tokio::test]
+async fn a_tag_conflict_is_refused_before_any_work() {
+    let w = world();
+    w.engine.registry.put("stable", "sha256:other");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::TagConflict { .. }), "{err:?}");
+    assert_eq!(w.engine.count("create"), 0, "nothing built");
+    assert_eq!(w.engine.count("push"), 0, "nothing pushed");
+    assert_eq!(
+        w.engine.registry.get("stable").as_deref(),
+        Some("sha256:other")
+    );
+}
+
+/// Issue 12: `--no-cache --push --tag stable` pushed a new digest under the
+/// content tag, then failed on `stable`: the registry's two tags disagreed.
+/// Now it is refused before any work and the registry keeps both tags.
+#[tokio::test]
+async fn no_cache_push_never_moves_a_content_tag() {
+    let w = world();
+    let set = w.set("app");
+    let mut opts = w.opts();
+    opts.push = true;
+    let first = w.quick(&opts, &set).await.unwrap();
+    let tag = first.image[REPO.len() + 1..].to_string();
+    let digest = first.digest.clone().unwrap();
+    w.engine.registry.put("stable", "sha256:other");
+    let builds = w.engine.count("create");
+    let pushes = w.engine.count("push");
+
+    opts.no_cache = true;
+    opts.tags = vec!["stable".into()];
+    let err = w.quick(&opts, &set).await.unwrap_err();
+    assert!(matches!(err, Error::ContentTagTaken { .. }), "{err:?}");
+    assert!(err.hint().unwrap().contains("nothing was built or pushed"));
+    // Even --replace-tags never moves a content tag.
+    opts.replace_tags = true;
+    let err = w.quick(&opts, &set).await.unwrap_err();
+    assert!(matches!(err, Error::ContentTagTaken { .. }), "{err:?}");
+    assert_eq!(w.engine.count("create"), builds, "nothing built");
+    assert_eq!(w.engine.count("push"), pushes, "nothing pushed");
+    assert_eq!(w.engine.registry.get(&tag), Some(digest));
+    assert_eq!(
+        w.engine.registry.get("stable").as_deref(),
+        Some("sha256:other")
+    );
+}
+
+/// A `--tag` already on the result's content is no conflict (a relaunch).
+#[tokio::test]
+async fn a_tag_on_the_results_own_digest_is_no_conflict() {
+    let w = world();
+    let set = w.set("app");
+    let mut opts = w.opts();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let first = w.quick(&opts, &set).await.unwrap();
+    let again = w.quick(&opts, &set).await.unwrap();
+    assert_eq!(again.digest, first.digest);
+    assert_eq!(w.engine.registry.get("stable"), first.digest);
+}
+
+/// Issue 12: 50,000 inputs made the artifacts label 4 MB; it is bounded,
+/// and the setup's staged files go on a volume (fast on any storage driver).
+#[tokio::test]
+async fn labels_stay_bounded_and_staged_files_go_on_a_volume() {
+    let w = world();
+    let mut artifacts = vec![w.artifact("requirements.txt", "six\n", Role::Requirements)];
+    for i in 0..2000 {
+        artifacts.push(w.artifact(&format!("f{i:05}.txt"), "x", Role::FileToStage));
+    }
+    let set = StagedSet::new(artifacts, w.files.path().to_path_buf(), None);
+    let r = w.quick(&w.opts(), &set).await.unwrap();
+    let image = w.engine.tagged(&r.image).unwrap();
+    let label = &image.labels[LABEL_ARTIFACTS];
+    assert!(label.len() < 1024, "{}", label.len());
+    assert!(
+        label.starts_with("sha256:") && label.contains("2000 artifacts"),
+        "{label}"
+    );
+    let total: usize = image.labels.values().map(String::len).sum();
+    assert!(total <= 64 * 1024, "all labels: {total} bytes");
+    let setups: Vec<_> = w
+        .engine
+        .created()
+        .into_iter()
+        .filter(|c| c.role == "setup")
+        .collect();
+    assert!(!setups.is_empty());
+    assert!(
+        setups
+            .iter()
+            .all(|c| c.volume.as_deref() == Some(crate::plan::ARTIFACTS_DIR)),
+        "{setups:?}"
+    );
 }
 
 /// A PyFlink set: requirements and an archive below, a python file above.

@@ -3,8 +3,10 @@
 
 use crate::build::{self, Remote};
 use crate::cancel::Cancel;
+use std::path::Path;
+
 use crate::cli::{BuildArgs, PullPolicy};
-use crate::engine::{DockerEngine, Engine, Network};
+use crate::engine::{endpoint, ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
@@ -12,6 +14,7 @@ use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
 use crate::stage::flink::{self, PythonOptions};
 use crate::stage::{Inputs, StagedSet};
+use crate::state;
 
 /// Check what can be checked without touching disk or engine.
 pub fn validate(args: &BuildArgs) -> Result<()> {
@@ -29,9 +32,9 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Read the inputs: a Beam context, Beam-style flags or PyFlink inputs.
-/// Hashing runs on a blocking thread.
-pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
+/// Read the inputs: a Beam context, Beam-style flags or PyFlink inputs,
+/// generated files under `temp`. Hashing runs on a blocking thread.
+pub async fn stage(args: &BuildArgs, temp: &Path) -> Result<StagedSet> {
     if let Some((flags, conf)) = flink_inputs(args) {
         return tokio::task::spawn_blocking(move || flink::stage(flags, conf.as_deref()))
             .await
@@ -49,9 +52,10 @@ pub async fn stage(args: &BuildArgs) -> Result<StagedSet> {
         sdk_location: args.sdk_location.clone(),
         files_to_stage: args.files_to_stage.clone(),
     };
+    let temp = temp.to_path_buf();
     tokio::task::spawn_blocking(move || match context {
         Some(dir) => StagedSet::from_context(&dir),
-        None => StagedSet::from_inputs(&inputs),
+        None => StagedSet::from_inputs_in(&inputs, &temp),
     })
     .await
     .map_err(|source| Error::Task {
@@ -83,20 +87,47 @@ fn flink_inputs(args: &BuildArgs) -> Option<(PythonOptions, Option<std::path::Pa
 pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> Result<Report> {
     validate(args)?;
     let interrupted = |signal| Err(Error::Interrupted { signal });
+    let root = state::root();
+    if let Some(warning) = &root.warning {
+        tracing::warn!("{warning}");
+    }
+    // What killed runs left: their scratch directories (containers below).
+    state::sweep_scratch(&root.dir, false);
+    let scratch = state::Scratch::create(&root.dir).map_err(|source| Error::Local {
+        action: format!(
+            "creating a temporary directory under {}",
+            root.dir.display()
+        ),
+        source,
+    })?;
     let set = tokio::select! {
-        r = stage(args) => r?,
+        r = stage(args, scratch.path()) => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
     let engine = tokio::select! {
         r = DockerEngine::connect() => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let opts = options(args)?;
+    let opts = options(args, &root.dir, scratch.path())?;
+    let phases = build::phase::Phases::new(reporter);
     let outcome = tokio::select! {
-        r = build::run(&engine, &opts, &set, || remote(args), reporter) => r,
+        r = async {
+            ops::sweep_orphans(&engine).await;
+            build::run(&engine, &opts, &set, || remote(args), &phases).await
+        } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
-    engine.remove_leftovers().await;
+    let outcome = outcome.map_err(|e| phases.explain(e));
+    let mut removed = engine.remove_leftovers().await;
+    if let Err(Error::EngineWentAway { .. }) = &outcome {
+        removed += remove_when_back(&engine, cancel).await;
+    }
+    if removed > 0 {
+        // Said only when there was one (issue 12: it was said when none existed).
+        tracing::warn!("removed the {removed} container(s) this build had created");
+    }
+    drop(set);
+    drop(scratch);
     let report = outcome?;
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json() + "\n").map_err(|source| Error::Report {
@@ -107,9 +138,40 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
     Ok(report)
 }
 
+/// After the engine went away mid-build: wait for it to come back (a
+/// restart takes seconds) and remove the containers this build created, so
+/// nothing is left; a signal or [`ENGINE_RETURN`] ends the wait, and the
+/// next run or `gc` removes what is still there (the owner labels).
+async fn remove_when_back(engine: &DockerEngine, cancel: &Cancel) -> usize {
+    if engine.leftovers() == 0 {
+        return 0;
+    }
+    tracing::warn!(
+        "waiting up to {} s for the engine to come back, to remove the setup container",
+        ENGINE_RETURN.as_secs()
+    );
+    let wait = async {
+        let mut removed = 0;
+        while engine.leftovers() > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if engine.answers().await {
+                removed += engine.remove_leftovers().await;
+            }
+        }
+        removed
+    };
+    tokio::select! {
+        r = tokio::time::timeout(ENGINE_RETURN, wait) => r.unwrap_or(0),
+        _ = cancel.cancelled() => 0,
+    }
+}
+
+/// How long a build whose engine went away waits for it, to clean up.
+const ENGINE_RETURN: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// The build's options from the flags (and `PREBUILDER_COMMIT`, read here,
-/// never deep in the build).
-pub fn options(args: &BuildArgs) -> Result<build::Options> {
+/// never deep in the build); locks and temporary files under the state root.
+pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> Result<build::Options> {
     let labels = crate::labels::Request::from_args(args)?;
     Ok(build::Options {
         base: args.base.clone(),
@@ -121,7 +183,12 @@ pub fn options(args: &BuildArgs) -> Result<build::Options> {
         no_check: args.no_check,
         boot_from: args.boot_from.clone(),
         network: Network::parse(&args.network),
-        lock_dir: build::lock::default_dir(),
+        // One lock per key and engine: the endpoint this process connected to.
+        lock_dir: state::lock_dir(
+            state_root,
+            endpoint::current().map_or(endpoint::DEFAULT_HOST, |e| e.host.as_str()),
+        ),
+        scratch_dir: scratch.to_path_buf(),
         commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
         labels,
         pull: match args.pull {

@@ -8,6 +8,7 @@
 //! newest results (results with a user tag are always kept).
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -15,6 +16,7 @@ use crate::engine::{ops, Engine, LayerImage};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::registry::reference;
+use crate::state;
 
 /// One image to remove: by its tags in scope, or by id when it has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +32,11 @@ pub struct GcReport {
     pub kept: usize,
     /// Removals the engine refused (e.g. an image a container uses).
     pub failed: Vec<String>,
+    /// Containers left by prebuilder processes that are gone (removed, or
+    /// that would be with `--dry-run`).
+    pub containers: Vec<String>,
+    /// Scratch directories of prebuilder processes that are gone.
+    pub temp_dirs: Vec<String>,
 }
 
 /// `repo:tag` → (`repo`, `tag`), by the one reference grammar.
@@ -112,27 +119,60 @@ pub fn select(
     (removals.into_iter().map(|(_, r)| r).collect(), needed.len())
 }
 
+/// Remove what [`select`] picks, the containers of processes that are gone
+/// (`ops::orphan_containers`) and their scratch directories under
+/// `state_root`; with `dry_run`, only list them. An image the engine refuses
+/// to remove is reported in `failed` (with the containers that use it),
+/// never in `removed`.
 pub async fn run<E: Engine>(
     engine: &E,
     repository: Option<&str>,
     keep: Option<usize>,
     dry_run: bool,
+    state_root: Option<&Path>,
 ) -> Result<GcReport> {
+    let containers = if dry_run {
+        ops::orphan_containers(engine)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    } else {
+        // First: an orphan container holds its image, which could not go.
+        ops::sweep_orphans(engine).await
+    };
+    let temp_dirs = state_root
+        .map(|root| state::sweep_scratch(root, dry_run))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let images = ops::layer_images(engine).await?;
-    let (removed, kept) = select(&images, repository, keep);
+    let (selected, kept) = select(&images, repository, keep);
+    let mut removed = Vec::new();
     let mut failed = Vec::new();
-    if !dry_run {
-        for r in &removed {
-            let refs: Vec<&str> = if r.tags.is_empty() {
-                vec![r.id.as_str()]
-            } else {
-                r.tags.iter().map(String::as_str).collect()
-            };
-            for reference in refs {
-                if let Err(e) = engine.remove_image(reference).await {
-                    failed.push(e.to_string());
-                }
+    for r in selected {
+        if dry_run {
+            removed.push(r);
+            continue;
+        }
+        let refs: Vec<&str> = if r.tags.is_empty() {
+            vec![r.id.as_str()]
+        } else {
+            r.tags.iter().map(String::as_str).collect()
+        };
+        let mut ok = true;
+        for reference in refs {
+            if let Err(e) = engine.remove_image(reference).await {
+                failed.push(match e.hint() {
+                    Some(hint) => format!("{e} ({hint})"),
+                    None => e.to_string(),
+                });
+                ok = false;
             }
+        }
+        if ok {
+            removed.push(r);
         }
     }
     Ok(GcReport {
@@ -140,6 +180,8 @@ pub async fn run<E: Engine>(
         removed,
         kept,
         failed,
+        containers,
+        temp_dirs,
     })
 }
 
@@ -151,6 +193,16 @@ impl GcReport {
             "removed"
         };
         let mut out = String::new();
+        for c in &self.containers {
+            out.push_str(&format!(
+                "{verb} container {c} (its prebuilder process is gone)\n"
+            ));
+        }
+        for d in &self.temp_dirs {
+            out.push_str(&format!(
+                "{verb} {d} (temporary files of a prebuilder process that is gone)\n"
+            ));
+        }
         for r in &self.removed {
             let what = if r.tags.is_empty() {
                 "(untagged)".to_string()
@@ -162,11 +214,18 @@ impl GcReport {
                 crate::report::short_id(&r.id)
             ));
         }
+        for f in &self.failed {
+            out.push_str(&format!("not removed: {f}\n"));
+        }
         out.push_str(&format!(
-            "{verb} {} image(s); {} still needed by results\n",
+            "{verb} {} image(s); {} still needed by results",
             self.removed.len(),
             self.kept
         ));
+        if !self.failed.is_empty() {
+            out.push_str(&format!("; {} removal(s) refused", self.failed.len()));
+        }
+        out.push('\n');
         out
     }
 
@@ -297,6 +356,8 @@ mod tests {
             }],
             kept: 2,
             failed: vec![],
+            containers: vec![],
+            temp_dirs: vec![],
         };
         let text = report.to_text();
         assert!(
@@ -308,5 +369,83 @@ mod tests {
             "{text}"
         );
         assert!(report.error().is_none());
+    }
+
+    /// A process id that is certainly not running (above the kernel's pid_max).
+    const DEAD_PID: &str = "4194305";
+
+    /// Issue 12: gc printed "removed" for an image the engine then refused.
+    #[tokio::test]
+    async fn a_refused_removal_is_reported_as_such_never_as_removed() {
+        use crate::engine::fake::FakeEngine;
+        use crate::engine::{LABEL_KEY, LABEL_PARENT};
+        let engine = FakeEngine::new();
+        for (reference, k) in [("r:layer-aaaa", 'a'), ("r:layer-dddd", 'd')] {
+            let id = engine.add_image(reference, &[], "");
+            engine.set_label(&id, LABEL_KEY, &key(k));
+            engine.set_label(&id, LABEL_PARENT, "sha256:base");
+        }
+        engine.fail_on("remove_image");
+        let report = run(&engine, None, None, false, None).await.unwrap();
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert_eq!(
+            report.removed.len(),
+            1,
+            "only the one that went: {report:?}"
+        );
+        let gone = &report.removed[0].tags[0];
+        assert!(!engine.tags().contains(gone));
+        let text = report.to_text();
+        assert_eq!(
+            text.matches("removed ").count(),
+            2,
+            "one image + the summary: {text}"
+        );
+        assert!(text.contains("not removed: "), "{text}");
+        assert!(text.contains("1 removal(s) refused"), "{text}");
+        assert!(report.error().is_some());
+    }
+
+    /// Issue 12: containers of killed runs are swept (listed with --dry-run);
+    /// those of live processes and other hosts stay.
+    #[tokio::test]
+    async fn orphan_containers_are_swept_and_listed_in_a_dry_run() {
+        use crate::engine::fake::FakeEngine;
+        use crate::state::{host, LABEL_HOST, LABEL_PID};
+        let engine = FakeEngine::new();
+        let host = host();
+        let me = std::process::id().to_string();
+        engine.add_container("orphan", &[(LABEL_PID, DEAD_PID), (LABEL_HOST, &host)]);
+        engine.add_container("live", &[(LABEL_PID, &me), (LABEL_HOST, &host)]);
+        engine.add_container(
+            "elsewhere",
+            &[(LABEL_PID, DEAD_PID), (LABEL_HOST, "other-host")],
+        );
+        engine.add_container("old", &[("prebuilder", "setup")]);
+        let root = tempfile::tempdir().unwrap();
+        let dead_dir = root.path().join(format!("tmp/{host}-{DEAD_PID}"));
+        std::fs::create_dir_all(&dead_dir).unwrap();
+
+        let dry = run(&engine, None, None, true, Some(root.path()))
+            .await
+            .unwrap();
+        assert_eq!(dry.containers, ["orphan"]);
+        assert_eq!(dry.temp_dirs, [dead_dir.display().to_string()]);
+        assert_eq!(engine.containers().len(), 4, "a dry run removes nothing");
+        assert!(dead_dir.exists());
+        assert!(
+            dry.to_text().contains("would remove container orphan"),
+            "{}",
+            dry.to_text()
+        );
+
+        let done = run(&engine, None, None, false, Some(root.path()))
+            .await
+            .unwrap();
+        assert_eq!(done.containers, ["orphan"]);
+        let mut left = engine.containers();
+        left.sort();
+        assert_eq!(left, ["elsewhere", "live", "old"]);
+        assert!(!dead_dir.exists());
     }
 }

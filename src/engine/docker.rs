@@ -12,18 +12,24 @@ use std::time::Duration;
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerConfig, ContainerCreateBody, HostConfig, ImageInspect};
+use bollard::models::{
+    ContainerConfig, ContainerCreateBody, HostConfig, ImageInspect, Mount, MountType,
+};
 use bollard::query_parameters::{
     AttachContainerOptions, CommitContainerOptions, ContainerArchiveInfoOptions,
-    CreateContainerOptions, DownloadFromContainerOptions, ImportImageOptions, ListImagesOptions,
-    PushImageOptions, RemoveContainerOptions, TagImageOptions, UploadToContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, ImportImageOptions,
+    ListContainersOptions, ListImagesOptions, PushImageOptions, RemoveContainerOptions,
+    TagImageOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{ByteStream, ContainerSpec, Engine, ImageInfo, ImageSummary, PushStatus, LABEL};
+use super::{
+    ByteStream, ContainerSpec, ContainerSummary, Engine, ImageInfo, ImageSummary, PushStatus, LABEL,
+};
 use crate::error::{Error, Result};
 use crate::registry::{Credential, RepositoryRef};
+use crate::state;
 
 /// bollard's default request timeout is 120 s; a quiet `pip install` of a
 /// large wheel, or a wait on a long setup, takes longer than that.
@@ -63,6 +69,16 @@ impl DockerEngine {
     /// `Podman 4.3.1` or `Docker 20.10.24`, for messages.
     pub fn product(&self) -> &str {
         &self.product
+    }
+
+    /// Whether the engine answers a ping now.
+    pub async fn answers(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
+    /// Containers created and not removed yet.
+    pub fn leftovers(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or_default()
     }
 
     fn forget(&self, id: &str) {
@@ -237,15 +253,54 @@ impl Engine for DockerEngine {
             .collect())
     }
 
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let found = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| engine_err(format!("listing containers labelled {label}"), e))?;
+        Ok(found
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: Some(spec.entrypoint.clone()),
             // An empty Cmd keeps the image's Cmd from being appended as arguments.
             cmd: Some(Vec::new()),
-            labels: Some(HashMap::from([(LABEL.to_string(), spec.role.clone())])),
+            // The owner labels tell a later run whether this container's
+            // process is gone (an orphan to sweep, `crate::state`).
+            labels: Some(
+                std::iter::once((LABEL.to_string(), spec.role.clone()))
+                    .chain(state::owner_labels())
+                    .collect(),
+            ),
             host_config: Some(HostConfig {
                 network_mode: spec.network.mode(),
+                mounts: spec.volume.as_ref().map(|target| {
+                    vec![Mount {
+                        target: Some(target.clone()),
+                        typ: Some(MountType::VOLUME),
+                        ..Default::default()
+                    }]
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -378,11 +433,17 @@ impl Engine for DockerEngine {
         config: &serde_json::Value,
         comment: &str,
     ) -> Result<String> {
-        let config: ContainerConfig =
+        let mut config: ContainerConfig =
             serde_json::from_value(config.clone()).map_err(|e| Error::Engine {
                 action: "writing the committed image's config".into(),
                 source: Box::new(e),
             })?;
+        // A commit copies the container's labels the config does not set:
+        // the owner labels `create` added describe the container, not the image.
+        let labels = config.labels.get_or_insert_with(HashMap::new);
+        for (k, _) in state::owner_labels() {
+            labels.entry(k).or_default();
+        }
         // Podman's /commit ignores the config body: it gets it as instructions too.
         let changes = self.podman.then(|| super::podman::changes(&config));
         let committed = self
@@ -537,15 +598,44 @@ impl Engine for DockerEngine {
     }
 
     async fn remove_image(&self, reference: &str) -> Result<()> {
-        self.docker
+        match self
+            .docker
             .remove_image(
                 reference,
                 None::<bollard::query_parameters::RemoveImageOptions>,
                 None,
             )
             .await
-            .map(|_| ())
-            .map_err(|e| engine_err(format!("removing image {reference}"), e))
+        {
+            Ok(_) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => {
+                // Say which containers hold it (by the listing, not the message).
+                let filters =
+                    HashMap::from([("ancestor".to_string(), vec![reference.to_string()])]);
+                let containers = self
+                    .docker
+                    .list_containers(Some(ListContainersOptions {
+                        all: true,
+                        filters: Some(filters),
+                        ..Default::default()
+                    }))
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .collect();
+                Err(Error::ImageInUse {
+                    image: reference.to_string(),
+                    containers,
+                    reason: message,
+                })
+            }
+            Err(e) => Err(engine_err(format!("removing image {reference}"), e)),
+        }
     }
 
     async fn remove_container(&self, container: &str) {
@@ -563,10 +653,12 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn remove_leftovers(&self) {
+    async fn remove_leftovers(&self) -> usize {
         let ids: Vec<String> = self.live.lock().map(|l| l.clone()).unwrap_or_default();
-        for id in ids {
-            self.remove_container(&id).await;
+        for id in &ids {
+            self.remove_container(id).await;
         }
+        let left = self.live.lock().map(|l| l.len()).unwrap_or_default();
+        ids.len().saturating_sub(left)
     }
 }

@@ -16,7 +16,9 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::{ByteStream, ContainerSpec, Engine, ImageInfo, ImageSummary, PushStatus};
+use super::{
+    ByteStream, ContainerSpec, ContainerSummary, Engine, ImageInfo, ImageSummary, PushStatus, LABEL,
+};
 use crate::error::{Error, Result};
 use crate::plan::BOOT;
 use crate::registry::{Credential, Manifests, RawManifest};
@@ -36,6 +38,7 @@ struct FakeImage {
 #[derive(Debug, Clone)]
 struct FakeContainer {
     spec: ContainerSpec,
+    labels: BTreeMap<String, String>,
     paths: BTreeSet<String>,
     files: BTreeMap<String, Vec<u8>>,
 }
@@ -62,6 +65,8 @@ struct State {
     fail: BTreeMap<String, usize>,
     hang: Option<String>,
     serial: u64,
+    /// Every container spec passed to `create`, in order.
+    created: Vec<ContainerSpec>,
 }
 
 pub struct FakeEngine {
@@ -146,6 +151,13 @@ impl FakeEngine {
         id
     }
 
+    /// Set a label on an image (what a build would have given it).
+    pub fn set_label(&self, id: &str, key: &str, value: &str) {
+        if let Some(i) = self.state().images.get_mut(id) {
+            i.info.labels.insert(key.to_string(), value.to_string());
+        }
+    }
+
     pub fn set_setup(&self, setup: Setup) {
         *self.setup.lock().expect("fake setup") = setup;
     }
@@ -191,6 +203,40 @@ impl FakeEngine {
             .iter()
             .filter(|c| c.starts_with(&prefix) || *c == op)
             .count()
+    }
+
+    /// A container another process left, with these labels (no files).
+    pub fn add_container(&self, name: &str, labels: &[(&str, &str)]) -> String {
+        let mut s = self.state();
+        s.serial += 1;
+        let id = format!("container-{}", s.serial);
+        let spec = ContainerSpec {
+            name: name.to_string(),
+            image: String::new(),
+            entrypoint: Vec::new(),
+            role: "setup".into(),
+            network: super::Network::None,
+            volume: None,
+        };
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s.containers.insert(
+            id.clone(),
+            FakeContainer {
+                spec,
+                labels,
+                paths: BTreeSet::new(),
+                files: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Every container spec `create` was given, in order.
+    pub fn created(&self) -> Vec<ContainerSpec> {
+        self.state().created.clone()
     }
 
     /// Containers that exist now.
@@ -394,12 +440,36 @@ impl Engine for FakeEngine {
             .collect())
     }
 
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>> {
+        self.call("list_containers", label.to_string()).await?;
+        let (key, value) = match label.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (label, None),
+        };
+        Ok(self
+            .state()
+            .containers
+            .iter()
+            .filter(|(_, c)| match (c.labels.get(key), value) {
+                (Some(v), Some(want)) => v == want,
+                (Some(_), None) => true,
+                _ => false,
+            })
+            .map(|(id, c)| ContainerSummary {
+                id: id.clone(),
+                name: c.spec.name.clone(),
+                labels: c.labels.clone(),
+            })
+            .collect())
+    }
+
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         self.call(
             "create",
             format!("{} {} {}", spec.role, spec.name, spec.image),
         )
         .await?;
+        self.state().created.push(spec.clone());
         let image = self.find(&spec.image).ok_or_else(|| Error::Engine {
             action: format!("creating container {} (fake)", spec.name),
             source: format!("no such image {}", spec.image).into(),
@@ -411,6 +481,9 @@ impl Engine for FakeEngine {
             id.clone(),
             FakeContainer {
                 spec: spec.clone(),
+                labels: std::iter::once((LABEL.to_string(), spec.role.clone()))
+                    .chain(crate::state::owner_labels())
+                    .collect(),
                 paths: image.paths,
                 files: BTreeMap::new(),
             },
@@ -640,9 +713,12 @@ impl Engine for FakeEngine {
         self.state().containers.remove(container);
     }
 
-    async fn remove_leftovers(&self) {
+    async fn remove_leftovers(&self) -> usize {
         self.state().calls.push("remove_leftovers".into());
-        self.state().containers.clear();
+        let mut s = self.state();
+        let n = s.containers.len();
+        s.containers.clear();
+        n
     }
 }
 

@@ -87,6 +87,14 @@ pub struct ImageSummary {
     pub created: i64,
 }
 
+/// One entry of a container listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// An image prebuilder built (it carries `prebuilder.key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerImage {
@@ -143,6 +151,11 @@ pub struct ContainerSpec {
     /// The value of the [`LABEL`] label: the container's role.
     pub role: String,
     pub network: Network,
+    /// A directory to mount an anonymous volume on (removed with the
+    /// container). Files written there bypass the container's storage
+    /// driver: 20,000 small files upload in 2 s instead of 30 s on
+    /// fuse-overlayfs, and never need deleting from a layer.
+    pub volume: Option<String>,
 }
 
 /// One line of a push's progress, as the engine reports it.
@@ -156,6 +169,8 @@ pub trait Engine {
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>>;
     /// Images carrying `label` (`key` or `key=value`).
     async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>>;
+    /// Containers (running or not) carrying `label` (`key` or `key=value`).
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>>;
     /// Create a container (tracked until removed, see [`Engine::remove_leftovers`]).
     async fn create(&self, spec: &ContainerSpec) -> Result<String>;
     /// Whether `path` exists in a (created, not necessarily started) container.
@@ -205,6 +220,6 @@ pub trait Engine {
     /// Force-remove a container (gone already is fine); failures are logged.
     async fn remove_container(&self, container: &str);
     /// Force-remove every container this handle created and has not removed
-    /// yet (after Ctrl-C or a dropped future).
-    async fn remove_leftovers(&self);
+    /// yet (after Ctrl-C or a dropped future); how many it removed.
+    async fn remove_leftovers(&self) -> usize;
 }

@@ -13,9 +13,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{ContainerSpec, Engine, ImageInfo, LayerImage, Network, LABEL_KEY, LABEL_PARENT};
+use super::{
+    ContainerSpec, ContainerSummary, Engine, ImageInfo, LayerImage, Network, LABEL_KEY,
+    LABEL_PARENT,
+};
 use crate::error::{Error, Result};
 use crate::plan::BOOT;
+use crate::state;
 
 /// A probe that has not finished by then is stuck (it reads metadata only).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -58,6 +62,7 @@ pub fn inert(image: &str, role: &str) -> ContainerSpec {
         entrypoint: vec![BOOT.to_string()],
         role: role.to_string(),
         network: Network::None,
+        volume: None,
     }
 }
 
@@ -90,6 +95,50 @@ pub async fn layer_images<E: Engine>(engine: &E) -> Result<Vec<LayerImage>> {
         });
     }
     Ok(images)
+}
+
+/// Containers prebuilder made on this host whose process is gone (SIGKILL,
+/// a crash, a lost machine session): nothing will ever remove them but a
+/// later run. Containers of live processes and of other hosts are kept.
+pub async fn orphan_containers<E: Engine>(engine: &E) -> Result<Vec<ContainerSummary>> {
+    let host = state::host();
+    Ok(engine
+        .list_containers(state::LABEL_PID)
+        .await?
+        .into_iter()
+        .filter(|c| state::orphaned(&c.labels, &host, state::alive))
+        .collect())
+}
+
+/// Remove the [`orphan_containers`]; their names. A listing failure is
+/// logged, not fatal: sweeping is housekeeping, never needed for a result.
+pub async fn sweep_orphans<E: Engine>(engine: &E) -> Vec<String> {
+    let orphans = match orphan_containers(engine).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("cannot list containers left by earlier runs: {e}");
+            return Vec::new();
+        }
+    };
+    for c in &orphans {
+        engine.remove_container(&c.id).await;
+    }
+    // `remove_container` logs its own failures; report only what is gone.
+    let left: Vec<String> = orphan_containers(engine)
+        .await
+        .map(|l| l.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    orphans
+        .into_iter()
+        .filter(|c| !left.contains(&c.id))
+        .map(|c| {
+            tracing::info!(
+                "removed container {} left by a process that is gone",
+                c.name
+            );
+            c.name
+        })
+        .collect()
 }
 
 /// An image that must be there; `what` names it in the error.

@@ -22,7 +22,7 @@ pub const RECORD_NAME: &str = "prebuilder-record.json";
 /// The image label holding the record (compact JSON).
 pub const LABEL_RECORD: &str = "prebuilder.record";
 /// Labels travel with every image inspect; past this size the label leaves the
-/// package list out (`packages: null`) and readers go to the file.
+/// package list out (`packages: null`), then the inputs, and readers go to the file.
 pub const LABEL_LIMIT: usize = 32 * 1024;
 pub const FORMAT: u32 = 1;
 
@@ -57,6 +57,13 @@ impl Record {
         }
         let mut small = self.clone();
         small.packages = None;
+        let without_packages = serde_json::to_string(&small).unwrap_or_default();
+        if without_packages.len() <= LABEL_LIMIT {
+            return without_packages;
+        }
+        // Issue 12: 50,000 inputs made two 4 MB labels. The inputs go too;
+        // readers see `packages: null` and read the file, which has both.
+        small.inputs = BTreeMap::new();
         serde_json::to_string(&small).unwrap_or_default()
     }
 
@@ -523,5 +530,32 @@ mod tests {
         );
         assert!(t.contains("  apache-beam==2.77.0"), "{t}");
         assert!(t.contains("  demo @ file:///x"), "{t}");
+    }
+
+    /// Issue 12: the label stays bounded whatever the number of inputs.
+    #[test]
+    fn a_record_with_50000_inputs_has_a_bounded_label() {
+        let inputs: BTreeMap<String, String> = (0..50_000)
+            .map(|i| (format!("file{i:05}.txt"), "0".repeat(64)))
+            .collect();
+        let r = Record {
+            format: FORMAT,
+            layer: "application".into(),
+            key: "k".repeat(64),
+            base: "sha256:base".into(),
+            boot_from: None,
+            python: Some("3.11.2".into()),
+            inputs: BTreeMap::from([("application".to_string(), inputs)]),
+            packages: Some(BTreeMap::from([("six".to_string(), "1.16.0".to_string())])),
+        };
+        let label = r.label();
+        assert!(label.len() <= LABEL_LIMIT, "{}", label.len());
+        let back = Record::parse(&label).unwrap();
+        assert!(back.packages.is_none(), "readers go to the file");
+        assert_eq!(
+            Record::parse(&r.to_file()).unwrap(),
+            r,
+            "the file has it all"
+        );
     }
 }

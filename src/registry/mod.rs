@@ -115,7 +115,16 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
             Ok(Some(Credential::Basic { username, password }))
         }
         Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
-        Err(E::NoCredentialConfigured | E::ConfigNotFound | E::ConfigReadError) => Ok(None),
+        Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(None),
+        // The crate says "read error" for a file that is there but broken too:
+        // that is not "no credentials", and the user must hear which file.
+        Err(E::ConfigReadError) => match config_problem(&docker_config_file()) {
+            Some(reason) => Err(Error::Credentials {
+                registry: repo.registry.clone(),
+                reason,
+            }),
+            None => Ok(None),
+        },
         // The helper protocol's "no entry for this server": anonymous, as the
         // docker CLI treats it (a registry that needs a login then answers
         // 401, and that error says to `docker login`).
@@ -130,6 +139,35 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
             registry: repo.registry.clone(),
             reason: e.to_string(),
         }),
+    }
+}
+
+/// The docker CLI's config file: `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`.
+fn docker_config_file() -> std::path::PathBuf {
+    match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir).join("config.json"),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".docker/config.json"),
+    }
+}
+
+/// Why an existing config file cannot be used (unreadable, not JSON, not a
+/// JSON object); `None` when it is absent or fine. serde_json's message names
+/// a line and column, never the file's content (which may hold secrets).
+fn config_problem(path: &std::path::Path) -> Option<String> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("cannot read {}: {e}", path.display())),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(v) if v.is_object() => None,
+        Ok(_) => Some(format!(
+            "{} is malformed: not a JSON object",
+            path.display()
+        )),
+        Err(e) => Some(format!("{} is malformed: {e}", path.display())),
     }
 }
 
@@ -485,5 +523,25 @@ mod tests {
             })
         );
         assert_eq!(none, None);
+    }
+
+    /// Issue 12: a malformed config.json was reported as "no credentials
+    /// are configured"; it is named and called malformed, without its content.
+    #[test]
+    fn a_malformed_docker_config_is_named_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        assert_eq!(config_problem(&path), None, "absent is fine");
+        std::fs::write(&path, r#"{"auths": {"h": {"auth": "c2VjcmV0"}},"#).unwrap();
+        let p = config_problem(&path).unwrap();
+        assert!(
+            p.contains(&path.display().to_string()) && p.contains("malformed"),
+            "{p}"
+        );
+        assert!(!p.contains("c2VjcmV0"), "{p}");
+        std::fs::write(&path, "[]").unwrap();
+        assert!(config_problem(&path).unwrap().contains("not a JSON object"));
+        std::fs::write(&path, "{}").unwrap();
+        assert_eq!(config_problem(&path), None);
     }
 }

@@ -43,6 +43,13 @@ struct Staged {
 /// Stage `inputs` in Beam's manifest order: SDK, requirements, cache, extra
 /// packages list and packages, workflow, files to stage.
 pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
+    stage_in(inputs, &std::env::temp_dir())
+}
+
+/// [`stage`], with the generated files (extra_packages.txt, workflow.tar.gz)
+/// in a directory under `temp` (the build's scratch directory, which a later
+/// run removes if this one is killed).
+pub fn stage_in(inputs: &Inputs, temp: &Path) -> Result<StagedSet> {
     if inputs.is_empty() {
         return Err(Error::NothingToInstall {
             what: "no inputs were given".into(),
@@ -50,8 +57,8 @@ pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
     }
     let generated = tempfile::Builder::new()
         .prefix("prebuilder-stage-")
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        .tempdir_in(temp)
+        .map_err(|e| Error::io(temp, e))?;
     let dir = generated.path();
     let mut staged = Vec::new();
     if let Some(sdk) = &inputs.sdk_location {

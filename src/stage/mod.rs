@@ -153,6 +153,11 @@ impl StagedSet {
         inputs::stage(inputs)
     }
 
+    /// [`StagedSet::from_inputs`], generating files under `temp`.
+    pub fn from_inputs_in(inputs: &Inputs, temp: &std::path::Path) -> Result<StagedSet> {
+        inputs::stage_in(inputs, temp)
+    }
+
     /// The artifacts with a given role, in manifest order.
     pub fn with_role(&self, role: Role) -> impl Iterator<Item = &Artifact> {
         self.artifacts.iter().filter(move |a| a.role == role)
