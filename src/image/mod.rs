@@ -270,11 +270,6 @@ pub fn dirs_tar(dirs: &[&str]) -> io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
-/// Now as RFC 3339 UTC.
-pub fn now_rfc3339() -> String {
-    rfc3339(now_secs())
-}
-
 /// Seconds since the epoch as RFC 3339 UTC (a reproducible layer's `created`).
 pub fn rfc3339(secs: u64) -> String {
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
