@@ -240,3 +240,116 @@ fn a_token_in_a_requirement_url_never_reaches_the_output() {
     assert!(!report.exists(), "no report is written for a failed build");
     assert_nothing_left(&repo);
 }
+
+/// Issue 12: the same token, in a requirement that installs, reaches neither
+/// the output nor the built image (config, labels, history, files). The wheel
+/// is served over loopback HTTP; the setup container shares the host's network.
+#[test]
+fn a_token_in_a_requirement_url_never_reaches_a_built_image() {
+    let fx = Fixtures::load();
+    let repo = TestRepo::new("urltokenok");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "tok-5b2a9e-not-a-real-secret";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&fx.demo_wheels)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop<'a>(&'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(&mut server);
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let req = requirements_only(
+        dir.path(),
+        &format!(
+            "tabulate @ http://ci-bot:{secret}@127.0.0.1:{port}/tabulate-0.9.0-py3-none-any.whl?token={secret}\n"
+        ),
+    );
+    let report = dir.path().join("report.json");
+    let o = run(prebuilder()
+        .args([
+            "build",
+            "--base",
+            &fx.beam_image,
+            "--network",
+            "host",
+            "--format",
+            "json",
+            "--repository",
+            &repo.name,
+        ])
+        .arg("--requirements-file")
+        .arg(&req)
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let image = json(&o)["image"].as_str().unwrap().to_string();
+    let inspect = docker(&["image", "inspect", &image]);
+    let history = docker(&["history", "--no-trunc", &image]);
+    // Every file the setup could have written, searched inside the image.
+    let files = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        &image,
+        "-c",
+        &format!("grep -rl -e {secret} /usr /opt /etc /root /tmp /var 2>/dev/null; true"),
+    ]);
+    let record = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        &image,
+        "-c",
+        "python -c 'import tabulate; print(tabulate.__version__)'",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&record.stdout).trim(),
+        "0.9.0",
+        "the requirement was installed from the URL"
+    );
+    for (what, bytes) in [
+        ("stdout", o.stdout.clone()),
+        ("stderr", o.stderr.clone()),
+        ("report", std::fs::read(&report).unwrap()),
+        ("image config", inspect.stdout),
+        ("history", history.stdout),
+        ("files in the image", files.stdout),
+    ] {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(secret),
+            "the token reached the {what}: {text}"
+        );
+    }
+}
