@@ -38,7 +38,10 @@ if [ "$status" -ne 0 ]; then
 fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
 # the JSON record. Best effort: no freeze, no record. It runs while the
-# snapshot walks the filesystem (pip takes a while to start).
+# staged files are removed, and is waited for before the snapshot walks the
+# filesystem: a temporary file pip creates and deletes during the walk would
+# be listed, then vanish before tar reads it, and the failed tar would drop
+# the snapshot (the build then fell back to a commit and was refused).
 # PREBUILDER_PYTHON: the Python whose packages are recorded (PyFlink: the workers').
 # No bytecode from the record's own imports: it would race with the snapshot.
 { { PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
@@ -48,13 +51,13 @@ fi
 record=$!
 cd "$PREBUILDER_ARTIFACTS" || exit 97
 rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
+wait "$record"
 if [ "$snapshot" = 1 ]; then
   # One walk: every path to `after`; those whose ctime is newer than the
   # marker (ctime cannot be set back, unlike mtime) to `changed` as well.
   paths \( -cnewer "$snap/marker" -fprint0 "$snap/changed" -o -true \) -print0 |
     LC_ALL=C sort -z >"$snap/after" || snapshot=0
 fi
-wait "$record"
 if [ "$snapshot" = 1 ]; then
   # Deleted = listed before, not after. Best effort: no tar, no snapshot.
   # The changed paths and every directory above them, in byte order: the
