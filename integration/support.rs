@@ -343,25 +343,39 @@ impl TestRegistry {
 
     /// The manifest digest the registry itself reports for `path:tag`.
     pub fn digest(&self, path: &str, tag: &str, user: Option<(&str, &str)>) -> Option<String> {
-        let mut c = Command::new("curl");
-        c.args([
-            "-sI",
-            "-H",
-            "Accept: application/vnd.docker.distribution.manifest.v2+json",
-        ]);
-        if let Some((u, p)) = user {
-            c.args(["-u", &format!("{u}:{p}")]);
-        }
-        let out = c
-            .arg(format!("http://{}/v2/{path}/manifests/{tag}", self.addr))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("docker-content-digest:")
-                .map(|d| d.trim().to_string())
-        })
+        manifest_digest(&self.addr, path, tag, user)
     }
+}
+
+/// The digest the registry at `addr` reports for `path:tag`, whichever
+/// manifest format was pushed (prebuilder pushes OCI manifests; a registry
+/// answers "unknown" for an OCI manifest to a client that does not accept one).
+pub fn manifest_digest(
+    addr: &str,
+    path: &str,
+    tag: &str,
+    user: Option<(&str, &str)>,
+) -> Option<String> {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sI",
+        "-H",
+        "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+    ]);
+    if let Some((u, p)) = user {
+        c.args(["-u", &format!("{u}:{p}")]);
+    }
+    let out = c
+        .arg(format!("http://{addr}/v2/{path}/manifests/{tag}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("docker-content-digest:")
+            .map(|d| d.trim().to_string())
+    })
 }
 
 fn spawn_registry(config: &Path) -> std::process::Child {

@@ -193,35 +193,7 @@ pub async fn tag_hit<R: Manifests>(
             action: format!("reading {repo}@{digest} to tag it"),
             reason: format!("the registry answered for {key_tag} but has no manifest {digest}"),
         })?;
-    let mut done = Vec::new();
-    for t in &opts.tags {
-        let reference = format!("{repo}:{t}");
-        match registry.manifest_digest(t).await? {
-            Some(d) if d == digest => {}
-            Some(other) if !opts.replace_tags => {
-                return Err(Error::TagConflict {
-                    reference,
-                    existing: other,
-                })
-            }
-            other => {
-                if let Some(from) = &other {
-                    reporter.event(Event::MovingTag {
-                        reference: &reference,
-                        from,
-                        to: digest,
-                    });
-                }
-                registry.put_manifest(t, &manifest).await?;
-                reporter.event(Event::TaggedInRegistry {
-                    reference: &reference,
-                    digest,
-                });
-            }
-        }
-        done.push(reference);
-    }
-    Ok(done)
+    publish::apply_tags(registry, opts, &manifest, reporter).await
 }
 
 fn layer_tag(layer: &LayerPlan<'_>) -> String {
@@ -294,25 +266,4 @@ pub async fn pull_layers<E: Engine, R: Manifests>(
         }
     }
     Ok(pulled)
-}
-
-/// With `--push`: every layer below the result goes to the registry as
-/// `REPO:layer-<key>` (unless it is there already), so other runners build
-/// on it instead of rebuilding it.
-pub async fn push_layers<E: Engine, R: Manifests>(
-    engine: &E,
-    remote: &Remote<R>,
-    opts: &Options,
-    plan: &Plan<'_>,
-    reporter: &dyn Reporter,
-) -> Result<()> {
-    let below = plan.layers.len().saturating_sub(1);
-    for layer in &plan.layers[..below] {
-        let tag = layer_tag(layer);
-        if !opts.no_cache && remote.registry.manifest_digest(&tag).await?.is_some() {
-            continue;
-        }
-        publish::push_one(engine, remote, &opts.repository, &tag, reporter).await?;
-    }
-    Ok(())
 }

@@ -181,6 +181,7 @@ pub async fn run<E: Engine, R: Manifests>(
             l.cache = CacheOutcome::Registry;
         }
     }
+    let ids: Vec<String> = built.iter().map(|l| l.image_id.clone()).collect();
     layers.extend(built);
     let result = layers
         .last()
@@ -189,8 +190,7 @@ pub async fn run<E: Engine, R: Manifests>(
     let tags = tag_extra(engine, opts, &result).await?;
     let digest = match (&remote, opts.push) {
         (Some(remote), true) => {
-            fresh::push_layers(engine, remote, opts, &plan, reporter).await?;
-            Some(publish::push(engine, opts, remote, plan.tag(), reporter).await?)
+            Some(publish::push(engine, opts, remote, (&plan, &ids), &base, reporter).await?)
         }
         _ => None,
     };

@@ -1,11 +1,31 @@
-//! `--push`: the result's content tag, then every `--tag`, through the engine
-//! (which holds the layers); digests are read from the registry itself.
+//! `--push`: prebuilder puts the images it built in the registry itself,
+//! through the registry API, so a result's digest is the digest of bytes
+//! prebuilder wrote (its config, its gzip, its OCI manifest) and not of an
+//! engine's compressor: the same inputs give the same digest from any engine
+//! (issue 11), and two runners racing on one key push the same manifest.
+//!
+//! For each image the registry lacks (every `layer-<key>` below the result,
+//! then the result's content tag), bottom up:
+//! 1. each layer's blob: one the registry has already (named by the base's
+//!    own manifest, or by a layer image pushed before) is checked with a
+//!    `HEAD`, or mounted from the base's repository when it is in the same
+//!    registry; any other is compressed from the engine's export and uploaded;
+//! 2. the config blob (the engine's own bytes: their digest is the image id);
+//! 3. the manifest, put under its tag. The content tag comes last, so it never
+//!    names a blob the registry lacks, and it never moves.
+//!
+//! Then every `--tag`: the result's manifest put again under it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use super::{Options, Remote};
-use crate::engine::Engine;
+use crate::engine::{ops, Engine, ImageInfo};
 use crate::error::{Error, Result};
+use crate::image::export::{self, ExportedImage};
+use crate::plan::{Plan, LAYER_TAG_PREFIX};
 use crate::progress::{Event, Reporter};
-use crate::registry::Manifests;
+use crate::registry::{self, BlobBody, ImageRef, LayerBlob, Manifests, RawManifest};
 
 /// Before any work: refuse what the push would have to refuse after the
 /// build, so a refusal costs nothing and leaves the registry as it was.
@@ -43,93 +63,406 @@ pub async fn preflight<R: Manifests>(remote: &Remote<R>, opts: &Options, tag: &s
     Ok(())
 }
 
-/// Push the result's content tag (unless the registry already holds that
-/// key, built elsewhere from the same inputs: a content tag never moves),
-/// read the registry's digest, then push every `--tag`, refusing to move one
-/// that points elsewhere (unless `--replace-tags`). The content tag goes
-/// first, so a failure on an extra tag leaves every tag in the registry on
-/// a correct image for its name. The registry's digest of the result.
+/// One image to put in the registry.
+struct Wanted {
+    tag: String,
+    id: String,
+}
+
+/// Push the result (`ids`: the local image of each of `plan`'s layers,
+/// bottom up) and the layers below it, unless the registry has them: a
+/// content tag the registry holds was built elsewhere from the same inputs
+/// and is kept. Then every `--tag`, refusing to move one that points
+/// elsewhere (unless `--replace-tags`). The registry's digest of the result.
 pub async fn push<E: Engine, R: Manifests>(
     engine: &E,
     opts: &Options,
     remote: &Remote<R>,
-    tag: &str,
+    (plan, ids): (&Plan<'_>, &[String]),
+    base: &ImageInfo,
     reporter: &dyn Reporter,
 ) -> Result<String> {
     let repo = &opts.repository;
     let registry = &remote.registry;
-    let existing = registry.manifest_digest(tag).await?;
-    let digest = match existing {
+    let n = plan.layers.len().min(ids.len());
+    let Some(top) = n.checked_sub(1) else {
+        return Err(Error::Registry {
+            registry: registry.host().to_string(),
+            action: format!("pushing to {repo}"),
+            reason: "the build has no layer to push".into(),
+        });
+    };
+    let mut wanted = Vec::new();
+    for (layer, id) in plan.layers[..top].iter().zip(ids) {
+        let tag = format!("{LAYER_TAG_PREFIX}{}", layer.tag());
+        if opts.no_cache || registry.manifest_digest(&tag).await?.is_none() {
+            wanted.push(Wanted {
+                tag,
+                id: id.clone(),
+            });
+        }
+    }
+    let content_tag = plan.tag();
+    let existing = registry.manifest_digest(content_tag).await?;
+    match &existing {
         Some(d) if opts.no_cache => {
             return Err(Error::ContentTagTaken {
-                reference: format!("{repo}:{tag}"),
-                digest: d,
+                reference: format!("{repo}:{content_tag}"),
+                digest: d.clone(),
             })
         }
-        Some(d) => {
-            reporter.event(Event::AlreadyPushed {
-                reference: &format!("{repo}:{tag}"),
-                digest: &d,
-            });
-            d
-        }
-        _ => {
-            push_one(engine, remote, repo, tag, reporter).await?;
+        Some(d) => reporter.event(Event::AlreadyPushed {
+            reference: &format!("{repo}:{content_tag}"),
+            digest: d,
+        }),
+        None => wanted.push(Wanted {
+            tag: content_tag.to_string(),
+            id: ids[top].clone(),
+        }),
+    }
+    let mut put = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        let known = known_blobs(engine, remote, opts, (plan, ids), base).await?;
+        upload(engine, opts, remote, &wanted, known, reporter).await?
+    };
+    let manifest = match (existing, put.pop()) {
+        (Some(digest), _) => {
+            if opts.tags.is_empty() {
+                return Ok(digest);
+            }
             registry
-                .manifest_digest(tag)
+                .manifest(&digest)
                 .await?
                 .ok_or_else(|| Error::Registry {
                     registry: registry.host().to_string(),
-                    action: format!("reading the digest of {repo}:{tag}"),
-                    reason: "the tag is missing right after the push".into(),
+                    action: format!("reading {repo}@{digest} to tag it"),
+                    reason: format!(
+                        "the registry answered for {content_tag} but has no manifest {digest}"
+                    ),
                 })?
         }
+        (None, Some(m)) => m,
+        (None, None) => {
+            return Err(Error::Registry {
+                registry: registry.host().to_string(),
+                action: format!("pushing {repo}:{content_tag}"),
+                reason: "no manifest was put".into(),
+            })
+        }
     };
+    apply_tags(registry, opts, &manifest, reporter).await?;
+    Ok(manifest.digest)
+}
+
+/// Put `manifest` (the result's) under every `--tag`: a tag holding other
+/// content is refused unless `--replace-tags`; one holding it already is
+/// left. Returns `repo:tag` of each.
+pub async fn apply_tags<R: Manifests>(
+    registry: &R,
+    opts: &Options,
+    manifest: &RawManifest,
+    reporter: &dyn Reporter,
+) -> Result<Vec<String>> {
+    let repo = &opts.repository;
+    let digest = &manifest.digest;
+    let mut done = Vec::new();
     for t in &opts.tags {
         let reference = format!("{repo}:{t}");
         match registry.manifest_digest(t).await? {
-            Some(other) if other != digest && !opts.replace_tags => {
+            Some(d) if d == *digest => {}
+            Some(other) if !opts.replace_tags => {
                 return Err(Error::TagConflict {
                     reference,
                     existing: other,
                 })
             }
-            Some(other) if other != digest => reporter.event(Event::MovingTag {
-                reference: &reference,
-                from: &other,
-                to: &digest,
-            }),
-            _ => {}
+            other => {
+                if let Some(from) = &other {
+                    reporter.event(Event::MovingTag {
+                        reference: &reference,
+                        from,
+                        to: digest,
+                    });
+                }
+                registry.put_manifest(t, manifest).await?;
+                reporter.event(Event::TaggedInRegistry {
+                    reference: &reference,
+                    digest,
+                });
+            }
         }
-        push_one(engine, remote, repo, t, reporter).await?;
+        done.push(reference);
     }
-    Ok(digest)
+    Ok(done)
 }
 
-/// One `docker push`, its per-layer milestones as events (byte progress and
-/// repeats left out: they would flood stderr).
-pub(super) async fn push_one<E: Engine, R>(
+/// A blob the registry may hold for a layer, and the repository of the
+/// same registry it can be mounted from.
+#[derive(Debug, Clone)]
+struct Known {
+    blob: LayerBlob,
+    from: Option<String>,
+}
+
+/// The blobs known for layers by diff id, read from manifests (nothing is
+/// downloaded): the base's own manifest in its registry, when its config is
+/// the base's id; and the highest layer image of this plan the registry
+/// holds, when its config is the local layer's id (what was pushed before,
+/// from this or another engine).
+async fn known_blobs<E: Engine, R: Manifests>(
     engine: &E,
     remote: &Remote<R>,
-    repo: &str,
-    tag: &str,
-    reporter: &dyn Reporter,
-) -> Result<()> {
-    let reference = format!("{repo}:{tag}");
-    reporter.event(Event::Pushing {
-        reference: &reference,
-    });
-    let mut last = String::new();
-    let mut status = |s: &str| {
-        if s != last && !s.starts_with("Pushing") && !s.starts_with("Waiting") {
-            reporter.event(Event::PushStatus {
-                reference: &reference,
-                status: s,
-            });
+    opts: &Options,
+    (plan, ids): (&Plan<'_>, &[String]),
+    base: &ImageInfo,
+) -> Result<HashMap<String, Known>> {
+    let mut known = HashMap::new();
+    if let Some(base_registry) = &remote.base {
+        let image = ImageRef::parse(&opts.base);
+        // A base the registry cannot describe is uploaded like any other layer.
+        if let Ok(Some(m)) = base_registry.image_manifest(image.tag_or_digest()).await {
+            let from = (base_registry.host() == remote.registry.host())
+                .then(|| base_registry.path().to_string());
+            add_known(&mut known, &m, &base.id, &base.layers, from.as_deref());
         }
-        last = s.to_string();
+    }
+    let top = plan.layers.len().min(ids.len()).saturating_sub(1);
+    for i in (0..top).rev() {
+        let tag = format!("{LAYER_TAG_PREFIX}{}", plan.layers[i].tag());
+        if let Some(m) = remote.registry.image_manifest(&tag).await? {
+            let local = ops::require(engine, &ids[i], "layer image").await?;
+            add_known(&mut known, &m, &local.id, &local.layers, None);
+            break;
+        }
+    }
+    Ok(known)
+}
+
+/// Map `diff_ids` to the layer blobs of `manifest`, one by one, when the
+/// manifest's config is `id` (so its layers are these diff ids, in order).
+fn add_known(
+    known: &mut HashMap<String, Known>,
+    manifest: &RawManifest,
+    id: &str,
+    diff_ids: &[String],
+    from: Option<&str>,
+) {
+    let Some(m) = registry::image_layers(&manifest.bytes) else {
+        return;
     };
-    engine
-        .push(repo, tag, remote.credential.as_ref(), &mut status)
+    if m.config != id || m.layers.len() != diff_ids.len() {
+        return;
+    }
+    for (diff_id, blob) in diff_ids.iter().zip(m.layers) {
+        if let Some(blob) = blob.as_oci() {
+            known.insert(
+                diff_id.clone(),
+                Known {
+                    blob,
+                    from: from.map(str::to_string),
+                },
+            );
+        }
+    }
+}
+
+/// Put every wanted image (bottom up) in the registry: blobs, config,
+/// manifest. The manifests put, in order.
+async fn upload<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    remote: &Remote<R>,
+    wanted: &[Wanted],
+    known: HashMap<String, Known>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<RawManifest>> {
+    let registry = &remote.registry;
+    let repo = &opts.repository;
+    let first = format!("{repo}:{}", wanted[0].tag);
+    reporter.event(Event::Pushing { reference: &first });
+    let status = |s: &str| {
+        reporter.event(Event::PushStatus {
+            reference: &first,
+            status: s,
+        })
+    };
+    // The registry's blob for each layer, as found or uploaded.
+    let mut present: HashMap<String, LayerBlob> = HashMap::new();
+    let mut needed: HashSet<String> = HashSet::new();
+    let mut diff_ids = Vec::new();
+    for w in wanted {
+        let info = ops::require(engine, &w.id, "image to push").await?;
+        diff_ids.push(info.layers);
+    }
+    for layers in &diff_ids {
+        for diff_id in layers {
+            if present.contains_key(diff_id) || needed.contains(diff_id) {
+                continue;
+            }
+            match known.get(diff_id) {
+                Some(k) if registry.blob_exists(&k.blob.digest).await? => {
+                    present.insert(diff_id.clone(), k.blob.clone());
+                }
+                Some(Known {
+                    blob,
+                    from: Some(from),
+                }) if registry.mount_blob(&blob.digest, from).await? => {
+                    status(&format!("{} mounted from {from}", short(&blob.digest)));
+                    present.insert(diff_id.clone(), blob.clone());
+                }
+                _ => {
+                    needed.insert(diff_id.clone());
+                }
+            }
+        }
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("push-")
+        .tempdir_in(&opts.scratch_dir)
+        .map_err(|e| Error::io(&opts.scratch_dir, e))?;
+    let images = exported(
+        engine,
+        (wanted, &diff_ids),
+        scratch.path().to_path_buf(),
+        needed,
+    )
+    .await?;
+    let mut manifests = Vec::new();
+    for (w, image) in wanted.iter().zip(&images) {
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            if let Some(blob) = present.get(&layer.diff_id) {
+                layers.push(blob.clone());
+                continue;
+            }
+            let blob = compress_and_upload(registry, layer, scratch.path(), &status).await?;
+            present.insert(layer.diff_id.clone(), blob.clone());
+            layers.push(blob);
+        }
+        let config_digest = crate::image::image_id(&image.config);
+        if config_digest != w.id {
+            tracing::warn!(
+                "the engine exported {} with config {config_digest}: the pushed image's id differs",
+                w.id
+            );
+        }
+        if !registry.blob_exists(&config_digest).await? {
+            registry
+                .upload_blob(&config_digest, BlobBody::Bytes(&image.config))
+                .await?;
+        }
+        let manifest =
+            registry::oci_manifest(&image.config, &layers).map_err(|reason| Error::Registry {
+                registry: registry.host().to_string(),
+                action: format!("writing the manifest of {repo}:{}", w.tag),
+                reason,
+            })?;
+        registry.put_manifest(&w.tag, &manifest).await?;
+        status(&format!("{repo}:{} is {}", w.tag, manifest.digest));
+        manifests.push(manifest);
+    }
+    Ok(manifests)
+}
+
+/// The wanted images as the engine exports them, with the layers in
+/// `needed` spooled into `dir` (the others only digested).
+async fn exported<E: Engine>(
+    engine: &E,
+    (wanted, layers): (&[Wanted], &[Vec<String>]),
+    dir: PathBuf,
+    needed: HashSet<String>,
+) -> Result<Vec<ExportedImage>> {
+    let ids: Vec<String> = wanted.iter().map(|w| w.id.clone()).collect();
+    let what = format!("reading the engine's export of {}", ids.join(", "));
+    let stream = engine.export(&ids).await?;
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let images = tokio::task::spawn_blocking(move || {
+        export::unpack(reader, &dir, &|d: &str| needed.contains(d))
+    })
+    .await
+    .map_err(|source| Error::Task {
+        action: what.clone(),
+        source,
+    })?
+    .map_err(|source| Error::Local {
+        action: what.clone(),
+        source,
+    })?;
+    // Docker's archive lists images in no set order, and a config's
+    // digest is the id only where the engine keeps configs byte for byte:
+    // match each by its layers (each image of a build has its own count).
+    let mut out = Vec::new();
+    for (w, layers) in wanted.iter().zip(layers) {
+        let image = images
+            .iter()
+            .find(|i| i.layers.iter().map(|l| &l.diff_id).eq(layers.iter()))
+            .cloned()
+            .ok_or_else(|| Error::Engine {
+                action: what.clone(),
+                source: format!("the export has no image with the layers of {}", w.id).into(),
+            })?;
+        out.push(image);
+    }
+    Ok(out)
+}
+
+/// Compress one exported layer as prebuilder's blob and upload it unless
+/// the registry has it.
+async fn compress_and_upload<R: Manifests>(
+    registry: &R,
+    layer: &export::ExportedLayer,
+    dir: &std::path::Path,
+    status: &dyn Fn(&str),
+) -> Result<LayerBlob> {
+    let Some(src) = layer.path.clone() else {
+        return Err(Error::Local {
+            action: format!("pushing layer {}", layer.diff_id),
+            source: std::io::Error::other("the layer was not kept from the export"),
+        });
+    };
+    let dst = dir.join(format!("{}.gz", short(&layer.diff_id)));
+    let target = dst.clone();
+    status(&format!(
+        "{} compressing ({})",
+        short(&layer.diff_id),
+        mb(layer.size)
+    ));
+    let blob = tokio::task::spawn_blocking(move || export::compress(&src, &target))
         .await
+        .map_err(|source| Error::Task {
+            action: format!("compressing layer {}", layer.diff_id),
+            source,
+        })?
+        .map_err(|source| Error::Local {
+            action: format!("compressing layer {} into {}", layer.diff_id, dst.display()),
+            source,
+        })?;
+    if registry.blob_exists(&blob.digest).await? {
+        status(&format!("{} already there", short(&blob.digest)));
+    } else {
+        registry
+            .upload_blob(&blob.digest, BlobBody::File(&dst, blob.size))
+            .await?;
+        status(&format!(
+            "{} uploaded ({})",
+            short(&blob.digest),
+            mb(blob.size)
+        ));
+    }
+    let _ = std::fs::remove_file(&dst);
+    Ok(LayerBlob {
+        media_type: registry::OCI_LAYER_GZIP.into(),
+        digest: blob.digest,
+        size: blob.size,
+    })
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `sha256:0123456789ab` of a digest, for progress lines.
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
 }

@@ -499,8 +499,18 @@ async fn an_unreachable_registry_with_push_fails_before_building() {
     assert_eq!(w.engine.count("create"), 0);
 }
 
+/// The manifest put under `tag`: its config digest and layer digests.
+fn pushed(w: &World, tag: &str) -> crate::registry::ImageLayers {
+    let m = w
+        .engine
+        .registry
+        .stored(tag)
+        .expect("a manifest put under the tag");
+    crate::registry::image_layers(&m.bytes).expect("an image manifest")
+}
+
 #[tokio::test]
-async fn push_pushes_the_content_tag_and_reports_the_registrys_digest() {
+async fn push_puts_every_blob_then_the_manifests_bottom_up_and_reports_the_digest() {
     let w = world();
     let mut opts = w.opts();
     opts.push = true;
@@ -509,30 +519,34 @@ async fn push_pushes_the_content_tag_and_reports_the_registrys_digest() {
     let digest = w.engine.registry.get(tag).unwrap();
     assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
     assert_eq!(r.sdk_container_image, format!("{REPO}@{digest}"));
-    // The content tag once; the dependency layer below it too, as
-    // `layer-<key>`, so other runners can build on it (issue 11).
-    let pushes: Vec<String> = w
+    // prebuilder's own OCI manifest: its config is the result's image id
+    // (the engine's config bytes), one blob per layer, each in the registry.
+    let m = pushed(&w, tag);
+    assert_eq!(Some(m.config.clone()), r.image_id);
+    assert_eq!(m.layers.len(), 3, "base, dependencies, application");
+    for l in &m.layers {
+        assert_eq!(l.media_type, crate::registry::OCI_LAYER_GZIP);
+        assert!(w.engine.registry.has_blob(&l.digest), "{l:?}");
+    }
+    assert!(w.engine.registry.has_blob(&m.config));
+    // The dependency layer below it too, as `layer-<key>` (issue 11), on
+    // the same blobs; each blob uploaded once; one export from the engine.
+    let layer_tags: Vec<String> = w
         .engine
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("push"))
+        .registry
+        .lookups
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.starts_with("layer-"))
+        .cloned()
         .collect();
-    assert_eq!(
-        pushes
-            .iter()
-            .filter(|c| **c == format!("push {}", r.image))
-            .count(),
-        1
-    );
-    let dependencies = &r.layers[0];
-    assert_eq!(dependencies.name, "dependencies");
-    assert!(
-        pushes
-            .iter()
-            .any(|c| c.starts_with(&format!("push {REPO}:layer-"))),
-        "{pushes:?}"
-    );
-    assert_eq!(pushes.len(), 2, "{pushes:?}");
+    let below = pushed(&w, &layer_tags[0]);
+    assert_eq!(below.config, r.layers[0].image_id);
+    assert_eq!(below.layers[..], m.layers[..2]);
+    let uploads = w.engine.registry.writes();
+    assert_eq!(uploads.len(), 5, "3 layers, 2 configs: {uploads:?}");
+    assert_eq!(w.engine.count("export"), 1);
 }
 
 #[tokio::test]
@@ -542,22 +556,99 @@ async fn a_push_of_a_key_the_registry_has_is_skipped() {
     let mut opts = w.opts();
     opts.push = true;
     let first = w.quick(&opts, &set).await.unwrap();
-    let pushed = w.engine.count("push");
+    let writes = w.engine.registry.writes();
     let rec = Recorder::default();
     let again = w.build(&opts, &set, &rec).await.unwrap();
     assert_eq!(again.digest, first.digest);
-    assert_eq!(
-        w.engine.count("push"),
-        pushed,
-        "pushed once (the result and the layer below it), not again"
-    );
+    assert_eq!(w.engine.registry.writes(), writes, "nothing uploaded again");
+    assert_eq!(w.engine.count("export"), 1, "nothing exported again");
     assert!(rec.saw("AlreadyPushed"));
+}
+
+#[tokio::test]
+async fn a_code_change_uploads_only_the_new_layer_and_its_config() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.push = true;
+    let first = w.quick(&opts, &w.set("app v1")).await.unwrap();
+    let before = w.engine.registry.writes().len();
+    let second = w.quick(&opts, &w.set("app v2")).await.unwrap();
+    assert_ne!(first.digest, second.digest);
+    let new: Vec<String> = w.engine.registry.writes()[before..].to_vec();
+    // The base and dependency blobs are known from the layer image pushed
+    // before (its manifest), so they are neither compressed nor sent.
+    let m = pushed(&w, &second.image[REPO.len() + 1..]);
+    assert_eq!(
+        new,
+        [
+            format!("upload {}", m.layers[2].digest),
+            format!("upload {}", m.config)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn base_layers_are_mounted_from_the_bases_repository_in_the_same_registry() {
+    let w = world();
+    let base = w.engine.inspect(BASE).await.unwrap().unwrap();
+    // The base as its registry holds it: same host, another repository.
+    let base_registry = Arc::new(FakeRegistry::at("localhost:5000", "library/beam"));
+    let blob = crate::registry::LayerBlob {
+        media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+        digest: format!("sha256:{}", "b".repeat(64)),
+        size: 42,
+    };
+    let config = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": base.id},
+        "layers": [{"mediaType": blob.media_type, "size": blob.size, "digest": blob.digest}],
+    });
+    let bytes = config.to_string().into_bytes();
+    base_registry.put_raw(
+        "2.77.0",
+        crate::registry::RawManifest {
+            media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
+            digest: crate::image::image_id(&bytes),
+            bytes,
+        },
+    );
+    base_registry.allow_mount("library/beam", &blob.digest);
+    w.engine.registry.allow_mount("library/beam", &blob.digest);
+    let mut opts = w.opts();
+    opts.push = true;
+    let registry = w.engine.registry.clone();
+    let r = run(
+        &w.engine,
+        &opts,
+        &w.set("app"),
+        || {
+            Ok(Some(Remote {
+                registry,
+                credential: None,
+                base: Some(base_registry),
+            }))
+        },
+        &Recorder::default(),
+    )
+    .await
+    .unwrap();
+    let writes = w.engine.registry.writes();
+    assert_eq!(writes[0], format!("mount {} library/beam", blob.digest));
+    // The base layer is named by the base's own blob, as OCI media type.
+    let m = pushed(&w, &r.image[REPO.len() + 1..]);
+    assert_eq!(m.layers[0].digest, blob.digest);
+    assert_eq!(m.layers[0].media_type, crate::registry::OCI_LAYER_GZIP);
+    assert_eq!(
+        writes.iter().filter(|w| w.starts_with("upload")).count(),
+        4,
+        "2 layers, 2 configs; the base layer not uploaded: {writes:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_push_failure_after_tagging_fails_the_build_but_keeps_the_local_tags() {
     let w = world();
-    w.engine.fail_on("push");
+    w.engine.fail_on("export");
     let mut opts = w.opts();
     opts.push = true;
     opts.tags = vec!["stable".into()];
@@ -565,6 +656,7 @@ async fn a_push_failure_after_tagging_fails_the_build_but_keeps_the_local_tags()
     assert!(matches!(err, Error::Engine { .. }), "{err:?}");
     assert!(w.result_tags().iter().any(|t| t.ends_with(":stable")));
     assert!(w.engine.registry.get("stable").is_none(), "nothing pushed");
+    assert!(w.engine.registry.writes().is_empty(), "nothing uploaded");
     assert!(w.engine.containers().is_empty());
 }
 
@@ -665,7 +757,7 @@ async fn an_interrupt_at_each_step_leaves_no_container_and_no_result_tag() {
 #[tokio::test]
 async fn an_interrupt_while_pushing_leaves_the_registry_untouched() {
     let w = world();
-    w.engine.hang_on("push");
+    w.engine.hang_on("export");
     let mut opts = w.opts();
     opts.push = true;
     let set = w.set("app");

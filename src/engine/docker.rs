@@ -18,8 +18,8 @@ use bollard::models::{
 use bollard::query_parameters::{
     AttachContainerOptions, CommitContainerOptions, ContainerArchiveInfoOptions,
     CreateContainerOptions, DownloadFromContainerOptions, ImportImageOptions,
-    ListContainersOptions, ListImagesOptions, PushImageOptions, RemoveContainerOptions,
-    TagImageOptions, UploadToContainerOptions,
+    ListContainersOptions, ListImagesOptions, RemoveContainerOptions, TagImageOptions,
+    UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -160,47 +160,6 @@ fn credentials(repo: &str, credential: Option<&Credential>) -> Option<DockerCred
         }
         d
     })
-}
-
-/// A registry failure reported inside the push stream (text, no status code):
-/// the two a user can act on are told apart, the rest kept verbatim.
-fn push_stream_error(
-    repo: &str,
-    tag: &str,
-    with_credentials: bool,
-    podman: bool,
-    error: String,
-) -> Error {
-    let registry = RepositoryRef::parse(repo);
-    let lower = error.to_ascii_lowercase();
-    if lower.contains("unauthorized") || lower.contains("authentication required") {
-        Error::RegistryUnauthorized {
-            registry: registry.registry,
-            with_credentials,
-        }
-    } else if lower.contains("http response to https client") {
-        Error::RegistryInsecure {
-            registry: registry.registry,
-            podman,
-        }
-    } else if lower.contains("denied") {
-        Error::RegistryDenied {
-            registry: registry.registry,
-            repository: registry.path,
-        }
-    } else if crate::registry::is_transient(&lower) {
-        // Unavailable, not refusing: exit status 3, worth a retry.
-        Error::RegistryUnreachable {
-            registry: registry.registry,
-            reason: format!("pushing {repo}:{tag}: {error}"),
-        }
-    } else {
-        Error::Registry {
-            registry: registry.registry,
-            action: format!("pushing {repo}:{tag}"),
-            reason: error,
-        }
-    }
 }
 
 impl Engine for DockerEngine {
@@ -518,41 +477,21 @@ impl Engine for DockerEngine {
             .map_err(|e| engine_err(format!("tagging {image_id} as {repo}:{tag}"), e))
     }
 
-    async fn push(
-        &self,
-        repo: &str,
-        tag: &str,
-        credential: Option<&Credential>,
-        status: PushStatus<'_>,
-    ) -> Result<()> {
-        let mut stream = self.docker.push_image(
-            repo,
-            Some(PushImageOptions {
-                tag: Some(tag.to_string()),
-                ..Default::default()
-            }),
-            credentials(repo, credential),
-        );
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(s) = info.status {
-                        status(&s);
-                    }
-                }
-                Err(BollardError::DockerStreamError { error }) => {
-                    return Err(push_stream_error(
-                        repo,
-                        tag,
-                        credential.is_some(),
-                        self.podman,
-                        error,
-                    ))
-                }
-                Err(e) => return Err(engine_err(format!("pushing {repo}:{tag}"), e)),
-            }
-        }
-        Ok(())
+    async fn export(&self, images: &[String]) -> Result<ByteStream> {
+        let names: Vec<&str> = images.iter().map(String::as_str).collect();
+        let what = format!("exporting {}", names.join(", "));
+        let mut stream = self.docker.export_images(&names).boxed();
+        // The status arrives with the first item: fail here, not mid-stream.
+        let first = match stream.next().await {
+            None => return Ok(futures_util::stream::empty().boxed()),
+            Some(Err(e)) => return Err(engine_err(what, e)),
+            Some(Ok(bytes)) => bytes,
+        };
+        let rest =
+            stream.map(move |c| c.map_err(|e| std::io::Error::other(format!("{what}: {e}"))));
+        Ok(futures_util::stream::once(async move { Ok(first) })
+            .chain(rest)
+            .boxed())
     }
 
     async fn pull(
@@ -586,6 +525,16 @@ impl Engine for DockerEngine {
                             None => status(&s),
                         }
                     }
+                }
+                Err(BollardError::DockerStreamError { error })
+                    if error
+                        .to_ascii_lowercase()
+                        .contains("http response to https client") =>
+                {
+                    return Err(Error::RegistryInsecure {
+                        registry: image.repository.registry.clone(),
+                        podman: self.podman,
+                    })
                 }
                 Err(BollardError::DockerStreamError { error }) => return Err(failed(error)),
                 Err(BollardError::DockerResponseServerError { message, .. }) => {

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::plan::BOOT;
-use crate::registry::{Credential, Manifests, RawManifest};
+use crate::registry::{BlobBody, Credential, Manifests, RawManifest};
 
 /// A probe line for an image the base checks accept.
 pub const GOOD_PROBE: &str = r#"prebuilder-probe: {"executable": "/usr/bin/python3", "version": "3.11.2", "apache_beam": "2.77.0", "pip": "23.0.1", "venv": true, "boot": "executable", "python": "/usr/bin/python", "python3": "/usr/bin/python3", "machine": "x86_64"}"#;
@@ -67,6 +67,10 @@ struct State {
     serial: u64,
     /// Every container spec passed to `create`, in order.
     created: Vec<ContainerSpec>,
+    /// The bytes of every layer by diff id (what `export` writes).
+    layer_bytes: BTreeMap<String, Vec<u8>>,
+    /// The config bytes of loaded images (others get one made up on export).
+    configs: BTreeMap<String, Vec<u8>>,
 }
 
 pub struct FakeEngine {
@@ -147,7 +151,10 @@ impl FakeEngine {
             created: 0,
             probe: probe.to_string(),
         };
-        self.state().images.insert(id.clone(), image);
+        let mut s = self.state();
+        s.images.insert(id.clone(), image);
+        s.layer_bytes
+            .insert(sha(b"base layer"), b"base layer".to_vec());
         id
     }
 
@@ -587,6 +594,9 @@ impl Engine for FakeEngine {
         let id = sha(format!("{container}{comment}{config}").as_bytes());
         let mut layers = parent.layers.clone();
         layers.push(sha(container.as_bytes()));
+        self.state()
+            .layer_bytes
+            .insert(sha(container.as_bytes()), container.as_bytes().to_vec());
         let added = c.paths.iter().chain(c.files.keys()).cloned().collect();
         let own;
         let config = if self.state().commit_ignores_config {
@@ -607,17 +617,22 @@ impl Engine for FakeEngine {
         self.call("load", String::new()).await?;
         let file = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
         let mut config_bytes = Vec::new();
+        let mut layer = Vec::new();
         let mut a = tar::Archive::new(file);
         for entry in a.entries().map_err(|e| Error::io(archive, e))? {
             let mut entry = entry.map_err(|e| Error::io(archive, e))?;
-            if entry
+            let name = entry
                 .path()
                 .map_err(|e| Error::io(archive, e))?
                 .to_string_lossy()
-                == "config.json"
-            {
+                .into_owned();
+            if name == "config.json" {
                 entry
                     .read_to_end(&mut config_bytes)
+                    .map_err(|e| Error::io(archive, e))?;
+            } else if name.ends_with("layer.tar") {
+                entry
+                    .read_to_end(&mut layer)
                     .map_err(|e| Error::io(archive, e))?;
             }
         }
@@ -637,6 +652,11 @@ impl Engine for FakeEngine {
                 .unwrap_or_default()
         };
         let id = crate::image::image_id(&config_bytes);
+        {
+            let mut s = self.state();
+            s.layer_bytes.insert(sha(&layer), layer);
+            s.configs.insert(id.clone(), config_bytes.clone());
+        }
         self.new_image(&parent, &doc["config"], id, diff_ids, BTreeSet::new());
         Ok(())
     }
@@ -660,25 +680,55 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
-    async fn push(
-        &self,
-        repo: &str,
-        tag: &str,
-        _credential: Option<&Credential>,
-        status: PushStatus<'_>,
-    ) -> Result<()> {
-        self.call("push", format!("{repo}:{tag}")).await?;
-        let image = self
-            .find(&format!("{repo}:{tag}"))
-            .ok_or_else(|| Error::Engine {
-                action: format!("pushing {repo}:{tag} (fake)"),
-                source: "no such tag".into(),
+    async fn export(&self, images: &[String]) -> Result<ByteStream> {
+        self.call("export", images.join(" ")).await?;
+        let s = self.state();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut manifest = Vec::new();
+        let mut written = BTreeSet::new();
+        let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, data).expect("in-memory tar");
+        };
+        for id in images {
+            let image = s.images.get(id).ok_or_else(|| Error::Engine {
+                action: format!("exporting {id} (fake)"),
+                source: "no such image".into(),
             })?;
-        status("Preparing");
-        status("Pushing");
-        status("Pushed");
-        self.registry.put(tag, &sha(image.info.id.as_bytes()));
-        Ok(())
+            let layers = &image.info.layers;
+            let mut names = Vec::new();
+            for l in layers {
+                let name = format!("{}/layer.tar", &l[7..]);
+                if written.insert(name.clone()) {
+                    let bytes = s.layer_bytes.get(l).ok_or_else(|| Error::Engine {
+                        action: format!("exporting {id} (fake)"),
+                        source: format!("no bytes for layer {l}").into(),
+                    })?;
+                    add(&mut b, &name, bytes);
+                }
+                names.push(name);
+            }
+            let config = s.configs.get(id).cloned().unwrap_or_else(|| {
+                serde_json::json!({"fake": id, "rootfs": {"type": "layers", "diff_ids": layers}})
+                    .to_string()
+                    .into_bytes()
+            });
+            let config_name = format!("{}.json", &id[7..]);
+            add(&mut b, &config_name, &config);
+            manifest.push(
+                serde_json::json!({"Config": config_name, "RepoTags": null, "Layers": names}),
+            );
+        }
+        add(
+            &mut b,
+            "manifest.json",
+            serde_json::Value::from(manifest).to_string().as_bytes(),
+        );
+        let bytes = bytes::Bytes::from(b.into_inner().expect("in-memory tar"));
+        Ok(futures_util::stream::once(async move { Ok(bytes) }).boxed())
     }
 
     async fn pull(
@@ -722,21 +772,39 @@ impl Engine for FakeEngine {
     }
 }
 
-/// A registry of tag → manifest digest.
+/// A registry of tag → manifest digest, manifests by digest, and blobs; it
+/// records every blob upload and mount.
 pub struct FakeRegistry {
     host: String,
+    path: String,
     manifests: Mutex<BTreeMap<String, String>>,
+    /// Manifests put through the API, by digest.
+    stored: Mutex<BTreeMap<String, RawManifest>>,
+    blobs: Mutex<BTreeSet<String>>,
+    /// `repository digest` pairs a mount may link from.
+    mountable: Mutex<BTreeSet<String>>,
     fail: Mutex<bool>,
     pub lookups: Mutex<Vec<String>>,
+    /// `upload <digest>` and `mount <digest> <from>`, in order.
+    pub writes: Mutex<Vec<String>>,
 }
 
 impl FakeRegistry {
     pub fn new(host: &str) -> FakeRegistry {
+        FakeRegistry::at(host, "team/sdk")
+    }
+
+    pub fn at(host: &str, path: &str) -> FakeRegistry {
         FakeRegistry {
             host: host.to_string(),
+            path: path.to_string(),
             manifests: Mutex::new(BTreeMap::new()),
+            stored: Mutex::new(BTreeMap::new()),
+            blobs: Mutex::new(BTreeSet::new()),
+            mountable: Mutex::new(BTreeSet::new()),
             fail: Mutex::new(false),
             lookups: Mutex::new(Vec::new()),
+            writes: Mutex::new(Vec::new()),
         }
     }
 
@@ -747,6 +815,15 @@ impl FakeRegistry {
             .insert(tag.to_string(), digest.to_string());
     }
 
+    /// Store a manifest under `tag` (as a push from elsewhere would).
+    pub fn put_raw(&self, tag: &str, manifest: RawManifest) {
+        self.put(tag, &manifest.digest);
+        self.stored
+            .lock()
+            .expect("fake registry")
+            .insert(manifest.digest.clone(), manifest);
+    }
+
     pub fn get(&self, tag: &str) -> Option<String> {
         self.manifests
             .lock()
@@ -755,9 +832,52 @@ impl FakeRegistry {
             .cloned()
     }
 
+    /// The manifest put under `tag`, as stored.
+    pub fn stored(&self, tag: &str) -> Option<RawManifest> {
+        let digest = self.get(tag)?;
+        self.stored
+            .lock()
+            .expect("fake registry")
+            .get(&digest)
+            .cloned()
+    }
+
+    pub fn add_blob(&self, digest: &str) {
+        self.blobs
+            .lock()
+            .expect("fake registry")
+            .insert(digest.to_string());
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blobs.lock().expect("fake registry").contains(digest)
+    }
+
+    /// A mount of `digest` from repository `from` succeeds.
+    pub fn allow_mount(&self, from: &str, digest: &str) {
+        self.mountable
+            .lock()
+            .expect("fake registry")
+            .insert(format!("{from} {digest}"));
+    }
+
+    pub fn writes(&self) -> Vec<String> {
+        self.writes.lock().expect("fake registry").clone()
+    }
+
     /// Every lookup fails (the registry is down) until told otherwise.
     pub fn set_down(&self, down: bool) {
         *self.fail.lock().expect("fake registry") = down;
+    }
+
+    fn check_up(&self) -> Result<()> {
+        if *self.fail.lock().expect("fake registry") {
+            return Err(Error::RegistryUnreachable {
+                registry: self.host.clone(),
+                reason: "connection refused (fake)".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -766,27 +886,34 @@ impl Manifests for FakeRegistry {
         &self.host
     }
 
+    fn path(&self) -> &str {
+        &self.path
+    }
+
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
         self.lookups
             .lock()
             .expect("fake registry")
             .push(tag.to_string());
-        if *self.fail.lock().expect("fake registry") {
-            return Err(Error::RegistryUnreachable {
-                registry: self.host.clone(),
-                reason: "connection refused (fake)".into(),
-            });
-        }
+        self.check_up()?;
         Ok(self.get(tag))
     }
 
     async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
-        let m = self.manifests.lock().expect("fake registry");
-        let digest = m
-            .get(reference)
-            .cloned()
-            .or_else(|| m.values().find(|d| *d == reference).cloned());
-        Ok(digest.map(|digest| RawManifest {
+        self.check_up()?;
+        let digest = {
+            let m = self.manifests.lock().expect("fake registry");
+            m.get(reference)
+                .cloned()
+                .or_else(|| m.values().find(|d| *d == reference).cloned())
+        };
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        if let Some(stored) = self.stored.lock().expect("fake registry").get(&digest) {
+            return Ok(Some(stored.clone()));
+        }
+        Ok(Some(RawManifest {
             media_type: "application/vnd.fake".into(),
             bytes: digest.as_bytes().to_vec(),
             digest,
@@ -794,18 +921,65 @@ impl Manifests for FakeRegistry {
     }
 
     async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()> {
-        self.put(tag, &manifest.digest);
+        self.check_up()?;
+        self.put_raw(tag, manifest.clone());
         Ok(())
     }
 
     async fn image_id(&self, _reference: &str) -> Result<Option<String>> {
         Ok(None)
     }
+
+    async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        self.manifest(reference).await
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
+        self.check_up()?;
+        Ok(self.has_blob(digest))
+    }
+
+    async fn mount_blob(&self, digest: &str, from: &str) -> Result<bool> {
+        self.check_up()?;
+        let ok = self
+            .mountable
+            .lock()
+            .expect("fake registry")
+            .contains(&format!("{from} {digest}"));
+        if ok {
+            self.add_blob(digest);
+            self.writes
+                .lock()
+                .expect("fake registry")
+                .push(format!("mount {digest} {from}"));
+        }
+        Ok(ok)
+    }
+
+    async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()> {
+        self.check_up()?;
+        let bytes = match body {
+            BlobBody::Bytes(b) => b.to_vec(),
+            BlobBody::File(p, _) => std::fs::read(p).map_err(|e| Error::io(p, e))?,
+        };
+        // A real registry checks the digest of what it receives.
+        assert_eq!(sha(&bytes), digest, "uploaded bytes are not {digest}");
+        self.add_blob(digest);
+        self.writes
+            .lock()
+            .expect("fake registry")
+            .push(format!("upload {digest}"));
+        Ok(())
+    }
 }
 
 impl Manifests for Arc<FakeRegistry> {
     fn host(&self) -> &str {
         FakeRegistry::host(self)
+    }
+
+    fn path(&self) -> &str {
+        Manifests::path(&**self)
     }
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
@@ -822,5 +996,21 @@ impl Manifests for Arc<FakeRegistry> {
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         FakeRegistry::image_id(self, reference).await
+    }
+
+    async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        FakeRegistry::image_manifest(self, reference).await
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
+        FakeRegistry::blob_exists(self, digest).await
+    }
+
+    async fn mount_blob(&self, digest: &str, from: &str) -> Result<bool> {
+        FakeRegistry::mount_blob(self, digest, from).await
+    }
+
+    async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()> {
+        FakeRegistry::upload_blob(self, digest, body).await
     }
 }

@@ -1,6 +1,6 @@
 //! The container engine as a small trait of primitives: inspect, list by
-//! label, create, upload, run attached, download, commit, load, tag, push,
-//! remove. `docker` implements it with bollard (Docker or Podman's compatible
+//! label, create, upload, run attached, download, commit, load, tag, export,
+//! pull, remove. `docker` implements it with bollard (Docker or Podman's compatible
 //! API, whose differences `podman` meets) on the endpoint `endpoint` chooses
 //! as the docker CLI does (`DOCKER_HOST` unix/tcp/TLS/ssh, docker contexts),
 //! and is the only code that knows the Engine API; `fake` (tests only) keeps
@@ -198,14 +198,9 @@ pub trait Engine {
     async fn load(&self, archive: &Path) -> Result<()>;
     /// Tag an image as `repo:tag`.
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()>;
-    /// Push `repo:tag` to its registry; `status` gets the engine's progress lines.
-    async fn push(
-        &self,
-        repo: &str,
-        tag: &str,
-        credential: Option<&Credential>,
-        status: PushStatus<'_>,
-    ) -> Result<()>;
+    /// `docker save` of `images` (ids): one archive with each image's
+    /// config and layers (shared layers once) and a `manifest.json`.
+    async fn export(&self, images: &[String]) -> Result<ByteStream>;
     /// Pull `reference` (`[host/]path[:tag][@digest]`) with `credential` for
     /// its registry; `status` gets the engine's progress lines (`id: status`).
     async fn pull(

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::plan::BOOT;
 
+pub mod export;
 pub mod reproducible;
 
 const WHITEOUT_PREFIX: &str = ".wh.";

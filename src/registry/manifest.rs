@@ -114,21 +114,135 @@ fn next_step(bytes: &[u8], (os, arch): (&str, &str)) -> std::result::Result<Step
     }
 }
 
+/// What an image manifest says of the image: its config digest (the image
+/// id) and its layer blobs, bottom first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayers {
+    pub config: String,
+    pub layers: Vec<LayerBlob>,
+}
+
+/// One layer blob of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The layer media type prebuilder writes for its own gzip blobs.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+impl LayerBlob {
+    /// The same blob as an OCI manifest names it; `None` for a kind of layer
+    /// prebuilder does not reuse as is (foreign, uncompressed, unknown).
+    pub fn as_oci(&self) -> Option<LayerBlob> {
+        let media_type = match self.media_type.as_str() {
+            DOCKER_LAYER_GZIP | OCI_LAYER_GZIP => OCI_LAYER_GZIP,
+            OCI_LAYER_ZSTD => OCI_LAYER_ZSTD,
+            _ => return None,
+        };
+        Some(LayerBlob {
+            media_type: media_type.into(),
+            ..self.clone()
+        })
+    }
+}
+
+/// The config and layers of an image manifest (Docker v2 schema 2 or OCI);
+/// `None` for anything else (an index, schema 1, not JSON).
+pub fn image_layers(bytes: &[u8]) -> Option<ImageLayers> {
+    #[derive(Deserialize)]
+    struct Desc {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+        digest: String,
+        #[serde(default)]
+        size: u64,
+    }
+    #[derive(Deserialize)]
+    struct M {
+        config: Desc,
+        #[serde(default)]
+        layers: Vec<Desc>,
+    }
+    let m: M = serde_json::from_slice(bytes).ok()?;
+    Some(ImageLayers {
+        config: m.config.digest,
+        layers: m
+            .layers
+            .into_iter()
+            .map(|d| LayerBlob {
+                media_type: d.media_type,
+                digest: d.digest,
+                size: d.size,
+            })
+            .collect(),
+    })
+}
+
+/// The OCI image manifest of a config blob and its layer blobs: the bytes
+/// prebuilder puts, the same for the same image on every machine.
+/// `Err` names a digest that is not one (never from prebuilder's own hashing).
+pub fn oci_manifest(
+    config: &[u8],
+    layers: &[LayerBlob],
+) -> std::result::Result<RawManifest, String> {
+    use oci_spec::image::{Descriptor as OciDescriptor, ImageManifestBuilder, MediaType};
+    use std::str::FromStr;
+    let digest =
+        |d: &str| oci_spec::image::Digest::from_str(d).map_err(|e| format!("digest {d}: {e}"));
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(config)));
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(OciDescriptor::new(
+            MediaType::ImageConfig,
+            config.len() as u64,
+            digest(&config_digest)?,
+        ))
+        .layers(
+            layers
+                .iter()
+                .map(|l| {
+                    Ok(OciDescriptor::new(
+                        MediaType::from(l.media_type.as_str()),
+                        l.size,
+                        digest(&l.digest)?,
+                    ))
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()?,
+        )
+        .build()
+        .map_err(|e| format!("an image manifest: {e}"))?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| format!("an image manifest: {e}"))?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    Ok(RawManifest {
+        media_type: OCI_MANIFEST.into(),
+        bytes,
+        digest,
+    })
+}
+
 impl Registry {
     /// Send a request built by `build` (given an Authorization value or
     /// none): Basic credentials first, a bearer token with `actions` when the
     /// registry asks for one.
-    async fn send_authed(
+    pub(super) async fn send_authed(
         &self,
         build: impl Fn(Option<String>) -> RequestBuilder,
         actions: &str,
     ) -> Result<Response> {
-        let mut resp = build(self.basic_auth())
+        let cached = self.cached_token().map(|t| format!("Bearer {t}"));
+        let mut resp = build(cached.or_else(|| self.basic_auth()))
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             if let Some(token) = self.bearer_token(resp.headers(), actions).await? {
+                self.cache_token(&token);
                 resp = build(Some(format!("Bearer {token}")))
                     .send()
                     .await
@@ -138,7 +252,17 @@ impl Registry {
         Ok(resp)
     }
 
-    fn status_err(&self, status: StatusCode, action: String) -> Error {
+    pub(super) fn cached_token(&self) -> Option<String> {
+        self.token.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn cache_token(&self, token: &str) {
+        if let Ok(mut t) = self.token.lock() {
+            *t = Some(token.to_string());
+        }
+    }
+
+    pub(super) fn status_err(&self, status: StatusCode, action: String) -> Error {
         match status {
             StatusCode::UNAUTHORIZED => Error::RegistryUnauthorized {
                 registry: self.repo.registry.clone(),
@@ -238,6 +362,15 @@ impl Registry {
     /// this machine's platform: its config digest, read without pulling.
     /// `None` when the registry does not have it.
     pub async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        Ok(self
+            .image_manifest(reference)
+            .await?
+            .and_then(|m| image_layers(&m.bytes).map(|l| l.config)))
+    }
+
+    /// The image manifest of `reference` for this machine's platform (an
+    /// index is followed to it). `None` when the registry does not have it.
+    pub async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
         let platform = this_platform();
         let mut current = reference.to_string();
         // An index names a manifest, which names the config: two steps at most.
@@ -262,7 +395,7 @@ impl Registry {
                     reason,
                 },
             })? {
-                Step::ImageId(id) => return Ok(Some(id)),
+                Step::ImageId(_) => return Ok(Some(m)),
                 Step::Manifest(digest) => current = digest,
             }
         }

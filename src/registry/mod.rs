@@ -1,8 +1,9 @@
 //! Registries: where a repository lives, the user's credentials for it (found
 //! the way the docker CLI finds them), and the registry API calls prebuilder
-//! makes itself: a manifest `HEAD`, which answers both "is this key already
-//! built somewhere?" and "what digest did the registry give our push?".
-//! Pushing goes through the engine, which holds the layers.
+//! makes itself: a manifest `HEAD`, which answers "is this key already built
+//! somewhere?"; manifests read and put (`manifest`); and the blobs of a push
+//! (`blobs`): prebuilder pushes what it built itself, so the digest of a
+//! result is the same whichever engine built it.
 //!
 //! Credentials stay in memory: they go into request headers only, never into
 //! a message, a log line, the report or the image.
@@ -15,12 +16,16 @@ use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
 
+mod blobs;
 pub mod image_ref;
 mod manifest;
 pub mod reference;
 
+pub use blobs::BlobBody;
 pub use image_ref::ImageRef;
-pub use manifest::RawManifest;
+pub use manifest::{
+    image_layers, oci_manifest, ImageLayers, LayerBlob, RawManifest, OCI_LAYER_GZIP,
+};
 
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
@@ -202,13 +207,22 @@ fn helper_found_nothing(stdout: &str) -> bool {
     stdout.trim() == HELPER_NOT_FOUND
 }
 
-/// What the build asks of a registry itself (pushing goes through the
-/// engine): a trait so the build's decisions are tested without one; the
-/// real [`Registry`] is tested against a real registry in integration tests.
+/// What the build asks of a registry itself: a trait so the build's
+/// decisions are tested without one; the real [`Registry`] is tested against
+/// a real registry in integration tests.
 #[allow(async_fn_in_trait)]
 pub trait Manifests {
     /// The registry's host (`localhost:5000`), for messages.
     fn host(&self) -> &str;
+    /// The repository's path in its registry (`team/sdk`).
+    fn path(&self) -> &str;
+    /// Whether the repository has the blob `digest`.
+    async fn blob_exists(&self, digest: &str) -> Result<bool>;
+    /// Link blob `digest` from repository `from` of the same registry;
+    /// `false` when the registry would not.
+    async fn mount_blob(&self, digest: &str, from: &str) -> Result<bool>;
+    /// Upload a blob whose digest is `digest`.
+    async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()>;
     /// The manifest digest of `tag` in the repository; `None` when absent.
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>>;
     /// The manifest of `reference` (tag or digest) as stored; `None` when absent.
@@ -218,11 +232,30 @@ pub trait Manifests {
     /// The image id (config digest) of `reference` for this machine's
     /// platform, read without pulling; `None` when absent.
     async fn image_id(&self, reference: &str) -> Result<Option<String>>;
+    /// The image manifest of `reference` for this machine's platform (an
+    /// index followed to it); `None` when absent.
+    async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>>;
 }
 
 impl Manifests for Registry {
     fn host(&self) -> &str {
         &self.repo.registry
+    }
+
+    fn path(&self) -> &str {
+        &self.repo.path
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
+        Registry::blob_exists(self, digest).await
+    }
+
+    async fn mount_blob(&self, digest: &str, from: &str) -> Result<bool> {
+        Registry::mount_blob(self, digest, from).await
+    }
+
+    async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()> {
+        Registry::upload_blob(self, digest, body).await
     }
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
@@ -240,6 +273,10 @@ impl Manifests for Registry {
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         Registry::image_id(self, reference).await
     }
+
+    async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
+        Registry::image_manifest(self, reference).await
+    }
 }
 
 /// A registry API client for one repository.
@@ -247,6 +284,9 @@ pub struct Registry {
     repo: RepositoryRef,
     credential: Option<Credential>,
     http: reqwest::Client,
+    /// The last bearer token the registry gave, tried first on the next
+    /// request, so an upload's body is not sent once to be refused.
+    token: std::sync::Mutex<Option<String>>,
 }
 
 impl Registry {
@@ -265,6 +305,7 @@ impl Registry {
             repo,
             credential,
             http,
+            token: std::sync::Mutex::new(None),
         })
     }
 

@@ -1,0 +1,415 @@
+//! What `--push` needs from the engine's own copy of an image, and the blobs
+//! it becomes:
+//! - [`unpack`]: an engine's image archive (`docker save` of one or more
+//!   images: Docker's legacy layout, Docker 25's OCI layout and Podman's
+//!   docker-archive all carry `manifest.json`) spooled into a directory, each
+//!   image as its config bytes (whose digest is the image id) and its layer
+//!   files, each checked against the diff id its config names;
+//! - [`compress`]: one layer as the registry blob prebuilder pushes, gzip
+//!   with fixed settings (no name, mtime 0, one level), so the same layer
+//!   gives the same blob digest on every machine and engine, whatever the
+//!   engine's own compressor would have done.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// One image of an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedImage {
+    /// The config as the engine stores it.
+    pub config: Vec<u8>,
+    /// Its layers, bottom first.
+    pub layers: Vec<ExportedLayer>,
+}
+
+/// One layer file of an archive (uncompressed, as its diff id covers it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedLayer {
+    /// `sha256:` of the file: the layer's diff id.
+    pub diff_id: String,
+    /// Where it was spooled; `None` when it was not kept (see [`unpack`]).
+    pub path: Option<PathBuf>,
+    pub size: u64,
+}
+
+/// A compressed layer: what the registry stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestItem {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+/// A regular file of the archive, spooled (`None`: digested, not kept).
+struct Spooled {
+    path: Option<PathBuf>,
+    digest: String,
+    size: u64,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// `a/./b/../c` → `a/c`; `None` for a path that climbs out of the archive.
+fn normal(path: &Path) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Files up to this size are always kept (configs, manifest.json).
+const SMALL: u64 = 1 << 20;
+
+/// Spool every regular file of `archive` into `dir` (hashing it on the
+/// way; a file larger than 1 MiB whose digest `keep` refuses is deleted
+/// at once: the layers the registry has already), then read
+/// `manifest.json`: every image it lists, its config and its layers in
+/// order. A layer whose digest is not the diff id its config names is an
+/// error: the engine exported something else (a compressed blob, say) and
+/// a push of it would give a different image.
+pub fn unpack<R: Read>(
+    archive: R,
+    dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> io::Result<Vec<ExportedImage>> {
+    let mut files: HashMap<String, Spooled> = HashMap::new();
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut a = tar::Archive::new(archive);
+    for (n, entry) in a.entries()?.enumerate() {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(name) = normal(&path) else {
+            return Err(invalid(format!(
+                "the image archive names {} outside itself",
+                path.display()
+            )));
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let spool = dir.join(format!("e{n}"));
+                let mut out = Hashing::new(BufWriter::new(File::create(&spool)?));
+                let size = io::copy(&mut entry, &mut out)?;
+                let digest = out.finish()?;
+                let path = if size > SMALL && !keep(&digest) {
+                    std::fs::remove_file(&spool)?;
+                    None
+                } else {
+                    Some(spool)
+                };
+                files.insert(name, Spooled { path, digest, size });
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let Some(target) = entry.link_name()? else {
+                    continue;
+                };
+                // A symlink is relative to its directory, a hard link to the root.
+                let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
+                    path.parent().unwrap_or(Path::new("")).join(target)
+                } else {
+                    target.into_owned()
+                };
+                if let Some(t) = normal(&resolved) {
+                    links.insert(name, t);
+                }
+            }
+            _ => {}
+        }
+    }
+    let find = |name: &str| -> io::Result<&Spooled> {
+        let mut name = name.to_string();
+        for _ in 0..8 {
+            if let Some(f) = files.get(&name) {
+                return Ok(f);
+            }
+            match links.get(&name) {
+                Some(t) => name = t.clone(),
+                None => break,
+            }
+        }
+        Err(invalid(format!("the image archive has no file {name}")))
+    };
+    let read = |name: &str| -> io::Result<Vec<u8>> {
+        match &find(name)?.path {
+            Some(p) => std::fs::read(p),
+            None => Err(invalid(format!(
+                "{name} is too large for a manifest or config"
+            ))),
+        }
+    };
+    let manifest = read("manifest.json")?;
+    let items: Vec<ManifestItem> = serde_json::from_slice(&manifest)
+        .map_err(|e| invalid(format!("the image archive's manifest.json: {e}")))?;
+    let mut images = Vec::new();
+    for item in items {
+        let config = read(&item.config)?;
+        let diff_ids = diff_ids(&config)?;
+        if diff_ids.len() != item.layers.len() {
+            return Err(invalid(format!(
+                "the image archive lists {} layers for a config with {}",
+                item.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut layers = Vec::new();
+        for (name, diff_id) in item.layers.iter().zip(diff_ids) {
+            let f = find(name)?;
+            if f.digest != diff_id {
+                return Err(invalid(format!(
+                    "the engine exported {name} as {} but the image's config names {diff_id} \
+                     (a compressed or altered layer)",
+                    f.digest
+                )));
+            }
+            layers.push(ExportedLayer {
+                diff_id,
+                path: f.path.clone(),
+                size: f.size,
+            });
+        }
+        images.push(ExportedImage { config, layers });
+    }
+    Ok(images)
+}
+
+/// The diff ids a config names, bottom first.
+pub fn diff_ids(config: &[u8]) -> io::Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    let c: Config = serde_json::from_slice(config)
+        .map_err(|e| invalid(format!("an image config without rootfs.diff_ids: {e}")))?;
+    Ok(c.rootfs.diff_ids)
+}
+
+/// The gzip level of every blob prebuilder pushes: part of the blob's
+/// digest, so never changed lightly (every pushed layer would upload again).
+const LEVEL: u32 = 6;
+
+/// Compress `src` into `dst` as prebuilder's gzip (see the module): the
+/// blob's digest and size.
+pub fn compress(src: &Path, dst: &Path) -> io::Result<Blob> {
+    let mut input = BufReader::with_capacity(1 << 20, File::open(src)?);
+    let out = Hashing::new(BufWriter::with_capacity(1 << 20, File::create(dst)?));
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(out, flate2::Compression::new(LEVEL));
+    io::copy(&mut input, &mut gz)?;
+    let out = gz.finish()?;
+    let size = out.written;
+    let digest = out.finish()?;
+    Ok(Blob { digest, size })
+}
+
+/// A writer that digests what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// Flush and return `sha256:` of everything written.
+    fn finish(mut self) -> io::Result<String> {
+        self.inner.flush()?;
+        Ok(format!("sha256:{}", hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    fn link(b: &mut tar::Builder<Vec<u8>>, name: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_entry_type(tar::EntryType::Symlink);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+
+    fn config(diff_ids: &[String]) -> Vec<u8> {
+        serde_json::json!({"rootfs": {"type": "layers", "diff_ids": diff_ids}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_legacy_save_of_two_images_gives_each_config_and_its_layers_in_order() {
+        let (l1, l2) = (b"layer one".to_vec(), b"layer two".to_vec());
+        let lower = config(&[sha(&l1)]);
+        let upper = config(&[sha(&l1), sha(&l2)]);
+        let mut b = tar::Builder::new(Vec::new());
+        // Docker's legacy layout: layers first, configs, manifest.json last.
+        file(&mut b, "aaa/layer.tar", &l1);
+        file(&mut b, "bbb/layer.tar", &l2);
+        file(&mut b, "lower.json", &lower);
+        file(&mut b, "upper.json", &upper);
+        let manifest = serde_json::json!([
+            {"Config": "lower.json", "RepoTags": null, "Layers": ["aaa/layer.tar"]},
+            {"Config": "upper.json", "RepoTags": null, "Layers": ["aaa/layer.tar", "bbb/layer.tar"]},
+        ]);
+        file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let images = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images[0].config, lower);
+        assert_eq!(images[1].config, upper);
+        let ids: Vec<&str> = images[1]
+            .layers
+            .iter()
+            .map(|l| l.diff_id.as_str())
+            .collect();
+        assert_eq!(ids, [sha(&l1), sha(&l2)]);
+        let path = images[1].layers[1].path.as_ref().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), l2);
+        assert_eq!(images[1].layers[1].size, l2.len() as u64);
+        // The shared layer was spooled once.
+        assert_eq!(images[0].layers[0].path, images[1].layers[0].path);
+    }
+
+    #[test]
+    fn large_layers_not_kept_are_digested_but_not_left_on_disk() {
+        let big = vec![7u8; (SMALL + 1) as usize];
+        let small = b"small layer".to_vec();
+        let c = config(&[sha(&big), sha(&small)]);
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "big/layer.tar", &big);
+        file(&mut b, "small/layer.tar", &small);
+        file(&mut b, "cfg.json", &c);
+        let manifest = serde_json::json!([{"Config": "cfg.json", "Layers": ["big/layer.tar", "small/layer.tar"]}]);
+        file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let wanted = sha(&small);
+        let images = unpack(&b.into_inner().unwrap()[..], dir.path(), &|d| d == wanted).unwrap();
+        let layers = &images[0].layers;
+        assert_eq!(layers[0].diff_id, sha(&big), "digested all the same");
+        assert_eq!(layers[0].path, None);
+        assert!(layers[1].path.is_some());
+        // Only the kept layer, the config and the manifest are on disk.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn symlinked_layers_as_podman_writes_them_resolve() {
+        let l1 = b"only layer".to_vec();
+        let hex1 = hex::encode(Sha256::digest(&l1));
+        let c = config(&[sha(&l1)]);
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, &format!("{hex1}.tar"), &l1);
+        link(
+            &mut b,
+            &format!("{hex1}/layer.tar"),
+            &format!("../{hex1}.tar"),
+        );
+        file(&mut b, "cfg.json", &c);
+        let manifest =
+            serde_json::json!([{"Config": "cfg.json", "Layers": [format!("{hex1}/layer.tar")]}]);
+        file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let images = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap();
+        assert_eq!(images[0].layers[0].diff_id, sha(&l1));
+    }
+
+    #[test]
+    fn a_layer_that_is_not_its_diff_id_is_refused() {
+        let c = config(&[sha(b"what the config says")]);
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "x/layer.tar", b"something else");
+        file(&mut b, "cfg.json", &c);
+        let manifest = serde_json::json!([{"Config": "cfg.json", "Layers": ["x/layer.tar"]}]);
+        file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap_err();
+        assert!(err.to_string().contains("x/layer.tar"), "{err}");
+        // No manifest.json at all is refused too.
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "cfg.json", &c);
+        let err = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap_err();
+        assert!(err.to_string().contains("manifest.json"), "{err}");
+    }
+
+    #[test]
+    fn compression_is_the_same_bytes_every_time_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("layer.tar");
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let a = compress(&src, &dir.path().join("a.gz")).unwrap();
+        // Another file time, another name: the same blob.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = compress(&src, &dir.path().join("b.gz")).unwrap();
+        assert_eq!(a, b);
+        let bytes = std::fs::read(dir.path().join("a.gz")).unwrap();
+        assert_eq!(sha(&bytes), a.digest);
+        assert_eq!(bytes.len() as u64, a.size);
+        // gzip header: no mtime (bytes 4..8 zero), no file name flag.
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0]);
+        assert_eq!(bytes[3] & 0x08, 0);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+}
