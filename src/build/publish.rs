@@ -218,10 +218,18 @@ async fn known_blobs<E: Engine, R: Manifests>(
     base: &ImageInfo,
 ) -> Result<HashMap<String, Known>> {
     let mut known = HashMap::new();
-    if let Some(base_registry) = &remote.base {
-        let image = ImageRef::parse(&opts.base);
-        // A base the registry cannot describe is uploaded like any other layer.
-        if let Ok(Some(m)) = base_registry.image_manifest(image.tag_or_digest()).await {
+    // Only a base that came from its registry (it has a repo digest there)
+    // is asked for: the manifest it was pulled by. A base the registry
+    // cannot describe is uploaded like any other layer.
+    let image = ImageRef::parse(&opts.base);
+    let pulled_by = base.repo_digests.iter().find_map(|r| {
+        let r = ImageRef::parse(r);
+        (r.repository == image.repository)
+            .then_some(r.digest)
+            .flatten()
+    });
+    if let (Some(base_registry), Some(digest)) = (&remote.base, pulled_by) {
+        if let Ok(Some(m)) = base_registry.image_manifest(&digest).await {
             let from = (base_registry.host() == remote.registry.host())
                 .then(|| base_registry.path().to_string());
             add_known(&mut known, &m, &base.id, &base.layers, from.as_deref());

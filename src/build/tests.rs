@@ -613,8 +613,17 @@ async fn base_layers_are_mounted_from_the_bases_repository_in_the_same_registry(
         },
     );
     base_registry.allow_mount("library/beam", &blob.digest);
+    // Pulled from there: the engine records the manifest it came by.
+    let pulled_by = base_registry.get("2.77.0").unwrap();
+    w.engine
+        .set_repo_digests(BASE, &[&format!("localhost:5000/library/beam@{pulled_by}")]);
+    let opts = Options {
+        base: "localhost:5000/library/beam:2.77.0".into(),
+        ..w.opts()
+    };
+    w.engine.tag_as(BASE, "localhost:5000/library/beam:2.77.0");
     w.engine.registry.allow_mount("library/beam", &blob.digest);
-    let mut opts = w.opts();
+    let mut opts = opts;
     opts.push = true;
     let registry = w.engine.registry.clone();
     let r = run(

@@ -158,6 +158,30 @@ impl FakeEngine {
         id
     }
 
+    /// The registry manifests an image was pulled by (`repo@digest`).
+    pub fn set_repo_digests(&self, reference: &str, digests: &[&str]) {
+        let mut s = self.state();
+        if let Some(i) = s
+            .images
+            .values_mut()
+            .find(|i| i.info.repo_tags.iter().any(|t| t == reference))
+        {
+            i.info.repo_digests = digests.iter().map(|d| d.to_string()).collect();
+        }
+    }
+
+    /// Another name for the image tagged `reference`.
+    pub fn tag_as(&self, reference: &str, other: &str) {
+        let mut s = self.state();
+        if let Some(i) = s
+            .images
+            .values_mut()
+            .find(|i| i.info.repo_tags.iter().any(|t| t == reference))
+        {
+            i.info.repo_tags.push(other.to_string());
+        }
+    }
+
     /// Set a label on an image (what a build would have given it).
     pub fn set_label(&self, id: &str, key: &str, value: &str) {
         if let Some(i) = self.state().images.get_mut(id) {
