@@ -97,6 +97,12 @@ fn uid() -> u32 {
         .unwrap_or(0)
 }
 
+/// Where pushes remember which blob each layer compressed to (see
+/// `crate::build::publish`): a cache, safe to delete.
+pub fn blob_map_dir(root: &Path) -> PathBuf {
+    root.join("blobs")
+}
+
 /// The lock directory for one engine: locks are per engine endpoint, since
 /// a layer built on one engine is no use to a run on another.
 pub fn lock_dir(root: &Path, endpoint: &str) -> PathBuf {

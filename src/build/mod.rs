@@ -60,6 +60,10 @@ pub struct Options {
     pub network: Network,
     /// Where the per-key lock files live (`crate::state::lock_dir`).
     pub lock_dir: PathBuf,
+    /// Where the blob each pushed layer compressed to is remembered (diff id
+    /// → blob digest and size; `crate::state::blob_map_dir`), so a later push
+    /// from this machine asks the registry instead of compressing again.
+    pub blob_map: PathBuf,
     /// Where temporary files go: this process's scratch directory
     /// (`crate::state::Scratch`), which a later run removes if this one is killed.
     pub scratch_dir: PathBuf,

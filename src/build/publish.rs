@@ -17,7 +17,7 @@
 //! Then every `--tag`: the result's manifest put again under it.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Options, Remote};
 use crate::engine::{ops, Engine, ImageInfo};
@@ -197,12 +197,12 @@ pub async fn apply_tags<R: Manifests>(
     Ok(done)
 }
 
-/// A blob the registry may hold for a layer, and the repository of the
-/// same registry it can be mounted from.
+/// A blob the registry may hold for a layer; `from_base` when the base's
+/// registry holds it (mounted from there, or copied from another registry).
 #[derive(Debug, Clone)]
 struct Known {
     blob: LayerBlob,
-    from: Option<String>,
+    from_base: bool,
 }
 
 /// The blobs known for layers by diff id, read from manifests (nothing is
@@ -230,9 +230,7 @@ async fn known_blobs<E: Engine, R: Manifests>(
     });
     if let (Some(base_registry), Some(digest)) = (&remote.base, pulled_by) {
         if let Ok(Some(m)) = base_registry.image_manifest(&digest).await {
-            let from = (base_registry.host() == remote.registry.host())
-                .then(|| base_registry.path().to_string());
-            add_known(&mut known, &m, &base.id, &base.layers, from.as_deref());
+            add_known(&mut known, &m, &base.id, &base.layers, true);
         }
     }
     let top = plan.layers.len().min(ids.len()).saturating_sub(1);
@@ -240,11 +238,64 @@ async fn known_blobs<E: Engine, R: Manifests>(
         let tag = format!("{LAYER_TAG_PREFIX}{}", plan.layers[i].tag());
         if let Some(m) = remote.registry.image_manifest(&tag).await? {
             let local = ops::require(engine, &ids[i], "layer image").await?;
-            add_known(&mut known, &m, &local.id, &local.layers, None);
+            add_known(&mut known, &m, &local.id, &local.layers, false);
             break;
         }
     }
+    // What this machine compressed before (pushed to this or another registry).
+    if let Some(result) = ids.get(top) {
+        let local = ops::require(engine, result, "image to push").await?;
+        for diff_id in &local.layers {
+            if !known.contains_key(diff_id) {
+                if let Some(blob) = remembered(&opts.blob_map, diff_id) {
+                    known.insert(
+                        diff_id.clone(),
+                        Known {
+                            blob,
+                            from_base: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
     Ok(known)
+}
+
+/// The file remembering the blob of `diff_id`.
+fn map_file(dir: &Path, diff_id: &str) -> PathBuf {
+    dir.join(diff_id.replace(':', "-"))
+}
+
+/// The blob this machine compressed `diff_id` to, if it remembers one.
+fn remembered(dir: &Path, diff_id: &str) -> Option<LayerBlob> {
+    let text = std::fs::read_to_string(map_file(dir, diff_id)).ok()?;
+    let (digest, size) = text.trim().split_once(' ')?;
+    Some(LayerBlob {
+        media_type: registry::OCI_LAYER_GZIP.into(),
+        digest: digest.to_string(),
+        size: size.parse().ok()?,
+    })
+}
+
+/// Remember the blob `diff_id` compressed to (best effort: a cache).
+fn remember(dir: &Path, diff_id: &str, blob: &LayerBlob) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(
+            &mut tmp,
+            format!("{} {}\n", blob.digest, blob.size).as_bytes(),
+        )?;
+        tmp.persist(map_file(dir, diff_id))?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::debug!(
+            "cannot remember the blob of {diff_id} in {}: {e}",
+            dir.display()
+        );
+    }
 }
 
 /// Map `diff_ids` to the layer blobs of `manifest`, one by one, when the
@@ -254,7 +305,7 @@ fn add_known(
     manifest: &RawManifest,
     id: &str,
     diff_ids: &[String],
-    from: Option<&str>,
+    from_base: bool,
 ) {
     let Some(m) = registry::image_layers(&manifest.bytes) else {
         return;
@@ -264,13 +315,7 @@ fn add_known(
     }
     for (diff_id, blob) in diff_ids.iter().zip(m.layers) {
         if let Some(blob) = blob.as_oci() {
-            known.insert(
-                diff_id.clone(),
-                Known {
-                    blob,
-                    from: from.map(str::to_string),
-                },
-            );
+            known.insert(diff_id.clone(), Known { blob, from_base });
         }
     }
 }
@@ -295,6 +340,10 @@ async fn upload<E: Engine, R: Manifests>(
             status: s,
         })
     };
+    let scratch = tempfile::Builder::new()
+        .prefix("push-")
+        .tempdir_in(&opts.scratch_dir)
+        .map_err(|e| Error::io(&opts.scratch_dir, e))?;
     // The registry's blob for each layer, as found or uploaded.
     let mut present: HashMap<String, LayerBlob> = HashMap::new();
     let mut needed: HashSet<String> = HashSet::new();
@@ -308,16 +357,13 @@ async fn upload<E: Engine, R: Manifests>(
             if present.contains_key(diff_id) || needed.contains(diff_id) {
                 continue;
             }
+            let found = match known.get(diff_id) {
+                Some(k) => reuse(remote, k, scratch.path(), &status).await?,
+                None => false,
+            };
             match known.get(diff_id) {
-                Some(k) if registry.blob_exists(&k.blob.digest).await? => {
+                Some(k) if found => {
                     present.insert(diff_id.clone(), k.blob.clone());
-                }
-                Some(Known {
-                    blob,
-                    from: Some(from),
-                }) if registry.mount_blob(&blob.digest, from).await? => {
-                    status(&format!("{} mounted from {from}", short(&blob.digest)));
-                    present.insert(diff_id.clone(), blob.clone());
                 }
                 _ => {
                     needed.insert(diff_id.clone());
@@ -325,10 +371,6 @@ async fn upload<E: Engine, R: Manifests>(
             }
         }
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("push-")
-        .tempdir_in(&opts.scratch_dir)
-        .map_err(|e| Error::io(&opts.scratch_dir, e))?;
     let images = exported(
         engine,
         (wanted, &diff_ids),
@@ -336,18 +378,9 @@ async fn upload<E: Engine, R: Manifests>(
         needed,
     )
     .await?;
-    let mut manifests = Vec::new();
+    // Configs first: small, and a registry that refuses writes says so
+    // before any layer is compressed.
     for (w, image) in wanted.iter().zip(&images) {
-        let mut layers = Vec::new();
-        for layer in &image.layers {
-            if let Some(blob) = present.get(&layer.diff_id) {
-                layers.push(blob.clone());
-                continue;
-            }
-            let blob = compress_and_upload(registry, layer, scratch.path(), &status).await?;
-            present.insert(layer.diff_id.clone(), blob.clone());
-            layers.push(blob);
-        }
         let config_digest = crate::image::image_id(&image.config);
         if config_digest != w.id {
             tracing::warn!(
@@ -360,6 +393,20 @@ async fn upload<E: Engine, R: Manifests>(
                 .upload_blob(&config_digest, BlobBody::Bytes(&image.config))
                 .await?;
         }
+    }
+    let mut manifests = Vec::new();
+    for (w, image) in wanted.iter().zip(&images) {
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            if let Some(blob) = present.get(&layer.diff_id) {
+                layers.push(blob.clone());
+                continue;
+            }
+            let blob = compress_and_upload(registry, layer, scratch.path(), &status).await?;
+            remember(&opts.blob_map, &layer.diff_id, &blob);
+            present.insert(layer.diff_id.clone(), blob.clone());
+            layers.push(blob);
+        }
         let manifest =
             registry::oci_manifest(&image.config, &layers).map_err(|reason| Error::Registry {
                 registry: registry.host().to_string(),
@@ -371,6 +418,58 @@ async fn upload<E: Engine, R: Manifests>(
         manifests.push(manifest);
     }
     Ok(manifests)
+}
+
+/// Whether the registry has (or now has) the known blob `k`: already
+/// there; else, for a base layer, mounted from the base's repository (same
+/// registry) or copied from the base's registry. `false` when it must be
+/// compressed from the engine's copy (a copy that fails is reported and
+/// falls back to that).
+async fn reuse<R: Manifests>(
+    remote: &Remote<R>,
+    k: &Known,
+    dir: &Path,
+    status: &dyn Fn(&str),
+) -> Result<bool> {
+    let registry = &remote.registry;
+    let digest = &k.blob.digest;
+    if registry.blob_exists(digest).await? {
+        return Ok(true);
+    }
+    let Some(base) = remote.base.as_ref().filter(|_| k.from_base) else {
+        return Ok(false);
+    };
+    if base.host() == registry.host() && registry.mount_blob(digest, base.path()).await? {
+        status(&format!("{} mounted from {}", short(digest), base.path()));
+        return Ok(true);
+    }
+    let file = dir.join(format!("{}.copy", short(digest)));
+    let copied = async {
+        base.download_blob(digest, &file).await?;
+        registry
+            .upload_blob(digest, BlobBody::File(&file, k.blob.size))
+            .await
+    }
+    .await;
+    let _ = std::fs::remove_file(&file);
+    match copied {
+        Ok(()) => {
+            status(&format!(
+                "{} copied from {} ({})",
+                short(digest),
+                base.host(),
+                mb(k.blob.size)
+            ));
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "copying base layer {digest} from {}: {e}; compressing it here instead",
+                base.host()
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// The wanted images as the engine exports them, with the layers in

@@ -87,6 +87,7 @@ impl World {
             boot_from: None,
             network: Network::None,
             lock_dir: self.locks.path().to_path_buf(),
+            blob_map: self.locks.path().join("blobs"),
             scratch_dir: self.locks.path().to_path_buf(),
             commit: false,
             labels: Default::default(),
@@ -578,13 +579,118 @@ async fn a_code_change_uploads_only_the_new_layer_and_its_config() {
     // The base and dependency blobs are known from the layer image pushed
     // before (its manifest), so they are neither compressed nor sent.
     let m = pushed(&w, &second.image[REPO.len() + 1..]);
+    // Configs go first: a registry that refuses writes says so before any
+    // layer is compressed.
     assert_eq!(
         new,
         [
+            format!("upload {}", m.config),
             format!("upload {}", m.layers[2].digest),
-            format!("upload {}", m.config)
         ]
     );
+}
+
+#[tokio::test]
+async fn a_layer_compressed_before_on_this_machine_is_not_compressed_again() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.push = true;
+    let first = w.quick(&opts, &w.set("app")).await.unwrap();
+    let base_blob = pushed(&w, &first.image[REPO.len() + 1..]).layers[0].clone();
+    // Other requirements: no layer image of this plan is in the registry,
+    // but this machine remembers the blob the base layer compressed to.
+    let mut set = w.set("app");
+    set.artifacts[0] = w.artifact("requirements.txt", "six==1.17.0\n", Role::Requirements);
+    let rec = Recorder::default();
+    let second = w.build(&opts, &set, &rec).await.unwrap();
+    let m = pushed(&w, &second.image[REPO.len() + 1..]);
+    assert_eq!(m.layers[0], base_blob, "the same base blob");
+    let compressed: Vec<String> = rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.contains("compressing"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        compressed.len(),
+        2,
+        "dependencies and application only: {compressed:?}"
+    );
+    assert!(!compressed.iter().any(|e| e.contains(&first.base.id[..19])));
+    // Without the memory, the base layer is compressed again.
+    std::fs::remove_dir_all(&opts.blob_map).unwrap();
+    set.artifacts[0] = w.artifact("requirements.txt", "six==1.15.0\n", Role::Requirements);
+    let rec = Recorder::default();
+    w.build(&opts, &set, &rec).await.unwrap();
+    assert_eq!(
+        rec.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.contains("compressing"))
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn base_layers_in_another_registry_are_copied_as_they_are() {
+    let w = world();
+    let base = w.engine.inspect(BASE).await.unwrap().unwrap();
+    // The base as another registry holds it, with its blob's bytes.
+    let other = Arc::new(FakeRegistry::at("mirror.example:443", "library/beam"));
+    let blob = other.add_blob_content(b"the base layer, compressed by whoever pushed it");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1, "digest": base.id},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 49, "digest": blob}],
+    })
+    .to_string()
+    .into_bytes();
+    other.put_raw(
+        "2.77.0",
+        crate::registry::RawManifest {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: crate::image::image_id(&manifest),
+            bytes: manifest,
+        },
+    );
+    let pulled_by = other.get("2.77.0").unwrap();
+    w.engine.set_repo_digests(
+        BASE,
+        &[&format!("mirror.example:443/library/beam@{pulled_by}")],
+    );
+    w.engine
+        .tag_as(BASE, "mirror.example:443/library/beam:2.77.0");
+    let mut opts = Options {
+        base: "mirror.example:443/library/beam:2.77.0".into(),
+        ..w.opts()
+    };
+    opts.push = true;
+    let registry = w.engine.registry.clone();
+    let r = run(
+        &w.engine,
+        &opts,
+        &w.set("app"),
+        || {
+            Ok(Some(Remote {
+                registry,
+                credential: None,
+                base: Some(other),
+            }))
+        },
+        &Recorder::default(),
+    )
+    .await
+    .unwrap();
+    // Same digest as in the base's registry: the next runner finds it there.
+    let writes = w.engine.registry.writes();
+    assert!(writes.contains(&format!("upload {blob}")), "{writes:?}");
+    assert_eq!(writes.len(), 5, "the copy, 2 layers, 2 configs: {writes:?}");
+    let m = pushed(&w, &r.image[REPO.len() + 1..]);
+    assert_eq!(m.layers[0].digest, blob);
 }
 
 #[tokio::test]

@@ -188,6 +188,7 @@ pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> Result<bu
             state_root,
             endpoint::current().map_or(endpoint::DEFAULT_HOST, |e| e.host.as_str()),
         ),
+        blob_map: state::blob_map_dir(state_root),
         scratch_dir: scratch.to_path_buf(),
         commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
         labels,

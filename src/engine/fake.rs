@@ -805,6 +805,8 @@ pub struct FakeRegistry {
     /// Manifests put through the API, by digest.
     stored: Mutex<BTreeMap<String, RawManifest>>,
     blobs: Mutex<BTreeSet<String>>,
+    /// The bytes of blobs uploaded or added with content.
+    contents: Mutex<BTreeMap<String, Vec<u8>>>,
     /// `repository digest` pairs a mount may link from.
     mountable: Mutex<BTreeSet<String>>,
     fail: Mutex<bool>,
@@ -825,6 +827,7 @@ impl FakeRegistry {
             manifests: Mutex::new(BTreeMap::new()),
             stored: Mutex::new(BTreeMap::new()),
             blobs: Mutex::new(BTreeSet::new()),
+            contents: Mutex::new(BTreeMap::new()),
             mountable: Mutex::new(BTreeSet::new()),
             fail: Mutex::new(false),
             lookups: Mutex::new(Vec::new()),
@@ -871,6 +874,17 @@ impl FakeRegistry {
             .lock()
             .expect("fake registry")
             .insert(digest.to_string());
+    }
+
+    /// A blob with its bytes (its digest is theirs); returns the digest.
+    pub fn add_blob_content(&self, bytes: &[u8]) -> String {
+        let digest = sha(bytes);
+        self.add_blob(&digest);
+        self.contents
+            .lock()
+            .expect("fake registry")
+            .insert(digest.clone(), bytes.to_vec());
+        digest
     }
 
     pub fn has_blob(&self, digest: &str) -> bool {
@@ -988,12 +1002,34 @@ impl Manifests for FakeRegistry {
         };
         // A real registry checks the digest of what it receives.
         assert_eq!(sha(&bytes), digest, "uploaded bytes are not {digest}");
-        self.add_blob(digest);
+        self.add_blob_content(&bytes);
         self.writes
             .lock()
             .expect("fake registry")
             .push(format!("upload {digest}"));
         Ok(())
+    }
+
+    async fn download_blob(&self, digest: &str, dst: &Path) -> Result<()> {
+        self.download(digest, dst).await
+    }
+}
+
+impl FakeRegistry {
+    async fn download(&self, digest: &str, dst: &Path) -> Result<()> {
+        self.check_up()?;
+        let bytes = self
+            .contents
+            .lock()
+            .expect("fake registry")
+            .get(digest)
+            .cloned()
+            .ok_or_else(|| Error::Registry {
+                registry: self.host.clone(),
+                action: format!("downloading blob {digest} (fake)"),
+                reason: "HTTP 404".into(),
+            })?;
+        std::fs::write(dst, bytes).map_err(|e| Error::io(dst, e))
     }
 }
 
@@ -1036,5 +1072,9 @@ impl Manifests for Arc<FakeRegistry> {
 
     async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()> {
         FakeRegistry::upload_blob(self, digest, body).await
+    }
+
+    async fn download_blob(&self, digest: &str, dst: &Path) -> Result<()> {
+        self.download(digest, dst).await
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -207,24 +207,80 @@ pub fn diff_ids(config: &[u8]) -> io::Result<Vec<String>> {
     Ok(c.rootfs.diff_ids)
 }
 
-/// The gzip level of every blob prebuilder pushes: part of the blob's
-/// digest, so never changed lightly (every pushed layer would upload again).
+/// The gzip level of every blob prebuilder pushes (Docker's too): part of
+/// the blob's digest, so never changed lightly (every pushed layer would
+/// upload again).
 const LEVEL: u32 = 6;
+
+/// The input is compressed in pieces of this size, each its own gzip member
+/// (a gzip file may hold several; every engine's reader takes them, as
+/// `pigz` output is taken): the pieces compress in parallel, and the bytes do
+/// not depend on how many threads did it.
+const PIECE: usize = 4 << 20;
+
+/// At most this many pieces are compressed at once (memory: two buffers each).
+const MAX_THREADS: usize = 4;
 
 /// Compress `src` into `dst` as prebuilder's gzip (see the module): the
 /// blob's digest and size.
 pub fn compress(src: &Path, dst: &Path) -> io::Result<Blob> {
-    let mut input = BufReader::with_capacity(1 << 20, File::open(src)?);
-    let out = Hashing::new(BufWriter::with_capacity(1 << 20, File::create(dst)?));
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(out, flate2::Compression::new(LEVEL));
-    io::copy(&mut input, &mut gz)?;
-    let out = gz.finish()?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS);
+    let mut input = File::open(src)?;
+    let mut out = Hashing::new(BufWriter::with_capacity(1 << 20, File::create(dst)?));
+    let mut first = true;
+    loop {
+        let mut pieces = Vec::new();
+        let mut last = false;
+        while pieces.len() < threads && !last {
+            let piece = read_piece(&mut input)?;
+            last = piece.len() < PIECE;
+            if !piece.is_empty() || (first && pieces.is_empty()) {
+                pieces.push(piece);
+            }
+        }
+        first = false;
+        let members: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pieces.iter().map(|p| s.spawn(|| member(p))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a compression thread panicked")))
+                })
+                .collect()
+        });
+        for m in members {
+            out.write_all(&m?)?;
+        }
+        if last {
+            break;
+        }
+    }
     let size = out.written;
     let digest = out.finish()?;
     Ok(Blob { digest, size })
+}
+
+/// Up to [`PIECE`] bytes (fewer only at the end of the input).
+fn read_piece(input: &mut File) -> io::Result<Vec<u8>> {
+    let mut piece = Vec::with_capacity(PIECE);
+    input.take(PIECE as u64).read_to_end(&mut piece)?;
+    Ok(piece)
+}
+
+/// One gzip member: no name, mtime 0, OS "unknown", [`LEVEL`].
+fn member(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(
+            Vec::with_capacity(data.len() / 2),
+            flate2::Compression::new(LEVEL),
+        );
+    gz.write_all(data)?;
+    gz.finish()
 }
 
 /// A writer that digests what passes through it.
@@ -407,9 +463,39 @@ mod tests {
         assert_eq!(&bytes[4..8], &[0, 0, 0, 0]);
         assert_eq!(bytes[3] & 0x08, 0);
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
+        flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
+        // An empty layer is one empty member: still a gzip file.
+        std::fs::write(&src, b"").unwrap();
+        let empty = compress(&src, &dir.path().join("e.gz")).unwrap();
+        let bytes = std::fs::read(dir.path().join("e.gz")).unwrap();
+        assert_eq!(bytes.len() as u64, empty.size);
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_gzip_reader_that_takes_several_members_as_go_and_engines_do_reads_it_whole() {
+        // gzip -t / zcat read every member; so does Go's gzip.Reader (the
+        // engines' and registries' side). `gzip` is on every test machine.
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("layer.tar");
+        let data: Vec<u8> = (0..PIECE as u32)
+            .flat_map(|i| (i % 7).to_le_bytes())
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        compress(&src, &dir.path().join("l.gz")).unwrap();
+        let out = std::process::Command::new("gzip")
+            .args(["-dc"])
+            .arg(dir.path().join("l.gz"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data);
     }
 }

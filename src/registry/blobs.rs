@@ -154,6 +154,46 @@ impl Registry {
         }
     }
 
+    /// Download blob `digest` into `dst`, streamed, its digest checked.
+    pub async fn download_blob(&self, digest: &str, dst: &Path) -> Result<()> {
+        use futures_util::StreamExt;
+        use sha2::{Digest, Sha256};
+        use tokio::io::AsyncWriteExt;
+        let action = || format!("downloading blob {digest} from {}", self.repo.path);
+        let url = self.blobs_url(digest);
+        let resp = self
+            .send_authed(
+                |a| Self::with_auth(self.http.get(&url).timeout(UPLOAD_TIMEOUT), a),
+                "pull",
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_err(resp.status(), action()));
+        }
+        let mut file = tokio::fs::File::create(dst)
+            .await
+            .map_err(|e| Error::io(dst, e))?;
+        let mut hasher = Sha256::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.unreachable(e))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(dst, e))?;
+        }
+        file.flush().await.map_err(|e| Error::io(dst, e))?;
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if got != digest {
+            return Err(Error::Registry {
+                registry: self.repo.registry.clone(),
+                action: action(),
+                reason: format!("the registry sent {got}"),
+            });
+        }
+        Ok(())
+    }
+
     /// The upload session's URL (`Location`, relative or absolute).
     fn location(&self, resp: &reqwest::Response) -> Result<Url> {
         let bad = |reason: String| Error::Registry {

@@ -223,6 +223,8 @@ pub trait Manifests {
     async fn mount_blob(&self, digest: &str, from: &str) -> Result<bool>;
     /// Upload a blob whose digest is `digest`.
     async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()>;
+    /// Download blob `digest` into the file `dst` (its digest checked).
+    async fn download_blob(&self, digest: &str, dst: &std::path::Path) -> Result<()>;
     /// The manifest digest of `tag` in the repository; `None` when absent.
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>>;
     /// The manifest of `reference` (tag or digest) as stored; `None` when absent.
@@ -256,6 +258,10 @@ impl Manifests for Registry {
 
     async fn upload_blob(&self, digest: &str, body: BlobBody<'_>) -> Result<()> {
         Registry::upload_blob(self, digest, body).await
+    }
+
+    async fn download_blob(&self, digest: &str, dst: &std::path::Path) -> Result<()> {
+        Registry::download_blob(self, digest, dst).await
     }
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>> {
