@@ -295,6 +295,9 @@ fn words(event: &Event<'_>) -> String {
         Event::BaseResolved { base, id, registry } => {
             format!("base {base}: image id {id} (read from {registry}, not pulled)")
         }
+        Event::BootResolved { boot, id, registry } => {
+            format!("--boot-from {boot}: image id {id} (read from {registry}, not pulled)")
+        }
         Event::NothingPulled => "the base was not pulled: nothing to build".into(),
         Event::Pulling { reference } => format!("pulling {reference}"),
         Event::PullStatus { reference, status } => format!("pull {reference}: {status}"),
