@@ -479,3 +479,122 @@ fn boot_from_builds_on_a_bootless_base_and_diff_shows_a_requirements_change() {
     );
     assert!(setup_containers().is_empty(), "no container may remain");
 }
+
+/// `image` pushed to a registry as `reference` (with the docker CLI config
+/// `config`), then untagged here: the engine keeps the id, not the name.
+fn publish(image: &str, config: &Path, reference: &str) {
+    docker_ok(&["tag", image, reference]);
+    let o = docker(&["--config", config.to_str().unwrap(), "push", reference]);
+    let _ = docker(&["rmi", reference]);
+    assert!(o.status.success(), "push {reference}: {}", stderr(&o));
+}
+
+/// `build --boot-from --push` with both images named by their registry
+/// references, on the engine at `host` (`DOCKER_HOST`) or the default one.
+fn build_boot_from_registry(
+    host: Option<&str>,
+    (base, boot): (&str, &str),
+    repository: &str,
+    requirements: &Path,
+    config: &Path,
+) -> Output {
+    let fx = Fixtures::load();
+    let mut c = prebuilder();
+    if let Some(h) = host {
+        c.env("DOCKER_HOST", h);
+    }
+    run(c
+        .env("DOCKER_CONFIG", config)
+        .args(["build", "--base", base, "--boot-from", boot])
+        .args(["--network", "none", "--format", "json", "--push"])
+        .args(["--repository", repository, "--requirements-file"])
+        .arg(requirements)
+        .arg("--requirements-cache")
+        .arg(&fx.demo_wheels))
+}
+
+/// A fresh runner with `--boot-from` (issue 11): the base and the Beam image
+/// live only in a loopback htpasswd registry. The first runner pulls both
+/// (the result is not there yet), builds and pushes; an empty second engine
+/// then reads both images' ids from the registry, computes the same keys, and
+/// finishes on the registry hit with nothing pulled at all.
+#[test]
+fn boot_from_on_an_empty_engine_hits_the_registry_with_nothing_pulled() {
+    use crate::fresh::{logged_in, USER};
+    use crate::fresh_engine::FreshEngine;
+    let fx = Fixtures::load();
+    let custom = Custom::load();
+    let registry = TestRegistry::start(Some(USER));
+    let dir = tempfile::tempdir().unwrap();
+    let config = logged_in(dir.path(), &registry.addr);
+    let pid = std::process::id();
+    let base = format!("{}/bf/gpu:{pid}", registry.addr);
+    let boot = format!("{}/bf/beam:{pid}", registry.addr);
+    publish(&custom.base, &config, &base);
+    publish(&fx.beam_image, &config, &boot);
+    let repository = format!("{}/bf/sdk", registry.addr);
+    let _cleanup: Vec<TestRepo> = ["bf/sdk", "bf/gpu", "bf/beam"]
+        .iter()
+        .map(|p| TestRepo {
+            name: format!("{}/{p}", registry.addr),
+        })
+        .collect();
+    let on_main = |r: &str| docker(&["image", "inspect", r]).status.success();
+    assert!(!on_main(&base) && !on_main(&boot), "only in the registry");
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+
+    // The first runner: the result is not in the registry, so both images
+    // are pulled, the boot layer built, and the result pushed.
+    let o = build_boot_from_registry(None, (&base, &boot), &repository, &req, &config);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = json(&o);
+    let err = stderr(&o);
+    assert_eq!(
+        layers(&first),
+        pairs(&[("boot", "miss"), ("dependencies", "miss")])
+    );
+    for r in [&base, &boot] {
+        assert!(err.contains(&format!("pulling {r}")), "{err}");
+        assert!(on_main(r), "{r} pulled");
+    }
+    assert!(
+        err.contains(&format!("--boot-from {boot}: image id")),
+        "the boot image's id read from its registry first: {err}"
+    );
+    assert_eq!(first["base"]["id"], image_id(&custom.base).as_str());
+    let digest = first["digest"].as_str().unwrap().to_string();
+
+    // An empty runner: same inputs, the same key from the registries' ids.
+    let engine = FreshEngine::start();
+    assert_eq!(engine.docker_ok(&["images", "-aq"]), "", "starts empty");
+    let t = Instant::now();
+    let o = build_boot_from_registry(
+        Some(&engine.host),
+        (&base, &boot),
+        &repository,
+        &req,
+        &config,
+    );
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let hit = json(&o);
+    let err = stderr(&o);
+    assert_eq!(hit["image"], first["image"], "the keys of the local build");
+    assert_eq!(hit["cached"], true, "{hit}");
+    assert_eq!(hit["digest"], digest.as_str());
+    assert_eq!(hit["base"]["id"], first["base"]["id"]);
+    assert_eq!(
+        layers(&hit),
+        pairs(&[("boot", "registry"), ("dependencies", "registry")])
+    );
+    assert!(err.contains("not pulled"), "{err}");
+    assert!(!err.contains("pulling"), "{err}");
+    assert_eq!(
+        engine.docker_ok(&["images", "-aq"]),
+        "",
+        "nothing was pulled: not the base, not the boot image, not a layer"
+    );
+    eprintln!(
+        "--boot-from registry hit on an empty engine: {seconds:.2} s (process), 0 images pulled"
+    );
+}

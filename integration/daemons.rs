@@ -378,10 +378,12 @@ impl SshServer {
         .unwrap();
         let bin = d.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
+        // Each invocation's arguments, one line each (see `invocations`).
         std::fs::write(
             bin.join("ssh"),
             format!(
-                "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+                "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/bin/ssh -F {} \"$@\"\n",
+                p("invocations.log"),
                 p("ssh_config")
             ),
         )
@@ -413,6 +415,15 @@ impl SshServer {
         }
     }
 
+    /// The arguments of every `ssh` run through [`SshServer::path_env`], in order.
+    pub fn invocations(&self) -> Vec<String> {
+        std::fs::read_to_string(self._dir.path().join("invocations.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// PATH with this server's `ssh` first.
     pub fn path_env(&self) -> std::ffi::OsString {
         let mut paths = vec![self.ssh_path.clone()];
@@ -435,6 +446,22 @@ impl Drop for SshServer {
         }
         stop(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// Processes whose command line mentions `text`, as `pid: command line`
+/// (from /proc).
+pub fn processes_mentioning(text: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = String::from_utf8_lossy(&raw).replace('\0', " ");
+            args.contains(text)
+                .then(|| format!("{pid}: {}", args.trim()))
+        })
+        .collect()
 }
 
 /// Pids whose parent is `parent` (from /proc).

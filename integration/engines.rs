@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::daemons::{copy_image, PodmanService, SecondDockerd, SshServer};
+use crate::daemons::{copy_image, processes_mentioning, PodmanService, SecondDockerd, SshServer};
 use crate::support::*;
 
 const ENGINE_VARS: [&str; 6] = [
@@ -219,11 +219,21 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
         format!("{code}\n# changed for the ssh build\n"),
     )
     .unwrap();
+    // bollard's ssh transport keeps its `ssh -M` masters' control sockets
+    // under openssh's state directory ($XDG_STATE_HOME): one of our own, so
+    // that its processes are told apart from any other ssh on the machine.
+    let ssh_state = tempfile::Builder::new()
+        .prefix("bootfrom-ssh-state-")
+        .tempdir()
+        .unwrap();
+    let since = ssh.invocations().len();
     let o = run(bare()
         .args(build_args(&fx, &repo, &requirements, Some(&project)))
         .env("PATH", ssh.path_env())
+        .env("XDG_STATE_HOME", ssh_state.path())
         .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias)));
     let over_ssh = ok(&o);
+    assert_no_ssh_left(&ssh, since, ssh_state.path(), "a build that succeeded");
     let got: Vec<(String, String)> = layers(&over_ssh)
         .into_iter()
         .map(|(n, c, _)| (n, c))
@@ -250,12 +260,80 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     ]);
     assert_eq!(o, "ok");
 
+    // An error exit over ssh (the base is not on that engine, --pull never):
+    // its masters are closed too.
+    let mut args = build_args(&fx, &repo, &requirements, None);
+    let base_at = args.iter().position(|a| a == "--base").unwrap() + 1;
+    args[base_at] = "prebuilder-test/bootfrom-absent:1".into();
+    args.extend(["--pull".to_string(), "never".to_string()]);
+    let since = ssh.invocations().len();
+    let o = run(bare()
+        .args(args)
+        .env("PATH", ssh.path_env())
+        .env("XDG_STATE_HOME", ssh_state.path())
+        .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias)));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("prebuilder-test/bootfrom-absent:1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_no_ssh_left(&ssh, since, ssh_state.path(), "a build that failed");
+
     // A port in the ssh URL: refused with the way around it.
     let o = run(bare()
         .args(build_args(&fx, &repo, &requirements, None))
         .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222"));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("Port 2222"), "{}", stderr(&o));
+}
+
+/// prebuilder has exited: it started `ssh -M` masters with their control
+/// sockets under `state` (counted from the ssh wrapper's log past its first
+/// `since` lines, so the check cannot pass vacuously), and none of them, nor
+/// any other process naming `state`, is left; nor are their control
+/// directories. (The masters are daemonised, `ssh -f`: no child of
+/// prebuilder's, so they are found by their control path.)
+fn assert_no_ssh_left(ssh: &SshServer, since: usize, state: &Path, when: &str) {
+    let state = state.display().to_string();
+    let masters = ssh.invocations()[since..]
+        .iter()
+        .filter(|l| l.split(' ').any(|a| a == "-M") && l.contains(&state))
+        .count();
+    assert!(
+        masters >= 1,
+        "{when}: no ssh master was started under {state}: {:?}",
+        ssh.invocations()
+    );
+    // `ssh -O exit` has returned before prebuilder exits; the master may
+    // take a moment to go. Left alone, it would stay forever (ControlPersist=yes).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut left = processes_mentioning(&state);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = processes_mentioning(&state);
+    }
+    // Not to leak into the next run or the machine if the check fails.
+    for p in &left {
+        if let Some((pid, _)) = p.split_once(':') {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "{when}: {} ssh process(es) of ours left after prebuilder exited ({masters} master(s) started): {left:?}",
+        left.len()
+    );
+    let dirs: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ssh-connection"))
+        .collect();
+    assert!(
+        dirs.is_empty(),
+        "{when}: control directories left: {dirs:?}"
+    );
 }
 
 /// The Podman service's view of one image's config, as JSON strings.

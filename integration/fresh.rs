@@ -9,7 +9,7 @@ use std::process::Output;
 use crate::fresh_engine::FreshEngine;
 use crate::support::*;
 
-const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
+pub const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
 
 /// A docker CLI config directory logged in to `registry`.
 pub fn logged_in(dir: &Path, registry: &str) -> std::path::PathBuf {

@@ -52,7 +52,8 @@ PyFlink jobs take the PyFlink inputs instead (--py-files, --py-requirements, --p
 --py-executable, --flink-conf) on a Flink image with Python, apache-flink and Java: \
 requirements and archives are the first layer, python files the second, and the report \
 names the baked Python, PYTHONPATH and archive directories to launch with.\n\n\
-The base image is never pulled: load it first (docker pull/load).\n\n\
+The base image (and a --boot-from image) is pulled when the engine lacks it (see --pull); \
+a result found in the registry pulls nothing.\n\n\
 Exit status: 0 success; 1 the setup inside the container failed; 2 bad input or usage, or \
 a refusal to act on (fix it; retrying will not help); 3 the engine or a registry is unavailable \
 (connection refused or reset, timeout, HTTP 5xx, engine gone mid-build: worth a retry); \
@@ -273,9 +274,9 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// When to pull the base image, with the docker CLI's credentials (docker's names):
-    /// `missing` pulls it when the engine lacks it, `always` pulls it first, `never` fails
-    /// when it is absent. A cache question never pulls anything.
+    /// When to pull the base image (and the --boot-from image), with the docker CLI's
+    /// credentials (docker's names): `missing` pulls it when the engine lacks it, `always`
+    /// pulls it first, `never` fails when it is absent. A cache question never pulls anything.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing")]
     pub pull: PullPolicy,
 

@@ -362,7 +362,8 @@ impl Error {
             ContentTagTaken { .. } => "drop --no-cache to publish the registry's image (with your --tag), or push the rebuild to another --repository; nothing was built or pushed".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted { .. } => return None,
-            ImageMissing { image, .. } => format!("prebuilder pulls only the --base (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
+            ImageMissing { what: "--boot-from image", image } => format!("with --pull never, prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
+            ImageMissing { image, .. } => format!("prebuilder pulls only the --base and --boot-from images (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
             BaseRefused { boot, .. } => {
                 let boot = if *boot {

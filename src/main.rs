@@ -52,8 +52,7 @@ fn main() -> ExitCode {
             Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
-    // Hashing threads of an interrupted run need not finish.
-    runtime.shutdown_background();
+    shut_down(runtime);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,6 +62,27 @@ fn main() -> ExitCode {
             }
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+/// How long the runtime's shutdown may wait for the ssh transport to close.
+const SSH_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stop the runtime. Hashing threads of an interrupted run need not finish,
+/// so nothing is waited for, except over ssh: bollard's ssh transport starts
+/// one `ssh -M` master per connection, daemonised (`-f`, so no child of
+/// ours) with `ControlPersist=yes`, and only the drop of that connection's
+/// session (`ssh -O exit`, run by openssh's `Session::drop`) stops it. The
+/// connections live in the runtime's tasks: dropped, with their sessions,
+/// when the runtime shuts down, which must be waited for or the process
+/// exits first and leaves every master running.
+fn shut_down(runtime: tokio::runtime::Runtime) {
+    let ssh = prebuilder::engine::endpoint::current()
+        .is_some_and(|e| matches!(e.transport, prebuilder::engine::endpoint::Transport::Ssh));
+    if ssh {
+        runtime.shutdown_timeout(SSH_SHUTDOWN);
+    } else {
+        runtime.shutdown_background();
     }
 }
 
@@ -294,6 +314,9 @@ fn words(event: &Event<'_>) -> String {
         } => format!("moving {reference} from {from} to {to}"),
         Event::BaseResolved { base, id, registry } => {
             format!("base {base}: image id {id} (read from {registry}, not pulled)")
+        }
+        Event::BootResolved { boot, id, registry } => {
+            format!("--boot-from {boot}: image id {id} (read from {registry}, not pulled)")
         }
         Event::NothingPulled => "the base was not pulled: nothing to build".into(),
         Event::Pulling { reference } => format!("pulling {reference}"),

@@ -123,6 +123,12 @@ pub enum Event<'a> {
         id: &'a str,
         registry: &'a str,
     },
+    /// The `--boot-from` image's id, read from its registry without pulling it.
+    BootResolved {
+        boot: &'a str,
+        id: &'a str,
+        registry: &'a str,
+    },
     /// A registry hit found with the base absent: nothing at all was pulled.
     NothingPulled,
     Pulling {

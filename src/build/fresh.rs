@@ -5,7 +5,9 @@
 //!   (the digest of its config, see `registry::manifest`), the keys are
 //!   computed from it, and when the result is in the registry the build ends
 //!   there with nothing pulled: the multi-GB base is fetched only when
-//!   something must be built on it.
+//!   something must be built on it. With `--boot-from` the boot image's id
+//!   is read alike, and the boot layer's key made from both, as `base` makes
+//!   it from the local images.
 //! - A registry hit applies every `--tag` as a manifest put under the tag.
 //! - The registry is the layer cache: `--push` pushes every layer's image
 //!   (`REPO:layer-<key>`), and a build that misses locally looks its layers up
@@ -16,9 +18,9 @@
 use std::time::Instant;
 
 use super::{publish, pull, round, Options, Remote};
-use crate::engine::{ops, Engine};
+use crate::engine::{ops, Engine, ImageInfo};
 use crate::error::{Error, Result};
-use crate::plan::{self, LayerPlan, Plan, LAYER_TAG_PREFIX};
+use crate::plan::{self, LayerPlan, Plan, BOOT_LAYER, LAYER_TAG_PREFIX};
 use crate::progress::{Event, Reporter};
 use crate::registry::{ImageRef, Manifests};
 use crate::report::{BaseReport, CacheOutcome, LayerReport, Report};
@@ -32,34 +34,42 @@ pub enum Found {
     Layers(Vec<String>),
 }
 
-/// The base is not on the engine: look the result up by keys computed from
-/// the base's id as its registry reports it; on a miss, pull the highest
-/// layer the registry has.
+/// What the engine already has of the images a build sits on: the base and,
+/// with `--boot-from`, the boot image (`None`: not there, or `--pull always`).
+pub struct OnEngine<'a> {
+    pub base: Option<&'a ImageInfo>,
+    pub boot: Option<&'a ImageInfo>,
+}
+
+/// The base (or, with `--boot-from`, the boot image) is not on the engine:
+/// look the result up by keys computed from the ids the registries report
+/// for what is missing (the engine's for what it has), the same keys a
+/// build with both images local computes; on a miss, pull the highest layer
+/// the registry has.
 pub async fn without_base<E: Engine, R: Manifests>(
     engine: &E,
     opts: &Options,
     set: &StagedSet,
     remote: Option<&Remote<R>>,
+    on_engine: OnEngine<'_>,
     reporter: &dyn Reporter,
     started: Instant,
 ) -> Result<Found> {
     let none = Found::Layers(Vec::new());
-    // --boot-from keys chain on the boot image too, which is local: not here.
-    if opts.boot_from.is_some() || opts.no_cache {
+    if opts.no_cache {
         return Ok(none);
     }
     let Some(remote) = remote else {
         return Ok(none);
     };
-    let Some(base_id) = resolve_base(remote, opts, reporter).await? else {
+    let Some(ground) = resolve_ground(remote, opts, &on_engine, reporter).await? else {
         return Ok(none);
     };
-    let mut plan = plan::plan(set, &base_id)?;
+    let mut plan = plan::plan(set, &ground.parent)?;
     // The same labels, so the same result key, as once the base is pulled.
-    let repo_digests = base_repo_digests(remote, opts).await?;
     crate::labels::apply(
         &mut plan,
-        crate::labels::for_base(&opts.labels, &opts.base, &repo_digests),
+        crate::labels::for_base(&opts.labels, &opts.base, &ground.base_repo_digests),
     );
     let digest = match remote.registry.manifest_digest(plan.tag()).await {
         Ok(Some(d)) => d,
@@ -84,17 +94,20 @@ pub async fn without_base<E: Engine, R: Manifests>(
     });
     reporter.event(Event::NothingPulled);
     let tags = tag_hit(remote, opts, plan.tag(), &digest, reporter).await?;
+    // The boot layer is part of the result found, as a local build reports it.
+    let boot = opts.boot_from.is_some().then_some(BOOT_LAYER);
+    let names = boot
+        .into_iter()
+        .chain(plan.layers.iter().map(|l| l.name.as_str()));
     Ok(Found::Hit(Box::new(Report {
         sdk_container_image: format!("{}@{digest}", opts.repository),
         image,
         image_id: None,
         digest: Some(digest),
         cached: true,
-        layers: plan
-            .layers
-            .iter()
-            .map(|l| LayerReport {
-                name: l.name.to_string(),
+        layers: names
+            .map(|name| LayerReport {
+                name: name.to_string(),
                 cache: CacheOutcome::Registry,
                 seconds: 0.0,
                 image_id: String::new(),
@@ -102,7 +115,7 @@ pub async fn without_base<E: Engine, R: Manifests>(
             .collect(),
         base: BaseReport {
             reference: opts.base.clone(),
-            id: base_id,
+            id: ground.base_id,
         },
         tags,
         seconds: round(started.elapsed().as_secs_f64()),
@@ -110,31 +123,82 @@ pub async fn without_base<E: Engine, R: Manifests>(
     })))
 }
 
-/// The base's image id from its registry; `None` when it cannot be read
-/// (the pull that follows then says why, naming the registry). A platform
-/// missing from its index is an error: no pull would help.
-async fn resolve_base<R: Manifests>(
+/// What the first installing layer's key chains on, known before anything
+/// is pulled.
+struct ResolvedGround {
+    base_id: String,
+    /// The base's `repo@digest`s, as a pull of it records them (the
+    /// `base.digest` label).
+    base_repo_digests: Vec<String>,
+    /// The base id, or with `--boot-from` the boot layer's key (see
+    /// `base::prepare`, which computes it from the local images alike).
+    parent: String,
+}
+
+/// The ids of the base and of the boot image: the engine's where it has
+/// them, else read from their registries. `None` when one cannot be read
+/// (the pull that follows then says why).
+async fn resolve_ground<R: Manifests>(
     remote: &Remote<R>,
     opts: &Options,
+    on_engine: &OnEngine<'_>,
     reporter: &dyn Reporter,
-) -> Result<Option<String>> {
-    let Some(registry) = &remote.base else {
-        return Ok(None);
-    };
-    let image = ImageRef::parse(&opts.base);
-    match registry.image_id(image.tag_or_digest()).await {
-        Ok(Some(id)) => {
+) -> Result<Option<ResolvedGround>> {
+    let (base_id, base_repo_digests) = match on_engine.base {
+        Some(base) => (base.id.clone(), base.repo_digests.clone()),
+        None => {
+            let Some((id, registry)) = resolve_id(remote.base.as_ref(), &opts.base).await? else {
+                return Ok(None);
+            };
             reporter.event(Event::BaseResolved {
                 base: &opts.base,
                 id: &id,
-                registry: registry.host(),
+                registry: &registry,
             });
-            Ok(Some(id))
+            (id, base_repo_digests(remote, opts).await?)
         }
+    };
+    let parent = match (opts.boot_from.as_deref(), on_engine.boot) {
+        (None, _) => base_id.clone(),
+        (Some(_), Some(boot)) => plan::boot_key(&base_id, &boot.id),
+        (Some(boot_ref), None) => {
+            let Some((boot_id, registry)) = resolve_id(remote.boot.as_ref(), boot_ref).await?
+            else {
+                return Ok(None);
+            };
+            reporter.event(Event::BootResolved {
+                boot: boot_ref,
+                id: &boot_id,
+                registry: &registry,
+            });
+            plan::boot_key(&base_id, &boot_id)
+        }
+    };
+    Ok(Some(ResolvedGround {
+        base_id,
+        base_repo_digests,
+        parent,
+    }))
+}
+
+/// The image id of `reference` from its registry, and that registry's host;
+/// `None` when it cannot be read (the pull that follows then says why,
+/// naming the registry). A platform missing from its index is an error: no
+/// pull would help.
+async fn resolve_id<R: Manifests>(
+    registry: Option<&R>,
+    reference: &str,
+) -> Result<Option<(String, String)>> {
+    let Some(registry) = registry else {
+        return Ok(None);
+    };
+    let image = ImageRef::parse(reference);
+    match registry.image_id(image.tag_or_digest()).await {
+        Ok(Some(id)) => Ok(Some((id, registry.host().to_string()))),
         Ok(None) => Ok(None),
         Err(e @ Error::PlatformMissing { .. }) => Err(e),
         Err(e) => {
-            tracing::warn!("cannot resolve base {} in its registry: {e}", opts.base);
+            tracing::warn!("cannot resolve {reference} in its registry: {e}");
             Ok(None)
         }
     }

@@ -92,6 +92,8 @@ pub struct Remote<R> {
     /// The base's registry (with the credentials for it), to read the base's
     /// image id without pulling it (see `fresh`).
     pub base: Option<R>,
+    /// The `--boot-from` image's registry, to read its id alike.
+    pub boot: Option<R>,
 }
 
 /// Build (or find) every layer of `set` on `opts.base`, tag the result and
@@ -108,22 +110,45 @@ pub async fn run<E: Engine, R: Manifests>(
     let started = Instant::now();
     let mut remote = Some(remote);
     let mut take_remote = || remote.take().map_or(Ok(None), |f| f());
-    // A fresh runner: the base may be only in its registry (see `fresh`).
-    let local_base = match opts.pull {
-        PullPolicy::Always => None,
-        _ => engine.inspect(&opts.base).await?,
+    // A fresh runner: the base, and the boot image, may be only in their
+    // registry (see `fresh`).
+    let (local_base, local_boot) = match opts.pull {
+        PullPolicy::Always => (None, None),
+        _ => {
+            let base = engine.inspect(&opts.base).await?;
+            let boot = match &opts.boot_from {
+                Some(boot) => engine.inspect(boot).await?,
+                None => None,
+            };
+            (base, boot)
+        }
     };
+    let all_here = local_base.is_some() && (opts.boot_from.is_none() || local_boot.is_some());
     let mut early_remote = None;
     let (base, mut pulled) = match local_base {
-        Some(base) => (base, Vec::new()),
-        None => {
+        Some(base) if all_here => (base, Vec::new()),
+        local_base => {
             let r = take_remote()?;
+            let on_engine = fresh::OnEngine {
+                base: local_base.as_ref(),
+                boot: local_boot.as_ref(),
+            };
             let found =
-                fresh::without_base(engine, opts, set, r.as_ref(), reporter, started).await?;
+                fresh::without_base(engine, opts, set, r.as_ref(), on_engine, reporter, started)
+                    .await?;
             early_remote = Some(r);
             match found {
                 fresh::Found::Hit(report) => return Ok(*report),
-                fresh::Found::Layers(names) => (pull::ensure(engine, opts, reporter).await?, names),
+                fresh::Found::Layers(names) => {
+                    let base = match local_base {
+                        Some(base) => base,
+                        None => pull::ensure(engine, opts, reporter).await?,
+                    };
+                    if let (Some(boot), None) = (&opts.boot_from, &local_boot) {
+                        pull::ensure_boot(engine, opts, boot, reporter).await?;
+                    }
+                    (base, names)
+                }
             }
         }
     };

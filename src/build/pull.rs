@@ -1,6 +1,6 @@
-//! The base image a build sits on: found on the engine, or pulled through it
-//! (`--pull missing|always|never`, docker's names) with the docker CLI's
-//! credentials. Only a build that needs the base's content pulls it: cache
+//! The base image a build sits on (and the `--boot-from` image): found on
+//! the engine, or pulled through it (`--pull missing|always|never`, docker's
+//! names) with the docker CLI's credentials. Only a build that needs the base's content pulls it: cache
 //! questions are answered from keys (see `fresh`), never by pulling.
 
 use super::{Options, PullPolicy};
@@ -43,6 +43,35 @@ pub async fn ensure<E: Engine>(
             },
             other => other,
         })?;
+    pulled(engine, reference).await
+}
+
+/// The `--boot-from` image `reference` on the engine, pulled first as
+/// `opts.pull` says (it is a base of the boot layer). A failed pull names
+/// the image, its registry and the credentials tried.
+pub async fn ensure_boot<E: Engine>(
+    engine: &E,
+    opts: &Options,
+    reference: &str,
+    reporter: &dyn Reporter,
+) -> Result<ImageInfo> {
+    if opts.pull != PullPolicy::Always {
+        if let Some(found) = engine.inspect(reference).await? {
+            return Ok(found);
+        }
+        if opts.pull == PullPolicy::Never {
+            return Err(Error::ImageMissing {
+                what: "--boot-from image",
+                image: reference.to_string(),
+            });
+        }
+    }
+    pull(engine, reference, reporter).await?;
+    pulled(engine, reference).await
+}
+
+/// `reference` as the engine shows it after pulling it.
+async fn pulled<E: Engine>(engine: &E, reference: &str) -> Result<ImageInfo> {
     engine
         .inspect(reference)
         .await?

@@ -211,12 +211,13 @@ fn remote(args: &BuildArgs) -> Result<Option<Remote<Registry>>> {
         registry: Registry::new(repo, credential.clone())?,
         credential,
         base: base_registry(&args.base),
+        boot: args.boot_from.as_deref().and_then(base_registry),
     }))
 }
 
-/// The base's registry, to read its image id without pulling it; `None` for
-/// an image id, or when its credentials cannot be read (a pull would then
-/// say why).
+/// The registry of a base (or `--boot-from` image), to read its image id
+/// without pulling it; `None` for an image id, or when its credentials
+/// cannot be read (a pull would then say why).
 fn base_registry(base: &str) -> Option<Registry> {
     let hex = base.strip_prefix("sha256:").unwrap_or(base);
     if hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -71,6 +71,8 @@ struct State {
     layer_bytes: BTreeMap<String, Vec<u8>>,
     /// The config bytes of loaded images (others get one made up on export).
     configs: BTreeMap<String, Vec<u8>>,
+    /// Images a `pull` of their reference brings in (`add_remote_image`).
+    remote: BTreeMap<String, FakeImage>,
 }
 
 pub struct FakeEngine {
@@ -82,6 +84,12 @@ pub struct FakeEngine {
 
 fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The manifest digest of an image [`FakeEngine::add_remote_image`] made:
+/// the repo digest a pull of it records.
+pub fn remote_manifest_digest(reference: &str) -> String {
+    sha(format!("manifest of {reference}").as_bytes())
 }
 
 fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
@@ -180,6 +188,23 @@ impl FakeEngine {
         {
             i.info.repo_tags.push(other.to_string());
         }
+    }
+
+    /// An image only its registry has: `pull reference` brings it in with
+    /// the id [`FakeEngine::add_image`] would give it (what the registry's
+    /// `image_id` must then report, see [`FakeRegistry::set_image_id`]).
+    pub fn add_remote_image(&self, reference: &str, paths: &[&str], probe: &str) -> String {
+        let id = self.add_image(reference, paths, probe);
+        let mut s = self.state();
+        if let Some(mut image) = s.images.remove(&id) {
+            image.info.repo_digests = vec![format!(
+                "{}@{}",
+                crate::registry::ImageRef::parse(reference).written,
+                remote_manifest_digest(reference)
+            )];
+            s.remote.insert(reference.to_string(), image);
+        }
+        id
     }
 
     /// Set a label on an image (what a build would have given it).
@@ -762,6 +787,11 @@ impl Engine for FakeEngine {
         _status: PushStatus<'_>,
     ) -> Result<()> {
         self.call("pull", reference.to_string()).await?;
+        let mut s = self.state();
+        if let Some(image) = s.remote.get(reference).cloned() {
+            s.images.insert(image.info.id.clone(), image);
+            return Ok(());
+        }
         Err(Error::PullFailed {
             image: reference.to_string(),
             registry: "fake".into(),
@@ -809,6 +839,8 @@ pub struct FakeRegistry {
     contents: Mutex<BTreeMap<String, Vec<u8>>>,
     /// `repository digest` pairs a mount may link from.
     mountable: Mutex<BTreeSet<String>>,
+    /// Tag → image id (config digest), what `image_id` reads.
+    ids: Mutex<BTreeMap<String, String>>,
     fail: Mutex<bool>,
     pub lookups: Mutex<Vec<String>>,
     /// `upload <digest>` and `mount <digest> <from>`, in order.
@@ -829,6 +861,7 @@ impl FakeRegistry {
             blobs: Mutex::new(BTreeSet::new()),
             contents: Mutex::new(BTreeMap::new()),
             mountable: Mutex::new(BTreeSet::new()),
+            ids: Mutex::new(BTreeMap::new()),
             fail: Mutex::new(false),
             lookups: Mutex::new(Vec::new()),
             writes: Mutex::new(Vec::new()),
@@ -903,6 +936,15 @@ impl FakeRegistry {
         self.writes.lock().expect("fake registry").clone()
     }
 
+    /// `image_id(tag)` answers `id`, as a registry holding an image does
+    /// (its manifest digest is set apart, with `put`).
+    pub fn set_image_id(&self, tag: &str, id: &str) {
+        self.ids
+            .lock()
+            .expect("fake registry")
+            .insert(tag.to_string(), id.to_string());
+    }
+
     /// Every lookup fails (the registry is down) until told otherwise.
     pub fn set_down(&self, down: bool) {
         *self.fail.lock().expect("fake registry") = down;
@@ -964,8 +1006,18 @@ impl Manifests for FakeRegistry {
         Ok(())
     }
 
-    async fn image_id(&self, _reference: &str) -> Result<Option<String>> {
-        Ok(None)
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        self.lookups
+            .lock()
+            .expect("fake registry")
+            .push(format!("image_id {reference}"));
+        self.check_up()?;
+        Ok(self
+            .ids
+            .lock()
+            .expect("fake registry")
+            .get(reference)
+            .cloned())
     }
 
     async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
