@@ -680,6 +680,7 @@ async fn base_layers_in_another_registry_are_copied_as_they_are() {
                 registry,
                 credential: None,
                 base: Some(other),
+                boot: None,
             }))
         },
         &Recorder::default(),
