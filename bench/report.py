@@ -280,15 +280,15 @@ def main():
              next((p for p in r["requirements"]["pins"] if p.startswith("scikit-learn")), "?"),
              img["base"]["image"]))
     print()
-    print("%-20s %12s %9s %7s %10s  %-22s %-30s %s"
+    print("%-20s %12s %9s %7s %10s  %-26s %-30s %s"
           % ("scenario", "prebuilder s", "anchor s", "ratio", "containers", "layers",
              "target", "met?"))
     for label, o, a, ratio, c, layers, goal, met, mine in rows:
-        print("%-20s %12.2f %9.2f %7.2f %10d  %-22s %-30s %s"
+        print("%-20s %12.2f %9.2f %7.2f %10d  %-26s %-30s %s"
               % (label, o, a, ratio, c, layers, goal, ok(met)))
     for label, o, a, c, layers, goal, met in fresh["rows"] if fresh else []:
         num = lambda x, w: ("%*.2f" % (w, x)) if x is not None else "%*s" % (w, "-")
-        print("%-20s %s %s %s %10s  %-22s %-30s %s"
+        print("%-20s %s %s %s %10s  %-26s %-30s %s"
               % (label, num(o, 12), num(a, 9), num(o / a if o is not None and a else None, 7),
                  "-" if c is None else c, layers, goal, "-" if met is None else ok(met)))
     if any(len(row[8]) > 1 for row in rows):

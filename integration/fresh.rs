@@ -571,8 +571,44 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
         a["image_id"], learned["image_id"],
         "the id the first build had"
     );
+    let late: Vec<&str> = hosts
+        .iter()
+        .zip(&outputs)
+        .filter(|(_, o)| stderr(o).contains("is already in the registry"))
+        .map(|(h, _)| *h)
+        .collect();
     eprintln!(
-        "racing runners: digest {digest}, image id {} on both engines ({} s / {} s)",
+        "racing runners: digest {digest}, image id {} on both engines ({} s / {} s); found the content tag already pushed: {late:?}",
         a["image_id"], a["seconds"], b["seconds"]
     );
+
+    // Whichever pushed first, each runner's own image pushes to that digest
+    // (the later one may have found the tag taken and pushed nothing).
+    let image_id = a["image_id"].as_str().unwrap();
+    let config = config.to_str().unwrap();
+    for (i, h) in hosts.iter().enumerate() {
+        let reference = format!("{repository}:race-{i}");
+        let docker_on = |args: &[&str]| {
+            let o = std::process::Command::new("docker")
+                .env("DOCKER_HOST", h)
+                .args(["--config", config])
+                .args(args)
+                .output()
+                .expect("docker");
+            assert!(
+                o.status.success(),
+                "docker {args:?} on {h}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        docker_on(&["tag", image_id, &reference]);
+        docker_on(&["push", &reference]);
+        assert_eq!(
+            registry
+                .digest("fresh2/race", &format!("race-{i}"), Some(USER))
+                .as_deref(),
+            Some(digest.as_str()),
+            "the image built on {h} pushes to the same digest"
+        );
+    }
 }
