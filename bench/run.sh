@@ -17,8 +17,9 @@
 #                             medians, the JSON every run)
 #
 # Everything it creates on the engine is removed on every exit path, with its
-# temp dir: images are tagged prebuilder-bench/… (their untagged parents go
-# with them), check containers are labelled prebuilder-bench, the anchor's
+# temp dir: images are tagged prebuilder-bench/{ours,mem,many,anchor,fresh2-*}
+# (their untagged parents go with them; other names under prebuilder-bench/
+# belong to other runs and are never touched), check containers are labelled prebuilder-bench, the anchor's
 # intermediate containers go with --force-rm, prebuilder's setup containers
 # carry the pid of a prebuilder this script started. It never prunes and never
 # touches another image or container. What stays: the wheels it downloads
@@ -85,12 +86,15 @@ pids=()          # prebuilder processes this run started (their setup containers
 results="$tmp/results.json"
 echo '{}' >"$results"
 
-# Images of this bench: every tag under prebuilder-bench/. Removing the tags
-# removes the images and their untagged parents (never anyone else's: an image
-# another tag or child still uses stays).
+# Images of this bench: every tag in its own repositories under
+# prebuilder-bench/ (others on this machine use other names under that
+# prefix: never theirs). Removing the tags removes the images and their
+# untagged parents (never anyone else's: an image another tag or child still
+# uses stays).
+bench_repos='^prebuilder-bench/(ours|mem|many|anchor|fresh2-[a-z0-9-]+)$'
 bench_images() {
-  docker images --format '{{.Repository}}:{{.Tag}}' |
-    grep -E "^prebuilder-bench/[^:]+:" | grep -v ':<none>$' || true
+  docker images --format '{{.Repository}} {{.Tag}}' |
+    awk -v re="$bench_repos" '$1 ~ re && $2 != "<none>" { print $1 ":" $2 }' || true
 }
 # Every image id this run tagged under prebuilder-bench/ (a --no-cache rerun
 # moves a tag and leaves the previous image untagged, yet still found by its key).
@@ -98,7 +102,7 @@ seen_ids="$tmp/image-ids"
 touch "$seen_ids"
 record_images() {
   docker images --no-trunc --format '{{.Repository}} {{.ID}}' |
-    awk '$1 ~ /^prebuilder-bench\// { print $2 }' >>"$seen_ids" || true
+    awk -v re="$bench_repos" '$1 ~ re { print $2 }' >>"$seen_ids" || true
 }
 # remove_bench_images [REPO]: all of this bench's images, or those of REPO.
 remove_bench_images() {
@@ -502,11 +506,12 @@ f2_try() {
 # f2_wipe: the second engine empty again (every container and image on it).
 f2_wipe() {
   local ids i
-  edocker ps -aq | xargs -r edocker rm -f >/dev/null 2>&1 || true
+  edocker ps -aq | DOCKER_HOST=$f2_host xargs -r docker rm -f >/dev/null 2>&1 || true
+  # Children first; a parent goes once its child has (three passes).
   for i in 1 2 3; do
     ids=$(edocker images -aq --no-trunc | sort -u)
     [ -n "$ids" ] || return 0
-    xargs edocker rmi -f <<<"$ids" >/dev/null 2>&1 || true
+    DOCKER_HOST=$f2_host xargs docker rmi -f <<<"$ids" >/dev/null 2>&1 || true
   done
   [ -z "$(edocker images -aq)" ] || die "could not empty the second engine: $(edocker images -a | tr '\n' ' ')"
 }
