@@ -10,6 +10,12 @@ Targets (from the issue), all on this machine:
   image               no staged artifacts inside ours (the anchor keeps them all)
   hashing             at least 1 GB/s (1e9 bytes/s) on a 1 GiB artifact
   peak memory         under 64 MB (64e6 bytes, the stricter reading) while streaming it
+  fresh runners (two engines, one registry, the second engine empty):
+    registry hit      under 1 s, no blob pulled, the empty engine still empty after
+    code-only change  dependency layer pulled, not rebuilt; at most 1.3x its floor
+                      (docker pull of the previous result + the local code-only
+                      rebuild) and under half of prebuilder's cold build there
+    same inputs       the same image id and pushed digest on both engines
 A missed target is printed as MISSED; the exit status stays 0.
 """
 
@@ -93,6 +99,97 @@ def fmt_steps(steps):
     return ", ".join("%s %.2f" % (n, s) for n, s in steps)
 
 
+def fresh_rows(r, target):
+    """The fresh-runner rows (two engines, one registry), or None when the
+    run has none. Adds their targets; returns table rows and lines."""
+    f = r.get("fresh")
+    if not f:
+        return None
+    runs = f["runs"]
+    mb = lambda n: n / 1e6
+    outcomes = lambda run: ", ".join("%s %s" % (l["name"][:3], l["cache"]) for l in run["layers"])
+    main_cold, cold, code, local = (runs[k] for k in ("cold-main", "cold-empty", "code-empty",
+                                                      "code-local"))
+    anchor = f["anchor"]["code"]["seconds"]
+    pull = f["pull"]["pull-previous"]
+
+    hits = [runs[k] for k in sorted(runs) if k.startswith("hit-")]
+    hit_s = median([h["seconds"] for h in hits])
+    after = f["hit_engine_after"]
+    hit_met = (max(h["seconds"] for h in hits) < 1.0
+               and all(h["cached"] and h["blob_bytes_pulled"] == 0 and h["images_on_engine_after"] == 0
+                       and h["digest"] == main_cold["digest"]
+                       and all(l["cache"] == "registry" for l in h["layers"]) for h in hits)
+               and after["images"] == 0)
+    target("registry hit on an empty engine", hit_s, "s",
+           "< 1 s, 0 bytes pulled, base not pulled", hit_met,
+           "%s of %d run(s): %s s; blob bytes pulled %s; images on the empty engine after: %d (%s)"
+           % ("median" if len(hits) > 1 else "one", len(hits),
+              "/".join("%.2f" % h["seconds"] for h in hits),
+              "/".join(str(h["blob_bytes_pulled"]) for h in hits), after["images"],
+              after["images_size"]))
+
+    floor = pull["seconds"] + local["seconds"]
+    deps_pulled = ([l["cache"] for l in code["layers"]] == ["registry", "miss"])
+    floor_ratio, cold_ratio = code["seconds"] / floor, code["seconds"] / cold["seconds"]
+    floor_met = deps_pulled and floor_ratio <= 1.3
+    cold_met = deps_pulled and cold_ratio < 0.5
+    target("code-only change on an empty engine vs its floor", round(floor_ratio, 3), "x",
+           "dependency layer pulled; <= 1.3x (docker pull + local code-only rebuild)", floor_met,
+           "%.2f s; floor %.2f s = docker pull of the previous result %.2f s + local code-only "
+           "rebuild %.2f s; layers: %s" % (code["seconds"], floor, pull["seconds"],
+                                           local["seconds"], outcomes(code)))
+    target("code-only change on an empty engine vs prebuilder's cold build there",
+           round(cold_ratio, 3), "x", "< 0.5x", cold_met,
+           "%.2f s vs %.2f s" % (code["seconds"], cold["seconds"]))
+
+    same_id = main_cold["image_id"] == cold["image_id"] and main_cold["image_id"] is not None
+    same_digest = main_cold["digest"] == cold["digest"] and main_cold["digest"] is not None
+    target("same inputs on two engines", same_id and same_digest, "", "same image id and digest",
+           same_id and same_digest,
+           "image ids %s / %s; digests %s / %s" % (main_cold["image_id"], cold["image_id"],
+                                                   main_cold["digest"], cold["digest"]))
+
+    eng = f["engine"]
+    rows = [
+        ("hit, empty engine", hit_s, anchor, max(h["containers_created"] for h in hits),
+         outcomes(hits[0]), "< 1 s, 0 B pulled, no image", hit_met),
+        ("cold, empty engine", cold["seconds"], anchor, cold["containers_created"],
+         outcomes(cold), "(reference: pulls the base)", None),
+        ("code, empty engine", code["seconds"], anchor, code["containers_created"],
+         outcomes(code), "<= 1.3x floor, < 0.5x cold", floor_met and cold_met),
+        ("same in, 2 engines", None, None, None,
+         "id %s, digest %s" % ("same" if same_id else "DIFFERENT",
+                               "same" if same_digest else "DIFFERENT"),
+         "same id, same digest", same_id and same_digest),
+    ]
+    lines = [
+        "(rows \"empty engine\": a second dockerd on %s (main engine: %s), every image on it removed "
+        "between scenarios; base and results in one loopback registry; one run each, the hit %s; "
+        "anchor = docker build of Beam's Dockerfile on the empty engine, one run, code-changed context)"
+        % (eng["driver"], eng["main_driver"],
+           "median of %d" % len(hits) if len(hits) > 1 else "one run"),
+        "  hit:     %s s; blob bytes pulled %s; images on the empty engine after: %d (%s)"
+        % ("/".join("%.2f" % h["seconds"] for h in hits),
+           "/".join(str(h["blob_bytes_pulled"]) for h in hits), after["images"], after["images_size"]),
+        "  code:    %.2f s = %.2fx its floor %.2f s (docker pull of the previous result %.2f s, "
+        "%.0f MB, + local code-only rebuild %.2f s)   target <= 1.3x   %s"
+        % (code["seconds"], floor_ratio, floor, pull["seconds"], mb(pull["blob_bytes_pulled"]),
+           local["seconds"], "met" if floor_met else "MISSED"),
+        "           %.2fx prebuilder's cold build on the empty engine (%.2f s)   target < 0.5x   %s;"
+        " pulled %.0f MB; layers %s (local rebuild: %s)"
+        % (cold_ratio, cold["seconds"], "met" if cold_met else "MISSED",
+           mb(code["blob_bytes_pulled"]), outcomes(code), outcomes(local)),
+        "  same inputs, main / empty engine: image id %s / %s" % (main_cold["image_id"],
+                                                                   cold["image_id"]),
+        "                                    digest   %s / %s" % (main_cold["digest"],
+                                                                  cold["digest"]),
+        "  first runner (main engine) cold build + push %.2f s (%s); base pushed to the registry "
+        "in %.2f s" % (main_cold["seconds"], outcomes(main_cold), f["base_push_seconds"]),
+    ]
+    return {"rows": rows, "lines": lines}
+
+
 def main():
     results_path, out_path = sys.argv[1], sys.argv[2]
     with open(results_path) as f:
@@ -173,6 +270,8 @@ def main():
                "< 60 s, labels < 64 KiB", mf_met,
                "labels %d bytes; %s" % (mf["labels_bytes"], fmt_steps(mf["steps"])))
 
+    fresh = fresh_rows(r, target)
+
     ok = lambda b: "met" if b else "MISSED"
     mb = lambda n: n / 1e6
     print()
@@ -181,17 +280,25 @@ def main():
              next((p for p in r["requirements"]["pins"] if p.startswith("scikit-learn")), "?"),
              img["base"]["image"]))
     print()
-    print("%-20s %12s %9s %7s %10s  %-18s %-30s %s"
+    print("%-20s %12s %9s %7s %10s  %-26s %-30s %s"
           % ("scenario", "prebuilder s", "anchor s", "ratio", "containers", "layers",
              "target", "met?"))
     for label, o, a, ratio, c, layers, goal, met, mine in rows:
-        print("%-20s %12.2f %9.2f %7.2f %10d  %-18s %-30s %s"
+        print("%-20s %12.2f %9.2f %7.2f %10d  %-26s %-30s %s"
               % (label, o, a, ratio, c, layers, goal, ok(met)))
+    for label, o, a, c, layers, goal, met in fresh["rows"] if fresh else []:
+        num = lambda x, w: ("%*.2f" % (w, x)) if x is not None else "%*s" % (w, "-")
+        print("%-20s %s %s %s %10s  %-26s %-30s %s"
+              % (label, num(o, 12), num(a, 9), num(o / a if o is not None and a else None, 7),
+                 "-" if c is None else c, layers, goal, "-" if met is None else ok(met)))
     if any(len(row[8]) > 1 for row in rows):
         print("(medians; every run in seconds, prebuilder/anchor: %s)" % "; ".join(
             "%s %s" % (row[0].split()[0], ", ".join(
                 "%.2f/%.2f" % (run["ours"]["seconds"], run["anchor"]["seconds"]) for run in row[8]))
             for row in rows if len(row[8]) > 1))
+    if fresh:
+        for line in fresh["lines"]:
+            print(line)
     print()
     print("image size           prebuilder %.0f MB (+%.0f over base), anchor %.0f MB (+%.0f over base); "
           "base %.0f MB"

@@ -17,8 +17,9 @@
 #                             medians, the JSON every run)
 #
 # Everything it creates on the engine is removed on every exit path, with its
-# temp dir: images are tagged prebuilder-bench/… (their untagged parents go
-# with them), check containers are labelled prebuilder-bench, the anchor's
+# temp dir: images are tagged prebuilder-bench/{ours,mem,many,anchor,fresh2-*}
+# (their untagged parents go with them; other names under prebuilder-bench/
+# belong to other runs and are never touched), check containers are labelled prebuilder-bench, the anchor's
 # intermediate containers go with --force-rm, prebuilder's setup containers
 # carry the pid of a prebuilder this script started. It never prunes and never
 # touches another image or container. What stays: the wheels it downloads
@@ -85,12 +86,15 @@ pids=()          # prebuilder processes this run started (their setup containers
 results="$tmp/results.json"
 echo '{}' >"$results"
 
-# Images of this bench: every tag under prebuilder-bench/. Removing the tags
-# removes the images and their untagged parents (never anyone else's: an image
-# another tag or child still uses stays).
+# Images of this bench: every tag in its own repositories under
+# prebuilder-bench/ (others on this machine use other names under that
+# prefix: never theirs). Removing the tags removes the images and their
+# untagged parents (never anyone else's: an image another tag or child still
+# uses stays).
+bench_repos='^prebuilder-bench/(ours|mem|many|anchor|fresh2-[a-z0-9-]+)$'
 bench_images() {
-  docker images --format '{{.Repository}}:{{.Tag}}' |
-    grep -E "^prebuilder-bench/[^:]+:" | grep -v ':<none>$' || true
+  docker images --format '{{.Repository}} {{.Tag}}' |
+    awk -v re="$bench_repos" '$1 ~ re && $2 != "<none>" { print $1 ":" $2 }' || true
 }
 # Every image id this run tagged under prebuilder-bench/ (a --no-cache rerun
 # moves a tag and leaves the previous image untagged, yet still found by its key).
@@ -98,7 +102,7 @@ seen_ids="$tmp/image-ids"
 touch "$seen_ids"
 record_images() {
   docker images --no-trunc --format '{{.Repository}} {{.ID}}' |
-    awk '$1 ~ /^prebuilder-bench\// { print $2 }' >>"$seen_ids" || true
+    awk -v re="$bench_repos" '$1 ~ re { print $2 }' >>"$seen_ids" || true
 }
 # remove_bench_images [REPO]: all of this bench's images, or those of REPO.
 remove_bench_images() {
@@ -156,12 +160,40 @@ cleanup() {
         fi
       done
   fi
+  f2_stop
   [ -z "${reg_pid:-}" ] || kill "$reg_pid" 2>/dev/null
-  # The registry's repository (127.0.0.1:PORT/prebuilder-bench/pushed) is not
-  # under prebuilder-bench/: untag it here.
-  [ -z "${reg_repo:-}" ] || docker images --format '{{.Repository}}:{{.Tag}}' "$reg_repo" | xargs -r docker rmi >/dev/null 2>&1
+  # The registry's repositories (127.0.0.1:PORT/prebuilder-bench/…: pushed,
+  # fresh2-*) are not under prebuilder-bench/: untag them here.
+  [ -z "${reg_port:-}" ] || docker images --format '{{.Repository}}:{{.Tag}}' |
+    grep -F "127.0.0.1:$reg_port/prebuilder-bench/" | grep -v ':<none>$' | xargs -r docker rmi >/dev/null 2>&1
   rm -rf "$tmp"
   exit "$status"
+}
+# The second, empty engine of the fresh-runner rows (see "Fresh runners"
+# below): a dockerd this script starts. f2_stop stops it by its pid (its
+# containerd by the pid it recorded, if it had to be killed), unmounts what
+# it left, removes its directory and its bridge. Safe to call at any time.
+f2_dir="" f2_pid="" f2_bridge="" f2_host=""
+f2_stop() {
+  local i
+  if [ -n "$f2_pid" ]; then
+    kill -TERM "$f2_pid" 2>/dev/null || true
+    for i in $(seq 150); do kill -0 "$f2_pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$f2_pid" 2>/dev/null; then
+      kill -KILL "$f2_pid" 2>/dev/null || true
+      [ ! -f "$f2_dir/exec/containerd/containerd.pid" ] ||
+        kill -KILL "$(cat "$f2_dir/exec/containerd/containerd.pid")" 2>/dev/null || true
+    fi
+    wait "$f2_pid" 2>/dev/null || true
+    f2_pid=""
+  fi
+  if [ -n "$f2_dir" ]; then
+    { grep -o " $f2_dir/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$f2_dir" || true
+    f2_dir=""
+  fi
+  [ -z "$f2_bridge" ] || ip link del "$f2_bridge" 2>/dev/null || true
+  f2_bridge="" f2_host=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -220,9 +252,10 @@ mkdir -p "$pipeline"
 (cd demo/pipeline && tar --exclude='*.egg-info' --exclude=__pycache__ --exclude=build --exclude=dist -cf - .) |
   tar -C "$pipeline" -xf -
 
-# gen_context NAME: a fresh staging context written by the real apache-beam.
+# gen_context NAME [SECTION]: a fresh staging context written by the real
+# apache-beam; its figures go under SECTION.NAME.context (default runs).
 gen_context() {
-  local dir="$tmp/ctx-$1" t0 t1
+  local dir="$tmp/ctx-$1" t0 t1 section=${2:-runs}
   mkdir -p "$dir"
   t0=$(now)
   "$FIXTURE_BEAM_VENV_PYTHON" "$beam_context" --out "$dir" \
@@ -235,7 +268,7 @@ gen_context() {
   sed -i "1s|^FROM .*|FROM $FIXTURE_BEAM_IMAGE|" "$dir/Dockerfile"
   local staged
   staged=$(jq length "$dir/artifacts_info.json")
-  put "[\"runs\",\"$1\",\"context\"]" \
+  put "[\"$section\",\"$1\",\"context\"]" \
     "$(jq -n --argjson s "$(elapsed "$t0" "$t1")" --argjson n "$staged" \
       --argjson b "$(du -sb --exclude=Dockerfile "$dir" | cut -f1)" \
       --arg w "$(sha256sum "$dir/workflow.tar.gz" | cut -c1-16)" \
@@ -418,6 +451,197 @@ registry_run registry-hit
 after=$(docker images -q --no-trunc "$reg_repo" | sort -u)
 put '["registry","registry-hit","images_pulled"]' \
   "$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep -c . || true)"
+# ---------------------------------------------------------------------------
+# Fresh runners (issue 11): two engines sharing the loopback registry above,
+# the second one empty, as a new CI runner is: a dockerd this script starts
+# (its own data-root, exec-root, socket, pidfile and bridge br-f2-<pid>;
+# --iptables=false, never --bridge=none, which deletes the host's docker0).
+# Its storage driver is the first of overlay2, fuse-overlayfs, vfs with
+# which it starts and runs a container. "Empty engine" between scenarios:
+# every image (and container) on that engine is removed (it is ours), then
+# checked empty. The base is pushed to the registry first and named there,
+# so the empty engine gets it (or, on a hit, does not) from there. One run
+# of each scenario (each pulls the multi-GB base or result anew; the hit is
+# repeated $repeat times).
+f2_base="127.0.0.1:$reg_port/prebuilder-bench/fresh2-base:fixture"
+f2_repo="127.0.0.1:$reg_port/prebuilder-bench/fresh2-runners"
+f2_repo_cold="127.0.0.1:$reg_port/prebuilder-bench/fresh2-cold"
+edocker() { DOCKER_HOST="$f2_host" docker "$@"; }
+
+# f2_try DRIVER: start the second dockerd on DRIVER; status 0 when it answers,
+# uses that driver and runs a container (a probe image of /usr/bin/true).
+f2_try() {
+  local driver=$1 i net
+  f2_dir=$(mktemp -d /tmp/fresh2-engine.XXXXXX)
+  f2_bridge="br-f2-$$"
+  # A /24 no interface uses.
+  for i in $(seq 0 249); do
+    net="10.232.$(( ($$ + i) % 250 + 1 ))"
+    ip -4 addr | grep -q " $net\." || break
+  done
+  ip link add "$f2_bridge" type bridge && ip addr add "$net.1/24" dev "$f2_bridge" &&
+    ip link set "$f2_bridge" up || { say "cannot create bridge $f2_bridge"; return 1; }
+  printf '{"storage-driver": "%s"}\n' "$driver" >"$f2_dir/daemon.json"
+  dockerd --config-file "$f2_dir/daemon.json" --data-root "$f2_dir/data" --exec-root "$f2_dir/exec" \
+    --pidfile "$f2_dir/dockerd.pid" -H "unix://$f2_dir/docker.sock" \
+    --bridge "$f2_bridge" --iptables=false --ip-masq=false --log-level error \
+    >"$logs/fresh2-dockerd-$driver.log" 2>&1 &
+  f2_pid=$!
+  f2_host="unix://$f2_dir/docker.sock"
+  for i in $(seq 300); do
+    edocker version >/dev/null 2>&1 && break
+    kill -0 "$f2_pid" 2>/dev/null || { say "second dockerd on $driver exited: $(tail -n 3 "$logs/fresh2-dockerd-$driver.log" | tr '\n' ' ')"; return 1; }
+    sleep 0.2
+  done
+  [ "$(edocker info --format '{{.Driver}}' 2>/dev/null)" = "$driver" ] ||
+    { say "second dockerd did not start on $driver"; return 1; }
+  # shellcheck disable=SC2046
+  tar -chf - /usr/bin/true $(ldd /usr/bin/true | grep -o '/[^ ]*') 2>/dev/null |
+    edocker import - prebuilder-bench/fresh2-probe:1 >/dev/null 2>&1 &&
+    edocker run --rm --network none prebuilder-bench/fresh2-probe:1 /usr/bin/true >/dev/null 2>&1 ||
+    { say "a container does not run on the second dockerd with $driver"; return 1; }
+  edocker rmi prebuilder-bench/fresh2-probe:1 >/dev/null
+}
+
+# f2_wipe: the second engine empty again (every container and image on it).
+f2_wipe() {
+  local ids i
+  edocker ps -aq | DOCKER_HOST=$f2_host xargs -r docker rm -f >/dev/null 2>&1 || true
+  # Children first; a parent goes once its child has (three passes).
+  for i in 1 2 3; do
+    ids=$(edocker images -aq --no-trunc | sort -u)
+    [ -n "$ids" ] || return 0
+    DOCKER_HOST=$f2_host xargs docker rmi -f <<<"$ids" >/dev/null 2>&1 || true
+  done
+  [ -z "$(edocker images -aq)" ] || die "could not empty the second engine: $(edocker images -a | tr '\n' ' ')"
+}
+
+# reg_blob_bytes OFFSET: bytes of blobs the registry served (GET .../blobs/)
+# since byte OFFSET of its log (its access log: one line per request).
+reg_blob_bytes() {
+  tail -c +$(($1 + 1)) "$logs/registry.log" |
+    awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:[0-9a-f]+ HTTP/ {
+           for (i = 1; i < NF; i++) if ($i ~ /^HTTP\/[0-9.]+"$/) { if ($(i + 2) ~ /^[0-9]+$/) s += $(i + 2); break }
+         } END { printf "%d\n", s }'
+}
+reg_blob_gets() {
+  tail -c +$(($1 + 1)) "$logs/registry.log" | grep -c '"GET /v2/[^ ]*/blobs/sha256:' || true
+}
+
+# f2_ours NAME ENGINE CTX REPO [FLAGS…]: one timed `prebuilder build --push`
+# on ENGINE (main or empty), base $f2_base. Records seconds, the report's
+# layers, what the engine holds after, the blob bytes the registry served.
+f2_ours() {
+  local name=$1 where=$2 ctx=$3 repo=$4 t0 t1 pid status=0 off host=""
+  shift 4
+  local out="$tmp/f2-$name.json" log="$logs/fresh2-$name-ours.log"
+  [ "$where" = main ] || host=$f2_host
+  off=$(stat -c %s "$logs/registry.log")
+  t0=$(now)
+  DOCKER_HOST=${host:-${DOCKER_HOST:-}} "$bin" build --context "$ctx" --base "$f2_base" --network none \
+    --format json --repository "$repo" --push "$@" >"$out" 2> >(stamp "$t0" >"$log") &
+  pid=$!
+  pids+=("$pid")
+  wait "$pid" || status=$?
+  t1=$(now)
+  record_images
+  [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "prebuilder build on the $where engine ($name) exited with status $status; log: $log"; }
+  local images=null created
+  created=$(DOCKER_HOST=${host:-${DOCKER_HOST:-}} docker events --since "$t0" --until "$(now)" \
+    --filter type=container --filter event=create --format '{{.Actor.Attributes.name}}' |
+    grep -c -- "^prebuilder-setup-.*-$pid\$" || true)
+  [ "$where" = main ] || images=$(edocker images -aq | grep -c . || true)
+  put "[\"fresh\",\"runs\",\"$name\"]" \
+    "$(jq --argjson s "$(elapsed "$t0" "$t1")" --arg engine "$where" --arg log "$log" \
+      --argjson c "$created" --argjson images "$images" \
+      --argjson bytes "$(reg_blob_bytes "$off")" --argjson gets "$(reg_blob_gets "$off")" --arg f "$*" \
+      '{seconds: $s, engine: $engine, report_seconds: .seconds, cached, image, image_id, digest,
+        layers: [.layers[] | {name, cache, image_id}], containers_created: $c,
+        images_on_engine_after: $images, blob_bytes_pulled: $bytes, blob_gets: $gets, log: $log,
+        flags: ($f | split(" ") | map(select(. != "")))}' "$out")"
+  say "fresh2 $name ($where engine): prebuilder $(elapsed "$t0" "$t1") s, layers: $(jq -r '[.layers[] | "\(.name) \(.cache)"] | join(", ")' "$out"), digest $(jq -r .digest "$out")"
+}
+
+# f2_timed NAME KIND CMD…: one timed command on the empty engine (the anchor's
+# docker build, a docker pull), its output stamped into a log.
+f2_timed() {
+  local name=$1 kind=$2 t0 t1 status=0 off
+  shift 2
+  local log="$logs/fresh2-$name-$kind.log"
+  off=$(stat -c %s "$logs/registry.log")
+  t0=$(now)
+  DOCKER_HOST=$f2_host "$@" > >(stamp "$t0" >"$log") 2>&1 || status=$?
+  t1=$(now)
+  [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "$* on the empty engine ($name) exited with status $status; log: $log"; }
+  put "[\"fresh\",\"$kind\",\"$name\"]" \
+    "$(jq -n --argjson s "$(elapsed "$t0" "$t1")" --arg log "$log" --arg cmd "$*" \
+      --argjson bytes "$(reg_blob_bytes "$off")" \
+      '{seconds: $s, command: $cmd, blob_bytes_pulled: $bytes, log: $log}')"
+  say "fresh2 $name: $* on the empty engine $(elapsed "$t0" "$t1") s"
+}
+
+# The base in the registry, under a name only the registry has.
+t0=$(now)
+docker tag "$FIXTURE_BEAM_IMAGE" "$f2_base"
+docker push -q "$f2_base" >"$logs/fresh2-base-push.log" 2>&1 || { cat "$logs/fresh2-base-push.log" >&2; die "could not push the base to $f2_base"; }
+docker rmi "$f2_base" >/dev/null
+put '["fresh","base_push_seconds"]' "$(elapsed "$t0" "$(now)")"
+say "fresh2: base pushed to $f2_base in $(elapsed "$t0" "$(now)") s"
+
+driver=""
+for d in overlay2 fuse-overlayfs vfs; do
+  if f2_try "$d"; then driver=$d; break; fi
+  f2_stop
+done
+[ -n "$driver" ] || die "no storage driver works for a second dockerd (logs: $logs/fresh2-dockerd-*.log)"
+[ -z "$(edocker images -aq)" ] || die "the second engine is not empty"
+put '["fresh","engine"]' "$(jq -n --arg d "$driver" --arg main "$(docker info --format '{{.Driver}}')" \
+  '{driver: $d, main_driver: $main, empty_between: "every image of the second engine removed, then checked empty"}')"
+say "fresh2: second engine at $f2_host, storage driver $driver"
+
+# The first runner (the main engine) builds and pushes: the result and its
+# dependency layer (layer-<key>) are then in the registry.
+f2_ctx_a=$(gen_context fresh2-a fresh_contexts)
+f2_ours cold-main main "$f2_ctx_a" "$f2_repo"
+
+# Registry hit on the empty engine: the same inputs, staged again by Beam.
+for i in $(seq "$repeat"); do
+  ctx=$(gen_context "fresh2-hit-$i" fresh_contexts)
+  f2_ours "hit-$i" empty "$ctx" "$f2_repo"
+done
+put '["fresh","hit_engine_after"]' "$(jq -n --argjson n "$(edocker images -aq | grep -c . || true)" \
+  --arg df "$(edocker system df --format '{{.Type}} {{.Size}}' | awk '$1 == "Images" { print $2 }')" \
+  '{images: $n, images_size: $df}')"
+
+# The same inputs built on the empty engine (into another repository, so
+# nothing is found): prebuilder's own cold build on an empty engine (it pulls
+# the base), and the same image id and pushed digest as the main engine's.
+f2_ours cold-empty empty "$f2_ctx_a" "$f2_repo_cold"
+
+# A code-only change. The anchor first: docker build of Beam's Dockerfile on
+# the empty engine (FROM the base in the registry, which it pulls).
+sed -i "s/^    \"Apache Beam & Docker.*\",\$/    \"Apache Beam \& Docker, fresh2 edit 1\",/" "$pipeline/demo_pipeline/main.py"
+grep -q "Docker, fresh2 edit 1\"" "$pipeline/demo_pipeline/main.py" || die "the fresh2 code-only edit did not apply"
+f2_ctx_b=$(gen_context fresh2-code fresh_contexts)
+sed -i "1s|^FROM .*|FROM $f2_base|" "$f2_ctx_b/Dockerfile"
+f2_wipe
+f2_timed code anchor env DOCKER_BUILDKIT=0 docker build --network none --force-rm --no-cache \
+  -t prebuilder-bench/fresh2-anchor:code "$f2_ctx_b"
+# prebuilder on the empty engine: the dependency layer comes from the registry.
+f2_wipe
+f2_ours code-empty empty "$f2_ctx_b" "$f2_repo"
+# The floor: prebuilder's local code-only rebuild on that engine (its
+# dependency layer now local), plus a docker pull of the previous result
+# onto the empty engine.
+sed -i "s/^    \"Apache Beam & Docker.*\",\$/    \"Apache Beam \& Docker, fresh2 edit 2\",/" "$pipeline/demo_pipeline/main.py"
+grep -q "Docker, fresh2 edit 2\"" "$pipeline/demo_pipeline/main.py" || die "the second fresh2 code-only edit did not apply"
+f2_ctx_c=$(gen_context fresh2-code-local fresh_contexts)
+f2_ours code-local empty "$f2_ctx_c" "$f2_repo"
+f2_wipe
+f2_timed pull-previous pull docker pull -q "$(jq -r '.fresh.runs["cold-main"].image' "$results")"
+f2_wipe
+f2_stop
+
 kill "$reg_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------

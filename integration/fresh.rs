@@ -50,13 +50,26 @@ fn build_on(
     config: &Path,
     extra: &[&str],
 ) -> Output {
+    let mut c = build_command(host, base, repository, req, config);
+    run(c.arg("--push").args(extra))
+}
+
+/// `prebuilder build` of `req` (cache: the demo wheels) on `base` into
+/// `repository`, JSON on stdout, on the engine at `host` or the default one;
+/// without `--push`.
+fn build_command(
+    host: Option<&str>,
+    base: &str,
+    repository: &str,
+    req: &Path,
+    config: &Path,
+) -> std::process::Command {
     let fx = Fixtures::load();
     let mut c = prebuilder();
     if let Some(h) = host {
         c.env("DOCKER_HOST", h);
     }
-    run(c
-        .env("DOCKER_CONFIG", config)
+    c.env("DOCKER_CONFIG", config)
         .args([
             "build",
             "--base",
@@ -65,13 +78,12 @@ fn build_on(
             "none",
             "--format",
             "json",
-            "--push",
         ])
         .args(["--repository", repository, "--requirements-file"])
         .arg(req)
         .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
-        .args(extra))
+        .arg(&fx.demo_wheels);
+    c
 }
 
 fn on_engine(reference: &str) -> bool {
@@ -319,4 +331,284 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// What a runner prints while another process holds the lock of the layer
+/// it is about to build (`Event::WaitingForLock`).
+const WAITING: &str = "another prebuilder is building the same layer";
+
+/// A `prebuilder build` running in the background, its stderr read line by
+/// line as it comes: each line saying it waits for a layer's lock, and the
+/// end of its stderr, go to `events` as `(index, waiting?)`. Stopped with
+/// SIGINT (it removes its setup container) if the test ends before it.
+struct Racer {
+    child: std::process::Child,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Racer {
+    fn spawn(
+        index: usize,
+        c: &mut std::process::Command,
+        events: std::sync::mpsc::Sender<(usize, bool)>,
+    ) -> Racer {
+        use std::io::{BufRead, Read};
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn prebuilder");
+        track(child.id());
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out.read_to_end(&mut v);
+            v
+        });
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            let mut line = Vec::new();
+            while matches!(err.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                if text.contains(WAITING) {
+                    let _ = events.send((index, true));
+                }
+                all.push_str(&text);
+                line.clear();
+            }
+            let _ = events.send((index, false));
+            all
+        });
+        Racer {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Wait for the process; its exit status, stdout and stderr.
+    fn finish(&mut self) -> Output {
+        let status = self.child.wait().expect("wait for prebuilder");
+        let stdout = self
+            .stdout
+            .take()
+            .map_or_else(Vec::new, |h| h.join().unwrap());
+        let stderr = self
+            .stderr
+            .take()
+            .map_or_else(String::new, |h| h.join().unwrap());
+        Output {
+            status,
+            stdout,
+            stderr: stderr.into_bytes(),
+        }
+    }
+}
+
+impl Drop for Racer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Hold the lock file of `key` in the lock directory prebuilder uses for the
+/// engine at `host` under the state root `state` (see `prebuilder::state`).
+fn hold_lock(state: &Path, host: &str, key: &str) -> std::fs::File {
+    let dir = prebuilder::state::lock_dir(state, host);
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{key}.lock")))
+        .unwrap();
+    f.lock().unwrap();
+    f
+}
+
+/// Two runners, the main engine and an empty second one, start the same
+/// cold `build --push` into one repository at the same moment. Neither
+/// locks out the other (their engines differ, so their locks do), both
+/// build, both push: one digest, the one the registry holds, and one image
+/// id.
+///
+/// Synchronised without sleeps: the test holds the dependency layer's lock
+/// on both engines (its key learned from a build of the same inputs whose
+/// images are then removed), so each runner stops right before building,
+/// after it looked the result up in the registry and found nothing; once
+/// both say they wait, both locks go at once and they build side by side.
+#[test]
+fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
+    let fx = Fixtures::load();
+    let registry = TestRegistry::start(Some(USER));
+    let dir = tempfile::tempdir().unwrap();
+    let config = logged_in(dir.path(), &registry.addr);
+    let base = format!("{}/fresh2/base:race-{}", registry.addr, std::process::id());
+    publish_base(&fx, &config, &base);
+    let repository = format!("{}/fresh2/race", registry.addr);
+    let _cleanup = TestRepo {
+        name: repository.clone(),
+    };
+    let _base_cleanup = TestRepo {
+        name: format!("{}/fresh2/base", registry.addr),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    // Both runners' locks under one state root of this test's own.
+    let state = dir.path().join("state");
+    let main_host = std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| prebuilder::engine::endpoint::DEFAULT_HOST.to_string());
+
+    // The layer keys of these inputs: one build here, not pushed, then
+    // forgotten (its images and the base's tag), so the race starts cold.
+    let o = run(
+        build_command(Some(&main_host), &base, &repository, &req, &config)
+            .env("PREBUILDER_STATE_DIR", &state),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let learned = json(&o);
+    let keys: Vec<String> = layers(&learned)
+        .iter()
+        .map(|l| {
+            assert_eq!(l.1, "miss", "inputs no earlier build has seen: {learned}");
+            docker_ok(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"prebuilder.key\"}}",
+                &l.2,
+            ])
+        })
+        .collect();
+    assert!(
+        keys.iter().all(|k| k.len() == 64),
+        "every layer carries its key: {keys:?}"
+    );
+    forget_local(&repository);
+    let _ = docker(&["rmi", &base]);
+    assert!(docker_ok(&["images", "-q", &repository]).is_empty());
+    assert!(learned["digest"].is_null(), "not pushed: {learned}");
+
+    let engine = FreshEngine::start();
+    assert_eq!(engine.docker_ok(&["images", "-aq"]), "", "empty engine");
+    let hosts = [main_host.as_str(), engine.host.as_str()];
+    let locks: Vec<std::fs::File> = hosts
+        .iter()
+        .map(|h| hold_lock(&state, h, &keys[0]))
+        .collect();
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut racers: Vec<Racer> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut c = build_command(Some(h), &base, &repository, &req, &config);
+            c.env("PREBUILDER_STATE_DIR", &state).arg("--push");
+            Racer::spawn(i, &mut c, tx.clone())
+        })
+        .collect();
+    drop(tx);
+    // Both at the lock: both looked the result up and found nothing. (The
+    // timeout only turns a hang into a failure; the second engine pulls the
+    // base first.)
+    let mut waiting = [false, false];
+    while !waiting.iter().all(|w| *w) {
+        match rx.recv_timeout(std::time::Duration::from_secs(600)) {
+            Ok((i, true)) => waiting[i] = true,
+            Ok((i, false)) => {
+                let o = racers[i].finish();
+                panic!(
+                    "runner {i} ({}) ended before it reached the build (status {:?}):\n{}",
+                    hosts[i],
+                    o.status.code(),
+                    stderr(&o)
+                );
+            }
+            Err(e) => panic!("the runners did not both reach the build's lock: {e}"),
+        }
+    }
+    drop(locks);
+    let outputs: Vec<Output> = racers.iter_mut().map(Racer::finish).collect();
+    for (h, o) in hosts.iter().zip(&outputs) {
+        eprintln!(
+            "--- runner on {h} exited {:?}\n--- stderr:\n{}",
+            o.status.code(),
+            stderr(o)
+        );
+    }
+    for o in &outputs {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    }
+    let (a, b) = (json(&outputs[0]), json(&outputs[1]));
+    for r in [&a, &b] {
+        assert!(
+            layers(r).iter().all(|l| l.1 == "miss"),
+            "each runner built every layer (a race, not a cache hit): {r}"
+        );
+    }
+    let digest = a["digest"].as_str().expect("a pushed digest").to_string();
+    assert!(digest.starts_with("sha256:"), "{a}");
+    assert_eq!(b["digest"], a["digest"], "racing runners push one digest");
+    assert_eq!(b["image"], a["image"], "one content tag");
+    let image = a["image"].as_str().unwrap();
+    let tag = &image[image.rfind(':').unwrap() + 1..];
+    assert_eq!(
+        registry.digest("fresh2/race", tag, Some(USER)).as_deref(),
+        Some(digest.as_str()),
+        "the registry's content tag holds that digest"
+    );
+    assert!(a["image_id"].is_string(), "{a}");
+    assert_eq!(a["image_id"], b["image_id"], "one image id on both engines");
+    assert_eq!(
+        a["image_id"], learned["image_id"],
+        "the id the first build had"
+    );
+    let late: Vec<&str> = hosts
+        .iter()
+        .zip(&outputs)
+        .filter(|(_, o)| stderr(o).contains("is already in the registry"))
+        .map(|(h, _)| *h)
+        .collect();
+    eprintln!(
+        "racing runners: digest {digest}, image id {} on both engines ({} s / {} s); found the content tag already pushed: {late:?}",
+        a["image_id"], a["seconds"], b["seconds"]
+    );
+
+    // Whichever pushed first, each runner's own image pushes to that digest
+    // (the later one may have found the tag taken and pushed nothing).
+    let image_id = a["image_id"].as_str().unwrap();
+    let config = config.to_str().unwrap();
+    for (i, h) in hosts.iter().enumerate() {
+        let reference = format!("{repository}:race-{i}");
+        let docker_on = |args: &[&str]| {
+            let o = std::process::Command::new("docker")
+                .env("DOCKER_HOST", h)
+                .args(["--config", config])
+                .args(args)
+                .output()
+                .expect("docker");
+            assert!(
+                o.status.success(),
+                "docker {args:?} on {h}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        docker_on(&["tag", image_id, &reference]);
+        docker_on(&["push", &reference]);
+        assert_eq!(
+            registry
+                .digest("fresh2/race", &format!("race-{i}"), Some(USER))
+                .as_deref(),
+            Some(digest.as_str()),
+            "the image built on {h} pushes to the same digest"
+        );
+    }
 }
