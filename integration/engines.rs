@@ -533,6 +533,21 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     push_args.push("--push".into());
     let again = ok(&run(&mut on_podman(push_args)));
     assert_eq!(again["digest"], digest.as_str(), "same image, same digest");
+    // The same inputs built on Docker (the main engine, overlay storage, its
+    // own gzip never used): the same image id and the same pushed digest.
+    let twin_repo = format!("{}/prebuilder-test/podman-twin", other.addr);
+    let _twin_cleanup = TestRepo {
+        name: twin_repo.clone(),
+    };
+    let mut docker_args = build_args(&fx, &twin_repo, &requirements, Some(&project));
+    docker_args.push("--push".into());
+    let on_docker = ok(&run(bare().args(&docker_args)));
+    eprintln!(
+        "Podman / Docker: image id {} / {}, digest {} / {}",
+        pushed["image_id"], on_docker["image_id"], pushed["digest"], on_docker["digest"]
+    );
+    assert_eq!(on_docker["image_id"], pushed["image_id"], "same image id");
+    assert_eq!(on_docker["digest"], pushed["digest"], "same pushed digest");
     assert_eq!(
         other
             .digest("prebuilder-test/podman", &tag, None)
