@@ -192,6 +192,17 @@ async fn boot_layer<E: Engine>(
 }
 
 impl Ground {
+    /// A layer of this build already sits on this ground (found by its key,
+    /// on the engine or in the registry): the build that made it checked the
+    /// image (or was told not to), and Beam's image-side checks read nothing
+    /// but the image, so probing it again would only repeat that verdict, at
+    /// the price of a probe container (about half a second, every code-only
+    /// change). PyFlink's check also compares the base with the launching
+    /// Python, which is not part of any key: it still runs.
+    pub fn proven_by_a_layer(&mut self) {
+        self.pending = None;
+    }
+
     /// Run the base checks, once: call before building a layer.
     pub async fn check<E: Engine>(&mut self, engine: &E, reporter: &dyn Reporter) -> Result<()> {
         if let Some(p) = self.pending_flink.take() {

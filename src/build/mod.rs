@@ -195,6 +195,9 @@ pub async fn run<E: Engine, R: Manifests>(
             pulled.extend(fresh::pull_layers(engine, r, opts, &plan, &mut local, reporter).await?);
         }
     }
+    if !local.is_empty() {
+        ground.proven_by_a_layer();
+    }
     let mut built = build_layers(
         engine,
         opts,

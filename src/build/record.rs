@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::layer::LayerBuild;
+use super::setup::{FREEZE_NAME, SNAPSHOT_DIR};
 use crate::engine::{ops, Engine, LABEL_BASE, LABEL_BOOT_FROM};
 use crate::error::Result;
 use crate::progress::{Event, Reporter};
@@ -21,9 +22,12 @@ pub async fn make<E: Engine>(
     reporter: &dyn Reporter,
 ) -> Result<Option<(Vec<u8>, String)>> {
     let layer = b.layer;
-    let Some(freeze) = ops::download_file(engine, container, RECORD_FILE).await? else {
+    let Some(freeze) = freeze(engine, container, !b.commit)
+        .await?
+        .filter(|f| !f.is_empty())
+    else {
         tracing::warn!(
-            "{}: the setup left no pip freeze at {RECORD_FILE}; the image gets no record",
+            "{}: the setup left no pip freeze; the image gets no record",
             layer.name
         );
         return Ok(None);
@@ -73,4 +77,19 @@ pub async fn make<E: Engine>(
         packages: rec.packages.as_ref().map_or(0, BTreeMap::len),
     });
     Ok(Some((rec.to_file().into_bytes(), rec.label())))
+}
+
+/// Where the setup script left the freeze: in the snapshot directory when it
+/// took a snapshot (see `setup.sh`: the freeze then runs while the snapshot
+/// walks the filesystem, so it must write nothing the walk sees; an empty
+/// file there means the freeze failed), else at [`RECORD_FILE`] (no snapshot
+/// asked for, or no GNU tools in the base), where a commit takes it.
+async fn freeze<E: Engine>(engine: &E, container: &str, snapshot: bool) -> Result<Option<Vec<u8>>> {
+    if snapshot {
+        let path = format!("{SNAPSHOT_DIR}/{FREEZE_NAME}");
+        if let Some(freeze) = ops::download_file(engine, container, &path).await? {
+            return Ok(Some(freeze));
+        }
+    }
+    ops::download_file(engine, container, RECORD_FILE).await
 }

@@ -37,27 +37,31 @@ if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
 # The record: Python's version and pip's freeze, which prebuilder turns into
-# the JSON record. Best effort: no freeze, no record. It runs while the
-# staged files are removed, and is waited for before the snapshot walks the
-# filesystem: a temporary file pip creates and deletes during the walk would
-# be listed, then vanish before tar reads it, and the failed tar would drop
-# the snapshot (the build then fell back to a commit and was refused).
+# the JSON record. Best effort: no freeze, no record (an empty freeze with a
+# snapshot). It runs while the staged files are removed and the snapshot
+# walks the filesystem (pip takes seconds to start): with a snapshot, the
+# freeze and pip's temporary files go into the snapshot directory, which the
+# walk never enters, and nothing else is written (no bytecode), so the walk
+# cannot list a file that vanishes before tar reads it (such a file made tar
+# fail, the snapshot was dropped and the commit that replaced it refused).
+# Without a snapshot the freeze goes to the record's path, as the commit takes it.
 # PREBUILDER_PYTHON: the Python whose packages are recorded (PyFlink: the workers').
-# No bytecode from the record's own imports: it would race with the snapshot.
+if [ "$snapshot" = 1 ]; then freeze=$snap/freeze; else freeze=$PREBUILDER_RECORD; fi
 { { PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
+    if [ "$snapshot" = 1 ]; then TMPDIR=$snap; PIP_NO_CACHE_DIR=1; export TMPDIR PIP_NO_CACHE_DIR; fi
     "$PREBUILDER_PYTHON" -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-    "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check; } >"$PREBUILDER_RECORD" 2>/dev/null ||
-    rm -f "$PREBUILDER_RECORD"; } &
+    "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check; } >"$freeze" 2>/dev/null ||
+    if [ "$snapshot" = 1 ]; then : >"$freeze"; else rm -f "$freeze"; fi; } &
 record=$!
 cd "$PREBUILDER_ARTIFACTS" || exit 97
 rm -rf -- "$PREBUILDER_MANIFEST" "$@" || exit 98
-wait "$record"
 if [ "$snapshot" = 1 ]; then
   # One walk: every path to `after`; those whose ctime is newer than the
   # marker (ctime cannot be set back, unlike mtime) to `changed` as well.
   paths \( -cnewer "$snap/marker" -fprint0 "$snap/changed" -o -true \) -print0 |
     LC_ALL=C sort -z >"$snap/after" || snapshot=0
 fi
+wait "$record"
 if [ "$snapshot" = 1 ]; then
   # Deleted = listed before, not after. Best effort: no tar, no snapshot.
   # The changed paths and every directory above them, in byte order: the

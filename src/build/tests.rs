@@ -404,6 +404,28 @@ async fn a_fully_cached_build_probes_nothing() {
 }
 
 #[tokio::test]
+async fn a_code_change_does_not_probe_the_base_again() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.no_check = false;
+    w.quick(&opts, &w.set("app v1")).await.unwrap();
+    assert_eq!(w.engine.count("create probe"), 1);
+    let rec = Recorder::default();
+    let second = w.build(&opts, &w.set("app v2"), &rec).await.unwrap();
+    assert_eq!(caches(&second), [Hit, Miss]);
+    assert_eq!(
+        w.engine.count("create probe"),
+        1,
+        "the dependency layer found on the base proves it was checked"
+    );
+    assert!(!rec.saw("CheckingBase"));
+    // A --no-cache rebuild finds nothing, so it checks again.
+    opts.no_cache = true;
+    w.quick(&opts, &w.set("app v2")).await.unwrap();
+    assert_eq!(w.engine.count("create probe"), 2);
+}
+
+#[tokio::test]
 async fn a_broken_base_is_refused_with_its_findings_and_nothing_built() {
     let w = world();
     w.engine.add_image(

@@ -397,9 +397,15 @@ impl FakeEngine {
                 for path in &leave {
                     c.paths.insert(path.clone());
                 }
+                // The freeze: in the snapshot directory when there is a
+                // snapshot, else at the record's path (as setup.sh writes it).
                 let freeze = b"# python 3.11.2\nsix==1.16.0\n".to_vec();
-                c.files
-                    .insert(crate::record::RECORD_FILE.to_string(), freeze);
+                let freeze_path = if setup.snapshot {
+                    "/.prebuilder-snapshot/freeze"
+                } else {
+                    crate::record::RECORD_FILE
+                };
+                c.files.insert(freeze_path.to_string(), freeze);
                 if setup.snapshot {
                     let inner = tar_of("./usr/lib/python3/dist-packages/six.py", id.as_bytes());
                     c.files
