@@ -262,6 +262,9 @@ pub struct BuildArgs {
 
     /// Push the result to the registry named in --repository (credentials as the docker CLI
     /// finds them) and report its digest; the report's sdk_container_image is then REPO@sha256:….
+    /// prebuilder pushes through the registry API itself (its own gzip and OCI manifest: the
+    /// same inputs give the same digest from any engine), with every layer below the result as
+    /// REPO:layer-<key>; blobs the registry has are skipped, base layers mounted or copied.
     #[arg(long, help_heading = "Output")]
     pub push: bool,
 
