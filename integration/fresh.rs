@@ -583,30 +583,23 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     );
 
     // Whichever pushed first, each runner's own image pushes to that digest
-    // (the later one may have found the tag taken and pushed nothing).
-    let image_id = a["image_id"].as_str().unwrap();
-    let config = config.to_str().unwrap();
+    // (the later one found the tag taken and pushed nothing): each runner
+    // pushes its local result again, through prebuilder, into a repository
+    // of its own, where nothing is there yet.
     for (i, h) in hosts.iter().enumerate() {
-        let reference = format!("{repository}:race-{i}");
-        let docker_on = |args: &[&str]| {
-            let o = std::process::Command::new("docker")
-                .env("DOCKER_HOST", h)
-                .args(["--config", config])
-                .args(args)
-                .output()
-                .expect("docker");
-            assert!(
-                o.status.success(),
-                "docker {args:?} on {h}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        };
-        docker_on(&["tag", image_id, &reference]);
-        docker_on(&["push", &reference]);
+        let own = format!("{repository}-{i}");
+        let _own_cleanup = TestRepo { name: own.clone() };
+        let mut c = build_command(Some(h), &base, &own, &req, &config);
+        let o = run(c.env("PREBUILDER_STATE_DIR", &state).arg("--push"));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let again = json(&o);
+        assert!(
+            layers(&again).iter().all(|l| l.1 == "hit"),
+            "the runner's own local image: {again}"
+        );
+        assert!(stderr(&o).contains("uploaded"), "{}", stderr(&o));
         assert_eq!(
-            registry
-                .digest("fresh2/race", &format!("race-{i}"), Some(USER))
-                .as_deref(),
+            again["digest"].as_str(),
             Some(digest.as_str()),
             "the image built on {h} pushes to the same digest"
         );
