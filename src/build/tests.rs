@@ -658,83 +658,25 @@ async fn a_layer_compressed_before_on_this_machine_is_not_compressed_again() {
     );
 }
 
-#[tokio::test]
-async fn base_layers_in_another_registry_are_copied_as_they_are() {
-    let w = world();
-    let base = w.engine.inspect(BASE).await.unwrap().unwrap();
-    // The base as another registry holds it, with its blob's bytes.
-    let other = Arc::new(FakeRegistry::at("mirror.example:443", "library/beam"));
-    let blob = other.add_blob_content(b"the base layer, compressed by whoever pushed it");
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1, "digest": base.id},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 49, "digest": blob}],
-    })
-    .to_string()
-    .into_bytes();
-    other.put_raw(
-        "2.77.0",
-        crate::registry::RawManifest {
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: crate::image::image_id(&manifest),
-            bytes: manifest,
-        },
-    );
-    let pulled_by = other.get("2.77.0").unwrap();
-    w.engine.set_repo_digests(
-        BASE,
-        &[&format!("mirror.example:443/library/beam@{pulled_by}")],
-    );
-    w.engine
-        .tag_as(BASE, "mirror.example:443/library/beam:2.77.0");
-    let mut opts = Options {
-        base: "mirror.example:443/library/beam:2.77.0".into(),
-        ..w.opts()
-    };
-    opts.push = true;
-    let registry = w.engine.registry.clone();
-    let r = run(
-        &w.engine,
-        &opts,
-        &w.set("app"),
-        || {
-            Ok(Some(Remote {
-                registry,
-                credential: None,
-                base: Some(other),
-                boot: None,
-            }))
-        },
-        &Recorder::default(),
-    )
-    .await
-    .unwrap();
-    // Same digest as in the base's registry: the next runner finds it there.
-    let writes = w.engine.registry.writes();
-    assert!(writes.contains(&format!("upload {blob}")), "{writes:?}");
-    assert_eq!(writes.len(), 5, "the copy, 2 layers, 2 configs: {writes:?}");
-    let m = pushed(&w, &r.image[REPO.len() + 1..]);
-    assert_eq!(m.layers[0].digest, blob);
-}
-
-#[tokio::test]
-async fn base_layers_are_mounted_from_the_bases_repository_in_the_same_registry() {
-    let w = world();
-    let base = w.engine.inspect(BASE).await.unwrap().unwrap();
-    // The base as its registry holds it: same host, another repository.
-    let base_registry = Arc::new(FakeRegistry::at("localhost:5000", "library/beam"));
-    let blob = crate::registry::LayerBlob {
-        media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
-        digest: format!("sha256:{}", "b".repeat(64)),
-        size: 42,
-    };
-    let config = serde_json::json!({
+/// The base as its registry `host` holds it (`library/beam:2.77.0`, one
+/// layer blob of `media_type`), pulled from there (the engine records the
+/// manifest it came by and the name): the registry, and options that build
+/// on it with `--push`.
+fn base_from_registry(
+    w: &World,
+    base: &ImageInfo,
+    host: &str,
+    blob: &crate::registry::LayerBlob,
+) -> (Arc<FakeRegistry>, Options) {
+    let registry = Arc::new(FakeRegistry::at(host, "library/beam"));
+    let bytes = serde_json::json!({
         "schemaVersion": 2,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": base.id},
         "layers": [{"mediaType": blob.media_type, "size": blob.size, "digest": blob.digest}],
-    });
-    let bytes = config.to_string().into_bytes();
-    base_registry.put_raw(
+    })
+    .to_string()
+    .into_bytes();
+    registry.put_raw(
         "2.77.0",
         crate::registry::RawManifest {
             media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
@@ -742,36 +684,78 @@ async fn base_layers_are_mounted_from_the_bases_repository_in_the_same_registry(
             bytes,
         },
     );
-    base_registry.allow_mount("library/beam", &blob.digest);
-    // Pulled from there: the engine records the manifest it came by.
-    let pulled_by = base_registry.get("2.77.0").unwrap();
+    let pulled_by = registry.get("2.77.0").unwrap();
+    let name = format!("{host}/library/beam");
     w.engine
-        .set_repo_digests(BASE, &[&format!("localhost:5000/library/beam@{pulled_by}")]);
+        .set_repo_digests(BASE, &[&format!("{name}@{pulled_by}")]);
+    w.engine.tag_as(BASE, &format!("{name}:2.77.0"));
     let opts = Options {
-        base: "localhost:5000/library/beam:2.77.0".into(),
+        base: format!("{name}:2.77.0"),
+        push: true,
         ..w.opts()
     };
-    w.engine.tag_as(BASE, "localhost:5000/library/beam:2.77.0");
-    w.engine.registry.allow_mount("library/beam", &blob.digest);
-    let mut opts = opts;
-    opts.push = true;
+    (registry, opts)
+}
+
+/// Build `set` with `base` as the base's registry.
+async fn build_with_base_registry(w: &World, opts: &Options, base: Arc<FakeRegistry>) -> Report {
     let registry = w.engine.registry.clone();
-    let r = run(
+    run(
         &w.engine,
-        &opts,
+        opts,
         &w.set("app"),
         || {
             Ok(Some(Remote {
                 registry,
                 credential: None,
-                base: Some(base_registry),
+                base: Some(base),
                 boot: None,
             }))
         },
         &Recorder::default(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn base_layers_in_another_registry_are_copied_as_they_are() {
+    let w = world();
+    let base = w.engine.inspect(BASE).await.unwrap().unwrap();
+    // Another registry holds the base, with its blob's bytes.
+    let bytes = b"the base layer, compressed by whoever pushed it";
+    let blob = crate::registry::LayerBlob {
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        digest: crate::image::image_id(bytes),
+        size: bytes.len() as u64,
+    };
+    let (other, opts) = base_from_registry(&w, &base, "mirror.example:443", &blob);
+    other.add_blob_content(bytes);
+    let r = build_with_base_registry(&w, &opts, other).await;
+    // Same digest as in the base's registry: the next runner finds it there.
+    let writes = w.engine.registry.writes();
+    assert!(
+        writes.contains(&format!("upload {}", blob.digest)),
+        "{writes:?}"
+    );
+    assert_eq!(writes.len(), 5, "the copy, 2 layers, 2 configs: {writes:?}");
+    let m = pushed(&w, &r.image[REPO.len() + 1..]);
+    assert_eq!(m.layers[0].digest, blob.digest);
+}
+
+#[tokio::test]
+async fn base_layers_are_mounted_from_the_bases_repository_in_the_same_registry() {
+    let w = world();
+    let base = w.engine.inspect(BASE).await.unwrap().unwrap();
+    // Same host, another repository; a Docker-typed blob the registry has.
+    let blob = crate::registry::LayerBlob {
+        media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+        digest: format!("sha256:{}", "b".repeat(64)),
+        size: 42,
+    };
+    let (base_registry, opts) = base_from_registry(&w, &base, "localhost:5000", &blob);
+    w.engine.registry.allow_mount("library/beam", &blob.digest);
+    let r = build_with_base_registry(&w, &opts, base_registry).await;
     let writes = w.engine.registry.writes();
     assert_eq!(writes[0], format!("mount {} library/beam", blob.digest));
     // The base layer is named by the base's own blob, as OCI media type.
