@@ -90,21 +90,59 @@ fn on_engine(reference: &str) -> bool {
     docker(&["image", "inspect", reference]).status.success()
 }
 
-#[test]
-fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
+/// What the fresh-runner tests share: an htpasswd registry holding the
+/// fixture base as `NS/base:<tag prefix><pid>` (pushed with a login whose
+/// docker config is `config`), and the result repository `NS/NAME` in it;
+/// the local tags of both repositories are removed on drop.
+struct Shared {
+    registry: TestRegistry,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    base: String,
+    repository: String,
+    _cleanup: [TestRepo; 2],
+}
+
+fn shared(ns: &str, name: &str, tag_prefix: &str) -> Shared {
     let fx = Fixtures::load();
     let registry = TestRegistry::start(Some(USER));
     let dir = tempfile::tempdir().unwrap();
     let config = logged_in(dir.path(), &registry.addr);
-    let base = format!("{}/fr/base:{}", registry.addr, std::process::id());
+    let base = format!(
+        "{}/{ns}/base:{tag_prefix}{}",
+        registry.addr,
+        std::process::id()
+    );
     publish_base(&fx, &config, &base);
-    let repository = format!("{}/fr/sdk", registry.addr);
-    let _cleanup = TestRepo {
-        name: repository.clone(),
-    };
-    let _base_cleanup = TestRepo {
-        name: format!("{}/fr/base", registry.addr),
-    };
+    let repository = format!("{}/{ns}/{name}", registry.addr);
+    let _cleanup = [
+        TestRepo {
+            name: repository.clone(),
+        },
+        TestRepo {
+            name: format!("{}/{ns}/base", registry.addr),
+        },
+    ];
+    Shared {
+        registry,
+        dir,
+        config,
+        base,
+        repository,
+        _cleanup,
+    }
+}
+
+#[test]
+fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
+    let Shared {
+        registry,
+        dir,
+        config,
+        base,
+        repository,
+        _cleanup,
+    } = shared("fr", "sdk", "");
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
 
     // The first runner builds (pulling the base) and pushes.
@@ -176,19 +214,14 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
 
 #[test]
 fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuilding_it() {
-    let fx = Fixtures::load();
-    let registry = TestRegistry::start(Some(USER));
-    let dir = tempfile::tempdir().unwrap();
-    let config = logged_in(dir.path(), &registry.addr);
-    let base = format!("{}/fr/base:layers-{}", registry.addr, std::process::id());
-    publish_base(&fx, &config, &base);
-    let repository = format!("{}/fr/layers", registry.addr);
-    let _cleanup = TestRepo {
-        name: repository.clone(),
-    };
-    let _base_cleanup = TestRepo {
-        name: format!("{}/fr/base", registry.addr),
-    };
+    let Shared {
+        registry: _registry,
+        dir,
+        config,
+        base,
+        repository,
+        _cleanup,
+    } = shared("fr", "layers", "layers-");
     let project = dir.path().join("pipeline");
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let req = unique_requirements(dir.path(), &demo_requirements_text());
@@ -245,19 +278,14 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
 /// building the same inputs there gives the same image ids.
 #[test]
 fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
-    let fx = Fixtures::load();
-    let registry = TestRegistry::start(Some(USER));
-    let dir = tempfile::tempdir().unwrap();
-    let config = logged_in(dir.path(), &registry.addr);
-    let base = format!("{}/fr/base:cross-{}", registry.addr, std::process::id());
-    publish_base(&fx, &config, &base);
-    let repository = format!("{}/fr/cross", registry.addr);
-    let _cleanup = TestRepo {
-        name: repository.clone(),
-    };
-    let _base_cleanup = TestRepo {
-        name: format!("{}/fr/base", registry.addr),
-    };
+    let Shared {
+        registry,
+        dir,
+        config,
+        base,
+        repository,
+        _cleanup,
+    } = shared("fr", "cross", "cross-");
     let project = dir.path().join("pipeline");
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let req = unique_requirements(dir.path(), &demo_requirements_text());
@@ -446,19 +474,14 @@ fn hold_lock(state: &Path, host: &str, key: &str) -> std::fs::File {
 /// both say they wait, both locks go at once and they build side by side.
 #[test]
 fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
-    let fx = Fixtures::load();
-    let registry = TestRegistry::start(Some(USER));
-    let dir = tempfile::tempdir().unwrap();
-    let config = logged_in(dir.path(), &registry.addr);
-    let base = format!("{}/fresh2/base:race-{}", registry.addr, std::process::id());
-    publish_base(&fx, &config, &base);
-    let repository = format!("{}/fresh2/race", registry.addr);
-    let _cleanup = TestRepo {
-        name: repository.clone(),
-    };
-    let _base_cleanup = TestRepo {
-        name: format!("{}/fresh2/base", registry.addr),
-    };
+    let Shared {
+        registry,
+        dir,
+        config,
+        base,
+        repository,
+        _cleanup,
+    } = shared("fresh2", "race", "race-");
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
     // Both runners' locks under one state root of this test's own.
     let state = dir.path().join("state");
