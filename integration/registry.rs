@@ -337,12 +337,92 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!(
-            "cannot reach registry 127.0.0.1:{}",
-            unavailable.port
-        )) && err.contains("503"),
+        err.contains(&format!("registry 127.0.0.1:{}", unavailable.port))
+            && err.contains("503 Service Unavailable"),
         "{err}"
     );
+}
+
+/// Issue 18: a registry's 5xx on a manifest `GET`, an upload start (`POST`)
+/// and a blob `PUT` exited 2 (a refusal) and two messages dropped what the
+/// registry said. Each exits 3 (worth a retry) with the registry's JSON
+/// `errors` message shown, and nothing is reported as pushed. The registry
+/// is a tiny HTTP server here that answers as an empty one, but fails the
+/// call under test with a body; one build, its layers reused by each push.
+#[test]
+fn a_registry_5xx_on_a_manifest_an_upload_or_a_blob_exits_3_with_its_message() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    const GET_MANIFEST: u8 = 0;
+    const UPLOAD_START: u8 = 1;
+    const BLOB_PUT: u8 = 2;
+    let fx = Fixtures::load();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = docker_config(dir.path(), "{}");
+    let mode = Arc::new(AtomicU8::new(GET_MANIFEST));
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let addr = server.server_addr().to_ip().unwrap();
+    let (srv, m) = (server.clone(), mode.clone());
+    let thread = std::thread::spawn(move || {
+        for mut rq in srv.incoming_requests() {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(rq.as_reader(), &mut sink);
+            let (method, url) = (rq.method().to_string(), rq.url().to_string());
+            let fail = |status: u16, what: &str| {
+                tiny_http::Response::from_string(format!(
+                    r#"{{"errors":[{{"code":"UNKNOWN","message":"{what} failed in the test registry"}}]}}"#
+                ))
+                .with_status_code(status)
+            };
+            let response = match (m.load(Ordering::SeqCst), method.as_str()) {
+                (GET_MANIFEST, "GET") if url.contains("/manifests/") => fail(500, "manifest GET"),
+                (UPLOAD_START, "POST") => fail(503, "upload start"),
+                (BLOB_PUT, "POST") => tiny_http::Response::from_string("")
+                    .with_status_code(202)
+                    .with_header(
+                        tiny_http::Header::from_bytes("Location", "/v2/team/x/blobs/uploads/u1")
+                            .unwrap(),
+                    ),
+                (BLOB_PUT, "PUT") if url.contains("/blobs/") => fail(502, "blob PUT"),
+                // An empty registry: nothing is there.
+                _ => tiny_http::Response::from_string("").with_status_code(404),
+            };
+            let _ = rq.respond(response);
+        }
+    });
+    let repository = format!("{addr}/team/x");
+    let _cleanup = TestRepo {
+        name: repository.clone(),
+    };
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    for (which, status, what) in [
+        (GET_MANIFEST, "500 Internal Server Error", "manifest GET"),
+        (UPLOAD_START, "503 Service Unavailable", "upload start"),
+        (BLOB_PUT, "502 Bad Gateway", "blob PUT"),
+    ] {
+        mode.store(which, Ordering::SeqCst);
+        // Two layers (a staged file makes the second): the push reads the
+        // manifest of the one below the result.
+        let o = build(
+            &fx,
+            &repository,
+            &req,
+            &["--push", "--files-to-stage", req.to_str().unwrap()],
+            &empty,
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{what}: {err}");
+        assert!(o.stdout.is_empty(), "nothing is reported as pushed: {what}");
+        assert!(
+            err.contains(&format!("error: registry {addr}"))
+                && err.contains(status)
+                && err.contains(&format!("unknown: {what} failed in the test registry")),
+            "{what}: {err}"
+        );
+        assert!(err.contains("run the same command again"), "{err}");
+    }
+    server.unblock();
+    thread.join().unwrap();
 }
 
 #[test]

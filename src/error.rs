@@ -223,8 +223,12 @@ pub enum Error {
     Interrupted { signal: crate::cancel::Signal },
 
     // ---- registries (src/registry) ----
-    #[error("cannot reach registry {registry}: {reason}")]
-    RegistryUnreachable { registry: String, reason: String },
+    #[error("cannot reach registry {registry}: {source}")]
+    RegistryUnreachable {
+        registry: String,
+        #[source]
+        source: RegistryCause,
+    },
 
     #[error("registry {registry} refused the request: authentication required{}", if *with_credentials { " (the configured credentials were rejected)" } else { " (no credentials are configured for it)" })]
     RegistryUnauthorized {
@@ -241,11 +245,14 @@ pub enum Error {
         repository: String,
     },
 
-    #[error("registry {registry}: {action} failed: {reason}")]
+    /// The registry answered, but not as the call needs (a 5xx among
+    /// them: [`Error::exit_code`] tells those apart by the cause).
+    #[error("registry {registry}: {action} failed: {source}")]
     Registry {
         registry: String,
         action: String,
-        reason: String,
+        #[source]
+        source: RegistryCause,
     },
 
     #[error("cannot read credentials for registry {registry}: {reason}")]
@@ -316,6 +323,55 @@ pub enum Error {
     },
 }
 
+/// Why a registry call failed, kept typed rather than as text: the exit
+/// status tells a registry's 5xx (worth a retry) from a refusal by it, and
+/// whoever walks the error's sources sees the HTTP client's own chain.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryCause {
+    /// The registry answered with a status the call does not expect.
+    /// `message` is what it said: its JSON `errors` (as the docker CLI
+    /// shows them), else the start of its body; `None` for an empty body
+    /// (every answer to a `HEAD`).
+    #[error("HTTP {status}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Status {
+        status: reqwest::StatusCode,
+        message: Option<String>,
+    },
+    /// The HTTP exchange itself failed: connection refused or reset, an
+    /// unknown host, TLS, a timeout, a body cut short (or, for a token, not
+    /// JSON). Shown with the client's whole chain of causes.
+    #[error("{}", chain(.0))]
+    Http(#[source] reqwest::Error),
+    /// Anything else, in words: an answer that breaks the protocol (no
+    /// `Location`, a blob with another digest), a push with nothing to put.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for RegistryCause {
+    fn from(text: String) -> Self {
+        RegistryCause::Other(text)
+    }
+}
+
+impl From<&str> for RegistryCause {
+    fn from(text: &str) -> Self {
+        RegistryCause::Other(text.to_string())
+    }
+}
+
+/// An error and its sources, `: `-joined (reqwest's own message names only
+/// the request; the cause, e.g. "Connection refused", is deeper).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
 impl Error {
     /// The next step for the user, printed after the error as `hint: …`.
     pub fn hint(&self) -> Option<String> {
@@ -356,6 +412,7 @@ impl Error {
             RegistryInsecure { registry, podman: true } => format!("mark it insecure for Podman: add `[[registry]]` / `location = \"{registry}\"` / `insecure = true` to /etc/containers/registries.conf (or the file CONTAINERS_REGISTRIES_CONF names for the Podman service), restart the service, and push again; or serve the registry over TLS"),
             RegistryInsecure { registry, podman: false } => format!("add \"insecure-registries\": [\"{registry}\"] to the engine's /etc/docker/daemon.json and restart it, or serve the registry over TLS"),
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
+            Registry { registry, .. } if self.exit_code() == EXIT_UNAVAILABLE => format!("{registry} failed on its side (the message above is its own); run the same command again later: nothing was reported as pushed, pushing again is safe, and what was built or uploaded is reused"),
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag; nothing was built or pushed".into(),
@@ -387,7 +444,7 @@ impl Error {
     /// The process exit status, the one place it is decided:
     /// [`EXIT_SETUP_FAILED`] when the setup inside the container failed (or
     /// `check` has findings), [`EXIT_UNAVAILABLE`] when the engine or a
-    /// registry could not be reached or answered 5xx (worth a retry),
+    /// registry could not be reached, answered 5xx or broke off (worth a retry),
     /// 128 + the signal on SIGINT ([`EXIT_INTERRUPTED`]), SIGTERM or SIGHUP,
     /// [`EXIT_USAGE`] for everything the user
     /// must fix (input, usage, credentials, a refusal).
@@ -397,6 +454,17 @@ impl Error {
             Error::EngineUnreachable { .. }
             | Error::EngineWentAway { .. }
             | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
+            // A registry that answers 5xx is down or overloaded, not refusing.
+            Error::Registry {
+                source: RegistryCause::Status { status, .. },
+                ..
+            } if status.is_server_error() => EXIT_UNAVAILABLE,
+            // The exchange broke (a timeout, a body cut short): worth a retry;
+            // a client that cannot be built or a token that is not JSON: not.
+            Error::Registry {
+                source: RegistryCause::Http(e),
+                ..
+            } if !(e.is_builder() || e.is_decode()) => EXIT_UNAVAILABLE,
             Error::Interrupted { signal } => signal.exit_code(),
             _ => EXIT_USAGE,
         }
@@ -447,9 +515,35 @@ mod tests {
     fn exit_statuses_tell_retry_from_fix() {
         let unavailable = Error::RegistryUnreachable {
             registry: "r".into(),
-            reason: "connection refused".into(),
+            source: "connection refused".into(),
         };
         assert_eq!(unavailable.exit_code(), EXIT_UNAVAILABLE);
+        // Issue 18: a registry's 5xx on a blob, an upload or a manifest
+        // exited 2; it is a retry, any other status a refusal.
+        let answered = |status: u16| Error::Registry {
+            registry: "r".into(),
+            action: "uploading blob sha256:0 to team/x".into(),
+            source: RegistryCause::Status {
+                status: reqwest::StatusCode::from_u16(status).unwrap(),
+                message: Some("unknown: unknown error".into()),
+            },
+        };
+        for status in [500, 502, 503, 504] {
+            let e = answered(status);
+            assert_eq!(e.exit_code(), EXIT_UNAVAILABLE, "{e}");
+            assert!(e.hint().unwrap().contains("run the same command again"));
+        }
+        for status in [400, 404, 405] {
+            let e = answered(status);
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{e}");
+            assert!(!e.hint().unwrap().contains("failed on its side"));
+        }
+        let e = answered(503);
+        assert_eq!(
+            e.to_string(),
+            "registry r: uploading blob sha256:0 to team/x failed: HTTP 503 Service Unavailable: unknown: unknown error"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "a typed source");
         let usage = Error::Usage {
             message: "m".into(),
             hint: "h".into(),

@@ -255,7 +255,8 @@ pub async fn tag_hit<R: Manifests>(
         .ok_or_else(|| Error::Registry {
             registry: registry.host().to_string(),
             action: format!("reading {repo}@{digest} to tag it"),
-            reason: format!("the registry answered for {key_tag} but has no manifest {digest}"),
+            source: format!("the registry answered for {key_tag} but has no manifest {digest}")
+                .into(),
         })?;
     publish::apply_tags(registry, opts, &manifest, reporter).await
 }

@@ -89,7 +89,7 @@ pub async fn push<E: Engine, R: Manifests>(
         return Err(Error::Registry {
             registry: registry.host().to_string(),
             action: format!("pushing to {repo}"),
-            reason: "the build has no layer to push".into(),
+            source: "the build has no layer to push".into(),
         });
     };
     let mut wanted = Vec::new();
@@ -137,9 +137,10 @@ pub async fn push<E: Engine, R: Manifests>(
                 .ok_or_else(|| Error::Registry {
                     registry: registry.host().to_string(),
                     action: format!("reading {repo}@{digest} to tag it"),
-                    reason: format!(
+                    source: format!(
                         "the registry answered for {content_tag} but has no manifest {digest}"
-                    ),
+                    )
+                    .into(),
                 })?
         }
         (None, Some(m)) => m,
@@ -147,7 +148,7 @@ pub async fn push<E: Engine, R: Manifests>(
             return Err(Error::Registry {
                 registry: registry.host().to_string(),
                 action: format!("pushing {repo}:{content_tag}"),
-                reason: "no manifest was put".into(),
+                source: "no manifest was put".into(),
             })
         }
     };
@@ -411,7 +412,7 @@ async fn upload<E: Engine, R: Manifests>(
             registry::oci_manifest(&image.config, &layers).map_err(|reason| Error::Registry {
                 registry: registry.host().to_string(),
                 action: format!("writing the manifest of {repo}:{}", w.tag),
-                reason,
+                source: reason.into(),
             })?;
         registry.put_manifest(&w.tag, &manifest).await?;
         status(&format!("{repo}:{} is {}", w.tag, manifest.digest));

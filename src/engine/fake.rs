@@ -960,7 +960,7 @@ impl FakeRegistry {
         if *self.fail.lock().expect("fake registry") {
             return Err(Error::RegistryUnreachable {
                 registry: self.host.clone(),
-                reason: "connection refused (fake)".into(),
+                source: "connection refused (fake)".into(),
             });
         }
         Ok(())
@@ -1085,7 +1085,7 @@ impl FakeRegistry {
             .ok_or_else(|| Error::Registry {
                 registry: self.host.clone(),
                 action: format!("downloading blob {digest} (fake)"),
-                reason: "HTTP 404".into(),
+                source: "HTTP 404".into(),
             })?;
         std::fs::write(dst, bytes).map_err(|e| Error::io(dst, e))
     }

@@ -50,7 +50,12 @@ impl Registry {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            s => Err(self.status_err(s, format!("looking up blob {digest} in {}", self.repo.path))),
+            _ => Err(self
+                .failure(
+                    resp,
+                    format!("looking up blob {digest} in {}", self.repo.path),
+                )
+                .await),
         }
     }
 
@@ -84,10 +89,12 @@ impl Registry {
                 }
                 Ok(false)
             }
-            s => Err(self.status_err(
-                s,
-                format!("mounting blob {digest} from {from} into {}", self.repo.path),
-            )),
+            _ => Err(self
+                .failure(
+                    resp,
+                    format!("mounting blob {digest} from {from} into {}", self.repo.path),
+                )
+                .await),
         }
     }
 
@@ -102,7 +109,7 @@ impl Registry {
             )
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(self.status_err(resp.status(), action()));
+            return Err(self.failure(resp, action()).await);
         }
         let mut location = self.location(&resp)?;
         location.query_pairs_mut().append_pair("digest", digest);
@@ -139,18 +146,7 @@ impl Registry {
         let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         match resp.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-            s => {
-                let detail = resp.text().await.unwrap_or_default();
-                let mut err = self.status_err(s, action());
-                if let Error::Registry { reason, .. } = &mut err {
-                    let detail = detail.trim();
-                    if !detail.is_empty() {
-                        reason.push_str(": ");
-                        reason.push_str(&detail.chars().take(300).collect::<String>());
-                    }
-                }
-                Err(err)
-            }
+            _ => Err(self.failure(resp, action()).await),
         }
     }
 
@@ -168,7 +164,7 @@ impl Registry {
             )
             .await?;
         if !resp.status().is_success() {
-            return Err(self.status_err(resp.status(), action()));
+            return Err(self.failure(resp, action()).await);
         }
         let mut file = tokio::fs::File::create(dst)
             .await
@@ -188,7 +184,7 @@ impl Registry {
             return Err(Error::Registry {
                 registry: self.repo.registry.clone(),
                 action: action(),
-                reason: format!("the registry sent {got}"),
+                source: format!("the registry sent {got}").into(),
             });
         }
         Ok(())
@@ -199,7 +195,7 @@ impl Registry {
         let bad = |reason: String| Error::Registry {
             registry: self.repo.registry.clone(),
             action: format!("starting an upload to {}", self.repo.path),
-            reason,
+            source: reason.into(),
         };
         let raw = resp
             .headers()

@@ -262,24 +262,6 @@ impl Registry {
         }
     }
 
-    pub(super) fn status_err(&self, status: StatusCode, action: String) -> Error {
-        match status {
-            StatusCode::UNAUTHORIZED => Error::RegistryUnauthorized {
-                registry: self.repo.registry.clone(),
-                with_credentials: self.credential.is_some(),
-            },
-            StatusCode::FORBIDDEN => Error::RegistryDenied {
-                registry: self.repo.registry.clone(),
-                repository: self.repo.path.clone(),
-            },
-            s => Error::Registry {
-                registry: self.repo.registry.clone(),
-                action,
-                reason: format!("HTTP {s}"),
-            },
-        }
-    }
-
     /// `GET /v2/<path>/manifests/<reference>`; `None` when absent.
     pub async fn manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
         let url = format!(
@@ -309,11 +291,7 @@ impl Registry {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(DOCKER_MANIFEST)
                     .to_string();
-                let bytes = resp.bytes().await.map_err(|e| Error::Registry {
-                    registry: self.repo.registry.clone(),
-                    action: action(),
-                    reason: e.to_string(),
-                })?;
+                let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
                 let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
                 Ok(Some(RawManifest {
                     media_type,
@@ -322,7 +300,7 @@ impl Registry {
                 }))
             }
             StatusCode::NOT_FOUND => Ok(None),
-            s => Err(self.status_err(s, action())),
+            _ => Err(self.failure(resp, action()).await),
         }
     }
 
@@ -351,10 +329,12 @@ impl Registry {
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
-            s => Err(self.status_err(
-                s,
-                format!("tagging {}:{tag} ({})", self.repo.path, manifest.digest),
-            )),
+            _ => Err(self
+                .failure(
+                    resp,
+                    format!("tagging {}:{tag} ({})", self.repo.path, manifest.digest),
+                )
+                .await),
         }
     }
 
@@ -392,7 +372,7 @@ impl Registry {
                 StepError::Invalid(reason) => Error::Registry {
                     registry: self.repo.registry.clone(),
                     action: format!("resolving {}:{reference}", self.repo.path),
-                    reason,
+                    source: reason.into(),
                 },
             })? {
                 Step::ImageId(_) => return Ok(Some(m)),
@@ -402,7 +382,7 @@ impl Registry {
         Err(Error::Registry {
             registry: self.repo.registry.clone(),
             action: format!("resolving {}:{reference}", self.repo.path),
-            reason: "an index names another index".into(),
+            source: "an index names another index".into(),
         })
     }
 }

@@ -14,9 +14,10 @@ use oci_spec::image::MediaType;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RegistryCause, Result};
 
 mod blobs;
+mod failure;
 pub mod image_ref;
 mod manifest;
 pub mod reference;
@@ -305,7 +306,7 @@ impl Registry {
             .map_err(|e| Error::Registry {
                 registry: repo.registry.clone(),
                 action: "setting up an HTTP client".into(),
-                reason: e.to_string(),
+                source: RegistryCause::Http(e),
             })?;
         Ok(Registry {
             repo,
@@ -354,6 +355,7 @@ impl Registry {
                     .map_err(|e| self.unreachable(e))?;
             }
         }
+        let action = || format!("looking up {}:{tag}", self.repo.path);
         match resp.status() {
             s if s.is_success() => {
                 let digest = resp
@@ -363,29 +365,13 @@ impl Registry {
                     .map(str::to_string);
                 digest.map(Some).ok_or_else(|| Error::Registry {
                     registry: self.repo.registry.clone(),
-                    action: format!("looking up {}:{tag}", self.repo.path),
-                    reason: "the answer has no Docker-Content-Digest header".into(),
+                    action: action(),
+                    source: "the answer has no Docker-Content-Digest header".into(),
                 })
             }
             StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::UNAUTHORIZED => Err(Error::RegistryUnauthorized {
-                registry: self.repo.registry.clone(),
-                with_credentials: self.credential.is_some(),
-            }),
-            StatusCode::FORBIDDEN => Err(Error::RegistryDenied {
-                registry: self.repo.registry.clone(),
-                repository: self.repo.path.clone(),
-            }),
-            // A registry that answers 5xx is down or overloaded: unavailable, not refusing.
-            s if s.is_server_error() => Err(Error::RegistryUnreachable {
-                registry: self.repo.registry.clone(),
-                reason: format!("looking up {}:{tag}: HTTP {s}", self.repo.path),
-            }),
-            s => Err(Error::Registry {
-                registry: self.repo.registry.clone(),
-                action: format!("looking up {}:{tag}", self.repo.path),
-                reason: format!("HTTP {s}"),
-            }),
+            // 5xx included: the exit status makes it a retry.
+            _ => Err(self.failure(resp, action()).await),
         }
     }
 
@@ -445,23 +431,9 @@ impl Registry {
         let t: Token = resp.json().await.map_err(|e| Error::Registry {
             registry: self.repo.registry.clone(),
             action: "reading an auth token".into(),
-            reason: e.to_string(),
+            source: RegistryCause::Http(e),
         })?;
         Ok(t.token.or(t.access_token))
-    }
-
-    fn unreachable(&self, e: reqwest::Error) -> Error {
-        // The chain holds the cause (connection refused, unknown host, TLS).
-        let mut reason = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            reason = format!("{reason}: {s}");
-            source = s.source();
-        }
-        Error::RegistryUnreachable {
-            registry: self.repo.registry.clone(),
-            reason,
-        }
     }
 }
 
