@@ -255,7 +255,7 @@ pub struct BuildArgs {
     /// A label for the result image, KEY=VALUE (repeatable). The result also gets
     /// org.opencontainers.image.{created,base.name,base.digest,source,revision} where known
     /// (source and revision from GitHub Actions' or GitLab CI's environment, else from the git
-    /// checkout of --setup-file; created from SOURCE_DATE_EPOCH, else the base's). Labels are
+    /// checkout of --setup-file; created only when SOURCE_DATE_EPOCH is set). Labels are
     /// part of the result's key: other labels, another result.
     #[arg(long = "label", value_name = "KEY=VALUE", help_heading = "Output")]
     pub labels: Vec<String>,

@@ -322,6 +322,37 @@ mod tests {
         assert_eq!(labels(&epoch, &[])[OCI_CREATED], "1970-01-01T00:00:00Z");
     }
 
+    /// Issue 18: the README said `created` fell back to the base's date when
+    /// `SOURCE_DATE_EPOCH` is unset, but no label is set then. The README's
+    /// sentence is checked against what the code does.
+    #[test]
+    fn the_readme_says_when_the_created_label_is_set() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("**Labels and history.**")
+            .expect("the README's labels paragraph");
+        let paragraph = &readme[start..];
+        let paragraph = &paragraph[..paragraph.find("\n\n").unwrap_or(paragraph.len())];
+        let said = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            said.contains(&format!(
+                "gets `{OCI_CREATED}` only when `SOURCE_DATE_EPOCH` is set"
+            )) && said.contains("Without it there is no `created` label")
+                && !said.contains("else the base's"),
+            "{said}"
+        );
+        let unset = Origin {
+            base_name: "b:1".into(),
+            ..Origin::default()
+        };
+        assert!(!labels(&unset, &[]).contains_key(OCI_CREATED));
+        let set = Origin {
+            source_date_epoch: Some(951782400),
+            ..unset
+        };
+        assert_eq!(labels(&set, &[])[OCI_CREATED], "2000-02-29T00:00:00Z");
+    }
+
     #[test]
     fn labels_enter_the_key_deterministically() {
         let key = "ab".repeat(32);
