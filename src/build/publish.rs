@@ -333,14 +333,9 @@ async fn upload<E: Engine, R: Manifests>(
 ) -> Result<Vec<RawManifest>> {
     let registry = &remote.registry;
     let repo = &opts.repository;
-    let first = format!("{repo}:{}", wanted[0].tag);
-    reporter.event(Event::Pushing { reference: &first });
-    let status = |s: &str| {
-        reporter.event(Event::PushStatus {
-            reference: &first,
-            status: s,
-        })
-    };
+    let references: Vec<String> = wanted.iter().map(|w| format!("{repo}:{}", w.tag)).collect();
+    let progress = PushProgress::new(reporter);
+    progress.announce(&references[0]);
     let scratch = tempfile::Builder::new()
         .prefix("push-")
         .tempdir_in(&opts.scratch_dir)
@@ -353,7 +348,10 @@ async fn upload<E: Engine, R: Manifests>(
         let info = ops::require(engine, &w.id, "image to push").await?;
         diff_ids.push(info.layers);
     }
-    for layers in &diff_ids {
+    // A blob found for a layer shared by several images is told under the
+    // lowest (the first to carry it).
+    for (layers, reference) in diff_ids.iter().zip(&references) {
+        let status = |s: &str| progress.status(reference, s);
         for diff_id in layers {
             if present.contains_key(diff_id) || needed.contains(diff_id) {
                 continue;
@@ -396,7 +394,9 @@ async fn upload<E: Engine, R: Manifests>(
         }
     }
     let mut manifests = Vec::new();
-    for (w, image) in wanted.iter().zip(&images) {
+    for ((w, image), reference) in wanted.iter().zip(&images).zip(&references) {
+        progress.announce(reference);
+        let status = |s: &str| progress.status(reference, s);
         let mut layers = Vec::new();
         for layer in &image.layers {
             if let Some(blob) = present.get(&layer.diff_id) {
@@ -415,10 +415,43 @@ async fn upload<E: Engine, R: Manifests>(
                 source: reason.into(),
             })?;
         registry.put_manifest(&w.tag, &manifest).await?;
-        status(&format!("{repo}:{} is {}", w.tag, manifest.digest));
+        status(&format!("{reference} is {}", manifest.digest));
         manifests.push(manifest);
     }
     Ok(manifests)
+}
+
+/// The push's progress events: each image's own reference (`REPO:<key>`
+/// for the result, `REPO:layer-<key>` below it) on its `Pushing` line, said
+/// once, before the first status under it.
+struct PushProgress<'a> {
+    reporter: &'a dyn Reporter,
+    announced: std::sync::Mutex<HashSet<String>>,
+}
+
+impl<'a> PushProgress<'a> {
+    fn new(reporter: &'a dyn Reporter) -> Self {
+        PushProgress {
+            reporter,
+            announced: std::sync::Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn announce(&self, reference: &str) {
+        let new = self
+            .announced
+            .lock()
+            .map(|mut a| a.insert(reference.to_string()))
+            .unwrap_or(false);
+        if new {
+            self.reporter.event(Event::Pushing { reference });
+        }
+    }
+
+    fn status(&self, reference: &str, status: &str) {
+        self.announce(reference);
+        self.reporter.event(Event::PushStatus { reference, status });
+    }
 }
 
 /// Whether the registry has (or now has) the known blob `k`: already

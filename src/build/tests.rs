@@ -1530,3 +1530,6 @@ async fn a_pyflink_base_without_java_or_flink_is_refused_before_any_setup() {
     assert!(w.result_tags().is_empty());
     assert!(w.engine.containers().is_empty());
 }
+
+/// Topics split out of this file (the lead is splitting the rest by topic).
+mod push_progress;
