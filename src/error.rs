@@ -261,10 +261,14 @@ pub enum Error {
     #[error("{reference} already exists in the registry with other content ({existing}); not overwritten")]
     TagConflict { reference: String, existing: String },
 
-    /// `--no-cache --push` would push a rebuild under a content tag the
-    /// registry already holds: content tags never move.
-    #[error("{reference} is already in the registry ({digest}), built from the same inputs; --no-cache would push a different image under that content tag, and content tags never move")]
-    ContentTagTaken { reference: String, digest: String },
+    /// A `--no-cache --push` rebuild whose digest differs from the one the
+    /// registry holds under the same content tag: content tags never move.
+    #[error("{reference} is in the registry as {pushed}, but this rebuild of the same inputs is {rebuilt}: the registry's image was made with other bytes, and content tags never move")]
+    ContentTagTaken {
+        reference: String,
+        pushed: String,
+        rebuilt: String,
+    },
 
     #[error("{message}")]
     Usage { message: String, hint: String },
@@ -416,7 +420,7 @@ impl Error {
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
             TagConflict { .. } => "pass --replace-tags to move the tag to this build, or choose another --tag; nothing was built or pushed".into(),
-            ContentTagTaken { .. } => "drop --no-cache to publish the registry's image (with your --tag), or push the rebuild to another --repository; nothing was built or pushed".into(),
+            ContentTagTaken { .. } => "rebuilds by prebuilder are byte-identical, so the registry's image came from elsewhere: another tool, another prebuilder version, or a `docker commit` fallback (PREBUILDER_COMMIT, or a base without GNU find/tar), here or there. No tag was put or moved in the registry; the rebuild is on the engine only. Drop --no-cache to use the registry's image (with your --tag), or push the rebuild to another --repository".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted { .. } => return None,
             ImageMissing { what: "--boot-from image", image } => format!("with --pull never, prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),

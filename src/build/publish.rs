@@ -28,23 +28,19 @@ use crate::progress::{Event, Reporter};
 use crate::registry::{self, BlobBody, ImageRef, LayerBlob, Manifests, RawManifest};
 
 /// Before any work: refuse what the push would have to refuse after the
-/// build, so a refusal costs nothing and leaves the registry as it was.
-/// - `--no-cache` when the registry holds the content tag: the rebuild
-///   would move a content tag ([`Error::ContentTagTaken`]);
-/// - a `--tag` the registry holds for other content than the result's
-///   content tag ([`Error::TagConflict`]), unless `--replace-tags`.
+/// build, so a refusal costs nothing and leaves the registry as it was: a
+/// `--tag` the registry holds for other content than the result's content
+/// tag ([`Error::TagConflict`]), unless `--replace-tags`. The push re-checks
+/// it (another run may push in between).
 ///
-/// The push re-checks both (another run may push in between).
+/// `--no-cache` with the content tag in the registry is not refused here:
+/// a rebuild is byte-identical, so its push moves nothing; only a rebuild
+/// whose digest differs is refused, by the push, once the digest is known
+/// ([`Error::ContentTagTaken`]).
 pub async fn preflight<R: Manifests>(remote: &Remote<R>, opts: &Options, tag: &str) -> Result<()> {
     let registry = &remote.registry;
     let repo = &opts.repository;
     let content = registry.manifest_digest(tag).await?;
-    if let (true, Some(digest)) = (opts.no_cache, &content) {
-        return Err(Error::ContentTagTaken {
-            reference: format!("{repo}:{tag}"),
-            digest: digest.clone(),
-        });
-    }
     if opts.replace_tags {
         return Ok(());
     }
@@ -67,13 +63,19 @@ pub async fn preflight<R: Manifests>(remote: &Remote<R>, opts: &Options, tag: &s
 struct Wanted {
     tag: String,
     id: String,
+    /// The digest the registry holds under `tag` (only with `--no-cache`,
+    /// which rebuilds what the registry has): the rebuild must match it.
+    existing: Option<String>,
 }
 
 /// Push the result (`ids`: the local image of each of `plan`'s layers,
 /// bottom up) and the layers below it, unless the registry has them: a
 /// content tag the registry holds was built elsewhere from the same inputs
-/// and is kept. Then every `--tag`, refusing to move one that points
-/// elsewhere (unless `--replace-tags`). The registry's digest of the result.
+/// and is kept. With `--no-cache` each is pushed again, which moves nothing
+/// when the rebuild has the registry's digest and is refused when it has
+/// another (content tags never move). Then every `--tag`, refusing to move
+/// one that points elsewhere (unless `--replace-tags`). The registry's
+/// digest of the result.
 pub async fn push<E: Engine, R: Manifests>(
     engine: &E,
     opts: &Options,
@@ -95,29 +97,26 @@ pub async fn push<E: Engine, R: Manifests>(
     let mut wanted = Vec::new();
     for (layer, id) in plan.layers[..top].iter().zip(ids) {
         let tag = format!("{LAYER_TAG_PREFIX}{}", layer.tag());
-        if opts.no_cache || registry.manifest_digest(&tag).await?.is_none() {
+        let existing = registry.manifest_digest(&tag).await?;
+        if opts.no_cache || existing.is_none() {
             wanted.push(Wanted {
                 tag,
                 id: id.clone(),
+                existing,
             });
         }
     }
     let content_tag = plan.tag();
     let existing = registry.manifest_digest(content_tag).await?;
     match &existing {
-        Some(d) if opts.no_cache => {
-            return Err(Error::ContentTagTaken {
-                reference: format!("{repo}:{content_tag}"),
-                digest: d.clone(),
-            })
-        }
-        Some(d) => reporter.event(Event::AlreadyPushed {
+        Some(d) if !opts.no_cache => reporter.event(Event::AlreadyPushed {
             reference: &format!("{repo}:{content_tag}"),
             digest: d,
         }),
-        None => wanted.push(Wanted {
+        _ => wanted.push(Wanted {
             tag: content_tag.to_string(),
             id: ids[top].clone(),
+            existing: existing.clone(),
         }),
     }
     let mut put = if wanted.is_empty() {
@@ -127,7 +126,8 @@ pub async fn push<E: Engine, R: Manifests>(
         upload(engine, opts, remote, &wanted, known, reporter).await?
     };
     let manifest = match (existing, put.pop()) {
-        (Some(digest), _) => {
+        (_, Some(m)) => m,
+        (Some(digest), None) => {
             if opts.tags.is_empty() {
                 return Ok(digest);
             }
@@ -143,7 +143,6 @@ pub async fn push<E: Engine, R: Manifests>(
                     .into(),
                 })?
         }
-        (None, Some(m)) => m,
         (None, None) => {
             return Err(Error::Registry {
                 registry: registry.host().to_string(),
@@ -414,11 +413,46 @@ async fn upload<E: Engine, R: Manifests>(
                 action: format!("writing the manifest of {repo}:{}", w.tag),
                 source: reason.into(),
             })?;
-        registry.put_manifest(&w.tag, &manifest).await?;
-        status(&format!("{reference} is {}", manifest.digest));
         manifests.push(manifest);
     }
+    put_manifests(registry, (wanted, &references), &manifests, &progress).await?;
     Ok(manifests)
+}
+
+/// Put each image's manifest under its tag, bottom up (the content tag
+/// last). A tag the registry holds already (a `--no-cache` rebuild) is left
+/// when it has the same digest; another digest is refused before anything
+/// is put: content tags never move.
+async fn put_manifests<R: Manifests>(
+    registry: &R,
+    (wanted, references): (&[Wanted], &[String]),
+    manifests: &[RawManifest],
+    progress: &PushProgress<'_>,
+) -> Result<()> {
+    for ((w, m), reference) in wanted.iter().zip(manifests).zip(references) {
+        if let Some(pushed) = w.existing.as_ref().filter(|d| **d != m.digest) {
+            return Err(Error::ContentTagTaken {
+                reference: reference.clone(),
+                pushed: pushed.clone(),
+                rebuilt: m.digest.clone(),
+            });
+        }
+    }
+    for ((w, m), reference) in wanted.iter().zip(manifests).zip(references) {
+        if w.existing.is_some() {
+            progress.status(
+                reference,
+                &format!(
+                    "{reference} is {} already: the rebuild is identical",
+                    m.digest
+                ),
+            );
+            continue;
+        }
+        registry.put_manifest(&w.tag, m).await?;
+        progress.status(reference, &format!("{reference} is {}", m.digest));
+    }
+    Ok(())
 }
 
 /// The push's progress events: each image's own reference (`REPO:<key>`
