@@ -15,10 +15,17 @@ build:
 ## integration tests against the real engine, and the Beam plugin's tests.
 test: lint unit integration python-test
 
+## The structure lints (import loops between the files of a module folder,
+## functions over 80 lines) report without failing until STRICT_LINT=1
+## (issue 18: flip it here once build/ is restructured); an import cycle
+## between top-level modules always fails.
+STRICT_LINT ?=
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	python3 scripts/check-cycles.py
+	python3 scripts/test_lints.py
+	python3 scripts/check-cycles.py $(if $(STRICT_LINT),--strict)
+	python3 scripts/check-fn-length.py $(if $(STRICT_LINT),--strict)
 
 unit:
 	$(CARGO) test --locked --lib --bins --test cli
