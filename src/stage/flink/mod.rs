@@ -135,121 +135,25 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
         Some(p) => conf::read(p)?,
         None => PythonOptions::default(),
     };
-    let origin = |flag_set: bool, flag, key| Origin {
-        flag,
-        key,
-        conf: if flag_set { None } else { conf_path },
-    };
-    let o_files = origin(!flags.files.is_empty(), "--py-files", conf::FILES_KEY);
-    let o_req = origin(
-        flags.requirements.is_some(),
-        "--py-requirements",
-        conf::REQUIREMENTS_KEY,
-    );
-    let o_arch = origin(
-        !flags.archives.is_empty(),
-        "--py-archives",
-        conf::ARCHIVES_KEY,
-    );
-    let o_exe = origin(
-        flags.executable.is_some(),
-        "--py-executable",
-        conf::EXECUTABLE_KEY,
-    );
-    let o_path = origin(false, "--flink-conf", conf::PYTHONPATH_KEY);
+    let origins = Origins::of(&flags, conf_path);
     let opts = flags.over(file);
 
     let mut artifacts = Vec::new();
-    let mut requirements_cache = false;
-    if let Some(spec) = &opts.requirements {
-        let (file, cache) = match conf::split_hash(spec) {
-            Some((f, c)) => (f, Some(c)),
-            None => (spec.as_str(), None),
-        };
-        require(&o_req, spec, Path::new(file), false)?;
-        artifacts.push(artifact(
-            REQUIREMENTS_FILE.to_string(),
-            Path::new(file),
-            Role::Requirements,
-        )?);
-        if let Some(cache) = cache {
-            require(&o_req, spec, Path::new(cache), true)?;
-            requirements_cache = true;
-            for (name, path) in dir_files(Path::new(cache), false)? {
-                artifacts.push(artifact(
-                    format!("cache/{name}"),
-                    &path,
-                    Role::RequirementsCache,
-                )?);
-            }
-        }
-    }
-
-    let mut archives = BTreeMap::new();
-    let mut listings = BTreeMap::new();
-    for spec in &opts.archives {
-        let Some((file, name)) = conf::split_hash(spec) else {
-            return Err(o_arch.err(
-                spec,
-                "no #NAME: an archive is extracted under a directory name, e.g. venv.zip#venv",
-            ));
-        };
-        check_name(name).map_err(|r| o_arch.err(spec, r))?;
-        if archives.contains_key(name) {
-            return Err(o_arch.err(spec, format!("the name {name} is given to two archives")));
-        }
-        let path = Path::new(file);
-        require(&o_arch, spec, path, false)?;
-        let listing = archive::check(path).map_err(|r| o_arch.err(spec, r))?;
-        let base = base_name(path).ok_or_else(|| o_arch.err(spec, "no file name"))?;
-        artifacts.push(artifact(
-            format!("archives/{name}/{base}"),
-            path,
-            Role::PyArchive,
-        )?);
-        archives.insert(name.to_string(), format!("{ARCHIVES_DIR}/{name}"));
-        listings.insert(name.to_string(), listing);
-    }
-
+    let requirements_cache = match &opts.requirements {
+        Some(spec) => stage_requirements(spec, &origins.requirements, &mut artifacts)?,
+        None => false,
+    };
+    let (archives, listings) = stage_archives(&opts.archives, &origins.archives, &mut artifacts)?;
     let executable = match &opts.executable {
-        Some(exe) => Some(resolve(exe, &listings).map_err(|r| o_exe.err(exe, r))?),
+        Some(exe) => Some(resolve(exe, &listings).map_err(|r| origins.executable.err(exe, r))?),
         None => None,
     };
     let extra_pythonpath = opts
         .pythonpath
         .iter()
-        .map(|p| resolve_dir(p, &listings).map_err(|r| o_path.err(p, r)))
+        .map(|p| resolve_dir(p, &listings).map_err(|r| origins.pythonpath.err(p, r)))
         .collect::<Result<Vec<_>>>()?;
-
-    let mut files_pythonpath = Vec::new();
-    for (i, spec) in opts.files.iter().enumerate() {
-        let path = Path::new(spec);
-        let meta = std::fs::metadata(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                o_files.err(spec, "no such file or directory")
-            } else {
-                Error::io(path, e)
-            }
-        })?;
-        let base = base_name(path).ok_or_else(|| o_files.err(spec, "no file name"))?;
-        if meta.is_dir() {
-            for (rel, p) in dir_files(path, true)? {
-                artifacts.push(artifact(
-                    format!("files/{i}/{base}/{rel}"),
-                    &p,
-                    Role::PyFile,
-                )?);
-            }
-            files_pythonpath.push(format!("{FILES_DIR}/{i}"));
-        } else {
-            artifacts.push(artifact(format!("files/{i}/{base}"), path, Role::PyFile)?);
-            if IMPORTABLE_ARCHIVES.iter().any(|s| base.ends_with(s)) {
-                files_pythonpath.push(format!("{FILES_DIR}/{i}/{base}"));
-            } else {
-                files_pythonpath.push(format!("{FILES_DIR}/{i}"));
-            }
-        }
-    }
+    let files_pythonpath = stage_files(&opts.files, &origins.files, &mut artifacts)?;
 
     if artifacts.is_empty() {
         return Err(Error::NothingToInstall {
@@ -270,6 +174,152 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     Ok(StagedSet::new(artifacts, dir, None).with_mode(SetupMode::Flink(setup)))
+}
+
+/// Where each option came from: its flag when the flag was given, else the
+/// `--flink-conf` file's key.
+struct Origins<'a> {
+    files: Origin<'a>,
+    requirements: Origin<'a>,
+    archives: Origin<'a>,
+    executable: Origin<'a>,
+    pythonpath: Origin<'a>,
+}
+
+impl<'a> Origins<'a> {
+    fn of(flags: &PythonOptions, conf_path: Option<&'a Path>) -> Self {
+        let origin = |flag_set: bool, flag, key| Origin {
+            flag,
+            key,
+            conf: if flag_set { None } else { conf_path },
+        };
+        Origins {
+            files: origin(!flags.files.is_empty(), "--py-files", conf::FILES_KEY),
+            requirements: origin(
+                flags.requirements.is_some(),
+                "--py-requirements",
+                conf::REQUIREMENTS_KEY,
+            ),
+            archives: origin(
+                !flags.archives.is_empty(),
+                "--py-archives",
+                conf::ARCHIVES_KEY,
+            ),
+            executable: origin(
+                flags.executable.is_some(),
+                "--py-executable",
+                conf::EXECUTABLE_KEY,
+            ),
+            pythonpath: origin(false, "--flink-conf", conf::PYTHONPATH_KEY),
+        }
+    }
+}
+
+/// Stage `FILE[#CACHE_DIR]`: the requirements file, and every file of the
+/// cache directory under `cache/`. Whether there is a cache.
+fn stage_requirements(
+    spec: &str,
+    origin: &Origin<'_>,
+    artifacts: &mut Vec<Artifact>,
+) -> Result<bool> {
+    let (file, cache) = match conf::split_hash(spec) {
+        Some((f, c)) => (f, Some(c)),
+        None => (spec, None),
+    };
+    require(origin, spec, Path::new(file), false)?;
+    artifacts.push(artifact(
+        REQUIREMENTS_FILE.to_string(),
+        Path::new(file),
+        Role::Requirements,
+    )?);
+    let Some(cache) = cache else {
+        return Ok(false);
+    };
+    require(origin, spec, Path::new(cache), true)?;
+    for (name, path) in dir_files(Path::new(cache), false)? {
+        artifacts.push(artifact(
+            format!("cache/{name}"),
+            &path,
+            Role::RequirementsCache,
+        )?);
+    }
+    Ok(true)
+}
+
+/// By archive name: the directory it is extracted to, and its listing.
+type StagedArchives = (BTreeMap<String, String>, BTreeMap<String, archive::Listing>);
+
+/// Stage each `FILE#NAME` archive under `archives/NAME/`, checked.
+fn stage_archives(
+    specs: &[String],
+    origin: &Origin<'_>,
+    artifacts: &mut Vec<Artifact>,
+) -> Result<StagedArchives> {
+    let mut archives = BTreeMap::new();
+    let mut listings = BTreeMap::new();
+    for spec in specs {
+        let Some((file, name)) = conf::split_hash(spec) else {
+            return Err(origin.err(
+                spec,
+                "no #NAME: an archive is extracted under a directory name, e.g. venv.zip#venv",
+            ));
+        };
+        check_name(name).map_err(|r| origin.err(spec, r))?;
+        if archives.contains_key(name) {
+            return Err(origin.err(spec, format!("the name {name} is given to two archives")));
+        }
+        let path = Path::new(file);
+        require(origin, spec, path, false)?;
+        let listing = archive::check(path).map_err(|r| origin.err(spec, r))?;
+        let base = base_name(path).ok_or_else(|| origin.err(spec, "no file name"))?;
+        artifacts.push(artifact(
+            format!("archives/{name}/{base}"),
+            path,
+            Role::PyArchive,
+        )?);
+        archives.insert(name.to_string(), format!("{ARCHIVES_DIR}/{name}"));
+        listings.insert(name.to_string(), listing);
+    }
+    Ok((archives, listings))
+}
+
+/// Stage each `--py-files` entry (a file, or a directory's files) under
+/// `files/<i>/`. The PYTHONPATH entry of each, in order.
+fn stage_files(
+    specs: &[String],
+    origin: &Origin<'_>,
+    artifacts: &mut Vec<Artifact>,
+) -> Result<Vec<String>> {
+    let mut pythonpath = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let path = Path::new(spec);
+        let meta = std::fs::metadata(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                origin.err(spec, "no such file or directory")
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+        let base = base_name(path).ok_or_else(|| origin.err(spec, "no file name"))?;
+        if meta.is_dir() {
+            for (rel, p) in dir_files(path, true)? {
+                artifacts.push(artifact(
+                    format!("files/{i}/{base}/{rel}"),
+                    &p,
+                    Role::PyFile,
+                )?);
+            }
+            pythonpath.push(format!("{FILES_DIR}/{i}"));
+        } else {
+            artifacts.push(artifact(format!("files/{i}/{base}"), path, Role::PyFile)?);
+            if IMPORTABLE_ARCHIVES.iter().any(|s| base.ends_with(s)) {
+                pythonpath.push(format!("{FILES_DIR}/{i}/{base}"));
+            } else {
+                pythonpath.push(format!("{FILES_DIR}/{i}"));
+            }
+        }
+    }
+    Ok(pythonpath)
 }
 
 /// `venv/bin/python` → `/opt/flink/python-archives/venv/bin/python` when
