@@ -170,8 +170,6 @@ pub fn sdk_image(minor: Option<&str>, beam: Option<&str>) -> String {
 /// What the boot needs from the image itself: a shell, `python` (Python 3) on PATH
 /// with apache-beam and pip, the venv module unless the SDK runs in the default
 /// environment, and the boot as the entrypoint.
-// Over 80 lines on purpose: a flat list of independent rules, each a few
-// lines, read top to bottom; splitting it would scatter one checklist.
 pub fn image_findings(img: &ImageFacts, rules: ImageRules) -> Vec<Finding> {
     let mut out = Vec::new();
     let p = &img.probe;
@@ -214,28 +212,42 @@ pub fn image_findings(img: &ImageFacts, rules: ImageRules) -> Vec<Finding> {
         return out;
     }
     if p.executable.is_some() {
-        if p.apache_beam.is_none() && !rules.sdk_staged {
-            out.push(Finding::new(
+        out.extend(package_findings(img, rules, &interp));
+    }
+    if !rules.boot_added {
+        out.extend(boot_entry_finding(img));
+    }
+    out
+}
+
+/// What the boot needs installed for `interp` (the image's `python`):
+/// apache-beam (unless the SDK is staged), pip, and venv (unless the SDK
+/// runs in the default environment).
+fn package_findings(img: &ImageFacts, rules: ImageRules, interp: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let p = &img.probe;
+    if p.apache_beam.is_none() && !rules.sdk_staged {
+        out.push(Finding::new(
                 "apache-beam",
                 format!("apache-beam is not installed for {interp}"),
                 format!(
                     "install the Beam version the pipeline launches with: `{interp} -m pip install apache-beam==<launch version>`"
                 ),
             ));
-        }
-        if p.pip.is_none() {
-            out.push(Finding::new(
-                "pip",
-                format!("pip is not available to {interp}; the boot installs with `python -m pip`"),
-                "install python3-pip (Debian/Ubuntu), or run `python -m ensurepip`".into(),
-            ));
-        }
-        let default_env = img
-            .default_environment
-            .as_deref()
-            .is_some_and(|v| !v.is_empty());
-        if p.venv == Some(false) && !default_env {
-            out.push(Finding::new(
+    }
+    if p.pip.is_none() {
+        out.push(Finding::new(
+            "pip",
+            format!("pip is not available to {interp}; the boot installs with `python -m pip`"),
+            "install python3-pip (Debian/Ubuntu), or run `python -m ensurepip`".into(),
+        ));
+    }
+    let default_env = img
+        .default_environment
+        .as_deref()
+        .is_some_and(|v| !v.is_empty());
+    if p.venv == Some(false) && !default_env {
+        out.push(Finding::new(
                 "venv",
                 format!(
                     "{interp} cannot create a venv (the venv/ensurepip modules are missing) and \
@@ -245,44 +257,43 @@ pub fn image_findings(img: &ImageFacts, rules: ImageRules) -> Vec<Finding> {
                     "install python3-venv (Debian/Ubuntu), or set `ENV {DEFAULT_ENV_VAR}=1` in the image"
                 ),
             ));
-        }
-    }
-    if !rules.boot_added {
-        let suggestion = sdk_image(p.minor().as_deref(), p.apache_beam.as_deref());
-        match p.boot.as_deref() {
-            Some("executable") => {
-                if img.entrypoint.first().map(String::as_str) != Some(BOOT) {
-                    out.push(Finding::new(
-                        "entrypoint",
-                        format!(
-                            "the entrypoint is {}, not the boot: workers would not start Beam's SDK harness",
-                            serde_json::to_string(&img.entrypoint).unwrap_or_default()
-                        ),
-                        format!("set `ENTRYPOINT [\"{BOOT}\"]` (prebuilder build --boot-from does)"),
-                    ));
-                }
-            }
-            Some("not-executable") => out.push(Finding::new(
-                "boot",
-                format!("{} has {BOOT}, but it is not an executable file", img.image),
-                format!("make it executable (`chmod 755 {BOOT}`), or take it from a Beam image with --boot-from {suggestion}"),
-            )),
-            _ => out.push(Finding::new(
-                "boot",
-                format!("{} has no {BOOT}", img.image),
-                format!(
-                    "add Beam's boot: `prebuilder build --boot-from {suggestion}` (or see `prebuilder template custom-base`)"
-                ),
-            )),
-        }
     }
     out
+}
+
+/// The boot itself: an executable file at [`BOOT`], and the entrypoint.
+fn boot_entry_finding(img: &ImageFacts) -> Option<Finding> {
+    let p = &img.probe;
+    let suggestion = sdk_image(p.minor().as_deref(), p.apache_beam.as_deref());
+    match p.boot.as_deref() {
+        Some("executable") => (img.entrypoint.first().map(String::as_str) != Some(BOOT)).then(|| {
+            Finding::new(
+                "entrypoint",
+                format!(
+                    "the entrypoint is {}, not the boot: workers would not start Beam's SDK harness",
+                    serde_json::to_string(&img.entrypoint).unwrap_or_default()
+                ),
+                format!("set `ENTRYPOINT [\"{BOOT}\"]` (prebuilder build --boot-from does)"),
+            )
+        }),
+        Some("not-executable") => Some(Finding::new(
+            "boot",
+            format!("{} has {BOOT}, but it is not an executable file", img.image),
+            format!("make it executable (`chmod 755 {BOOT}`), or take it from a Beam image with --boot-from {suggestion}"),
+        )),
+        _ => Some(Finding::new(
+            "boot",
+            format!("{} has no {BOOT}", img.image),
+            format!(
+                "add Beam's boot: `prebuilder build --boot-from {suggestion}` (or see `prebuilder template custom-base`)"
+            ),
+        )),
+    }
 }
 
 /// What must match between the launch and the image: Python minor version, Beam
 /// version, the pickling library in use, protobuf's major version.
 /// `pickle_library` overrides the launch side's default (`--pickle_library`).
-// Over 80 lines on purpose, like `image_findings`: one flat list of rules.
 pub fn launch_findings(
     img: &ImageFacts,
     launch: &LaunchFacts,
@@ -319,49 +330,7 @@ pub fn launch_findings(
             ));
         }
     }
-    let lib = pickle_library
-        .map(str::to_string)
-        .or_else(|| l.pickle_library.clone());
-    match lib.as_deref() {
-        Some("cloudpickle") => {
-            let (ic, lc) = (i.cloudpickle_in_use(), l.cloudpickle_in_use());
-            if let Some(lc) = lc {
-                if ic.as_deref() != Some(lc.as_str()) {
-                    out.push(Finding::new(
-                        "pickler",
-                        format!(
-                            "the pipeline pickles with cloudpickle {lc} at launch, but the image has {}",
-                            ic.as_deref().unwrap_or("no cloudpickle")
-                        ),
-                        "use the same apache-beam (whose cloudpickle it vendors) or the same cloudpickle on both sides".into(),
-                    ));
-                }
-            }
-        }
-        Some(dill_lib) if dill_lib.starts_with("dill") => {
-            if let Some(ld) = &l.dill {
-                if i.dill.as_deref() != Some(ld.as_str()) {
-                    out.push(Finding::new(
-                        "pickler",
-                        format!(
-                            "the pipeline pickles with dill {ld} at launch, but the image has {}",
-                            i.dill
-                                .as_deref()
-                                .map_or("no dill".to_string(), |d| format!("dill {d}"))
-                        ),
-                        format!("install dill=={ld} in the image (add it to the requirements)"),
-                    ));
-                }
-            } else {
-                out.push(Finding::new(
-                    "pickler",
-                    "the pickle library is dill, but dill is not installed at launch".into(),
-                    "install dill at launch (`pip install apache-beam[dill]`) and the same version in the image".into(),
-                ));
-            }
-        }
-        _ => {}
-    }
+    out.extend(pickler_finding(i, l, pickle_library));
     let major = |v: &Option<String>| {
         v.as_deref()
             .and_then(|v| v.split('.').next())
@@ -380,6 +349,47 @@ pub fn launch_findings(
         }
     }
     out
+}
+
+/// The pickling library the pipeline uses at launch (`pickle_library`, else
+/// the launch side's default) must be in the image at the same version.
+fn pickler_finding(i: &Probe, l: &Probe, pickle_library: Option<&str>) -> Option<Finding> {
+    let lib = pickle_library
+        .map(str::to_string)
+        .or_else(|| l.pickle_library.clone());
+    match lib.as_deref() {
+        Some("cloudpickle") => {
+            let (ic, lc) = (i.cloudpickle_in_use(), l.cloudpickle_in_use());
+            let lc = lc.filter(|lc| ic.as_deref() != Some(lc.as_str()))?;
+            Some(Finding::new(
+                "pickler",
+                format!(
+                    "the pipeline pickles with cloudpickle {lc} at launch, but the image has {}",
+                    ic.as_deref().unwrap_or("no cloudpickle")
+                ),
+                "use the same apache-beam (whose cloudpickle it vendors) or the same cloudpickle on both sides".into(),
+            ))
+        }
+        Some(dill_lib) if dill_lib.starts_with("dill") => match &l.dill {
+            Some(ld) if i.dill.as_deref() == Some(ld.as_str()) => None,
+            Some(ld) => Some(Finding::new(
+                "pickler",
+                format!(
+                    "the pipeline pickles with dill {ld} at launch, but the image has {}",
+                    i.dill
+                        .as_deref()
+                        .map_or("no dill".to_string(), |d| format!("dill {d}"))
+                ),
+                format!("install dill=={ld} in the image (add it to the requirements)"),
+            )),
+            None => Some(Finding::new(
+                "pickler",
+                "the pickle library is dill, but dill is not installed at launch".into(),
+                "install dill at launch (`pip install apache-beam[dill]`) and the same version in the image".into(),
+            )),
+        },
+        _ => None,
+    }
 }
 
 /// `--boot-from`: the boot should come from the Beam version the base has.

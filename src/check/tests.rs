@@ -211,6 +211,11 @@ fn dill_must_be_in_the_image_when_the_pipeline_uses_it() {
     let mut img = good();
     img.probe.dill = Some("0.3.9".into());
     assert!(launch_findings(&img, &l, Some("dill")).is_empty());
+    // dill asked for but not installed at launch.
+    l.probe.dill = None;
+    let f = launch_findings(&img, &l, Some("dill"));
+    assert_eq!(checks(&f), ["pickler"]);
+    assert!(f[0].message.contains("not installed at launch"), "{f:?}");
 }
 
 #[test]
