@@ -139,6 +139,13 @@ pub enum Error {
     #[error("base image {image} is not on {}", engine())]
     BaseMissing { image: String },
 
+    #[error("base image {image} moved during the build: its registry named {resolved}, the pull gave {pulled}")]
+    BaseMoved {
+        image: String,
+        resolved: String,
+        pulled: String,
+    },
+
     #[error("base image {image} is not on the engine, and pulling it from {registry} failed ({credentials}): {reason}")]
     BaseUnavailable {
         image: String,
@@ -341,6 +348,7 @@ impl Error {
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
+            BaseMoved { .. } => "its tag was pushed again while this build ran; run the same command again (it computes the keys from the image it then finds), or pin the base by digest (IMAGE@sha256:…)".into(),
             EngineWentAway { .. } => "check that the engine is up (`docker info`), then run the same command again: layers finished before it went away are reused, and what the interrupted one left is removed by the next run or `prebuilder gc`".into(),
             ImageInUse { containers, .. } if !containers.is_empty() => format!("remove the container(s) first (`docker rm -f {}`) or keep the image; prebuilder never forces a removal", containers.join(" ")),
             ImageInUse { .. } => "images built on it still exist: remove them first, or keep it".into(),
@@ -396,6 +404,7 @@ impl Error {
             Error::SetupFailed { .. } | Error::Incompatible { .. } => EXIT_SETUP_FAILED,
             Error::EngineUnreachable { .. }
             | Error::EngineWentAway { .. }
+            | Error::BaseMoved { .. }
             | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
             Error::Interrupted { signal } => signal.exit_code(),
             _ => EXIT_USAGE,

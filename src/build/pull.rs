@@ -1,7 +1,7 @@
 //! The base image a build sits on (and the `--boot-from` image): found on
 //! the engine, or pulled through it (`--pull missing|always|never`, docker's
 //! names) with the docker CLI's credentials. Only a build that needs the base's content pulls it: cache
-//! questions are answered from keys (see `fresh`), never by pulling.
+//! questions are answered from keys (see `ground` and `locate`), never by pulling.
 
 use super::{Options, PullPolicy};
 use crate::engine::{Engine, ImageInfo};

@@ -207,6 +207,27 @@ impl FakeEngine {
         id
     }
 
+    /// Make this engine's image `id` pullable as `reference` by `other`:
+    /// what a push from here to a registry both share gives a fresh runner.
+    pub fn share(&self, id: &str, reference: &str, other: &FakeEngine) {
+        let Some(mut image) = self.state().images.get(id).cloned() else {
+            return;
+        };
+        image.info.repo_tags = vec![reference.to_string()];
+        let bytes: Vec<(String, Vec<u8>)> = {
+            let s = self.state();
+            image
+                .info
+                .layers
+                .iter()
+                .filter_map(|l| s.layer_bytes.get(l).map(|b| (l.clone(), b.clone())))
+                .collect()
+        };
+        let mut o = other.state();
+        o.layer_bytes.extend(bytes);
+        o.remote.insert(reference.to_string(), image);
+    }
+
     /// Set a label on an image (what a build would have given it).
     pub fn set_label(&self, id: &str, key: &str, value: &str) {
         if let Some(i) = self.state().images.get_mut(id) {
@@ -389,6 +410,10 @@ impl FakeEngine {
             let mut s = self.state();
             let leave = s.leave.clone();
             if let Some(c) = s.containers.get_mut(id) {
+                // What the setup installs depends on its inputs only (the
+                // container's name carries the layer's key), as a real
+                // setup's snapshot does: same inputs, same layer.
+                let installed = c.spec.name.clone().into_bytes();
                 // As setup.sh does: the staged files and the manifest go
                 // (the artifacts directory itself stays).
                 let staged = format!("{}/", crate::plan::ARTIFACTS_DIR);
@@ -407,7 +432,7 @@ impl FakeEngine {
                 };
                 c.files.insert(freeze_path.to_string(), freeze);
                 if setup.snapshot {
-                    let inner = tar_of("./usr/lib/python3/dist-packages/six.py", id.as_bytes());
+                    let inner = tar_of("./usr/lib/python3/dist-packages/six.py", &installed);
                     c.files
                         .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
                     c.files
