@@ -14,7 +14,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::setup::{self, SNAPSHOT_DIR};
 use super::{flink, local, record, upload, verify};
-use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
+use crate::engine::{
+    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
+};
 use crate::error::{Error, Result};
 use crate::image;
 use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR};
@@ -119,7 +121,21 @@ async fn set_up_and_save<E: Engine>(
     upload_artifacts(engine, container, b.layer, b.mode, reporter).await?;
     run_setup(engine, container, b.layer.name, b.mode, reporter).await?;
     // The environment's record (pip freeze + inputs) goes into the image and a label.
-    let record = record::make(engine, container, b, reporter).await?;
+    let context = record::Context {
+        layer: b.layer,
+        from_image: b.from_image,
+        base: b
+            .labels
+            .get(LABEL_BASE)
+            .map_or(b.config_image.id.as_str(), String::as_str),
+        boot_from: b
+            .config_image
+            .labels
+            .get(LABEL_BOOT_FROM)
+            .map(String::as_str),
+        snapshot: !b.commit,
+    };
+    let record = record::make(engine, container, &context, reporter).await?;
     let mut labels = b.labels.clone();
     if let Some((_, label)) = &record {
         labels.insert(LABEL_RECORD.to_string(), label.clone());

@@ -256,4 +256,3 @@ async fn a_base_that_moves_between_its_lookup_and_its_pull_is_refused_unbuilt() 
     assert_eq!(w.engine.count("create"), 0);
     assert!(w.result_tags().is_empty());
 }
-
