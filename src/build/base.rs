@@ -83,7 +83,7 @@ pub async fn prepare<E: Engine>(
             pending_flink: (!opts.no_check).then(|| PendingFlink {
                 image: base.id.clone(),
                 name: opts.base.clone(),
-                setup: setup.clone(),
+                setup: with_launch_python(setup, opts),
             }),
         });
     }
@@ -112,6 +112,7 @@ pub async fn prepare<E: Engine>(
     let tag = format!("{LAYER_TAG_PREFIX}{}", &key[..TAG_HEX_LEN]);
     engine.tag(&id, &opts.repository, &tag).await?;
     let config = engine.inspect(&id).await?.ok_or_else(|| Error::Engine {
+        engine: String::new(),
         action: format!("inspecting the boot layer {id}"),
         source: "the engine no longer has it".into(),
     })?;
@@ -195,6 +196,19 @@ async fn boot_layer<E: Engine>(
     };
     let id = boot::build(engine, &build, reporter).await?;
     Ok((id, CacheOutcome::Miss, true))
+}
+
+/// The setup to check, its launching Python taken from the environment
+/// (`PYFLINK_CLIENT_EXECUTABLE`) when `python.client.executable` names none.
+fn with_launch_python(setup: &FlinkSetup, opts: &Options) -> FlinkSetup {
+    let mut setup = setup.clone();
+    if setup.client_executable.is_none() {
+        setup.client_executable = opts
+            .settings
+            .var(crate::stage::flink::CLIENT_PYTHON_ENV)
+            .map(str::to_string);
+    }
+    setup
 }
 
 impl Footing {

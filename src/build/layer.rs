@@ -44,6 +44,8 @@ pub struct LayerBuild<'a> {
     pub scratch: &'a Path,
     /// What the setup runs (Beam's boot or PyFlink's setup) and the config it adds.
     pub mode: &'a SetupMode,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub source_date_epoch: Option<&'a str>,
 }
 
 impl LayerBuild<'_> {
@@ -51,7 +53,7 @@ impl LayerBuild<'_> {
     /// `SOURCE_DATE_EPOCH`, else the `created` of the image whose config the
     /// layer keeps (the base, or the boot layer).
     fn epoch(&self) -> u64 {
-        image::reproducible::epoch(self.config_image.created.as_deref())
+        image::reproducible::epoch(self.source_date_epoch, self.config_image.created.as_deref())
     }
 }
 
@@ -331,6 +333,7 @@ async fn load_snapshot<E: Engine>(
     match engine.inspect(&image_id).await? {
         Some(_) => Ok(Some(image_id)),
         None => Err(Error::Engine {
+            engine: String::new(),
             action: "loading the layer image".into(),
             source: format!("the engine did not keep {image_id}").into(),
         }),
@@ -398,6 +401,7 @@ async fn download_to<E: Engine>(
         .map_err(|e| Error::io(to, e))?;
     while let Some(chunk) = stream.next().await {
         let bytes = chunk.map_err(|e| Error::Engine {
+            engine: String::new(),
             action: format!("reading {path} from container {container}"),
             source: Box::new(e),
         })?;

@@ -197,7 +197,7 @@ pub async fn fetch<E: Engine, R: Manifests>(
             layer: layer.name,
             reference: &reference,
         });
-        pull::pull(engine, &reference, reporter).await?;
+        pull::pull(engine, opts, &reference, reporter).await?;
     }
     let mut gone = false;
     for (i, source) in sources.iter_mut().enumerate() {

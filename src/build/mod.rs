@@ -82,11 +82,13 @@ pub struct Options {
     pub labels: crate::labels::Request,
     /// When to pull the base (`--pull`).
     pub pull: PullPolicy,
+    /// The environment, read once by the caller (`crate::settings`).
+    pub settings: crate::settings::Settings,
 }
 
 /// `--pull`, docker's names: pull the base when the engine lacks it, always,
-/// or never.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// or never. Defined once, here; the CLI takes it as its value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullPolicy {
     Missing,
     Always,

@@ -60,6 +60,7 @@ impl<E: Engine> Produce for EngineSetup<'_, E> {
             commit: self.opts.commit,
             scratch: &self.opts.scratch_dir,
             mode: self.mode,
+            source_date_epoch: self.opts.settings.source_date_epoch(),
         };
         layer::build(self.engine, &build, reporter).await
     }
@@ -165,6 +166,7 @@ impl<E: Engine, P: Produce> Layers<'_, E, P> {
 /// A missing layer with nothing prepared to build it on: a bug, said so.
 fn no_footing(layer: &LayerPlan<'_>) -> crate::error::Error {
     crate::error::Error::Engine {
+        engine: String::new(),
         action: format!("building the {} layer", layer.name),
         source: "prebuilder prepared no base to build it on (a bug: please report it)".into(),
     }

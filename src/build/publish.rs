@@ -552,6 +552,7 @@ async fn exported<E: Engine>(
             .find(|i| i.layers.iter().map(|l| &l.diff_id).eq(layers.iter()))
             .cloned()
             .ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: what.clone(),
                 source: format!("the export has no image with the layers of {}", w.id).into(),
             })?;

@@ -375,6 +375,7 @@ impl FakeEngine {
         }
         if fail {
             return Err(Error::Engine {
+                engine: String::new(),
                 action: format!("{op} (fake)"),
                 source: "injected failure".into(),
             });
@@ -398,6 +399,7 @@ impl FakeEngine {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: format!("using container {id} (fake)"),
                 source: "no such container".into(),
             })
@@ -558,6 +560,7 @@ impl Engine for FakeEngine {
         .await?;
         self.state().created.push(spec.clone());
         let image = self.find(&spec.image).ok_or_else(|| Error::Engine {
+            engine: String::new(),
             action: format!("creating container {} (fake)", spec.name),
             source: format!("no such image {}", spec.image).into(),
         })?;
@@ -589,6 +592,7 @@ impl Engine for FakeEngine {
         let mut bytes = Vec::new();
         while let Some(chunk) = tar.next().await {
             bytes.extend_from_slice(&chunk.map_err(|e| Error::Engine {
+                engine: String::new(),
                 action: "uploading (fake)".into(),
                 source: Box::new(e),
             })?);
@@ -610,6 +614,7 @@ impl Engine for FakeEngine {
             .containers
             .get_mut(container)
             .ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: "uploading (fake)".into(),
                 source: "no such container".into(),
             })?;
@@ -718,6 +723,7 @@ impl Engine for FakeEngine {
         }
         let doc: serde_json::Value =
             serde_json::from_slice(&config_bytes).map_err(|e| Error::Engine {
+                engine: String::new(),
                 action: "loading (fake)".into(),
                 source: Box::new(e),
             })?;
@@ -747,6 +753,7 @@ impl Engine for FakeEngine {
         let mut s = self.state();
         if !s.images.contains_key(image_id) {
             return Err(Error::Engine {
+                engine: String::new(),
                 action: format!("tagging {image_id} (fake)"),
                 source: "no such image".into(),
             });
@@ -775,6 +782,7 @@ impl Engine for FakeEngine {
         };
         for id in images {
             let image = s.images.get(id).ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: format!("exporting {id} (fake)"),
                 source: "no such image".into(),
             })?;
@@ -784,6 +792,7 @@ impl Engine for FakeEngine {
                 let name = format!("{}/layer.tar", &l[7..]);
                 if written.insert(name.clone()) {
                     let bytes = s.layer_bytes.get(l).ok_or_else(|| Error::Engine {
+                        engine: String::new(),
                         action: format!("exporting {id} (fake)"),
                         source: format!("no bytes for layer {l}").into(),
                     })?;
@@ -854,6 +863,14 @@ impl Engine for FakeEngine {
         let n = s.containers.len();
         s.containers.clear();
         n
+    }
+
+    fn name(&self) -> crate::error::EngineName {
+        crate::error::EngineName {
+            description: "the fake engine".into(),
+            endpoint: "fake://".into(),
+            unreachable_hint: "the fake engine always answers".into(),
+        }
     }
 }
 

@@ -139,7 +139,9 @@ impl BootWorld {
 async fn local_boot_build(app: &str) -> Report {
     let b = boot_world();
     for reference in [GPU, BASE] {
-        pull::pull(&b.w.engine, reference, &Silent).await.unwrap();
+        pull::pull(&b.w.engine, &b.opts(), reference, &Silent)
+            .await
+            .unwrap();
     }
     let before = b.base_registry.lookups.lock().unwrap().len();
     let r = b
@@ -230,7 +232,9 @@ async fn boot_from_on_an_empty_engine_pulls_the_base_and_the_boot_image_on_a_mis
 async fn a_boot_image_missing_alone_is_resolved_from_its_registry_not_pulled() {
     let local = local_boot_build("app").await;
     let b = boot_world();
-    pull::pull(&b.w.engine, GPU, &Silent).await.unwrap();
+    pull::pull(&b.w.engine, &b.opts(), GPU, &Silent)
+        .await
+        .unwrap();
     b.w.engine
         .registry
         .put(key_tag(&local.image), "sha256:result-in-registry");
@@ -274,7 +278,9 @@ async fn a_code_change_with_boot_from_on_an_empty_engine_misses_and_builds() {
 #[tokio::test]
 async fn pull_never_refuses_a_missing_boot_image_by_name_and_builds_nothing() {
     let b = boot_world();
-    pull::pull(&b.w.engine, GPU, &Silent).await.unwrap();
+    pull::pull(&b.w.engine, &b.opts(), GPU, &Silent)
+        .await
+        .unwrap();
     let mut opts = b.opts();
     opts.pull = super::PullPolicy::Never;
     let err = b
@@ -282,7 +288,7 @@ async fn pull_never_refuses_a_missing_boot_image_by_name_and_builds_nothing() {
         .await
         .unwrap_err();
     match &err {
-        Error::ImageMissing { what, image } => {
+        Error::ImageMissing { what, image, .. } => {
             assert_eq!(*what, "--boot-from image");
             assert_eq!(image, BASE);
         }

@@ -93,6 +93,7 @@ impl World {
             commit: false,
             labels: Default::default(),
             pull: super::PullPolicy::Never,
+            settings: Default::default(),
         }
     }
 
