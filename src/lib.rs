@@ -28,6 +28,7 @@ pub mod redact;
 pub mod registry;
 pub mod render;
 pub mod report;
+pub mod settings;
 pub mod stage;
 pub mod state;
 

@@ -383,6 +383,13 @@ pub fn words(event: &Event<'_>) -> String {
                 format!("{:.1} MB", *bytes as f64 / 1e6)
             }
         ),
+        _ => registry_words(event),
+    }
+}
+
+/// [`words`] for the events of registries, pulls and pushes.
+fn registry_words(event: &Event<'_>) -> String {
+    match event {
         Event::RegistryHit {
             image,
             registry,
@@ -418,6 +425,9 @@ pub fn words(event: &Event<'_>) -> String {
         Event::TagsNotApplied { image } => format!(
             "{image} is only in the registry: --tag not applied (pass --push to tag it there)"
         ),
+        // Every other event has its words in `words` (a test checks that
+        // each event has some).
+        _ => String::new(),
     }
 }
 

@@ -262,6 +262,7 @@ fn every_event_serializes_to_its_name_and_fields() {
         let map = got.as_object_mut().unwrap();
         assert_eq!(map.remove("v"), Some(json!(VERSION)), "{line}");
         assert_eq!(map.remove("text"), Some(json!(words(event))), "{line}");
+        assert!(!words(event).is_empty(), "{event:?} has no words");
         assert_eq!(&got, want, "{event:?}");
     }
 }
@@ -365,6 +366,7 @@ fn causes_are_printed_once_in_text() {
     let inner = std::io::Error::other(std::io::Error::other("connection reset"));
     let e = Error::Engine {
         action: "pushing".into(),
+        engine: String::new(),
         source: Box::new(inner),
     };
     let text = Failure::of(&e).message();
