@@ -4,9 +4,10 @@
 //! tag was put by other bytes: another tool, a commit fallback) is refused
 //! once its digest is known, before any tag is put, naming both digests.
 //!
-//! The fake engine makes layer bytes from its container ids, so a second
-//! build on the same fake differs, and a build on a new fake engine that
-//! repeats the first one's calls is identical.
+//! The fake engine's snapshot layer depends on the setup's inputs only, as a
+//! real one does, so a rebuild is identical; its commit fallback (what
+//! PREBUILDER_COMMIT or a base without GNU find/tar gives) makes a layer of
+//! each container, as `docker commit` does: another digest.
 
 use super::*;
 
@@ -38,8 +39,7 @@ async fn push(w: &World, opts: &Options, rec: &dyn Reporter) -> Result<Report> {
     run(&w.engine, opts, &w.set("app"), remote, rec).await
 }
 
-/// A second runner: a new fake engine (so the same container ids, so the
-/// same bytes) on the first one's registry.
+/// A second runner: a new fake engine on the first one's registry.
 fn runner_on(first: &World) -> World {
     let mut w = world();
     w.engine.registry = first.engine.registry.clone();
@@ -110,6 +110,7 @@ async fn a_no_cache_rebuild_with_other_bytes_is_refused_with_both_digests() {
 
     let mut opts = pushing(&w);
     opts.no_cache = true;
+    opts.commit = true;
     let err = push(&w, &opts, &Silent).await.unwrap_err();
     assert!(w.engine.count("create") > builds, "refused once rebuilt");
     let Error::ContentTagTaken {
