@@ -417,7 +417,13 @@ fn a_registry_5xx_on_a_manifest_an_upload_or_a_blob_exits_3_with_its_message() {
         );
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(3), "{what}: {err}");
-        assert!(o.stdout.is_empty(), "nothing is reported as pushed: {what}");
+        // Nothing is reported as pushed: stdout has only the error object,
+        // whose causes carry the registry's answer too.
+        let object = error_object(&o);
+        assert!(
+            object["causes"].to_string().contains(status),
+            "{what}: {object}"
+        );
         assert!(
             err.contains(&format!("error: registry {addr}"))
                 && err.contains(status)
