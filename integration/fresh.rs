@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::daemons::Engine;
+use serde_json::json;
+
 use crate::support::*;
 
 pub const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
@@ -42,6 +44,7 @@ pub fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
 fn build(base: &str, repository: &str, req: &Path, config: &Path) -> Build {
     let fx = Fixtures::load();
     Build::new(base)
+        .args(["--progress", "json"])
         .repository(repository)
         .requirements(req)
         .cache(&fx.demo_wheels)
@@ -121,7 +124,7 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
     let o = launch.tag("stable").tag("fr-sha-1").run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);
-    let err = stderr(&o);
+    let seen = events(&o);
     assert_eq!(hit["cached"], true, "{hit}");
     assert_eq!(hit["digest"], digest.as_str());
     assert_eq!(
@@ -140,8 +143,8 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
             .all(|l| l["cache"] == "registry"),
         "{hit}"
     );
-    assert!(err.contains("not pulled"), "{err}");
-    assert!(!err.contains("pulling"), "{err}");
+    assert!(saw(&seen, "nothing_pulled", json!({})), "{seen:?}");
+    assert!(!saw(&seen, "pulling", json!({})), "{seen:?}");
     assert!(!on_engine(&base), "the base was not pulled");
     assert!(
         docker_ok(&["images", &repository, "-q"]).is_empty(),
@@ -191,7 +194,10 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
     let deps = layers(&first)[0].clone();
     assert_eq!(deps.0, "dependencies");
     assert!(
-        stderr(&o).contains(":layer-"),
+        events(&o).iter().any(|e| e["event"] == "pushing"
+            && e["reference"]
+                .as_str()
+                .is_some_and(|r| r.contains(":layer-"))),
         "the dependency layer is pushed for other runners: {}",
         stderr(&o)
     );
@@ -205,14 +211,18 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
     let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let second = json(&o);
-    let err = stderr(&o);
+    let seen = events(&o);
     let l = layers(&second);
     assert_eq!(l[0].0, "dependencies");
     assert_eq!(l[0].1, "registry", "pulled, not rebuilt: {second}");
     assert_eq!(l[0].2, deps.2, "the very image the first runner built");
     assert_eq!(l[1].1, "miss", "the application layer is rebuilt");
-    assert!(!err.contains("dependencies: building"), "{err}");
-    assert!(err.contains("dependencies: found in the registry"), "{err}");
+    let deps_layer = json!({"layer": "dependencies"});
+    assert!(
+        !saw(&seen, "layer_building", deps_layer.clone()),
+        "{seen:?}"
+    );
+    assert!(saw(&seen, "layer_from_registry", deps_layer), "{seen:?}");
     let o = python_in(
         second["image"].as_str().unwrap(),
         "import demo_pipeline.transforms as t, slugify; print(t.FR_MARK)",
@@ -312,8 +322,10 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
 }
 
 /// What a runner prints while another process holds the lock of the layer
-/// it is about to build (`Event::WaitingForLock`).
-const WAITING: &str = "another prebuilder is building the same layer";
+/// it is about to build (`Event::WaitingForLock`, `--progress json`).
+fn waiting(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["event"] == "waiting_for_lock")
+}
 
 /// A `prebuilder build` running in the background, its stderr read line by
 /// line as it comes: each line saying it waits for a layer's lock, and the
@@ -350,7 +362,7 @@ impl Racer {
             let mut line = Vec::new();
             while matches!(err.read_until(b'\n', &mut line), Ok(n) if n > 0) {
                 let text = String::from_utf8_lossy(&line);
-                if text.contains(WAITING) {
+                if waiting(&text) {
                     let _ = events.send((index, true));
                 }
                 all.push_str(&text);
@@ -547,7 +559,7 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     let late: Vec<&str> = hosts
         .iter()
         .zip(&outputs)
-        .filter(|(_, o)| stderr(o).contains("is already in the registry"))
+        .filter(|(_, o)| saw(&events(o), "already_pushed", json!({})))
         .map(|(h, _)| *h)
         .collect();
     eprintln!(
@@ -569,7 +581,12 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
             layers(&again).iter().all(|l| l.1 == "hit"),
             "the runner's own local image: {again}"
         );
-        assert!(stderr(&o).contains("uploaded"), "{}", stderr(&o));
+        let seen = events(&o);
+        assert!(
+            saw(&seen, "pushing", json!({})) && !saw(&seen, "already_pushed", json!({})),
+            "pushed, not found there: {}",
+            stderr(&o)
+        );
         assert_eq!(
             again["digest"].as_str(),
             Some(digest.as_str()),

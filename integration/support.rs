@@ -569,3 +569,24 @@ pub fn forget_local(repo: &str) {
         }
     }
 }
+
+/// The events of a run with `--progress json`: each stderr line that is a
+/// JSON object (machines read these, never the English words).
+pub fn events(o: &Output) -> Vec<serde_json::Value> {
+    stderr(o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// Whether `events` hold an `event` whose fields include `fields` (a JSON
+/// object; `{}` matches any event of that name).
+pub fn saw(events: &[serde_json::Value], event: &str, fields: serde_json::Value) -> bool {
+    events.iter().any(|e| {
+        e["event"] == event
+            && fields
+                .as_object()
+                .is_none_or(|f| f.iter().all(|(k, v)| &e[k] == v))
+    })
+}
