@@ -172,6 +172,7 @@ async fn upload_artifacts<E: Engine>(
             name: a.name.clone(),
             path: a.path.clone(),
             size: a.size,
+            verify: a.origin.as_ref().map(|_| a.sha256.clone()),
         })
         .collect();
     reporter.event(Event::Uploading {

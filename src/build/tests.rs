@@ -58,6 +58,7 @@ impl World {
             sha256: digest.clone(),
             content_digest: digest,
             role,
+            origin: None,
         }
     }
 

@@ -182,6 +182,7 @@ mod tests {
             sha256: format!("bytes-{digest}"),
             content_digest: digest.to_string(),
             role,
+            origin: None,
         }
     }
 
