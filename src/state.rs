@@ -103,6 +103,12 @@ pub fn blob_map_dir(root: &Path) -> PathBuf {
     root.join("blobs")
 }
 
+/// Bytes an unprivileged process may still write on the file system of `dir`.
+pub fn available_space(dir: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// This user's digest cache (see `crate::stage::digest::DigestCache`): a
 /// cache, safe to delete, one file per user because a digest another user
 /// could write is not one to believe.
