@@ -147,13 +147,8 @@ pub struct DigestArgs {
     pub format: Format,
 }
 
-/// `build --pull`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PullPolicy {
-    Missing,
-    Always,
-    Never,
-}
+/// `build --pull` (the library's type: one definition).
+pub use crate::build::PullPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

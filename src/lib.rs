@@ -27,6 +27,7 @@ pub mod record;
 pub mod redact;
 pub mod registry;
 pub mod report;
+pub mod settings;
 pub mod stage;
 pub mod state;
 

@@ -15,6 +15,7 @@ use prebuilder::progress::{Event, Reporter};
 use prebuilder::record::RECORD_FILE;
 use prebuilder::redact::redact;
 use prebuilder::report::Report;
+use prebuilder::settings::Settings;
 use prebuilder::Error;
 
 fn main() -> ExitCode {
@@ -31,6 +32,8 @@ fn main() -> ExitCode {
         }
     };
     let reporter = Stderr { quiet: cli.quiet };
+    // The environment, read once here and passed in (`prebuilder::settings`).
+    let settings = Settings::from_process();
     let (trigger, cancel) = Cancel::new();
     let result = runtime.block_on(async {
         // Commands that talk to an engine clean up on a signal; digest and
@@ -39,20 +42,24 @@ fn main() -> ExitCode {
             watch_signals(trigger);
         }
         match cli.command {
-            Command::Build(args) => run_build(*args, &reporter, &cancel).await,
-            Command::Gc(args) => run_gc(args, &cancel).await,
+            Command::Build(args) => run_build(*args, &settings, &reporter, &cancel).await,
+            Command::Gc(args) => run_gc(args, &settings, &cancel).await,
             Command::Digest(args) => digest::run(&args).map(|out| print_stdout(&out)),
-            Command::Check(args) => run_check(args, &cancel).await,
-            Command::Inspect(args) => with_engine(&cancel, async |e| inspect::run(e, &args).await)
-                .await
-                .map(|out| print_stdout(&out)),
-            Command::Diff(args) => with_engine(&cancel, async |e| diff::run(e, &args).await)
-                .await
-                .map(|out| print_stdout(&out)),
+            Command::Check(args) => run_check(args, &settings, &cancel).await,
+            Command::Inspect(args) => {
+                with_engine(&settings, &cancel, async |e| inspect::run(e, &args).await)
+                    .await
+                    .map(|out| print_stdout(&out))
+            }
+            Command::Diff(args) => {
+                with_engine(&settings, &cancel, async |e| diff::run(e, &args).await)
+                    .await
+                    .map(|out| print_stdout(&out))
+            }
             Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
-    shut_down(runtime);
+    shut_down(runtime, &settings);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -76,9 +83,10 @@ const SSH_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
 /// connections live in the runtime's tasks: dropped, with their sessions,
 /// when the runtime shuts down, which must be waited for or the process
 /// exits first and leaves every master running.
-fn shut_down(runtime: tokio::runtime::Runtime) {
-    let ssh = prebuilder::engine::endpoint::current()
-        .is_some_and(|e| matches!(e.transport, prebuilder::engine::endpoint::Transport::Ssh));
+fn shut_down(runtime: tokio::runtime::Runtime, settings: &Settings) {
+    use prebuilder::engine::endpoint::{resolve, Env, Transport};
+    let ssh =
+        resolve(&Env::from_settings(settings)).is_ok_and(|e| matches!(e.transport, Transport::Ssh));
     if ssh {
         runtime.shutdown_timeout(SSH_SHUTDOWN);
     } else {
@@ -124,10 +132,15 @@ fn watch_signals(trigger: Trigger) {
     });
 }
 
-async fn run_build(args: BuildArgs, reporter: &Stderr, cancel: &Cancel) -> Result<(), Error> {
-    let report = build::run(&args, reporter, cancel).await?;
+async fn run_build(
+    args: BuildArgs,
+    settings: &Settings,
+    reporter: &Stderr,
+    cancel: &Cancel,
+) -> Result<(), Error> {
+    let report = build::run(&args, settings, reporter, cancel).await?;
     let outputs = outputs::Outputs::new(args.iidfile.clone(), args.metadata_file.clone(), |k| {
-        std::env::var(k).ok()
+        settings.var(k).map(str::to_string)
     });
     // stdout first: an unwritable output file must not hide the built image.
     if reporter.quiet && args.format == Format::Text {
@@ -152,11 +165,11 @@ fn with_causes(e: &Error) -> String {
     text
 }
 
-async fn run_gc(args: GcArgs, cancel: &Cancel) -> Result<(), Error> {
-    let engine = DockerEngine::connect().await?;
-    let state_root = prebuilder::state::root();
+async fn run_gc(args: GcArgs, settings: &Settings, cancel: &Cancel) -> Result<(), Error> {
+    let engine = DockerEngine::connect(settings).await?;
+    let state_root = prebuilder::state::root(settings);
     let report = tokio::select! {
-        r = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run, Some(&state_root.dir)) => r?,
+        r = gc::run(&engine, args.repository.as_deref(), args.keep, args.dry_run, Some(&state_root.dir)) => r.map_err(|e| e.named(&engine.name()))?,
         signal = cancel.cancelled() => return Err(Error::Interrupted { signal }),
     };
     print_stdout(&match args.format {
@@ -167,8 +180,11 @@ async fn run_gc(args: GcArgs, cancel: &Cancel) -> Result<(), Error> {
 }
 
 /// The report goes to stdout whatever it says; findings then make the exit status 1.
-async fn run_check(args: CheckArgs, cancel: &Cancel) -> Result<(), Error> {
-    let report = with_engine(cancel, async |e| check::run(e, &args).await).await?;
+async fn run_check(args: CheckArgs, settings: &Settings, cancel: &Cancel) -> Result<(), Error> {
+    let report = with_engine(settings, cancel, async |e| {
+        check::run(e, &args, settings).await
+    })
+    .await?;
     print_stdout(&match args.format {
         Format::Json => report.to_json() + "\n",
         Format::Text => report.to_text(),
@@ -178,16 +194,17 @@ async fn run_check(args: CheckArgs, cancel: &Cancel) -> Result<(), Error> {
 
 /// Connect, run, and remove whatever containers `f` left (signals included).
 async fn with_engine<T>(
+    settings: &Settings,
     cancel: &Cancel,
     f: impl AsyncFnOnce(&DockerEngine) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let engine = DockerEngine::connect().await?;
+    let engine = DockerEngine::connect(settings).await?;
     let outcome = tokio::select! {
         r = f(&engine) => r,
         signal = cancel.cancelled() => Err(Error::Interrupted { signal }),
     };
     engine.remove_leftovers().await;
-    outcome
+    outcome.map_err(|e| e.named(&engine.name()))
 }
 
 fn print_report(report: &Report, format: Format) {
@@ -368,6 +385,7 @@ mod tests {
         );
         let inner = std::io::Error::other(std::io::Error::other("connection reset"));
         let e = Error::Engine {
+            engine: String::new(),
             action: "pushing".into(),
             source: Box::new(inner),
         };
