@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::fresh_engine::FreshEngine;
+use crate::daemons::Engine;
 use crate::support::*;
 
 pub const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
@@ -37,53 +37,15 @@ pub fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
     );
 }
 
-fn build(base: &str, repository: &str, req: &Path, config: &Path, extra: &[&str]) -> Output {
-    build_on(None, base, repository, req, config, extra)
-}
-
-/// `build` on the engine at `host` (`DOCKER_HOST`), or the default one.
-fn build_on(
-    host: Option<&str>,
-    base: &str,
-    repository: &str,
-    req: &Path,
-    config: &Path,
-    extra: &[&str],
-) -> Output {
-    let mut c = build_command(host, base, repository, req, config);
-    run(c.arg("--push").args(extra))
-}
-
 /// `prebuilder build` of `req` (cache: the demo wheels) on `base` into
-/// `repository`, JSON on stdout, on the engine at `host` or the default one;
-/// without `--push`.
-fn build_command(
-    host: Option<&str>,
-    base: &str,
-    repository: &str,
-    req: &Path,
-    config: &Path,
-) -> std::process::Command {
+/// `repository`, with the docker CLI configuration `config` (logged in).
+fn build(base: &str, repository: &str, req: &Path, config: &Path) -> Build {
     let fx = Fixtures::load();
-    let mut c = prebuilder();
-    if let Some(h) = host {
-        c.env("DOCKER_HOST", h);
-    }
-    c.env("DOCKER_CONFIG", config)
-        .args([
-            "build",
-            "--base",
-            base,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", repository, "--requirements-file"])
-        .arg(req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels);
-    c
+    Build::new(base)
+        .repository(repository)
+        .requirements(req)
+        .cache(&fx.demo_wheels)
+        .docker_config(config)
 }
 
 fn on_engine(reference: &str) -> bool {
@@ -146,7 +108,8 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
 
     // The first runner builds (pulling the base) and pushes.
-    let o = build(&base, &repository, &req, &config, &[]);
+    let launch = build(&base, &repository, &req, &config).push();
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let first = json(&o);
     let digest = first["digest"].as_str().unwrap().to_string();
@@ -155,13 +118,7 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
     forget_local(&repository);
     let _ = docker(&["rmi", &base]);
     assert!(!on_engine(&base));
-    let o = build(
-        &base,
-        &repository,
-        &req,
-        &config,
-        &["--tag", "stable", "--tag", "fr-sha-1"],
-    );
+    let o = launch.tag("stable").tag("fr-sha-1").run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);
     let err = stderr(&o);
@@ -225,15 +182,10 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
     let project = dir.path().join("pipeline");
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let req = unique_requirements(dir.path(), &demo_requirements_text());
-    let project_args = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["--setup-file".to_string(), project.display().to_string()];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-
-    let args = project_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = build(&base, &repository, &req, &config, &args);
+    let launch = build(&base, &repository, &req, &config)
+        .push()
+        .setup_file(&project);
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let first = json(&o);
     let deps = layers(&first)[0].clone();
@@ -250,7 +202,7 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
     let transforms = project.join("demo_pipeline/transforms.py");
     let code = std::fs::read_to_string(&transforms).unwrap();
     std::fs::write(&transforms, format!("{code}\nFR_MARK = 'fresh'\n")).unwrap();
-    let o = build(&base, &repository, &req, &config, &args);
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let second = json(&o);
     let err = stderr(&o);
@@ -289,22 +241,22 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
     let project = dir.path().join("pipeline");
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let req = unique_requirements(dir.path(), &demo_requirements_text());
-    let project_arg = project.display().to_string();
-    let args = ["--setup-file", project_arg.as_str()];
+    let build_into = |repository: &str| {
+        build(&base, repository, &req, &config)
+            .push()
+            .setup_file(&project)
+    };
 
-    let o = build(&base, &repository, &req, &config, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let first = json(&o);
+    let first = build_into(&repository).ok();
 
-    let engine = FreshEngine::start();
-    let host = Some(engine.host.as_str());
+    let engine = Engine::dockerd().storage("vfs").start();
     assert_eq!(
         engine.docker_ok(&["images", "-q"]),
         "",
         "the second engine starts empty"
     );
     let t = std::time::Instant::now();
-    let o = build_on(host, &base, &repository, &req, &config, &args);
+    let o = build_into(&repository).host(&engine.host()).run();
     let hit_seconds = t.elapsed().as_secs_f64();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);
@@ -320,9 +272,7 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
     // The same inputs built on the empty vfs engine (into another repository,
     // so that nothing is found): the same ids as on the first engine.
     let other = format!("{}/fr/cross-b", registry.addr);
-    let o = build_on(host, &base, &other, &req, &config, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let second = json(&o);
+    let second = build_into(&other).host(&engine.host()).ok();
     let (a, b) = (layers(&first), layers(&second));
     assert!(
         b.iter().all(|l| l.1 == "miss"),
@@ -485,19 +435,16 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
     // Both runners' locks under one state root of this test's own.
     let state = dir.path().join("state");
-    let main_host = std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| prebuilder::engine::endpoint::DEFAULT_HOST.to_string());
+    let main_host = main_host();
 
     // The layer keys of these inputs: one build here, not pushed, then
     // forgotten (its images and the base's tag), so the race starts cold.
-    let o = run(
-        build_command(Some(&main_host), &base, &repository, &req, &config)
-            .env("PREBUILDER_STATE_DIR", &state),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let learned = json(&o);
+    let build_on = |repository: &str, host: &str| {
+        build(&base, repository, &req, &config)
+            .host(host)
+            .env("PREBUILDER_STATE_DIR", &state)
+    };
+    let learned = build_on(&repository, &main_host).ok();
     let keys: Vec<String> = layers(&learned)
         .iter()
         .map(|l| {
@@ -520,9 +467,10 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     assert!(docker_ok(&["images", "-q", &repository]).is_empty());
     assert!(learned["digest"].is_null(), "not pushed: {learned}");
 
-    let engine = FreshEngine::start();
+    let engine = Engine::dockerd().storage("vfs").start();
     assert_eq!(engine.docker_ok(&["images", "-aq"]), "", "empty engine");
-    let hosts = [main_host.as_str(), engine.host.as_str()];
+    let engine_host = engine.host();
+    let hosts = [main_host.as_str(), engine_host.as_str()];
     let locks: Vec<std::fs::File> = hosts
         .iter()
         .map(|h| hold_lock(&state, h, &keys[0]))
@@ -533,9 +481,11 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let mut c = build_command(Some(h), &base, &repository, &req, &config);
-            c.env("PREBUILDER_STATE_DIR", &state).arg("--push");
-            Racer::spawn(i, &mut c, tx.clone())
+            Racer::spawn(
+                i,
+                &mut build_on(&repository, h).push().command(),
+                tx.clone(),
+            )
         })
         .collect();
     drop(tx);
@@ -612,8 +562,7 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     for (i, h) in hosts.iter().enumerate() {
         let own = format!("{repository}-{i}");
         let _own_cleanup = TestRepo { name: own.clone() };
-        let mut c = build_command(Some(h), &base, &own, &req, &config);
-        let o = run(c.env("PREBUILDER_STATE_DIR", &state).arg("--push"));
+        let o = build_on(&own, h).push().run();
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let again = json(&o);
         assert!(
