@@ -419,7 +419,7 @@ fn a_state_directory_too_small_for_the_layer_is_named() {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
     };
-    let running = Running::spawn(w.build(&[]));
+    let running = Running::spawn(w.build().command());
     let pid = running.pid();
     let (code, lines) = running.finish();
     let text = lines.join("\n");
