@@ -380,6 +380,64 @@ fn after_sigkill_while_writing_the_layer_gc_removes_the_leftovers() {
     w.assert_nothing_left(pid, "gc after SIGKILL while writing the layer");
 }
 
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// `size` (mount's syntax, e.g. `40m`) at `dir`; `None` where this
+    /// process may not mount (the test then says so and passes).
+    fn mount(dir: &Path, size: &str) -> Option<SmallFs> {
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "prebuilder-test",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Issue 22: with the state directory on a 40 MB file system, a layer that
+/// does not fit is named before anything is written (which directory, how
+/// much is needed, PREBUILDER_STATE_DIR), not retried as a commit that the
+/// check then refuses blaming the engine; nothing is left behind.
+#[test]
+fn a_state_directory_too_small_for_the_layer_is_named() {
+    let w = World::new("full", 30);
+    let Some(_small) = SmallFs::mount(&w.state(), "40m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let running = Running::spawn(w.build().command());
+    let pid = running.pid();
+    let (code, lines) = running.finish();
+    let text = lines.join("\n");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("not enough space to write the application layer"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&w.scratch(pid).display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("PREBUILDER_STATE_DIR"), "{text}");
+    assert!(!text.contains("committing"), "no fallback: {text}");
+    assert!(!text.contains("did not apply"), "{text}");
+    w.assert_nothing_left(pid, "a full state directory");
+}
+
 /// Four identical runs, each with its own TMPDIR and the default state
 /// root: one builds, the others wait for its lock and find its layer; one
 /// image, no untagged copies.

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::stage::digest::digest_file;
+use crate::stage::digest::DigestCache;
 use crate::stage::{Artifact, Role, SetupMode, StagedSet, REQUIREMENTS_FILE};
 pub use conf::PythonOptions;
 
@@ -131,6 +131,16 @@ impl Origin<'_> {
 /// Merge the flags over `--flink-conf`, check every input and stage it.
 /// Nothing is copied: artifacts point at the user's files.
 pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet> {
+    stage_with(flags, conf_path, &DigestCache::in_memory())
+}
+
+/// [`stage`], digests remembered in `cache`.
+pub fn stage_with(
+    flags: PythonOptions,
+    conf_path: Option<&Path>,
+    cache: &DigestCache,
+) -> Result<StagedSet> {
+    let artifact = |name: String, path: &Path, role: Role| artifact(cache, name, path, role);
     let file = match conf_path {
         Some(p) => conf::read(p)?,
         None => PythonOptions::default(),
@@ -357,8 +367,8 @@ fn base_name(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-fn artifact(name: String, path: &Path, role: Role) -> Result<Artifact> {
-    let d = digest_file(path)?;
+fn artifact(cache: &DigestCache, name: String, path: &Path, role: Role) -> Result<Artifact> {
+    let d = cache.digest(path)?;
     Ok(Artifact {
         name,
         path: path.to_path_buf(),
@@ -366,6 +376,7 @@ fn artifact(name: String, path: &Path, role: Role) -> Result<Artifact> {
         sha256: d.sha256,
         content_digest: d.content_digest,
         role,
+        origin: None,
     })
 }
 
