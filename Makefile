@@ -80,8 +80,11 @@ demo: fixtures build
 ## prebuilder vs Beam's local_docker (docker build) on a ~60 MB scikit-learn set:
 ## cold, unchanged relaunch, code-only change, image size, hashing, peak memory.
 ## Prints a table, writes target/bench.json; a missed target says MISSED (exit 0).
+## Then the GPU-size rows (torch 2.5.1 + CUDA 12 wheels, downloaded once;
+## skipped, and said, without 40 GB free): target/bench-gpu.json.
 bench: fixtures build
 	bash bench/run.sh
+	bash bench/gpu.sh
 
 ## Cold build, unchanged relaunch and code-only change on Docker and on a
 ## Podman service it starts; one run each, a table on stdout.

@@ -7,9 +7,10 @@
 #
 #   bash bench/engines.sh      # after `make fixtures`; PREBUILDER_BIN picks the binary
 #
-# What it creates goes on every exit path: the Podman service (stopped by its
-# pid) and its storage, the images tagged prebuilder-bench/engines-* on the
-# main engine (their untagged layers go with them), the temp dir.
+# What it creates goes on every exit path: the Podman service (started, and
+# stopped by its pid, by integration/fixtures/engine.sh) and its storage, the
+# images tagged prebuilder-bench/engines-* on the main engine (their untagged
+# layers go with them), the temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,31 +21,21 @@ case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
 . "$cache/fixtures.env"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/en-bench.XXXXXX")
+podman_dir=$(mktemp -d /tmp/en-podman.XXXXXX)
 repo="prebuilder-bench/engines-$$"
-podman_pid=""
 cleanup() {
-  if [ -n "$podman_pid" ]; then kill "$podman_pid" 2>/dev/null || true; wait "$podman_pid" 2>/dev/null || true; fi
-  grep -o " $tmp[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  bash integration/fixtures/engine.sh stop "$podman_dir" || true
   for t in $(DOCKER_HOST= docker images "$repo" --format '{{.Repository}}:{{.Tag}}' 2>/dev/null); do
     DOCKER_HOST= docker rmi "$t" >/dev/null 2>&1 || true
   done
-  rm -rf "$tmp"
+  rm -rf "$tmp" "$podman_dir"
 }
 trap cleanup EXIT
 
-# Podman, as integration/daemons.rs starts it.
-printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' >"$tmp/containers.conf"
-printf 'unqualified-search-registries = []\n' >"$tmp/registries.conf"
-printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n[storage.options.overlay]\nmount_program = "/usr/bin/fuse-overlayfs"\n' \
-  "$tmp/root" "$tmp/runroot" >"$tmp/storage.conf"
-CONTAINERS_CONF="$tmp/containers.conf" CONTAINERS_REGISTRIES_CONF="$tmp/registries.conf" \
-  CONTAINERS_STORAGE_CONF="$tmp/storage.conf" \
-  podman --root "$tmp/root" --runroot "$tmp/runroot" system service --time=0 "unix://$tmp/podman.sock" \
-  2>"$tmp/podman.log" &
-podman_pid=$!
-for _ in $(seq 50); do [ -S "$tmp/podman.sock" ] && break; sleep 0.2; done
+# Podman, as the engine tests start it.
+podman_host=$(bash integration/fixtures/engine.sh start "$podman_dir" --podman | sed -n 's/^ENGINE_HOST=//p')
 echo "bench-engines: copying $FIXTURE_BEAM_IMAGE into Podman" >&2
-DOCKER_HOST= docker save "$FIXTURE_BEAM_IMAGE" | DOCKER_HOST="unix://$tmp/podman.sock" docker load -q >/dev/null
+DOCKER_HOST= docker save "$FIXTURE_BEAM_IMAGE" | DOCKER_HOST="$podman_host" docker load -q >/dev/null
 
 # One build; prints "seconds cached".
 build() { # host project
@@ -58,7 +49,7 @@ printf '%-8s %10s %10s %12s\n' engine cold relaunch code-change
 for engine in docker podman; do
   case $engine in
     docker) host=unix:///var/run/docker.sock ;;
-    podman) host="unix://$tmp/podman.sock" ;;
+    podman) host=$podman_host ;;
   esac
   # Inputs no earlier run has seen: a miss on both layers.
   { echo "# bench-engines $$ $engine $(date +%s%N)"; cat demo/requirements.txt; } >"$tmp/requirements.txt"

@@ -172,30 +172,12 @@ cleanup() {
   exit "$status"
 }
 # The second, empty engine of the fresh-runner rows (see "Fresh runners"
-# below): a dockerd this script starts. f2_stop stops it by its pid (its
-# containerd by the pid it recorded, if it had to be killed), unmounts what
-# it left, removes its directory and its bridge. Safe to call at any time.
-f2_dir="" f2_pid="" f2_bridge="" f2_host=""
+# below): started and stopped by integration/fixtures/engine.sh (stopped by
+# its pid; its mounts, directory and bridge removed). Safe to call at any time.
+f2_dir="" f2_host=""
 f2_stop() {
-  local i
-  if [ -n "$f2_pid" ]; then
-    kill -TERM "$f2_pid" 2>/dev/null || true
-    for i in $(seq 150); do kill -0 "$f2_pid" 2>/dev/null || break; sleep 0.2; done
-    if kill -0 "$f2_pid" 2>/dev/null; then
-      kill -KILL "$f2_pid" 2>/dev/null || true
-      [ ! -f "$f2_dir/exec/containerd/containerd.pid" ] ||
-        kill -KILL "$(cat "$f2_dir/exec/containerd/containerd.pid")" 2>/dev/null || true
-    fi
-    wait "$f2_pid" 2>/dev/null || true
-    f2_pid=""
-  fi
-  if [ -n "$f2_dir" ]; then
-    { grep -o " $f2_dir/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$f2_dir" || true
-    f2_dir=""
-  fi
-  [ -z "$f2_bridge" ] || ip link del "$f2_bridge" 2>/dev/null || true
-  f2_bridge="" f2_host=""
+  [ -z "$f2_dir" ] || bash integration/fixtures/engine.sh stop "$f2_dir" || true
+  f2_dir="" f2_host=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -455,9 +437,10 @@ put '["registry","registry-hit","images_pulled"]' \
   "$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep -c . || true)"
 # ---------------------------------------------------------------------------
 # Fresh runners (issue 11): two engines sharing the loopback registry above,
-# the second one empty, as a new CI runner is: a dockerd this script starts
-# (its own data-root, exec-root, socket, pidfile and bridge br-f2-<pid>;
-# --iptables=false, never --bridge=none, which deletes the host's docker0).
+# the second one empty, as a new CI runner is: a dockerd started by
+# integration/fixtures/engine.sh (its own data-root, exec-root, socket,
+# pidfile and bridge; --iptables=false, never --bridge=none, which deletes
+# the host's docker0).
 # Its storage driver is the first of overlay2, fuse-overlayfs, vfs with
 # which it starts and runs a container. "Empty engine" between scenarios:
 # every image (and container) on that engine is removed (it is ours), then
@@ -473,28 +456,11 @@ edocker() { DOCKER_HOST="$f2_host" docker "$@"; }
 # f2_try DRIVER: start the second dockerd on DRIVER; status 0 when it answers,
 # uses that driver and runs a container (a probe image of /usr/bin/true).
 f2_try() {
-  local driver=$1 i net
+  local driver=$1
   f2_dir=$(mktemp -d /tmp/fresh2-engine.XXXXXX)
-  f2_bridge="br-f2-$$"
-  # A /24 no interface uses.
-  for i in $(seq 0 249); do
-    net="10.232.$(( ($$ + i) % 250 + 1 ))"
-    ip -4 addr | grep -q " $net\." || break
-  done
-  ip link add "$f2_bridge" type bridge && ip addr add "$net.1/24" dev "$f2_bridge" &&
-    ip link set "$f2_bridge" up || { say "cannot create bridge $f2_bridge"; return 1; }
-  printf '{"storage-driver": "%s"}\n' "$driver" >"$f2_dir/daemon.json"
-  dockerd --config-file "$f2_dir/daemon.json" --data-root "$f2_dir/data" --exec-root "$f2_dir/exec" \
-    --pidfile "$f2_dir/dockerd.pid" -H "unix://$f2_dir/docker.sock" \
-    --bridge "$f2_bridge" --iptables=false --ip-masq=false --log-level error \
-    >"$logs/fresh2-dockerd-$driver.log" 2>&1 &
-  f2_pid=$!
-  f2_host="unix://$f2_dir/docker.sock"
-  for i in $(seq 300); do
-    edocker version >/dev/null 2>&1 && break
-    kill -0 "$f2_pid" 2>/dev/null || { say "second dockerd on $driver exited: $(tail -n 3 "$logs/fresh2-dockerd-$driver.log" | tr '\n' ' ')"; return 1; }
-    sleep 0.2
-  done
+  f2_host=$(bash integration/fixtures/engine.sh start "$f2_dir" --storage "$driver" \
+    --log "$logs/fresh2-dockerd-$driver.log" 2>/dev/null | sed -n 's/^ENGINE_HOST=//p') ||
+    { say "second dockerd on $driver did not start: $(tail -n 3 "$logs/fresh2-dockerd-$driver.log" | tr '\n' ' ')"; f2_dir=""; return 1; }
   [ "$(edocker info --format '{{.Driver}}' 2>/dev/null)" = "$driver" ] ||
     { say "second dockerd did not start on $driver"; return 1; }
   # shellcheck disable=SC2046

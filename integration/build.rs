@@ -104,22 +104,13 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
         ],
     );
     let report_file = ctx.path().join("report.json");
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-            "--tag",
-            "extra",
-        ])
-        .args(["--repository", &repo.name, "--context"])
-        .arg(ctx.path())
+    let o = Build::new(&fx.beam_image)
+        .tag("extra")
+        .repository(&repo.name)
+        .context(ctx.path())
         .arg("--report")
-        .arg(&report_file));
+        .arg(&report_file)
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&o);
     let from_file: serde_json::Value =
@@ -158,20 +149,10 @@ fn builds_from_a_context_staged_by_real_beam_then_reuses_it() {
             demo_setup().to_str().unwrap(),
         ],
     );
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", &repo.name, "--context"])
-        .arg(ctx2.path()));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let again = json(&o);
+    let again = Build::new(&fx.beam_image)
+        .repository(&repo.name)
+        .context(ctx2.path())
+        .ok();
     assert_eq!(again["cached"], true, "{again}");
     assert_eq!(again["image"], report["image"]);
     assert_eq!(again["image_id"], report["image_id"]);
@@ -201,23 +182,13 @@ fn the_commit_fallback_builds_the_same_image() {
     let repo = TestRepo::new("commit");
     let inputs = tempfile::tempdir().unwrap();
     let requirements = unique_requirements(inputs.path(), &demo_requirements_text());
-    let o = run(prebuilder()
+    let o = Build::new(&fx.beam_image)
         .env("PREBUILDER_COMMIT", "1")
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", &repo.name, "--requirements-file"])
-        .arg(&requirements)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
-        .arg("--setup-file")
-        .arg(demo_setup()));
+        .repository(&repo.name)
+        .requirements(&requirements)
+        .cache(&fx.demo_wheels)
+        .setup_file(demo_setup())
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -233,46 +204,19 @@ fn builds_from_beam_style_flags() {
     let repo = TestRepo::new("flags");
     let inputs = tempfile::tempdir().unwrap();
     let requirements = unique_requirements(inputs.path(), &demo_requirements_text());
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(&requirements)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
-        .arg("--setup-file")
-        .arg(demo_setup()));
+    let build = Build::new(&fx.beam_image)
+        .repository(&repo.name)
+        .requirements(&requirements)
+        .cache(&fx.demo_wheels)
+        .setup_file(demo_setup());
+    let o = build.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&o);
     check_image(&fx, &report, &repo);
     assert_layers_loaded(&o);
 
     // Text format tells what to launch with.
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(&requirements)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
-        .arg("--setup-file")
-        .arg(demo_setup()));
+    let o = build.text().run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(

@@ -5,45 +5,12 @@ use std::path::Path;
 
 use crate::support::*;
 
-fn build_flags(fx: &Fixtures, repo: &TestRepo, args: &[&std::ffi::OsStr]) -> serde_json::Value {
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", &repo.name])
-        .args(args));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    json(&o)
-}
-
-fn project_args<'a>(
-    fx: &'a Fixtures,
-    requirements: &'a Path,
-    project: &'a Path,
-) -> Vec<&'a std::ffi::OsStr> {
-    vec![
-        "--requirements-file".as_ref(),
-        requirements.as_os_str(),
-        "--requirements-cache".as_ref(),
-        fx.demo_wheels.as_os_str(),
-        "--setup-file".as_ref(),
-        project.as_os_str(),
-    ]
-}
-
-fn requirements_args<'a>(fx: &'a Fixtures, requirements: &'a Path) -> Vec<&'a std::ffi::OsStr> {
-    vec![
-        "--requirements-file".as_ref(),
-        requirements.as_os_str(),
-        "--requirements-cache".as_ref(),
-        fx.demo_wheels.as_os_str(),
-    ]
+/// A build of `requirements` (cache: the demo wheels) into `repo`.
+fn build(fx: &Fixtures, repo: &TestRepo, requirements: &Path) -> Build {
+    Build::new(&fx.beam_image)
+        .repository(&repo.name)
+        .requirements(requirements)
+        .cache(&fx.demo_wheels)
 }
 
 #[test]
@@ -55,7 +22,8 @@ fn code_change_rebuilds_only_the_application_layer_and_gc_keeps_what_results_nee
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let requirements = unique_requirements(dir.path(), &demo_requirements_text());
 
-    let first = build_flags(&fx, &repo, &project_args(&fx, &requirements, &project));
+    let launch = build(&fx, &repo, &requirements).setup_file(&project);
+    let first = launch.ok();
     let transforms = project.join("demo_pipeline/transforms.py");
     let code = std::fs::read_to_string(&transforms).unwrap();
     std::fs::write(
@@ -63,7 +31,7 @@ fn code_change_rebuilds_only_the_application_layer_and_gc_keeps_what_results_nee
         format!("{code}\nPREBUILDER_TEST_MARK = 'second'\n"),
     )
     .unwrap();
-    let second = build_flags(&fx, &repo, &project_args(&fx, &requirements, &project));
+    let second = launch.ok();
 
     let (a, b) = (layers(&first), layers(&second));
     assert_eq!(b[0].0, "dependencies");
@@ -145,13 +113,13 @@ fn requirements_change_misses_every_layer() {
     let repo = TestRepo::new("reqchange");
     let dir = tempfile::tempdir().unwrap();
     let req = unique_requirements(dir.path(), "text-unidecode==1.3\n");
-    let first = build_flags(&fx, &repo, &requirements_args(&fx, &req));
+    let first = build(&fx, &repo, &req).ok();
     std::fs::write(
         &req,
         std::fs::read_to_string(&req).unwrap() + "tabulate==0.9.0\n",
     )
     .unwrap();
-    let second = build_flags(&fx, &repo, &requirements_args(&fx, &req));
+    let second = build(&fx, &repo, &req).ok();
 
     assert_eq!(layers(&first)[0].1, "miss");
     assert_eq!(layers(&second)[0].1, "miss", "{second}");
@@ -185,20 +153,8 @@ fn concurrent_runs_with_the_same_inputs_build_once() {
     )
     .unwrap();
     let spawn = || {
-        let child = prebuilder()
-            .args([
-                "build",
-                "--base",
-                &fx.beam_image,
-                "--network",
-                "none",
-                "--format",
-                "json",
-            ])
-            .args(["--repository", &repo.name, "--requirements-file"])
-            .arg(&req)
-            .arg("--requirements-cache")
-            .arg(&fx.demo_wheels)
+        let child = build(&fx, &repo, &req)
+            .command()
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -232,11 +188,8 @@ fn no_cache_rebuilds() {
     let repo = TestRepo::new("nocache");
     let dir = tempfile::tempdir().unwrap();
     let req = unique_requirements(dir.path(), "text-unidecode==1.3\n");
-    let args = requirements_args(&fx, &req);
-    let first = build_flags(&fx, &repo, &args);
-    let mut with_flag = args.clone();
-    with_flag.push("--no-cache".as_ref());
-    let second = build_flags(&fx, &repo, &with_flag);
+    let first = build(&fx, &repo, &req).ok();
+    let second = build(&fx, &repo, &req).arg("--no-cache").ok();
     assert_eq!(layers(&second)[0].1, "miss", "{second}");
     // Rebuilt, and reproducible (issue 11): the same inputs give the same image.
     assert_eq!(second["image_id"], first["image_id"]);

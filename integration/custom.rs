@@ -182,17 +182,15 @@ fn build_refuses_a_broken_base_in_seconds_before_installing() {
     ];
     for (base, boot_from, fix) in cases {
         let started = Instant::now();
-        let mut c = prebuilder();
-        c.args(["build", "--base", &base, "--network", "none"])
-            .args(["--repository", &repo.name])
-            .arg("--requirements-file")
-            .arg(demo_requirements())
-            .arg("--requirements-cache")
-            .arg(&fx.demo_wheels);
+        let mut build = Build::new(&base)
+            .text()
+            .repository(&repo.name)
+            .requirements(demo_requirements())
+            .cache(&fx.demo_wheels);
         if let Some(b) = &boot_from {
-            c.args(["--boot-from", b]);
+            build = build.args(["--boot-from", b]);
         }
-        let o = run(&mut c);
+        let o = build.run();
         let took = started.elapsed();
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         let err = stderr(&o);
@@ -267,30 +265,13 @@ fn build_custom(
     requirements: &Path,
     cache: &Path,
 ) -> serde_json::Value {
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &custom.base,
-            "--boot-from",
-            &fx.beam_image,
-        ])
-        .args([
-            "--network",
-            "none",
-            "--format",
-            "json",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(requirements)
-        .arg("--requirements-cache")
-        .arg(cache)
-        .arg("--setup-file")
-        .arg(demo_setup()));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    json(&o)
+    Build::new(&custom.base)
+        .args(["--boot-from", &fx.beam_image])
+        .repository(&repo.name)
+        .requirements(requirements)
+        .cache(cache)
+        .setup_file(demo_setup())
+        .ok()
 }
 
 fn layers(report: &serde_json::Value) -> Vec<(String, String)> {
@@ -490,27 +471,21 @@ fn publish(image: &str, config: &Path, reference: &str) {
 }
 
 /// `build --boot-from --push` with both images named by their registry
-/// references, on the engine at `host` (`DOCKER_HOST`) or the default one.
+/// references (on the engine the tests run against; `.host()` for another).
 fn build_boot_from_registry(
-    host: Option<&str>,
     (base, boot): (&str, &str),
     repository: &str,
     requirements: &Path,
     config: &Path,
-) -> Output {
+) -> Build {
     let fx = Fixtures::load();
-    let mut c = prebuilder();
-    if let Some(h) = host {
-        c.env("DOCKER_HOST", h);
-    }
-    run(c
-        .env("DOCKER_CONFIG", config)
-        .args(["build", "--base", base, "--boot-from", boot])
-        .args(["--network", "none", "--format", "json", "--push"])
-        .args(["--repository", repository, "--requirements-file"])
-        .arg(requirements)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels))
+    Build::new(base)
+        .args(["--boot-from", boot])
+        .push()
+        .repository(repository)
+        .requirements(requirements)
+        .cache(&fx.demo_wheels)
+        .docker_config(config)
 }
 
 /// A fresh runner with `--boot-from` (issue 11): the base and the Beam image
@@ -520,8 +495,8 @@ fn build_boot_from_registry(
 /// finishes on the registry hit with nothing pulled at all.
 #[test]
 fn boot_from_on_an_empty_engine_hits_the_registry_with_nothing_pulled() {
+    use crate::daemons::Engine;
     use crate::fresh::{logged_in, USER};
-    use crate::fresh_engine::FreshEngine;
     let fx = Fixtures::load();
     let custom = Custom::load();
     let registry = TestRegistry::start(Some(USER));
@@ -545,7 +520,8 @@ fn boot_from_on_an_empty_engine_hits_the_registry_with_nothing_pulled() {
 
     // The first runner: the result is not in the registry, so both images
     // are pulled, the boot layer built, and the result pushed.
-    let o = build_boot_from_registry(None, (&base, &boot), &repository, &req, &config);
+    let launch = build_boot_from_registry((&base, &boot), &repository, &req, &config);
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let first = json(&o);
     let err = stderr(&o);
@@ -565,16 +541,10 @@ fn boot_from_on_an_empty_engine_hits_the_registry_with_nothing_pulled() {
     let digest = first["digest"].as_str().unwrap().to_string();
 
     // An empty runner: same inputs, the same key from the registries' ids.
-    let engine = FreshEngine::start();
+    let engine = Engine::dockerd().storage("vfs").start();
     assert_eq!(engine.docker_ok(&["images", "-aq"]), "", "starts empty");
     let t = Instant::now();
-    let o = build_boot_from_registry(
-        Some(&engine.host),
-        (&base, &boot),
-        &repository,
-        &req,
-        &config,
-    );
+    let o = launch.host(&engine.host()).run();
     let seconds = t.elapsed().as_secs_f64();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);

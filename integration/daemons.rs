@@ -1,14 +1,16 @@
-//! More engines for the engine tests, started and stopped by the tests
-//! themselves (see SPEC.md, "More engines for tests"):
-//! - a second dockerd with its own data/exec roots, its own bridge (never
-//!   `--bridge=none`: that deletes the host's docker0) and a TLS port whose
-//!   certificates `openssl` makes here;
-//! - an sshd on 127.0.0.1 with a key made here, whose sessions see
-//!   `DOCKER_HOST` of an engine of our choice;
-//! - a Podman API service with its own root, runroot and containers.conf.
+//! Second engines and an sshd for the tests that need more than the engine
+//! they run against (see SPEC.md, "More engines for tests"):
+//! - [`Engine`]: a dockerd or a Podman service, started, restarted and
+//!   stopped by `integration/fixtures/engine.sh` (the one script that starts
+//!   engines; the bench uses it too): its own data and exec roots, socket,
+//!   bridge, storage driver, optionally a TLS port, the containerd image
+//!   store, or the binaries of another Docker version;
+//! - [`SshServer`]: an sshd on 127.0.0.1 with a key made here, whose sessions
+//!   see `DOCKER_HOST` of an engine of our choice.
 //!
-//! Every process is a child of the test, stopped by its pid on drop.
+//! Each is stopped by its pid on drop, and leaves no bridge, mount or directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -62,178 +64,163 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool, lo
     );
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
-/// the docker docs make them; the client's `ca.pem`, `cert.pem`, `key.pem`
-/// are in `client`.
-pub struct Certs {
-    pub dir: PathBuf,
-    pub client: PathBuf,
+/// What kind of second engine to start, and how; [`EngineBuilder::start`]
+/// starts it.
+pub struct EngineBuilder {
+    /// The options of `engine.sh start`.
+    options: Vec<String>,
 }
 
-impl Certs {
-    pub fn make(dir: &Path) -> Certs {
-        std::fs::create_dir_all(dir).unwrap();
-        let openssl = |args: &[&str]| {
-            must(Command::new("openssl").current_dir(dir).args(args));
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=prebuilder-test-ca",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        for (name, cn) in [("server", "127.0.0.1"), ("client", "prebuilder-test")] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}-key.pem"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={cn}"),
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}-cert.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-        }
-        let client = dir.join("client");
-        std::fs::create_dir_all(&client).unwrap();
-        for (from, to) in [
-            ("ca.pem", "ca.pem"),
-            ("client-cert.pem", "cert.pem"),
-            ("client-key.pem", "key.pem"),
-        ] {
-            std::fs::copy(dir.join(from), client.join(to)).unwrap();
-        }
-        Certs {
-            dir: dir.to_path_buf(),
-            client,
-        }
+impl EngineBuilder {
+    /// `--storage`: the storage driver (the script's defaults: `vfs`; with
+    /// the containerd store, the `native` snapshotter; Podman: `overlay`
+    /// through fuse-overlayfs).
+    pub fn storage(mut self, driver: &str) -> Self {
+        self.options.extend(["--storage".into(), driver.into()]);
+        self
     }
-}
 
-/// A second dockerd: unix socket plus a `--tlsverify` TCP port on 127.0.0.1.
-pub struct SecondDockerd {
-    pub sock: PathBuf,
-    /// `127.0.0.1:PORT`, TLS only.
-    pub tcp: String,
-    pub certs: Certs,
-    bridge: String,
-    child: Child,
-    log: PathBuf,
-    /// Data and exec roots, certificates, log; removed after the daemon stops.
-    dir: tempfile::TempDir,
-}
+    /// A `--tlsverify` TCP port on 127.0.0.1 besides the unix socket; the
+    /// client's certificates are in [`Engine::client_certs`].
+    pub fn tls(mut self) -> Self {
+        self.options.push("--tls".into());
+        self
+    }
 
-impl SecondDockerd {
-    pub fn start() -> SecondDockerd {
+    /// The containerd image store (`"containerd-snapshotter": true`).
+    #[allow(dead_code, reason = "the engine matrix (issue 23) starts these")]
+    pub fn containerd_store(mut self) -> Self {
+        self.options.push("--containerd-store".into());
+        self
+    }
+
+    /// The dockerd (and containerd) of a `dpkg -x` root of Debian packages,
+    /// as `integration/fixtures/engines.sh` extracts them (dockerd in
+    /// `usr/sbin` as Debian ships it, or `usr/bin`).
+    #[allow(dead_code, reason = "the engine matrix (issue 23) starts these")]
+    pub fn binaries(mut self, root: &Path) -> Self {
+        self.options
+            .extend(["--binaries".into(), root.display().to_string()]);
+        self
+    }
+
+    /// Podman: a registry it may push to over plain HTTP.
+    pub fn insecure_registry(mut self, addr: &str) -> Self {
+        self.options
+            .extend(["--insecure-registry".into(), addr.into()]);
+        self
+    }
+
+    pub fn start(self) -> Engine {
+        // Short paths: containerd's sockets live under the exec-root.
         let dir = tempfile::Builder::new()
-            .prefix("en-dockerd-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        let certs = Certs::make(&d.join("certs"));
-        // Its own bridge: a dockerd needs one (and must never get
-        // --bridge=none), and it must not touch the host's docker0.
-        let n = std::process::id() % 100_000;
-        let bridge = format!("br-en{n}");
-        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
-        must(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]));
-        let net = format!("10.{}.{}.1/24", 200 + n % 50, n % 250);
-        must(Command::new("ip").args(["addr", "add", &net, "dev", &bridge]));
-        must(Command::new("ip").args(["link", "set", &bridge, "up"]));
-        std::fs::write(
-            d.join("daemon.json"),
-            r#"{"storage-driver": "fuse-overlayfs"}"#,
-        )
-        .unwrap();
-        let sock = d.join("docker.sock");
-        let tcp = format!("127.0.0.1:{}", free_port());
-        let log = d.join("dockerd.log");
-        let c = &certs.dir;
-        let child = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(d.join("daemon.json"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", sock.display()))
-            .arg("-H")
-            .arg(format!("tcp://{tcp}"))
-            .arg("--tlsverify")
-            .arg("--tlscacert")
-            .arg(c.join("ca.pem"))
-            .arg("--tlscert")
-            .arg(c.join("server-cert.pem"))
-            .arg("--tlskey")
-            .arg(c.join("server-key.pem"))
-            .args(["--iptables=false", "--ip-masq=false"])
-            .arg(format!("--bridge={bridge}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("dockerd (Debian docker.io)");
-        let daemon = SecondDockerd {
-            sock,
-            tcp,
-            certs,
-            bridge,
-            child,
-            log,
-            dir,
-        };
-        wait_until(
-            "the second dockerd",
-            Duration::from_secs(60),
-            || daemon.docker(&["version"]).status.success(),
-            &daemon.log,
+            .prefix("pbe-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        let o = engine_sh("start", &dir, &self.options);
+        assert!(
+            o.status.success(),
+            "engine.sh start {} {:?}: {}",
+            dir.display(),
+            self.options,
+            String::from_utf8_lossy(&o.stderr)
         );
-        daemon
+        let mut engine = Engine {
+            dir,
+            vars: HashMap::new(),
+        };
+        engine.read_state();
+        engine
+    }
+}
+
+/// `bash integration/fixtures/engine.sh COMMAND DIR OPTIONS…`.
+fn engine_sh(command: &str, dir: &Path, options: &[String]) -> Output {
+    Command::new("bash")
+        .arg(crate::support::repo().join("integration/fixtures/engine.sh"))
+        .arg(command)
+        .arg(dir)
+        .args(options)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash integration/fixtures/engine.sh")
+}
+
+/// A second engine of this test's own; stopped, with its bridge, mounts and
+/// directory, on drop.
+pub struct Engine {
+    dir: PathBuf,
+    /// `engine.sh`'s `ENGINE_*` values (from `DIR/engine.env`).
+    vars: HashMap<String, String>,
+}
+
+impl Engine {
+    /// A dockerd (the system's, unless [`EngineBuilder::binaries`]).
+    pub fn dockerd() -> EngineBuilder {
+        EngineBuilder {
+            options: Vec::new(),
+        }
     }
 
+    /// `podman system service` (Debian's Podman 4).
+    pub fn podman() -> EngineBuilder {
+        EngineBuilder {
+            options: vec!["--podman".into()],
+        }
+    }
+
+    fn read_state(&mut self) {
+        let text = std::fs::read_to_string(self.dir.join("engine.env")).unwrap();
+        self.vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| panic!("engine.sh gave no {name} for {}", self.dir.display()))
+    }
+
+    /// `unix:///…/engine.sock`, for `DOCKER_HOST`.
     pub fn host(&self) -> String {
-        format!("unix://{}", self.sock.display())
+        self.var("ENGINE_HOST").to_string()
     }
 
+    /// `127.0.0.1:PORT` of the TLS port ([`EngineBuilder::tls`]).
+    pub fn tcp(&self) -> String {
+        self.var("ENGINE_TCP").to_string()
+    }
+
+    /// The client's `ca.pem`, `cert.pem` and `key.pem`, for `DOCKER_CERT_PATH`.
+    pub fn client_certs(&self) -> PathBuf {
+        PathBuf::from(self.var("ENGINE_CERTS"))
+    }
+
+    /// Stop the daemon and start it again on the same state (containers,
+    /// images, socket); what was running on it is stopped.
+    pub fn restart(&mut self) {
+        let o = engine_sh("restart", &self.dir, &[]);
+        assert!(
+            o.status.success(),
+            "engine.sh restart {}: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.read_state();
+    }
+
+    /// The docker CLI against this engine.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
             .env("DOCKER_HOST", self.host())
             .args(args)
             .output()
@@ -244,61 +231,48 @@ impl SecondDockerd {
         let o = self.docker(args);
         assert!(
             o.status.success(),
-            "docker {args:?} on the second dockerd: {}",
+            "docker {args:?} on the engine at {}: {}",
+            self.host(),
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
-    /// Copy an image from the main engine (`docker save | docker load`).
+    /// Copy an image from the engine the tests run against (`DOCKER_HOST`,
+    /// or the default one): `docker save | docker load`.
     pub fn load_from_main(&self, image: &str) {
-        copy_image(image, &self.host());
+        let mut save = Command::new("docker")
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save");
+        let out = save.stdout.take().unwrap();
+        let load = Command::new("docker")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_HOST", self.host())
+            .args(["load", "-q"])
+            .stdin(out)
+            .output()
+            .expect("docker load");
+        assert!(save.wait().unwrap().success(), "docker save {image}");
+        assert!(
+            load.status.success(),
+            "docker load into {}: {}",
+            self.host(),
+            String::from_utf8_lossy(&load.stderr)
+        );
     }
 }
 
-/// `docker save IMAGE` from the main engine into the engine at `host`.
-pub fn copy_image(image: &str, host: &str) {
-    let mut save = Command::new("docker")
-        .env_remove("DOCKER_HOST")
-        .env_remove("DOCKER_CONTEXT")
-        .args(["save", image])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("docker save");
-    let out = save.stdout.take().unwrap();
-    let load = Command::new("docker")
-        .env("DOCKER_HOST", host)
-        .args(["load", "-q"])
-        .stdin(out)
-        .output()
-        .expect("docker load");
-    assert!(save.wait().unwrap().success(), "docker save {image}");
-    assert!(
-        load.status.success(),
-        "docker load into {host}: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-}
-
-impl Drop for SecondDockerd {
+impl Drop for Engine {
     fn drop(&mut self) {
-        // Containers first, so the daemon's shutdown has nothing to wait for.
-        let ids = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
-        stop(&mut self.child, Duration::from_secs(30));
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        // fuse-overlayfs mounts left by a killed daemon would block the removal.
-        let data = self.dir.path().join("data");
-        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-                if m.starts_with(&*data.to_string_lossy()) {
-                    let _ = Command::new("umount").arg("-l").arg(m).output();
-                }
-            }
+        let o = engine_sh("stop", &self.dir, &[]);
+        if !o.status.success() {
+            eprintln!(
+                "engine.sh stop {}: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
 }
@@ -481,114 +455,4 @@ fn children_of(parent: u32) -> Vec<u32> {
                 == Some(parent)
         })
         .collect()
-}
-
-/// `podman system service` on its own socket, root and runroot, with the
-/// containers.conf this sandbox needs (explicit ulimits: no CAP_SYS_RESOURCE)
-/// and a registries.conf marking `insecure` registries (Podman pushes over
-/// HTTP only to those).
-pub struct PodmanService {
-    pub sock: PathBuf,
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl PodmanService {
-    pub fn start(insecure: &[&str]) -> PodmanService {
-        let dir = tempfile::Builder::new()
-            .prefix("en-podman-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        std::fs::write(
-            d.join("containers.conf"),
-            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
-        )
-        .unwrap();
-        let mut registries = String::from("unqualified-search-registries = []\n");
-        for r in insecure {
-            registries.push_str(&format!(
-                "[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"
-            ));
-        }
-        std::fs::write(d.join("registries.conf"), registries).unwrap();
-        let (root, runroot) = (d.join("root"), d.join("runroot"));
-        std::fs::write(
-            d.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n\
-                 [storage.options.overlay]\nmount_program = \"/usr/bin/fuse-overlayfs\"\n",
-                root.display(),
-                runroot.display()
-            ),
-        )
-        .unwrap();
-        let sock = d.join("podman.sock");
-        let log = d.join("service.log");
-        let child = Command::new("podman")
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
-            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
-            .arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&runroot)
-            .args(["system", "service", "--time=0"])
-            .arg(format!("unix://{}", sock.display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("podman (Debian podman)");
-        let service = PodmanService { sock, child, dir };
-        wait_until(
-            "the podman service",
-            Duration::from_secs(30),
-            || service.docker(&["version"]).status.success(),
-            &log,
-        );
-        service
-    }
-
-    pub fn host(&self) -> String {
-        format!("unix://{}", self.sock.display())
-    }
-
-    /// The docker CLI against the service.
-    pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env_remove("DOCKER_CONTEXT")
-            .env("DOCKER_HOST", self.host())
-            .args(args)
-            .output()
-            .expect("docker")
-    }
-
-    pub fn docker_ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(
-            o.status.success(),
-            "docker {args:?} on podman: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-}
-
-impl Drop for PodmanService {
-    fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
-        stop(&mut self.child, Duration::from_secs(10));
-        // fuse-overlayfs mounts of the storage, so the temp dir can go.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-            let d = self.dir.path().to_string_lossy().into_owned();
-            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-                if m.starts_with(&d) {
-                    let _ = Command::new("umount").arg("-l").arg(m).output();
-                }
-            }
-        }
-    }
 }

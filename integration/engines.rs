@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::daemons::{copy_image, processes_mentioning, PodmanService, SecondDockerd, SshServer};
+use crate::daemons::{processes_mentioning, Engine, SshServer};
 use crate::support::*;
 
 const ENGINE_VARS: [&str; 6] = [
@@ -27,34 +27,24 @@ fn bare() -> Command {
     c
 }
 
-fn build_args(
-    fx: &Fixtures,
-    repo: &str,
-    requirements: &Path,
-    project: Option<&Path>,
-) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "build",
-        "--base",
-        &fx.beam_image,
-        "--network",
-        "none",
-        "--format",
-        "json",
-        "--repository",
-        repo,
-        "--requirements-file",
-        requirements.to_str().unwrap(),
-        "--requirements-cache",
-        fx.demo_wheels.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(p) = project {
-        a.extend(["--setup-file".to_string(), p.display().to_string()]);
+/// `build` of `base` with none of the engine variables of the test's environment.
+fn bare_build(base: &str) -> Build {
+    ENGINE_VARS
+        .into_iter()
+        .fold(Build::new(base), Build::env_remove)
+}
+
+/// A bare build of `requirements` (cache: the demo wheels) and `project`
+/// into `repo`.
+fn build(fx: &Fixtures, repo: &str, requirements: &Path, project: Option<&Path>) -> Build {
+    let build = bare_build(&fx.beam_image)
+        .repository(repo)
+        .requirements(requirements)
+        .cache(&fx.demo_wheels);
+    match project {
+        Some(p) => build.setup_file(p),
+        None => build,
     }
-    a
 }
 
 fn ok(o: &Output) -> serde_json::Value {
@@ -64,7 +54,7 @@ fn ok(o: &Output) -> serde_json::Value {
 
 /// The image is on the second daemon, keeps the base's entrypoint and carries
 /// the key labels; the main engine does not have it.
-fn check_on(daemon: &SecondDockerd, fx: &Fixtures, report: &serde_json::Value) {
+fn check_on(daemon: &Engine, fx: &Fixtures, report: &serde_json::Value) {
     let image = report["image"].as_str().unwrap();
     let inspect = |img: &str, f: &str| daemon.docker_ok(&["image", "inspect", img, "--format", f]);
     assert_eq!(
@@ -91,21 +81,21 @@ fn check_on(daemon: &SecondDockerd, fx: &Fixtures, report: &serde_json::Value) {
 #[test]
 fn a_second_dockerd_over_tls_ssh_and_contexts() {
     let fx = Fixtures::load();
-    let daemon = SecondDockerd::start();
+    let daemon = Engine::dockerd().storage("fuse-overlayfs").tls().start();
     daemon.load_from_main(&fx.beam_image);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("pipeline");
     copy_tree(&repo().join("demo/pipeline"), &project);
     let requirements = unique_requirements(dir.path(), &demo_requirements_text());
     let repo = format!("prebuilder-test/engines-{}", std::process::id());
-    let tcp = format!("tcp://{}", daemon.tcp);
+    let tcp = format!("tcp://{}", daemon.tcp());
 
     // 1. TLS asked for, certificates missing: refused before any request, like the CLI.
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, None))
+    let o = build(&fx, &repo, &requirements, None)
         .env("DOCKER_HOST", &tcp)
         .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", dir.path().join("no-certs")));
+        .env("DOCKER_CERT_PATH", dir.path().join("no-certs"))
+        .run();
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains(&format!("{tcp} (from DOCKER_HOST)")), "{err}");
@@ -114,9 +104,9 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     assert!(!err.contains("start the Docker"), "{err}");
 
     // Plain HTTP to the TLS port: named, with a hint about TLS.
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, None))
-        .env("DOCKER_HOST", &tcp));
+    let o = build(&fx, &repo, &requirements, None)
+        .env("DOCKER_HOST", &tcp)
+        .run();
     assert_eq!(
         o.status.code(),
         Some(3),
@@ -131,12 +121,11 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     assert!(!err.contains("start the Docker"), "{err}");
 
     // 2. A build over TLS, certificates from DOCKER_CERT_PATH.
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, Some(&project)))
+    let tls = build(&fx, &repo, &requirements, Some(&project))
         .env("DOCKER_HOST", &tcp)
         .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", &daemon.certs.client));
-    let tls = ok(&o);
+        .env("DOCKER_CERT_PATH", daemon.client_certs())
+        .ok();
     assert_eq!(tls["cached"], false, "{tls}");
     check_on(&daemon, &fx, &tls);
 
@@ -162,10 +151,10 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
         "--docker",
         &format!("host={}", daemon.host()),
     ]);
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, Some(&project)))
-        .env("DOCKER_CONFIG", &config)
-        .env("DOCKER_CONTEXT", ctx));
+    let o = build(&fx, &repo, &requirements, Some(&project))
+        .docker_config(&config)
+        .env("DOCKER_CONTEXT", ctx)
+        .run();
     let hit = ok(&o);
     assert_eq!(hit["cached"], true, "{hit}");
     assert_eq!(hit["image_id"], tls["image_id"]);
@@ -184,10 +173,9 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
         format!("{code}\n# changed for the context build\n"),
     )
     .unwrap();
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, Some(&project)))
-        .env("DOCKER_CONFIG", &config));
-    let app = ok(&o);
+    let app = build(&fx, &repo, &requirements, Some(&project))
+        .docker_config(&config)
+        .ok();
     let got: Vec<(String, String)> = layers(&app).into_iter().map(|(n, c, _)| (n, c)).collect();
     assert_eq!(
         got,
@@ -198,10 +186,10 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     );
     check_on(&daemon, &fx, &app);
     // A context that does not exist: refused, named with where its name came from.
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, None))
-        .env("DOCKER_CONFIG", &config)
-        .env("DOCKER_CONTEXT", "en-no-such-context"));
+    let o = build(&fx, &repo, &requirements, None)
+        .docker_config(&config)
+        .env("DOCKER_CONTEXT", "en-no-such-context")
+        .run();
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -227,12 +215,11 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
         .tempdir()
         .unwrap();
     let since = ssh.invocations().len();
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, Some(&project)))
+    let over_ssh = build(&fx, &repo, &requirements, Some(&project))
         .env("PATH", ssh.path_env())
         .env("XDG_STATE_HOME", ssh_state.path())
-        .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias)));
-    let over_ssh = ok(&o);
+        .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias))
+        .ok();
     assert_no_ssh_left(&ssh, since, ssh_state.path(), "a build that succeeded");
     let got: Vec<(String, String)> = layers(&over_ssh)
         .into_iter()
@@ -262,16 +249,16 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
 
     // An error exit over ssh (the base is not on that engine, --pull never):
     // its masters are closed too.
-    let mut args = build_args(&fx, &repo, &requirements, None);
-    let base_at = args.iter().position(|a| a == "--base").unwrap() + 1;
-    args[base_at] = "prebuilder-test/bootfrom-absent:1".into();
-    args.extend(["--pull".to_string(), "never".to_string()]);
     let since = ssh.invocations().len();
-    let o = run(bare()
-        .args(args)
+    let o = bare_build("prebuilder-test/bootfrom-absent:1")
+        .repository(&repo)
+        .requirements(&requirements)
+        .cache(&fx.demo_wheels)
+        .args(["--pull", "never"])
         .env("PATH", ssh.path_env())
         .env("XDG_STATE_HOME", ssh_state.path())
-        .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias)));
+        .env("DOCKER_HOST", format!("ssh://root@{}", ssh.alias))
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("prebuilder-test/bootfrom-absent:1"),
@@ -281,9 +268,9 @@ fn a_second_dockerd_over_tls_ssh_and_contexts() {
     assert_no_ssh_left(&ssh, since, ssh_state.path(), "a build that failed");
 
     // A port in the ssh URL: refused with the way around it.
-    let o = run(bare()
-        .args(build_args(&fx, &repo, &requirements, None))
-        .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222"));
+    let o = build(&fx, &repo, &requirements, None)
+        .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222")
+        .run();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("Port 2222"), "{}", stderr(&o));
 }
@@ -337,7 +324,7 @@ fn assert_no_ssh_left(ssh: &SshServer, since: usize, state: &Path, when: &str) {
 }
 
 /// The Podman service's view of one image's config, as JSON strings.
-fn podman_config(podman: &PodmanService, image: &str) -> Vec<String> {
+fn podman_config(podman: &Engine, image: &str) -> Vec<String> {
     [
         "{{json .Config.Entrypoint}}",
         "{{json .Config.Cmd}}",
@@ -361,30 +348,22 @@ fn podman_config(podman: &PodmanService, image: &str) -> Vec<String> {
 fn podman_builds_correct_images_reuses_them_and_pushes() {
     let fx = Fixtures::load();
     let registry = TestRegistry::start(None);
-    let podman = PodmanService::start(&[&registry.addr]);
-    copy_image(&fx.beam_image, &podman.host());
+    let podman = Engine::podman().insecure_registry(&registry.addr).start();
+    podman.load_from_main(&fx.beam_image);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("pipeline");
     copy_tree(&repo().join("demo/pipeline"), &project);
     let requirements = unique_requirements(dir.path(), &demo_requirements_text());
     let repo = format!("prebuilder-test/podman-{}", std::process::id());
-    let on_podman = |args: Vec<String>| {
-        let mut c = bare();
-        c.args(args).env("DOCKER_HOST", podman.host());
-        c
-    };
+    let on_podman = |build: Build| build.host(&podman.host());
     let no_containers = || {
         let left = podman.docker_ok(&["ps", "-aq"]);
         assert!(left.is_empty(), "containers left on podman: {left}");
     };
 
     // A build: the image is what Docker would make.
-    let o = run(&mut on_podman(build_args(
-        &fx,
-        &repo,
-        &requirements,
-        Some(&project),
-    )));
+    let launch = on_podman(build(&fx, &repo, &requirements, Some(&project)));
+    let o = launch.run();
     let first = ok(&o);
     assert_eq!(first["cached"], false);
     let image = first["image"].as_str().unwrap();
@@ -432,12 +411,7 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     no_containers();
 
     // An unchanged relaunch: a hit, no container.
-    let o = run(&mut on_podman(build_args(
-        &fx,
-        &repo,
-        &requirements,
-        Some(&project),
-    )));
+    let o = launch.run();
     let again = ok(&o);
     assert_eq!(again["cached"], true, "{again}");
     assert_eq!(again["image_id"], first["image_id"]);
@@ -462,12 +436,7 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     let transforms = project.join("demo_pipeline/transforms.py");
     let code = std::fs::read_to_string(&transforms).unwrap();
     std::fs::write(&transforms, format!("{code}\n# changed on podman\n")).unwrap();
-    let changed = ok(&run(&mut on_podman(build_args(
-        &fx,
-        &repo,
-        &requirements,
-        Some(&project),
-    ))));
+    let changed = launch.ok();
     let got: Vec<(String, String)> = layers(&changed)
         .into_iter()
         .map(|(n, c, _)| (n, c))
@@ -490,7 +459,7 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, "tabulate==0.0.1\n").unwrap();
     let bad_repo = format!("{repo}-bad");
-    let o = run(&mut on_podman(build_args(&fx, &bad_repo, &bad, None)));
+    let o = on_podman(build(&fx, &bad_repo, &bad, None)).run();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("tabulate==0.0.1"), "{}", stderr(&o));
     no_containers();
@@ -501,9 +470,9 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
 
     // Push and digest to a loopback registry (marked insecure for Podman).
     let pushed_repo = format!("{}/prebuilder-test/podman", registry.addr);
-    let mut push_args = build_args(&fx, &pushed_repo, &requirements, Some(&project));
-    push_args.push("--push".into());
-    let pushed = ok(&run(&mut on_podman(push_args)));
+    let pushed = on_podman(build(&fx, &pushed_repo, &requirements, Some(&project)))
+        .push()
+        .ok();
     let tag = pushed["image"]
         .as_str()
         .unwrap()
@@ -524,14 +493,10 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     // loopback, as the engines do), and the digest is the one pushed above,
     // since the manifest is prebuilder's own bytes.
     let other = TestRegistry::start(None);
-    let mut push_args = build_args(
-        &fx,
-        &format!("{}/prebuilder-test/podman", other.addr),
-        &requirements,
-        Some(&project),
-    );
-    push_args.push("--push".into());
-    let again = ok(&run(&mut on_podman(push_args)));
+    let other_repo = format!("{}/prebuilder-test/podman", other.addr);
+    let again = on_podman(build(&fx, &other_repo, &requirements, Some(&project)))
+        .push()
+        .ok();
     assert_eq!(again["digest"], digest.as_str(), "same image, same digest");
     // The same inputs built on Docker (the main engine, overlay storage, its
     // own gzip never used): the same image id and the same pushed digest.
@@ -539,9 +504,10 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     let _twin_cleanup = TestRepo {
         name: twin_repo.clone(),
     };
-    let mut docker_args = build_args(&fx, &twin_repo, &requirements, Some(&project));
-    docker_args.push("--push".into());
-    let on_docker = ok(&run(bare().args(&docker_args)));
+    let on_docker = build(&fx, &twin_repo, &requirements, Some(&project))
+        .host(&main_host())
+        .push()
+        .ok();
     eprintln!(
         "Podman / Docker: image id {} / {}, digest {} / {}",
         pushed["image_id"], on_docker["image_id"], pushed["digest"], on_docker["digest"]
@@ -564,21 +530,11 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     )
     .unwrap();
     let slow_repo = format!("{repo}-interrupted");
-    let args: Vec<String> = [
-        "build",
-        "--base",
-        &fx.beam_image,
-        "--network",
-        "none",
-        "--repository",
-        &slow_repo,
-        "--setup-file",
-        slow.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let mut child = on_podman(args)
+    let mut child = on_podman(bare_build(&fx.beam_image))
+        .text()
+        .repository(&slow_repo)
+        .setup_file(&slow)
+        .command()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -615,11 +571,10 @@ fn podman_builds_correct_images_reuses_them_and_pushes() {
     // The verification refuses what Podman's /commit makes (its Env gains
     // TERM and container=podman): removed, nothing tagged.
     let commit_repo = format!("{repo}-commit");
-    let o = run(
-        on_podman(build_args(&fx, &commit_repo, &requirements, None))
-            .arg("--no-cache")
-            .env("PREBUILDER_COMMIT", "1"),
-    );
+    let o = on_podman(build(&fx, &commit_repo, &requirements, None))
+        .arg("--no-cache")
+        .env("PREBUILDER_COMMIT", "1")
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(

@@ -26,18 +26,12 @@ fn base_image_absent() {
     let repo = TestRepo::new("nobase");
     let dir = tempfile::tempdir().unwrap();
     let req = requirements_only(dir.path(), "tabulate==0.9.0\n");
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            "prebuilder-test/no-such-image:1",
-            "--repository",
-            &repo.name,
-            "--pull",
-            "never",
-        ])
-        .arg("--requirements-file")
-        .arg(req));
+    let o = Build::new("prebuilder-test/no-such-image:1")
+        .text()
+        .repository(&repo.name)
+        .args(["--pull", "never"])
+        .requirements(req)
+        .run();
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -57,20 +51,12 @@ fn base_without_boot() {
     let repo = TestRepo::new("noboot");
     let dir = tempfile::tempdir().unwrap();
     let req = requirements_only(dir.path(), "tabulate==0.9.0\n");
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.python_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+    let o = Build::new(&fx.python_image)
+        .text()
+        .repository(&repo.name)
+        .requirements(req)
+        .cache(&fx.demo_wheels)
+        .run();
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("has no /opt/apache/beam/boot"), "{err}");
@@ -86,20 +72,12 @@ fn setup_failure_exits_1_with_pips_message_and_the_failing_step() {
     // tabulate is in the cache; this version of it is not.
     let req = requirements_only(dir.path(), "tabulate==0.0.1\n");
     let started = std::time::Instant::now();
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+    let o = Build::new(&fx.beam_image)
+        .text()
+        .repository(&repo.name)
+        .requirements(req)
+        .cache(&fx.demo_wheels)
+        .run();
     assert_eq!(o.status.code(), Some(1), "setup failures exit 1");
     let err = stderr(&o);
     assert!(
@@ -154,18 +132,11 @@ fn signal_removes_the_setup_container(signal: &str, code: i32) {
         ),
     )
     .unwrap();
-    let mut child = prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--setup-file")
-        .arg(&pkg)
+    let mut child = Build::new(&fx.beam_image)
+        .text()
+        .repository(&repo.name)
+        .setup_file(&pkg)
+        .command()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -217,21 +188,14 @@ fn a_token_in_a_requirement_url_never_reaches_the_output() {
     let report = dir.path().join("report.json");
     // In words, and in the machine channel (JSON lines, the error object).
     for machine in [&[][..], &["--progress", "json", "--format", "json"]] {
-        let o = run(prebuilder()
-            .args([
-                "build",
-                "--base",
-                &fx.beam_image,
-                "--network",
-                "none",
-                "--repository",
-                &repo.name,
-            ])
+        let o = Build::new(&fx.beam_image)
+            .text()
+            .repository(&repo.name)
+            .requirements(&req)
             .args(machine)
-            .arg("--requirements-file")
-            .arg(&req)
             .arg("--report")
-            .arg(&report));
+            .arg(&report)
+            .run();
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let err = stderr(&o);
         assert!(
@@ -302,22 +266,13 @@ fn a_token_in_a_requirement_url_never_reaches_a_built_image() {
         ),
     );
     let report = dir.path().join("report.json");
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "host",
-            "--format",
-            "json",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(&req)
+    let o = Build::new(&fx.beam_image)
+        .network("host")
+        .repository(&repo.name)
+        .requirements(&req)
         .arg("--report")
-        .arg(&report));
+        .arg(&report)
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let image = json(&o)["image"].as_str().unwrap().to_string();
     let inspect = docker(&["image", "inspect", &image]);

@@ -148,17 +148,8 @@ fn zip(path: &Path, entries: &[(&str, &str, bool)]) {
     w.finish().unwrap();
 }
 
-fn build(fx: &FlinkFixtures, repo: &TestRepo, args: &[String]) -> std::process::Output {
-    run(prebuilder()
-        .args(["build", "--base", &fx.image, "--network", "none"])
-        .args(["--format", "json", "--repository", &repo.name])
-        .args(args))
-}
-
-fn built(fx: &FlinkFixtures, repo: &TestRepo, args: &[String]) -> serde_json::Value {
-    let o = build(fx, repo, args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    json(&o)
+fn build(fx: &FlinkFixtures, repo: &TestRepo, args: &[String]) -> Build {
+    Build::new(&fx.image).repository(&repo.name).args(args)
 }
 
 #[test]
@@ -167,7 +158,7 @@ fn pyflink_job_runs_in_the_prebuilt_image_offline_and_relaunches_hit() {
     let repo = TestRepo::new("fl-job");
     let job = Job::new();
 
-    let first = built(&fx, &repo, &job.flags(&fx));
+    let first = build(&fx, &repo, &job.flags(&fx)).ok();
     let l = layers(&first);
     assert_eq!(
         l.iter()
@@ -243,11 +234,7 @@ fn pyflink_job_runs_in_the_prebuilt_image_offline_and_relaunches_hit() {
 
     // Unchanged relaunch, the same options from a config.yaml: a hit.
     let conf = job.conf(&fx);
-    let again = built(
-        &fx,
-        &repo,
-        &["--flink-conf".into(), conf.display().to_string()],
-    );
+    let again = build(&fx, &repo, &[]).arg("--flink-conf").arg(&conf).ok();
     assert_eq!(again["cached"], true, "{again}");
     assert_eq!(again["image"], first["image"]);
 
@@ -257,7 +244,7 @@ fn pyflink_job_runs_in_the_prebuilt_image_offline_and_relaunches_hit() {
         "def shout(word):\n    return word.upper() + '!!'\n",
     )
     .unwrap();
-    let changed = built(&fx, &repo, &job.flags(&fx));
+    let changed = build(&fx, &repo, &job.flags(&fx)).ok();
     let c = layers(&changed);
     assert_eq!(
         (c[0].1.as_str(), c[1].1.as_str()),
@@ -278,7 +265,7 @@ fn pyflink_bad_inputs_fail_naming_the_input_and_leave_nothing() {
     // A `#` missing.
     let mut args = job.flags(&fx);
     args[5] = job.p("data.zip");
-    let o = build(&fx, &repo, &args);
+    let o = build(&fx, &repo, &args).run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("--py-archives") && e.contains("#NAME"), "{e}");
@@ -291,7 +278,7 @@ fn pyflink_bad_inputs_fail_naming_the_input_and_leave_nothing() {
     );
     let mut args = job.flags(&fx);
     args[5] = format!("{}#evil", evil.display());
-    let o = build(&fx, &repo, &args);
+    let o = build(&fx, &repo, &args).run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("evil.zip#evil") && e.contains("escapes"), "{e}");
@@ -302,7 +289,7 @@ fn pyflink_bad_inputs_fail_naming_the_input_and_leave_nothing() {
     std::fs::write(&missing, format!("prebuilder-{}-absent==1.0\n", job.mark)).unwrap();
     let mut args = job.flags(&fx);
     args[1] = format!("{}#{}", missing.display(), fx.job_wheels.display());
-    let o = build(&fx, &repo, &args);
+    let o = build(&fx, &repo, &args).run();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -313,10 +300,11 @@ fn pyflink_bad_inputs_fail_naming_the_input_and_leave_nothing() {
 
     // A base without apache-flink and Java: refused before anything is installed.
     let python_image = Fixtures::load().python_image;
-    let o = run(prebuilder()
-        .args(["build", "--base", &python_image, "--network", "none"])
-        .args(["--repository", &repo.name])
-        .args(job.flags(&fx)));
+    let o = Build::new(&python_image)
+        .text()
+        .repository(&repo.name)
+        .args(job.flags(&fx))
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(

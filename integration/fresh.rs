@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::fresh_engine::FreshEngine;
+use crate::daemons::Engine;
+use serde_json::json;
+
 use crate::support::*;
 
 pub const USER: (&str, &str) = ("fr-user", "pw-5b2e9d-not-a-real-secret");
@@ -37,53 +39,16 @@ pub fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
     );
 }
 
-fn build(base: &str, repository: &str, req: &Path, config: &Path, extra: &[&str]) -> Output {
-    build_on(None, base, repository, req, config, extra)
-}
-
-/// `build` on the engine at `host` (`DOCKER_HOST`), or the default one.
-fn build_on(
-    host: Option<&str>,
-    base: &str,
-    repository: &str,
-    req: &Path,
-    config: &Path,
-    extra: &[&str],
-) -> Output {
-    let mut c = build_command(host, base, repository, req, config);
-    run(c.arg("--push").args(extra))
-}
-
 /// `prebuilder build` of `req` (cache: the demo wheels) on `base` into
-/// `repository`, JSON on stdout, on the engine at `host` or the default one;
-/// without `--push`.
-fn build_command(
-    host: Option<&str>,
-    base: &str,
-    repository: &str,
-    req: &Path,
-    config: &Path,
-) -> std::process::Command {
+/// `repository`, with the docker CLI configuration `config` (logged in).
+fn build(base: &str, repository: &str, req: &Path, config: &Path) -> Build {
     let fx = Fixtures::load();
-    let mut c = prebuilder();
-    if let Some(h) = host {
-        c.env("DOCKER_HOST", h);
-    }
-    c.env("DOCKER_CONFIG", config)
-        .args([
-            "build",
-            "--base",
-            base,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", repository, "--requirements-file"])
-        .arg(req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels);
-    c
+    Build::new(base)
+        .args(["--progress", "json"])
+        .repository(repository)
+        .requirements(req)
+        .cache(&fx.demo_wheels)
+        .docker_config(config)
 }
 
 fn on_engine(reference: &str) -> bool {
@@ -146,7 +111,8 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
 
     // The first runner builds (pulling the base) and pushes.
-    let o = build(&base, &repository, &req, &config, &[]);
+    let launch = build(&base, &repository, &req, &config).push();
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let first = json(&o);
     let digest = first["digest"].as_str().unwrap().to_string();
@@ -155,16 +121,10 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
     forget_local(&repository);
     let _ = docker(&["rmi", &base]);
     assert!(!on_engine(&base));
-    let o = build(
-        &base,
-        &repository,
-        &req,
-        &config,
-        &["--tag", "stable", "--tag", "fr-sha-1"],
-    );
+    let o = launch.tag("stable").tag("fr-sha-1").run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);
-    let err = stderr(&o);
+    let seen = events(&o);
     assert_eq!(hit["cached"], true, "{hit}");
     assert_eq!(hit["digest"], digest.as_str());
     assert_eq!(
@@ -183,8 +143,8 @@ fn a_runner_without_the_base_hits_the_registry_pulls_nothing_and_tags_there() {
             .all(|l| l["cache"] == "registry"),
         "{hit}"
     );
-    assert!(err.contains("not pulled"), "{err}");
-    assert!(!err.contains("pulling"), "{err}");
+    assert!(saw(&seen, "nothing_pulled", json!({})), "{seen:?}");
+    assert!(!saw(&seen, "pulling", json!({})), "{seen:?}");
     assert!(!on_engine(&base), "the base was not pulled");
     assert!(
         docker_ok(&["images", &repository, "-q"]).is_empty(),
@@ -225,21 +185,19 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
     let project = dir.path().join("pipeline");
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let req = unique_requirements(dir.path(), &demo_requirements_text());
-    let project_args = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["--setup-file".to_string(), project.display().to_string()];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-
-    let args = project_args(&[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = build(&base, &repository, &req, &config, &args);
+    let launch = build(&base, &repository, &req, &config)
+        .push()
+        .setup_file(&project);
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let first = json(&o);
     let deps = layers(&first)[0].clone();
     assert_eq!(deps.0, "dependencies");
     assert!(
-        stderr(&o).contains(":layer-"),
+        events(&o).iter().any(|e| e["event"] == "pushing"
+            && e["reference"]
+                .as_str()
+                .is_some_and(|r| r.contains(":layer-"))),
         "the dependency layer is pushed for other runners: {}",
         stderr(&o)
     );
@@ -250,17 +208,21 @@ fn a_code_change_on_an_empty_runner_pulls_the_dependency_layer_instead_of_rebuil
     let transforms = project.join("demo_pipeline/transforms.py");
     let code = std::fs::read_to_string(&transforms).unwrap();
     std::fs::write(&transforms, format!("{code}\nFR_MARK = 'fresh'\n")).unwrap();
-    let o = build(&base, &repository, &req, &config, &args);
+    let o = launch.run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let second = json(&o);
-    let err = stderr(&o);
+    let seen = events(&o);
     let l = layers(&second);
     assert_eq!(l[0].0, "dependencies");
     assert_eq!(l[0].1, "registry", "pulled, not rebuilt: {second}");
     assert_eq!(l[0].2, deps.2, "the very image the first runner built");
     assert_eq!(l[1].1, "miss", "the application layer is rebuilt");
-    assert!(!err.contains("dependencies: building"), "{err}");
-    assert!(err.contains("dependencies: found in the registry"), "{err}");
+    let deps_layer = json!({"layer": "dependencies"});
+    assert!(
+        !saw(&seen, "layer_building", deps_layer.clone()),
+        "{seen:?}"
+    );
+    assert!(saw(&seen, "layer_from_registry", deps_layer), "{seen:?}");
     let o = python_in(
         second["image"].as_str().unwrap(),
         "import demo_pipeline.transforms as t, slugify; print(t.FR_MARK)",
@@ -289,22 +251,22 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
     let project = dir.path().join("pipeline");
     copy_tree(&crate::support::repo().join("demo/pipeline"), &project);
     let req = unique_requirements(dir.path(), &demo_requirements_text());
-    let project_arg = project.display().to_string();
-    let args = ["--setup-file", project_arg.as_str()];
+    let build_into = |repository: &str| {
+        build(&base, repository, &req, &config)
+            .push()
+            .setup_file(&project)
+    };
 
-    let o = build(&base, &repository, &req, &config, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let first = json(&o);
+    let first = build_into(&repository).ok();
 
-    let engine = FreshEngine::start();
-    let host = Some(engine.host.as_str());
+    let engine = Engine::dockerd().storage("vfs").start();
     assert_eq!(
         engine.docker_ok(&["images", "-q"]),
         "",
         "the second engine starts empty"
     );
     let t = std::time::Instant::now();
-    let o = build_on(host, &base, &repository, &req, &config, &args);
+    let o = build_into(&repository).host(&engine.host()).run();
     let hit_seconds = t.elapsed().as_secs_f64();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);
@@ -320,9 +282,7 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
     // The same inputs built on the empty vfs engine (into another repository,
     // so that nothing is found): the same ids as on the first engine.
     let other = format!("{}/fr/cross-b", registry.addr);
-    let o = build_on(host, &base, &other, &req, &config, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let second = json(&o);
+    let second = build_into(&other).host(&engine.host()).ok();
     let (a, b) = (layers(&first), layers(&second));
     assert!(
         b.iter().all(|l| l.1 == "miss"),
@@ -362,8 +322,10 @@ fn an_empty_vfs_engine_hits_without_pulling_and_builds_the_same_image_ids() {
 }
 
 /// What a runner prints while another process holds the lock of the layer
-/// it is about to build (`Event::WaitingForLock`).
-const WAITING: &str = "another prebuilder is building the same layer";
+/// it is about to build (`Event::WaitingForLock`, `--progress json`).
+fn waiting(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["event"] == "waiting_for_lock")
+}
 
 /// A `prebuilder build` running in the background, its stderr read line by
 /// line as it comes: each line saying it waits for a layer's lock, and the
@@ -400,7 +362,7 @@ impl Racer {
             let mut line = Vec::new();
             while matches!(err.read_until(b'\n', &mut line), Ok(n) if n > 0) {
                 let text = String::from_utf8_lossy(&line);
-                if text.contains(WAITING) {
+                if waiting(&text) {
                     let _ = events.send((index, true));
                 }
                 all.push_str(&text);
@@ -485,19 +447,16 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
     // Both runners' locks under one state root of this test's own.
     let state = dir.path().join("state");
-    let main_host = std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| prebuilder::engine::endpoint::DEFAULT_HOST.to_string());
+    let main_host = main_host();
 
     // The layer keys of these inputs: one build here, not pushed, then
     // forgotten (its images and the base's tag), so the race starts cold.
-    let o = run(
-        build_command(Some(&main_host), &base, &repository, &req, &config)
-            .env("PREBUILDER_STATE_DIR", &state),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let learned = json(&o);
+    let build_on = |repository: &str, host: &str| {
+        build(&base, repository, &req, &config)
+            .host(host)
+            .env("PREBUILDER_STATE_DIR", &state)
+    };
+    let learned = build_on(&repository, &main_host).ok();
     let keys: Vec<String> = layers(&learned)
         .iter()
         .map(|l| {
@@ -520,9 +479,10 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     assert!(docker_ok(&["images", "-q", &repository]).is_empty());
     assert!(learned["digest"].is_null(), "not pushed: {learned}");
 
-    let engine = FreshEngine::start();
+    let engine = Engine::dockerd().storage("vfs").start();
     assert_eq!(engine.docker_ok(&["images", "-aq"]), "", "empty engine");
-    let hosts = [main_host.as_str(), engine.host.as_str()];
+    let engine_host = engine.host();
+    let hosts = [main_host.as_str(), engine_host.as_str()];
     let locks: Vec<std::fs::File> = hosts
         .iter()
         .map(|h| hold_lock(&state, h, &keys[0]))
@@ -533,9 +493,11 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let mut c = build_command(Some(h), &base, &repository, &req, &config);
-            c.env("PREBUILDER_STATE_DIR", &state).arg("--push");
-            Racer::spawn(i, &mut c, tx.clone())
+            Racer::spawn(
+                i,
+                &mut build_on(&repository, h).push().command(),
+                tx.clone(),
+            )
         })
         .collect();
     drop(tx);
@@ -597,7 +559,7 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     let late: Vec<&str> = hosts
         .iter()
         .zip(&outputs)
-        .filter(|(_, o)| stderr(o).contains("is already in the registry"))
+        .filter(|(_, o)| saw(&events(o), "already_pushed", json!({})))
         .map(|(h, _)| *h)
         .collect();
     eprintln!(
@@ -612,15 +574,19 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     for (i, h) in hosts.iter().enumerate() {
         let own = format!("{repository}-{i}");
         let _own_cleanup = TestRepo { name: own.clone() };
-        let mut c = build_command(Some(h), &base, &own, &req, &config);
-        let o = run(c.env("PREBUILDER_STATE_DIR", &state).arg("--push"));
+        let o = build_on(&own, h).push().run();
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let again = json(&o);
         assert!(
             layers(&again).iter().all(|l| l.1 == "hit"),
             "the runner's own local image: {again}"
         );
-        assert!(stderr(&o).contains("uploaded"), "{}", stderr(&o));
+        let seen = events(&o);
+        assert!(
+            saw(&seen, "pushing", json!({})) && !saw(&seen, "already_pushed", json!({})),
+            "pushed, not found there: {}",
+            stderr(&o)
+        );
         assert_eq!(
             again["digest"].as_str(),
             Some(digest.as_str()),

@@ -15,19 +15,22 @@ fn iidfile_metadata_github_output_and_quiet_match_the_engine() {
         dir.path().join("github_output"),
     );
     std::fs::write(&gh, "earlier=kept\n").unwrap();
-    let o = run(prebuilder()
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_OUTPUT", &gh)
-        .args(["-q", "build", "--base", &fx.beam_image, "--network", "none"])
-        .args(["--repository", &repo.name, "--tag", "ci"])
-        .arg("--requirements-file")
-        .arg(&req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
+    let build = Build::new(&fx.beam_image)
+        .arg("-q")
+        .repository(&repo.name)
+        .requirements(&req)
+        .cache(&fx.demo_wheels)
+        .env("GITHUB_OUTPUT", &gh);
+    let o = build
+        .clone()
+        .text()
+        .tag("ci")
         .arg("--iidfile")
         .arg(&iid)
         .arg("--metadata-file")
-        .arg(&meta));
+        .arg(&meta)
+        .env("GITHUB_ACTIONS", "true")
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     // -q: stdout is the reference and nothing else; stderr is silent.
@@ -62,15 +65,7 @@ fn iidfile_metadata_github_output_and_quiet_match_the_engine() {
     );
 
     // Outside GitHub Actions $GITHUB_OUTPUT is left alone; --format json wins over -q.
-    let o = run(prebuilder()
-        .env_remove("GITHUB_ACTIONS")
-        .env("GITHUB_OUTPUT", &gh)
-        .args(["-q", "build", "--base", &fx.beam_image, "--network", "none"])
-        .args(["--repository", &repo.name, "--format", "json"])
-        .arg("--requirements-file")
-        .arg(&req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+    let o = build.env_remove("GITHUB_ACTIONS").run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(json(&o)["image"], image);
     assert_eq!(json(&o)["cached"], true);
@@ -125,34 +120,21 @@ fn labels_and_history_are_visible_to_docker() {
     );
     let head = git(&project, &["rev-parse", "HEAD"]);
     let build = |label: &str| {
-        let mut c = prebuilder();
-        for k in [
+        [
             "GITHUB_SERVER_URL",
             "GITHUB_REPOSITORY",
             "GITHUB_SHA",
             "CI_PROJECT_URL",
-        ] {
-            c.env_remove(k);
-        }
-        let o = run(c
-            .env("SOURCE_DATE_EPOCH", "951782400")
-            .args(["build", "--base", &fx.beam_image, "--network", "none"])
-            .args([
-                "--format",
-                "json",
-                "--repository",
-                &repo.name,
-                "--label",
-                label,
-            ])
-            .arg("--requirements-file")
-            .arg(demo_requirements())
-            .arg("--requirements-cache")
-            .arg(&fx.demo_wheels)
-            .arg("--setup-file")
-            .arg(project.join("setup.py")));
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        json(&o)
+        ]
+        .into_iter()
+        .fold(Build::new(&fx.beam_image), Build::env_remove)
+        .env("SOURCE_DATE_EPOCH", "951782400")
+        .repository(&repo.name)
+        .args(["--label", label])
+        .requirements(demo_requirements())
+        .cache(&fx.demo_wheels)
+        .setup_file(project.join("setup.py"))
+        .ok()
     };
     let report = build("org.example.team=data");
     let image = report["image"].as_str().unwrap();

@@ -32,16 +32,14 @@ fn named<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
 }
 
 fn build(fx: &Fixtures, repo: &TestRepo, requirements: &Path) -> Output {
-    run(prebuilder()
-        .args(["build", "-v", "--progress", "json", "--format", "json"])
-        .args(["--base", &fx.beam_image, "--network", "none"])
-        .args(["--repository", &repo.name])
-        .arg("--requirements-file")
-        .arg(requirements)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
+    Build::new(&fx.beam_image)
+        .args(["-v", "--progress", "json"])
+        .repository(&repo.name)
+        .requirements(requirements)
+        .cache(&fx.demo_wheels)
         // Not a number: a warning, so the stream holds a log record.
-        .env("SOURCE_DATE_EPOCH", "not-a-number"))
+        .env("SOURCE_DATE_EPOCH", "not-a-number")
+        .run()
 }
 
 #[test]

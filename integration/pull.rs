@@ -44,25 +44,15 @@ fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
 
 fn build(base: &str, repo: &TestRepo, req: &Path, config: &Path, pull: Option<&str>) -> Output {
     let fx = Fixtures::load();
-    let mut c = prebuilder();
-    c.env("DOCKER_CONFIG", config)
-        .args([
-            "build",
-            "--base",
-            base,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", &repo.name, "--requirements-file"])
-        .arg(req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels);
-    if let Some(p) = pull {
-        c.args(["--pull", p]);
+    let build = Build::new(base)
+        .repository(&repo.name)
+        .requirements(req)
+        .cache(&fx.demo_wheels)
+        .docker_config(config);
+    match pull {
+        Some(p) => build.args(["--pull", p]).run(),
+        None => build.run(),
     }
-    run(&mut c)
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! Every registry is a real `docker-registry` started here and stopped after.
 
 use std::path::Path;
-use std::process::Output;
 
 use crate::support::*;
 
@@ -16,29 +15,14 @@ fn docker_config(dir: &Path, json: &str) -> std::path::PathBuf {
     d
 }
 
-fn build(
-    fx: &Fixtures,
-    repository: &str,
-    requirements: &Path,
-    extra: &[&str],
-    config: &Path,
-) -> Output {
-    run(prebuilder()
-        .env("DOCKER_CONFIG", config)
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-        ])
-        .args(["--repository", repository, "--requirements-file"])
-        .arg(requirements)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
-        .args(extra))
+/// A build of `requirements` (cache: the demo wheels) into `repository`,
+/// with the docker CLI configuration `config`.
+fn build(fx: &Fixtures, repository: &str, requirements: &Path, config: &Path) -> Build {
+    Build::new(&fx.beam_image)
+        .repository(repository)
+        .requirements(requirements)
+        .cache(&fx.demo_wheels)
+        .docker_config(config)
 }
 
 #[test]
@@ -53,7 +37,7 @@ fn push_reports_the_registrys_digest_and_a_clean_engine_hits_the_registry() {
     };
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
 
-    let o = build(&fx, &repository, &req, &["--push"], &config);
+    let o = build(&fx, &repository, &req, &config).push().run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&o);
     let tag = report["image"]
@@ -86,7 +70,7 @@ fn push_reports_the_registrys_digest_and_a_clean_engine_hits_the_registry() {
     forget_local(&repository);
 
     // Every local image but the base is gone: the registry is the cache.
-    let o = build(&fx, &repository, &req, &["--push"], &config);
+    let o = build(&fx, &repository, &req, &config).push().run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let again = json(&o);
     assert_eq!(again["cached"], true);
@@ -131,13 +115,12 @@ fn credentials_from_docker_config_and_helpers_never_leak() {
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
     let report_file = dir.path().join("report.json");
 
-    let o = build(
-        &fx,
-        &repository,
-        &req,
-        &["--push", "-vv", "--report", report_file.to_str().unwrap()],
-        &config,
-    );
+    let o = build(&fx, &repository, &req, &config)
+        .push()
+        .arg("-vv")
+        .arg("--report")
+        .arg(&report_file)
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&o);
     let image = report["image"].as_str().unwrap();
@@ -179,28 +162,11 @@ fn credentials_from_docker_config_and_helpers_never_leak() {
         name: helper_repository.clone(),
     };
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let o2 = run(prebuilder()
-        .env("DOCKER_CONFIG", &helper_config)
+    let o2 = build(&fx, &helper_repository, &req, &helper_config)
         .env("PATH", path)
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-            "-vv",
-        ])
-        .args([
-            "--repository",
-            &helper_repository,
-            "--push",
-            "--requirements-file",
-        ])
-        .arg(&req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+        .arg("-vv")
+        .push()
+        .run();
     assert_eq!(o2.status.code(), Some(0), "{}", stderr(&o2));
     let r2 = json(&o2);
     let tag2 = r2["image"].as_str().unwrap().rsplit(':').next().unwrap();
@@ -242,7 +208,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let _c1 = TestRepo {
         name: repository.clone(),
     };
-    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    let o = build(&fx, &repository, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -273,7 +239,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let _c2 = TestRepo {
         name: refused.clone(),
     };
-    let o = build(&fx, &refused, &req, &["--push"], &empty);
+    let o = build(&fx, &refused, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(3), "unavailable: worth a retry");
     let err = stderr(&o);
     assert!(
@@ -281,7 +247,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         "{err}"
     );
     // Without --push the registry is only a cache: a warning and a local build.
-    let o = build(&fx, &refused, &req, &[], &empty);
+    let o = build(&fx, &refused, &req, &empty).run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("building locally"), "{}", stderr(&o));
     assert!(json(&o)["digest"].is_null());
@@ -294,7 +260,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         format!(r#"{{"credHelpers": {{"127.0.0.1:{port}": "prebuilder-absent"}}}}"#),
     )
     .unwrap();
-    let o = build(&fx, &refused, &req, &[], &absent_helper);
+    let o = build(&fx, &refused, &req, &absent_helper).run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(json(&o)["cached"], true);
     assert!(
@@ -308,7 +274,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let _c3 = TestRepo {
         name: unknown.to_string(),
     };
-    let o = build(&fx, unknown, &req, &["--push"], &empty);
+    let o = build(&fx, unknown, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(3), "cannot reach: worth a retry");
     let err = stderr(&o);
     assert!(
@@ -324,7 +290,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let _c4 = TestRepo {
         name: repository.clone(),
     };
-    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    let o = build(&fx, &repository, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -338,7 +304,7 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
     let _c5 = TestRepo {
         name: repository.clone(),
     };
-    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    let o = build(&fx, &repository, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -408,13 +374,11 @@ fn a_registry_5xx_on_a_manifest_an_upload_or_a_blob_exits_3_with_its_message() {
         mode.store(which, Ordering::SeqCst);
         // Two layers (a staged file makes the second): the push reads the
         // manifest of the one below the result.
-        let o = build(
-            &fx,
-            &repository,
-            &req,
-            &["--push", "--files-to-stage", req.to_str().unwrap()],
-            &empty,
-        );
+        let o = build(&fx, &repository, &req, &empty)
+            .push()
+            .arg("--files-to-stage")
+            .arg(&req)
+            .run();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(3), "{what}: {err}");
         // Nothing is reported as pushed: stdout has only the error object,
@@ -448,7 +412,7 @@ fn a_push_that_breaks_midway_reports_nothing_and_a_retry_succeeds() {
         name: repository.clone(),
     };
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
-    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    let o = build(&fx, &repository, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         error_object(&o)["error"].is_string(),
@@ -462,7 +426,7 @@ fn a_push_that_breaks_midway_reports_nothing_and_a_retry_succeeds() {
     assert!(err.contains("pushing again is safe"), "{err}");
 
     registry.restart(false);
-    let o = build(&fx, &repository, &req, &["--push"], &empty);
+    let o = build(&fx, &repository, &req, &empty).push().run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let report = json(&o);
     assert_eq!(
@@ -494,13 +458,10 @@ fn a_tag_holding_other_content_is_not_overwritten_silently() {
     let first = unique_requirements(dir.path(), "tabulate==0.9.0\n");
     let second = unique_requirements(dir.path(), "text-unidecode==1.3\n");
 
-    let o = build(
-        &fx,
-        &repository,
-        &first,
-        &["--push", "--tag", "stable"],
-        &empty,
-    );
+    let o = build(&fx, &repository, &first, &empty)
+        .push()
+        .tag("stable")
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let d1 = json(&o)["digest"].as_str().unwrap().to_string();
     assert_eq!(
@@ -508,13 +469,10 @@ fn a_tag_holding_other_content_is_not_overwritten_silently() {
         Some(d1.as_str())
     );
 
-    let o = build(
-        &fx,
-        &repository,
-        &second,
-        &["--push", "--tag", "stable"],
-        &empty,
-    );
+    let o = build(&fx, &repository, &second, &empty)
+        .push()
+        .tag("stable")
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -530,13 +488,11 @@ fn a_tag_holding_other_content_is_not_overwritten_silently() {
         "not overwritten"
     );
 
-    let o = build(
-        &fx,
-        &repository,
-        &second,
-        &["--push", "--tag", "stable", "--replace-tags"],
-        &empty,
-    );
+    let o = build(&fx, &repository, &second, &empty)
+        .push()
+        .tag("stable")
+        .arg("--replace-tags")
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let d2 = json(&o)["digest"].as_str().unwrap().to_string();
     assert_ne!(d1, d2);
@@ -637,15 +593,9 @@ fn a_credential_helper_without_an_entry_means_anonymous_as_docker_does() {
         name: repository.clone(),
     };
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
-    let o = run(prebuilder()
+    let o = build(&fx, &repository, &req, &none)
         .env("PATH", &path)
-        .env("DOCKER_CONFIG", &none)
-        .args(["build", "--base", &fx.beam_image, "--network", "none"])
-        .args(["--format", "json", "--repository", &repository])
-        .arg("--requirements-file")
-        .arg(&req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(json(&o)["cached"], false);
 
@@ -656,22 +606,11 @@ fn a_credential_helper_without_an_entry_means_anonymous_as_docker_does() {
         name: repository.clone(),
     };
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
-    let o = run(prebuilder()
+    let o = build(&fx, &repository, &req, &none)
+        .text()
         .env("PATH", &path)
-        .env("DOCKER_CONFIG", &none)
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--push",
-        ])
-        .args(["--repository", &repository])
-        .arg("--requirements-file")
-        .arg(&req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+        .push()
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -682,22 +621,11 @@ fn a_credential_helper_without_an_entry_means_anonymous_as_docker_does() {
 
     // Any other helper failure is an error naming the helper once, and
     // nothing it printed.
-    let o = run(prebuilder()
+    let o = build(&fx, &repository, &req, &broken)
+        .text()
         .env("PATH", &path)
-        .env("DOCKER_CONFIG", &broken)
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--push",
-        ])
-        .args(["--repository", &repository])
-        .arg("--requirements-file")
-        .arg(&req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels));
+        .push()
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(

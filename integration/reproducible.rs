@@ -10,28 +10,15 @@ fn build(
     req: &std::path::Path,
     project: &std::path::Path,
 ) -> serde_json::Value {
-    let mut c = prebuilder();
-    // The default epoch: the base's `created` (SOURCE_DATE_EPOCH is unit-tested).
-    c.env_remove("SOURCE_DATE_EPOCH");
-    let o = run(c
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--format",
-            "json",
-            "--no-cache",
-        ])
-        .args(["--repository", &repo.name, "--requirements-file"])
-        .arg(req)
-        .arg("--requirements-cache")
-        .arg(&fx.demo_wheels)
-        .arg("--setup-file")
-        .arg(project));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    json(&o)
+    Build::new(&fx.beam_image)
+        // The default epoch: the base's `created` (SOURCE_DATE_EPOCH is unit-tested).
+        .env_remove("SOURCE_DATE_EPOCH")
+        .arg("--no-cache")
+        .repository(&repo.name)
+        .requirements(req)
+        .cache(&fx.demo_wheels)
+        .setup_file(project)
+        .ok()
 }
 
 fn inspect(image: &str, format: &str) -> String {

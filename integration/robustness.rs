@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+use crate::daemons::Engine;
 use crate::support::*;
 
 /// A wheel of `mb` MiB of random data installing package `name`.
@@ -94,24 +95,19 @@ impl World {
         c
     }
 
-    fn build(&self, extra: &[&str]) -> Command {
-        let fx = Fixtures::load();
-        let mut c = self.prebuilder();
-        c.args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &self.repo.name,
-            "--format",
-            "json",
-        ])
-        .arg("--extra-package")
-        .arg(&self.wheel)
-        .args(extra);
-        c
+    /// A build of this world's wheel (`--extra-package`) into its repository.
+    fn build(&self) -> Build {
+        self.build_of(&self.wheel, &self.repo.name)
+    }
+
+    /// A build of `wheel` (`--extra-package`) into `repository`.
+    fn build_of(&self, wheel: &Path, repository: &str) -> Build {
+        Build::new(&Fixtures::load().beam_image)
+            .env("PREBUILDER_STATE_DIR", self.state())
+            .env("TMPDIR", self.tmp())
+            .repository(repository)
+            .arg("--extra-package")
+            .arg(wheel)
     }
 
     fn scratch(&self, pid: u32) -> PathBuf {
@@ -260,7 +256,7 @@ fn sigterm_at_each_phase_leaves_nothing_and_the_next_build_is_correct() {
         "running /opt/apache/beam/boot",
         "writing the layer",
     ] {
-        let mut run = Running::spawn(w.build(&[]));
+        let mut run = Running::spawn(w.build().command());
         run.wait_for(phase);
         let pid = run.pid();
         assert!(w.scratch(pid).is_dir(), "the run's scratch directory");
@@ -278,7 +274,7 @@ fn sigterm_at_each_phase_leaves_nothing_and_the_next_build_is_correct() {
         );
         w.assert_nothing_left(pid, &format!("SIGTERM at {phase}"));
     }
-    let out = run(&mut w.build(&[]));
+    let out = w.build().run();
     let report = assert_installed(&w, &out);
     assert_eq!(layers(&report)[0].1, "miss");
 }
@@ -292,26 +288,8 @@ fn sigterm_while_pushing_leaves_no_wrong_tag() {
     let w = World::new("push", 60);
     let registry = TestRegistry::start(None);
     let repo = format!("{}/rb-push-{}", registry.addr, std::process::id());
-    let fx = Fixtures::load();
-    let build = || {
-        let mut c = w.prebuilder();
-        c.args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo,
-            "--push",
-            "--format",
-            "json",
-        ])
-        .arg("--extra-package")
-        .arg(&w.wheel);
-        c
-    };
-    let mut running = Running::spawn(build());
+    let build = w.build_of(&w.wheel, &repo).push();
+    let mut running = Running::spawn(build.command());
     running.wait_for("pushing ");
     let pid = running.pid();
     running.signal("TERM");
@@ -324,9 +302,7 @@ fn sigterm_while_pushing_leaves_no_wrong_tag() {
     assert_eq!(w.containers_of(pid), Vec::<String>::new());
     assert!(!w.scratch(pid).exists());
 
-    let out = run(&mut build());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report = json(&out);
+    let report = build.ok();
     let digest = report["digest"].as_str().unwrap().to_string();
     assert_eq!(
         report["image"].as_str().unwrap(),
@@ -346,7 +322,7 @@ fn sigterm_while_pushing_leaves_no_wrong_tag() {
 #[test]
 fn after_sigkill_in_setup_the_next_build_sweeps_and_builds() {
     let w = World::new("kill", 20);
-    let mut running = Running::spawn(w.build(&[]));
+    let mut running = Running::spawn(w.build().command());
     running.wait_for("running /opt/apache/beam/boot");
     let pid = running.pid();
     running.signal("KILL");
@@ -371,7 +347,7 @@ fn after_sigkill_in_setup_the_next_build_sweeps_and_builds() {
     );
     assert_eq!(w.containers_of(pid), left, "a dry run removes nothing");
 
-    let out = run(&mut w.build(&[]));
+    let out = w.build().run();
     let report = assert_installed(&w, &out);
     assert_eq!(layers(&report)[0].1, "miss");
     assert_eq!(w.containers_of(pid), Vec::<String>::new(), "swept");
@@ -383,7 +359,7 @@ fn after_sigkill_in_setup_the_next_build_sweeps_and_builds() {
 #[test]
 fn after_sigkill_while_writing_the_layer_gc_removes_the_leftovers() {
     let w = World::new("killw", 100);
-    let mut running = Running::spawn(w.build(&[]));
+    let mut running = Running::spawn(w.build().command());
     running.wait_for("writing the layer");
     let pid = running.pid();
     running.signal("KILL");
@@ -404,6 +380,64 @@ fn after_sigkill_while_writing_the_layer_gc_removes_the_leftovers() {
     w.assert_nothing_left(pid, "gc after SIGKILL while writing the layer");
 }
 
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// `size` (mount's syntax, e.g. `40m`) at `dir`; `None` where this
+    /// process may not mount (the test then says so and passes).
+    fn mount(dir: &Path, size: &str) -> Option<SmallFs> {
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "prebuilder-test",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Issue 22: with the state directory on a 40 MB file system, a layer that
+/// does not fit is named before anything is written (which directory, how
+/// much is needed, PREBUILDER_STATE_DIR), not retried as a commit that the
+/// check then refuses blaming the engine; nothing is left behind.
+#[test]
+fn a_state_directory_too_small_for_the_layer_is_named() {
+    let w = World::new("full", 30);
+    let Some(_small) = SmallFs::mount(&w.state(), "40m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let running = Running::spawn(w.build().command());
+    let pid = running.pid();
+    let (code, lines) = running.finish();
+    let text = lines.join("\n");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("not enough space to write the application layer"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&w.scratch(pid).display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("PREBUILDER_STATE_DIR"), "{text}");
+    assert!(!text.contains("committing"), "no fallback: {text}");
+    assert!(!text.contains("did not apply"), "{text}");
+    w.assert_nothing_left(pid, "a full state directory");
+}
+
 /// Four identical runs, each with its own TMPDIR and the default state
 /// root: one builds, the others wait for its lock and find its layer; one
 /// image, no untagged copies.
@@ -414,12 +448,15 @@ fn four_runs_with_different_tmpdirs_build_once() {
         .map(|i| {
             let tmp = w.dir.path().join(format!("tmp{i}"));
             std::fs::create_dir(&tmp).unwrap();
-            let mut c = w.build(&[]);
-            c.env_remove("PREBUILDER_STATE_DIR")
+            let child = w
+                .build()
+                .env_remove("PREBUILDER_STATE_DIR")
                 .env("TMPDIR", &tmp)
+                .command()
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let child = c.spawn().unwrap();
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
             track(child.id());
             child
         })
@@ -450,31 +487,8 @@ fn tag_attacks_on_the_registry_are_refused_before_any_work() {
     let registry = TestRegistry::start(None);
     let repo = format!("{}/rb-tags-{}", registry.addr, std::process::id());
     let path = repo.split_once('/').unwrap().1.to_string();
-    let fx = Fixtures::load();
-    let build = |wheel: &Path, extra: &[&str]| {
-        let mut c = w.prebuilder();
-        c.args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo,
-            "--push",
-            "--tag",
-            "stable",
-            "--format",
-            "json",
-        ])
-        .arg("--extra-package")
-        .arg(wheel)
-        .args(extra);
-        c
-    };
-    let first = run(&mut build(&w.wheel, &[]));
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
-    let report = json(&first);
+    let build = |wheel: &Path| w.build_of(wheel, &repo).push().tag("stable");
+    let report = build(&w.wheel).ok();
     let digest = report["digest"].as_str().unwrap().to_string();
     let key_tag = report["image"]
         .as_str()
@@ -488,7 +502,7 @@ fn tag_attacks_on_the_registry_are_refused_before_any_work() {
         Some(&digest)
     );
 
-    let no_cache = run(&mut build(&w.wheel, &["--no-cache"]));
+    let no_cache = build(&w.wheel).arg("--no-cache").run();
     assert_eq!(no_cache.status.code(), Some(0), "{}", stderr(&no_cache));
     let err = stderr(&no_cache);
     assert!(err.contains("building"), "rebuilt: {err}");
@@ -496,7 +510,7 @@ fn tag_attacks_on_the_registry_are_refused_before_any_work() {
     assert_eq!(json(&no_cache)["digest"], digest.as_str());
 
     let other = big_wheel(&w.dir.path().join("wheels"), &format!("{}b", w.name), 1);
-    let conflict = run(&mut build(&other, &[]));
+    let conflict = build(&other).run();
     assert_eq!(conflict.status.code(), Some(2), "{}", stderr(&conflict));
     let err = stderr(&conflict);
     assert!(
@@ -515,157 +529,54 @@ fn tag_attacks_on_the_registry_are_refused_before_any_work() {
     forget_local(&repo);
 }
 
-/// A dockerd of this test's own (vfs storage, its own bridge, socket, data
-/// and exec roots), stopped by its pid and deleted on drop. Never
-/// `--bridge=none` (it would delete the host's docker0).
-struct SecondEngine {
-    dir: tempfile::TempDir,
-    bridge: String,
-    child: Child,
-}
-
-impl SecondEngine {
-    fn start() -> SecondEngine {
-        let dir = tempfile::tempdir().unwrap();
-        let bridge = format!("br-rb{}", std::process::id() % 100_000);
-        let ip = |args: &[&str]| {
-            let ok = Command::new("ip").args(args).status().unwrap();
-            assert!(ok.success(), "ip {args:?}");
-        };
-        ip(&["link", "add", &bridge, "type", "bridge"]);
-        let subnet = format!("10.231.{}.1/24", std::process::id() % 200 + 20);
-        ip(&["addr", "add", &subnet, "dev", &bridge]);
-        ip(&["link", "set", &bridge, "up"]);
-        std::fs::write(
-            dir.path().join("daemon.json"),
-            r#"{"storage-driver": "vfs"}"#,
-        )
+/// A base image of a few MB on `engine`: the host's sh, sleep and rm with
+/// their libraries, and a boot that says it started, then sleeps.
+fn import_tiny_base(engine: &Engine, reference: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    let boot_dir = root.join("opt/apache/beam");
+    std::fs::create_dir_all(&boot_dir).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    let mut files: Vec<String> = vec!["/bin/sh".into(), "/bin/sleep".into(), "/bin/rm".into()];
+    let ldd = Command::new("ldd")
+        .args(["/bin/sh", "/bin/sleep", "/bin/rm"])
+        .output()
         .unwrap();
-        let child = Self::spawn(dir.path(), &bridge);
-        let engine = SecondEngine { dir, bridge, child };
-        engine.wait_until_up();
-        engine
-    }
-
-    fn spawn(dir: &Path, bridge: &str) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("dockerd.log"))
-            .unwrap();
-        Command::new("dockerd")
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .args(["--bridge", bridge, "--iptables=false", "--ip-masq=false"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd")
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.dir.path().join("docker.sock").display())
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .env("DOCKER_HOST", self.host())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn wait_until_up(&self) {
-        for _ in 0..150 {
-            if self.docker(&["version"]).status.success() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+    for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+        if word.starts_with('/') && !word.ends_with(':') {
+            files.push(word.to_string());
         }
-        panic!(
-            "the second dockerd did not start; see {}",
-            self.dir.path().join("dockerd.log").display()
-        );
     }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+    for f in &files {
+        let to = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(f, &to).unwrap();
     }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.child = Self::spawn(self.dir.path(), &self.bridge);
-        self.wait_until_up();
-    }
-
-    /// A base image of a few MB: the host's sh, sleep and rm with their
-    /// libraries, and a boot that says it started, then sleeps.
-    fn import_tiny_base(&self, reference: &str) {
-        let root = self.dir.path().join("rootfs");
-        let boot_dir = root.join("opt/apache/beam");
-        std::fs::create_dir_all(&boot_dir).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        let mut files: Vec<String> = vec!["/bin/sh".into(), "/bin/sleep".into(), "/bin/rm".into()];
-        let ldd = Command::new("ldd")
-            .args(["/bin/sh", "/bin/sleep", "/bin/rm"])
-            .output()
-            .unwrap();
-        for word in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
-            if word.starts_with('/') && !word.ends_with(':') {
-                files.push(word.to_string());
-            }
-        }
-        for f in &files {
-            let to = root.join(f.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(f, &to).unwrap();
-        }
-        let boot = boot_dir.join("boot");
-        std::fs::write(&boot, "#!/bin/sh\necho 'boot: setting up'\nsleep 120\n").unwrap();
-        Command::new("chmod")
-            .arg("755")
-            .arg(&boot)
-            .status()
-            .unwrap();
-        let tar = self.dir.path().join("rootfs.tar");
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let o = self.docker(&[
-            "import",
-            "--change",
-            "ENTRYPOINT [\"/opt/apache/beam/boot\"]",
-            tar.to_str().unwrap(),
-            reference,
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
-impl Drop for SecondEngine {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .status();
-    }
+    let boot = boot_dir.join("boot");
+    std::fs::write(&boot, "#!/bin/sh\necho 'boot: setting up'\nsleep 120\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&boot)
+        .status()
+        .unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let o = engine.docker(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/opt/apache/beam/boot\"]",
+        tar.to_str().unwrap(),
+        reference,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Issue 12: an engine restart mid-build showed only hyper's "Connect".
@@ -673,25 +584,18 @@ impl Drop for SecondEngine {
 /// again, and the build removes its setup container once the engine is back.
 #[test]
 fn an_engine_restarted_mid_setup_says_so_and_leaves_nothing() {
-    let mut engine = SecondEngine::start();
-    engine.import_tiny_base("rb-tiny:1");
+    let mut engine = Engine::dockerd().storage("vfs").start();
+    import_tiny_base(&engine, "rb-tiny:1");
     let dir = tempfile::tempdir().unwrap();
     let req = unique_requirements(dir.path(), "six\n");
-    let mut c = prebuilder();
-    c.env("DOCKER_HOST", engine.host())
+    let c = Build::new("rb-tiny:1")
+        .text()
+        .host(&engine.host())
         .env("PREBUILDER_STATE_DIR", dir.path().join("state"))
-        .args([
-            "build",
-            "--base",
-            "rb-tiny:1",
-            "--no-check",
-            "--network",
-            "none",
-            "--repository",
-            "rb-test/restart",
-        ])
-        .arg("--requirements-file")
-        .arg(&req);
+        .arg("--no-check")
+        .repository("rb-test/restart")
+        .requirements(&req)
+        .command();
     let mut running = Running::spawn(c);
     running.wait_for("boot: setting up");
     engine.restart();
@@ -730,23 +634,13 @@ fn a_254_character_staged_name_builds() {
     let file = dir.path().join(&name);
     std::fs::write(&file, "staged\n").unwrap();
     let req = unique_requirements(dir.path(), "");
-    let out = run(prebuilder()
+    let out = Build::new(&fx.beam_image)
         .env("PREBUILDER_STATE_DIR", dir.path().join("state"))
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo.name,
-            "--format",
-            "json",
-        ])
-        .arg("--requirements-file")
-        .arg(&req)
+        .repository(&repo.name)
+        .requirements(&req)
         .arg("--files-to-stage")
-        .arg(&file));
+        .arg(&file)
+        .run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(setup_containers(), Vec::<String>::new());
 }

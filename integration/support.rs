@@ -2,6 +2,7 @@
 //! guards that remove what a test created even when it fails.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -73,6 +74,14 @@ pub fn demo_setup() -> PathBuf {
     repo().join("demo/pipeline/setup.py")
 }
 
+/// The engine the tests run against: `DOCKER_HOST`, or the default socket.
+pub fn main_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| prebuilder::engine::endpoint::DEFAULT_HOST.to_string())
+}
+
 pub fn prebuilder() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_prebuilder"));
     c.env_remove("PREBUILDER_LOG");
@@ -89,6 +98,132 @@ thread_local! {
 /// Remember a prebuilder process started with `spawn`.
 pub fn track(pid: u32) {
     PIDS.with(|p| p.borrow_mut().push(pid));
+}
+
+/// `prebuilder build` as the tests run it: `--base BASE --network none
+/// --format json`, then every flag in the order it was given. The one place
+/// that writes the build's command line; a test states only what differs.
+/// Run it as often as needed (`run`, `ok`), or `clone` it to vary a flag.
+#[derive(Clone)]
+pub struct Build {
+    base: String,
+    network: String,
+    json: bool,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+}
+
+impl Build {
+    pub fn new(base: &str) -> Build {
+        Build {
+            base: base.to_string(),
+            network: "none".into(),
+            json: true,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Build {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<A: AsRef<OsStr>>(self, args: impl IntoIterator<Item = A>) -> Build {
+        args.into_iter().fold(self, Build::arg)
+    }
+
+    pub fn repository(self, repository: &str) -> Build {
+        self.args(["--repository", repository])
+    }
+
+    /// `--requirements-file`.
+    pub fn requirements(self, file: impl AsRef<OsStr>) -> Build {
+        self.arg("--requirements-file").arg(file)
+    }
+
+    /// `--requirements-cache`.
+    pub fn cache(self, dir: impl AsRef<OsStr>) -> Build {
+        self.arg("--requirements-cache").arg(dir)
+    }
+
+    pub fn setup_file(self, project: impl AsRef<OsStr>) -> Build {
+        self.arg("--setup-file").arg(project)
+    }
+
+    pub fn context(self, dir: impl AsRef<OsStr>) -> Build {
+        self.arg("--context").arg(dir)
+    }
+
+    pub fn tag(self, tag: &str) -> Build {
+        self.args(["--tag", tag])
+    }
+
+    pub fn push(self) -> Build {
+        self.arg("--push")
+    }
+
+    /// The setup container's `--network` (instead of `none`).
+    pub fn network(mut self, mode: &str) -> Build {
+        self.network = mode.to_string();
+        self
+    }
+
+    /// The text report on stdout (no `--format json`).
+    pub fn text(mut self) -> Build {
+        self.json = false;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Build {
+        self.env
+            .push((key.into(), Some(value.as_ref().to_os_string())));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Build {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// The engine at `host` (`DOCKER_HOST`).
+    pub fn host(self, host: &str) -> Build {
+        self.env("DOCKER_HOST", host)
+    }
+
+    /// The docker CLI configuration directory (`DOCKER_CONFIG`).
+    pub fn docker_config(self, dir: &Path) -> Build {
+        self.env("DOCKER_CONFIG", dir)
+    }
+
+    /// The command, to spawn it (`run` and `ok` wait for it).
+    pub fn command(&self) -> Command {
+        let mut c = prebuilder();
+        c.args(["build", "--base", &self.base, "--network", &self.network]);
+        if self.json {
+            c.args(["--format", "json"]);
+        }
+        c.args(&self.args);
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => c.env(key, v),
+                None => c.env_remove(key),
+            };
+        }
+        c
+    }
+
+    /// Run it (see [`run`]).
+    pub fn run(&self) -> Output {
+        run(&mut self.command())
+    }
+
+    /// Run it; it must succeed. Its JSON report.
+    pub fn ok(&self) -> serde_json::Value {
+        let o = self.run();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        json(&o)
+    }
 }
 
 pub fn run(c: &mut Command) -> Output {
@@ -433,4 +568,25 @@ pub fn forget_local(repo: &str) {
             let _ = docker(&["rmi", "-f", id]);
         }
     }
+}
+
+/// The events of a run with `--progress json`: each stderr line that is a
+/// JSON object (machines read these, never the English words).
+pub fn events(o: &Output) -> Vec<serde_json::Value> {
+    stderr(o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// Whether `events` hold an `event` whose fields include `fields` (a JSON
+/// object; `{}` matches any event of that name).
+pub fn saw(events: &[serde_json::Value], event: &str, fields: serde_json::Value) -> bool {
+    events.iter().any(|e| {
+        e["event"] == event
+            && fields
+                .as_object()
+                .is_none_or(|f| f.iter().all(|(k, v)| &e[k] == v))
+    })
 }

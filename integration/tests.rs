@@ -13,7 +13,6 @@ mod engines;
 mod errors;
 mod flink;
 mod fresh;
-mod fresh_engine;
 mod outputs;
 mod progress;
 mod pull;

@@ -199,6 +199,14 @@ pub struct BuildArgs {
     )]
     pub context: Option<PathBuf>,
 
+    /// With --context: a JSON object naming, for staged names, the file each
+    /// was copied from (Beam's plugin passes it: Beam copies every artifact
+    /// into a fresh directory, so only the originals' digests can be
+    /// remembered). A copy is checked against its original's digest while
+    /// it is uploaded.
+    #[arg(long, value_name = "FILE", requires = "context", hide = true)]
+    pub origins: Option<PathBuf>,
+
     /// requirements.txt to install (pin every transitive dependency for offline builds).
     #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
     pub requirements_file: Option<PathBuf>,

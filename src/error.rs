@@ -202,6 +202,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The directory prebuilder writes a layer into has too little room:
+    /// found before writing (the setup's snapshot says how big the layer
+    /// is) or when a write ran out of space. Nothing is left behind.
+    #[error("not enough space to write the {what} in {dir}: it needs about {}, the file system has {} free", human_bytes(*needed), human_bytes(*available))]
+    DiskFull {
+        what: String,
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+
+    /// The setup started its snapshot and could not finish it (its `tar`
+    /// failed inside the container): committing the container instead would
+    /// carry the half-made snapshot, so the build stops here.
+    #[error("the setup of layer {layer:?} could not write its snapshot inside the setup container (from {image}); see tar's message in the setup's output above")]
+    SnapshotFailed { layer: String, image: String },
+
     /// A background task of prebuilder's own (hashing, tar writing) panicked or was cancelled.
     #[error("internal task failed while {action}: {source}")]
     Task {
@@ -425,6 +442,8 @@ impl Error {
             ImageInUse { containers, .. } if !containers.is_empty() => format!("remove the container(s) first (`docker rm -f {}`) or keep the image; prebuilder never forces a removal", containers.join(" ")),
             ImageInUse { .. } => "images built on it still exist: remove them first, or keep it".into(),
             Local { .. } => "check free space and permissions of the directory named above, then run again".into(),
+            DiskFull { dir, .. } => format!("free space on the file system of {}, or point prebuilder at a directory on one with room: PREBUILDER_STATE_DIR=/path/with/room (layers are written under its tmp/); nothing was left behind", dir.display()),
+            SnapshotFailed { .. } => "usually the engine's own disk is full: `docker system df` shows its use, `docker info` its data root; free space there and run again".into(),
             Task { .. } => "this is a bug in prebuilder; run again, and report it with the output above if it repeats".into(),
             // The pip hint only for pip's failures (the boot's "failed to install" line).
             // Beam's boot says "failed to install …"; PyFlink's setup names --py-requirements.
@@ -495,6 +514,28 @@ impl Error {
         }
     }
 
+    /// A write into `dir` that ran out of space, as [`Error::DiskFull`]
+    /// (`needed`: what the whole write needs); any other error as
+    /// `otherwise` makes it.
+    pub(crate) fn or_full(
+        source: std::io::Error,
+        what: impl Into<String>,
+        dir: &std::path::Path,
+        needed: u64,
+        otherwise: impl FnOnce(std::io::Error) -> Error,
+    ) -> Error {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            Error::DiskFull {
+                what: what.into(),
+                dir: dir.to_path_buf(),
+                needed,
+                available: crate::state::available_space(dir).unwrap_or(0),
+            }
+        } else {
+            otherwise(source)
+        }
+    }
+
     /// This error, naming `engine` where it speaks of the engine without
     /// naming it (an adapter's error, made before the caller knew it).
     pub fn named(mut self, name: &EngineName) -> Error {
@@ -524,9 +565,69 @@ impl Error {
     }
 }
 
+/// `5.3 GB`, `40.0 MB`, `512 bytes` (decimal units, as `df -H` shows).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_df_shows_them() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(40_000_000), "40.0 MB");
+        assert_eq!(human_bytes(5_300_000_000), "5.3 GB");
+        assert_eq!(human_bytes(u64::MAX), "18446744.1 TB");
+    }
+
+    #[test]
+    fn a_full_disk_names_the_directory_the_sizes_and_the_way_out() {
+        let e = Error::DiskFull {
+            what: "dependencies layer".into(),
+            dir: PathBuf::from("/small/tmp/h-1"),
+            needed: 120_000_000,
+            available: 39_000_000,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("/small/tmp/h-1")
+                && text.contains("120.0 MB")
+                && text.contains("39.0 MB"),
+            "{text}"
+        );
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("PREBUILDER_STATE_DIR") && hint.contains("/small/tmp/h-1"),
+            "{hint}"
+        );
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert!(matches!(
+            Error::or_full(full, "layer", std::path::Path::new("/"), 1, |s| Error::io(
+                "/", s
+            )),
+            Error::DiskFull { .. }
+        ));
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(matches!(
+            Error::or_full(other, "layer", std::path::Path::new("/"), 1, |s| Error::io(
+                "/", s
+            )),
+            Error::Io { .. }
+        ));
+    }
 
     fn failed(step: &str, status: i64) -> Error {
         Error::SetupFailed {

@@ -86,6 +86,7 @@ mod tests {
             sha256: "0".repeat(64),
             content_digest: "0".repeat(64),
             role,
+            origin: None,
         }
     }
 

@@ -101,6 +101,19 @@ pub fn blob_map_dir(root: &Path) -> PathBuf {
     root.join("blobs")
 }
 
+/// Bytes an unprivileged process may still write on the file system of `dir`.
+pub fn available_space(dir: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// This user's digest cache (see `crate::stage::digest::DigestCache`): a
+/// cache, safe to delete, one file per user because a digest another user
+/// could write is not one to believe.
+pub fn digest_cache(root: &Path) -> PathBuf {
+    root.join("digests").join(uid().to_string())
+}
+
 /// The lock directory for one engine: locks are per engine endpoint, since
 /// a layer built on one engine is no use to a run on another.
 pub fn lock_dir(root: &Path, endpoint: &str) -> PathBuf {

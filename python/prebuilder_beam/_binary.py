@@ -35,7 +35,7 @@ DEFAULT_REPOSITORY = "beam_python_prebuilt_sdk"
 # repeat them (the binary would reject the second one with a usage error that
 # does not say where it came from).
 _OWN_FLAGS = ("--base", "--context", "--repository", "--push", "--format",
-              "--progress")
+              "--progress", "--origins")
 
 # The version of the binary's JSON lines this module reads (the `v` of each
 # line; the project README's "Machine output" lists the events).
@@ -186,8 +186,13 @@ def repository_for(push_url, environ=None):
     return posixpath.join(push_url or "", name)
 
 
-def build_command(binary, base, context, repository, push, extra=()):
-    """The argv of one `prebuilder build` of a Beam staging context."""
+def build_command(binary, base, context, repository, push, extra=(),
+                  origins=None):
+    """The argv of one `prebuilder build` of a Beam staging context.
+
+    `origins`: a JSON file naming the file each staged copy was made from
+    (see `write_origins`).
+    """
     command = [
         binary, "build",
         "--base", base,
@@ -196,10 +201,29 @@ def build_command(binary, base, context, repository, push, extra=()):
         "--format", "json",
         "--progress", "json",
     ]
+    if origins:
+        command.extend(["--origins", origins])
     if push:
         command.append("--push")
     command.extend(extra)
     return command
+
+
+def write_origins(origins, path):
+    """Writes staged name -> original file as JSON for `--origins`.
+
+    Only originals that still exist are named (Beam deletes the files it
+    generated, such as the pipeline's sdist, once they are copied); the
+    binary reads each copy whose original is gone or differs in size.
+    Returns `path`, or None when no original is left to name.
+    """
+    kept = {name: source for name, source in sorted(origins.items())
+            if os.path.isfile(source)}
+    if not kept:
+        return None
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(kept, f)
+    return path
 
 
 def run_build(command, environ=None):

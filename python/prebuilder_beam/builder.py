@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions
 from apache_beam.options.pipeline_options import PortableOptions
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.internal.names import STAGED_SDK_SOURCES_FILENAME
+from apache_beam.runners.portability import sdk_container_builder
 from apache_beam.runners.portability.sdk_container_builder import (
     SdkContainerImageBuilder)
 from apache_beam.runners.portability.stager import (
@@ -75,7 +76,9 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
                 "--docker_registry_push_url to a registry the workers can "
                 "reach.", _runner_name(self._options) or "default")
 
-        with tempfile.TemporaryDirectory(prefix="prebuilder-beam-") as context:
+        with tempfile.TemporaryDirectory(prefix="prebuilder-beam-") as work:
+            context = os.path.join(work, "context")
+            os.mkdir(context)
             self._temp_src_dir = context
             self._prepare_dependencies()
             if not _stages_something_to_install(context):
@@ -86,8 +89,11 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
                     "prebuilder: the pipeline stages nothing to install; "
                     "using the base image %s as it is", self._base_image)
                 return self._base_image
+            origins = _binary.write_origins(
+                getattr(self, "_origins", {}), os.path.join(work, "origins.json"))
             command = _binary.build_command(
-                binary, self._base_image, context, repository, push, extra)
+                binary, self._base_image, context, repository, push, extra,
+                origins=origins)
             report = _binary.run_build(command)
 
         reference = report["sdk_container_image"]
@@ -100,11 +106,55 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
         _LOGGER.info("prebuilder: %s", _binary.describe_outcome(report))
         return reference
 
+    def _prepare_dependencies(self):
+        """Beam's staging, remembering the file each staged copy came from.
+
+        Beam copies every artifact into the context on each launch, so the
+        copies are new files every time and their digests cannot be
+        remembered; the originals (the requirements cache, extra packages)
+        can. The binary looks their digests up and checks each copy against
+        its original's while uploading it (`--origins`). Beam's own code
+        runs unchanged: only its module's `shutil` is seen through a proxy
+        that notes each copy into the context.
+        """
+        self._origins = origins = {}
+        real = getattr(sdk_container_builder, "shutil", None)
+        if real is None:
+            super()._prepare_dependencies()
+            return
+        context = os.path.abspath(self._temp_src_dir)
+        sdk_container_builder.shutil = _CopyRecorder(real, context, origins)
+        try:
+            super()._prepare_dependencies()
+        finally:
+            sdk_container_builder.shutil = real
+
     def _invoke_docker_build_and_push(self, container_image_name):
         # Beam's base _build() calls this with a random tag; _build() above
         # replaces that flow because the binary names the image by content.
         raise NotImplementedError(
             "PrebuilderSdkContainerImageBuilder builds in _build()")
+
+
+class _CopyRecorder:
+    """`shutil` as Beam's container builder sees it while staging: every
+    function is shutil's own; `copyfile` also notes, for a copy into the
+    context, the file it was made from (staged name -> absolute path)."""
+
+    def __init__(self, real, context, origins):
+        self._real = real
+        self._context = context
+        self._origins = origins
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def copyfile(self, src, dst, *args, **kwargs):
+        result = self._real.copyfile(src, dst, *args, **kwargs)
+        dst = os.path.abspath(dst)
+        if os.path.dirname(dst) == self._context:
+            self._origins[os.path.basename(dst)] = os.path.abspath(src)
+        return result
 
 
 # Runners whose workers use this machine's engine (or none): a local image is fine.

@@ -281,3 +281,38 @@ def test_progress_shows_with_pythons_default_logging(base_image, installed_requi
     assert "prebuilder: dependencies:" in out.stderr, out.stderr
     assert out.stderr.count("running prebuilder (pid") == 1, "each line once"
     assert out.stdout.strip().startswith("prebuilder-test/"), out.stdout
+
+
+def test_the_binary_is_told_which_file_each_copy_came_from(monkeypatch, tmp_path, base_image):
+    """Issue 22: Beam copies every artifact into a fresh context on each
+    launch; the plugin names the originals (`--origins`) so the binary can
+    look their digests up instead of reading the copies again."""
+    package = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(package, "w") as wheel:
+        wheel.writestr("pkg/__init__.py", "")
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    binary = fake_binary(tmp_path, textwrap.dedent("""\
+        while [ $# -gt 0 ]; do
+          case "$1" in
+            --origins) cp "$2" %(seen)s/origins.json ;;
+            --context) ls "$2" > %(seen)s/context.txt ;;
+          esac
+          shift
+        done
+        echo '{"sdk_container_image": "prebuilt:1", "cached": false, "seconds": 0}'
+        """ % {"seen": seen}))
+    monkeypatch.setenv("PREBUILDER_BIN", str(binary))
+    assert build_image(
+        "--sdk_container_image", base_image,
+        "--extra_package", package) == "prebuilt:1"
+    import json
+    origins = json.loads((seen / "origins.json").read_text())
+    # The extra package is the user's own file; extra_packages.txt was
+    # generated in a directory Beam has deleted, so it is not named.
+    assert origins == {package.name: str(package)}
+    staged = (seen / "context.txt").read_text().split()
+    assert package.name in staged and "extra_packages.txt" in staged
+    # Beam's module sees the real shutil again.
+    import shutil
+    assert sdk_container_builder.shutil is shutil

@@ -148,17 +148,15 @@ async fn set_up_and_save<E: Engine>(
     flink::adjust_config(b.mode, b.layer.name, &b.config_image.config, &mut config);
     let file = record.as_ref().map(|(f, _)| f.as_slice());
     if !b.commit {
-        match load_snapshot(engine, container, b, &config, file, reporter).await {
-            Ok(Some(image)) => return Ok((image, config, Vec::new())),
-            Ok(None) => reporter.event(Event::NoSnapshot {
+        // No fallback to a commit once a snapshot was taken: the container
+        // holds it, the commit would carry it, and the check below would
+        // refuse the image blaming the engine (issue 22: a full disk read
+        // as an engine that ignored the config).
+        match load_snapshot(engine, container, b, &config, file, reporter).await? {
+            Some(image) => return Ok((image, config, Vec::new())),
+            None => reporter.event(Event::NoSnapshot {
                 layer: b.layer.name,
             }),
-            // The container holds the snapshot, which the commit carries: the
-            // check below refuses such an image rather than report it.
-            Err(e) => tracing::warn!(
-                "{}: {e}; committing the setup container instead",
-                b.layer.name
-            ),
         }
     }
     let names: Vec<&str> = b.layer.artifacts.iter().map(|a| a.name.as_str()).collect();
@@ -190,6 +188,7 @@ async fn upload_artifacts<E: Engine>(
             name: a.name.clone(),
             path: a.path.clone(),
             size: a.size,
+            verify: a.origin.as_ref().map(|_| a.sha256.clone()),
         })
         .collect();
     reporter.event(Event::Uploading {
@@ -289,7 +288,30 @@ async fn load_snapshot<E: Engine>(
         )))?;
     let snapshot = tmp.path().join("snapshot.tar");
     let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
-    if !download_to(engine, container, &layer_tar, &snapshot).await? {
+    let what = format!("{} layer", b.layer.name);
+    let mut needed = 0;
+    let space = Space {
+        what: &what,
+        dir: b.scratch,
+    };
+    if !download_to(
+        engine,
+        container,
+        &layer_tar,
+        &snapshot,
+        &space,
+        &mut needed,
+    )
+    .await?
+    {
+        // The setup made its snapshot directory and no layer.tar: its tar
+        // failed (a full disk in the container). A commit would carry it.
+        if engine.exists(container, SNAPSHOT_DIR).await? {
+            return Err(Error::SnapshotFailed {
+                layer: b.layer.name.to_string(),
+                image: b.from_image.to_string(),
+            });
+        }
         return Ok(None);
     }
     let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
@@ -322,10 +344,15 @@ async fn load_snapshot<E: Engine>(
         action: "writing the layer".into(),
         source,
     })?
-    .map_err(local(format!(
-        "writing the layer in {}",
-        tmp.path().display()
-    )))?;
+    .map_err(|e| {
+        Error::or_full(
+            e,
+            &what,
+            b.scratch,
+            needed,
+            local(format!("writing the layer in {}", tmp.path().display())),
+        )
+    })?;
     reporter.event(Event::LoadingLayer {
         layer: b.layer.name,
     });
@@ -385,28 +412,105 @@ fn assemble(
     Ok((archive, image::image_id(&config)))
 }
 
+/// Scratch space a snapshot of `size` bytes takes on its way to the engine:
+/// the snapshot, the layer written from it, and the load archive holding
+/// the layer, with a little room for headers and whiteouts.
+pub(crate) fn scratch_needed(size: u64) -> u64 {
+    size.saturating_mul(3).saturating_add(4 << 20)
+}
+
+/// `Ok` when the file system of `dir` has `needed` bytes free (or cannot
+/// say); else [`Error::DiskFull`] naming it, before anything is written.
+pub(crate) fn enough_room(what: &str, dir: &Path, needed: u64) -> Result<()> {
+    match crate::state::available_space(dir) {
+        Ok(available) if available < needed => Err(Error::DiskFull {
+            what: what.to_string(),
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The size of the first file in a tar whose start is `head`, once `head`
+/// holds its header (and a pax header before it); `None` until then.
+fn first_file_size(head: &[u8]) -> Option<u64> {
+    let mut archive = tar::Archive::new(head);
+    let entry = archive.entries().ok()?.next()?.ok()?;
+    Some(entry.size())
+}
+
+/// Where the layer's files go and what they are called in a [`Error::DiskFull`].
+struct Space<'a> {
+    what: &'a str,
+    dir: &'a Path,
+}
+
+impl Space<'_> {
+    fn full(&self, to: &Path, needed: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        let to = to.to_path_buf();
+        move |e| Error::or_full(e, self.what, self.dir, needed, |e| Error::io(to, e))
+    }
+}
+
 /// Stream `path` out of a container into `to` (the engine's tar around it).
-/// `false` when the path does not exist.
+/// `false` when the path does not exist. Before anything is written, the
+/// file's size (from the tar's first header) tells what the layer will
+/// need in `space` ([`scratch_needed`], left in `needed`), and a file system
+/// without that much room is refused.
 async fn download_to<E: Engine>(
     engine: &E,
     container: &str,
     path: &str,
     to: &Path,
+    space: &Space<'_>,
+    needed: &mut u64,
 ) -> Result<bool> {
     let Some(mut stream) = engine.download(container, path).await? else {
         return Ok(false);
     };
-    let mut file = tokio::fs::File::create(to)
-        .await
-        .map_err(|e| Error::io(to, e))?;
+    let mut head: Vec<u8> = Vec::new();
+    let mut file: Option<tokio::fs::File> = None;
     while let Some(chunk) = stream.next().await {
         let bytes = chunk.map_err(|e| Error::Engine {
             engine: String::new(),
             action: format!("reading {path} from container {container}"),
             source: Box::new(e),
         })?;
-        file.write_all(&bytes).await.map_err(|e| Error::io(to, e))?;
+        if let Some(f) = &mut file {
+            f.write_all(&bytes).await.map_err(space.full(to, *needed))?;
+            continue;
+        }
+        head.extend_from_slice(&bytes);
+        // A header, or a pax header and the one after it: a few KiB at most.
+        let size = first_file_size(&head);
+        if size.is_none() && head.len() < 64 << 10 {
+            continue;
+        }
+        if let Some(size) = size {
+            *needed = scratch_needed(size);
+            enough_room(space.what, space.dir, *needed)?;
+        }
+        file = Some(create_with(to, &head, space, *needed).await?);
     }
-    file.flush().await.map_err(|e| Error::io(to, e))?;
+    let mut f = match file {
+        Some(f) => f,
+        None => create_with(to, &head, space, *needed).await?,
+    };
+    f.flush().await.map_err(space.full(to, *needed))?;
     Ok(true)
+}
+
+async fn create_with(
+    to: &Path,
+    head: &[u8],
+    space: &Space<'_>,
+    needed: u64,
+) -> Result<tokio::fs::File> {
+    let mut f = tokio::fs::File::create(to)
+        .await
+        .map_err(space.full(to, needed))?;
+    f.write_all(head).await.map_err(space.full(to, needed))?;
+    Ok(f)
 }

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -21,6 +22,11 @@ pub struct UploadFile {
     pub name: String,
     pub path: PathBuf,
     pub size: u64,
+    /// The sha256 the bytes must have, when the digest was taken from
+    /// another file (the original of a Beam copy, `crate::stage::Artifact::origin`):
+    /// checked while the bytes stream, and a mismatch fails the upload
+    /// before the tar is complete, so they never reach an image.
+    pub verify: Option<String>,
 }
 
 pub type Chunks = mpsc::Receiver<io::Result<Bytes>>;
@@ -91,18 +97,62 @@ fn write_tar(writer: ChannelWriter, manifest: &str, files: &[UploadFile]) -> Res
         }
         let mut h = header(tar::EntryType::Regular, 0o644, size);
         // `take` guards against the file growing after the size check.
-        tar.append_data(
-            &mut h,
-            format!("artifacts/{}", f.name),
-            io::Read::take(file, size),
-        )
-        .map_err(|e| match e.kind() {
+        let mut bytes = Verifying {
+            inner: io::Read::take(file, size),
+            hasher: f.verify.as_ref().map(|_| Sha256::new()),
+            expected: f.verify.as_deref(),
+            actual: None,
+        };
+        let appended = tar.append_data(&mut h, format!("artifacts/{}", f.name), &mut bytes);
+        if let (Some(expected), Some(actual)) = (&f.verify, bytes.actual) {
+            return Err(Error::DigestMismatch {
+                path: f.path.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        appended.map_err(|e| match e.kind() {
             io::ErrorKind::BrokenPipe => upload_err(e),
             _ => Error::io(&f.path, e),
         })?;
     }
     let mut writer = tar.into_inner().map_err(upload_err)?;
     writer.flush().map_err(upload_err)
+}
+
+/// Passes bytes through; with a hasher, at the end it compares their
+/// sha256 with `expected` and, when they differ, keeps the digest in
+/// `actual` and fails the read (so the entry, and the tar, are never complete).
+struct Verifying<'a, R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    expected: Option<&'a str>,
+    actual: Option<String>,
+}
+
+impl<R: io::Read> io::Read for Verifying<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            if n > 0 {
+                hasher.update(&buf[..n]);
+            } else if !buf.is_empty() {
+                let actual = hex::encode(std::mem::take(hasher).finalize());
+                self.hasher = None;
+                if self
+                    .expected
+                    .is_some_and(|e| !e.eq_ignore_ascii_case(&actual))
+                {
+                    self.actual = Some(actual);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the staged file is not the file its digest was taken from",
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -175,11 +225,13 @@ mod tests {
                 name: "requirements.txt".into(),
                 path: small,
                 size: 4,
+                verify: None,
             },
             UploadFile {
                 name: "sub/big.whl".into(),
                 path: big,
                 size: (3 * CHUNK + 5) as u64,
+                verify: None,
             },
         ];
         let (rx, handle) = start("[]".into(), files);
@@ -224,6 +276,7 @@ mod tests {
                 name: "pkg.whl".into(),
                 path: f.clone(),
                 size: 99,
+                verify: None,
             }],
         );
         let body = collect(rx).await;
@@ -248,10 +301,48 @@ mod tests {
                 name: "big.whl".into(),
                 path: f,
                 size: (16 * CHUNK) as u64,
+                verify: None,
             }],
         );
         drop(rx);
         let err = handle.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("cancelled"), "{err}");
+    }
+
+    /// Issue 22: a digest taken from a Beam copy's original decides the
+    /// lookup; the copy's own bytes are checked on their way in.
+    #[tokio::test]
+    async fn a_copy_that_is_not_its_original_fails_before_the_tar_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("pkg.whl");
+        let bytes = vec![3u8; 2 * CHUNK + 11];
+        std::fs::write(&copy, &bytes).unwrap();
+        let file = |sha: String| UploadFile {
+            name: "pkg.whl".into(),
+            path: copy.clone(),
+            size: bytes.len() as u64,
+            verify: Some(sha),
+        };
+        let right = hex::encode(Sha256::digest(&bytes));
+        let (rx, handle) = start("[]".into(), vec![file(right.clone())]);
+        let body = collect(rx).await.unwrap();
+        handle.await.unwrap().unwrap();
+        assert_eq!(tar::Archive::new(&body[..]).entries().unwrap().count(), 3);
+
+        let wrong = hex::encode(Sha256::digest(b"the original"));
+        let (rx, handle) = start("[]".into(), vec![file(wrong.clone())]);
+        assert!(collect(rx).await.is_err(), "the body fails too");
+        match handle.await.unwrap() {
+            Err(Error::DigestMismatch {
+                path,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(path, copy);
+                assert_eq!(expected, wrong);
+                assert_eq!(actual, right);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::build::{self, Remote};
 use crate::cancel::Cancel;
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use crate::cli::BuildArgs;
 use crate::engine::endpoint::Endpoint;
@@ -14,6 +15,7 @@ use crate::progress::Reporter;
 use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
 use crate::settings::Settings;
+use crate::stage::digest::DigestCache;
 use crate::stage::flink::{self, PythonOptions};
 use crate::stage::{Inputs, StagedSet};
 use crate::state;
@@ -35,16 +37,27 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
 }
 
 /// Read the inputs: a Beam context, Beam-style flags or PyFlink inputs,
-/// generated files under `temp`. Hashing runs on a blocking thread.
-pub async fn stage(args: &BuildArgs, temp: &Path) -> Result<StagedSet> {
+/// generated files under `temp`. Hashing runs on a blocking thread; digests
+/// remembered in `cache` are not computed again.
+pub async fn stage(
+    args: &BuildArgs,
+    temp: &Path,
+    cache: std::sync::Arc<DigestCache>,
+) -> Result<StagedSet> {
     if let Some((flags, conf)) = flink_inputs(args) {
-        return tokio::task::spawn_blocking(move || flink::stage(flags, conf.as_deref()))
-            .await
-            .map_err(|source| Error::Task {
-                action: "reading the inputs".into(),
-                source,
-            })?;
+        return tokio::task::spawn_blocking(move || {
+            flink::stage_with(flags, conf.as_deref(), &cache)
+        })
+        .await
+        .map_err(|source| Error::Task {
+            action: "reading the inputs".into(),
+            source,
+        })?;
     }
+    let origins = match &args.origins {
+        Some(file) => read_origins(file)?,
+        None => HashMap::new(),
+    };
     let context = args.context.clone();
     let inputs = Inputs {
         requirements_file: args.requirements_file.clone(),
@@ -56,14 +69,26 @@ pub async fn stage(args: &BuildArgs, temp: &Path) -> Result<StagedSet> {
     };
     let temp = temp.to_path_buf();
     tokio::task::spawn_blocking(move || match context {
-        Some(dir) => StagedSet::from_context(&dir),
-        None => StagedSet::from_inputs_in(&inputs, &temp),
+        Some(dir) => StagedSet::from_context_with(&dir, &cache, &origins),
+        None => StagedSet::from_inputs_with(&inputs, &temp, &cache),
     })
     .await
     .map_err(|source| Error::Task {
         action: "reading the inputs".into(),
         source,
     })?
+}
+
+/// `--origins`: a JSON object of staged name → the file it was copied from.
+fn read_origins(file: &Path) -> Result<HashMap<String, PathBuf>> {
+    let invalid = |reason: String| Error::InputInvalid {
+        flag: "--origins",
+        path: file.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| invalid(format!("not a JSON object of staged name to path: {e}")))
 }
 
 /// The PyFlink flags and `--flink-conf`, when any is given (the CLI has
@@ -107,10 +132,27 @@ pub async fn run(
         ),
         source,
     })?;
+    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(&root.dir)));
+    if let Some(reason) = &cache.ignored {
+        tracing::debug!("digest cache not used: {reason}");
+    }
+    let staging = std::time::Instant::now();
     let set = tokio::select! {
-        r = stage(args, scratch.path()) => r?,
+        r = stage(args, scratch.path(), cache.clone()) => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
+    let stats = cache.stats();
+    tracing::debug!(
+        "staged in {:.3} s: {} digest(s) remembered, {} file(s) read ({} bytes)",
+        staging.elapsed().as_secs_f64(),
+        stats.remembered,
+        stats.read,
+        stats.read_bytes
+    );
+    // A cache: failing to write it costs the next run a rehash, nothing more.
+    if let Err(e) = cache.save() {
+        tracing::debug!("digest cache not saved: {e}");
+    }
     let engine = tokio::select! {
         r = DockerEngine::connect(settings) => r?,
         signal = cancel.cancelled() => return interrupted(signal),

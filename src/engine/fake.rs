@@ -73,6 +73,10 @@ struct State {
     configs: BTreeMap<String, Vec<u8>>,
     /// Images a `pull` of their reference brings in (`add_remote_image`).
     remote: BTreeMap<String, FakeImage>,
+    /// The size the snapshot's tar header claims (`claim_snapshot_size`).
+    snapshot_claims: Option<u64>,
+    /// The setup starts its snapshot and cannot finish it (`break_snapshot`).
+    snapshot_breaks: bool,
 }
 
 pub struct FakeEngine {
@@ -237,6 +241,18 @@ impl FakeEngine {
 
     pub fn set_setup(&self, setup: Setup) {
         *self.setup.lock().expect("fake setup") = setup;
+    }
+
+    /// The snapshot's tar header claims `size` bytes (the stream holds the
+    /// real few): a layer too big for the scratch directory, without one.
+    pub fn claim_snapshot_size(&self, size: u64) {
+        self.state().snapshot_claims = Some(size);
+    }
+
+    /// The setup makes its snapshot directory and no `layer.tar`, as
+    /// setup.sh does when its tar fails (a full disk in the container).
+    pub fn break_snapshot(&self) {
+        self.state().snapshot_breaks = true;
     }
 
     /// The next call of `op` fails.
@@ -411,7 +427,15 @@ impl FakeEngine {
         if setup.status == 0 {
             let mut s = self.state();
             let leave = s.leave.clone();
+            let breaks = s.snapshot_breaks;
             if let Some(c) = s.containers.get_mut(id) {
+                // A snapshot when the base has the tools for it and the
+                // command asks for one (a container to be committed does not).
+                let snapshot = setup.snapshot
+                    && c.spec
+                        .entrypoint
+                        .iter()
+                        .any(|a| a.contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
                 // What the setup installs depends on its inputs only (the
                 // container's name carries the layer's key), as a real
                 // setup's snapshot does: same inputs, same layer.
@@ -427,16 +451,21 @@ impl FakeEngine {
                 // The freeze: in the snapshot directory when there is a
                 // snapshot, else at the record's path (as setup.sh writes it).
                 let freeze = b"# python 3.11.2\nsix==1.16.0\n".to_vec();
-                let freeze_path = if setup.snapshot {
+                let freeze_path = if snapshot {
                     "/.prebuilder-snapshot/freeze"
                 } else {
                     crate::record::RECORD_FILE
                 };
                 c.files.insert(freeze_path.to_string(), freeze);
-                if setup.snapshot {
-                    let inner = tar_of("./usr/lib/python3/dist-packages/six.py", &installed);
-                    c.files
-                        .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
+                if snapshot {
+                    // As in a real container, the directory is there (a
+                    // commit would carry it: `verify` looks for it).
+                    c.paths.insert("/.prebuilder-snapshot".to_string());
+                    if !breaks {
+                        let inner = tar_of("./usr/lib/python3/dist-packages/six.py", &installed);
+                        c.files
+                            .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
+                    }
                     c.files
                         .insert("/.prebuilder-snapshot/deleted".to_string(), Vec::new());
                 }
@@ -629,12 +658,21 @@ impl Engine for FakeEngine {
         self.call("download", format!("{container} {path}")).await?;
         let c = self.container(container)?;
         let name = path.rsplit('/').next().unwrap_or(path);
-        let tar = match c.files.get(path) {
-            Some(content) => tar_of(name, content),
-            None if c.paths.iter().any(|p| p.starts_with(&format!("{path}/"))) => {
+        let claims = self.state().snapshot_claims;
+        let tar = match (c.files.get(path), claims) {
+            (Some(content), Some(size)) if path.ends_with("/layer.tar") => {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(size);
+                h.set_mode(0o644);
+                h.set_path(name).expect("a short name");
+                h.set_cksum();
+                [h.as_bytes().as_slice(), content].concat()
+            }
+            (Some(content), _) => tar_of(name, content),
+            (None, _) if c.paths.iter().any(|p| p.starts_with(&format!("{path}/"))) => {
                 tar_of(&format!("{name}/boot"), b"boot")
             }
-            None => return Ok(None),
+            (None, _) => return Ok(None),
         };
         Ok(Some(
             futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) }).boxed(),

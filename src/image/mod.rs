@@ -20,6 +20,7 @@ use crate::plan::BOOT;
 
 pub mod export;
 pub mod reproducible;
+pub mod split;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 

@@ -137,6 +137,7 @@ mod script_tests {
             sha256: "s".into(),
             content_digest: "c".into(),
             role: crate::stage::Role::Requirements,
+            origin: None,
         };
         let key = layer_key("sha256:b", LayerName::Dependencies, &setup_command(), &[&a]);
         // Recompute by hand without the script: the keys differ, so the script counts.

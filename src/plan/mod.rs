@@ -189,6 +189,7 @@ mod tests {
             sha256: format!("bytes-{digest}"),
             content_digest: digest.to_string(),
             role,
+            origin: None,
         }
     }
 

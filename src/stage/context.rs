@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::digest::{digest_file, FileDigest};
+use super::digest::{DigestCache, FileDigest};
 use super::manifest::{self, ManifestEntry};
 use super::{
     Artifact, Role, StagedSet, EXTRA_PACKAGES_FILE, MANIFEST_FILE, PICKLED_MAIN_SESSION,
@@ -27,6 +27,22 @@ const CACHE_SUFFIXES: &[&str] = &[
 
 /// Read and validate the context in `dir`, digesting every artifact the boot uses.
 pub fn read(dir: &Path) -> Result<StagedSet> {
+    read_with(dir, &DigestCache::in_memory(), &HashMap::new())
+}
+
+/// [`read`], with digests remembered in `cache`, and `origins`: for staged
+/// names, the file each was copied from. Beam copies every artifact into a
+/// fresh directory on each launch (new inodes, no digests in its manifest),
+/// so only the originals can be remembered: a staged file whose original
+/// has the same size takes the original's digests (remembered, else read
+/// and remembered), and is marked to be checked against them when its own
+/// bytes are uploaded ([`Artifact::origin`]). An unverified digest may
+/// decide a cache lookup, never what enters an image.
+pub fn read_with(
+    dir: &Path,
+    cache: &DigestCache,
+    origins: &HashMap<String, PathBuf>,
+) -> Result<StagedSet> {
     if !dir.is_dir() {
         return Err(Error::ContextMissing {
             dir: dir.to_path_buf(),
@@ -59,6 +75,8 @@ pub fn read(dir: &Path) -> Result<StagedSet> {
         dir,
         canonical_dir: &canonical_dir,
         manifest: &manifest_path,
+        cache,
+        origins,
     };
 
     let mut first_index: HashMap<&str, usize> = HashMap::new();
@@ -132,6 +150,8 @@ struct Context<'a> {
     dir: &'a Path,
     canonical_dir: &'a Path,
     manifest: &'a Path,
+    cache: &'a DigestCache,
+    origins: &'a HashMap<String, PathBuf>,
 }
 
 impl Context<'_> {
@@ -213,8 +233,33 @@ impl Context<'_> {
         Ok(names)
     }
 
+    /// The digests of a staged file, and the original they were taken
+    /// from when they are not the file's own (see [`read_with`]).
+    fn digest(&self, name: &str, path: &Path) -> Result<(FileDigest, Option<PathBuf>)> {
+        if let Some(original) = self.origins.get(name) {
+            let size = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+            let same_size = fs::metadata(original).is_ok_and(|m| m.is_file() && m.len() == size);
+            let staged = Path::new(name);
+            let found = if same_size {
+                match self.cache.remembered_as(original, staged) {
+                    Some(d) => Some(d),
+                    // The original can be remembered for the next launch;
+                    // its copy cannot. Unreadable: the copy is read instead.
+                    None => self.cache.digest_as(original, staged).ok(),
+                }
+            } else {
+                None
+            };
+            if let Some(d) = found.filter(|d| d.size == size) {
+                return Ok((d, Some(original.clone())));
+            }
+        }
+        Ok((self.cache.digest(path)?, None))
+    }
+
     fn artifact(&self, entry: ManifestEntry, path: PathBuf, role: Role) -> Result<Artifact> {
         // The boot skips ignored files, so reading them would only cost time.
+        let mut origin = None;
         let digest = if role == Role::Ignored {
             let size = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
             FileDigest {
@@ -223,7 +268,8 @@ impl Context<'_> {
                 content_digest: String::new(),
             }
         } else {
-            let digest = digest_file(&path)?;
+            let (digest, from) = self.digest(&entry.path, &path)?;
+            origin = from;
             if !entry.sha256.is_empty() && !entry.sha256.eq_ignore_ascii_case(&digest.sha256) {
                 return Err(Error::DigestMismatch {
                     path,
@@ -240,6 +286,7 @@ impl Context<'_> {
             sha256: digest.sha256,
             content_digest: digest.content_digest,
             role,
+            origin,
         })
     }
 }
@@ -661,6 +708,102 @@ mod tests {
         let wf = &set.artifacts[0];
         assert_eq!(wf.role, Role::Workflow);
         assert_ne!(wf.content_digest, wf.sha256);
+    }
+
+    /// Issue 22, the plugin path: Beam's copies are new files on every
+    /// launch; their originals' digests are looked up, remembered, and the
+    /// copies marked to be checked when uploaded.
+    #[test]
+    fn copies_take_their_originals_digests_and_are_marked_for_checking() {
+        let originals = tempfile::tempdir().unwrap();
+        let sdist = archive_or_text("pkg-1.0.tar.gz", "print(1)\n");
+        fs::write(originals.path().join("pkg-1.0.tar.gz"), &sdist).unwrap();
+        fs::write(originals.path().join("six.whl"), b"wheel").unwrap();
+        fs::write(originals.path().join("short.whl"), b"w").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let files = [
+            ("requirements.txt", "six\n"),
+            ("six.whl", "wheel"),
+            ("other.whl", "wheel"),
+            ("gone.whl", "gone!"),
+        ];
+        let dir = simple(&files);
+        fs::write(dir.path().join("pkg-1.0.tar.gz"), &sdist).unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_FILE),
+            encode(&[
+                entry("requirements.txt"),
+                entry("six.whl"),
+                entry("other.whl"),
+                entry("gone.whl"),
+                entry("pkg-1.0.tar.gz"),
+            ]),
+        )
+        .unwrap();
+        let origins = HashMap::from([
+            ("six.whl".to_string(), originals.path().join("six.whl")),
+            // Another size: not the file it was copied from.
+            ("other.whl".to_string(), originals.path().join("short.whl")),
+            ("gone.whl".to_string(), originals.path().join("gone.whl")),
+            (
+                "pkg-1.0.tar.gz".to_string(),
+                originals.path().join("pkg-1.0.tar.gz"),
+            ),
+        ]);
+        let state = tempfile::tempdir().unwrap();
+        let open = || {
+            DigestCache::open(state.path().join("d"))
+                .with_granularity(std::time::Duration::from_millis(10))
+        };
+        let cache = open();
+        let plain = read(dir.path()).unwrap();
+        let set = read_with(dir.path(), &cache, &origins).unwrap();
+        cache.save().unwrap();
+        for (with, without) in set.artifacts.iter().zip(&plain.artifacts) {
+            assert_eq!(
+                (&with.sha256, &with.content_digest, with.size),
+                (&without.sha256, &without.content_digest, without.size),
+                "{}",
+                with.name
+            );
+            assert_eq!(with.path, without.path, "the copy's bytes are uploaded");
+        }
+        let origin = |name: &str| {
+            set.artifacts
+                .iter()
+                .find(|a| a.name == name)
+                .unwrap()
+                .origin
+                .clone()
+        };
+        assert_eq!(origin("six.whl"), Some(originals.path().join("six.whl")));
+        assert_eq!(
+            origin("pkg-1.0.tar.gz"),
+            Some(originals.path().join("pkg-1.0.tar.gz"))
+        );
+        assert_ne!(
+            set.artifacts[4].content_digest, set.artifacts[4].sha256,
+            "digested as the staged name says"
+        );
+        assert_eq!(origin("other.whl"), None);
+        assert_eq!(origin("gone.whl"), None);
+        assert_eq!(origin("requirements.txt"), None);
+
+        // The next launch: new copies (new inodes), the originals remembered.
+        let relaunch = simple(&files);
+        fs::write(relaunch.path().join("pkg-1.0.tar.gz"), &sdist).unwrap();
+        fs::copy(
+            dir.path().join(MANIFEST_FILE),
+            relaunch.path().join(MANIFEST_FILE),
+        )
+        .unwrap();
+        let cache = open();
+        let again = read_with(relaunch.path(), &cache, &origins).unwrap();
+        assert_eq!(cache.stats().remembered, 2);
+        assert_eq!(cache.stats().read, 3, "the copies without an original");
+        for (a, b) in again.artifacts.iter().zip(&set.artifacts) {
+            assert_eq!(a.content_digest, b.content_digest);
+        }
     }
 
     #[test]

@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+mod cache;
+pub use cache::{CacheStats, DigestCache};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
     pub size: u64,
@@ -46,10 +49,16 @@ const ZIP_HEADER_WINDOW: usize = 64;
 /// content digest over their entries; a damaged one is [`Error::Archive`].
 pub fn digest_file(path: &Path) -> Result<FileDigest> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    digest_open(file, path, ArchiveFormat::of(path))
+}
+
+/// Digest an open file as `format` says (the staged name decides it, which
+/// may differ from the name of the file read); `path` names it in errors.
+fn digest_open(file: File, path: &Path, format: Option<ArchiveFormat>) -> Result<FileDigest> {
     let mut reader = HashingReader::new(file);
     let mut buf = vec![0u8; BUFFER_SIZE];
 
-    let parsed = match ArchiveFormat::of(path) {
+    let parsed = match format {
         None => Ok(None),
         Some(ArchiveFormat::Tar) => tar_records(&mut reader, &mut buf).map(Some),
         Some(ArchiveFormat::Zip) => zip_records(&mut reader, &mut buf),

@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::digest::digest_file;
+use super::digest::DigestCache;
 use super::pack::pack_project;
 use super::{
     Artifact, Inputs, Role, StagedSet, EXTRA_PACKAGES_FILE, MANIFEST_FILE, REQUIREMENTS_FILE,
@@ -50,6 +50,12 @@ pub fn stage(inputs: &Inputs) -> Result<StagedSet> {
 /// in a directory under `temp` (the build's scratch directory, which a later
 /// run removes if this one is killed).
 pub fn stage_in(inputs: &Inputs, temp: &Path) -> Result<StagedSet> {
+    stage_with(inputs, temp, &DigestCache::in_memory())
+}
+
+/// [`stage_in`], digests remembered in `cache` (the user's files are read
+/// where they are, so an unchanged relaunch reads none of them).
+pub fn stage_with(inputs: &Inputs, temp: &Path, cache: &DigestCache) -> Result<StagedSet> {
     if inputs.is_empty() {
         return Err(Error::NothingToInstall {
             what: "no inputs were given".into(),
@@ -97,7 +103,7 @@ pub fn stage_in(inputs: &Inputs, temp: &Path) -> Result<StagedSet> {
     check_names(&staged)?;
     let mut artifacts = Vec::with_capacity(staged.len());
     for item in staged {
-        let digest = digest_file(&item.path)?;
+        let digest = cache.digest(&item.path)?;
         artifacts.push(Artifact {
             name: item.name,
             path: item.path,
@@ -105,6 +111,7 @@ pub fn stage_in(inputs: &Inputs, temp: &Path) -> Result<StagedSet> {
             sha256: digest.sha256,
             content_digest: digest.content_digest,
             role: item.role,
+            origin: None,
         });
     }
     Ok(StagedSet::new(

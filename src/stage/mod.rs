@@ -85,6 +85,11 @@ pub struct Artifact {
     /// archives (`.tar.gz`, `.tgz`, `.tar`, `.zip`), digested over their sorted entries.
     pub content_digest: String,
     pub role: Role,
+    /// The file `path` is a copy of, when the digests are the original's
+    /// (the Beam plugin's copies, see [`context::read_with`]): a digest that
+    /// only decided a cache lookup, so the copy's bytes are checked against
+    /// `sha256` while they are uploaded (`crate::build::upload`).
+    pub origin: Option<PathBuf>,
 }
 
 /// The artifacts of one launch, in manifest order.
@@ -148,6 +153,16 @@ impl StagedSet {
         context::read(dir)
     }
 
+    /// [`StagedSet::from_context`], with remembered digests and the
+    /// originals the staged files were copied from (see [`context::read_with`]).
+    pub fn from_context_with(
+        dir: &Path,
+        cache: &digest::DigestCache,
+        origins: &std::collections::HashMap<String, PathBuf>,
+    ) -> Result<StagedSet> {
+        context::read_with(dir, cache, origins)
+    }
+
     /// Stage Beam-style inputs into Beam's layout (see [`inputs`]).
     pub fn from_inputs(inputs: &Inputs) -> Result<StagedSet> {
         inputs::stage(inputs)
@@ -156,6 +171,15 @@ impl StagedSet {
     /// [`StagedSet::from_inputs`], generating files under `temp`.
     pub fn from_inputs_in(inputs: &Inputs, temp: &std::path::Path) -> Result<StagedSet> {
         inputs::stage_in(inputs, temp)
+    }
+
+    /// [`StagedSet::from_inputs_in`], with remembered digests.
+    pub fn from_inputs_with(
+        inputs: &Inputs,
+        temp: &std::path::Path,
+        cache: &digest::DigestCache,
+    ) -> Result<StagedSet> {
+        inputs::stage_with(inputs, temp, cache)
     }
 
     /// The artifacts with a given role, in manifest order.

@@ -40,13 +40,72 @@ async fn a_base_without_gnu_tools_falls_back_to_a_commit() {
     assert_eq!(w.engine.count("load"), 0);
 }
 
+/// Issue 22: once the setup took a snapshot the container holds it, so a
+/// commit could never pass the check; a failed load is the error, not a
+/// commit refused later with a message that blames the engine.
 #[tokio::test]
-async fn a_failed_load_falls_back_to_a_commit() {
+async fn a_failed_load_is_the_error_not_a_commit() {
     let w = world();
     w.engine.fail_on("load");
-    let r = w.quick(&w.opts(), &w.set("app")).await.unwrap();
-    assert_eq!(caches(&r), [Miss, Miss]);
-    assert_eq!(w.engine.count("commit"), 1, "the first layer was committed");
+    let err = w.quick(&w.opts(), &w.set("app")).await.unwrap_err();
+    assert!(matches!(err, Error::Engine { .. }), "{err:?}");
+    assert!(err.to_string().contains("load"), "{err}");
+    assert_eq!(w.engine.count("commit"), 0);
+    assert!(w.engine.containers().is_empty());
+}
+
+/// Issue 22: a layer bigger than the scratch directory's free space is
+/// named before anything is written: which directory, how much, and
+/// PREBUILDER_STATE_DIR; nothing falls back, nothing is left behind.
+#[tokio::test]
+async fn a_layer_too_big_for_the_scratch_directory_is_named_before_it_is_written() {
+    let w = world();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut opts = w.opts();
+    opts.scratch_dir = scratch.path().to_path_buf();
+    // Far more than any test machine has free: 1 EB.
+    w.engine.claim_snapshot_size(1 << 60);
+    let err = w.quick(&opts, &w.set("app")).await.unwrap_err();
+    match &err {
+        Error::DiskFull {
+            what,
+            dir,
+            needed,
+            available,
+        } => {
+            assert_eq!(what, "dependencies layer");
+            assert_eq!(dir, scratch.path());
+            assert!(*needed >= 3 << 60, "snapshot, layer and archive: {needed}");
+            assert!(available < needed);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.hint().unwrap().contains("PREBUILDER_STATE_DIR"));
+    assert_eq!(w.engine.count("commit"), 0);
+    assert_eq!(w.engine.count("load"), 0);
+    assert!(w.engine.containers().is_empty());
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "nothing left in the scratch directory"
+    );
+}
+
+/// The setup's own tar failed inside the container (its disk is full):
+/// the snapshot directory is there without a layer.tar. Not a commit that
+/// would carry it.
+#[tokio::test]
+async fn a_snapshot_that_failed_in_the_container_is_the_error() {
+    let w = world();
+    w.engine.break_snapshot();
+    let err = w.quick(&w.opts(), &w.set("app")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::SnapshotFailed { layer, .. } if layer == "dependencies"),
+        "{err:?}"
+    );
+    assert!(err.hint().unwrap().contains("docker system df"));
+    assert_eq!(w.engine.count("commit"), 0);
+    assert!(w.engine.containers().is_empty());
 }
 
 #[tokio::test]

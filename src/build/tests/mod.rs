@@ -59,6 +59,7 @@ impl World {
             sha256: digest.clone(),
             content_digest: digest,
             role,
+            origin: None,
         }
     }
 

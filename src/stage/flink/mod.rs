@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::stage::digest::digest_file;
+use crate::stage::digest::DigestCache;
 use crate::stage::{Artifact, Role, SetupMode, StagedSet, REQUIREMENTS_FILE};
 pub use conf::PythonOptions;
 
@@ -131,6 +131,15 @@ impl Origin<'_> {
 /// Merge the flags over `--flink-conf`, check every input and stage it.
 /// Nothing is copied: artifacts point at the user's files.
 pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet> {
+    stage_with(flags, conf_path, &DigestCache::in_memory())
+}
+
+/// [`stage`], digests remembered in `cache`.
+pub fn stage_with(
+    flags: PythonOptions,
+    conf_path: Option<&Path>,
+    cache: &DigestCache,
+) -> Result<StagedSet> {
     let file = match conf_path {
         Some(p) => conf::read(p)?,
         None => PythonOptions::default(),
@@ -138,12 +147,15 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
     let origins = Origins::of(&flags, conf_path);
     let opts = flags.over(file);
 
-    let mut artifacts = Vec::new();
+    let mut staged = Staged {
+        cache,
+        artifacts: Vec::new(),
+    };
     let requirements_cache = match &opts.requirements {
-        Some(spec) => stage_requirements(spec, &origins.requirements, &mut artifacts)?,
+        Some(spec) => stage_requirements(spec, &origins.requirements, &mut staged)?,
         None => false,
     };
-    let (archives, listings) = stage_archives(&opts.archives, &origins.archives, &mut artifacts)?;
+    let (archives, listings) = stage_archives(&opts.archives, &origins.archives, &mut staged)?;
     let executable = match &opts.executable {
         Some(exe) => Some(resolve(exe, &listings).map_err(|r| origins.executable.err(exe, r))?),
         None => None,
@@ -153,9 +165,9 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
         .iter()
         .map(|p| resolve_dir(p, &listings).map_err(|r| origins.pythonpath.err(p, r)))
         .collect::<Result<Vec<_>>>()?;
-    let files_pythonpath = stage_files(&opts.files, &origins.files, &mut artifacts)?;
+    let files_pythonpath = stage_files(&opts.files, &origins.files, &mut staged)?;
 
-    if artifacts.is_empty() {
+    if staged.artifacts.is_empty() {
         return Err(Error::NothingToInstall {
             what: "no --py-files, --py-requirements or --py-archives (nor python.files, python.requirements or python.archives in --flink-conf) were given".into(),
         });
@@ -173,7 +185,20 @@ pub fn stage(flags: PythonOptions, conf_path: Option<&Path>) -> Result<StagedSet
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    Ok(StagedSet::new(artifacts, dir, None).with_mode(SetupMode::Flink(setup)))
+    Ok(StagedSet::new(staged.artifacts, dir, None).with_mode(SetupMode::Flink(setup)))
+}
+
+/// The artifacts staged so far, each digested through `cache`.
+struct Staged<'c> {
+    cache: &'c DigestCache,
+    artifacts: Vec<Artifact>,
+}
+
+impl Staged<'_> {
+    fn add(&mut self, name: String, path: &Path, role: Role) -> Result<()> {
+        self.artifacts.push(artifact(self.cache, name, path, role)?);
+        Ok(())
+    }
 }
 
 /// Where each option came from: its flag when the flag was given, else the
@@ -217,31 +242,23 @@ impl<'a> Origins<'a> {
 
 /// Stage `FILE[#CACHE_DIR]`: the requirements file, and every file of the
 /// cache directory under `cache/`. Whether there is a cache.
-fn stage_requirements(
-    spec: &str,
-    origin: &Origin<'_>,
-    artifacts: &mut Vec<Artifact>,
-) -> Result<bool> {
+fn stage_requirements(spec: &str, origin: &Origin<'_>, staged: &mut Staged<'_>) -> Result<bool> {
     let (file, cache) = match conf::split_hash(spec) {
         Some((f, c)) => (f, Some(c)),
         None => (spec, None),
     };
     require(origin, spec, Path::new(file), false)?;
-    artifacts.push(artifact(
+    staged.add(
         REQUIREMENTS_FILE.to_string(),
         Path::new(file),
         Role::Requirements,
-    )?);
+    )?;
     let Some(cache) = cache else {
         return Ok(false);
     };
     require(origin, spec, Path::new(cache), true)?;
     for (name, path) in dir_files(Path::new(cache), false)? {
-        artifacts.push(artifact(
-            format!("cache/{name}"),
-            &path,
-            Role::RequirementsCache,
-        )?);
+        staged.add(format!("cache/{name}"), &path, Role::RequirementsCache)?;
     }
     Ok(true)
 }
@@ -253,7 +270,7 @@ type StagedArchives = (BTreeMap<String, String>, BTreeMap<String, archive::Listi
 fn stage_archives(
     specs: &[String],
     origin: &Origin<'_>,
-    artifacts: &mut Vec<Artifact>,
+    staged: &mut Staged<'_>,
 ) -> Result<StagedArchives> {
     let mut archives = BTreeMap::new();
     let mut listings = BTreeMap::new();
@@ -272,11 +289,7 @@ fn stage_archives(
         require(origin, spec, path, false)?;
         let listing = archive::check(path).map_err(|r| origin.err(spec, r))?;
         let base = base_name(path).ok_or_else(|| origin.err(spec, "no file name"))?;
-        artifacts.push(artifact(
-            format!("archives/{name}/{base}"),
-            path,
-            Role::PyArchive,
-        )?);
+        staged.add(format!("archives/{name}/{base}"), path, Role::PyArchive)?;
         archives.insert(name.to_string(), format!("{ARCHIVES_DIR}/{name}"));
         listings.insert(name.to_string(), listing);
     }
@@ -288,7 +301,7 @@ fn stage_archives(
 fn stage_files(
     specs: &[String],
     origin: &Origin<'_>,
-    artifacts: &mut Vec<Artifact>,
+    staged: &mut Staged<'_>,
 ) -> Result<Vec<String>> {
     let mut pythonpath = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -303,15 +316,11 @@ fn stage_files(
         let base = base_name(path).ok_or_else(|| origin.err(spec, "no file name"))?;
         if meta.is_dir() {
             for (rel, p) in dir_files(path, true)? {
-                artifacts.push(artifact(
-                    format!("files/{i}/{base}/{rel}"),
-                    &p,
-                    Role::PyFile,
-                )?);
+                staged.add(format!("files/{i}/{base}/{rel}"), &p, Role::PyFile)?;
             }
             pythonpath.push(format!("{FILES_DIR}/{i}"));
         } else {
-            artifacts.push(artifact(format!("files/{i}/{base}"), path, Role::PyFile)?);
+            staged.add(format!("files/{i}/{base}"), path, Role::PyFile)?;
             if IMPORTABLE_ARCHIVES.iter().any(|s| base.ends_with(s)) {
                 pythonpath.push(format!("{FILES_DIR}/{i}/{base}"));
             } else {
@@ -407,8 +416,8 @@ fn base_name(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-fn artifact(name: String, path: &Path, role: Role) -> Result<Artifact> {
-    let d = digest_file(path)?;
+fn artifact(cache: &DigestCache, name: String, path: &Path, role: Role) -> Result<Artifact> {
+    let d = cache.digest(path)?;
     Ok(Artifact {
         name,
         path: path.to_path_buf(),
@@ -416,6 +425,7 @@ fn artifact(name: String, path: &Path, role: Role) -> Result<Artifact> {
         sha256: d.sha256,
         content_digest: d.content_digest,
         role,
+        origin: None,
     })
 }
 

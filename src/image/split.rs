@@ -1,0 +1,1004 @@
+//! Per-distribution layers: one installing layer's tree, split by the
+//! distribution that installed each file, so that heavy distributions are
+//! layers of their own that pipelines share (issue 22: a GPU pipeline's
+//! dependency layer was one 5 GB blob; bumping one small requirement
+//! re-pushed and re-pulled all of it, and two pipelines with the same torch
+//! shared nothing in the registry or on a worker's disk).
+//!
+//! One pure function of an installed tree ([`write_split`]), used by every
+//! builder: the input is the setup's snapshot (a tar of the created and
+//! changed paths, in byte order, every directory above them included, as
+//! `crate::build::setup`'s script writes it), the deleted paths, and the
+//! `RECORD` files of the distributions installed in it ([`Distribution`]);
+//! the output is an ordered list of layer tars ([`Split`]):
+//! - each distribution of at least the threshold's installed size alone,
+//!   in name order (heavy layers, shared, first);
+//! - the smaller distributions together (the pipeline-specific group);
+//! - on top, what no `RECORD` claims, what several claim (the
+//!   `nvidia/__init__.py` every nvidia-* wheel ships), each distribution's
+//!   install markers (`RECORD`, `REQUESTED`, `direct_url.json`: they say
+//!   how it was asked for, which differs between pipelines that share it),
+//!   the whiteouts of what the setup removed, and prebuilder's record.
+//!
+//! Each layer carries the snapshot's directory entries above its files
+//! (the same headers in every layer that needs them), so applying the
+//! layers in order gives the file tree the unsplit layer gives
+//! (`crate::image::write_layer`): same entries, headers normalised the same
+//! way, same order within a layer. Hard links stay in their target's layer.
+//! The bytes are deterministic: the same distribution on the same base and
+//! epoch is the same layer, whatever else the pipeline installs.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::path::{Component, Path};
+
+use sha2::{Digest, Sha256};
+
+use super::{file_header, relative, reproducible, topmost_deleted, whiteout, Hashing};
+
+/// Installed size from which a distribution gets a layer of its own.
+pub const DEFAULT_THRESHOLD: u64 = 64 << 20;
+/// Layers one split may make at most: engines stack at most 127 layers
+/// (overlayfs's lower directories), and the base has its own.
+pub const MAX_LAYERS: usize = 16;
+
+/// Files of a `.dist-info` that say how a distribution was installed, not
+/// what: they go on top, so the distribution's layer is the same whether
+/// it was asked for by name or came as a dependency.
+const INSTALL_MARKERS: [&str; 3] = ["RECORD", "REQUESTED", "direct_url.json"];
+
+/// One installed distribution, from its `RECORD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distribution {
+    /// The `.dist-info` directory's name without the suffix: `torch-2.5.1`.
+    pub name: String,
+    /// The files it installed, relative to the root (`usr/lib/…`), as
+    /// `RECORD` lists them, without its install markers.
+    pub files: Vec<String>,
+    /// Their installed size, as `RECORD` says.
+    pub size: u64,
+}
+
+impl Distribution {
+    /// The distribution whose `RECORD` is at `record_path` (relative to the
+    /// root, `./` or not) and holds `bytes`; `None` when the path is not a
+    /// `.dist-info/RECORD`. `RECORD` is a CSV of (path, hash, size), paths
+    /// relative to the directory holding the `.dist-info` (`../../bin/x`
+    /// for scripts) or absolute.
+    pub fn from_record(record_path: &str, bytes: &[u8]) -> Option<Distribution> {
+        let record_path = relative(record_path);
+        let info = Path::new(record_path).parent()?;
+        if Path::new(record_path).file_name()? != "RECORD" {
+            return None;
+        }
+        let name = info
+            .file_name()?
+            .to_str()?
+            .strip_suffix(".dist-info")?
+            .to_string();
+        let site = info.parent().unwrap_or(Path::new(""));
+        let mut files = Vec::new();
+        let mut size = 0u64;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(bytes);
+        for row in reader.records().flatten() {
+            let Some(listed) = row.get(0).filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let Some(path) = resolve(site, listed) else {
+                continue;
+            };
+            if Path::new(&path).parent() == Some(info)
+                && INSTALL_MARKERS.iter().any(|m| path.ends_with(m))
+            {
+                continue;
+            }
+            size += row.get(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            files.push(path);
+        }
+        Some(Distribution { name, files, size })
+    }
+}
+
+/// `listed` (a RECORD path) relative to the root: joined to `site` unless
+/// absolute, `..` resolved; `None` when it leaves the root.
+fn resolve(site: &Path, listed: &str) -> Option<String> {
+    let joined = if listed.starts_with('/') {
+        Path::new(listed).to_path_buf()
+    } else {
+        site.join(listed)
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// `RECORD` files in a snapshot tar (its entries, read through): what
+/// [`Distribution::from_record`] takes. For callers that have the snapshot
+/// and not the records beside it.
+pub fn records_in<R: Read>(snapshot: R) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut archive = tar::Archive::new(snapshot);
+    let mut found = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let rel = relative(&path);
+        if rel.ends_with(".dist-info/RECORD") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            found.push((rel.to_string(), bytes));
+        }
+    }
+    Ok(found)
+}
+
+/// What one layer of a split holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// One distribution of at least the threshold.
+    Distribution { name: String, size: u64 },
+    /// The smaller distributions, by name.
+    Group { names: Vec<String>, size: u64 },
+    /// What no single distribution claims, the install markers, the
+    /// whiteouts and the record.
+    Top,
+}
+
+impl Part {
+    /// How progress lines and the image's history name the layer.
+    pub fn label(&self) -> String {
+        match self {
+            Part::Distribution { name, .. } => name.clone(),
+            Part::Group { names, .. } if names.len() == 1 => names[0].clone(),
+            Part::Group { names, .. } => format!("{} distributions", names.len()),
+            Part::Top => "the rest".to_string(),
+        }
+    }
+}
+
+/// The layers a snapshot is split into, and which layer each file goes to.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// In image order; the last is always [`Part::Top`].
+    pub parts: Vec<Part>,
+    /// Path → index in `parts`; paths not here go on top.
+    owner: HashMap<String, usize>,
+    /// Every directory above a path in `owner`.
+    above_distributions: HashSet<String>,
+}
+
+impl Split {
+    /// Split `distributions` (as found in one snapshot): each of at least
+    /// `threshold` bytes alone, in name order, the others in one group, and
+    /// the top; at most `max_layers` (at least 2): past it, the smallest of
+    /// the heavy ones join the group.
+    pub fn plan(mut distributions: Vec<Distribution>, threshold: u64, max_layers: usize) -> Split {
+        distributions.sort_by(|a, b| a.name.cmp(&b.name));
+        distributions.dedup_by(|a, b| a.name == b.name);
+        // A path two distributions claim is on top: its content is whichever
+        // was installed last, which no single distribution's layer may decide.
+        let mut claims: HashMap<&str, usize> = HashMap::new();
+        for d in &distributions {
+            let mut own: Vec<&str> = d.files.iter().map(String::as_str).collect();
+            own.sort_unstable();
+            own.dedup();
+            for f in own {
+                *claims.entry(f).or_default() += 1;
+            }
+        }
+        let slots = max_layers.max(2) - 2;
+        let mut heavy: Vec<&Distribution> = distributions
+            .iter()
+            .filter(|d| d.size >= threshold)
+            .collect();
+        if heavy.len() > slots {
+            heavy.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+            heavy.truncate(slots);
+            heavy.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let heavy_names: HashSet<&str> = heavy.iter().map(|d| d.name.as_str()).collect();
+        let mut parts: Vec<Part> = heavy
+            .iter()
+            .map(|d| Part::Distribution {
+                name: d.name.clone(),
+                size: d.size,
+            })
+            .collect();
+        let group: Vec<&Distribution> = distributions
+            .iter()
+            .filter(|d| !heavy_names.contains(d.name.as_str()))
+            .collect();
+        if !group.is_empty() {
+            parts.push(Part::Group {
+                names: group.iter().map(|d| d.name.clone()).collect(),
+                size: group.iter().map(|d| d.size).sum(),
+            });
+        }
+        let group_index = heavy.len();
+        let mut owner = HashMap::new();
+        for d in &distributions {
+            let index = heavy
+                .iter()
+                .position(|h| h.name == d.name)
+                .unwrap_or(group_index);
+            for f in &d.files {
+                if claims.get(f.as_str()) == Some(&1) {
+                    owner.insert(f.clone(), index);
+                }
+            }
+        }
+        parts.push(Part::Top);
+        let mut above_distributions = HashSet::new();
+        for path in owner.keys() {
+            for a in Path::new(path).ancestors().skip(1).filter_map(Path::to_str) {
+                if a.is_empty() || !above_distributions.insert(a.to_string()) {
+                    break;
+                }
+            }
+        }
+        Split {
+            parts,
+            owner,
+            above_distributions,
+        }
+    }
+
+    /// The layer `path` (relative to the root) goes to.
+    fn layer_of(&self, path: &str) -> usize {
+        self.owner
+            .get(path)
+            .copied()
+            .unwrap_or(self.parts.len() - 1)
+    }
+}
+
+/// Per output layer: its tar, and which snapshot directories it holds.
+struct Out<W: Write> {
+    builder: tar::Builder<Hashing<W>>,
+    dirs: HashSet<String>,
+}
+
+impl<W: Write> Out<W> {
+    /// Write the snapshot directories above `path` this layer lacks,
+    /// outermost first.
+    fn ancestors(&mut self, path: &str, dirs: &mut Dirs) -> io::Result<()> {
+        let mut above: Vec<&str> = Path::new(path)
+            .ancestors()
+            .skip(1)
+            .filter_map(Path::to_str)
+            .filter(|a| !a.is_empty())
+            .collect();
+        above.reverse();
+        for dir in above {
+            self.dir(dir, dirs)?;
+        }
+        Ok(())
+    }
+
+    /// Write the snapshot directory `dir` here unless it is here already
+    /// (nothing when the snapshot has no entry for it).
+    fn dir(&mut self, dir: &str, dirs: &mut Dirs) -> io::Result<()> {
+        let Some(header) = dirs.headers.get(dir) else {
+            return Ok(());
+        };
+        if self.dirs.insert(dir.to_string()) {
+            dirs.placed.insert(dir.to_string());
+            let mut h = header.clone();
+            self.builder.append_data(&mut h, dir, io::empty())?;
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot's directories read so far: their (normalised) headers, and
+/// which some layer holds.
+#[derive(Default)]
+struct Dirs {
+    headers: HashMap<String, tar::Header>,
+    placed: HashSet<String>,
+    /// Directories held back (they are above a distribution's file), in
+    /// snapshot order.
+    deferred: Vec<String>,
+}
+
+/// Write the layers of `split` from the snapshot (`outer`: the engine's tar
+/// holding the setup's `layer.tar`, as [`super::write_layer`] takes it),
+/// one into each of `outs` (as many as `split.parts`); whiteouts for
+/// `deleted` and `record` (absolute path, content) in the top layer. Every
+/// header normalised to `epoch`. Returns each layer's diff id.
+pub fn write_split<R: Read, W: Write>(
+    outer: R,
+    deleted: &[u8],
+    record: Option<(&str, &[u8])>,
+    epoch: u64,
+    split: &Split,
+    outs: Vec<W>,
+) -> io::Result<Vec<String>> {
+    let mut outer = tar::Archive::new(outer);
+    let mut entries = outer.entries()?;
+    let inner = loop {
+        match entries.next() {
+            Some(e) => {
+                let e = e?;
+                if e.header().entry_type().is_file() {
+                    break e;
+                }
+            }
+            None => return Err(io::Error::other("the snapshot holds no layer.tar")),
+        }
+    };
+    write_split_tree(inner, deleted, record, epoch, split, outs)
+}
+
+/// [`write_split`] from the snapshot's own tar (not wrapped by the engine).
+///
+/// Directories: one above no distribution's file is written on top where
+/// the snapshot has it (so a split that is only the top is the unsplit
+/// layer, byte for byte); one above a distribution's file is held back and
+/// written into each layer just before the first entry it holds there,
+/// and on top at the end if no layer took it.
+pub fn write_split_tree<R: Read, W: Write>(
+    snapshot: R,
+    deleted: &[u8],
+    record: Option<(&str, &[u8])>,
+    epoch: u64,
+    split: &Split,
+    outs: Vec<W>,
+) -> io::Result<Vec<String>> {
+    if outs.len() != split.parts.len() {
+        return Err(io::Error::other(format!(
+            "{} outputs for a split of {} layers",
+            outs.len(),
+            split.parts.len()
+        )));
+    }
+    let top = split.parts.len() - 1;
+    let mut outs: Vec<Out<W>> = outs
+        .into_iter()
+        .map(|w| Out {
+            builder: tar::Builder::new(Hashing {
+                inner: w,
+                hasher: Sha256::new(),
+            }),
+            dirs: HashSet::new(),
+        })
+        .collect();
+    let skip = record.map(|(path, _)| relative(path));
+    let mut dirs = Dirs::default();
+    // Where each file went, for hard links (they stay with their target).
+    let mut placed: HashMap<String, usize> = HashMap::new();
+    let mut archive = tar::Archive::new(snapshot);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.to_string_lossy().into_owned();
+        let path = relative(&raw).to_string();
+        if path.is_empty() || skip == Some(path.as_str()) {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        reproducible::normalize_header(&mut header, epoch);
+        let kind = header.entry_type();
+        if kind.is_dir() {
+            dirs.headers.insert(path.clone(), header);
+            if split.above_distributions.contains(&path) {
+                dirs.deferred.push(path);
+            } else {
+                outs[top].ancestors(&path, &mut dirs)?;
+                outs[top].dir(&path, &mut dirs)?;
+            }
+            continue;
+        }
+        let link = match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => Some(
+                entry
+                    .link_name()?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
+        let layer = match (&link, kind) {
+            (Some(target), tar::EntryType::Link) => placed
+                .get(relative(target))
+                .copied()
+                .unwrap_or_else(|| split.layer_of(&path)),
+            _ => split.layer_of(&path),
+        };
+        let out = &mut outs[layer];
+        out.ancestors(&path, &mut dirs)?;
+        match (link, kind) {
+            (Some(target), tar::EntryType::Symlink) => {
+                out.builder.append_link(&mut header, &path, target)?
+            }
+            (Some(target), _) => out
+                .builder
+                .append_link(&mut header, &path, relative(&target))?,
+            _ => out.builder.append_data(&mut header, &path, &mut entry)?,
+        }
+        placed.insert(path, layer);
+    }
+    // Held-back directories no layer took (nothing under them was in the
+    // snapshot): on top, so the tree has every directory of the snapshot.
+    for dir in std::mem::take(&mut dirs.deferred) {
+        if !dirs.placed.contains(&dir) {
+            outs[top].ancestors(&dir, &mut dirs)?;
+            outs[top].dir(&dir, &mut dirs)?;
+        }
+    }
+    let top_out = &mut outs[top].builder;
+    for p in topmost_deleted(deleted) {
+        top_out.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
+    }
+    if let Some((path, content)) = record {
+        let mut h = file_header(content.len() as u64, 0o644, epoch);
+        top_out.append_data(&mut h, relative(path), content)?;
+    }
+    let mut ids = Vec::with_capacity(outs.len());
+    for out in outs {
+        let mut hashing = out.builder.into_inner()?;
+        hashing.flush()?;
+        ids.push(format!("sha256:{}", hex::encode(hashing.hasher.finalize())));
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const SITE: &str = "usr/lib/python3/site-packages";
+    const EPOCH: u64 = 1_600_000_000;
+
+    /// One snapshot entry: path (with `./`, as GNU tar writes it), kind, body.
+    #[derive(Clone)]
+    enum E {
+        Dir(&'static str),
+        File(String, Vec<u8>),
+        Link(String, String),
+        Hard(String, String),
+    }
+
+    fn file(path: &str, body: &str) -> E {
+        E::File(path.to_string(), body.as_bytes().to_vec())
+    }
+
+    fn tar_of(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let header = |kind, size: u64, mode| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(size);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_mtime(1_700_000_000);
+            h
+        };
+        for e in entries {
+            match e {
+                E::Dir(p) => b
+                    .append_data(
+                        &mut header(tar::EntryType::Directory, 0, 0o755),
+                        p,
+                        io::empty(),
+                    )
+                    .unwrap(),
+                E::File(p, body) => b
+                    .append_data(
+                        &mut header(tar::EntryType::Regular, body.len() as u64, 0o644),
+                        p,
+                        &body[..],
+                    )
+                    .unwrap(),
+                E::Link(p, t) => b
+                    .append_link(&mut header(tar::EntryType::Symlink, 0, 0o777), p, t)
+                    .unwrap(),
+                E::Hard(p, t) => b
+                    .append_link(&mut header(tar::EntryType::Link, 0, 0o644), p, t)
+                    .unwrap(),
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// The engine's wrapping: a tar holding `layer.tar`.
+    fn outer(inner: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(inner.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "layer.tar", inner).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn record(files: &[(&str, usize)]) -> String {
+        files
+            .iter()
+            .map(|(p, size)| format!("{p},sha256=x,{size}\n"))
+            .collect()
+    }
+
+    /// A pipeline's snapshot: each (name, version, files with sizes) as pip
+    /// installs it under SITE, plus `extra` entries, sorted as setup.sh sorts.
+    /// A distribution as a fixture: name, version, (RECORD path, size) each.
+    type Dist = (&'static str, &'static str, &'static [(&'static str, usize)]);
+
+    fn install(dists: &[Dist], extra: &[E]) -> Vec<E> {
+        let mut all: BTreeMap<String, E> = BTreeMap::new();
+        let mut dir = |p: String| {
+            let p: &'static str = Box::leak(format!("./{p}/").into_boxed_str());
+            all.entry(p.trim_end_matches('/').to_string())
+                .or_insert(E::Dir(p));
+        };
+        for d in ["usr", "usr/lib", "usr/lib/python3", SITE, "usr/bin"] {
+            dir(d.to_string());
+        }
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for (name, version, listed) in dists {
+            let info = format!("{name}-{version}.dist-info");
+            let mut rows: Vec<(String, usize)> = Vec::new();
+            for (p, size) in listed.iter() {
+                let full = resolve(Path::new(SITE), p).unwrap();
+                let mut parent = Path::new(&full).parent();
+                while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
+                    dir(d.to_string_lossy().into_owned());
+                    parent = d.parent();
+                }
+                files.push((full, format!("{name}:{p}:").repeat(*size).into_bytes()));
+                rows.push((p.to_string(), *size));
+            }
+            dir(format!("{SITE}/{info}"));
+            let markers = [
+                (format!("{info}/INSTALLER"), b"pip\n".to_vec()),
+                (format!("{info}/REQUESTED"), Vec::new()),
+            ];
+            for (p, body) in markers {
+                rows.push((p.clone(), body.len()));
+                files.push((format!("{SITE}/{p}"), body));
+            }
+            rows.push((format!("{info}/RECORD"), 0));
+            let refs: Vec<(&str, usize)> = rows.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+            files.push((format!("{SITE}/{info}/RECORD"), record(&refs).into_bytes()));
+        }
+        for (p, body) in files {
+            all.insert(p.clone(), E::File(format!("./{p}"), body));
+        }
+        for e in extra {
+            let key = match e {
+                E::Dir(p) => relative(p).to_string(),
+                E::File(p, _) | E::Link(p, _) | E::Hard(p, _) => relative(p).to_string(),
+            };
+            all.insert(key, e.clone());
+        }
+        all.into_values().collect()
+    }
+
+    fn distributions(snapshot: &[u8]) -> Vec<Distribution> {
+        records_in(snapshot)
+            .unwrap()
+            .iter()
+            .filter_map(|(p, b)| Distribution::from_record(p, b))
+            .collect()
+    }
+
+    fn split_layers(
+        snapshot: &[u8],
+        deleted: &[u8],
+        threshold: u64,
+        max: usize,
+    ) -> (Split, Vec<Vec<u8>>, Vec<String>) {
+        let split = Split::plan(distributions(snapshot), threshold, max);
+        let outs = vec![Vec::new(); split.parts.len()];
+        let mut layers = Vec::new();
+        let ids = {
+            let mut cells: Vec<io::Cursor<Vec<u8>>> =
+                outs.into_iter().map(io::Cursor::new).collect();
+            let ids = write_split(
+                &outer(snapshot)[..],
+                deleted,
+                Some(("/opt/apache/beam/prebuilder-record.json", b"{}")),
+                EPOCH,
+                &split,
+                cells.iter_mut().collect(),
+            )
+            .unwrap();
+            layers.extend(cells.into_iter().map(io::Cursor::into_inner));
+            ids
+        };
+        (split, layers, ids)
+    }
+
+    fn unsplit(snapshot: &[u8], deleted: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        super::super::write_layer(
+            &outer(snapshot)[..],
+            deleted,
+            Some(("/opt/apache/beam/prebuilder-record.json", b"{}")),
+            EPOCH,
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// A file tree as an engine builds it from layers: path → (kind, mode,
+    /// uid, mtime, link target, content), whiteouts applied.
+    type Tree = BTreeMap<String, (u8, u32, u64, u64, String, Vec<u8>)>;
+
+    fn apply(tree: &mut Tree, layer: &[u8]) {
+        let mut a = tar::Archive::new(layer);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (format!("{d}/"), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if let Some(gone) = name.strip_prefix(".wh.") {
+                let gone = format!("{dir}{gone}");
+                tree.retain(|p, _| p != &gone && !p.starts_with(&format!("{gone}/")));
+                continue;
+            }
+            let h = e.header().clone();
+            let link = e
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            if h.entry_type() == tar::EntryType::Link {
+                // A hard link: the target's content, as the engine makes it.
+                body = tree[&link].5.clone();
+            }
+            tree.insert(
+                path,
+                (
+                    h.entry_type().as_byte(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.mtime().unwrap(),
+                    link,
+                    body,
+                ),
+            );
+        }
+    }
+
+    fn base() -> Tree {
+        let mut t = Tree::new();
+        apply(
+            &mut t,
+            &tar_of(&[
+                E::Dir("usr/"),
+                E::Dir("usr/lib/"),
+                E::Dir("usr/lib/python3/"),
+                E::Dir("usr/lib/python3/site-packages/"),
+                E::Dir("usr/lib/python3/site-packages/old/"),
+                file("usr/lib/python3/site-packages/old/__init__.py", "old"),
+                E::Dir("usr/lib/python3/site-packages/old-1.0.dist-info/"),
+                file("usr/lib/python3/site-packages/old-1.0.dist-info/RECORD", ""),
+                file("etc/gone.conf", "x"),
+            ]),
+        );
+        t
+    }
+
+    fn entries(layer: &[u8]) -> Vec<String> {
+        tar::Archive::new(layer)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    const TORCH: Dist = (
+        "torch",
+        "2.5.1",
+        &[
+            ("torch/__init__.py", 300),
+            ("torch/lib/libtorch.so", 900),
+            ("torch/lib/libtorch_hard.so", 1),
+            ("../../../bin/torchrun", 10),
+        ],
+    );
+    const CUDNN: Dist = (
+        "nvidia_cudnn_cu12",
+        "9.1.0.70",
+        &[
+            ("nvidia/__init__.py", 0),
+            ("nvidia/cudnn/lib/libcudnn.so", 700),
+        ],
+    );
+    const CUBLAS: Dist = (
+        "nvidia_cublas_cu12",
+        "12.4.5.8",
+        &[
+            ("nvidia/__init__.py", 0),
+            ("nvidia/cublas/lib/libcublas.so", 800),
+        ],
+    );
+    const SIX: Dist = ("six", "1.16.0", &[("six.py", 20)]);
+    const IDNA: Dist = ("idna", "3.7", &[("idna/__init__.py", 30)]);
+
+    /// Sizes in the fixtures are repeats of a ~20-byte line: the threshold
+    /// 500 makes torch and the nvidia wheels heavy, six and idna small.
+    const THRESHOLD: u64 = 500;
+
+    fn gpu_pipeline(extra_dists: &[Dist]) -> Vec<E> {
+        let mut dists = vec![TORCH, CUDNN, CUBLAS];
+        dists.extend_from_slice(extra_dists);
+        install(
+            &dists,
+            &[
+                // Outside every RECORD: the record's place, a stray cache.
+                file("./root/.cache/pip/selfcheck.json", "{}"),
+                E::Dir("./root/"),
+                E::Dir("./root/.cache/"),
+                E::Dir("./root/.cache/pip/"),
+                E::Dir("./usr/lib/python3/site-packages/emptydir/"),
+                E::Dir("./opt/"),
+                E::Dir("./opt/apache/"),
+                E::Dir("./opt/apache/beam/"),
+                file("./opt/apache/beam/prebuilder-record.json", "freeze"),
+                E::Link(
+                    "./usr/bin/torch-link".into(),
+                    "../lib/python3/site-packages/torch/__init__.py".into(),
+                ),
+                E::Hard(
+                    "./usr/lib/python3/site-packages/torch/lib/libtorch_hard.so".into(),
+                    "./usr/lib/python3/site-packages/torch/lib/libtorch.so".into(),
+                ),
+            ],
+        )
+    }
+
+    const DELETED: &[u8] = b"./usr/lib/python3/site-packages/old\0./usr/lib/python3/site-packages/old/__init__.py\0./usr/lib/python3/site-packages/old-1.0.dist-info\0./usr/lib/python3/site-packages/old-1.0.dist-info/RECORD\0./etc/gone.conf\0";
+
+    #[test]
+    fn records_name_the_files_their_distribution_installed() {
+        let bytes = b"torch/__init__.py,sha256=abc,300\n\"torch/a,b.py\",sha256=d,5\n../../../bin/torchrun,sha256=e,10\ntorch-2.5.1.dist-info/RECORD,,\ntorch-2.5.1.dist-info/REQUESTED,sha256=f,0\ntorch-2.5.1.dist-info/INSTALLER,sha256=g,4\n/etc/abs.conf,sha256=h,1\n../../../../../../escape,,\n";
+        let d = Distribution::from_record(
+            "./usr/lib/python3/site-packages/torch-2.5.1.dist-info/RECORD",
+            bytes,
+        )
+        .unwrap();
+        assert_eq!(d.name, "torch-2.5.1");
+        assert_eq!(
+            d.files,
+            [
+                "usr/lib/python3/site-packages/torch/__init__.py",
+                "usr/lib/python3/site-packages/torch/a,b.py",
+                "usr/bin/torchrun",
+                "usr/lib/python3/site-packages/torch-2.5.1.dist-info/INSTALLER",
+                "etc/abs.conf",
+            ]
+        );
+        assert_eq!(d.size, 300 + 5 + 10 + 4 + 1);
+        assert!(Distribution::from_record("usr/lib/x.egg-info/RECORD", b"").is_none());
+        assert!(Distribution::from_record("usr/lib/x-1.dist-info/METADATA", b"").is_none());
+    }
+
+    #[test]
+    fn heavy_distributions_alone_in_name_order_the_rest_grouped_then_the_top() {
+        let snapshot = tar_of(&gpu_pipeline(&[SIX, IDNA]));
+        let (split, layers, _) = split_layers(&snapshot, DELETED, THRESHOLD, MAX_LAYERS);
+        let labels: Vec<String> = split.parts.iter().map(Part::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "nvidia_cublas_cu12-12.4.5.8",
+                "nvidia_cudnn_cu12-9.1.0.70",
+                "torch-2.5.1",
+                "2 distributions",
+                "the rest"
+            ]
+        );
+        let torch = entries(&layers[2]);
+        assert!(torch.contains(&format!("{SITE}/torch/lib/libtorch.so")));
+        assert!(torch.contains(&"usr/bin/torchrun".to_string()));
+        assert!(
+            torch.contains(&format!("{SITE}/torch/lib/libtorch_hard.so")),
+            "a hard link stays with its target"
+        );
+        assert!(torch.contains(&format!("{SITE}/torch-2.5.1.dist-info/INSTALLER")));
+        let group = entries(&layers[3]);
+        assert!(group.contains(&format!("{SITE}/six.py")));
+        assert!(group.contains(&format!("{SITE}/idna/__init__.py")));
+        let top = entries(&layers[4]);
+        for p in [
+            format!("{SITE}/nvidia/__init__.py"),
+            format!("{SITE}/torch-2.5.1.dist-info/RECORD"),
+            format!("{SITE}/torch-2.5.1.dist-info/REQUESTED"),
+            "root/.cache/pip/selfcheck.json".to_string(),
+            format!("{SITE}/emptydir"),
+            "usr/bin/torch-link".to_string(),
+        ] {
+            assert!(top.contains(&p), "{p} on top: {top:?}");
+            for lower in &layers[..4] {
+                assert!(!entries(lower).contains(&p), "{p} only on top");
+            }
+        }
+        // Every layer's entries come in the snapshot's (byte) order, each
+        // directory before what is under it.
+        for layer in &layers {
+            let names = entries(layer);
+            let files: Vec<&String> = names.iter().filter(|n| !n.contains(".wh.")).collect();
+            for (i, n) in files.iter().enumerate() {
+                if let Some((parent, _)) = n.rsplit_once('/') {
+                    assert!(
+                        files[..i].iter().any(|p| *p == parent) || parent.is_empty(),
+                        "{parent} before {n} in {files:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 22's test: the top holds the whiteouts of what pip removed from
+    /// the base, and prebuilder's record in place of the snapshot's.
+    #[test]
+    fn whiteouts_and_the_record_are_on_top() {
+        let snapshot = tar_of(&gpu_pipeline(&[SIX]));
+        let (_, layers, _) = split_layers(&snapshot, DELETED, THRESHOLD, MAX_LAYERS);
+        let top = layers.last().unwrap();
+        let names = entries(top);
+        assert!(names.contains(&format!("{SITE}/.wh.old")));
+        assert!(names.contains(&format!("{SITE}/.wh.old-1.0.dist-info")));
+        assert!(names.contains(&"etc/.wh.gone.conf".to_string()));
+        assert!(
+            !names.iter().any(|n| n.contains(".wh.__init__.py")),
+            "only the topmost deleted path"
+        );
+        for lower in &layers[..layers.len() - 1] {
+            assert!(!entries(lower).iter().any(|n| n.contains(".wh.")));
+        }
+        let mut tree = Tree::new();
+        apply(&mut tree, top);
+        assert_eq!(tree["opt/apache/beam/prebuilder-record.json"].5, b"{}");
+    }
+
+    /// Issue 22's test: applying the split layers gives the tree the
+    /// unsplit layer gives, on a base with paths pip removed.
+    #[test]
+    fn the_split_tree_equals_the_unsplit_one() {
+        for extra in [&[][..], &[SIX, IDNA][..]] {
+            let snapshot = tar_of(&gpu_pipeline(extra));
+            for (threshold, max) in [
+                (THRESHOLD, MAX_LAYERS),
+                (THRESHOLD, 3),
+                (0, 2),
+                (1 << 40, 16),
+            ] {
+                let (split, layers, ids) = split_layers(&snapshot, DELETED, threshold, max);
+                let mut whole = base();
+                apply(&mut whole, &unsplit(&snapshot, DELETED));
+                let mut parts = base();
+                for layer in &layers {
+                    apply(&mut parts, layer);
+                }
+                assert_eq!(parts, whole, "threshold {threshold}, max {max}");
+                assert!(!whole.contains_key("etc/gone.conf"));
+                assert!(!whole.contains_key(&format!("{SITE}/old/__init__.py")));
+                assert_eq!(ids.len(), split.parts.len());
+                for (layer, id) in layers.iter().zip(&ids) {
+                    assert_eq!(
+                        id,
+                        &format!("sha256:{}", hex::encode(Sha256::digest(layer)))
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 22's test: the layer count bound holds; past it the smallest
+    /// heavy distributions join the group.
+    #[test]
+    fn the_layer_count_is_bounded() {
+        let many: Vec<(String, Vec<(String, usize)>)> = (0..40)
+            .map(|i| {
+                (
+                    format!("pkg{i:02}"),
+                    vec![(format!("pkg{i:02}/data.bin"), 300 + i)],
+                )
+            })
+            .collect();
+        let dists: Vec<Distribution> = many
+            .iter()
+            .map(|(name, files)| {
+                let refs: Vec<(&str, usize)> =
+                    files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+                Distribution::from_record(
+                    &format!("{SITE}/{name}-1.0.dist-info/RECORD"),
+                    record(&refs).as_bytes(),
+                )
+                .unwrap()
+            })
+            .collect();
+        for max in [2, 3, 5, MAX_LAYERS, 100] {
+            let split = Split::plan(dists.clone(), 300, max);
+            assert!(
+                split.parts.len() <= max.max(2),
+                "{max}: {}",
+                split.parts.len()
+            );
+            let alone: Vec<&Part> = split
+                .parts
+                .iter()
+                .filter(|p| matches!(p, Part::Distribution { .. }))
+                .collect();
+            assert_eq!(alone.len(), (max.max(2) - 2).min(40));
+            // The largest are the ones alone.
+            if let Some(Part::Distribution { size, .. }) = alone.first() {
+                assert!(*size >= 300 + 40 - alone.len() as u64);
+            }
+        }
+        let none = Split::plan(Vec::new(), 300, MAX_LAYERS);
+        assert_eq!(none.parts, [Part::Top]);
+    }
+
+    /// Issue 22's test: two pipelines sharing torch (one with more small
+    /// requirements, torch asked for in one and a dependency in the other)
+    /// get the same layer digest for torch and for each nvidia wheel.
+    #[test]
+    fn pipelines_sharing_a_distribution_share_its_layer() {
+        let first = tar_of(&gpu_pipeline(&[SIX]));
+        let mut second_entries = gpu_pipeline(&[SIX, IDNA]);
+        // torch came as a dependency here: no REQUESTED, another RECORD.
+        second_entries.retain(
+            |e| !matches!(e, E::File(p, _) if p.ends_with("torch-2.5.1.dist-info/REQUESTED")),
+        );
+        let second = tar_of(&second_entries);
+        let (s1, l1, ids1) = split_layers(&first, b"", THRESHOLD, MAX_LAYERS);
+        let (s2, _, ids2) = split_layers(&second, DELETED, THRESHOLD, MAX_LAYERS);
+        assert_eq!(s1.parts[..3], s2.parts[..3]);
+        assert_eq!(ids1[..3], ids2[..3], "the heavy layers are the same bytes");
+        assert_ne!(ids1[3], ids2[3], "the group differs");
+        assert_ne!(ids1[4], ids2[4]);
+        // And the same bytes again from the same input.
+        let (_, again, ids_again) = split_layers(&first, b"", THRESHOLD, MAX_LAYERS);
+        assert_eq!(ids_again, ids1);
+        assert_eq!(again, l1);
+        // Headers normalised as the unsplit layer's are.
+        let mut a = tar::Archive::new(&l1[2][..]);
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            assert!(e.header().mtime().unwrap() <= EPOCH);
+            assert_eq!(e.header().username().unwrap().unwrap_or(""), "");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_distributions_is_one_layer_like_the_unsplit_one() {
+        let snapshot = tar_of(&[
+            E::Dir("./etc/"),
+            file("./etc/app.conf", "x=1"),
+            file("./opt/apache/beam/prebuilder-record.json", "freeze"),
+        ]);
+        let (split, layers, _) = split_layers(&snapshot, DELETED, THRESHOLD, MAX_LAYERS);
+        assert_eq!(split.parts, [Part::Top]);
+        assert_eq!(layers[0], unsplit(&snapshot, DELETED), "byte for byte");
+    }
+
+    #[test]
+    fn outputs_must_match_the_parts() {
+        let snapshot = tar_of(&gpu_pipeline(&[]));
+        let split = Split::plan(distributions(&snapshot), THRESHOLD, MAX_LAYERS);
+        let err = write_split_tree(&snapshot[..], b"", None, EPOCH, &split, vec![Vec::new()])
+            .unwrap_err();
+        assert!(err.to_string().contains("outputs"), "{err}");
+    }
+}
