@@ -43,33 +43,7 @@ pub fn read_with(
     cache: &DigestCache,
     origins: &HashMap<String, PathBuf>,
 ) -> Result<StagedSet> {
-    if !dir.is_dir() {
-        return Err(Error::ContextMissing {
-            dir: dir.to_path_buf(),
-        });
-    }
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let bytes = match fs::read(&manifest_path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::ManifestMissing {
-                dir: dir.to_path_buf(),
-                manifest: manifest_path,
-            })
-        }
-        Err(e) => return Err(Error::io(&manifest_path, e)),
-    };
-    let text = String::from_utf8(bytes).map_err(|e| Error::ManifestInvalid {
-        path: manifest_path.clone(),
-        reason: format!("it is not UTF-8: {e}"),
-    })?;
-    let entries = manifest::decode(&text, &manifest_path)?;
-    if entries.is_empty() {
-        return Err(Error::NothingToInstall {
-            what: format!("{} lists no artifacts", manifest_path.display()),
-        });
-    }
-
+    let (manifest_path, entries) = read_manifest(dir)?;
     let canonical_dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
     let context = Context {
         dir,
@@ -121,6 +95,38 @@ pub fn read_with(
         });
     }
     Ok(StagedSet::new(artifacts, dir.to_path_buf(), None))
+}
+
+/// The manifest of the staging context `dir` (its path, its entries): it
+/// must exist, be UTF-8 and list at least one artifact.
+fn read_manifest(dir: &Path) -> Result<(PathBuf, Vec<ManifestEntry>)> {
+    if !dir.is_dir() {
+        return Err(Error::ContextMissing {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let bytes = match fs::read(&manifest_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::ManifestMissing {
+                dir: dir.to_path_buf(),
+                manifest: manifest_path,
+            })
+        }
+        Err(e) => return Err(Error::io(&manifest_path, e)),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| Error::ManifestInvalid {
+        path: manifest_path.clone(),
+        reason: format!("it is not UTF-8: {e}"),
+    })?;
+    let entries = manifest::decode(&text, &manifest_path)?;
+    if entries.is_empty() {
+        return Err(Error::NothingToInstall {
+            what: format!("{} lists no artifacts", manifest_path.display()),
+        });
+    }
+    Ok((manifest_path, entries))
 }
 
 /// The role the boot gives a staged name (extra packages are known only
