@@ -32,7 +32,9 @@ pub async fn make<E: Engine>(
         );
         return Ok(None);
     };
-    let (python, packages) = record::parse_freeze(&String::from_utf8_lossy(&freeze));
+    let text = String::from_utf8_lossy(&freeze);
+    let (python, packages) = record::parse_freeze(&text);
+    let (before, listed) = record::parse_listing(&text);
     // Inputs of the layers below come from the parent layer's record.
     let parent = match engine.inspect(b.from_image).await {
         Ok(Some(parent)) => parent
@@ -41,15 +43,25 @@ pub async fn make<E: Engine>(
             .and_then(|l| Record::parse(l).ok()),
         _ => None,
     };
-    let mut inputs = match parent {
-        // A bounded label (`packages: null`) may lack the inputs: the file has them.
-        Some(r) if r.packages.is_none() => crate::record::load(engine, b.from_image)
-            .await
-            .map(|(_, r)| r.inputs)
-            .unwrap_or(r.inputs),
-        Some(r) => r.inputs,
-        None => BTreeMap::new(),
+    let parent = match parent {
+        // A bounded label may lack the distributions, the packages, the
+        // inputs: the file has them.
+        Some(r) if !r.is_complete() => Some(
+            crate::record::load(engine, b.from_image)
+                .await
+                .map(|(_, r)| r)
+                .unwrap_or(r),
+        ),
+        other => other,
     };
+    let distributions = record::sources::attribute(
+        layer.name.as_str(),
+        &layer.artifacts,
+        listed,
+        &before,
+        parent.as_ref(),
+    );
+    let mut inputs = parent.map(|r| r.inputs).unwrap_or_default();
     inputs.insert(
         layer.name.to_string(),
         layer
@@ -71,6 +83,7 @@ pub async fn make<E: Engine>(
         python,
         inputs,
         packages: Some(packages),
+        distributions: Some(distributions),
     };
     reporter.event(Event::Recording {
         layer: layer.name,

@@ -1,5 +1,5 @@
 //! An image's record, read through the engine: from its label, or from the
-//! file when the label is missing or too small to hold the packages.
+//! file when the label is missing or too small to hold all of it.
 
 use super::{Record, LABEL_RECORD, RECORD_FILE};
 use crate::engine::{ops, Engine, ImageInfo};
@@ -14,7 +14,7 @@ pub async fn load<E: Engine>(engine: &E, image: &str) -> Result<(ImageInfo, Reco
     };
     let label = info.labels.get(LABEL_RECORD).map(|l| Record::parse(l));
     if let Some(Ok(r)) = &label {
-        if r.packages.is_some() {
+        if r.is_complete() {
             return Ok((info, r.clone()));
         }
     }
