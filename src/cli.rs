@@ -155,6 +155,14 @@ pub enum PullPolicy {
     Never,
 }
 
+/// `build --sbom-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormat {
+    Spdx,
+    Cyclonedx,
+    Both,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -312,6 +320,27 @@ pub struct BuildArgs {
     /// where nothing is pulled, the registry's digest).
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub iidfile: Option<PathBuf>,
+
+    /// Attach no SBOM and no provenance to the pushed result. By default a --push attaches
+    /// an SPDX 2.3 and a CycloneDX 1.6 SBOM and a SLSA v1 provenance statement (unsigned) as
+    /// OCI referrers of the result's digest, which stays the same (see `prebuilder sbom`).
+    #[arg(long, help_heading = "Supply chain")]
+    pub no_attestations: bool,
+
+    /// Which SBOM formats to make: spdx (SPDX 2.3 JSON), cyclonedx (CycloneDX 1.6 JSON), or both.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "both",
+        help_heading = "Supply chain"
+    )]
+    pub sbom_format: SbomFormat,
+
+    /// Also write every document to DIR (sbom.spdx.json, sbom.cdx.json,
+    /// provenance.intoto.json), pushed or not; about the image id when not pushed.
+    #[arg(long, value_name = "DIR", help_heading = "Supply chain")]
+    pub attestations_dir: Option<PathBuf>,
 
     /// Write buildx-style metadata JSON to FILE: `containerimage.digest` (registry digest,
     /// when pushed), `containerimage.config.digest` (image id) and `image.name`.

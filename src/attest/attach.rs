@@ -124,7 +124,9 @@ mod tests {
     use crate::engine::fake::FakeRegistry;
 
     fn result(registry: &FakeRegistry) -> RawManifest {
-        let bytes = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#.to_vec();
+        let bytes =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#
+                .to_vec();
         let m = RawManifest {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             digest: format!(
@@ -149,7 +151,9 @@ mod tests {
 
     async fn attach_and_read_back(registry: &FakeRegistry) {
         let subject = result(registry);
-        let attached = attach(registry, &subject, &documents(), DATE).await.unwrap();
+        let attached = attach(registry, &subject, &documents(), DATE)
+            .await
+            .unwrap();
         assert_eq!(attached.len(), 3);
         assert!(attached.iter().all(|a| !a.existing));
         let dir = tempfile::tempdir().unwrap();
@@ -162,7 +166,9 @@ mod tests {
         }
         // Again: nothing new is written.
         let writes = registry.writes().len();
-        let again = attach(registry, &subject, &documents(), DATE).await.unwrap();
+        let again = attach(registry, &subject, &documents(), DATE)
+            .await
+            .unwrap();
         assert!(again.iter().all(|a| a.existing), "{again:?}");
         assert_eq!(
             again.iter().map(|a| &a.digest).collect::<Vec<_>>(),
@@ -225,11 +231,16 @@ mod tests {
             digest: "sha256:racing".into(),
             bytes: other,
         });
-        let attached = attach(&registry, &subject, &documents()[..1], DATE).await.unwrap();
+        let attached = attach(&registry, &subject, &documents()[..1], DATE)
+            .await
+            .unwrap();
         let listed = referrers::list(&registry, &subject.digest).await.unwrap();
         let digests: Vec<&str> = listed.iter().map(|d| d.digest.as_str()).collect();
         assert!(digests.contains(&"sha256:0the0r"), "{digests:?}");
-        assert!(digests.contains(&attached[0].digest.as_str()), "{digests:?}");
+        assert!(
+            digests.contains(&attached[0].digest.as_str()),
+            "{digests:?}"
+        );
         let tag_puts = registry
             .writes()
             .iter()

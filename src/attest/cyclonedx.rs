@@ -103,7 +103,9 @@ fn component(p: &Package<'_>) -> Value {
     if let Some(a) = &d.artifact {
         properties.push(json!({"name": "prebuilder:artifact", "value": a.name}));
         match a.of {
-            DigestOf::Bytes => v["hashes"] = json!([{"alg": "SHA-256", "content": hex_of(&a.digest)}]),
+            DigestOf::Bytes => {
+                v["hashes"] = json!([{"alg": "SHA-256", "content": hex_of(&a.digest)}])
+            }
             DigestOf::Content => {
                 properties.push(json!({"name": "prebuilder:content-digest", "value": a.digest}))
             }
@@ -147,11 +149,17 @@ mod tests {
         assert_eq!(d["bomFormat"], "CycloneDX");
         assert_eq!(d["specVersion"], "1.6");
         let serial = d["serialNumber"].as_str().unwrap();
-        assert!(serial.starts_with("urn:uuid:") && serial.len() == 45, "{serial}");
+        assert!(
+            serial.starts_with("urn:uuid:") && serial.len() == 45,
+            "{serial}"
+        );
         assert_eq!(d["metadata"]["timestamp"], "2024-05-01T12:00:00Z");
         assert_eq!(d["metadata"]["component"]["version"], DIGEST);
         assert_eq!(d["metadata"]["component"]["type"], "container");
-        assert_eq!(component(&d, "apache/beam_python3.11_sdk:2.77.0")["type"], "container");
+        assert_eq!(
+            component(&d, "apache/beam_python3.11_sdk:2.77.0")["type"],
+            "container"
+        );
         let deps = d["dependencies"][0]["dependsOn"].as_array().unwrap();
         assert!(deps.contains(&json!("pkg:pypi/six@1.17.0")));
         assert!(deps.contains(&json!(BASE_REF)));
@@ -172,12 +180,18 @@ mod tests {
             Some("six-1.17.0-py2.py3-none-any.whl")
         );
         let demo = component(&d, "prebuilder_demo");
-        assert!(demo.get("hashes").is_none(), "its bytes change every launch");
+        assert!(
+            demo.get("hashes").is_none(),
+            "its bytes change every launch"
+        );
         assert_eq!(
             property(demo, "prebuilder:content-digest"),
             Some(format!("sha256:{}", "c".repeat(64)).as_str())
         );
-        assert_eq!(property(component(&d, "pip"), "prebuilder:layer"), Some("base"));
+        assert_eq!(
+            property(component(&d, "pip"), "prebuilder:layer"),
+            Some("base")
+        );
         let numpy = component(&d, "numpy");
         assert_eq!(
             numpy["licenses"][0]["license"]["name"],

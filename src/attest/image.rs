@@ -123,8 +123,8 @@ pub async fn from_registry<R: Manifests>(
     let config_file = tmp.path().join("config.json");
     registry.download_blob(&layers.config, &config_file).await?;
     let config = std::fs::read(&config_file).map_err(|e| Error::io(&config_file, e))?;
-    let c: serde_json::Value = serde_json::from_slice(&config)
-        .map_err(|e| bad(format!("its config is not JSON: {e}")))?;
+    let c: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|e| bad(format!("its config is not JSON: {e}")))?;
     let labels: BTreeMap<String, String> = c["config"]["Labels"]
         .as_object()
         .map(|o| {
@@ -135,7 +135,11 @@ pub async fn from_registry<R: Manifests>(
         .unwrap_or_default();
     let diff_ids: Vec<String> = c["rootfs"]["diff_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let label = labels.get(LABEL_RECORD).map(|l| Record::parse(l));
     let complete = matches!(&label, Some(Ok(r)) if r.is_complete());
@@ -157,12 +161,12 @@ pub async fn from_registry<R: Manifests>(
     };
     let record = match (&label, top.as_ref().and_then(|t| t.record.as_deref())) {
         (Some(Ok(r)), _) if r.is_complete() => r.clone(),
-        (_, Some(file)) => {
-            Record::parse(&String::from_utf8_lossy(file)).map_err(|reason| Error::RecordInvalid {
+        (_, Some(file)) => Record::parse(&String::from_utf8_lossy(file)).map_err(|reason| {
+            Error::RecordInvalid {
                 image: image.clone(),
                 reason,
-            })?
-        }
+            }
+        })?,
         (Some(Ok(r)), None) => r.clone(),
         (Some(Err(reason)), None) => {
             return Err(Error::RecordInvalid {
@@ -253,7 +257,10 @@ mod tests {
         let mut tar = tar::Builder::new(Vec::new());
         for (name, body) in [
             ("./opt/apache/beam/x.txt", &b"x"[..]),
-            ("./opt/apache/beam/prebuilder-record.json", &b"{\"format\":2}"[..]),
+            (
+                "./opt/apache/beam/prebuilder-record.json",
+                &b"{\"format\":2}"[..],
+            ),
         ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(body.len() as u64);

@@ -41,7 +41,10 @@ const CLASSIFIERS: &[(&str, &str)] = &[
         "License :: OSI Approved :: MIT No Attribution License (MIT-0)",
         "MIT-0",
     ),
-    ("License :: OSI Approved :: Apache Software License", "Apache-2.0"),
+    (
+        "License :: OSI Approved :: Apache Software License",
+        "Apache-2.0",
+    ),
     ("License :: OSI Approved :: ISC License (ISCL)", "ISC"),
     (
         "License :: OSI Approved :: Python Software Foundation License",
@@ -99,7 +102,10 @@ const CLASSIFIERS: &[(&str, &str)] = &[
         "License :: OSI Approved :: Eclipse Public License 2.0 (EPL-2.0)",
         "EPL-2.0",
     ),
-    ("License :: OSI Approved :: The Unlicense (Unlicense)", "Unlicense"),
+    (
+        "License :: OSI Approved :: The Unlicense (Unlicense)",
+        "Unlicense",
+    ),
     ("License :: OSI Approved :: zlib/libpng License", "Zlib"),
     (
         "License :: OSI Approved :: Boost Software License 1.0 (BSL-1.0)",
@@ -192,7 +198,11 @@ pub fn licence_ref(key: &str) -> String {
 }
 
 fn first_line(text: &str) -> String {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(text);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(text);
     if line.chars().count() > 80 {
         format!("{}…", line.chars().take(79).collect::<String>())
     } else {
@@ -225,10 +235,16 @@ mod tests {
     fn what_real_packages_declare() {
         // cryptography: PEP 639.
         assert_eq!(
-            resolve("cryptography", &dist(Some("Apache-2.0 OR BSD-3-Clause"), None, &[])),
+            resolve(
+                "cryptography",
+                &dist(Some("Apache-2.0 OR BSD-3-Clause"), None, &[])
+            ),
             expr("Apache-2.0 OR BSD-3-Clause")
         );
-        assert_eq!(resolve("cffi", &dist(Some("MIT-0"), None, &[])), expr("MIT-0"));
+        assert_eq!(
+            resolve("cffi", &dist(Some("MIT-0"), None, &[])),
+            expr("MIT-0")
+        );
         // requests: an SPDX id in the free-text field.
         let requests = dist(
             None,
@@ -303,10 +319,19 @@ mod tests {
     #[test]
     fn nothing_usable_is_no_assertion() {
         assert_eq!(resolve("x", &dist(None, None, &[])), Licence::NoAssertion);
-        assert_eq!(resolve("x", &dist(None, Some("UNKNOWN"), &[])), Licence::NoAssertion);
-        assert_eq!(resolve("x", &dist(None, Some("  "), &[])), Licence::NoAssertion);
         assert_eq!(
-            resolve("x", &dist(None, None, &["License :: OSI Approved :: BSD License"])),
+            resolve("x", &dist(None, Some("UNKNOWN"), &[])),
+            Licence::NoAssertion
+        );
+        assert_eq!(
+            resolve("x", &dist(None, Some("  "), &[])),
+            Licence::NoAssertion
+        );
+        assert_eq!(
+            resolve(
+                "x",
+                &dist(None, None, &["License :: OSI Approved :: BSD License"])
+            ),
             Licence::NoAssertion,
             "BSD names no one licence"
         );

@@ -125,6 +125,15 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Spdx, Kind::CycloneDx, Kind::Provenance];
 
+    /// How messages and `--sbom-format` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Spdx => "spdx",
+            Kind::CycloneDx => "cyclonedx",
+            Kind::Provenance => "provenance",
+        }
+    }
+
     /// The referrer's `artifactType` and its one layer's media type.
     pub fn media_type(self) -> &'static str {
         match self {
@@ -284,7 +293,8 @@ pub(crate) mod tests {
             of: DigestOf::Content,
         });
         let mut numpy = d("numpy", "2.2.6", "dependencies");
-        numpy.license = Some("Copyright (c) 2005-2024, NumPy Developers.\nAll rights reserved.".into());
+        numpy.license =
+            Some("Copyright (c) 2005-2024, NumPy Developers.\nAll rights reserved.".into());
         let mut pip = d("pip", "23.2.1", IN_BASE);
         pip.classifiers = vec!["License :: OSI Approved :: MIT License".into()];
         let unknown = d("mystery", "1.0", "dependencies");
@@ -301,7 +311,10 @@ pub(crate) mod tests {
                     "dependencies".to_string(),
                     BTreeMap::from([
                         ("requirements.txt".to_string(), "1".repeat(64)),
-                        ("six-1.17.0-py2.py3-none-any.whl".to_string(), "5".repeat(64)),
+                        (
+                            "six-1.17.0-py2.py3-none-any.whl".to_string(),
+                            "5".repeat(64),
+                        ),
                     ]),
                 ),
                 (
@@ -330,7 +343,10 @@ pub(crate) mod tests {
                 OCI_BASE_NAME.to_string(),
                 "apache/beam_python3.11_sdk:2.77.0".to_string(),
             ),
-            (OCI_BASE_DIGEST.to_string(), format!("sha256:{}", "d".repeat(64))),
+            (
+                OCI_BASE_DIGEST.to_string(),
+                format!("sha256:{}", "d".repeat(64)),
+            ),
             ("prebuilder.key".to_string(), "k".repeat(64)),
             ("team".to_string(), "data".to_string()),
         ])
@@ -391,9 +407,19 @@ pub(crate) mod tests {
         let l = labels();
         let f = facts(&r, &l);
         let keys: Vec<&str> = f.packages().iter().map(|p| p.key).collect();
-        let freeze: Vec<&str> = r.packages.as_ref().unwrap().keys().map(String::as_str).collect();
+        let freeze: Vec<&str> = r
+            .packages
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, freeze);
-        let direct = f.packages().into_iter().find(|p| p.key == "direct").unwrap();
+        let direct = f
+            .packages()
+            .into_iter()
+            .find(|p| p.key == "direct")
+            .unwrap();
         assert_eq!(direct.version, None);
         assert_eq!(direct.purl(), "pkg:pypi/direct");
         assert_eq!(f.date(), "2024-05-01T12:00:00Z");

@@ -223,14 +223,22 @@ mod tests {
         assert_eq!(v["subject"][0]["digest"]["sha256"], hex_of(DIGEST));
         let def = &v["predicate"]["buildDefinition"];
         assert_eq!(def["buildType"], BUILD_TYPE);
-        assert_eq!(def["externalParameters"]["base"], "apache/beam_python3.11_sdk:2.77.0");
+        assert_eq!(
+            def["externalParameters"]["base"],
+            "apache/beam_python3.11_sdk:2.77.0"
+        );
         assert_eq!(def["externalParameters"]["network"], "none");
         assert_eq!(def["externalParameters"]["labels"]["team"], "data");
         assert!(
-            def["externalParameters"]["labels"].get("prebuilder.key").is_none(),
+            def["externalParameters"]["labels"]
+                .get("prebuilder.key")
+                .is_none(),
             "prebuilder's own labels are internals"
         );
-        assert_eq!(def["resolvedDependencies"][0]["digest"]["sha256"], "b".repeat(64));
+        assert_eq!(
+            def["resolvedDependencies"][0]["digest"]["sha256"],
+            "b".repeat(64)
+        );
         assert_eq!(
             def["resolvedDependencies"][0]["annotations"]["manifestDigest"],
             format!("sha256:{}", "d".repeat(64))
@@ -249,7 +257,10 @@ mod tests {
             .as_array()
             .unwrap();
         let find = |n: &str| inputs.iter().find(|i| i["name"] == n).unwrap();
-        assert_eq!(find("workflow.tar.gz")["digest"][CONTENT_DIGEST], "c".repeat(64));
+        assert_eq!(
+            find("workflow.tar.gz")["digest"][CONTENT_DIGEST],
+            "c".repeat(64)
+        );
         assert!(find("workflow.tar.gz")["digest"].get("sha256").is_none());
         let six = find("six-1.17.0-py2.py3-none-any.whl");
         assert_eq!(six["digest"]["sha256"], "5".repeat(64));
@@ -273,10 +284,16 @@ mod tests {
         };
         let v = value(&facts(&r, &l), &inv);
         let def = &v["predicate"]["buildDefinition"];
-        assert_eq!(def["externalParameters"]["bootFrom"], "apache/beam_python3.11_sdk:2.77.0");
+        assert_eq!(
+            def["externalParameters"]["bootFrom"],
+            "apache/beam_python3.11_sdk:2.77.0"
+        );
         assert!(def["externalParameters"].get("network").is_none());
         assert_eq!(def["resolvedDependencies"][1]["name"], "boot");
-        assert_eq!(def["resolvedDependencies"][1]["digest"]["sha256"], "e".repeat(64));
+        assert_eq!(
+            def["resolvedDependencies"][1]["digest"]["sha256"],
+            "e".repeat(64)
+        );
     }
 
     /// The token and credential cases of the redaction tests, wherever they
@@ -311,7 +328,10 @@ mod tests {
         };
         let text = String::from_utf8(statement(&facts(&r, &l), &inv)).unwrap();
         assert!(!text.contains("s3cr3tTOKEN"), "{text}");
-        assert!(text.contains("https://***@git.example.com/team/pipeline"), "{text}");
+        assert!(
+            text.contains("https://***@git.example.com/team/pipeline"),
+            "{text}"
+        );
         assert!(text.contains("X-Amz-Signature=***"), "{text}");
     }
 

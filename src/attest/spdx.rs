@@ -86,7 +86,13 @@ fn list_version() -> String {
 fn package_id(key: &str) -> String {
     let slug: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("SPDXRef-pypi-{slug}")
 }
@@ -191,7 +197,8 @@ fn source_info(p: &Package<'_>) -> String {
             a.name,
             match a.of {
                 DigestOf::Bytes => "sha256 of the bytes",
-                DigestOf::Content => "prebuilder content digest, over the archive's sorted entries,",
+                DigestOf::Content =>
+                    "prebuilder content digest, over the archive's sorted entries,",
             },
             a.digest
         ),
@@ -248,7 +255,10 @@ mod tests {
         let six = package(&d, "six");
         assert_eq!(six["versionInfo"], "1.17.0");
         assert_eq!(six["licenseDeclared"], "MIT");
-        assert_eq!(six["externalRefs"][0]["referenceLocator"], "pkg:pypi/six@1.17.0");
+        assert_eq!(
+            six["externalRefs"][0]["referenceLocator"],
+            "pkg:pypi/six@1.17.0"
+        );
         assert_eq!(six["packageFileName"], "six-1.17.0-py2.py3-none-any.whl");
         assert_eq!(six["checksums"][0]["algorithm"], "SHA256");
         assert_eq!(six["checksums"][0]["checksumValue"], "5".repeat(64));

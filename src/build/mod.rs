@@ -8,11 +8,13 @@
 //!    the boot in a setup container (`layer`, `setup`, `upload`, `record`);
 //! 4. assemble: the setup's snapshot becomes a layer (`crate::image`), loaded
 //!    into the engine, or the container is committed;
-//! 5. publish: tags, then `--push` (`publish`).
+//! 5. publish: tags, then `--push` (`publish`), then the result's SBOMs and
+//!    provenance, attached as referrers (`attest`).
 //!
 //! Generic over [`Engine`] and [`Manifests`], so every decision here is
 //! unit-tested against the recording fake (`tests.rs`) with no daemon.
 
+pub mod attest;
 pub mod base;
 pub mod boot;
 pub mod flink;
@@ -74,6 +76,8 @@ pub struct Options {
     pub labels: crate::labels::Request,
     /// When to pull the base (`--pull`).
     pub pull: PullPolicy,
+    /// The SBOMs and provenance of the result (see `attest`).
+    pub attestations: attest::Attestations,
 }
 
 /// `--pull`, docker's names: pull the base when the engine lacks it, always,
@@ -107,6 +111,21 @@ pub async fn run<E: Engine, R: Manifests>(
     remote: impl FnOnce() -> Result<Option<Remote<R>>>,
     reporter: &dyn Reporter,
 ) -> Result<Report> {
+    let (report, remote) = find_or_build(engine, opts, set, remote, reporter).await?;
+    // The last step of publishing, whichever way the result was found.
+    attest::publish(engine, opts, remote.as_ref(), &report, reporter).await?;
+    Ok(report)
+}
+
+/// Find the result or build it, tag and push it: the report, and the
+/// registry when one was asked for.
+async fn find_or_build<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    set: &StagedSet,
+    remote: impl FnOnce() -> Result<Option<Remote<R>>>,
+    reporter: &dyn Reporter,
+) -> Result<(Report, Option<Remote<R>>)> {
     let started = Instant::now();
     let mut remote = Some(remote);
     let mut take_remote = || remote.take().map_or(Ok(None), |f| f());
@@ -138,7 +157,7 @@ pub async fn run<E: Engine, R: Manifests>(
                     .await?;
             early_remote = Some(r);
             match found {
-                fresh::Found::Hit(report) => return Ok(*report),
+                fresh::Found::Hit(report) => return Ok((*report, early_remote.flatten())),
                 fresh::Found::Layers(names) => {
                     let base = match local_base {
                         Some(base) => base,
@@ -188,7 +207,7 @@ pub async fn run<E: Engine, R: Manifests>(
                 digest: Some(digest),
                 tags,
             };
-            return Ok(report(opts, &plan, (&base, set), outcome, started));
+            return Ok((report(opts, &plan, (&base, set), outcome, started), remote));
         }
         // The registry as the layer cache: pull the highest layer it has.
         if let Some(r) = &remote {
@@ -232,7 +251,7 @@ pub async fn run<E: Engine, R: Manifests>(
         digest,
         tags,
     };
-    Ok(report(opts, &plan, (&base, set), outcome, started))
+    Ok((report(opts, &plan, (&base, set), outcome, started), remote))
 }
 
 /// The ids of the layers found on the engine, bottom up, up to the first

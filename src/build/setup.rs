@@ -307,28 +307,54 @@ printf '{{"url": "file:///opt/apache/beam/artifacts/demo_pkg-1.2-py3-none-any.wh
             ),
         )
         .unwrap();
-        Command::new("chmod").arg("755").arg(&boot).status().unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&boot)
+            .status()
+            .unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let c = on_host(command(true, 1, &[]), &boot, &art, &dir.path().join("record"), &root);
+        let c = on_host(
+            command(true, 1, &[]),
+            &boot,
+            &art,
+            &dir.path().join("record"),
+            &root,
+        );
         let out = Command::new(&c[0])
             .args(&c[1..])
             .env("PYTHONPATH", &site)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let freeze = root.join(SNAPSHOT_DIR.trim_start_matches('/')).join(FREEZE_NAME);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let freeze = root
+            .join(SNAPSHOT_DIR.trim_start_matches('/'))
+            .join(FREEZE_NAME);
         let freeze = std::fs::read_to_string(&freeze).unwrap();
         assert!(
             !freeze.is_empty(),
             "this test needs a `python` with pip on PATH, as the images have"
         );
         let (before, after) = crate::record::parse_listing(&freeze);
-        assert!(!before.is_empty(), "the interpreter's own distributions: {freeze}");
-        assert!(!before.contains_key("demo-pkg"), "installed by the setup: {freeze}");
+        assert!(
+            !before.is_empty(),
+            "the interpreter's own distributions: {freeze}"
+        );
+        assert!(
+            !before.contains_key("demo-pkg"),
+            "installed by the setup: {freeze}"
+        );
         let demo = after.iter().find(|l| l.name == "demo_pkg").expect(&freeze);
         assert_eq!(demo.version.as_deref(), Some("1.2"));
-        assert_eq!(demo.license_expression.as_deref(), Some("MIT OR Apache-2.0"));
+        assert_eq!(
+            demo.license_expression.as_deref(),
+            Some("MIT OR Apache-2.0")
+        );
         assert_eq!(demo.classifiers, ["License :: OSI Approved :: MIT License"]);
         assert_eq!(demo.tags, ["py3-none-any"]);
         assert_eq!(
@@ -336,7 +362,10 @@ printf '{{"url": "file:///opt/apache/beam/artifacts/demo_pkg-1.2-py3-none-any.wh
             Some("file:///opt/apache/beam/artifacts/demo_pkg-1.2-py3-none-any.whl")
         );
         let (_, packages) = crate::record::parse_freeze(&freeze);
-        assert!(packages.contains_key("demo-pkg"), "pip's freeze sees it too");
+        assert!(
+            packages.contains_key("demo-pkg"),
+            "pip's freeze sees it too"
+        );
     }
 
     /// The script really runs under sh: staged files are removed on success,

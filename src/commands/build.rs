@@ -5,7 +5,7 @@ use crate::build::{self, Remote};
 use crate::cancel::Cancel;
 use std::path::Path;
 
-use crate::cli::{BuildArgs, PullPolicy};
+use crate::cli::{BuildArgs, PullPolicy, SbomFormat};
 use crate::engine::{endpoint, ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
@@ -196,6 +196,15 @@ pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> Result<bu
             PullPolicy::Missing => build::PullPolicy::Missing,
             PullPolicy::Always => build::PullPolicy::Always,
             PullPolicy::Never => build::PullPolicy::Never,
+        },
+        attestations: build::attest::Attestations {
+            attach: !args.no_attestations,
+            wanted: crate::attest::Wanted {
+                spdx: args.sbom_format != SbomFormat::Cyclonedx,
+                cyclonedx: args.sbom_format != SbomFormat::Spdx,
+                provenance: true,
+            },
+            dir: args.attestations_dir.clone(),
         },
     })
 }

@@ -399,7 +399,16 @@ impl FakeEngine {
                 }
                 // The freeze: in the snapshot directory when there is a
                 // snapshot, else at the record's path (as setup.sh writes it).
-                let freeze = b"# python 3.11.2\nsix==1.16.0\n".to_vec();
+                // And the listing: pip in the base, six installed from
+                // the wheel the unit tests stage.
+                let freeze = concat!(
+                    "# python 3.11.2\npip==23.2.1\nsix==1.16.0\n",
+                    "# before [\"pip\", \"23.2.1\"]\n",
+                    "# dist {\"name\": \"pip\", \"version\": \"23.2.1\", \"license\": \"MIT\"}\n",
+                    "# dist {\"name\": \"six\", \"version\": \"1.16.0\", \"license\": \"MIT\", \"tags\": [\"py3-none-any\"]}\n",
+                )
+                .as_bytes()
+                .to_vec();
                 let freeze_path = if setup.snapshot {
                     "/.prebuilder-snapshot/freeze"
                 } else {
@@ -712,7 +721,17 @@ impl Engine for FakeEngine {
             s.layer_bytes.insert(sha(&layer), layer);
             s.configs.insert(id.clone(), config_bytes.clone());
         }
-        self.new_image(&parent, &doc["config"], id, diff_ids, BTreeSet::new());
+        self.new_image(
+            &parent,
+            &doc["config"],
+            id.clone(),
+            diff_ids,
+            BTreeSet::new(),
+        );
+        // As an engine reports it: the config's own date.
+        if let Some(image) = self.state().images.get_mut(&id) {
+            image.info.created = doc["created"].as_str().map(str::to_string);
+        }
         Ok(())
     }
 

@@ -623,7 +623,10 @@ mod tests {
         assert!(r.is_complete(), "a format 1 record never had distributions");
         let mut r2 = r.clone();
         r2.format = FORMAT;
-        assert!(!r2.is_complete(), "a format 2 record without them lost them");
+        assert!(
+            !r2.is_complete(),
+            "a format 2 record without them lost them"
+        );
     }
 
     #[test]
@@ -635,7 +638,10 @@ mod tests {
             # dist {\"name\": \"six\", \"version\": \"1.17.0\", \"license\": \"MIT\", \"classifiers\": [\"License :: OSI Approved :: MIT License\"], \"direct_url\": null, \"tags\": [\"py3-none-any\"], \"license_expression\": null}\n\
             # dist {broken\n";
         let (before, after) = parse_listing(text);
-        assert_eq!(before, BTreeMap::from([("six".to_string(), "1.16.0".to_string())]));
+        assert_eq!(
+            before,
+            BTreeMap::from([("six".to_string(), "1.16.0".to_string())])
+        );
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].license.as_deref(), Some("MIT"));
         assert_eq!(after[0].tags, ["py3-none-any"]);

@@ -103,19 +103,16 @@ pub fn attribute(
         let version = l.version.clone().unwrap_or_default();
         let found = by_direct_url(&files, l.direct_url.as_deref())
             .or_else(|| by_file_name(&files, &key, &version, &l.tags));
-        let (layer, artifact) = match found {
-            Some(a) => (layer.to_string(), Some(source(a))),
-            None if before.get(&key) == Some(&version) => {
-                match parent
-                    .and_then(|p| p.distributions.as_ref())
-                    .and_then(|d| d.get(&key))
-                    .filter(|d| d.version == version)
-                {
-                    Some(d) => (d.layer.clone(), d.artifact.clone()),
-                    None => (IN_BASE.to_string(), None),
-                }
-            }
-            None => (layer.to_string(), None),
+        let below = parent
+            .and_then(|p| p.distributions.as_ref())
+            .and_then(|d| d.get(&key))
+            .filter(|d| d.version == version);
+        let (layer, artifact) = match (found, below) {
+            (Some(a), _) => (layer.to_string(), Some(source(a))),
+            // Left as the layer below recorded it.
+            (None, Some(d)) => (d.layer.clone(), d.artifact.clone()),
+            (None, None) if before.get(&key) == Some(&version) => (IN_BASE.to_string(), None),
+            (None, None) => (layer.to_string(), None),
         };
         out.insert(
             key,
@@ -324,9 +321,17 @@ mod tests {
         let f = FileName::parse(&b).unwrap();
         assert_eq!((f.name.as_str(), f.version.as_str()), ("numpy", "2.2.6"));
         assert_eq!(f.tags.len(), 2);
-        let s = artifact("Text-Unidecode-1.3.tar.gz", Role::RequirementsCache, "a", "a");
+        let s = artifact(
+            "Text-Unidecode-1.3.tar.gz",
+            Role::RequirementsCache,
+            "a",
+            "a",
+        );
         let f = FileName::parse(&s).unwrap();
-        assert_eq!((f.name.as_str(), f.version.as_str()), ("text-unidecode", "1.3"));
+        assert_eq!(
+            (f.name.as_str(), f.version.as_str()),
+            ("text-unidecode", "1.3")
+        );
         for not in ["requirements.txt", "x.whl", "noversion.tar.gz"] {
             assert_eq!(
                 FileName::parse(&artifact(not, Role::RequirementsCache, "a", "a")),
@@ -336,14 +341,24 @@ mod tests {
         }
         // Only roles that install packages are read.
         assert_eq!(
-            FileName::parse(&artifact("six-1.0-py3-none-any.whl", Role::FileToStage, "a", "a")),
+            FileName::parse(&artifact(
+                "six-1.0-py3-none-any.whl",
+                Role::FileToStage,
+                "a",
+                "a"
+            )),
             None
         );
     }
 
     #[test]
     fn each_distribution_gets_its_wheel_its_layer_or_the_base() {
-        let six = artifact("six-1.17.0-py2.py3-none-any.whl", Role::RequirementsCache, "5ix", "5ix");
+        let six = artifact(
+            "six-1.17.0-py2.py3-none-any.whl",
+            Role::RequirementsCache,
+            "5ix",
+            "5ix",
+        );
         let wf = artifact("workflow.tar.gz", Role::Workflow, "bytes", "content");
         let req = artifact("requirements.txt", Role::Requirements, "r", "r");
         let mut demo = listed("prebuilder_demo", "0.1");
@@ -432,14 +447,30 @@ mod tests {
         assert_eq!(d["six"].artifact, parent_dist.artifact);
         assert_eq!(d["pip"].layer, IN_BASE);
         // An upgrade in this layer is this layer's, whatever the parent said.
-        let d = attribute("application", &[], vec![listed("six", "1.18.0")], &before, Some(&parent));
+        let d = attribute(
+            "application",
+            &[],
+            vec![listed("six", "1.18.0")],
+            &before,
+            Some(&parent),
+        );
         assert_eq!(d["six"].layer, "application");
     }
 
     #[test]
     fn several_builds_of_one_version_are_told_apart_by_tags_or_not_guessed() {
-        let a = artifact("np-1.0-cp311-cp311-manylinux2014_x86_64.whl", Role::RequirementsCache, "a", "a");
-        let b = artifact("np-1.0-cp312-cp312-manylinux2014_x86_64.whl", Role::RequirementsCache, "b", "b");
+        let a = artifact(
+            "np-1.0-cp311-cp311-manylinux2014_x86_64.whl",
+            Role::RequirementsCache,
+            "a",
+            "a",
+        );
+        let b = artifact(
+            "np-1.0-cp312-cp312-manylinux2014_x86_64.whl",
+            Role::RequirementsCache,
+            "b",
+            "b",
+        );
         let mut l = listed("np", "1.0");
         l.tags = vec!["cp312-cp312-manylinux2014_x86_64".into()];
         let d = attribute("dependencies", &[&a, &b], vec![l], &BTreeMap::new(), None);
@@ -458,7 +489,8 @@ mod tests {
     fn direct_urls_are_matched_decoded() {
         let a = artifact("my pkg-1.0-py3-none-any.whl", Role::ExtraPackage, "e", "e");
         let mut l = listed("my-pkg", "1.0");
-        l.direct_url = Some("file:///opt/apache/beam/artifacts/my%20pkg-1.0-py3-none-any.whl".into());
+        l.direct_url =
+            Some("file:///opt/apache/beam/artifacts/my%20pkg-1.0-py3-none-any.whl".into());
         let d = attribute("application", &[&a], vec![l], &BTreeMap::new(), None);
         assert_eq!(d["my-pkg"].artifact.as_ref().unwrap().name, a.name);
         assert_eq!(percent_decode("a%2"), "a%2");

@@ -240,7 +240,11 @@ pub async fn attach<R: Manifests>(
     }
     Err(Error::Registry {
         registry: registry.host().to_string(),
-        action: format!("listing {} in the referrers tag {}:{tag}", entry.digest, registry.path()),
+        action: format!(
+            "listing {} in the referrers tag {}:{tag}",
+            entry.digest,
+            registry.path()
+        ),
         reason: format!("other writers kept replacing the tag ({TAG_ATTEMPTS} attempts)"),
     })
 }
@@ -317,7 +321,10 @@ impl Registry {
                 let detail = resp.text().await.unwrap_or_default();
                 let mut err = self.status_err(
                     s,
-                    format!("putting the referrer {}@{}", self.repo.path, manifest.digest),
+                    format!(
+                        "putting the referrer {}@{}",
+                        self.repo.path, manifest.digest
+                    ),
                 );
                 if let Error::Registry { reason, .. } = &mut err {
                     let detail = detail.trim();
