@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prebuilder::cancel::{Cancel, Signal, Trigger};
-use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs};
-use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
+use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs, VerifyArgs};
+use prebuilder::commands::{build, check, diff, digest, gc, inspect, sbom, template, verify};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::outputs;
 use prebuilder::plan::{BEAM_DIR, BOOT};
@@ -49,6 +49,10 @@ fn main() -> ExitCode {
             Command::Diff(args) => with_engine(&cancel, async |e| diff::run(e, &args).await)
                 .await
                 .map(|out| print_stdout(&out)),
+            Command::Sbom(args) => cancellable(&cancel, sbom::run(&args))
+                .await
+                .map(|out| print_bytes(&out)),
+            Command::Verify(args) => run_verify(args, &cancel).await,
             Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
@@ -176,6 +180,28 @@ async fn run_check(args: CheckArgs, cancel: &Cancel) -> Result<(), Error> {
     check::verdict(&report)
 }
 
+/// The verdict goes to stdout whatever it says; a disagreement then makes
+/// the exit status 1.
+async fn run_verify(args: VerifyArgs, cancel: &Cancel) -> Result<(), Error> {
+    let verdict = cancellable(cancel, verify::run(&args)).await?;
+    print_stdout(&match args.format {
+        Format::Json => verdict.to_json(),
+        Format::Text => verdict.to_text(),
+    });
+    verify::verdict(&verdict)
+}
+
+/// `f`, or [`Error::Interrupted`] on a signal.
+async fn cancellable<T>(
+    cancel: &Cancel,
+    f: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        r = f => r,
+        signal = cancel.cancelled() => Err(Error::Interrupted { signal }),
+    }
+}
+
 /// Connect, run, and remove whatever containers `f` left (signals included).
 async fn with_engine<T>(
     cancel: &Cancel,
@@ -195,6 +221,10 @@ fn print_report(report: &Report, format: Format) {
         Format::Json => report.to_json() + "\n",
         Format::Text => report.to_text(),
     });
+}
+
+fn print_bytes(bytes: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(bytes);
 }
 
 fn print_stdout(text: &str) {

@@ -19,6 +19,7 @@ pub mod image;
 pub mod licence;
 pub mod provenance;
 pub mod spdx;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

@@ -1803,3 +1803,58 @@ async fn a_registry_hit_without_push_writes_nothing_to_the_registry() {
     assert_eq!(hit.digest, built.digest);
     assert_eq!(referrer_writes(&w.engine.registry), 0);
 }
+
+/// `prebuilder verify`'s reading of a pushed result: everything agrees;
+/// a provenance about other inputs, attached by someone else, does not.
+#[tokio::test]
+async fn a_pushed_result_verifies_and_a_foreign_provenance_does_not() {
+    let w = world();
+    let r = w.quick(&attesting(&w), &w.set("app")).await.unwrap();
+    let digest = r.digest.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = &r.image[REPO.len() + 1..];
+    let v = crate::commands::verify::judge(&*w.engine.registry, REPO, tag, dir.path())
+        .await
+        .unwrap();
+    assert!(v.agree, "{}", v.to_text());
+    assert_eq!(v.digest, digest);
+    assert!(crate::commands::verify::verdict(&v).is_ok());
+
+    // Another registry holding the same image with a provenance of other inputs.
+    let other = world();
+    let mut opts = attesting(&other);
+    opts.attestations.wanted = crate::attest::Wanted {
+        spdx: true,
+        cyclonedx: true,
+        provenance: false,
+    };
+    other.quick(&opts, &other.set("app")).await.unwrap();
+    let (info, mut record) = crate::record::load(&w.engine, r.image_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    record
+        .inputs
+        .get_mut("application")
+        .unwrap()
+        .insert("workflow.tar.gz".into(), "0".repeat(64));
+    let described =
+        crate::attest::image::Described::local(&info, record, REPO, Some(digest.as_str()));
+    let forged = crate::attest::Kind::Provenance.make(&described.facts(), &Default::default());
+    let subject = other.engine.registry.stored(tag).unwrap();
+    crate::attest::attach::attach(
+        &*other.engine.registry,
+        &subject,
+        &[(crate::attest::Kind::Provenance, forged)],
+        "2026-01-01T00:00:00Z",
+    )
+    .await
+    .unwrap();
+    let v = crate::commands::verify::judge(&*other.engine.registry, REPO, &digest, dir.path())
+        .await
+        .unwrap();
+    assert!(!v.agree, "{}", v.to_text());
+    let failed: Vec<&str> = v.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    assert_eq!(failed, ["provenance inputs"], "{}", v.to_text());
+    let e = crate::commands::verify::verdict(&v).unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+}
