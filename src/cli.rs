@@ -139,7 +139,7 @@ SBOMs agree: the top layer is the one its config names, the record in the top la
 in its label, the provenance is about this digest and names the record's inputs by the same \
 digests and its base, and each SBOM lists the record's packages. Nothing is pulled; the top \
 layer is downloaded to be read.\n\n\
-Exit status: 0 they agree; 1 they do not (each failed check is listed on stdout, as diff's 1); \
+Exit status: 0 they agree; 1 they do not (each failed check is listed on stdout, as GNU diff's 1); \
 2 bad usage or the image is not in the registry; 3 the registry is unavailable.",
         after_help = "Example:\n  prebuilder verify localhost:5000/team/sdk@sha256:…"
     )]

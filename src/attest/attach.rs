@@ -70,7 +70,7 @@ pub async fn attach<R: Manifests>(
         let manifest = referrers::artifact_manifest(
             kind.media_type(),
             &described,
-            bytes,
+            (bytes, kind.file_name()),
             &[("org.opencontainers.image.created", date)],
         );
         let blob = format!(

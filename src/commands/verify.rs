@@ -1,7 +1,7 @@
 //! `prebuilder verify IMAGE`: whether a pushed image's layers, record and
 //! attached provenance and SBOMs agree (`crate::attest::verify` judges).
 //! Read from the registry without pulling; the verdict goes to stdout and
-//! a disagreement is exit status 1, as `diff`'s.
+//! a disagreement is exit status 1, as GNU diff's.
 
 use crate::attest::{attach, image, verify::Verdict, Kind};
 use crate::cli::VerifyArgs;

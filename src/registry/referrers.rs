@@ -90,12 +90,13 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// The referrer manifest of `document` (one layer of type `artifact_type`)
-/// about `subject`; `annotations` go on the manifest (e.g. its date).
+/// The referrer manifest of `document` (one layer of type `artifact_type`,
+/// titled `title`: the file name `oras pull` saves it under) about
+/// `subject`; `annotations` go on the manifest (e.g. its date).
 pub fn artifact_manifest(
     artifact_type: &str,
     subject: &Descriptor,
-    document: &[u8],
+    (document, title): (&[u8], &str),
     annotations: &[(&str, &str)],
 ) -> RawManifest {
     let mut m = json!({
@@ -111,6 +112,7 @@ pub fn artifact_manifest(
             "mediaType": artifact_type,
             "digest": sha256(document),
             "size": document.len(),
+            "annotations": {"org.opencontainers.image.title": title},
         }],
         "subject": {
             "mediaType": subject.media_type,
@@ -358,7 +360,7 @@ mod tests {
         let m = artifact_manifest(
             "application/spdx+json",
             &subject(),
-            doc,
+            (doc, "sbom.spdx.json"),
             &[("org.opencontainers.image.created", "2024-05-01T12:00:00Z")],
         );
         let v: Value = serde_json::from_slice(&m.bytes).unwrap();
@@ -373,6 +375,10 @@ mod tests {
         assert_eq!(v["config"]["size"], 2);
         assert_eq!(v["layers"][0]["digest"], sha256(doc));
         assert_eq!(v["layers"][0]["size"], doc.len());
+        assert_eq!(
+            v["layers"][0]["annotations"]["org.opencontainers.image.title"],
+            "sbom.spdx.json"
+        );
         assert_eq!(v["subject"]["digest"], subject().digest);
         assert_eq!(v["subject"]["size"], 1234);
         assert_eq!(m.digest, sha256(&m.bytes));
@@ -386,7 +392,7 @@ mod tests {
             artifact_manifest(
                 "application/spdx+json",
                 &subject(),
-                doc,
+                (doc, "sbom.spdx.json"),
                 &[("org.opencontainers.image.created", "2024-05-01T12:00:00Z")]
             )
             .bytes
