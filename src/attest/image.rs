@@ -61,7 +61,7 @@ pub async fn from_engine<E: Engine>(
     repository: &str,
     digest: Option<&str>,
 ) -> Result<Described> {
-    let (info, record) = crate::record::load(engine, image).await?;
+    let (info, record) = crate::record::load_complete(engine, image).await?;
     Ok(Described::local(&info, record, repository, digest))
 }
 
@@ -110,12 +110,21 @@ pub async fn from_registry<R: Manifests>(
         .manifest(reference)
         .await?
         .ok_or_else(|| bad("the registry has no such manifest".into()))?;
-    let layers = image_layers(&manifest.bytes).ok_or_else(|| {
-        bad(format!(
-            "{} is not an image manifest (an index, or schema 1)",
-            manifest.media_type
-        ))
-    })?;
+    // A multi-platform result is its index (the documents' subject); its
+    // config and layers are this platform's image's.
+    let layers = match image_layers(&manifest.bytes) {
+        Some(l) => l,
+        None => registry
+            .image_manifest(&manifest.digest)
+            .await?
+            .and_then(|m| image_layers(&m.bytes))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} is not an image manifest, nor an index of one for this platform",
+                    manifest.media_type
+                ))
+            })?,
+    };
     let tmp = tempfile::Builder::new()
         .prefix("attest-")
         .tempdir_in(scratch)

@@ -46,12 +46,7 @@ pub async fn make<E: Engine>(
     let parent = match parent {
         // A bounded label may lack the distributions, the packages, the
         // inputs: the file has them.
-        Some(r) if !r.is_complete() => Some(
-            crate::record::load(engine, b.from_image)
-                .await
-                .map(|(_, r)| r)
-                .unwrap_or(r),
-        ),
+        Some(r) if !r.is_complete() => Some(parent_file(engine, container, b, r).await),
         other => other,
     };
     let distributions = record::sources::attribute(
@@ -105,4 +100,31 @@ async fn freeze<E: Engine>(engine: &E, container: &str, snapshot: bool) -> Resul
         }
     }
     ops::download_file(engine, container, RECORD_FILE).await
+}
+
+/// The parent layer's whole record (`label`: what its label holds). With a
+/// snapshot the setup wrote nothing at [`RECORD_FILE`], so the setup
+/// container still has the parent's file there: read it from the container
+/// rather than start another one from the parent image.
+async fn parent_file<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    label: Record,
+) -> Record {
+    if !b.commit {
+        let here = ops::download_file(engine, container, RECORD_FILE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|bytes| Record::parse(&String::from_utf8_lossy(&bytes)).ok())
+            .filter(|r| r.key == label.key && r.is_complete());
+        if let Some(r) = here {
+            return r;
+        }
+    }
+    crate::record::load_complete(engine, b.from_image)
+        .await
+        .map(|(_, r)| r)
+        .unwrap_or(label)
 }

@@ -1613,7 +1613,7 @@ async fn a_push_attaches_both_sboms_and_the_provenance_and_keeps_the_images_dige
     .unwrap();
     let claims = crate::attest::provenance::claims(&provenance).unwrap();
     assert_eq!(claims.subjects, std::slice::from_ref(&digest));
-    let (_, record) = crate::record::load(&w.engine, r.image_id.as_deref().unwrap())
+    let (_, record) = crate::record::load_complete(&w.engine, r.image_id.as_deref().unwrap())
         .await
         .unwrap();
     assert_eq!(claims.inputs, record.inputs);
@@ -1829,9 +1829,10 @@ async fn a_pushed_result_verifies_and_a_foreign_provenance_does_not() {
         provenance: false,
     };
     other.quick(&opts, &other.set("app")).await.unwrap();
-    let (info, mut record) = crate::record::load(&w.engine, r.image_id.as_deref().unwrap())
-        .await
-        .unwrap();
+    let (info, mut record) =
+        crate::record::load_complete(&w.engine, r.image_id.as_deref().unwrap())
+            .await
+            .unwrap();
     record
         .inputs
         .get_mut("application")

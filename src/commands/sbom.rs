@@ -70,7 +70,7 @@ pub async fn attached<R: Manifests>(
 /// about its registry digest when the engine knows one for its repository,
 /// else its image id.
 pub async fn local<E: Engine>(engine: &E, image: &str, kind: Kind) -> Result<Vec<u8>> {
-    let (info, record) = crate::record::load(engine, image).await?;
+    let (info, record) = crate::record::load_complete(engine, image).await?;
     let written = ImageRef::parse(image).written;
     let repository = if written.starts_with("sha256:") || info.id.contains(&written) {
         // An image id: name it by a tag it has, if any.

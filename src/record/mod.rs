@@ -20,7 +20,7 @@ use crate::report::short_id;
 
 mod load;
 pub mod sources;
-pub use load::load;
+pub use load::{load, load_complete};
 pub use sources::{DigestOf, Distribution, Listed, Source, IN_BASE};
 
 /// Inside the image: the record (JSON). During the setup it holds pip's freeze.
