@@ -48,6 +48,7 @@ pub async fn attach<R: Manifests>(
     let present = present(registry, &subject.digest).await?;
     let described = Descriptor::of(subject, None);
     let mut out = Vec::new();
+    let mut new = Vec::new();
     let mut config_there = false;
     for (kind, bytes) in documents {
         if let Some((_, digest)) = present.iter().find(|(k, _)| k == kind) {
@@ -80,13 +81,15 @@ pub async fn attach<R: Manifests>(
         if !registry.blob_exists(&blob).await? {
             registry.upload_blob(&blob, BlobBody::Bytes(bytes)).await?;
         }
-        referrers::attach(registry, &subject.digest, &manifest, kind.media_type()).await?;
         out.push(Attached {
             kind: *kind,
-            digest: manifest.digest,
+            digest: manifest.digest.clone(),
             existing: false,
         });
+        new.push((manifest, kind.media_type()));
     }
+    let new: Vec<(&RawManifest, &str)> = new.iter().map(|(m, t)| (m, *t)).collect();
+    referrers::attach(registry, &subject.digest, &new).await?;
     Ok(out)
 }
 

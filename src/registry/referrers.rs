@@ -192,33 +192,38 @@ fn index_entries(bytes: &[u8]) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Put `manifest`, a referrer of `subject` (its config and layer blobs
-/// already in the registry), and make it listed: by the registry itself,
-/// else in the referrers tag.
+/// Put `manifests`, referrers of `subject` (each with its artifact type;
+/// their config and layer blobs already in the registry), and make them
+/// listed: by the registry itself, else in the referrers tag, in one update.
 pub async fn attach<R: Manifests>(
     registry: &R,
     subject: &str,
-    manifest: &RawManifest,
-    artifact_type: &str,
+    manifests: &[(&RawManifest, &str)],
 ) -> Result<()> {
-    if registry.put_referrer(manifest).await? {
+    let mut unlisted = Vec::new();
+    for (manifest, artifact_type) in manifests {
+        if !registry.put_referrer(manifest).await? {
+            unlisted.push(Descriptor::of(manifest, Some(artifact_type)));
+        }
+    }
+    if unlisted.is_empty() {
         return Ok(());
     }
-    let entry = Descriptor::of(manifest, Some(artifact_type));
     let tag = tag_of(subject);
+    let listed = |entries: &[Value], d: &Descriptor| {
+        entries
+            .iter()
+            .any(|e| e["digest"].as_str() == Some(d.digest.as_str()))
+    };
     for _ in 0..TAG_ATTEMPTS {
         let current = registry.manifest(&tag).await?;
         let mut entries = current
             .as_ref()
             .map(|m| index_entries(&m.bytes))
             .unwrap_or_default();
-        let listed = |entries: &[Value]| {
-            entries
-                .iter()
-                .any(|e| e["digest"].as_str() == Some(entry.digest.as_str()))
-        };
-        if !listed(&entries) {
-            entries.push(entry.to_json());
+        let missing: Vec<&Descriptor> = unlisted.iter().filter(|d| !listed(&entries, d)).collect();
+        if !missing.is_empty() {
+            entries.extend(missing.iter().map(|d| d.to_json()));
             let bytes = serde_json::to_vec(&json!({
                 "schemaVersion": 2,
                 "mediaType": OCI_INDEX,
@@ -236,15 +241,17 @@ pub async fn attach<R: Manifests>(
         // Read back: a writer that read before this put may have put its
         // own list over it.
         let after = registry.manifest(&tag).await?;
-        if after.is_some_and(|m| listed(&index_entries(&m.bytes))) {
+        if after.is_some_and(|m| {
+            let entries = index_entries(&m.bytes);
+            unlisted.iter().all(|d| listed(&entries, d))
+        }) {
             return Ok(());
         }
     }
     Err(Error::Registry {
         registry: registry.host().to_string(),
         action: format!(
-            "listing {} in the referrers tag {}:{tag}",
-            entry.digest,
+            "listing the referrers of {subject} in the tag {}:{tag}",
             registry.path()
         ),
         reason: format!("other writers kept replacing the tag ({TAG_ATTEMPTS} attempts)"),
