@@ -64,6 +64,39 @@ impl Verdict {
     }
 }
 
+/// Read `reference` of `repository` from `registry` (with its top layer;
+/// nothing is pulled) and its attachments, and judge them.
+pub async fn judge<R: crate::registry::Manifests>(
+    registry: &R,
+    repository: &str,
+    reference: &str,
+    scratch: &std::path::Path,
+) -> crate::error::Result<Verdict> {
+    let fetched =
+        super::image::from_registry(registry, repository, reference, scratch, true).await?;
+    let digest = fetched.manifest.digest.clone();
+    let provenance = super::attach::fetch(registry, &digest, Kind::Provenance, scratch).await?;
+    let mut sboms = Vec::new();
+    for kind in [Kind::Spdx, Kind::CycloneDx] {
+        if let Some(bytes) = super::attach::fetch(registry, &digest, kind, scratch).await? {
+            sboms.push((kind, bytes));
+        }
+    }
+    Ok(verify(repository, &fetched, provenance.as_deref(), &sboms))
+}
+
+/// The exit status: a disagreement is `Error::Disagree` (1).
+pub fn verdict(v: &Verdict) -> crate::error::Result<()> {
+    if v.agree {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Disagree {
+            image: format!("{}@{}", v.image, v.digest),
+            failed: v.failed(),
+        })
+    }
+}
+
 fn check(name: &'static str, ok: bool, detail: impl Into<String>) -> Check {
     Check {
         name,

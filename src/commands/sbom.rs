@@ -7,19 +7,21 @@ use crate::cli::{SbomArgs, SbomFormatArg};
 use crate::engine::{DockerEngine, Engine};
 use crate::error::{Error, Result};
 use crate::registry::{self, ImageRef, Manifests, Registry};
+use crate::settings::Settings;
 
-pub async fn run(args: &SbomArgs) -> Result<Vec<u8>> {
+pub async fn run(args: &SbomArgs, settings: &Settings) -> Result<Vec<u8>> {
     let kind = kind(args.format);
     let image = ImageRef::parse(&args.image);
     if image.repository.explicit {
         let repo = image.repository.clone();
-        let registry = Registry::new(repo.clone(), registry::credentials(&repo)?)?;
+        let credential = registry::credentials(&settings.docker_config_dir(), &repo)?;
+        let registry = Registry::new(repo.clone(), credential)?;
         let scratch = scratch()?;
         if let Some(doc) = attached(&registry, image.tag_or_digest(), kind, scratch.path()).await? {
             return Ok(doc);
         }
     }
-    let engine = DockerEngine::connect().await?;
+    let engine = DockerEngine::connect(settings).await?;
     let on_engine = engine.inspect(&args.image).await?.is_some();
     if !on_engine {
         return Err(Error::SbomMissing {
