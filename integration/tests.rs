@@ -6,6 +6,7 @@
 mod daemons;
 mod support;
 
+mod attest;
 mod build;
 mod cache;
 mod custom;

@@ -11,12 +11,16 @@
 //!    [`produce::Produce`] seam: a setup container running the boot, its
 //!    snapshot assembled into a layer and loaded (`layer`, `setup`, `upload`,
 //!    `record`, `verify`, `crate::image`);
-//! 6. publish: tags, then `--push` through the registry API (`publish`);
+//! 6. publish: tags, then `--push` through the registry API (`publish`),
+//!    then the result's SBOMs and provenance, attached as OCI referrers and
+//!    written to `--attestations-dir` (`attest`, one step after the report
+//!    is made, whichever way the result was found);
 //! 7. one report.
 //!
 //! Generic over [`Engine`] and [`Manifests`], so every decision here is
 //! unit-tested against the recording fake (`tests/`) with no daemon.
 
+pub mod attest;
 pub mod base;
 pub mod boot;
 pub mod flink;
@@ -84,6 +88,8 @@ pub struct Options {
     pub pull: PullPolicy,
     /// The environment, read once by the caller (`crate::settings`).
     pub settings: crate::settings::Settings,
+    /// The SBOMs and provenance of the result (see `attest`).
+    pub attestations: attest::Attestations,
 }
 
 /// `--pull`, docker's names: pull the base when the engine lacks it, always,
@@ -117,10 +123,25 @@ pub async fn run<E: Engine, R: Manifests>(
     remote: impl FnOnce() -> Result<Option<Remote<R>>>,
     reporter: &dyn Reporter,
 ) -> Result<Report> {
-    let started = Instant::now();
     let mut remote = LazyRemote::new(remote);
+    let report = find_or_build(engine, opts, set, &mut remote, reporter).await?;
+    // The last step of publishing, whichever way the result was found: its
+    // SBOMs and provenance (attached only where the push wrote).
+    attest::publish(engine, opts, remote.made(), &report, reporter).await?;
+    Ok(report)
+}
+
+/// Steps 1 to 7: the result found or built, tagged and pushed, reported.
+async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Remote<R>>>>(
+    engine: &E,
+    opts: &Options,
+    set: &StagedSet,
+    remote: &mut LazyRemote<R, F>,
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let started = Instant::now();
     // 1. The ground: the base's (and boot image's) ids, engine or registry.
-    let ground = ground::resolve(engine, opts, &mut remote, reporter).await?;
+    let ground = ground::resolve(engine, opts, remote, reporter).await?;
     // 2. The plan: layers and their keys, chained on the ground.
     let plan = plan_on(set, opts, &ground)?;
     if opts.push {
@@ -129,7 +150,7 @@ pub async fn run<E: Engine, R: Manifests>(
         }
     }
     // 3. Each layer's source: the engine, the registry, or missing.
-    let mut sources = match locate::locate(engine, opts, &plan, &mut remote, reporter).await? {
+    let mut sources = match locate::locate(engine, opts, &plan, remote, reporter).await? {
         Located::Result(digest) => {
             if ground.base.local.is_none() {
                 reporter.event(Event::NothingPulled);

@@ -6,7 +6,7 @@ use crate::cancel::Cancel;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, SbomFormat};
 use crate::engine::endpoint::Endpoint;
 use crate::engine::{ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
@@ -251,6 +251,15 @@ pub fn options(
         labels,
         pull: args.pull,
         settings: settings.clone(),
+        attestations: build::attest::Attestations {
+            attach: !args.no_attestations,
+            wanted: crate::attest::Wanted {
+                spdx: args.sbom_format != SbomFormat::Cyclonedx,
+                cyclonedx: args.sbom_format != SbomFormat::Spdx,
+                provenance: true,
+            },
+            dir: args.attestations_dir.clone(),
+        },
     })
 }
 
