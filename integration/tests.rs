@@ -9,6 +9,7 @@ mod support;
 mod build;
 mod cache;
 mod custom;
+mod direct;
 mod engines;
 mod errors;
 mod flink;
