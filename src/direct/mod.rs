@@ -18,6 +18,7 @@
 //! container to install.
 
 pub mod index;
+pub mod install;
 pub mod metadata;
 pub mod pyfacts;
 pub mod rootfs;
