@@ -52,6 +52,11 @@ pub struct Index {
     /// uninstall finds on disk.
     pub files: BTreeSet<String>,
     pub roots: Vec<String>,
+    /// Mode, uid and gid of the directories under and above the roots (and
+    /// above Beam's directory) that are not 0755 root: a layer that writes
+    /// into them repeats their entries as they are.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, (u32, u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -712,6 +717,31 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
         }
     }
 
+    let mut dirs = BTreeMap::new();
+    let mut note_dir = |p: &str| {
+        if let Some(n) = fs.node(p) {
+            if n.kind == Kind::Dir && (n.mode != 0o755 || n.uid != 0 || n.gid != 0) {
+                dirs.insert(p.to_string(), (n.mode, n.uid, n.gid));
+            }
+        }
+    };
+    for r in roots
+        .iter()
+        .map(String::as_str)
+        .chain([crate::plan::ARTIFACTS_DIR])
+    {
+        let mut d = r;
+        while d != "/" {
+            note_dir(d);
+            d = parent(d);
+        }
+        for (p, n) in fs.under(r) {
+            if n.kind == Kind::Dir {
+                note_dir(p);
+            }
+        }
+    }
+
     let platforms = tags::linux_platforms(&machine, glibc);
     let tags = tags::cpython_tags(3, minor, &abi, &platforms);
     Ok(Index {
@@ -741,6 +771,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
         distributions,
         files,
         roots,
+        dirs,
     })
 }
 

@@ -507,7 +507,7 @@ impl State {
         // UninstallPathSet.add: only what exists and pip may touch; a .py
         // brings its cached .pyc.
         let mut paths: BTreeSet<String> = BTreeSet::new();
-        let mut add = |p: &str, st: &State, paths: &mut BTreeSet<String>| {
+        let add = |p: &str, st: &State, paths: &mut BTreeSet<String>| {
             if st.exists(p).is_some() && st.index.is_local(p) {
                 paths.insert(p.to_string());
             }
@@ -892,7 +892,7 @@ pub trait Compiler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::direct::index::tests::debian_index;
     use std::io::Write;

@@ -17,9 +17,14 @@
 //! staging hands over binary wheels and a pure-Python sdist that need no
 //! container to install.
 
+pub mod boot;
+pub mod host;
 pub mod index;
 pub mod install;
+pub mod layer;
 pub mod metadata;
 pub mod pyfacts;
+pub mod requirements;
+pub mod resolve;
 pub mod rootfs;
 pub mod tags;

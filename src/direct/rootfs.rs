@@ -29,6 +29,8 @@ pub struct Node {
     pub kind: Kind,
     pub mode: u32,
     pub size: u64,
+    pub uid: u64,
+    pub gid: u64,
 }
 
 /// What [`RootFs::apply_layer`] keeps of a regular file's content.
@@ -89,6 +91,8 @@ impl RootFs {
                 kind: Kind::Dir,
                 mode: 0o755,
                 size: 0,
+                uid: 0,
+                gid: 0,
             },
         );
         fs
@@ -164,6 +168,8 @@ impl RootFs {
                 _ => Kind::Other,
             };
             let size = entry.header().size().unwrap_or(0);
+            let uid = entry.header().uid().unwrap_or(0);
+            let gid = entry.header().gid().unwrap_or(0);
             // A non-directory over a lower directory hides all of it.
             if kind != Kind::Dir {
                 if let Some(old) = self.nodes.get(&path) {
@@ -189,7 +195,16 @@ impl RootFs {
                 }
             }
             this_layer.insert(path.clone());
-            self.nodes.insert(path, Node { kind, mode, size });
+            self.nodes.insert(
+                path,
+                Node {
+                    kind,
+                    mode,
+                    size,
+                    uid,
+                    gid,
+                },
+            );
         }
         for dir in opaque {
             let prefix = format!("{}/", dir.trim_end_matches('/'));

@@ -127,6 +127,7 @@ impl WheelName {
 #[derive(Debug, Clone)]
 pub struct Supported {
     rank: HashMap<String, usize>,
+    best: Option<String>,
 }
 
 impl Supported {
@@ -135,7 +136,15 @@ impl Supported {
         for (i, t) in tags.iter().enumerate() {
             rank.entry(t.clone()).or_insert(i);
         }
-        Supported { rank }
+        Supported {
+            rank,
+            best: tags.first().cloned(),
+        }
+    }
+
+    /// The most preferred tag.
+    pub fn best(&self) -> Option<&str> {
+        self.best.as_deref()
     }
 
     /// The best rank among a wheel's tags; `None` when none is supported.
