@@ -149,3 +149,287 @@ fn the_plain_python_base_is_indexed_as_its_python_and_pip_see_it() {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// The equivalence oracle: the same inputs built by the engine path and by
+// the direct library give the same installed files, pip freeze and pip check.
+
+use std::collections::BTreeMap;
+
+use prebuilder::direct::boot::Artifact;
+use prebuilder::direct::layer::{self, Options, Spec};
+use prebuilder::stage::{Inputs, StagedSet};
+
+/// Images built for one comparison, removed on drop.
+pub struct Built {
+    pub engine: String,
+    pub direct: String,
+    /// The interpreter version that compiled the direct image's .pyc.
+    pub compiled_by: Option<String>,
+    pub base_python: String,
+    _repo: TestRepo,
+}
+
+/// A `docker load` archive of `base` plus `layers` (uncompressed tars), tagged `tag`.
+fn load(base: &Saved, layers: &[PathBuf], tag: &str) {
+    let mut config: serde_json::Value = serde_json::from_slice(&base.config).unwrap();
+    let mut diff_ids: Vec<serde_json::Value> =
+        config["rootfs"]["diff_ids"].as_array().unwrap().clone();
+    let mut history: Vec<serde_json::Value> =
+        config["history"].as_array().cloned().unwrap_or_default();
+    for l in layers {
+        let d = prebuilder::image::image_id(&std::fs::read(l).unwrap());
+        diff_ids.push(serde_json::Value::String(d));
+        history.push(serde_json::json!({"created_by": "prebuilder direct (test)"}));
+    }
+    config["rootfs"]["diff_ids"] = serde_json::Value::Array(diff_ids);
+    config["history"] = serde_json::Value::Array(history);
+    let config = serde_json::to_vec(&config).unwrap();
+    let all: Vec<&PathBuf> = base.layers.iter().chain(layers).collect();
+    let names: Vec<String> = (0..all.len()).map(|i| format!("{i}/layer.tar")).collect();
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": names}]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("config.json", &config);
+    add("manifest.json", manifest.to_string().as_bytes());
+    for (n, p) in names.iter().zip(all) {
+        b.append_path_with_name(p, n).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    docker_ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
+}
+
+/// Build `inputs` on `base` both ways.
+pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) -> Built {
+    let repo = TestRepo::new(test);
+    // The engine path, as users run it.
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--base".into(),
+        base.into(),
+        "--network".into(),
+        "none".into(),
+        "--repository".into(),
+        repo.name.clone(),
+        "--format".into(),
+        "json".into(),
+    ];
+    if let Some(r) = &inputs.requirements_file {
+        args.extend(["--requirements-file".into(), r.display().to_string()]);
+    }
+    if let Some(c) = &inputs.requirements_cache {
+        args.extend(["--requirements-cache".into(), c.display().to_string()]);
+    }
+    for e in &inputs.extra_packages {
+        args.extend(["--extra-package".into(), e.display().to_string()]);
+    }
+    if let Some(s) = &inputs.setup_file {
+        args.extend(["--setup-file".into(), s.display().to_string()]);
+    }
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let o = run(prebuilder().args(&args));
+    assert!(o.status.success(), "engine build failed:\n{}", stderr(&o));
+    let engine = json(&o)["image"].as_str().unwrap().to_string();
+
+    // The direct library, from the base's saved layers.
+    let saved = save(base);
+    let index = index::index_layers(&saved.id, &saved.config, &saved.layers).unwrap();
+    let created = serde_json::from_slice::<serde_json::Value>(&saved.config).unwrap()["created"]
+        .as_str()
+        .map(str::to_string);
+    let epoch = prebuilder::image::reproducible::epoch(created.as_deref());
+    let tmp = tempfile::tempdir().unwrap();
+    let set = StagedSet::from_inputs_in(inputs, tmp.path()).unwrap();
+    let plan = prebuilder::plan::plan(&set, &saved.id).unwrap();
+    let mut lower = index.clone();
+    let mut lower_inputs = BTreeMap::new();
+    let mut layers = Vec::new();
+    let mut compiled_by = None;
+    let work = tempfile::tempdir().unwrap();
+    for (i, l) in plan.layers.iter().enumerate() {
+        let scratch = work.path().join(format!("layer{i}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let spec = Spec {
+            name: l.name.as_str(),
+            key: &l.key,
+            artifacts: l
+                .artifacts
+                .iter()
+                .map(|a| Artifact {
+                    name: a.name.clone(),
+                    path: a.path.clone(),
+                })
+                .collect(),
+            inputs: l
+                .artifacts
+                .iter()
+                .map(|a| (a.name.clone(), a.content_digest.clone()))
+                .collect(),
+            lower_inputs: lower_inputs.clone(),
+            base_id: &saved.id,
+            boot_from: None,
+            epoch,
+        };
+        let p = layer::produce(
+            &lower,
+            &spec,
+            &Options {
+                python: Some(Fixtures::load().venv_python),
+                compile: true,
+            },
+            &scratch,
+        )
+        .unwrap_or_else(|e| panic!("direct {}: {e}", l.name));
+        for w in &p.log.warnings {
+            eprintln!("direct {}: pip would warn: {w}", l.name);
+        }
+        compiled_by = p.compiled_by.as_ref().map(|c| c.version.clone());
+        lower_inputs = p.record.inputs.clone();
+        lower = p.installed;
+        layers.push(p.layer);
+    }
+    let direct = format!("{}:direct", repo.name);
+    load(&saved, &layers, &direct);
+    Built {
+        engine,
+        direct,
+        compiled_by,
+        base_python: index.python.version.clone(),
+        _repo: repo,
+    }
+}
+
+/// Installed files, pip freeze and pip check inside an image.
+///
+/// A `.pyc` is digested over its header and its code objects (every field,
+/// `co_filename` included), not its bytes: marshal marks objects it has seen
+/// twice by their reference counts in the compiling process, so two
+/// compilations of one source by one interpreter can differ in those flag
+/// bits alone.
+const WALK: &str = r#"
+import hashlib, json, marshal, os, stat, subprocess, sys, types
+def canon(o):
+    if isinstance(o, types.CodeType):
+        fields = ("co_filename", "co_name", "co_qualname", "co_firstlineno", "co_flags",
+                  "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_stacksize",
+                  "co_code", "co_linetable", "co_exceptiontable", "co_names", "co_varnames",
+                  "co_freevars", "co_cellvars")
+        return ("code",) + tuple(getattr(o, f, None) for f in fields) + (tuple(canon(c) for c in o.co_consts),)
+    if isinstance(o, (tuple, list)):
+        return (type(o).__name__, tuple(canon(x) for x in o))
+    if isinstance(o, frozenset):
+        return ("frozenset", tuple(sorted((canon(x) for x in o), key=repr)))
+    return (type(o).__name__, repr(o))
+def digest(p, data):
+    if p.endswith(".pyc") and len(data) > 16:
+        try:
+            return "pyc:" + hashlib.sha256(data[:16] + repr(canon(marshal.loads(data[16:]))).encode()).hexdigest()
+        except Exception:
+            pass
+    return hashlib.sha256(data).hexdigest()
+out = {}
+for root in ["/usr/local", "/usr/lib/python3/dist-packages", "/usr/include"]:
+    for dp, dns, fns in os.walk(root):
+        for n in dns:
+            p = os.path.join(dp, n)
+            st = os.lstat(p)
+            out[p + "/"] = ["d", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid]
+        for n in fns:
+            p = os.path.join(dp, n)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[p] = ["l", os.readlink(p)]
+            else:
+                with open(p, "rb") as f:
+                    h = digest(p, f.read())
+                out[p] = ["f", oct(st.st_mode & 0o7777), st.st_size, h]
+freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True)
+check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+print(json.dumps({"files": out, "freeze": freeze.stdout, "check": [check.returncode, check.stdout + check.stderr]}))
+"#;
+
+fn walk(image: &str) -> serde_json::Value {
+    let o = python_in(image, WALK);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Compare the two images; `own` names dist-info directories whose files
+/// are left out (the pipeline's own package, built by another backend).
+pub fn assert_equivalent(b: &Built, own: &[&str]) {
+    let e = walk(&b.engine);
+    let d = walk(&b.direct);
+    let exact_pyc = b.compiled_by.as_deref() == Some(b.base_python.as_str());
+    let skip = |p: &str| {
+        let name = p.rsplit('/').next().unwrap_or("");
+        matches!(name, "INSTALLER" | "RECORD" | "direct_url.json")
+            || own.iter().any(|o| p.contains(&format!("/{o}")))
+    };
+    let ef = e["files"].as_object().unwrap();
+    let df = d["files"].as_object().unwrap();
+    let mut diffs = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = ef.keys().chain(df.keys()).collect();
+    for k in keys {
+        if skip(k) {
+            continue;
+        }
+        match (ef.get(k), df.get(k)) {
+            (Some(a), Some(b)) => {
+                if k.ends_with(".pyc") && !exact_pyc {
+                    continue;
+                }
+                if a != b {
+                    diffs.push(format!("{k}: engine {a} direct {b}"));
+                }
+            }
+            (Some(_), None) => diffs.push(format!("{k}: only in the engine image")),
+            (None, Some(_)) => diffs.push(format!("{k}: only in the direct image")),
+            (None, None) => {}
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences (pyc exact: {exact_pyc}):\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(e["freeze"], d["freeze"], "pip freeze --all");
+    assert_eq!(
+        e["check"][0], 0,
+        "pip check in the engine image: {}",
+        e["check"][1]
+    );
+    assert_eq!(
+        d["check"][0], 0,
+        "pip check in the direct image: {}",
+        d["check"][1]
+    );
+}
+
+#[test]
+fn the_demo_is_the_same_built_directly_or_by_the_engine() {
+    let f = Fixtures::load();
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        requirements_file: Some(unique_requirements(tmp.path(), &demo_requirements_text())),
+        requirements_cache: Some(f.demo_wheels.clone()),
+        setup_file: Some(repo().join("demo/pipeline")),
+        ..Inputs::default()
+    };
+    let b = build_both("direct-demo", &f.beam_image, &inputs, &[]);
+    assert_equivalent(&b, &["prebuilder_demo-0.1.0.dist-info"]);
+}
