@@ -31,6 +31,7 @@ fixtures:
 	bash integration/fixtures/build.sh >/dev/null
 	bash integration/fixtures/custom-bases.sh >/dev/null
 	bash integration/fixtures/flink.sh >/dev/null
+	bash integration/fixtures/direct.sh >/dev/null
 
 ## One engine, one build at a time: the tests share the engine's CPU and cache.
 integration: fixtures

@@ -170,11 +170,29 @@ pub struct Built {
     _repo: TestRepo,
 }
 
-/// A `docker load` archive of `base` plus `layers` (uncompressed tars), tagged `tag`.
-fn load(base: &Saved, layers: &[PathBuf], tag: &str) {
-    let mut config: serde_json::Value = serde_json::from_slice(&base.config).unwrap();
+/// The base's id, config and index, derived once per test process.
+fn base(image: &str) -> (String, Vec<u8>, Index) {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<BTreeMap<String, (String, Vec<u8>, Index)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    if let Some(b) = cache.lock().unwrap().get(image) {
+        return b.clone();
+    }
+    let s = save(image);
+    let i = index::index_layers(&s.id, &s.config, &s.layers).unwrap();
+    let b = (s.id.clone(), s.config.clone(), i);
+    cache.lock().unwrap().insert(image.to_string(), b.clone());
+    b
+}
+
+/// Load `base_config` plus `layers` (uncompressed tars) as `tag`: a `docker
+/// load` archive that names every layer but holds only the new ones (the
+/// engine has the base's), as prebuilder's own loads do.
+fn load(base_config: &[u8], layers: &[PathBuf], tag: &str) {
+    let mut config: serde_json::Value = serde_json::from_slice(base_config).unwrap();
     let mut diff_ids: Vec<serde_json::Value> =
         config["rootfs"]["diff_ids"].as_array().unwrap().clone();
+    let below = diff_ids.len();
     let mut history: Vec<serde_json::Value> =
         config["history"].as_array().cloned().unwrap_or_default();
     for l in layers {
@@ -182,11 +200,12 @@ fn load(base: &Saved, layers: &[PathBuf], tag: &str) {
         diff_ids.push(serde_json::Value::String(d));
         history.push(serde_json::json!({"created_by": "prebuilder direct (test)"}));
     }
-    config["rootfs"]["diff_ids"] = serde_json::Value::Array(diff_ids);
+    config["rootfs"]["diff_ids"] = serde_json::Value::Array(diff_ids.clone());
     config["history"] = serde_json::Value::Array(history);
     let config = serde_json::to_vec(&config).unwrap();
-    let all: Vec<&PathBuf> = base.layers.iter().chain(layers).collect();
-    let names: Vec<String> = (0..all.len()).map(|i| format!("{i}/layer.tar")).collect();
+    let names: Vec<String> = (0..diff_ids.len())
+        .map(|i| format!("{i}/layer.tar"))
+        .collect();
     let manifest =
         serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": names}]);
     let dir = tempfile::tempdir().unwrap();
@@ -200,7 +219,7 @@ fn load(base: &Saved, layers: &[PathBuf], tag: &str) {
     };
     add("config.json", &config);
     add("manifest.json", manifest.to_string().as_bytes());
-    for (n, p) in names.iter().zip(all) {
+    for (n, p) in names[below..].iter().zip(layers) {
         b.append_path_with_name(p, n).unwrap();
     }
     b.finish().unwrap();
@@ -241,15 +260,14 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
     let engine = json(&o)["image"].as_str().unwrap().to_string();
 
     // The direct library, from the base's saved layers.
-    let saved = save(base);
-    let index = index::index_layers(&saved.id, &saved.config, &saved.layers).unwrap();
-    let created = serde_json::from_slice::<serde_json::Value>(&saved.config).unwrap()["created"]
+    let (base_id, base_config, index) = self::base(base);
+    let created = serde_json::from_slice::<serde_json::Value>(&base_config).unwrap()["created"]
         .as_str()
         .map(str::to_string);
     let epoch = prebuilder::image::reproducible::epoch(created.as_deref());
     let tmp = tempfile::tempdir().unwrap();
     let set = StagedSet::from_inputs_in(inputs, tmp.path()).unwrap();
-    let plan = prebuilder::plan::plan(&set, &saved.id).unwrap();
+    let plan = prebuilder::plan::plan(&set, &base_id).unwrap();
     let mut lower = index.clone();
     let mut lower_inputs = BTreeMap::new();
     let mut layers = Vec::new();
@@ -275,7 +293,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
                 .map(|a| (a.name.clone(), a.content_digest.clone()))
                 .collect(),
             lower_inputs: lower_inputs.clone(),
-            base_id: &saved.id,
+            base_id: &base_id,
             boot_from: None,
             epoch,
         };
@@ -298,7 +316,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
         layers.push(p.layer);
     }
     let direct = format!("{}:direct", repo.name);
-    load(&saved, &layers, &direct);
+    load(&base_config, &layers, &direct);
     Built {
         engine,
         direct,
@@ -432,4 +450,76 @@ fn the_demo_is_the_same_built_directly_or_by_the_engine() {
     };
     let b = build_both("direct-demo", &f.beam_image, &inputs, &[]);
     assert_equivalent(&b, &["prebuilder_demo-0.1.0.dist-info"]);
+}
+
+fn direct_wheels() -> PathBuf {
+    let cache = std::env::var("PREBUILDER_FIXTURE_CACHE")
+        .unwrap_or_else(|_| "/var/cache/prebuilder-fixtures".into());
+    let dir = Path::new(&cache).join("wheels/direct");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run `make fixtures` (integration/fixtures/direct.sh)",
+        dir.display()
+    );
+    dir
+}
+
+fn requirements_set(test: &str, requirements: &str) -> Built {
+    let f = Fixtures::load();
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        requirements_file: Some(unique_requirements(tmp.path(), requirements)),
+        requirements_cache: Some(direct_wheels()),
+        ..Inputs::default()
+    };
+    build_both(test, &f.beam_image, &inputs, &[])
+}
+
+/// numpy replaces the base's (its numpy.libs and console scripts too);
+/// pandas, compiled, joins it with the tzdata it needs.
+#[test]
+fn compiled_wheels_with_libs_and_console_scripts_are_the_same_built_directly() {
+    let b = requirements_set(
+        "direct-compiled",
+        "numpy==2.1.3\npandas==2.2.3\ntzdata==2025.2\n",
+    );
+    assert_equivalent(&b, &[]);
+}
+
+/// Debian's pip leaves apt's wheel 0.38.4 where it is and installs 0.45.1 in
+/// /usr/local, which then comes first on sys.path.
+#[test]
+fn an_upgrade_of_a_base_package_is_the_same_built_directly() {
+    let b = requirements_set("direct-upgrade", "wheel==0.45.1\n");
+    assert_equivalent(&b, &[]);
+}
+
+#[test]
+fn a_namespace_package_split_over_two_distributions_is_the_same_built_directly() {
+    let b = requirements_set(
+        "direct-namespace",
+        "jaraco.functools==4.1.0\njaraco.context==6.0.1\nmore-itertools==10.7.0\nbackports.tarfile==1.2.0\n",
+    );
+    assert_equivalent(&b, &[]);
+}
+
+/// An extra package is forced in (`--upgrade --force-reinstall --no-deps`)
+/// and recorded with its file URL.
+#[test]
+fn an_extra_package_wheel_is_the_same_built_directly() {
+    let f = Fixtures::load();
+    let wheel = f.demo_wheels.join("tabulate-0.9.0-py3-none-any.whl");
+    let tmp = tempfile::tempdir().unwrap();
+    // A copy under a name unique to this run, so the build is a miss.
+    let dir = tmp.path().join(format!("x{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    let copy = dir.join("tabulate-0.9.0-py3-none-any.whl");
+    std::fs::copy(&wheel, &copy).unwrap();
+    let inputs = Inputs {
+        requirements_file: Some(unique_requirements(tmp.path(), "")),
+        extra_packages: vec![copy],
+        ..Inputs::default()
+    };
+    let b = build_both("direct-extra", &f.beam_image, &inputs, &[]);
+    assert_equivalent(&b, &[]);
 }
