@@ -24,23 +24,31 @@ import re
 import sys
 
 
+# prebuilder's progress events (`--progress json`, README "Machine output")
+# that start a step, and the step's name in the table.
+STEP_EVENTS = {
+    "layer_hit": "hit", "layer_building": "plan", "creating_container": "create",
+    "uploading": "upload", "running_setup": "setup", "writing_layer": "layer",
+    "loading_layer": "load", "committing": "commit+tag",
+}
+
+
 def steps_ours(log, total):
-    """Seconds per prebuilder step, from the stamped stderr log."""
+    """Seconds per prebuilder step, from the stamped stderr log of a
+    `--progress json` run: `<seconds> <JSON event>` per line."""
     marks = []
     with open(log, encoding="utf-8", errors="replace") as f:
         for line in f:
-            m = re.match(r"(\d+\.\d+) prebuilder: (.*)", line)
-            if not m:
+            stamp, _, rest = line.partition(" ")
+            try:
+                t, event = float(stamp), json.loads(rest)
+            except ValueError:
                 continue
-            t, msg = float(m.group(1)), m.group(2)
-            layer, _, what = msg.partition(": ")
-            for key, name in (("cache hit", "hit"), ("building", "plan"),
-                              ("creating", "create"), ("uploading", "upload"),
-                              ("running", "setup"), ("writing", "layer"),
-                              ("loading", "load"), ("committing", "commit+tag")):
-                if what.startswith(key):
-                    marks.append((t, "%s %s" % (layer[:3], name)))
-                    break
+            if not isinstance(event, dict) or event.get("v") != 1:
+                continue
+            name = STEP_EVENTS.get(event.get("event"))
+            if name:
+                marks.append((t, "%s %s" % (str(event.get("layer", ""))[:3], name)))
     out = []
     prev_t, prev_name = 0.0, "stage+hash"
     for t, name in marks:

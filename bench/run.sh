@@ -147,9 +147,11 @@ cleanup() {
   remove_bench_images
   # An image committed by a setup container of ours but never tagged (an
   # interrupted run): its key starts with the 12 hex digits in that
-  # container's name, and it was created after this run started.
+  # container's name (its creating_container event; each log line is a stamp
+  # and a JSON event), and it was created after this run started.
   local keys id key created
-  keys=$(cat "$logs"/*-ours.log 2>/dev/null | grep -oE "prebuilder-setup-[a-z]+-[0-9a-f]{12}-[0-9]+" |
+  keys=$(cat "$logs"/*-ours.log 2>/dev/null | cut -d' ' -f2- |
+    jq -rR 'fromjson? | select(.event == "creating_container") | .name' 2>/dev/null |
     awk -F- -v pids=" ${pids[*]} " 'index(pids, " " $NF " ") { print $(NF-1) }' | sort -u)
   if [ -n "$keys" ]; then
     docker images -q --no-trunc --filter dangling=true --filter label=prebuilder.key | sort -u |
@@ -284,7 +286,7 @@ ours() {
   local out="$tmp/ours-$name.json" log="$logs/$name-ours.log"
   t0=$(now)
   "$bin" build --context "$ctx" --base "$FIXTURE_BEAM_IMAGE" --network none --format json \
-    --repository "$ours_repo" "$@" >"$out" 2> >(stamp "$t0" >"$log") &
+    --progress json --repository "$ours_repo" "$@" >"$out" 2> >(stamp "$t0" >"$log") &
   pid=$!
   pids+=("$pid")
   wait "$pid" || status=$?
@@ -418,7 +420,7 @@ registry_run() {
   local name=$1 out="$tmp/$1.json" log="$logs/$1-ours.log" t0 t1 status=0
   t0=$(now)
   "$bin" build --context "$ctx_cold" --base "$FIXTURE_BEAM_IMAGE" --network none --format json \
-    --repository "$reg_repo" --push >"$out" 2> >(stamp "$t0" >"$log") &
+    --progress json --repository "$reg_repo" --push >"$out" 2> >(stamp "$t0" >"$log") &
   local pid=$!
   pids+=("$pid")
   wait "$pid" || status=$?
@@ -539,7 +541,7 @@ f2_ours() {
   off=$(stat -c %s "$logs/registry.log")
   t0=$(now)
   DOCKER_HOST=${host:-${DOCKER_HOST:-}} "$bin" build --context "$ctx" --base "$f2_base" --network none \
-    --format json --repository "$repo" --push "$@" >"$out" 2> >(stamp "$t0" >"$log") &
+    --format json --progress json --repository "$repo" --push "$@" >"$out" 2> >(stamp "$t0" >"$log") &
   pid=$!
   pids+=("$pid")
   wait "$pid" || status=$?
@@ -669,7 +671,7 @@ memlog="$logs/memory-ours.log"
 t0=$(now)
 status=0
 /usr/bin/time -v -o "$tmp/time-v.txt" "$bin" build --base "$FIXTURE_BEAM_IMAGE" --network none \
-  --no-cache --format json --repository "$mem_repo" \
+  --no-cache --format json --progress json --repository "$mem_repo" \
   --requirements-file "$tiny" --files-to-stage "$big" >"$tmp/mem.json" 2> >(stamp "$t0" >"$memlog") &
 pid=$!
 pids+=("$pid")
@@ -726,7 +728,7 @@ manylog="$logs/many-ours.log"
 t0=$(now)
 status=0
 "$bin" build --context "$many" --base "$FIXTURE_BEAM_IMAGE" --network none --no-cache \
-  --format json --repository "$many_repo" >"$tmp/many.json" 2> >(stamp "$t0" >"$manylog") &
+  --format json --progress json --repository "$many_repo" >"$tmp/many.json" 2> >(stamp "$t0" >"$manylog") &
 pid=$!
 pids+=("$pid")
 wait "$pid" || status=$?

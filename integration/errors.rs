@@ -215,30 +215,42 @@ fn a_token_in_a_requirement_url_never_reaches_the_output() {
         ),
     );
     let report = dir.path().join("report.json");
-    let o = run(prebuilder()
-        .args([
-            "build",
-            "--base",
-            &fx.beam_image,
-            "--network",
-            "none",
-            "--repository",
-            &repo.name,
-        ])
-        .arg("--requirements-file")
-        .arg(&req)
-        .arg("--report")
-        .arg(&report));
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let err = stderr(&o);
-    assert!(
-        err.contains("https://***@127.0.0.1:9/private_pkg"),
-        "the URL is still shown, without its userinfo: {err}"
-    );
-    assert!(!err.contains(secret), "the token leaked on stderr: {err}");
-    assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));
-    assert!(!report.exists(), "no report is written for a failed build");
-    assert_nothing_left(&repo);
+    // In words, and in the machine channel (JSON lines, the error object).
+    for machine in [&[][..], &["--progress", "json", "--format", "json"]] {
+        let o = run(prebuilder()
+            .args([
+                "build",
+                "--base",
+                &fx.beam_image,
+                "--network",
+                "none",
+                "--repository",
+                &repo.name,
+            ])
+            .args(machine)
+            .arg("--requirements-file")
+            .arg(&req)
+            .arg("--report")
+            .arg(&report));
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("https://***@127.0.0.1:9/private_pkg"),
+            "the URL is still shown, without its userinfo: {err}"
+        );
+        assert!(!err.contains(secret), "the token leaked on stderr: {err}");
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(secret));
+        if !machine.is_empty() {
+            assert!(
+                err.lines()
+                    .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+                "{err}"
+            );
+            assert_eq!(error_object(&o)["exit_code"], 1);
+        }
+        assert!(!report.exists(), "no report is written for a failed build");
+        assert_nothing_left(&repo);
+    }
 }
 
 /// Issue 12: the same token, in a requirement that installs, reaches neither

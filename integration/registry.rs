@@ -256,7 +256,12 @@ fn registry_failures_say_what_to_do_and_leave_nothing_pushed() {
         err.contains(&format!("docker login {}", secure.addr)),
         "{err}"
     );
-    assert!(o.stdout.is_empty());
+    // No report: the error object, which names the registry too.
+    let failure = error_object(&o);
+    assert!(
+        failure["error"].as_str().unwrap().contains(&secure.addr),
+        "{failure}"
+    );
 
     // Connection refused: a port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -359,7 +364,10 @@ fn a_push_that_breaks_midway_reports_nothing_and_a_retry_succeeds() {
     let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
     let o = build(&fx, &repository, &req, &["--push"], &empty);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(o.stdout.is_empty(), "nothing is reported as pushed");
+    assert!(
+        error_object(&o)["error"].is_string(),
+        "nothing is reported as pushed: only the error object"
+    );
     let err = stderr(&o);
     assert!(
         err.contains(&format!("registry {}", registry.addr)) && err.contains("pushing"),

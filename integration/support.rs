@@ -205,6 +205,21 @@ pub fn json(o: &Output) -> serde_json::Value {
     })
 }
 
+/// stdout of a failed `--format json` run: the error object and nothing
+/// else (no report), its `exit_code` the process's.
+pub fn error_object(o: &Output) -> serde_json::Value {
+    let v = json(o);
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["causes", "error", "exit_code", "hint"], "{v}");
+    assert_eq!(
+        v["exit_code"].as_i64(),
+        o.status.code().map(i64::from),
+        "{v}"
+    );
+    v
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -16,6 +16,7 @@ mod flink;
 mod fresh;
 mod fresh_engine;
 mod outputs;
+mod progress;
 mod pull;
 mod registry;
 mod reproducible;

@@ -34,6 +34,14 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// How stderr is written: `auto` (text; log levels coloured on a terminal unless
+    /// NO_COLOR is set), `plain` (text, never coloured) or `json` (one JSON object per
+    /// line, each with "v": 1 and an "event" name: every progress event, log record and
+    /// the final error; the README lists them). Whatever the mode, a failure with
+    /// --format json also prints {"error", "hint", "exit_code", "causes"} on stdout.
+    #[arg(long, global = true, value_enum, value_name = "MODE", default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -147,17 +155,20 @@ pub struct DigestArgs {
     pub format: Format,
 }
 
-/// `build --pull`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PullPolicy {
-    Missing,
-    Always,
-    Never,
-}
+/// `build --pull` (the library's type: one definition).
+pub use crate::build::PullPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
+    Json,
+}
+
+/// `--progress`: what stderr carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Plain,
     Json,
 }
 

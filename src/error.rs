@@ -5,25 +5,27 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How messages name the engine this process talks to ("the engine at
-/// unix:///… (from DOCKER_HOST), Podman 4.3.1"), set by the engine adapter
-/// once it has chosen and asked it (`set_engine`). Kept here so every error,
-/// wherever it is made, names the engine without threading it through.
-static ENGINE: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
-
-/// Name the engine in every later message.
-pub fn set_engine(description: String) {
-    if let Ok(mut e) = ENGINE.write() {
-        *e = description;
+/// How a message names an engine: its description ("the engine at
+/// unix:///… (from DOCKER_HOST), Podman 4.3.1"), given by the engine adapter
+/// (see [`Error::named`]), or "the engine" while none is known.
+fn the(engine: &str) -> &str {
+    if engine.is_empty() {
+        "the engine"
+    } else {
+        engine
     }
 }
 
-/// The engine as messages name it; "the engine" before one is chosen.
-pub fn engine() -> String {
-    match ENGINE.read() {
-        Ok(e) if !e.is_empty() => e.clone(),
-        _ => "the engine".to_string(),
-    }
+/// The engine a command talks to, as its errors name it: what the adapter
+/// says of itself, given to [`Error::named`] at the command's edge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineName {
+    /// "the engine at unix:///var/run/docker.sock (default), Docker 20.10.24"
+    pub description: String,
+    /// "unix:///var/run/docker.sock (default)"
+    pub endpoint: String,
+    /// What to do when it does not answer.
+    pub unreachable_hint: String,
 }
 
 /// Exit status: the setup inside the container failed (or `check` found problems).
@@ -109,7 +111,7 @@ pub enum Error {
     },
 
     // ---- engine (src/engine) ----
-    #[error("cannot reach the container engine at {endpoint}: {source}")]
+    #[error("cannot reach the container engine{}: {source}", if endpoint.is_empty() { String::new() } else { format!(" at {endpoint}") })]
     EngineUnreachable {
         endpoint: String,
         #[source]
@@ -136,8 +138,15 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    #[error("base image {image} is not on {}", engine())]
-    BaseMissing { image: String },
+    #[error("base image {image} is not on {}", the(engine))]
+    BaseMissing { image: String, engine: String },
+
+    #[error("base image {image} moved during the build: its registry named {resolved}, the pull gave {pulled}")]
+    BaseMoved {
+        image: String,
+        resolved: String,
+        pulled: String,
+    },
 
     #[error("base image {image} is not on the engine, and pulling it from {registry} failed ({credentials}): {reason}")]
     BaseUnavailable {
@@ -167,9 +176,11 @@ pub enum Error {
     #[error("base image {image} has no {path}: it is not a Beam SDK image")]
     BootMissing { image: String, path: String },
 
-    #[error("container engine error while {action} ({}): {source}", engine())]
+    #[error("container engine error while {action} ({}): {source}", the(engine))]
     Engine {
         action: String,
+        /// How the engine is named (empty until [`Error::named`]).
+        engine: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -232,8 +243,12 @@ pub enum Error {
         with_credentials: bool,
     },
 
-    #[error("{} would not push to registry {registry} over plain HTTP (it speaks HTTP, the engine asked for HTTPS)", engine())]
-    RegistryInsecure { registry: String, podman: bool },
+    #[error("{} would not push to registry {registry} over plain HTTP (it speaks HTTP, the engine asked for HTTPS)", the(engine))]
+    RegistryInsecure {
+        registry: String,
+        podman: bool,
+        engine: String,
+    },
 
     #[error("registry {registry} denied access to {repository}")]
     RegistryDenied {
@@ -263,8 +278,12 @@ pub enum Error {
     Usage { message: String, hint: String },
 
     // ---- custom bases, checks and records ----
-    #[error("{what} {image} is not on {}", engine())]
-    ImageMissing { what: &'static str, image: String },
+    #[error("{what} {image} is not on {}", the(engine))]
+    ImageMissing {
+        what: &'static str,
+        image: String,
+        engine: String,
+    },
 
     #[error("--boot-from image {image} has no {path}: it is not a Beam SDK image")]
     BootSourceMissing { image: String, path: String },
@@ -348,12 +367,13 @@ impl Error {
             Archive { .. } => "the archive is damaged or not in the format its name says; rebuild it".into(),
             Io { .. } => "check that the path exists and is readable".into(),
             EngineUnreachable { hint, .. } | EngineConfig { hint, .. } => hint.clone(),
-            BaseMissing { image } => format!("with --pull never, prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
+            BaseMissing { image, .. } => format!("with --pull never, prebuilder never pulls: load the base first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
             PlatformMissing { platform, .. } => format!("choose a base built for {platform} (or a multi-platform one that includes it)"),
             PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
             ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
+            BaseMoved { .. } => "its tag was pushed again while this build ran; run the same command again (it computes the keys from the image it then finds), or pin the base by digest (IMAGE@sha256:…)".into(),
             EngineWentAway { .. } => "check that the engine is up (`docker info`), then run the same command again: layers finished before it went away are reused, and what the interrupted one left is removed by the next run or `prebuilder gc`".into(),
             ImageInUse { containers, .. } if !containers.is_empty() => format!("remove the container(s) first (`docker rm -f {}`) or keep the image; prebuilder never forces a removal", containers.join(" ")),
             ImageInUse { .. } => "images built on it still exist: remove them first, or keep it".into(),
@@ -366,8 +386,8 @@ impl Error {
             SetupFailed { .. } => "the base image's boot failed before installing anything with pip: the last lines above say why (e.g. apache-beam missing or a different version than the base's boot expects); `prebuilder check IMAGE` probes the base".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),
             RegistryUnauthorized { registry, .. } => format!("run `docker login {registry}` (prebuilder reads the docker CLI's credentials: DOCKER_CONFIG, credsStore, credHelpers)"),
-            RegistryInsecure { registry, podman: true } => format!("mark it insecure for Podman: add `[[registry]]` / `location = \"{registry}\"` / `insecure = true` to /etc/containers/registries.conf (or the file CONTAINERS_REGISTRIES_CONF names for the Podman service), restart the service, and push again; or serve the registry over TLS"),
-            RegistryInsecure { registry, podman: false } => format!("add \"insecure-registries\": [\"{registry}\"] to the engine's /etc/docker/daemon.json and restart it, or serve the registry over TLS"),
+            RegistryInsecure { registry, podman: true, .. } => format!("mark it insecure for Podman: add `[[registry]]` / `location = \"{registry}\"` / `insecure = true` to /etc/containers/registries.conf (or the file CONTAINERS_REGISTRIES_CONF names for the Podman service), restart the service, and push again; or serve the registry over TLS"),
+            RegistryInsecure { registry, podman: false, .. } => format!("add \"insecure-registries\": [\"{registry}\"] to the engine's /etc/docker/daemon.json and restart it, or serve the registry over TLS"),
             RegistryDenied { registry, .. } => format!("your account on {registry} may not push or pull this repository: ask for access or choose another --repository"),
             Registry { .. } => "nothing was reported as pushed; pushing again is safe".into(),
             Credentials { .. } => "check DOCKER_CONFIG/config.json and that the credential helper it names is on PATH and works (`docker-credential-<name> list`)".into(),
@@ -375,7 +395,7 @@ impl Error {
             ContentTagTaken { .. } => "drop --no-cache to publish the registry's image (with your --tag), or push the rebuild to another --repository; nothing was built or pushed".into(),
             Usage { hint, .. } => hint.clone(),
             Interrupted { .. } => return None,
-            ImageMissing { what: "--boot-from image", image } => format!("with --pull never, prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
+            ImageMissing { what: "--boot-from image", image, .. } => format!("with --pull never, prebuilder never pulls: load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`; or let it pull with --pull missing"),
             ImageMissing { image, .. } => format!("prebuilder pulls only the --base and --boot-from images (see --pull): load it first, e.g. `docker pull {image}` on a machine with network, or `docker load -i image.tar`"),
             BootSourceMissing { .. } => "pass a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>, same Beam version as the base) to --boot-from".into(),
             BaseRefused { boot, .. } => {
@@ -414,10 +434,32 @@ impl Error {
             }
             Error::EngineUnreachable { .. }
             | Error::EngineWentAway { .. }
+            | Error::BaseMoved { .. }
             | Error::RegistryUnreachable { .. } => EXIT_UNAVAILABLE,
             Error::Interrupted { signal } => signal.exit_code(),
             _ => EXIT_USAGE,
         }
+    }
+
+    /// This error, naming `engine` where it speaks of the engine without
+    /// naming it (an adapter's error, made before the caller knew it).
+    pub fn named(mut self, name: &EngineName) -> Error {
+        match &mut self {
+            Error::Engine { engine, .. }
+            | Error::BaseMissing { engine, .. }
+            | Error::ImageMissing { engine, .. }
+            | Error::RegistryInsecure { engine, .. }
+                if engine.is_empty() =>
+            {
+                *engine = name.description.clone();
+            }
+            Error::EngineUnreachable { endpoint, hint, .. } if endpoint.is_empty() => {
+                *endpoint = name.endpoint.clone();
+                *hint = name.unreachable_hint.clone();
+            }
+            _ => {}
+        }
+        self
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

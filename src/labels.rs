@@ -14,7 +14,6 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::cli::BuildArgs;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
@@ -49,16 +48,20 @@ pub struct Request {
 }
 
 impl Request {
-    /// From `--label`s, `SOURCE_DATE_EPOCH`, the CI environment or the git
-    /// checkout of `--setup-file`.
-    pub fn from_args(args: &BuildArgs) -> Result<Request> {
-        let user = args
-            .labels
+    /// From `--label`s (checked), the environment (`SOURCE_DATE_EPOCH`, the
+    /// CI's variables) and the project directory of `--setup-file` (its git
+    /// checkout, when the CI names no source).
+    pub fn new(
+        labels: &[String],
+        settings: &crate::settings::Settings,
+        setup_file: Option<&Path>,
+    ) -> Result<Request> {
+        let user = labels
             .iter()
             .map(|l| parse(l))
             .collect::<Result<Vec<_>>>()?;
-        let env = |k: &str| std::env::var(k).ok();
-        let project = args.setup_file.as_deref().map(|p| {
+        let env = |k: &str| settings.var(k).map(str::to_string);
+        let project = setup_file.map(|p| {
             if p.is_dir() {
                 p.to_path_buf()
             } else {
@@ -71,9 +74,7 @@ impl Request {
             user,
             source,
             revision,
-            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|s| s.trim().parse().ok()),
+            source_date_epoch: settings.source_date_epoch_seconds(),
         })
     }
 }

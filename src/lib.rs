@@ -27,7 +27,9 @@ pub mod progress;
 pub mod record;
 pub mod redact;
 pub mod registry;
+pub mod render;
 pub mod report;
+pub mod settings;
 pub mod stage;
 pub mod state;
 

@@ -1,12 +1,15 @@
 //! Progress from the library to whoever runs it, as typed events. The library
 //! only emits [`Event`]s; the binary decides the words (and that they go to
-//! stderr), so a JSON progress stream or a progress bar is a new renderer,
-//! not a rewrite.
+//! stderr). An event serializes as one JSON object, `{"event": "<name>",
+//! <fields>}` (`crate::render` adds `"v"` for `--progress json`), so a new
+//! variant is in the machine channel the moment it exists; only its English
+//! words (`crate::render::words`) and its README line are written by hand.
 
 use crate::plan::LayerName;
 
 /// A layer as events name it: one of the installing layers, or the `boot`
-/// layer of `--boot-from`.
+/// layer of `--boot-from`. In JSON: its name, `"dependencies"`,
+/// `"application"` or `"boot"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {
     Install(LayerName),
@@ -22,8 +25,17 @@ impl std::fmt::Display for Layer {
     }
 }
 
-/// Something that happened during a build.
-#[derive(Debug, Clone, PartialEq)]
+impl serde::Serialize for Layer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Something that happened during a build. The JSON name of a variant is its
+/// name in snake_case (`LayerHit` -> `"layer_hit"`), its fields keep theirs:
+/// renaming either breaks the machine channel's readers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
     /// The layer's image is on the engine already (`tag`: its key's tag).
     LayerHit {

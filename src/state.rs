@@ -36,17 +36,15 @@ pub struct Root {
 /// Choose the state root: `$PREBUILDER_STATE_DIR`, else `/var/lib/prebuilder`
 /// when it can be created and written, else `$XDG_RUNTIME_DIR/prebuilder`,
 /// else a per-user directory under the temporary directory (with a warning).
-pub fn root() -> Root {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+pub fn root(settings: &crate::settings::Settings) -> Root {
+    let env = |k: &str| settings.var(k).map(PathBuf::from);
+    // What `std::env::temp_dir` gives on Unix, from the settings.
+    let temp = env("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));
     choose(
         env(STATE_DIR_ENV),
         Path::new(SYSTEM_DIR),
         env("XDG_RUNTIME_DIR"),
-        &std::env::temp_dir(),
+        &temp,
         usable,
     )
 }

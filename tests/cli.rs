@@ -297,12 +297,163 @@ fn bad_format_is_a_usage_error() {
 }
 
 #[test]
-fn errors_leave_stdout_empty() {
+fn errors_leave_stdout_empty_in_text() {
     build_with_context(Path::new("/nonexistent"))
-        .args(["--format", "json"])
         .assert()
         .code(2)
         .stdout(predicate::str::is_empty());
+}
+
+/// stdout of a command run with `--format json`, as the one JSON object it holds.
+fn stdout_object(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one line on stdout: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// `{"error", "hint", "exit_code", "causes"}`, nothing else.
+fn assert_error_object(v: &serde_json::Value, exit_code: i32) {
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["causes", "error", "exit_code", "hint"], "{v}");
+    assert_eq!(v["exit_code"], exit_code, "{v}");
+    assert!(v["error"].is_string() && v["causes"].is_array(), "{v}");
+}
+
+/// Every stderr line as JSON (`--progress json`), each with `"v": 1`.
+fn stderr_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!text.is_empty(), "nothing on stderr");
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert_eq!(v["v"], 1, "{l}");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn an_unreachable_engine_with_format_json_is_an_error_object_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    write_context(
+        dir.path(),
+        &[("requirements.txt", "six\n")],
+        &entries(&["requirements.txt"]),
+    );
+    let out = build_with_context(dir.path())
+        .args(["--format", "json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let v = stdout_object(&out);
+    assert_error_object(&v, 3);
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("cannot reach the container engine"), "{v}");
+    assert!(error.contains("unix:///nonexistent/docker.sock"), "{v}");
+    assert!(v["hint"].as_str().unwrap().contains("DOCKER_HOST"), "{v}");
+    // People still read words on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot reach the container engine"),
+        "{err}"
+    );
+    assert!(err.contains("\nhint: "), "{err}");
+}
+
+#[test]
+fn progress_json_makes_every_stderr_line_json_and_ends_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_context(
+        dir.path(),
+        &[("requirements.txt", "six\n")],
+        &entries(&["requirements.txt"]),
+    );
+    for verbose in [&[][..], &["-v"][..], &["-vv"][..], &["-q"][..]] {
+        let out = build_with_context(dir.path())
+            .args(["--progress", "json"])
+            .args(verbose)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .assert()
+            .code(3)
+            .stdout(predicate::str::is_empty())
+            .get_output()
+            .clone();
+        let lines = stderr_lines(&out);
+        let last = lines.last().unwrap();
+        assert_eq!(last["event"], "error", "{last}");
+        assert_eq!(last["exit_code"], 3, "{last}");
+        assert!(
+            last["hint"].is_string() && last["causes"].is_array(),
+            "{last}"
+        );
+        assert!(
+            last["text"].as_str().unwrap().starts_with("error: "),
+            "{last}"
+        );
+        if verbose == ["-q"] {
+            assert_eq!(lines.len(), 1, "-q: the error only: {lines:?}");
+        }
+    }
+}
+
+#[test]
+fn a_usage_error_is_an_error_object() {
+    // Refused by clap: nothing could be parsed, the flags are read as given.
+    let out = prebuilder()
+        .args(["build", "--base", "x", "--no-such-flag", "--format", "json"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let v = stdout_object(&out);
+    assert_error_object(&v, 2);
+    assert!(
+        v["error"].as_str().unwrap().contains("--no-such-flag"),
+        "{v}"
+    );
+    let out = prebuilder()
+        .args(["build", "--progress=json", "--base", "x", "--no-such-flag"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .get_output()
+        .clone();
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "error");
+    assert_eq!(lines[0]["exit_code"], 2);
+
+    // Refused by prebuilder itself, before the engine.
+    let dir = tempfile::tempdir().unwrap();
+    let out = build_with_context(dir.path())
+        .args(["--repository", "Not/Valid", "--format", "json"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let v = stdout_object(&out);
+    assert_error_object(&v, 2);
+    assert!(v["error"].as_str().unwrap().contains("--repository"), "{v}");
+    assert!(v["hint"].is_string(), "{v}");
+}
+
+#[test]
+fn help_explains_progress() {
+    let out = prebuilder().args(["build", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("--progress <MODE>"), "{text}");
+    for word in ["auto", "plain", "json", "\"v\": 1", "exit_code"] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+    prebuilder()
+        .args(["build", "--progress", "yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("yaml"));
 }
 
 #[test]
@@ -394,14 +545,20 @@ fn check_inspect_diff_need_the_engine() {
         &["inspect", "img"],
         &["diff", "a", "b", "--format", "json"],
     ] {
-        prebuilder()
+        let out = prebuilder()
             .args(args)
             .assert()
             .code(3)
-            .stdout(predicate::str::is_empty())
             .stderr(predicate::str::contains(
                 "cannot reach the container engine",
-            ));
+            ))
+            .get_output()
+            .clone();
+        if args.contains(&"json") {
+            assert_error_object(&stdout_object(&out), 3);
+        } else {
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
     }
 }
 

@@ -2,8 +2,11 @@
 
 The binary does the real work (engine, cache keys, layers, push); this module
 only finds it, builds its command line, streams its progress into `logging`
-while it runs, and turns its JSON report or its error into Python. Keeping it
-free of Beam imports lets it be tested, and read, on its own.
+while it runs, and turns its JSON report or its error into Python. It reads
+only the binary's machine channel (`--progress json --format json`: one JSON
+object per stderr line, the report or the error object on stdout), never its
+English, whose wording is free to change. Keeping it free of Beam imports lets
+it be tested, and read, on its own.
 """
 
 import collections
@@ -31,7 +34,21 @@ DEFAULT_REPOSITORY = "beam_python_prebuilt_sdk"
 # Flags the plugin sets itself from Beam's options; PREBUILDER_ARGS may not
 # repeat them (the binary would reject the second one with a usage error that
 # does not say where it came from).
-_OWN_FLAGS = ("--base", "--context", "--repository", "--push", "--format")
+_OWN_FLAGS = ("--base", "--context", "--repository", "--push", "--format",
+              "--progress")
+
+# The version of the binary's JSON lines this module reads (the `v` of each
+# line; the project README's "Machine output" lists the events).
+PROGRESS_VERSION = 1
+
+# A `log` line's level, as Python logging's.
+_LEVELS = {
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+}
 
 # The binary's exit statuses (`prebuilder build --help`).
 EXIT_SETUP_FAILED = 1
@@ -55,10 +72,11 @@ _STOP_GRACE_SECONDS = 30
 class PrebuilderError(RuntimeError):
     """The prebuilder binary is missing, misconfigured, or failed.
 
-    The message carries the binary's own `error:` and `hint:` lines and its
-    exit status. Attributes: `status` (exit status, or None when the binary
-    never ran), `command` (argv list, or None) and `error` (the binary's error
-    text, or None).
+    The message carries the binary's error and hint (from its JSON error
+    object) and its exit status. Attributes: `status` (exit status, or None
+    when the binary never ran), `command` (argv list, or None), `error` (the
+    binary's error as `error: ...` and `hint: ...` lines, or None), and from
+    its error object `hint` (or None) and `causes` (a list, possibly empty).
 
     Exit statuses: 1 the setup inside the container failed (fix the
     failing package); 2 bad input or usage, or a refusal (fix it; a retry will
@@ -68,11 +86,14 @@ class PrebuilderError(RuntimeError):
     signal.
     """
 
-    def __init__(self, message, status=None, command=None, error=None):
+    def __init__(self, message, status=None, command=None, error=None,
+                 hint=None, causes=()):
         super().__init__(message)
         self.status = status
         self.command = command
         self.error = error
+        self.hint = hint
+        self.causes = list(causes)
 
     @property
     def retryable(self):
@@ -173,6 +194,7 @@ def build_command(binary, base, context, repository, push, extra=()):
         "--context", context,
         "--repository", repository,
         "--format", "json",
+        "--progress", "json",
     ]
     if push:
         command.append("--push")
@@ -181,15 +203,15 @@ def build_command(binary, base, context, repository, push, extra=()):
 
 
 def run_build(command, environ=None):
-    """Runs `prebuilder build ... --format json` and returns its report.
+    """Runs `prebuilder build ... --format json --progress json`; returns its report.
 
-    The binary's stderr (progress, the setup's output, errors) is logged line
-    by line as it arrives; stdout carries only the JSON report. Raises
-    PrebuilderError when it cannot start, exits non-zero, or prints no report.
+    Each JSON line the binary writes on stderr (progress, the setup's output,
+    log records) is logged as it arrives, in the binary's own words (its
+    `text`); stdout carries the JSON report, or the error object of a
+    failure. Raises PrebuilderError when it cannot start, exits non-zero, or
+    prints no report.
     """
     env = dict(os.environ if environ is None else environ)
-    # Plain lines in the user's log, whatever the binary thinks of the pipe.
-    env["NO_COLOR"] = "1"
     try:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -205,8 +227,7 @@ def run_build(command, environ=None):
     reader = threading.Thread(
         target=lambda: stdout.append(process.stdout.read()),
         name="prebuilder-stdout", daemon=True)
-    tail = collections.deque(maxlen=20)
-    error_lines = []
+    stream = _Stream()
     # From here on a KeyboardInterrupt (or any exception, a logging handler's
     # included) must stop the binary: everything after Popen is in the try.
     try:
@@ -214,13 +235,7 @@ def run_build(command, environ=None):
         _LOGGER.info("running prebuilder (pid %d): %s", process.pid,
                      shlex.join(command))
         for raw in process.stderr:
-            line = raw.rstrip("\n")
-            _LOGGER.info("%s", line)
-            tail.append(line)
-            # The binary ends a failure with `error: ...`, detail lines and
-            # `hint: ...`; everything from the first `error:` on is the cause.
-            if error_lines or line.startswith("error:"):
-                error_lines.append(line)
+            stream.feed(raw.rstrip("\n"))
         status = process.wait()
     except BaseException:
         _stop(process)
@@ -231,13 +246,18 @@ def run_build(command, environ=None):
         process.stderr.close()
         process.stdout.close()
 
-    if status != 0:
-        error = "\n".join(error_lines) if error_lines else None
-        raise PrebuilderError(
-            _failure_message(status, command, error, list(tail)),
-            status=status, command=command, error=error)
-
     text = "".join(stdout).strip()
+    if status != 0:
+        # The error object on stdout (--format json); the `error` line of
+        # stderr when stdout has none (a binary that died writing it).
+        failure = _error_object(text) or stream.error
+        raise PrebuilderError(
+            _failure_message(status, command, failure, list(stream.tail)),
+            status=status, command=command,
+            error=_error_text(failure) if failure else None,
+            hint=failure.get("hint") if failure else None,
+            causes=failure.get("causes") or () if failure else ())
+
     try:
         report = json.loads(text)
         reference = report["sdk_container_image"]
@@ -254,7 +274,105 @@ def run_build(command, environ=None):
     return report
 
 
-def _failure_message(status, command, error, tail):
+class _Stream:
+    """The binary's stderr, one line at a time: logged for people, its error kept."""
+
+    def __init__(self):
+        self.tail = collections.deque(maxlen=20)
+        self.error = None
+
+    def feed(self, line):
+        record = _record(line)
+        if record is None:
+            # Not one of the binary's JSON lines (a crash, an ssh client's
+            # message on the same stderr): shown as it came.
+            _LOGGER.info("%s", line)
+            self.tail.append(line)
+            return
+        event = record["event"]
+        shown = _describe(record)
+        if event == "error":
+            # Raised with the exception; logged for the record only.
+            self.error = record
+            _LOGGER.debug("%s", shown)
+            return
+        level = logging.INFO
+        if event == "log":
+            level = _LEVELS.get(record.get("level"), logging.INFO)
+        _LOGGER.log(level, "%s", shown)
+        self.tail.append(shown)
+
+
+def _record(line):
+    """The JSON object on one stderr line, or None when it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+        return None
+    return record
+
+
+def _describe(record):
+    """What a person reads for one JSON line: the binary's own words (`text`),
+    laid out as its plain output lays them out."""
+    text = record.get("text")
+    text = text if isinstance(text, str) else json.dumps(record)
+    event = record["event"]
+    if event == "setup_output":
+        return "  %12s | %s" % (record.get("layer", ""), record.get("line", ""))
+    if event == "log":
+        return "prebuilder: %s: %s" % (record.get("level", "log"), text)
+    return "prebuilder: %s" % text
+
+
+def _error_object(text):
+    """The error object (`{"error", "hint", "exit_code", "causes"}`) on stdout."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+        return obj
+    return None
+
+
+def _error_text(failure):
+    """`error: ...` (with the causes it does not quote) and `hint: ...`."""
+    message = failure["error"]
+    for cause in failure.get("causes") or ():
+        if isinstance(cause, str) and cause not in message:
+            message += ": " + cause
+    lines = ["error: " + message]
+    if failure.get("hint"):
+        lines.append("hint: %s" % failure["hint"])
+    return "\n".join(lines)
+
+
+def describe_outcome(report):
+    """What a build did, from its report: built, reused or found in the
+    registry; each layer's outcome; pushed or on this engine only."""
+    layers = report.get("layers") or []
+    caches = [layer.get("cache") for layer in layers]
+    if not report.get("cached"):
+        what = "built"
+    elif "registry" in caches:
+        what = "found in the registry (nothing built)"
+    else:
+        what = "reused (nothing built)"
+    words = {"miss": "built", "hit": "reused", "registry": "from the registry"}
+    per_layer = ", ".join(
+        "%s %s" % (layer.get("name"), words.get(layer.get("cache"), layer.get("cache")))
+        for layer in layers)
+    where = ("pushed, digest %s" % report["digest"] if report.get("digest")
+             else "on this machine's engine only")
+    return "%s %s in %.1f s (%s; %s)" % (
+        report.get("sdk_container_image"), what, report.get("seconds") or 0.0,
+        per_layer or "no layers", where)
+
+
+def _failure_message(status, command, failure, tail):
     if status < 0:
         try:
             what = "was killed by %s" % signal.Signals(-status).name
@@ -265,8 +383,8 @@ def _failure_message(status, command, error, tail):
         if status in _EXIT_MEANINGS:
             what += " (%s)" % _EXIT_MEANINGS[status]
     lines = ["prebuilder %s" % what]
-    if error:
-        lines.append(error)
+    if failure:
+        lines.append(_error_text(failure))
     elif tail:
         lines.append("last lines of its output:")
         lines.extend("  | " + line for line in tail)

@@ -97,10 +97,7 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
                 "not pinned to a digest\ncommand: %s" %
                 (self._docker_registry_push_url, reference, shlex.join(command)),
                 status=0, command=command)
-        _LOGGER.info(
-            "prebuilder: %s %s in %.1f s", reference,
-            "reused (nothing built)" if report.get("cached") else "built",
-            report.get("seconds") or 0.0)
+        _LOGGER.info("prebuilder: %s", _binary.describe_outcome(report))
         return reference
 
     def _invoke_docker_build_and_push(self, container_image_name):

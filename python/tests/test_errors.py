@@ -33,6 +33,9 @@ def test_failing_setup_raises_with_pips_message(tmp_path, base_image, plugin_log
     assert error.error in message
     assert "boot: failed to install requirements.txt" in message
     assert "\nhint: " in message
+    # From the binary's error object: the hint on its own, after the error.
+    assert error.hint and error.error.endswith("\nhint: " + error.hint)
+    assert error.causes == []
     assert "--network none" in message  # the command, for reproducing it
     # Streamed while it ran: the setup's own output is in the log.
     assert "No matching distribution found for prebuilder-test-no-such-package" \

@@ -87,8 +87,8 @@ def test_push_url_adds_push_to_the_command():
         extra=["--network", "none"])
     assert command == [
         "/bin/prebuilder", "build", "--base", "base:1", "--context", "/ctx",
-        "--repository", "localhost:5000/r", "--format", "json", "--push",
-        "--network", "none"]
+        "--repository", "localhost:5000/r", "--format", "json",
+        "--progress", "json", "--push", "--network", "none"]
     assert "--push" not in _binary.build_command(
         "/bin/prebuilder", "base:1", "/ctx", "r", push=False)
 
@@ -121,7 +121,8 @@ def test_binary_is_found_on_path(monkeypatch, tmp_path):
     assert _binary.find_binary({"PATH": str(tmp_path)}) == str(tmp_path / "prebuilder")
 
 
-@pytest.mark.parametrize("args", ["--push", "--repository x", "--base=x:1", "--format text"])
+@pytest.mark.parametrize("args", ["--push", "--repository x", "--base=x:1", "--format text",
+                                  "--progress plain"])
 def test_prebuilder_args_cannot_replace_the_plugins_own_flags(monkeypatch, args):
     monkeypatch.setenv("PREBUILDER_ARGS", args)
     with pytest.raises(PrebuilderError, match="PREBUILDER_ARGS must not set"):
@@ -185,7 +186,8 @@ def test_interrupted_launch_interrupts_the_binary(monkeypatch, tmp_path, install
                 f.write("interrupted\\n")
             sys.exit(130)
         signal.signal(signal.SIGINT, interrupted)
-        print("prebuilder: dependencies: building", file=sys.stderr, flush=True)
+        print('{"v":1,"event":"layer_building","layer":"dependencies","artifacts":1,'
+              '"text":"dependencies: building (1 artifact(s))"}', file=sys.stderr, flush=True)
         time.sleep(60)
         """ % str(marker)))
     binary.chmod(0o755)

@@ -17,27 +17,28 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{boot, lock, round, Options};
+use super::ground::{Ground, Side};
+use super::{boot, lock, pull, round, Options};
 use crate::check::{self, image_facts, ImageRules};
 use crate::engine::{
     ops, Engine, ImageInfo, LABEL_BASE, LABEL_BOOT_FROM, LABEL_KEY, LABEL_LAYER, LABEL_PARENT,
     LABEL_VERSION,
 };
 use crate::error::{Error, Result};
-use crate::plan::{self, BOOT_LAYER, LAYER_TAG_PREFIX, TAG_HEX_LEN};
+use crate::plan::{BOOT_LAYER, LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::{Event, Layer, Reporter};
 use crate::report::{CacheOutcome, LayerReport};
 use crate::stage::flink::FlinkSetup;
 use crate::stage::{Role, StagedSet};
 
-/// The ground the installing layers are built on.
-pub struct Ground {
+/// What the installing layers are built on, on the engine.
+pub struct Footing {
     /// The image the first installing layer starts from.
     pub from_image: String,
     /// The image whose config (entrypoint, cmd, env, …) committed layers keep.
     pub config: ImageInfo,
-    /// What the first installing layer's key chains on.
-    pub parent: String,
+    /// The base, as the engine has it.
+    pub base: ImageInfo,
     /// The boot layer's report, when there is one.
     pub layers: Vec<LayerReport>,
     pending: Option<Pending>,
@@ -61,35 +62,36 @@ struct Pending {
     rules: ImageRules,
 }
 
-/// The ground of a build: the base itself, or the base plus a boot layer.
+/// The footing of a build: the base itself (`base`: the engine's view of
+/// `ground.base`), or the base plus a boot layer, found or built.
 pub async fn prepare<E: Engine>(
     engine: &E,
     opts: &Options,
     set: &StagedSet,
-    base: &ImageInfo,
+    (ground, base): (&Ground, &ImageInfo),
     reporter: &dyn Reporter,
-) -> Result<Ground> {
+) -> Result<Footing> {
     let sdk_staged = set.with_role(Role::Sdk).next().is_some();
     if let Some(setup) = set.mode.flink() {
         // PyFlink bases have no Beam boot to add (the CLI refuses --boot-from).
-        return Ok(Ground {
+        return Ok(Footing {
             from_image: base.id.clone(),
             config: base.clone(),
-            parent: base.id.clone(),
+            base: base.clone(),
             layers: Vec::new(),
             pending: None,
             pending_flink: (!opts.no_check).then(|| PendingFlink {
                 image: base.id.clone(),
                 name: opts.base.clone(),
-                setup: setup.clone(),
+                setup: with_launch_python(setup, opts),
             }),
         });
     }
-    let Some(boot_ref) = opts.boot_from.as_deref() else {
-        return Ok(Ground {
+    let (Some(boot), Some(key)) = (&ground.boot, ground.boot_key()) else {
+        return Ok(Footing {
             from_image: base.id.clone(),
             config: base.clone(),
-            parent: base.id.clone(),
+            base: base.clone(),
             layers: Vec::new(),
             pending_flink: None,
             pending: (!opts.no_check).then(|| Pending {
@@ -103,18 +105,18 @@ pub async fn prepare<E: Engine>(
         });
     };
     let started = Instant::now();
-    let boot_image = ops::require(engine, boot_ref, "--boot-from image").await?;
-    let key = plan::boot_key(&base.id, &boot_image.id);
+    let boot_ref = boot.reference.as_str();
     let (id, cache, checked) =
-        boot_layer(engine, opts, base, &boot_image, &key, sdk_staged, reporter).await?;
+        boot_layer(engine, opts, (base, boot), key, sdk_staged, reporter).await?;
     // Not a result: tagged like the layers under one, so `gc` knows.
     let tag = format!("{LAYER_TAG_PREFIX}{}", &key[..TAG_HEX_LEN]);
     engine.tag(&id, &opts.repository, &tag).await?;
     let config = engine.inspect(&id).await?.ok_or_else(|| Error::Engine {
+        engine: String::new(),
         action: format!("inspecting the boot layer {id}"),
         source: "the engine no longer has it".into(),
     })?;
-    Ok(Ground {
+    Ok(Footing {
         pending_flink: None,
         pending: (!checked).then(|| Pending {
             image: id.clone(),
@@ -126,7 +128,7 @@ pub async fn prepare<E: Engine>(
         }),
         from_image: id.clone(),
         config,
-        parent: key,
+        base: base.clone(),
         layers: vec![LayerReport {
             name: BOOT_LAYER.to_string(),
             cache,
@@ -136,18 +138,18 @@ pub async fn prepare<E: Engine>(
     })
 }
 
-/// The boot layer's image, found or built (the base checked first); and
-/// whether the base checks ran.
+/// The boot layer's image, found or built (the boot image pulled when it
+/// must be and is not here, the base checked first); and whether the base
+/// checks ran.
 async fn boot_layer<E: Engine>(
     engine: &E,
     opts: &Options,
-    base: &ImageInfo,
-    boot_image: &ImageInfo,
+    (base, boot): (&ImageInfo, &Side),
     key: &str,
     sdk_staged: bool,
     reporter: &dyn Reporter,
 ) -> Result<(String, CacheOutcome, bool)> {
-    let boot_ref = opts.boot_from.as_deref().unwrap_or_default();
+    let boot_ref = boot.reference.as_str();
     let tag = &key[..TAG_HEX_LEN];
     let mut found = if opts.no_cache {
         None
@@ -168,6 +170,11 @@ async fn boot_layer<E: Engine>(
         });
         return Ok((found.id, CacheOutcome::Hit, opts.no_check));
     }
+    let boot_image = match &boot.local {
+        Some(info) => info.clone(),
+        None => pull::ensure_boot(engine, opts, boot_ref, reporter).await?,
+    };
+    let boot_image = &boot_image;
     if !opts.no_check {
         let rules = ImageRules {
             boot_added: true,
@@ -191,8 +198,21 @@ async fn boot_layer<E: Engine>(
     Ok((id, CacheOutcome::Miss, true))
 }
 
-impl Ground {
-    /// A layer of this build already sits on this ground (found by its key,
+/// The setup to check, its launching Python taken from the environment
+/// (`PYFLINK_CLIENT_EXECUTABLE`) when `python.client.executable` names none.
+fn with_launch_python(setup: &FlinkSetup, opts: &Options) -> FlinkSetup {
+    let mut setup = setup.clone();
+    if setup.client_executable.is_none() {
+        setup.client_executable = opts
+            .settings
+            .var(crate::stage::flink::CLIENT_PYTHON_ENV)
+            .map(str::to_string);
+    }
+    setup
+}
+
+impl Footing {
+    /// A layer of this build already sits on this footing (found by its key,
     /// on the engine or in the registry): the build that made it checked the
     /// image (or was told not to), and Beam's image-side checks read nothing
     /// but the image, so probing it again would only repeat that verdict, at

@@ -114,7 +114,7 @@ pub fn adjust_config(
 /// Names the step that failed from the setup's last lines.
 pub fn failing_step(mode: &SetupMode, tail: &[String]) -> String {
     let Some(f) = mode.flink() else {
-        return super::setup::failing_step(tail);
+        return beam_failing_step(tail);
     };
     let line = tail
         .iter()
@@ -130,6 +130,16 @@ pub fn failing_step(mode: &SetupMode, tail: &[String]) -> String {
         Some(l) => l.trim_start_matches("prebuilder-flink: ").to_string(),
         None => "the PyFlink setup failed".to_string(),
     }
+}
+
+/// Names the step that failed from the last lines of the setup's output: the
+/// boot's own "failed to install …" line when there is one.
+fn beam_failing_step(tail: &[String]) -> String {
+    tail.iter()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("failed to install"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| format!("{BOOT} --setup_only failed"))
 }
 
 /// The report's `flink` object: the baked paths.
@@ -232,5 +242,22 @@ mod tests {
         let flink = SetupMode::Flink(setup("python3"));
         assert_eq!(upload_dir(&flink), "/tmp");
         assert_eq!(required_paths(&flink), ["/bin/sh"]);
+    }
+
+    #[test]
+    fn failing_step_prefers_the_boots_line() {
+        let tail = vec![
+            "ERROR: No matching distribution found for tabulate==9.9".to_string(),
+            "boot: failed to install requirements.txt: pip exited with status 1".to_string(),
+            "prebuilder: /opt/apache/beam/boot --setup_only exited with status 1".to_string(),
+        ];
+        assert_eq!(
+            beam_failing_step(&tail),
+            "boot: failed to install requirements.txt: pip exited with status 1"
+        );
+        assert_eq!(
+            beam_failing_step(&[]),
+            "/opt/apache/beam/boot --setup_only failed"
+        );
     }
 }

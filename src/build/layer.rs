@@ -14,7 +14,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::setup::{self, SNAPSHOT_DIR};
 use super::{flink, local, record, upload, verify};
-use crate::engine::{ops, ContainerSpec, Engine, ImageInfo, Network, LABEL};
+use crate::engine::{
+    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
+};
 use crate::error::{Error, Result};
 use crate::image;
 use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR};
@@ -42,6 +44,8 @@ pub struct LayerBuild<'a> {
     pub scratch: &'a Path,
     /// What the setup runs (Beam's boot or PyFlink's setup) and the config it adds.
     pub mode: &'a SetupMode,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub source_date_epoch: Option<&'a str>,
 }
 
 impl LayerBuild<'_> {
@@ -49,7 +53,7 @@ impl LayerBuild<'_> {
     /// `SOURCE_DATE_EPOCH`, else the `created` of the image whose config the
     /// layer keeps (the base, or the boot layer).
     fn epoch(&self) -> u64 {
-        image::reproducible::epoch(self.config_image.created.as_deref())
+        image::reproducible::epoch(self.source_date_epoch, self.config_image.created.as_deref())
     }
 }
 
@@ -119,7 +123,21 @@ async fn set_up_and_save<E: Engine>(
     upload_artifacts(engine, container, b.layer, b.mode, reporter).await?;
     run_setup(engine, container, b.layer.name, b.mode, reporter).await?;
     // The environment's record (pip freeze + inputs) goes into the image and a label.
-    let record = record::make(engine, container, b, reporter).await?;
+    let context = record::Context {
+        layer: b.layer,
+        from_image: b.from_image,
+        base: b
+            .labels
+            .get(LABEL_BASE)
+            .map_or(b.config_image.id.as_str(), String::as_str),
+        boot_from: b
+            .config_image
+            .labels
+            .get(LABEL_BOOT_FROM)
+            .map(String::as_str),
+        snapshot: !b.commit,
+    };
+    let record = record::make(engine, container, &context, reporter).await?;
     let mut labels = b.labels.clone();
     if let Some((_, label)) = &record {
         labels.insert(LABEL_RECORD.to_string(), label.clone());
@@ -315,6 +333,7 @@ async fn load_snapshot<E: Engine>(
     match engine.inspect(&image_id).await? {
         Some(_) => Ok(Some(image_id)),
         None => Err(Error::Engine {
+            engine: String::new(),
             action: "loading the layer image".into(),
             source: format!("the engine did not keep {image_id}").into(),
         }),
@@ -382,6 +401,7 @@ async fn download_to<E: Engine>(
         .map_err(|e| Error::io(to, e))?;
     while let Some(chunk) = stream.next().await {
         let bytes = chunk.map_err(|e| Error::Engine {
+            engine: String::new(),
             action: format!("reading {path} from container {container}"),
             source: Box::new(e),
         })?;

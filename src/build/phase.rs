@@ -111,7 +111,10 @@ mod tests {
             crate::error::EXIT_UNAVAILABLE,
             "worth a retry"
         );
-        let other = p.explain(Error::BaseMissing { image: "b".into() });
+        let other = p.explain(Error::BaseMissing {
+            image: "b".into(),
+            engine: String::new(),
+        });
         assert!(matches!(other, Error::BaseMissing { .. }));
     }
 }

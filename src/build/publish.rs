@@ -79,7 +79,7 @@ pub async fn push<E: Engine, R: Manifests>(
     opts: &Options,
     remote: &Remote<R>,
     (plan, ids): (&Plan<'_>, &[String]),
-    base: &ImageInfo,
+    base: Option<&ImageInfo>,
     reporter: &dyn Reporter,
 ) -> Result<String> {
     let repo = &opts.repository;
@@ -155,6 +155,40 @@ pub async fn push<E: Engine, R: Manifests>(
     Ok(manifest.digest)
 }
 
+/// Every `--tag` on a registry hit of `key_tag` (whose manifest is
+/// `digest`): the same manifest put under each tag, nothing pulled. A tag
+/// that holds another digest is refused unless `--replace-tags`, as on a
+/// push. Without `--push` prebuilder does not write to the registry, and an
+/// event says the tags were not applied. Returns `repo:tag` of each.
+pub async fn tag_hit<R: Manifests>(
+    remote: &Remote<R>,
+    opts: &Options,
+    key_tag: &str,
+    digest: &str,
+    reporter: &dyn Reporter,
+) -> Result<Vec<String>> {
+    if opts.tags.is_empty() {
+        return Ok(Vec::new());
+    }
+    let repo = &opts.repository;
+    if !opts.push {
+        reporter.event(Event::TagsNotApplied {
+            image: &format!("{repo}:{key_tag}"),
+        });
+        return Ok(Vec::new());
+    }
+    let registry = &remote.registry;
+    let manifest = registry
+        .manifest(digest)
+        .await?
+        .ok_or_else(|| Error::Registry {
+            registry: registry.host().to_string(),
+            action: format!("reading {repo}@{digest} to tag it"),
+            reason: format!("the registry answered for {key_tag} but has no manifest {digest}"),
+        })?;
+    apply_tags(registry, opts, &manifest, reporter).await
+}
+
 /// Put `manifest` (the result's) under every `--tag`: a tag holding other
 /// content is refused unless `--replace-tags`; one holding it already is
 /// left. Returns `repo:tag` of each.
@@ -215,23 +249,11 @@ async fn known_blobs<E: Engine, R: Manifests>(
     remote: &Remote<R>,
     opts: &Options,
     (plan, ids): (&Plan<'_>, &[String]),
-    base: &ImageInfo,
+    base: Option<&ImageInfo>,
 ) -> Result<HashMap<String, Known>> {
     let mut known = HashMap::new();
-    // Only a base that came from its registry (it has a repo digest there)
-    // is asked for: the manifest it was pulled by. A base the registry
-    // cannot describe is uploaded like any other layer.
-    let image = ImageRef::parse(&opts.base);
-    let pulled_by = base.repo_digests.iter().find_map(|r| {
-        let r = ImageRef::parse(r);
-        (r.repository == image.repository)
-            .then_some(r.digest)
-            .flatten()
-    });
-    if let (Some(base_registry), Some(digest)) = (&remote.base, pulled_by) {
-        if let Ok(Some(m)) = base_registry.image_manifest(&digest).await {
-            add_known(&mut known, &m, &base.id, &base.layers, true);
-        }
+    if let Some(base) = base {
+        base_blobs(remote, opts, base, &mut known).await;
     }
     let top = plan.layers.len().min(ids.len()).saturating_sub(1);
     for i in (0..top).rev() {
@@ -260,6 +282,30 @@ async fn known_blobs<E: Engine, R: Manifests>(
         }
     }
     Ok(known)
+}
+
+/// The base's blobs, from the manifest it was pulled by. Only a base that
+/// came from its registry (it has a repo digest there) is asked for; a base
+/// the registry cannot describe (or one not on the engine) is uploaded like
+/// any other layer.
+async fn base_blobs<R: Manifests>(
+    remote: &Remote<R>,
+    opts: &Options,
+    base: &ImageInfo,
+    known: &mut HashMap<String, Known>,
+) {
+    let image = ImageRef::parse(&opts.base);
+    let pulled_by = base.repo_digests.iter().find_map(|r| {
+        let r = ImageRef::parse(r);
+        (r.repository == image.repository)
+            .then_some(r.digest)
+            .flatten()
+    });
+    if let (Some(base_registry), Some(digest)) = (&remote.base, pulled_by) {
+        if let Ok(Some(m)) = base_registry.image_manifest(&digest).await {
+            add_known(known, &m, &base.id, &base.layers, true);
+        }
+    }
 }
 
 /// The file remembering the blob of `diff_id`.
@@ -506,6 +552,7 @@ async fn exported<E: Engine>(
             .find(|i| i.layers.iter().map(|l| &l.diff_id).eq(layers.iter()))
             .cloned()
             .ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: what.clone(),
                 source: format!("the export has no image with the layers of {}", w.id).into(),
             })?;

@@ -1,7 +1,7 @@
 //! The base image a build sits on (and the `--boot-from` image): found on
 //! the engine, or pulled through it (`--pull missing|always|never`, docker's
 //! names) with the docker CLI's credentials. Only a build that needs the base's content pulls it: cache
-//! questions are answered from keys (see `fresh`), never by pulling.
+//! questions are answered from keys (see `ground` and `locate`), never by pulling.
 
 use super::{Options, PullPolicy};
 use crate::engine::{Engine, ImageInfo};
@@ -22,12 +22,13 @@ pub async fn ensure<E: Engine>(
         }
         if opts.pull == PullPolicy::Never {
             return Err(Error::BaseMissing {
+                engine: String::new(),
                 image: reference.clone(),
             });
         }
     }
     let absent = opts.pull != PullPolicy::Always;
-    pull(engine, reference, reporter)
+    pull(engine, opts, reference, reporter)
         .await
         .map_err(|e| match e {
             Error::PullFailed {
@@ -61,12 +62,13 @@ pub async fn ensure_boot<E: Engine>(
         }
         if opts.pull == PullPolicy::Never {
             return Err(Error::ImageMissing {
+                engine: String::new(),
                 what: "--boot-from image",
                 image: reference.to_string(),
             });
         }
     }
-    pull(engine, reference, reporter).await?;
+    pull(engine, opts, reference, reporter).await?;
     pulled(engine, reference).await
 }
 
@@ -76,6 +78,7 @@ async fn pulled<E: Engine>(engine: &E, reference: &str) -> Result<ImageInfo> {
         .inspect(reference)
         .await?
         .ok_or_else(|| Error::Engine {
+            engine: String::new(),
             action: format!("pulling {reference}"),
             source: "the engine does not show the image after pulling it".into(),
         })
@@ -84,10 +87,16 @@ async fn pulled<E: Engine>(engine: &E, reference: &str) -> Result<ImageInfo> {
 /// Pull `reference` with the user's credentials for its registry, its
 /// milestones as events; a failure names the reference, the registry and
 /// where credentials were looked for.
-pub async fn pull<E: Engine>(engine: &E, reference: &str, reporter: &dyn Reporter) -> Result<()> {
+pub async fn pull<E: Engine>(
+    engine: &E,
+    opts: &Options,
+    reference: &str,
+    reporter: &dyn Reporter,
+) -> Result<()> {
     let image = ImageRef::parse(reference);
-    let credential = registry::credentials(&image.repository)?;
-    let source = credential_source(&image.repository, credential.is_some());
+    let config_dir = opts.settings.docker_config_dir();
+    let credential = registry::credentials(&config_dir, &image.repository)?;
+    let source = credential_source(&config_dir, &image.repository, credential.is_some());
     reporter.event(Event::Pulling { reference });
     let mut last = String::new();
     let mut status = |s: &str| {
@@ -124,16 +133,14 @@ pub async fn pull<E: Engine>(engine: &E, reference: &str, reporter: &dyn Reporte
     Ok(())
 }
 
-/// Where the docker CLI's credentials for `repo` were looked for. Names a
-/// file and a registry, never a secret.
-pub fn credential_source(repo: &RepositoryRef, found: bool) -> String {
-    let config = match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => std::path::Path::new(&dir)
-            .join("config.json")
-            .display()
-            .to_string(),
-        None => "~/.docker/config.json".to_string(),
-    };
+/// Where the docker CLI's credentials for `repo` were looked for (the
+/// `config.json` in `config_dir`). Names a file and a registry, never a secret.
+pub fn credential_source(
+    config_dir: &std::path::Path,
+    repo: &RepositoryRef,
+    found: bool,
+) -> String {
+    let config = config_dir.join("config.json").display().to_string();
     if found {
         format!("credentials for {} from {config}", repo.auth_key())
     } else {
@@ -151,13 +158,14 @@ mod tests {
     #[test]
     fn credential_sources_name_the_registry_and_file_not_secrets() {
         let repo = RepositoryRef::parse("127.0.0.1:5000/team/base");
-        let found = credential_source(&repo, true);
+        let dir = std::path::Path::new("/home/u/.docker");
+        let found = credential_source(dir, &repo, true);
         assert!(
             found.starts_with("credentials for 127.0.0.1:5000 from "),
             "{found}"
         );
         assert!(found.ends_with("config.json"), "{found}");
-        let none = credential_source(&RepositoryRef::parse("apache/beam"), false);
+        let none = credential_source(dir, &RepositoryRef::parse("apache/beam"), false);
         assert!(
             none.starts_with("anonymous: no credentials for https://index.docker.io/v1/ in "),
             "{none}"

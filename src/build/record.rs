@@ -5,12 +5,26 @@
 
 use std::collections::BTreeMap;
 
-use super::layer::LayerBuild;
 use super::setup::{FREEZE_NAME, SNAPSHOT_DIR};
-use crate::engine::{ops, Engine, LABEL_BASE, LABEL_BOOT_FROM};
+use crate::engine::{ops, Engine};
 use crate::error::Result;
+use crate::plan::LayerPlan;
 use crate::progress::{Event, Reporter};
 use crate::record::{self, Record, FORMAT, LABEL_RECORD, RECORD_FILE};
+
+/// What a layer's record comes from, besides the setup's freeze.
+pub struct Context<'a> {
+    pub layer: &'a LayerPlan<'a>,
+    /// The image the setup started from: its record holds the inputs of
+    /// the layers below.
+    pub from_image: &'a str,
+    /// The base's id.
+    pub base: &'a str,
+    /// The image `--boot-from` took the boot from, if any.
+    pub boot_from: Option<&'a str>,
+    /// Whether the setup took a snapshot (it then left the freeze there).
+    pub snapshot: bool,
+}
 
 /// The record of a finished setup: the file content for [`RECORD_FILE`] and
 /// the label value. `None` (with a warning) when the setup left no freeze: a
@@ -18,11 +32,11 @@ use crate::record::{self, Record, FORMAT, LABEL_RECORD, RECORD_FILE};
 pub async fn make<E: Engine>(
     engine: &E,
     container: &str,
-    b: &LayerBuild<'_>,
+    b: &Context<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Option<(Vec<u8>, String)>> {
     let layer = b.layer;
-    let Some(freeze) = freeze(engine, container, !b.commit)
+    let Some(freeze) = freeze(engine, container, b.snapshot)
         .await?
         .filter(|f| !f.is_empty())
     else {
@@ -62,12 +76,8 @@ pub async fn make<E: Engine>(
         format: FORMAT,
         layer: layer.name.to_string(),
         key: layer.key.clone(),
-        base: b
-            .labels
-            .get(LABEL_BASE)
-            .cloned()
-            .unwrap_or_else(|| b.config_image.id.clone()),
-        boot_from: b.config_image.labels.get(LABEL_BOOT_FROM).cloned(),
+        base: b.base.to_string(),
+        boot_from: b.boot_from.map(str::to_string),
         python,
         inputs,
         packages: Some(packages),

@@ -88,16 +88,6 @@ fn flag(b: bool) -> String {
     if b { "1" } else { "0" }.to_string()
 }
 
-/// Names the step that failed from the last lines of the setup's output: the
-/// boot's own "failed to install …" line when there is one.
-pub fn failing_step(tail: &[String]) -> String {
-    tail.iter()
-        .rev()
-        .find(|l| l.to_ascii_lowercase().contains("failed to install"))
-        .map(|l| l.trim().to_string())
-        .unwrap_or_else(|| format!("{BOOT} --setup_only failed"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,23 +145,6 @@ mod tests {
         let prefix = beam[2].split(SCRIPT).next().unwrap();
         assert!(!prefix.contains("run_setup"), "{prefix}");
         assert!(beam[2].contains("PREBUILDER_PYTHON='python'"));
-    }
-
-    #[test]
-    fn failing_step_prefers_the_boots_line() {
-        let tail = vec![
-            "ERROR: No matching distribution found for tabulate==9.9".to_string(),
-            "boot: failed to install requirements.txt: pip exited with status 1".to_string(),
-            "prebuilder: /opt/apache/beam/boot --setup_only exited with status 1".to_string(),
-        ];
-        assert_eq!(
-            failing_step(&tail),
-            "boot: failed to install requirements.txt: pip exited with status 1"
-        );
-        assert_eq!(
-            failing_step(&[]),
-            "/opt/apache/beam/boot --setup_only failed"
-        );
     }
 
     /// The setup command with its container paths pointed into a test directory.

@@ -50,6 +50,7 @@ pub fn start(
 
 fn write_tar(writer: ChannelWriter, manifest: &str, files: &[UploadFile]) -> Result<()> {
     let upload_err = |e: io::Error| Error::Engine {
+        engine: String::new(),
         action: "streaming the artifacts into the setup container".into(),
         source: Box::new(e),
     };

@@ -165,13 +165,14 @@ pub async fn check<E: Engine>(
         Some(info) => Observed::from_config(&info.config, leftovers),
         None => {
             return Err(Error::Engine {
+                engine: String::new(),
                 action: "checking the built layer".into(),
                 source: format!("the engine did not keep {id}").into(),
             })
         }
     };
     let want = Observed::from_config(want, Vec::new());
-    if let Err(e) = verify(&crate::error::engine(), id, &want, &got) {
+    if let Err(e) = verify(&engine.name().description, id, &want, &got) {
         if let Err(r) = engine.remove_image(id).await {
             tracing::warn!("could not remove the wrong image {id}: {r}");
         }

@@ -114,14 +114,14 @@ pub fn findings(
     out
 }
 
-/// The launching Python: `python.client.executable`, else
-/// `PYFLINK_CLIENT_EXECUTABLE`, else `python3` on PATH; with its version.
+/// The launching Python: `python.client.executable` (or, when that is not
+/// set, `PYFLINK_CLIENT_EXECUTABLE`: the caller puts it there), else
+/// `python3` on PATH; with its version.
 /// `None` (and a note) when it cannot be run here.
 fn launch_python(setup: &FlinkSetup) -> Option<(String, String)> {
     let python = setup
         .client_executable
         .clone()
-        .or_else(|| std::env::var("PYFLINK_CLIENT_EXECUTABLE").ok())
         .unwrap_or_else(|| "python3".to_string());
     let out = std::process::Command::new(&python)
         .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])

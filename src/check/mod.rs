@@ -431,11 +431,10 @@ pub fn probe_launch(python: &Path) -> Result<Probe> {
     })
 }
 
-/// `python3` on PATH, if any.
-pub fn python3_on_path() -> Option<PathBuf> {
+/// `python3` on `path` (a `PATH` value), if any.
+pub fn python3_on_path(path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path?)
         .map(|d| d.join("python3"))
         .find(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

@@ -274,7 +274,7 @@ fn report_json_and_text() {
 /// The probe really runs: under this host's python3, in launch mode.
 #[test]
 fn probe_py_runs_in_launch_mode() {
-    let Some(py) = python3_on_path() else {
+    let Some(py) = python3_on_path(std::env::var_os("PATH").as_deref()) else {
         return;
     };
     let p = probe_launch(&py).unwrap();

@@ -5,13 +5,15 @@ use crate::build::{self, Remote};
 use crate::cancel::Cancel;
 use std::path::Path;
 
-use crate::cli::{BuildArgs, PullPolicy};
-use crate::engine::{endpoint, ops, DockerEngine, Engine, Network};
+use crate::cli::BuildArgs;
+use crate::engine::endpoint::Endpoint;
+use crate::engine::{ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
 use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
+use crate::settings::Settings;
 use crate::stage::flink::{self, PythonOptions};
 use crate::stage::{Inputs, StagedSet};
 use crate::state;
@@ -84,10 +86,15 @@ fn flink_inputs(args: &BuildArgs) -> Option<(PythonOptions, Option<std::path::Pa
 /// Validate, stage, build on the engine, write `--report`: the report for
 /// the binary to print. A signal (`cancel`) drops the build future; every
 /// container it created is then removed.
-pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> Result<Report> {
+pub async fn run(
+    args: &BuildArgs,
+    settings: &Settings,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<Report> {
     validate(args)?;
     let interrupted = |signal| Err(Error::Interrupted { signal });
-    let root = state::root();
+    let root = state::root(settings);
     if let Some(warning) = &root.warning {
         tracing::warn!("{warning}");
     }
@@ -105,19 +112,24 @@ pub async fn run(args: &BuildArgs, reporter: &dyn Reporter, cancel: &Cancel) -> 
         signal = cancel.cancelled() => return interrupted(signal),
     };
     let engine = tokio::select! {
-        r = DockerEngine::connect() => r?,
+        r = DockerEngine::connect(settings) => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let opts = options(args, &root.dir, scratch.path())?;
+    let opts = options(
+        args,
+        settings,
+        (&root.dir, engine.endpoint()),
+        scratch.path(),
+    )?;
     let phases = build::phase::Phases::new(reporter);
     let outcome = tokio::select! {
         r = async {
             ops::sweep_orphans(&engine).await;
-            build::run(&engine, &opts, &set, || remote(args), &phases).await
+            build::run(&engine, &opts, &set, || remote(args, settings), &phases).await
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
-    let outcome = outcome.map_err(|e| phases.explain(e));
+    let outcome = outcome.map_err(|e| phases.explain(e.named(&engine.name())));
     let mut removed = engine.remove_leftovers().await;
     if let Err(Error::EngineWentAway { .. }) = &outcome {
         removed += remove_when_back(&engine, cancel).await;
@@ -169,10 +181,16 @@ async fn remove_when_back(engine: &DockerEngine, cancel: &Cancel) -> usize {
 /// How long a build whose engine went away waits for it, to clean up.
 const ENGINE_RETURN: std::time::Duration = std::time::Duration::from_secs(45);
 
-/// The build's options from the flags (and `PREBUILDER_COMMIT`, read here,
-/// never deep in the build); locks and temporary files under the state root.
-pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> Result<build::Options> {
-    let labels = crate::labels::Request::from_args(args)?;
+/// The build's options from the flags and `settings` (the environment, read
+/// once by the binary); locks (one directory per engine, by its endpoint) and
+/// temporary files under the state root.
+pub fn options(
+    args: &BuildArgs,
+    settings: &Settings,
+    (state_root, endpoint): (&Path, &Endpoint),
+    scratch: &Path,
+) -> Result<build::Options> {
+    let labels = crate::labels::Request::new(&args.labels, settings, args.setup_file.as_deref())?;
     Ok(build::Options {
         base: args.base.clone(),
         repository: args.repository.clone(),
@@ -184,47 +202,45 @@ pub fn options(args: &BuildArgs, state_root: &Path, scratch: &Path) -> Result<bu
         boot_from: args.boot_from.clone(),
         network: Network::parse(&args.network),
         // One lock per key and engine: the endpoint this process connected to.
-        lock_dir: state::lock_dir(
-            state_root,
-            endpoint::current().map_or(endpoint::DEFAULT_HOST, |e| e.host.as_str()),
-        ),
+        lock_dir: state::lock_dir(state_root, &endpoint.host),
         blob_map: state::blob_map_dir(state_root),
         scratch_dir: scratch.to_path_buf(),
-        commit: std::env::var_os("PREBUILDER_COMMIT").is_some(),
+        commit: settings.commit(),
         labels,
-        pull: match args.pull {
-            PullPolicy::Missing => build::PullPolicy::Missing,
-            PullPolicy::Always => build::PullPolicy::Always,
-            PullPolicy::Never => build::PullPolicy::Never,
-        },
+        pull: args.pull,
+        settings: settings.clone(),
     })
 }
 
 /// The registry of `--repository`, when it names one or `--push` asks for one.
-fn remote(args: &BuildArgs) -> Result<Option<Remote<Registry>>> {
+fn remote(args: &BuildArgs, settings: &Settings) -> Result<Option<Remote<Registry>>> {
     let repo = RepositoryRef::parse(&args.repository);
     if !repo.explicit && !args.push {
         return Ok(None);
     }
-    let credential = registry::credentials(&repo)?;
+    let config_dir = settings.docker_config_dir();
+    let credential = registry::credentials(&config_dir, &repo)?;
     Ok(Some(Remote {
         registry: Registry::new(repo, credential.clone())?,
         credential,
-        base: base_registry(&args.base),
-        boot: args.boot_from.as_deref().and_then(base_registry),
+        base: base_registry(&args.base, &config_dir),
+        boot: args
+            .boot_from
+            .as_deref()
+            .and_then(|b| base_registry(b, &config_dir)),
     }))
 }
 
 /// The registry of a base (or `--boot-from` image), to read its image id
 /// without pulling it; `None` for an image id, or when its credentials
 /// cannot be read (a pull would then say why).
-fn base_registry(base: &str) -> Option<Registry> {
+fn base_registry(base: &str, config_dir: &Path) -> Option<Registry> {
     let hex = base.strip_prefix("sha256:").unwrap_or(base);
     if hex.len() >= 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     let repo = registry::ImageRef::parse(base).repository;
-    match registry::credentials(&repo) {
+    match registry::credentials(config_dir, &repo) {
         Ok(credential) => Registry::new(repo, credential).ok(),
         Err(e) => {
             tracing::warn!("{e}; the base will be pulled to learn its id");

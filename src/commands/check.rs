@@ -10,9 +10,13 @@ use crate::error::{Error, Result};
 
 /// Probe and judge; the caller prints the report and turns findings into exit status 1
 /// ([`verdict`]).
-pub async fn run<E: Engine>(engine: &E, args: &CheckArgs) -> Result<CheckReport> {
+pub async fn run<E: Engine>(
+    engine: &E,
+    args: &CheckArgs,
+    settings: &crate::settings::Settings,
+) -> Result<CheckReport> {
     let image = image_facts(engine, &args.image, &args.image).await?;
-    let (launch, notes) = launch(args).await?;
+    let (launch, notes) = launch(args, settings).await?;
     Ok(CheckReport::new(
         image,
         launch,
@@ -35,7 +39,10 @@ pub fn verdict(report: &CheckReport) -> Result<()> {
 
 /// The launch side: `--launch-python`, else `python3` on PATH when it has
 /// apache-beam; otherwise a note saying why the comparison was skipped.
-async fn launch(args: &CheckArgs) -> Result<(Option<LaunchFacts>, Vec<String>)> {
+async fn launch(
+    args: &CheckArgs,
+    settings: &crate::settings::Settings,
+) -> Result<(Option<LaunchFacts>, Vec<String>)> {
     if args.no_launch {
         return Ok((None, Vec::new()));
     }
@@ -56,7 +63,7 @@ async fn launch(args: &CheckArgs) -> Result<(Option<LaunchFacts>, Vec<String>)> 
         ));
     }
     let skipped = "the launch-side comparison was skipped (pass --launch-python)";
-    let Some(python) = check::python3_on_path() else {
+    let Some(python) = check::python3_on_path(settings.path()) else {
         return Ok((None, vec![format!("no python3 on PATH: {skipped}")]));
     };
     Ok(match probe_blocking(python.clone()).await {

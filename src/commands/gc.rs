@@ -232,6 +232,7 @@ impl GcReport {
     /// The report's own error when some removals failed (exit status 2).
     pub fn error(&self) -> Option<Error> {
         (!self.failed.is_empty()).then(|| Error::Engine {
+            engine: String::new(),
             action: "removing unneeded images".into(),
             source: self.failed.join("; ").into(),
         })

@@ -37,6 +37,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 
 pub struct DockerEngine {
     docker: Docker,
+    /// Where it is, as the docker CLI would choose it.
+    endpoint: super::endpoint::Endpoint,
     /// Containers created and not yet removed, for [`Engine::remove_leftovers`].
     live: Mutex<Vec<String>>,
     /// Podman's compatible API (see `podman`): layers load as OCI archives
@@ -47,19 +49,19 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
-    /// Connect to the engine the docker CLI would use (see `endpoint`) and
-    /// agree on an API version with it.
-    pub async fn connect() -> Result<DockerEngine> {
-        let endpoint = super::endpoint::resolve(&super::endpoint::Env::from_process())?;
-        super::endpoint::set_current(&endpoint);
+    /// Connect to the engine the docker CLI would use in `settings`' environment
+    /// (see `endpoint`) and agree on an API version with it.
+    pub async fn connect(settings: &crate::settings::Settings) -> Result<DockerEngine> {
+        let endpoint = super::endpoint::resolve(&super::endpoint::Env::from_settings(settings))?;
         let docker = super::endpoint::connect(&endpoint, REQUEST_TIMEOUT).await?;
         let version = docker
             .version()
             .await
-            .map_err(|e| engine_err("asking the engine for its version", e))?;
-        super::endpoint::set_product(&super::podman::product(&version));
+            .map_err(|e| engine_err("asking the engine for its version", e))
+            .map_err(|e| e.named(&super::endpoint::name(&endpoint, "")))?;
         Ok(DockerEngine {
             docker,
+            endpoint,
             live: Mutex::new(Vec::new()),
             podman: super::podman::is_podman(&version),
             product: super::podman::product(&version),
@@ -69,6 +71,11 @@ impl DockerEngine {
     /// `Podman 4.3.1` or `Docker 20.10.24`, for messages.
     pub fn product(&self) -> &str {
         &self.product
+    }
+
+    /// Where the engine is.
+    pub fn endpoint(&self) -> &super::endpoint::Endpoint {
+        &self.endpoint
     }
 
     /// Whether the engine answers a ping now.
@@ -111,6 +118,7 @@ fn engine_err(action: impl Into<String>, e: BollardError) -> Error {
         | BollardError::IOError { .. }
         | BollardError::RequestTimeoutError => super::endpoint::unreachable(Box::new(e)),
         other => Error::Engine {
+            engine: String::new(),
             action: action.into(),
             source: Box::new(other),
         },
@@ -380,6 +388,7 @@ impl Engine for DockerEngine {
             Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(engine_err("waiting for a container", e)),
             None => Err(Error::Engine {
+                engine: String::new(),
                 action: "waiting for a container".into(),
                 source: "the engine closed the wait without a status".into(),
             }),
@@ -394,6 +403,7 @@ impl Engine for DockerEngine {
     ) -> Result<String> {
         let mut config: ContainerConfig =
             serde_json::from_value(config.clone()).map_err(|e| Error::Engine {
+                engine: String::new(),
                 action: "writing the committed image's config".into(),
                 source: Box::new(e),
             })?;
@@ -532,6 +542,7 @@ impl Engine for DockerEngine {
                         .contains("http response to https client") =>
                 {
                     return Err(Error::RegistryInsecure {
+                        engine: String::new(),
                         registry: image.repository.registry.clone(),
                         podman: self.podman,
                     })
@@ -609,5 +620,9 @@ impl Engine for DockerEngine {
         }
         let left = self.live.lock().map(|l| l.len()).unwrap_or_default();
         ids.len().saturating_sub(left)
+    }
+
+    fn name(&self) -> crate::error::EngineName {
+        super::endpoint::name(&self.endpoint, &self.product)
     }
 }

@@ -11,13 +11,11 @@
 //! A context's endpoint is in `contexts/meta/<sha256 of its name>/meta.json`
 //! and its TLS material in `contexts/tls/<sha256 of its name>/docker/`.
 //! [`resolve`] is pure apart from reading those files: environment and config
-//! dir in, an [`Endpoint`] out. The chosen endpoint is remembered for the
-//! process ([`set_current`]) so that every engine error, wherever it is made,
-//! names the engine and how it was chosen.
+//! dir in, an [`Endpoint`] out. The adapter that connects to it names it in
+//! its caller's errors ([`name`]): nothing is remembered process-wide.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -163,9 +161,10 @@ pub struct Env {
 }
 
 impl Env {
-    /// This process's environment; empty values count as unset, as in the CLI.
-    pub fn from_process() -> Env {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    /// The docker CLI's variables from `settings` (read once by the
+    /// caller); empty values count as unset, as in the CLI.
+    pub fn from_settings(settings: &crate::settings::Settings) -> Env {
+        let var = |k: &str| settings.var(k).map(str::to_string);
         Env {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
@@ -481,37 +480,23 @@ fn unreachable_at(endpoint: &Endpoint, source: Cause) -> Error {
     }
 }
 
-/// The engine this process uses stopped answering.
+/// The engine stopped answering: the caller names its endpoint
+/// ([`Error::named`]), which an adapter's call does not know.
 pub fn unreachable(source: Cause) -> Error {
-    match current() {
-        Some(e) => unreachable_at(e, source),
-        None => Error::EngineUnreachable {
-            endpoint: "the container engine".into(),
-            source,
-            hint: "check that the engine is running (`docker info`)".into(),
-        },
+    Error::EngineUnreachable {
+        endpoint: String::new(),
+        source,
+        hint: "check that the engine is running (`docker info`)".into(),
     }
 }
 
-static CURRENT: OnceLock<Endpoint> = OnceLock::new();
-
-/// Remember the endpoint this process talks to (the first one wins: a
-/// process uses one engine), and name it in every later message.
-pub fn set_current(endpoint: &Endpoint) {
-    let _ = CURRENT.set(endpoint.clone());
-    crate::error::set_engine(format!("the engine at {endpoint}"));
-}
-
-/// Add what the engine said it is (`Podman 4.3.1`) to how messages name it.
-pub fn set_product(product: &str) {
-    if let Some(e) = current() {
-        crate::error::set_engine(format!("the engine at {e}, {product}"));
+/// How errors name the engine at `endpoint`, which says it is `product`.
+pub fn name(endpoint: &Endpoint, product: &str) -> crate::error::EngineName {
+    crate::error::EngineName {
+        description: format!("the engine at {endpoint}, {product}"),
+        endpoint: endpoint.to_string(),
+        unreachable_hint: endpoint.unreachable_hint(),
     }
-}
-
-/// The endpoint this process talks to, if it connected.
-pub fn current() -> Option<&'static Endpoint> {
-    CURRENT.get()
 }
 
 #[cfg(test)]

@@ -207,6 +207,27 @@ impl FakeEngine {
         id
     }
 
+    /// Make this engine's image `id` pullable as `reference` by `other`:
+    /// what a push from here to a registry both share gives a fresh runner.
+    pub fn share(&self, id: &str, reference: &str, other: &FakeEngine) {
+        let Some(mut image) = self.state().images.get(id).cloned() else {
+            return;
+        };
+        image.info.repo_tags = vec![reference.to_string()];
+        let bytes: Vec<(String, Vec<u8>)> = {
+            let s = self.state();
+            image
+                .info
+                .layers
+                .iter()
+                .filter_map(|l| s.layer_bytes.get(l).map(|b| (l.clone(), b.clone())))
+                .collect()
+        };
+        let mut o = other.state();
+        o.layer_bytes.extend(bytes);
+        o.remote.insert(reference.to_string(), image);
+    }
+
     /// Set a label on an image (what a build would have given it).
     pub fn set_label(&self, id: &str, key: &str, value: &str) {
         if let Some(i) = self.state().images.get_mut(id) {
@@ -354,6 +375,7 @@ impl FakeEngine {
         }
         if fail {
             return Err(Error::Engine {
+                engine: String::new(),
                 action: format!("{op} (fake)"),
                 source: "injected failure".into(),
             });
@@ -377,6 +399,7 @@ impl FakeEngine {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: format!("using container {id} (fake)"),
                 source: "no such container".into(),
             })
@@ -389,6 +412,10 @@ impl FakeEngine {
             let mut s = self.state();
             let leave = s.leave.clone();
             if let Some(c) = s.containers.get_mut(id) {
+                // What the setup installs depends on its inputs only (the
+                // container's name carries the layer's key), as a real
+                // setup's snapshot does: same inputs, same layer.
+                let installed = c.spec.name.clone().into_bytes();
                 // As setup.sh does: the staged files and the manifest go
                 // (the artifacts directory itself stays).
                 let staged = format!("{}/", crate::plan::ARTIFACTS_DIR);
@@ -407,7 +434,7 @@ impl FakeEngine {
                 };
                 c.files.insert(freeze_path.to_string(), freeze);
                 if setup.snapshot {
-                    let inner = tar_of("./usr/lib/python3/dist-packages/six.py", id.as_bytes());
+                    let inner = tar_of("./usr/lib/python3/dist-packages/six.py", &installed);
                     c.files
                         .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
                     c.files
@@ -533,6 +560,7 @@ impl Engine for FakeEngine {
         .await?;
         self.state().created.push(spec.clone());
         let image = self.find(&spec.image).ok_or_else(|| Error::Engine {
+            engine: String::new(),
             action: format!("creating container {} (fake)", spec.name),
             source: format!("no such image {}", spec.image).into(),
         })?;
@@ -564,6 +592,7 @@ impl Engine for FakeEngine {
         let mut bytes = Vec::new();
         while let Some(chunk) = tar.next().await {
             bytes.extend_from_slice(&chunk.map_err(|e| Error::Engine {
+                engine: String::new(),
                 action: "uploading (fake)".into(),
                 source: Box::new(e),
             })?);
@@ -585,6 +614,7 @@ impl Engine for FakeEngine {
             .containers
             .get_mut(container)
             .ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: "uploading (fake)".into(),
                 source: "no such container".into(),
             })?;
@@ -693,6 +723,7 @@ impl Engine for FakeEngine {
         }
         let doc: serde_json::Value =
             serde_json::from_slice(&config_bytes).map_err(|e| Error::Engine {
+                engine: String::new(),
                 action: "loading (fake)".into(),
                 source: Box::new(e),
             })?;
@@ -722,6 +753,7 @@ impl Engine for FakeEngine {
         let mut s = self.state();
         if !s.images.contains_key(image_id) {
             return Err(Error::Engine {
+                engine: String::new(),
                 action: format!("tagging {image_id} (fake)"),
                 source: "no such image".into(),
             });
@@ -750,6 +782,7 @@ impl Engine for FakeEngine {
         };
         for id in images {
             let image = s.images.get(id).ok_or_else(|| Error::Engine {
+                engine: String::new(),
                 action: format!("exporting {id} (fake)"),
                 source: "no such image".into(),
             })?;
@@ -759,6 +792,7 @@ impl Engine for FakeEngine {
                 let name = format!("{}/layer.tar", &l[7..]);
                 if written.insert(name.clone()) {
                     let bytes = s.layer_bytes.get(l).ok_or_else(|| Error::Engine {
+                        engine: String::new(),
                         action: format!("exporting {id} (fake)"),
                         source: format!("no bytes for layer {l}").into(),
                     })?;
@@ -829,6 +863,14 @@ impl Engine for FakeEngine {
         let n = s.containers.len();
         s.containers.clear();
         n
+    }
+
+    fn name(&self) -> crate::error::EngineName {
+        crate::error::EngineName {
+            description: "the fake engine".into(),
+            endpoint: "fake://".into(),
+            unreachable_hint: "the fake engine always answers".into(),
+        }
     }
 }
 

@@ -217,4 +217,6 @@ pub trait Engine {
     /// Force-remove every container this handle created and has not removed
     /// yet (after Ctrl-C or a dropped future); how many it removed.
     async fn remove_leftovers(&self) -> usize;
+    /// How messages name this engine (see [`crate::error::Error::named`]).
+    fn name(&self) -> crate::error::EngineName;
 }

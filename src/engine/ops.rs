@@ -147,6 +147,7 @@ pub async fn require<E: Engine>(engine: &E, image: &str, what: &'static str) -> 
         .inspect(image)
         .await?
         .ok_or_else(|| Error::ImageMissing {
+            engine: String::new(),
             what,
             image: image.to_string(),
         })
@@ -165,12 +166,14 @@ pub async fn download_tar<E: Engine>(
     let mut tar = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::Engine {
+            engine: String::new(),
             action: format!("reading {path} from container {container}"),
             source: Box::new(e),
         })?;
         tar.extend_from_slice(&chunk);
         if tar.len() > limit {
             return Err(Error::Engine {
+                engine: String::new(),
                 action: format!("reading {path} from container {container}"),
                 source: format!("more than {limit} bytes").into(),
             });
@@ -190,6 +193,7 @@ pub async fn download_file<E: Engine>(
         return Ok(None);
     };
     first_file(&tar).map_err(|e| Error::Engine {
+        engine: String::new(),
         action: format!("reading {path} from container {container}"),
         source: Box::new(e),
     })

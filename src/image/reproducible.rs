@@ -19,20 +19,13 @@
 //! whatever epoch it was built with (the dependency layer must survive a
 //! `SOURCE_DATE_EPOCH` that follows the commit time).
 
-/// The environment variable of the reproducible-builds convention.
-pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+use crate::settings::SOURCE_DATE_EPOCH;
 
 /// The epoch of a layer built on a base created at `base_created` (RFC
-/// 3339, as the engine reports it): `SOURCE_DATE_EPOCH` when set to a
-/// number, else the base's `created`, else 0.
-pub fn epoch(base_created: Option<&str>) -> u64 {
-    epoch_from(
-        std::env::var(SOURCE_DATE_EPOCH).ok().as_deref(),
-        base_created,
-    )
-}
-
-fn epoch_from(source_date_epoch: Option<&str>, base_created: Option<&str>) -> u64 {
+/// 3339, as the engine reports it): `source_date_epoch`
+/// (`SOURCE_DATE_EPOCH`, see `crate::settings`) when set to a number, else
+/// the base's `created`, else 0.
+pub fn epoch(source_date_epoch: Option<&str>, base_created: Option<&str>) -> u64 {
     if let Some(s) = source_date_epoch {
         match s.trim().parse::<u64>() {
             Ok(n) => return n,
@@ -127,20 +120,17 @@ mod tests {
     #[test]
     fn epoch_prefers_source_date_epoch_then_the_base() {
         assert_eq!(
-            epoch_from(Some("1700000000"), Some("2001-01-01T00:00:00Z")),
+            epoch(Some("1700000000"), Some("2001-01-01T00:00:00Z")),
             1_700_000_000
         );
+        assert_eq!(epoch(None, Some("2001-09-09T01:46:40Z")), 1_000_000_000);
         assert_eq!(
-            epoch_from(None, Some("2001-09-09T01:46:40Z")),
-            1_000_000_000
-        );
-        assert_eq!(
-            epoch_from(Some("yesterday"), Some("2001-09-09T01:46:40.5Z")),
+            epoch(Some("yesterday"), Some("2001-09-09T01:46:40.5Z")),
             1_000_000_000,
             "a malformed SOURCE_DATE_EPOCH falls back to the base"
         );
-        assert_eq!(epoch_from(None, None), 0);
-        assert_eq!(epoch_from(None, Some("not a date")), 0);
+        assert_eq!(epoch(None, None), 0);
+        assert_eq!(epoch(None, Some("not a date")), 0);
     }
 
     #[test]

@@ -47,6 +47,13 @@ impl std::fmt::Display for LayerName {
     }
 }
 
+/// As [`LayerName::as_str`] names it (progress events carry it).
+impl serde::Serialize for LayerName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One layer to build (or to find already built).
 #[derive(Debug)]
 pub struct LayerPlan<'a> {

@@ -8,6 +8,7 @@
 //! Credentials stay in memory: they go into request headers only, never into
 //! a message, a log line, the report or the image.
 
+use std::path::Path;
 use std::time::Duration;
 
 use oci_spec::image::MediaType;
@@ -110,12 +111,27 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// The user's credentials for `repo`'s registry: `DOCKER_CONFIG` (default
-/// `~/.docker`) `config.json`, its `auths`, `credHelpers` and `credsStore`.
-/// `None` when nothing is configured (anonymous access).
-pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
+/// The user's credentials for `repo`'s registry: `config.json` in the docker
+/// CLI's configuration directory `config_dir` (`crate::settings`), its
+/// `auths`, `credHelpers` and `credsStore`. `None` when nothing is
+/// configured (anonymous access).
+pub fn credentials(config_dir: &Path, repo: &RepositoryRef) -> Result<Option<Credential>> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
-    match docker_credential::get_credential(repo.auth_key()) {
+    let file = config_dir.join("config.json");
+    let found = match std::fs::File::open(&file) {
+        Ok(f) => docker_credential::get_credential_from_reader(
+            std::io::BufReader::new(f),
+            repo.auth_key(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Credentials {
+                registry: repo.registry.clone(),
+                reason: format!("cannot read {}: {e}", file.display()),
+            })
+        }
+    };
+    match found {
         Ok(DockerCredential::UsernamePassword(username, password)) => {
             Ok(Some(Credential::Basic { username, password }))
         }
@@ -123,7 +139,7 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
         Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(None),
         // The crate says "read error" for a file that is there but broken too:
         // that is not "no credentials", and the user must hear which file.
-        Err(E::ConfigReadError) => match config_problem(&docker_config_file()) {
+        Err(E::ConfigReadError) => match config_problem(&file) {
             Some(reason) => Err(Error::Credentials {
                 registry: repo.registry.clone(),
                 reason,
@@ -144,16 +160,6 @@ pub fn credentials(repo: &RepositoryRef) -> Result<Option<Credential>> {
             registry: repo.registry.clone(),
             reason: e.to_string(),
         }),
-    }
-}
-
-/// The docker CLI's config file: `$DOCKER_CONFIG/config.json`, else
-/// `~/.docker/config.json`.
-fn docker_config_file() -> std::path::PathBuf {
-    match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        Some(dir) => std::path::PathBuf::from(dir).join("config.json"),
-        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".docker/config.json"),
     }
 }
 
@@ -551,17 +557,20 @@ mod tests {
 
     #[test]
     fn credentials_come_from_docker_config() {
-        // DOCKER_CONFIG is process-wide: this is the only unit test that sets it.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config.json"),
             r#"{"auths": {"127.0.0.1:5999": {"auth": "YWxpY2U6aHVudGVyMg=="}}}"#,
         )
         .unwrap();
-        std::env::set_var("DOCKER_CONFIG", dir.path());
-        let found = credentials(&RepositoryRef::parse("127.0.0.1:5999/a/b")).unwrap();
-        let none = credentials(&RepositoryRef::parse("127.0.0.1:5998/a/b")).unwrap();
-        std::env::remove_var("DOCKER_CONFIG");
+        let found = credentials(dir.path(), &RepositoryRef::parse("127.0.0.1:5999/a/b")).unwrap();
+        let none = credentials(dir.path(), &RepositoryRef::parse("127.0.0.1:5998/a/b")).unwrap();
+        let absent = credentials(
+            &dir.path().join("nowhere"),
+            &RepositoryRef::parse("127.0.0.1:5999/a/b"),
+        )
+        .unwrap();
+        assert_eq!(absent, None, "no config.json: anonymous");
         assert_eq!(
             found,
             Some(Credential::Basic {
