@@ -170,10 +170,13 @@ pub struct Built {
     _repo: TestRepo,
 }
 
+/// A base's id, config and index.
+type BaseFacts = (String, Vec<u8>, Index);
+
 /// The base's id, config and index, derived once per test process.
-fn base(image: &str) -> (String, Vec<u8>, Index) {
+fn base(image: &str) -> BaseFacts {
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<BTreeMap<String, (String, Vec<u8>, Index)>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<BTreeMap<String, BaseFacts>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
     if let Some(b) = cache.lock().unwrap().get(image) {
         return b.clone();
@@ -264,7 +267,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
     let created = serde_json::from_slice::<serde_json::Value>(&base_config).unwrap()["created"]
         .as_str()
         .map(str::to_string);
-    let epoch = prebuilder::image::reproducible::epoch(created.as_deref());
+    let epoch = prebuilder::image::reproducible::epoch(None, created.as_deref());
     let tmp = tempfile::tempdir().unwrap();
     let set = StagedSet::from_inputs_in(inputs, tmp.path()).unwrap();
     let plan = prebuilder::plan::plan(&set, &base_id).unwrap();

@@ -209,6 +209,11 @@ pub fn options(
         labels,
         pull: args.pull,
         settings: settings.clone(),
+        builder: args.builder,
+        launch_python: args
+            .launch_python
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("python3")),
     })
 }
 

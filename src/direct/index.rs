@@ -34,6 +34,10 @@ pub struct Index {
     pub format: u32,
     /// The base image's id (its config's digest).
     pub base: String,
+    /// The image whose installed set this is: the base, or a layer image
+    /// made on it (the key of the local cache).
+    #[serde(default)]
+    pub image: String,
     pub os: String,
     /// `uname -m` of the base's platform (`x86_64`, `aarch64`).
     pub machine: String,
@@ -747,6 +751,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
     Ok(Index {
         format: FORMAT,
         base: config.id.clone(),
+        image: config.id.clone(),
         os: config.os.clone(),
         machine,
         path_env,
@@ -959,25 +964,25 @@ pub fn index_readers<R: Read>(id: &str, config: &[u8], layers: Vec<R>) -> Result
     derive(&cfg, &fs)
 }
 
-/// Where the index of a base is kept: `<state root>/direct/index/<hex>.json`.
-pub fn cache_path(state_root: &Path, base_id: &str) -> PathBuf {
-    let hex = base_id.rsplit(':').next().unwrap_or(base_id);
+/// Where the installed set of an image is kept: `<state root>/direct/index/<hex>.json`.
+pub fn cache_path(state_root: &Path, image_id: &str) -> PathBuf {
+    let hex = image_id.rsplit(':').next().unwrap_or(image_id);
     state_root
         .join("direct")
         .join("index")
         .join(format!("{hex}.json"))
 }
 
-/// The cached index of a base, when there is one of this format.
-pub fn load_cached(state_root: &Path, base_id: &str) -> Option<Index> {
-    let bytes = std::fs::read(cache_path(state_root, base_id)).ok()?;
+/// The cached installed set of an image, when there is one of this format.
+pub fn load_cached(state_root: &Path, image_id: &str) -> Option<Index> {
+    let bytes = std::fs::read(cache_path(state_root, image_id)).ok()?;
     let index: Index = serde_json::from_slice(&bytes).ok()?;
-    (index.format == FORMAT && index.base == base_id).then_some(index)
+    (index.format == FORMAT && index.image == image_id).then_some(index)
 }
 
 /// Keep the index (written to a temporary file, then renamed into place).
 pub fn store_cached(state_root: &Path, index: &Index) -> Result<PathBuf> {
-    let path = cache_path(state_root, &index.base);
+    let path = cache_path(state_root, &index.image);
     let dir = path.parent().unwrap_or(state_root);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));

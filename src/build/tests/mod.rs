@@ -94,6 +94,8 @@ impl World {
             labels: Default::default(),
             pull: super::PullPolicy::Never,
             settings: Default::default(),
+            builder: super::Builder::Engine,
+            launch_python: "python3".into(),
         }
     }
 
