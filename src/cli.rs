@@ -303,6 +303,16 @@ pub struct BuildArgs {
     #[arg(long, value_enum, value_name = "BUILDER", default_value = "engine")]
     pub builder: Builder,
 
+    /// Write the result as an OCI image layout (`oci:DIR`) or a `docker load`
+    /// archive (`docker-archive:FILE`), with no engine: direct mode only; the base
+    /// is read from its registry.
+    #[arg(
+        long,
+        value_name = "oci:DIR|docker-archive:FILE",
+        help_heading = "Output"
+    )]
+    pub output: Option<String>,
+
     /// The Python that launches the pipeline: direct mode builds the workflow's
     /// sdist into a wheel with it (default: python3 on PATH).
     #[arg(long, value_name = "PATH")]

@@ -20,6 +20,7 @@
 pub mod base;
 pub mod boot;
 pub mod direct;
+pub mod engineless;
 pub mod flink;
 pub mod ground;
 pub mod layer;

@@ -38,6 +38,21 @@ pub fn version_of(python: &Path) -> Option<String> {
 /// minor version; `None` when there is neither (then no `.pyc` is written).
 /// Looks on PATH and in the usual prefixes.
 pub fn find_compiler(version: &str) -> Option<Interpreter> {
+    use std::sync::{Mutex, OnceLock};
+    // Asked once per version per process: every layer asks.
+    static FOUND: OnceLock<Mutex<BTreeMap<String, Option<Interpreter>>>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| Mutex::new(BTreeMap::new()));
+    if let Some(hit) = found.lock().ok().and_then(|m| m.get(version).cloned()) {
+        return hit;
+    }
+    let answer = search_compiler(version);
+    if let Ok(mut m) = found.lock() {
+        m.insert(version.to_string(), answer.clone());
+    }
+    answer
+}
+
+fn search_compiler(version: &str) -> Option<Interpreter> {
     let minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
     let names = [format!("python{minor}"), "python3".into(), "python".into()];
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -158,23 +173,57 @@ impl Compiler for HostCompiler {
     }
 }
 
+/// PEP 517's `build_wheel`, called in one process with the host's
+/// installed backend (what `python -m build --no-isolation --wheel` does,
+/// without its extra processes): the sdist unpacked, the backend its
+/// `pyproject.toml` names (setuptools' legacy backend without one), the
+/// wheel's file name printed last.
+const BUILD: &str = r#"
+import importlib, os, sys, tarfile, tempfile
+sdist, out = sys.argv[1], sys.argv[2]
+work = tempfile.mkdtemp(prefix="prebuilder-sdist-")
+with tarfile.open(sdist) as t:
+    try:
+        t.extractall(work, filter="data")
+    except TypeError:
+        t.extractall(work)
+entries = os.listdir(work)
+root = work
+if len(entries) == 1 and os.path.isdir(os.path.join(work, entries[0])):
+    root = os.path.join(work, entries[0])
+os.chdir(root)
+sys.path.insert(0, root)
+backend, paths = "setuptools.build_meta:__legacy__", []
+if os.path.exists("pyproject.toml"):
+    import tomllib
+    with open("pyproject.toml", "rb") as f:
+        bs = tomllib.load(f).get("build-system", {})
+    backend = bs.get("build-backend", backend)
+    paths = bs.get("backend-path", [])
+for p in paths:
+    sys.path.insert(0, os.path.join(root, p))
+mod, _, obj = backend.partition(":")
+hooks = importlib.import_module(mod)
+for a in filter(None, obj.split(".")):
+    hooks = getattr(hooks, a)
+real_stdout = sys.stdout
+sys.stdout = sys.stderr
+name = hooks.build_wheel(out)
+real_stdout.write("prebuilder-wheel:" + name + "\n")
+"#;
+
 /// Build an sdist into a wheel with a host Python, offline, and check that
 /// the wheel is pure Python (what direct mode can install for any base).
 /// `what` names the input in messages (`workflow.tar.gz`).
 pub fn build_wheel(python: &Path, sdist: &Path, what: &str, out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let out = std::fs::canonicalize(out).map_err(|e| Error::io(out, e))?;
+    let out = out.as_path();
     let o = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-        ])
-        .args(["--disable-pip-version-check", "--no-cache-dir", "-q", "-w"])
-        .arg(out)
+        .arg("-c")
+        .arg(BUILD)
         .arg(sdist)
+        .arg(out)
         .env("PIP_NO_INDEX", "1")
         .env_remove("PIP_FIND_LINKS")
         .output()
