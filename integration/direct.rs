@@ -526,3 +526,249 @@ fn an_extra_package_wheel_is_the_same_built_directly() {
     let b = build_both("direct-extra", &f.beam_image, &inputs, &[]);
     assert_equivalent(&b, &[]);
 }
+
+// ---------------------------------------------------------------------------
+// No engine at all: DOCKER_HOST points nowhere, the base and the results live
+// in two loopback registries.
+
+const NOWHERE: &str = "unix:///nonexistent/docker.sock";
+
+fn direct_build(
+    base: &str,
+    repository: &str,
+    state: &Path,
+    requirements: &Path,
+    setup: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let f = Fixtures::load();
+    let mut c = prebuilder();
+    c.env("DOCKER_HOST", NOWHERE)
+        .env("PREBUILDER_STATE_DIR", state)
+        .args([
+            "build",
+            "--builder",
+            "direct",
+            "--format",
+            "json",
+            "--base",
+            base,
+        ])
+        .args(["--repository", repository, "--push"])
+        .arg("--launch-python")
+        .arg(&f.venv_python)
+        .arg("--requirements-file")
+        .arg(requirements)
+        .arg("--requirements-cache")
+        .arg(&f.demo_wheels)
+        .arg("--setup-file")
+        .arg(setup)
+        .args(extra);
+    run(&mut c)
+}
+
+fn tags(registry: &TestRegistry, path: &str) -> Vec<String> {
+    let o = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://{}/v2/{path}/tags/list", registry.addr),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let mut t: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+/// Delete the data of the base's layer blobs in its registry: a build that
+/// reads any byte of them fails.
+fn drop_base_layers(registry: &TestRegistry, path: &str, tag: &str) {
+    let o = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            &format!("http://{}/v2/{path}/manifests/{tag}", registry.addr),
+        ])
+        .output()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut dropped = 0;
+    for l in m["layers"].as_array().unwrap() {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let data = registry
+            .storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        std::fs::remove_file(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+        dropped += 1;
+    }
+    assert!(dropped > 0);
+}
+
+#[test]
+fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_base_layers() {
+    let f = Fixtures::load();
+    let base_registry = TestRegistry::start(None);
+    let results = TestRegistry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let base = format!("{}/fx/beam:2.77.0", base_registry.addr);
+    crate::fresh::publish_base(&f, &config, &base);
+    let repo = format!("{}/fx/demo", results.addr);
+    let req = unique_requirements(tmp.path(), &demo_requirements_text());
+    let app = tmp.path().join("pipeline");
+    copy_tree(&repo_path("demo/pipeline"), &app);
+
+    // 1. Cold: the base indexed from its layers (once), both layers made and pushed.
+    let state1 = tmp.path().join("state1");
+    let o = direct_build(&base, &repo, &state1, &req, &app, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cold = json(&o);
+    assert_eq!(cold["builder"], "direct");
+    assert!(cold["digest"].as_str().unwrap().starts_with("sha256:"));
+    let pushed = tags(&results, "fx/demo");
+    assert!(
+        pushed
+            .iter()
+            .filter(|t| t.starts_with("direct-index-"))
+            .count()
+            >= 2,
+        "the base's and the layers' installed sets beside the results: {pushed:?}"
+    );
+
+    // 2. Refusals, each naming its input, fast, nothing pushed: an unpinned
+    //    line, an sdist pip would build, no wheel for the base's platform, a
+    //    dependency nothing provides.
+    let cache = |name: &str, files: &[(&str, &str)]| -> PathBuf {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        for (from, to) in files {
+            if from.is_empty() {
+                // A real (tiny) sdist: staging digests archives by their entries.
+                let gz = flate2::write::GzEncoder::new(
+                    std::fs::File::create(d.join(to)).unwrap(),
+                    flate2::Compression::default(),
+                );
+                let mut t = tar::Builder::new(gz);
+                let mut h = tar::Header::new_gnu();
+                let setup = b"from setuptools import setup\nsetup(name='crcmod', version='1.7')\n";
+                h.set_size(setup.len() as u64);
+                h.set_mode(0o644);
+                t.append_data(&mut h, "crcmod-1.7/setup.py", &setup[..])
+                    .unwrap();
+                t.into_inner().unwrap().finish().unwrap();
+            } else {
+                std::fs::copy(f.demo_wheels.join(from), d.join(to)).unwrap();
+            }
+        }
+        d
+    };
+    let tab = "tabulate-0.9.0-py3-none-any.whl";
+    let slug = "python_slugify-8.0.4-py2.py3-none-any.whl";
+    let cases = [
+        (
+            "tabulate>=0.9\n",
+            cache("c1", &[(tab, tab)]),
+            "requirements.txt line 2",
+        ),
+        (
+            "crcmod==1.7\n",
+            cache("c2", &[("", "crcmod-1.7.tar.gz")]),
+            "crcmod-1.7.tar.gz",
+        ),
+        (
+            "tabulate==0.9.0\n",
+            cache("c3", &[(tab, "tabulate-0.9.0-cp311-cp311-win_amd64.whl")]),
+            "tabulate-0.9.0-cp311-cp311-win_amd64.whl",
+        ),
+        (
+            "python-slugify==8.0.4\n",
+            cache("c4", &[(slug, slug)]),
+            "text-unidecode",
+        ),
+    ];
+    for (line, dir, named) in cases {
+        let r = unique_requirements(tmp.path(), line);
+        let t0 = std::time::Instant::now();
+        let mut c = prebuilder();
+        c.env("DOCKER_HOST", NOWHERE)
+            .env("PREBUILDER_STATE_DIR", &state1)
+            .args([
+                "build",
+                "--builder",
+                "direct",
+                "--base",
+                &base,
+                "--repository",
+                &repo,
+                "--push",
+            ])
+            .arg("--requirements-file")
+            .arg(&r)
+            .arg("--requirements-cache")
+            .arg(&dir);
+        let o = run(&mut c);
+        let took = t0.elapsed();
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{line}: built");
+        assert!(
+            err.contains("direct mode refuses") || err.contains("ERROR:"),
+            "{line}: not direct mode's: {err}"
+        );
+        assert!(err.contains(named), "{line}: {err}");
+        assert!(err.contains("hint:"), "{err}");
+        eprintln!("refused {line:?} in {:.2} s", took.as_secs_f64());
+        assert!(took.as_secs_f64() < 5.0, "{line}: {took:?}");
+        assert_eq!(tags(&results, "fx/demo"), pushed, "nothing pushed");
+    }
+
+    // 3. A code change on a fresh runner: the base's layers are gone from its
+    //    registry, so any byte of them read would fail the build.
+    drop_base_layers(&base_registry, "fx/beam", "2.77.0");
+    std::fs::write(app.join("demo_pipeline/changed.py"), "X = 1\n").unwrap();
+    let state2 = tmp.path().join("state2");
+    let t0 = std::time::Instant::now();
+    let o = direct_build(&base, &repo, &state2, &req, &app, &[]);
+    let took = t0.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warm = json(&o);
+    let caches: Vec<&str> = warm["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cache"].as_str().unwrap())
+        .collect();
+    assert_eq!(caches, ["registry", "miss"]);
+    eprintln!(
+        "code-only change, no engine, fresh state: {:.2} s end to end",
+        took.as_secs_f64()
+    );
+    assert!(took.as_secs_f64() < 30.0, "{took:?}");
+
+    // 4. The result runs in the real engine.
+    let pulled = format!("{repo}@{}", warm["digest"].as_str().unwrap());
+    docker_ok(&["pull", "-q", &pulled]);
+    let o = python_in(
+        &pulled,
+        "import demo_pipeline.changed, slugify, tabulate; print(slugify.slugify('No engine!'))",
+    );
+    let _ = docker(&["rmi", &pulled]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no-engine");
+}
+
+fn repo_path(p: &str) -> PathBuf {
+    repo().join(p)
+}

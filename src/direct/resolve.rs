@@ -239,7 +239,7 @@ pub fn run(state: &mut State, call: &Call, env: &Env) -> std::result::Result<Don
                     .or_default()
                     .push(Constraint {
                         specs: specs.clone(),
-                        from: format!("{} (line {})", call.what, line.number),
+                        from: format!("{} line {}", call.what, line.number),
                     });
                 extras
                     .entry(key.clone())
