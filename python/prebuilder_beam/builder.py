@@ -87,7 +87,8 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
                     "using the base image %s as it is", self._base_image)
                 return self._base_image
             command = _binary.build_command(
-                binary, self._base_image, context, repository, push, extra)
+                binary, self._base_image, context, repository, push,
+                _binary.direct_args(extra, push))
             report = _binary.run_build(command)
 
         reference = report["sdk_container_image"]
