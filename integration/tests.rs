@@ -10,6 +10,7 @@ mod attest;
 mod build;
 mod cache;
 mod custom;
+mod direct;
 mod engines;
 mod errors;
 mod flink;

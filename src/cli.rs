@@ -188,7 +188,7 @@ pub struct DigestArgs {
 }
 
 /// `build --pull` (the library's type: one definition).
-pub use crate::build::PullPolicy;
+pub use crate::build::{Builder, PullPolicy};
 
 /// `build --sbom-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -341,6 +341,30 @@ pub struct BuildArgs {
     /// pulls it first, `never` fails when it is absent. A cache question never pulls anything.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing")]
     pub pull: PullPolicy,
+
+    /// Who installs a missing layer: `engine` runs the base's boot in a setup
+    /// container; `direct` runs no container (Beam's boot and pip replayed from
+    /// files: pinned requirements, staged wheels, a pure-Python workflow; what it
+    /// cannot decide exactly is refused with the input named); `auto` is direct
+    /// only when no engine answers. Keys name the builder: the two never share a
+    /// layer.
+    #[arg(long, value_enum, value_name = "BUILDER", default_value = "engine")]
+    pub builder: Builder,
+
+    /// Write the result as an OCI image layout (`oci:DIR`) or a `docker load`
+    /// archive (`docker-archive:FILE`), with no engine: direct mode only; the base
+    /// is read from its registry.
+    #[arg(
+        long,
+        value_name = "oci:DIR|docker-archive:FILE",
+        help_heading = "Output"
+    )]
+    pub output: Option<String>,
+
+    /// The Python that launches the pipeline: direct mode builds the workflow's
+    /// sdist into a wheel with it (default: python3 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub launch_python: Option<PathBuf>,
 
     /// Take Beam's boot from this Beam SDK image: its /opt/apache/beam is copied into the
     /// base as a first `boot` layer and the boot becomes the entrypoint. For bases that have

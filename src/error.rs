@@ -361,6 +361,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    // ---- direct mode (src/direct) ----
+    /// Direct mode cannot read this base (no engine and no container to ask).
+    #[error("direct mode cannot use the base {image}: {reason}")]
+    DirectBase { image: String, reason: String },
+
+    /// An input direct mode does not install itself; the engine mode would.
+    #[error("direct mode refuses {input}: {reason}")]
+    DirectRefused { input: String, reason: String },
+
+    /// What pip (or Beam's boot) would fail on, found before anything is built.
+    #[error("{step}: {reason}")]
+    DirectFailed { step: String, reason: String },
 }
 
 impl Error {
@@ -433,6 +446,9 @@ impl Error {
             RecordInvalid { .. } => "rebuild the image with `prebuilder build --no-cache`".into(),
             Report { .. } => "choose a writable path for --report".into(),
             Output { what, .. } => format!("choose a writable path for {what} (its directory must exist); the image was built and is reported on stdout"),
+            DirectBase { .. } => "build with --builder engine (the engine runs the base's own boot), or use a glibc base with python, pip and apache-beam".into(),
+            DirectRefused { .. } => "build with --builder engine, which runs the base's boot and pip in a container; nothing was built or pushed".into(),
+            DirectFailed { .. } => "fix the inputs as the message says (every requirement and dependency must be pinned and staged in the requirements cache); nothing was built or pushed".into(),
         })
     }
 
@@ -445,9 +461,10 @@ impl Error {
     /// must fix (input, usage, credentials, a refusal).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::SetupFailed { .. } | Error::Incompatible { .. } | Error::Disagree { .. } => {
-                EXIT_SETUP_FAILED
-            }
+            Error::SetupFailed { .. }
+            | Error::Incompatible { .. }
+            | Error::Disagree { .. }
+            | Error::DirectFailed { .. } => EXIT_SETUP_FAILED,
             Error::EngineUnreachable { .. }
             | Error::EngineWentAway { .. }
             | Error::BaseMoved { .. }

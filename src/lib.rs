@@ -16,6 +16,7 @@ pub mod cancel;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod direct;
 pub mod engine;
 pub mod error;
 pub mod history;

@@ -96,6 +96,8 @@ impl World {
             pull: super::PullPolicy::Never,
             settings: Default::default(),
             attestations: attest::Attestations::off(),
+            builder: super::Builder::Engine,
+            launch_python: "python3".into(),
         }
     }
 
