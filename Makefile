@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
 export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
 
-.PHONY: all build test lint unit fixtures integration python-test wheel sdist-test demo bench bench-engines leftovers
+.PHONY: all build test lint unit fixtures integration python-test wheel sdist-test demo bench bench-engines bench-direct leftovers
 
 all: build
 
@@ -38,6 +38,8 @@ fixtures:
 	bash integration/fixtures/build.sh >/dev/null
 	bash integration/fixtures/custom-bases.sh >/dev/null
 	bash integration/fixtures/flink.sh >/dev/null
+	bash integration/fixtures/attest-tools.sh >/dev/null
+	bash integration/fixtures/direct.sh >/dev/null
 
 ## One engine, one build at a time: the tests share the engine's CPU and cache.
 integration: fixtures
@@ -88,6 +90,11 @@ bench: fixtures build
 
 ## Cold build, unchanged relaunch and code-only change on Docker and on a
 ## Podman service it starts; one run each, a table on stdout.
+## Direct mode (no engine) next to the engine mode: cold and code-only, seconds and
+## peak memory, on the demo set (or BENCH_DIRECT_REQUIREMENTS/BENCH_DIRECT_WHEELS).
+bench-direct: fixtures build
+	bash bench/direct.sh
+
 bench-engines: fixtures build
 	PREBUILDER_BIN=$${PREBUILDER_BIN:-target/release/prebuilder} bash bench/engines.sh
 

@@ -548,6 +548,13 @@ fn wait_for_port(addr: &str) {
     panic!("registry on {addr} did not start");
 }
 
+impl TestRegistry {
+    /// The registry's storage root (`docker/registry/v2/…` under it).
+    pub fn storage(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();

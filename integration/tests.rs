@@ -6,9 +6,11 @@
 mod daemons;
 mod support;
 
+mod attest;
 mod build;
 mod cache;
 mod custom;
+mod direct;
 mod engines;
 mod errors;
 mod flink;

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod images;
-pub use images::{CheckArgs, CustomBaseArgs, DiffArgs, InspectArgs, Template, TemplateArgs};
+pub use images::{
+    CheckArgs, CustomBaseArgs, DiffArgs, InspectArgs, SbomArgs, SbomFormatArg, Template,
+    TemplateArgs, VerifyArgs,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,6 +124,35 @@ prebuilder check apache/beam_python3.11_sdk:2.77.0 --no-launch --format json"
     /// changed, inputs, base and boot.
     Diff(DiffArgs),
 
+    /// Print the SBOM of an image prebuilder built: the one attached to it in its registry,
+    /// else one made from the record of the image on the engine.
+    #[command(
+        long_about = "Print the SBOM of an image prebuilder built: the one attached to it in its \
+registry (an OCI referrer of its digest, as `build --push` attaches it), else one made from the \
+record of the image on the engine. Every installed Python distribution (pip freeze --all in the \
+image) with its version, purl, licence, the layer that installed it (or the base) and the staged \
+file it came from, by digest.\n\n\
+Exit status: 0 printed; 2 no SBOM attached and no such image on the engine, or bad usage; \
+3 the registry or engine is unavailable.",
+        after_help = "Examples:\n  \
+prebuilder sbom localhost:5000/team/sdk@sha256:… > sbom.spdx.json\n  \
+prebuilder sbom localhost:5000/team/sdk:stable --format cyclonedx"
+    )]
+    Sbom(SbomArgs),
+
+    /// Check that a pushed image's layers, record and attached provenance and SBOMs agree.
+    #[command(
+        long_about = "Check that a pushed image's layers, record and attached provenance and \
+SBOMs agree: the top layer is the one its config names, the record in the top layer is the one \
+in its label, the provenance is about this digest and names the record's inputs by the same \
+digests and its base, and each SBOM lists the record's packages. Nothing is pulled; the top \
+layer is downloaded to be read.\n\n\
+Exit status: 0 they agree; 1 they do not (each failed check is listed on stdout, as GNU diff's 1); \
+2 bad usage or the image is not in the registry; 3 the registry is unavailable.",
+        after_help = "Example:\n  prebuilder verify localhost:5000/team/sdk@sha256:…"
+    )]
+    Verify(VerifyArgs),
+
     /// Print a Dockerfile equivalent of what prebuilder does, for `docker build` users.
     Template(TemplateArgs),
 }
@@ -156,7 +188,15 @@ pub struct DigestArgs {
 }
 
 /// `build --pull` (the library's type: one definition).
-pub use crate::build::PullPolicy;
+pub use crate::build::{Builder, PullPolicy};
+
+/// `build --sbom-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormat {
+    Spdx,
+    Cyclonedx,
+    Both,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -302,6 +342,30 @@ pub struct BuildArgs {
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing")]
     pub pull: PullPolicy,
 
+    /// Who installs a missing layer: `engine` runs the base's boot in a setup
+    /// container; `direct` runs no container (Beam's boot and pip replayed from
+    /// files: pinned requirements, staged wheels, a pure-Python workflow; what it
+    /// cannot decide exactly is refused with the input named); `auto` is direct
+    /// only when no engine answers. Keys name the builder: the two never share a
+    /// layer.
+    #[arg(long, value_enum, value_name = "BUILDER", default_value = "engine")]
+    pub builder: Builder,
+
+    /// Write the result as an OCI image layout (`oci:DIR`) or a `docker load`
+    /// archive (`docker-archive:FILE`), with no engine: direct mode only; the base
+    /// is read from its registry.
+    #[arg(
+        long,
+        value_name = "oci:DIR|docker-archive:FILE",
+        help_heading = "Output"
+    )]
+    pub output: Option<String>,
+
+    /// The Python that launches the pipeline: direct mode builds the workflow's
+    /// sdist into a wheel with it (default: python3 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub launch_python: Option<PathBuf>,
+
     /// Take Beam's boot from this Beam SDK image: its /opt/apache/beam is copied into the
     /// base as a first `boot` layer and the boot becomes the entrypoint. For bases that have
     /// Python and apache-beam but no boot, e.g. GPU images.
@@ -331,6 +395,27 @@ pub struct BuildArgs {
     /// where nothing is pulled, the registry's digest).
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub iidfile: Option<PathBuf>,
+
+    /// Attach no SBOM and no provenance to the pushed result. By default a --push attaches
+    /// an SPDX 2.3 and a CycloneDX 1.6 SBOM and a SLSA v1 provenance statement (unsigned) as
+    /// OCI referrers of the result's digest, which stays the same (see `prebuilder sbom`).
+    #[arg(long, help_heading = "Supply chain")]
+    pub no_attestations: bool,
+
+    /// Which SBOM formats to make: spdx (SPDX 2.3 JSON), cyclonedx (CycloneDX 1.6 JSON), or both.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "both",
+        help_heading = "Supply chain"
+    )]
+    pub sbom_format: SbomFormat,
+
+    /// Also write every document to DIR (sbom.spdx.json, sbom.cdx.json,
+    /// provenance.intoto.json), pushed or not; about the image id when not pushed.
+    #[arg(long, value_name = "DIR", help_heading = "Supply chain")]
+    pub attestations_dir: Option<PathBuf>,
 
     /// Write buildx-style metadata JSON to FILE: `containerimage.digest` (registry digest,
     /// when pushed), `containerimage.config.digest` (image id) and `image.name`.

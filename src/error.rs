@@ -335,6 +335,17 @@ pub enum Error {
     #[error("image {image} is not compatible: {findings} finding(s), listed on stdout")]
     Incompatible { image: String, findings: usize },
 
+    /// `verify`: the image's layers, record and attestations disagree.
+    #[error("{image}: its layers, record and attestations do not agree: {failed} check(s) failed, listed on stdout")]
+    Disagree { image: String, failed: usize },
+
+    #[error("no {format} SBOM is attached to {image}{}", if *on_engine { "" } else { ", and the engine has no such image to make one from" })]
+    SbomMissing {
+        image: String,
+        format: &'static str,
+        on_engine: bool,
+    },
+
     #[error("cannot probe image {image}: {reason}")]
     ProbeFailed { image: String, reason: String },
 
@@ -361,6 +372,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    // ---- direct mode (src/direct) ----
+    /// Direct mode cannot read this base (no engine and no container to ask).
+    #[error("direct mode cannot use the base {image}: {reason}")]
+    DirectBase { image: String, reason: String },
+
+    /// An input direct mode does not install itself; the engine mode would.
+    #[error("direct mode refuses {input}: {reason}")]
+    DirectRefused { input: String, reason: String },
+
+    /// What pip (or Beam's boot) would fail on, found before anything is built.
+    #[error("{step}: {reason}")]
+    DirectFailed { step: String, reason: String },
 }
 
 /// Why a registry call failed, kept typed rather than as text: the exit
@@ -475,12 +499,17 @@ impl Error {
             }
             PyFlinkBaseRefused { .. } => "use a Flink image with Python, apache-flink and Java (the Python minor version of the launching Python), change the base as each finding says, or pass --no-check to build anyway".into(),
             Incompatible { .. } => "change what each finding's `fix:` says, then run `prebuilder check` again".into(),
+            Disagree { .. } => "something other than prebuilder's push wrote the image or its referrers, or they were made for another image: push the result again from its inputs (`prebuilder build --push`), and find out who else writes to the repository".into(),
+            SbomMissing { .. } => "`prebuilder build --push` attaches SBOMs (unless --no-attestations; --sbom-format picks the formats); pass an image on the engine to make one from its record".into(),
             ProbeFailed { image, .. } => format!("look inside with `docker run --rm -it --entrypoint /bin/sh {image}`; the probe needs /bin/sh and, for most checks, python"),
             LaunchPython { .. } => "pass --launch-python with the interpreter that launches the pipeline (it needs apache-beam)".into(),
             RecordMissing { .. } => "records are written by `prebuilder build` (this version and later); rebuild the image, with --no-cache if its layers are cached".into(),
             RecordInvalid { .. } => "rebuild the image with `prebuilder build --no-cache`".into(),
             Report { .. } => "choose a writable path for --report".into(),
             Output { what, .. } => format!("choose a writable path for {what} (its directory must exist); the image was built and is reported on stdout"),
+            DirectBase { .. } => "build with --builder engine (the engine runs the base's own boot), or use a glibc base with python, pip and apache-beam".into(),
+            DirectRefused { .. } => "build with --builder engine, which runs the base's boot and pip in a container; nothing was built or pushed".into(),
+            DirectFailed { .. } => "fix the inputs as the message says (every requirement and dependency must be pinned and staged in the requirements cache); nothing was built or pushed".into(),
         })
     }
 
@@ -493,7 +522,10 @@ impl Error {
     /// must fix (input, usage, credentials, a refusal).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::SetupFailed { .. } | Error::Incompatible { .. } => EXIT_SETUP_FAILED,
+            Error::SetupFailed { .. }
+            | Error::Incompatible { .. }
+            | Error::Disagree { .. }
+            | Error::DirectFailed { .. } => EXIT_SETUP_FAILED,
             Error::EngineUnreachable { .. }
             | Error::EngineWentAway { .. }
             | Error::BaseMoved { .. }

@@ -10,11 +10,13 @@
 //! Around it: `check` probes images (and the launch Python) for what Beam's boot
 //! needs, `record` describes what a built image holds, for `inspect` and `diff`.
 
+pub mod attest;
 pub mod build;
 pub mod cancel;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod direct;
 pub mod engine;
 pub mod error;
 pub mod history;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use prebuilder::cancel::{Cancel, Signal, Trigger};
-use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs, Progress};
-use prebuilder::commands::{build, check, diff, digest, gc, inspect, template};
+use prebuilder::cli::{BuildArgs, CheckArgs, Cli, Command, Format, GcArgs, Progress, VerifyArgs};
+use prebuilder::commands::{build, check, diff, digest, gc, inspect, sbom, template, verify};
 use prebuilder::engine::{DockerEngine, Engine};
 use prebuilder::outputs;
 use prebuilder::render::{Console, Failure};
@@ -63,6 +63,10 @@ fn main() -> ExitCode {
                     .await
                     .map(|out| print_stdout(&out))
             }
+            Command::Sbom(args) => cancellable(&cancel, sbom::run(&args, &settings))
+                .await
+                .map(|out| print_bytes(&out)),
+            Command::Verify(args) => run_verify(args, &settings, &cancel).await,
             Command::Template(args) => template::run(&args).map(|out| print_stdout(&out)),
         }
     });
@@ -129,6 +133,9 @@ fn stdout_format(command: &Command) -> Format {
         Command::Check(a) => a.format,
         Command::Inspect(a) => a.format,
         Command::Diff(a) => a.format,
+        Command::Verify(a) => a.format,
+        // Its stdout is the document: a failure prints no object there.
+        Command::Sbom(_) => Format::Text,
         Command::Template(_) => Format::Text,
     }
 }
@@ -236,6 +243,28 @@ async fn run_check(args: CheckArgs, settings: &Settings, cancel: &Cancel) -> Res
     check::verdict(&report)
 }
 
+/// The verdict goes to stdout whatever it says; a disagreement then makes
+/// the exit status 1.
+async fn run_verify(args: VerifyArgs, settings: &Settings, cancel: &Cancel) -> Result<(), Error> {
+    let verdict = cancellable(cancel, verify::run(&args, settings)).await?;
+    print_stdout(&match args.format {
+        Format::Json => verdict.to_json(),
+        Format::Text => verdict.to_text(),
+    });
+    verify::verdict(&verdict)
+}
+
+/// `f`, or [`Error::Interrupted`] on a signal.
+async fn cancellable<T>(
+    cancel: &Cancel,
+    f: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        r = f => r,
+        signal = cancel.cancelled() => Err(Error::Interrupted { signal }),
+    }
+}
+
 /// Connect, run, and remove whatever containers `f` left (signals included).
 async fn with_engine<T>(
     settings: &Settings,
@@ -261,6 +290,12 @@ fn print_report(report: &Report, format: Format) {
 /// Whether the command wrote its output: a failure after it adds no second
 /// JSON document to stdout.
 static STDOUT_USED: AtomicBool = AtomicBool::new(false);
+
+/// A document's bytes as they are (an SBOM).
+fn print_bytes(bytes: &[u8]) {
+    STDOUT_USED.store(true, Ordering::Relaxed);
+    let _ = std::io::stdout().lock().write_all(bytes);
+}
 
 fn print_stdout(text: &str) {
     STDOUT_USED.store(true, Ordering::Relaxed);

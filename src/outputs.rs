@@ -162,6 +162,7 @@ mod tests {
             },
             tags: vec!["localhost:5000/sdk:latest".into()],
             seconds: 1.0,
+            builder: "engine".into(),
             flink: None,
         }
     }

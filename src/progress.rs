@@ -168,6 +168,23 @@ pub enum Event<'a> {
     TagsNotApplied {
         image: &'a str,
     },
+    /// A document about the pushed result (`kind`: spdx, cyclonedx,
+    /// provenance) is attached to `subject` as the referrer `referrer`;
+    /// `existing`: it was attached before, nothing was written.
+    Attestation {
+        kind: &'a str,
+        subject: &'a str,
+        referrer: &'a str,
+        existing: bool,
+    },
+    /// A document written to `--attestations-dir`.
+    AttestationWritten {
+        path: &'a str,
+    },
+    /// No documents could be made about the result (it has no record).
+    AttestationsSkipped {
+        reason: &'a str,
+    },
 }
 
 pub trait Reporter: Send + Sync {

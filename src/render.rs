@@ -425,6 +425,22 @@ fn registry_words(event: &Event<'_>) -> String {
         Event::TagsNotApplied { image } => format!(
             "{image} is only in the registry: --tag not applied (pass --push to tag it there)"
         ),
+        Event::Attestation {
+            kind,
+            subject,
+            referrer,
+            existing: false,
+        } => format!("attached the {kind} document to {subject} ({referrer})"),
+        Event::Attestation {
+            kind,
+            subject,
+            referrer,
+            existing: true,
+        } => format!("{subject} has its {kind} document already ({referrer})"),
+        Event::AttestationWritten { path } => format!("wrote {path}"),
+        Event::AttestationsSkipped { reason } => {
+            format!("no SBOM or provenance for this result: {reason}")
+        }
         // Every other event has its words in `words` (a test checks that
         // each event has some).
         _ => String::new(),

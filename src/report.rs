@@ -62,6 +62,10 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     pub seconds: f64,
+    /// Which builder made the layers this build produced: `engine` (a setup
+    /// container) or `direct` (no container).
+    #[serde(default)]
+    pub builder: String,
     /// PyFlink builds: the baked Python, PYTHONPATH and archive directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flink: Option<FlinkReport>,
@@ -157,6 +161,7 @@ mod tests {
     fn sample(cached: bool, digest: Option<&str>) -> Report {
         let image = "beam_python_prebuilt_sdk:0123456789abcdef0123456789abcdef".to_string();
         Report {
+            builder: "engine".into(),
             sdk_container_image: digest
                 .map(|d| format!("localhost:5000/beam_python_prebuilt_sdk@{d}"))
                 .unwrap_or_else(|| image.clone()),

@@ -672,3 +672,44 @@ fn pyflink_bad_inputs_are_refused_before_the_engine() {
                 .and(predicate::str::contains("config.yaml")),
         );
 }
+
+#[test]
+fn supply_chain_flags_and_subcommands_are_documented() {
+    let out = prebuilder().args(["build", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for flag in ["--no-attestations", "--attestations-dir", "--sbom-format"] {
+        assert!(text.contains(flag), "build --help lacks {flag}");
+    }
+    let out = prebuilder().args(["verify", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.contains("Exit status: 0 they agree; 1 they do not"),
+        "{text}"
+    );
+    let out = prebuilder().args(["sbom", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("cyclonedx"), "{text}");
+}
+
+/// verify reads a registry: an image named without one is a usage error,
+/// said before anything is asked of a registry or engine.
+#[test]
+fn verify_needs_a_registry_image() {
+    prebuilder()
+        .args(["verify", "beam_python_prebuilt_sdk:0123"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("names no registry"))
+        .stderr(predicate::str::contains("hint:"));
+}
+
+/// An SBOM of a local image needs the engine: unreachable is exit 3.
+#[test]
+fn sbom_of_a_local_image_without_an_engine_exits_3() {
+    prebuilder()
+        .args(["sbom", "beam_python_prebuilt_sdk:0123"])
+        .assert()
+        .code(3)
+        .stdout("");
+}

@@ -226,6 +226,19 @@ def write_origins(origins, path):
     return path
 
 
+def direct_args(extra, push):
+    """`extra` plus what lets the binary build with no engine: with a push
+    URL, `--builder auto` (direct mode when no engine answers; PREBUILDER_ARGS
+    may choose another builder), and always `--launch-python` this
+    interpreter, which builds the pipeline's sdist in direct mode."""
+    args = list(extra)
+    if push and not any(a == "--builder" or a.startswith("--builder=") for a in args):
+        args += ["--builder", "auto"]
+    if not any(a == "--launch-python" or a.startswith("--launch-python=") for a in args):
+        args += ["--launch-python", sys.executable]
+    return args
+
+
 def run_build(command, environ=None):
     """Runs `prebuilder build ... --format json --progress json`; returns its report.
 
@@ -391,9 +404,11 @@ def describe_outcome(report):
         for layer in layers)
     where = ("pushed, digest %s" % report["digest"] if report.get("digest")
              else "on this machine's engine only")
-    return "%s %s in %.1f s (%s; %s)" % (
-        report.get("sdk_container_image"), what, report.get("seconds") or 0.0,
-        per_layer or "no layers", where)
+    by = (" by the direct builder (no container)"
+          if report.get("builder") == "direct" else "")
+    return "%s %s%s in %.1f s (%s; %s)" % (
+        report.get("sdk_container_image"), what, by,
+        report.get("seconds") or 0.0, per_layer or "no layers", where)
 
 
 def _failure_message(status, command, failure, tail):

@@ -92,8 +92,8 @@ class PrebuilderSdkContainerImageBuilder(SdkContainerImageBuilder):
             origins = _binary.write_origins(
                 getattr(self, "_origins", {}), os.path.join(work, "origins.json"))
             command = _binary.build_command(
-                binary, self._base_image, context, repository, push, extra,
-                origins=origins)
+                binary, self._base_image, context, repository, push,
+                _binary.direct_args(extra, push), origins=origins)
             report = _binary.run_build(command)
 
         reference = report["sdk_container_image"]

@@ -93,6 +93,26 @@ def test_push_url_adds_push_to_the_command():
         "/bin/prebuilder", "base:1", "/ctx", "r", push=False)
 
 
+def test_direct_args_let_a_push_build_with_no_engine():
+    args = _binary.direct_args(["-v"], push=True)
+    assert args[:3] == ["-v", "--builder", "auto"]
+    assert args[3:] == ["--launch-python", sys.executable]
+    # The user's PREBUILDER_ARGS choose otherwise.
+    mine = _binary.direct_args(["--builder", "engine", "--launch-python=/p"], push=True)
+    assert mine == ["--builder", "engine", "--launch-python=/p"]
+    # Without a push URL the result stays on the engine: no fallback.
+    assert "--builder" not in _binary.direct_args([], push=False)
+
+
+def test_the_outcome_says_the_direct_builder_made_it():
+    report = {"sdk_container_image": "r@sha256:1", "cached": False,
+              "digest": "sha256:1", "seconds": 1.0, "builder": "direct",
+              "layers": [{"name": "application", "cache": "miss"}]}
+    assert "by the direct builder (no container)" in _binary.describe_outcome(report)
+    report["builder"] = "engine"
+    assert "direct" not in _binary.describe_outcome(report)
+
+
 def test_missing_binary_raises_before_staging(monkeypatch, tmp_path):
     monkeypatch.delenv("PREBUILDER_BIN")
     monkeypatch.setenv("PATH", str(tmp_path))

@@ -11,14 +11,20 @@
 //!    [`produce::Produce`] seam: a setup container running the boot, its
 //!    snapshot assembled into a layer and loaded (`layer`, `setup`, `upload`,
 //!    `record`, `verify`, `crate::image`);
-//! 6. publish: tags, then `--push` through the registry API (`publish`);
+//! 6. publish: tags, then `--push` through the registry API (`publish`),
+//!    then the result's SBOMs and provenance, attached as OCI referrers and
+//!    written to `--attestations-dir` (`attest`, one step after the report
+//!    is made, whichever way the result was found);
 //! 7. one report.
 //!
 //! Generic over [`Engine`] and [`Manifests`], so every decision here is
 //! unit-tested against the recording fake (`tests/`) with no daemon.
 
+pub mod attest;
 pub mod base;
 pub mod boot;
+pub mod direct;
+pub mod engineless;
 pub mod flink;
 pub mod ground;
 pub mod layer;
@@ -84,6 +90,40 @@ pub struct Options {
     pub pull: PullPolicy,
     /// The environment, read once by the caller (`crate::settings`).
     pub settings: crate::settings::Settings,
+    /// The SBOMs and provenance of the result (see `attest`).
+    pub attestations: attest::Attestations,
+    /// Who produces a missing layer (`--builder`).
+    pub builder: Builder,
+    /// The launch host's Python: direct mode builds sdists with it.
+    pub launch_python: PathBuf,
+}
+
+/// `--builder`: a setup container on the engine (the base's own boot), or
+/// direct mode (`crate::direct`: no container; Beam's boot and pip replayed
+/// from files), or direct only when no engine answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Builder {
+    Engine,
+    Direct,
+    Auto,
+}
+
+impl Builder {
+    /// The builder that makes this build's layers when an engine answers.
+    pub fn with_engine(self) -> Builder {
+        match self {
+            Builder::Auto => Builder::Engine,
+            b => b,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Builder::Engine => "engine",
+            Builder::Direct => "direct",
+            Builder::Auto => "auto",
+        }
+    }
 }
 
 /// `--pull`, docker's names: pull the base when the engine lacks it, always,
@@ -117,10 +157,25 @@ pub async fn run<E: Engine, R: Manifests>(
     remote: impl FnOnce() -> Result<Option<Remote<R>>>,
     reporter: &dyn Reporter,
 ) -> Result<Report> {
-    let started = Instant::now();
     let mut remote = LazyRemote::new(remote);
+    let report = find_or_build(engine, opts, set, &mut remote, reporter).await?;
+    // The last step of publishing, whichever way the result was found: its
+    // SBOMs and provenance (attached only where the push wrote).
+    attest::publish(engine, opts, remote.made(), &report, reporter).await?;
+    Ok(report)
+}
+
+/// Steps 1 to 7: the result found or built, tagged and pushed, reported.
+async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Remote<R>>>>(
+    engine: &E,
+    opts: &Options,
+    set: &StagedSet,
+    remote: &mut LazyRemote<R, F>,
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let started = Instant::now();
     // 1. The ground: the base's (and boot image's) ids, engine or registry.
-    let ground = ground::resolve(engine, opts, &mut remote, reporter).await?;
+    let ground = ground::resolve(engine, opts, remote, reporter).await?;
     // 2. The plan: layers and their keys, chained on the ground.
     let plan = plan_on(set, opts, &ground)?;
     if opts.push {
@@ -129,7 +184,7 @@ pub async fn run<E: Engine, R: Manifests>(
         }
     }
     // 3. Each layer's source: the engine, the registry, or missing.
-    let mut sources = match locate::locate(engine, opts, &plan, &mut remote, reporter).await? {
+    let mut sources = match locate::locate(engine, opts, &plan, remote, reporter).await? {
         Located::Result(digest) => {
             if ground.base.local.is_none() {
                 reporter.event(Event::NothingPulled);
@@ -152,20 +207,36 @@ pub async fn run<E: Engine, R: Manifests>(
         true => Some(footing(engine, opts, set, &ground, reporter).await?),
         false => None,
     };
-    // 5. Produce what is missing; report and tag every layer.
-    let producer = produce::EngineSetup {
-        engine,
-        opts,
-        mode: &set.mode,
+    // 5. Produce what is missing (a setup container, or direct); report and
+    //    tag every layer.
+    let built = match opts.builder.with_engine() {
+        Builder::Direct => {
+            let producer = direct::DirectProduce::new(engine, opts);
+            let layers = produce::Layers {
+                engine,
+                producer: &producer,
+                opts,
+                plan: &plan,
+                base_id: &ground.base.id,
+            };
+            layers.run(&sources, footing.as_mut(), reporter).await?
+        }
+        _ => {
+            let producer = produce::EngineSetup {
+                engine,
+                opts,
+                mode: &set.mode,
+            };
+            let layers = produce::Layers {
+                engine,
+                producer: &producer,
+                opts,
+                plan: &plan,
+                base_id: &ground.base.id,
+            };
+            layers.run(&sources, footing.as_mut(), reporter).await?
+        }
     };
-    let layers = produce::Layers {
-        engine,
-        producer: &producer,
-        opts,
-        plan: &plan,
-        base_id: &ground.base.id,
-    };
-    let built = layers.run(&sources, footing.as_mut(), reporter).await?;
     // 6. Publish: extra tags, then the push.
     let ids: Vec<String> = built.iter().map(|l| l.image_id.clone()).collect();
     let result = ids.last().cloned().unwrap_or_default();
@@ -198,12 +269,35 @@ pub async fn run<E: Engine, R: Manifests>(
 /// The plan on the ground, with the result's labels (`--label`, OCI) folded
 /// into its key (see `crate::labels`).
 fn plan_on<'a>(set: &'a StagedSet, opts: &Options, ground: &Ground) -> Result<Plan<'a>> {
-    let mut plan = plan::plan(set, &ground.parent)?;
+    let mut plan = match opts.builder.with_engine() {
+        Builder::Direct => {
+            refuse_for_direct(opts, set)?;
+            plan::plan_with(set, &ground.parent, plan::keys::direct_command())?
+        }
+        _ => plan::plan(set, &ground.parent)?,
+    };
     crate::labels::apply(
         &mut plan,
         crate::labels::for_base(&opts.labels, &opts.base, &ground.base_repo_digests),
     );
     Ok(plan)
+}
+
+/// What direct mode does not build, refused before anything is.
+fn refuse_for_direct(opts: &Options, set: &StagedSet) -> Result<()> {
+    if let Some(boot) = &opts.boot_from {
+        return Err(Error::DirectRefused {
+            input: format!("--boot-from {boot}"),
+            reason: "the boot layer is copied from another image by a container".into(),
+        });
+    }
+    if set.mode.flink().is_some() {
+        return Err(Error::DirectRefused {
+            input: "the PyFlink inputs".into(),
+            reason: "PyFlink's setup (archives, PYTHONPATH, its own requirements install) runs only in a setup container".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The footing a missing layer is produced on: the base, pulled when the
@@ -313,6 +407,7 @@ fn report(
 ) -> Report {
     let image = format!("{}:{}", opts.repository, plan.tag());
     Report {
+        builder: opts.builder.with_engine().as_str().to_string(),
         sdk_container_image: match &outcome.digest {
             Some(d) => format!("{}@{d}", opts.repository),
             None => image.clone(),

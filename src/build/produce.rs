@@ -174,7 +174,7 @@ fn no_footing(layer: &LayerPlan<'_>) -> crate::error::Error {
 
 /// Labels that describe a layer image: its key (what the cache looks up),
 /// where it sits, and the inputs it installed.
-fn labels(layer: &LayerPlan<'_>, base_id: &str) -> BTreeMap<String, String> {
+pub(crate) fn labels(layer: &LayerPlan<'_>, base_id: &str) -> BTreeMap<String, String> {
     let artifacts: BTreeMap<&str, &str> = layer
         .artifacts
         .iter()

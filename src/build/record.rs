@@ -46,7 +46,9 @@ pub async fn make<E: Engine>(
         );
         return Ok(None);
     };
-    let (python, packages) = record::parse_freeze(&String::from_utf8_lossy(&freeze));
+    let text = String::from_utf8_lossy(&freeze);
+    let (python, packages) = record::parse_freeze(&text);
+    let (before, listed) = record::parse_listing(&text);
     // Inputs of the layers below come from the parent layer's record.
     let parent = match engine.inspect(b.from_image).await {
         Ok(Some(parent)) => parent
@@ -55,15 +57,20 @@ pub async fn make<E: Engine>(
             .and_then(|l| Record::parse(l).ok()),
         _ => None,
     };
-    let mut inputs = match parent {
-        // A bounded label (`packages: null`) may lack the inputs: the file has them.
-        Some(r) if r.packages.is_none() => crate::record::load(engine, b.from_image)
-            .await
-            .map(|(_, r)| r.inputs)
-            .unwrap_or(r.inputs),
-        Some(r) => r.inputs,
-        None => BTreeMap::new(),
+    let parent = match parent {
+        // A bounded label may lack the distributions, the packages, the
+        // inputs: the file has them.
+        Some(r) if !r.is_complete() => Some(parent_file(engine, container, b, r).await),
+        other => other,
     };
+    let distributions = record::sources::attribute(
+        layer.name.as_str(),
+        &layer.artifacts,
+        listed,
+        &before,
+        parent.as_ref(),
+    );
+    let mut inputs = parent.map(|r| r.inputs).unwrap_or_default();
     inputs.insert(
         layer.name.to_string(),
         layer
@@ -81,6 +88,7 @@ pub async fn make<E: Engine>(
         python,
         inputs,
         packages: Some(packages),
+        distributions: Some(distributions),
     };
     reporter.event(Event::Recording {
         layer: layer.name,
@@ -102,4 +110,31 @@ async fn freeze<E: Engine>(engine: &E, container: &str, snapshot: bool) -> Resul
         }
     }
     ops::download_file(engine, container, RECORD_FILE).await
+}
+
+/// The parent layer's whole record (`label`: what its label holds). With a
+/// snapshot the setup wrote nothing at [`RECORD_FILE`], so the setup
+/// container still has the parent's file there: read it from the container
+/// rather than start another one from the parent image.
+async fn parent_file<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &Context<'_>,
+    label: Record,
+) -> Record {
+    if b.snapshot {
+        let here = ops::download_file(engine, container, RECORD_FILE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|bytes| Record::parse(&String::from_utf8_lossy(&bytes)).ok())
+            .filter(|r| r.key == label.key && r.is_complete());
+        if let Some(r) = here {
+            return r;
+        }
+    }
+    crate::record::load_complete(engine, b.from_image)
+        .await
+        .map(|(_, r)| r)
+        .unwrap_or(label)
 }

@@ -252,6 +252,95 @@ mod tests {
         }
     }
 
+    /// The record's listing (see `crate::record::parse_listing`): what
+    /// Python sees before the setup, and after it each distribution with its
+    /// licence metadata, direct URL and wheel tags, from the real `python`
+    /// of this machine, with a distribution the fake boot installs.
+    #[test]
+    fn the_listing_sees_what_the_setup_installed() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let art = dir.path().join("artifacts");
+        std::fs::create_dir(&art).unwrap();
+        std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir(&site).unwrap();
+        let info = site.join("demo_pkg-1.2.dist-info");
+        let boot = dir.path().join("boot");
+        std::fs::write(
+            &boot,
+            format!(
+                r#"#!/bin/sh
+mkdir -p {i}
+printf 'Metadata-Version: 2.4\nName: demo_pkg\nVersion: 1.2\nLicense-Expression: MIT OR Apache-2.0\nClassifier: License :: OSI Approved :: MIT License\nClassifier: Topic :: Other\n' > {i}/METADATA
+printf 'Wheel-Version: 1.0\nTag: py3-none-any\n' > {i}/WHEEL
+printf '{{"url": "file:///opt/apache/beam/artifacts/demo_pkg-1.2-py3-none-any.whl", "archive_info": {{}}}}' > {i}/direct_url.json
+"#,
+                i = info.display()
+            ),
+        )
+        .unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&boot)
+            .status()
+            .unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let c = on_host(
+            command(true, 1, &[]),
+            &boot,
+            &art,
+            &dir.path().join("record"),
+            &root,
+        );
+        let out = Command::new(&c[0])
+            .args(&c[1..])
+            .env("PYTHONPATH", &site)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let freeze = root
+            .join(SNAPSHOT_DIR.trim_start_matches('/'))
+            .join(FREEZE_NAME);
+        let freeze = std::fs::read_to_string(&freeze).unwrap();
+        assert!(
+            !freeze.is_empty(),
+            "this test needs a `python` with pip on PATH, as the images have"
+        );
+        let (before, after) = crate::record::parse_listing(&freeze);
+        assert!(
+            !before.is_empty(),
+            "the interpreter's own distributions: {freeze}"
+        );
+        assert!(
+            !before.contains_key("demo-pkg"),
+            "installed by the setup: {freeze}"
+        );
+        let demo = after.iter().find(|l| l.name == "demo_pkg").expect(&freeze);
+        assert_eq!(demo.version.as_deref(), Some("1.2"));
+        assert_eq!(
+            demo.license_expression.as_deref(),
+            Some("MIT OR Apache-2.0")
+        );
+        assert_eq!(demo.classifiers, ["License :: OSI Approved :: MIT License"]);
+        assert_eq!(demo.tags, ["py3-none-any"]);
+        assert_eq!(
+            demo.direct_url.as_deref(),
+            Some("file:///opt/apache/beam/artifacts/demo_pkg-1.2-py3-none-any.whl")
+        );
+        let (_, packages) = crate::record::parse_freeze(&freeze);
+        assert!(
+            packages.contains_key("demo-pkg"),
+            "pip's freeze sees it too"
+        );
+    }
+
     /// The script really runs under sh: staged files are removed on success,
     /// kept (and the status passed on) on failure.
     #[test]

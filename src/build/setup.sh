@@ -15,6 +15,39 @@ SOURCE_DATE_EPOCH=$PREBUILDER_EPOCH; export SOURCE_DATE_EPOCH
 # PREBUILDER_ROOT is empty (the container's /) except in unit tests.
 root=$PREBUILDER_ROOT
 snap=$root$PREBUILDER_SNAPSHOT
+# The distributions Python sees (for the record, see crate::record), one JSON
+# line each: `# before [name, version]` (before the setup), or `# dist {...}`
+# with the licence metadata and pip's direct URL and wheel tags (after it).
+# No single quote in it: it is one shell word. It writes nothing.
+lister='
+import json, sys
+try:
+    from importlib import metadata
+except ImportError:
+    sys.exit(0)
+full = sys.argv[1] == "dist"
+seen = set()
+for d in metadata.distributions():
+    m = d.metadata
+    name = m.get("Name")
+    if not name or name.lower() in seen:
+        continue
+    seen.add(name.lower())
+    if not full:
+        print("# before " + json.dumps([name, m.get("Version")]))
+        continue
+    try:
+        url = json.loads(d.read_text("direct_url.json") or "{}").get("url")
+    except Exception:
+        url = None
+    tags = [l[4:].strip() for l in (d.read_text("WHEEL") or "").splitlines() if l.startswith("Tag:")]
+    print("# dist " + json.dumps({
+        "name": name, "version": m.get("Version"),
+        "license_expression": m.get("License-Expression"), "license": m.get("License"),
+        "classifiers": [c for c in (m.get_all("Classifier") or []) if c.startswith("License ::")],
+        "direct_url": url, "tags": tags}, sort_keys=True))
+'
+before=$(PYTHONDONTWRITEBYTECODE=1 "$PREBUILDER_PYTHON" -c "$lister" before 2>/dev/null)
 paths() {
   (cd "${root:-/}" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./etc/hosts \
     -o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./.dockerenv \
@@ -36,8 +69,8 @@ if [ "$status" -ne 0 ]; then
   echo "prebuilder: $PREBUILDER_STEP exited with status $status" >&2
   exit "$status"
 fi
-# The record: Python's version and pip's freeze, which prebuilder turns into
-# the JSON record. Best effort: no freeze, no record (an empty freeze with a
+# The record: Python's version, pip's freeze and the distributions before and
+# after the setup, which prebuilder turns into the JSON record. Best effort: no freeze, no record (an empty freeze with a
 # snapshot). It runs while the staged files are removed and the snapshot
 # walks the filesystem (pip takes seconds to start): with a snapshot, the
 # freeze and pip's temporary files go into the snapshot directory, which the
@@ -50,7 +83,8 @@ if [ "$snapshot" = 1 ]; then freeze=$snap/freeze; else freeze=$PREBUILDER_RECORD
 { { PYTHONDONTWRITEBYTECODE=1; export PYTHONDONTWRITEBYTECODE
     if [ "$snapshot" = 1 ]; then TMPDIR=$snap; PIP_NO_CACHE_DIR=1; export TMPDIR PIP_NO_CACHE_DIR; fi
     "$PREBUILDER_PYTHON" -c 'import sys; print("# python %d.%d.%d" % sys.version_info[:3])' &&
-    "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check; } >"$freeze" 2>/dev/null ||
+    "$PREBUILDER_PYTHON" -m pip freeze --all --disable-pip-version-check &&
+    { printf '%s\n' "$before"; "$PREBUILDER_PYTHON" -c "$lister" dist || :; }; } >"$freeze" 2>/dev/null ||
     if [ "$snapshot" = 1 ]; then : >"$freeze"; else rm -f "$freeze"; fi; } &
 record=$!
 cd "$PREBUILDER_ARTIFACTS" || exit 97

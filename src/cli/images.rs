@@ -1,9 +1,10 @@
 //! Command-line definitions of the commands that look at images rather than
-//! build them: `check`, `inspect`, `diff`, `template` (clap derive only).
+//! build them: `check`, `inspect`, `diff`, `sbom`, `verify`, `template`
+//! (clap derive only).
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::Format;
 
@@ -52,6 +53,36 @@ pub struct DiffArgs {
     /// The image after.
     #[arg(value_name = "IMAGE_B")]
     pub image_b: String,
+
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// An image prebuilder built: `REGISTRY/REPO:TAG` or `REGISTRY/REPO@sha256:…` for the SBOM
+    /// attached to it there, or an image on the engine (its record).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The SBOM's format: spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON).
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub format: SbomFormatArg,
+}
+
+/// `sbom --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SbomFormatArg {
+    Spdx,
+    Cyclonedx,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A pushed image: `REGISTRY/REPO:TAG` or `REGISTRY/REPO@sha256:…`.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
 
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]

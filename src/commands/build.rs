@@ -1,13 +1,13 @@
 //! `prebuilder build`: check the flags, stage the inputs, connect, and hand
 //! over to `crate::build`; the binary prints the report.
 
-use crate::build::{self, Remote};
+use crate::build::engineless::Output;
+use crate::build::{self, Builder, Remote};
 use crate::cancel::Cancel;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::cli::BuildArgs;
-use crate::engine::endpoint::Endpoint;
+use crate::cli::{BuildArgs, SbomFormat};
 use crate::engine::{ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
@@ -153,14 +153,53 @@ pub async fn run(
     if let Err(e) = cache.save() {
         tracing::debug!("digest cache not saved: {e}");
     }
-    let engine = tokio::select! {
-        r = DockerEngine::connect(settings) => r?,
-        signal = cancel.cancelled() => return interrupted(signal),
+    let output = match &args.output {
+        Some(o) => Some(Output::parse(o)?),
+        None => None,
+    };
+    if output.is_some() && args.builder == Builder::Engine {
+        return Err(Error::Usage {
+            message: "--output writes what direct mode builds".into(),
+            hint: "add --builder direct (or auto), or keep the engine's image and `docker save` it"
+                .into(),
+        });
+    }
+    let connected = match output {
+        // --output: no engine is asked (the result goes to the file).
+        Some(_) => None,
+        None => tokio::select! {
+            r = DockerEngine::connect(settings) => Some(r),
+            signal = cancel.cancelled() => return interrupted(signal),
+        },
+    };
+    let engine = match connected {
+        Some(Ok(engine)) => engine,
+        Some(Err(e @ Error::EngineUnreachable { .. })) if args.builder == Builder::Engine => {
+            return Err(e)
+        }
+        Some(Err(e @ Error::EngineUnreachable { .. })) => {
+            if args.builder == Builder::Auto {
+                tracing::warn!("{e}; building directly, with no container (--builder auto)");
+            }
+            let report = tokio::select! {
+                r = engineless(args, settings, (&root.dir, scratch.path()), &set, None, reporter) => r,
+                signal = cancel.cancelled() => return interrupted(signal),
+            };
+            return finish(args, report);
+        }
+        Some(Err(e)) => return Err(e),
+        None => {
+            let report = tokio::select! {
+                r = engineless(args, settings, (&root.dir, scratch.path()), &set, output.as_ref(), reporter) => r,
+                signal = cancel.cancelled() => return interrupted(signal),
+            };
+            return finish(args, report);
+        }
     };
     let opts = options(
         args,
         settings,
-        (&root.dir, engine.endpoint()),
+        (&root.dir, &engine.endpoint().host),
         scratch.path(),
     )?;
     let phases = build::phase::Phases::new(reporter);
@@ -182,6 +221,11 @@ pub async fn run(
     }
     drop(set);
     drop(scratch);
+    finish(args, outcome)
+}
+
+/// `--report`, then the report for the binary to print.
+fn finish(args: &BuildArgs, outcome: Result<Report>) -> Result<Report> {
     let report = outcome?;
     if let Some(path) = &args.report {
         std::fs::write(path, report.to_json() + "\n").map_err(|source| Error::Report {
@@ -190,6 +234,30 @@ pub async fn run(
         })?;
     }
     Ok(report)
+}
+
+/// The build with no engine (direct mode, base and result in registries,
+/// or the result written to `--output`).
+async fn engineless(
+    args: &BuildArgs,
+    settings: &Settings,
+    (state_root, scratch): (&Path, &Path),
+    set: &StagedSet,
+    output: Option<&Output>,
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let mut opts = options(args, settings, (state_root, "direct"), scratch)?;
+    opts.builder = Builder::Direct;
+    let config_dir = settings.docker_config_dir();
+    let base = base_registry(&args.base, &config_dir).ok_or_else(|| Error::DirectBase {
+        image: args.base.clone(),
+        reason: "no engine answers, so the base must be read from its registry, and this reference names none prebuilder can read (an image id?)".into(),
+    })?;
+    let results = remote(args, settings)?;
+    let phases = build::phase::Phases::new(reporter);
+    build::engineless::run(&opts, set, results.as_ref(), &base, output, &phases)
+        .await
+        .map_err(|e| phases.explain(e))
 }
 
 /// After the engine went away mid-build: wait for it to come back (a
@@ -229,7 +297,7 @@ const ENGINE_RETURN: std::time::Duration = std::time::Duration::from_secs(45);
 pub fn options(
     args: &BuildArgs,
     settings: &Settings,
-    (state_root, endpoint): (&Path, &Endpoint),
+    (state_root, engine_host): (&Path, &str),
     scratch: &Path,
 ) -> Result<build::Options> {
     let labels = crate::labels::Request::new(&args.labels, settings, args.setup_file.as_deref())?;
@@ -244,13 +312,27 @@ pub fn options(
         boot_from: args.boot_from.clone(),
         network: Network::parse(&args.network),
         // One lock per key and engine: the endpoint this process connected to.
-        lock_dir: state::lock_dir(state_root, &endpoint.host),
+        lock_dir: state::lock_dir(state_root, engine_host),
         blob_map: state::blob_map_dir(state_root),
         scratch_dir: scratch.to_path_buf(),
         commit: settings.commit(),
         labels,
         pull: args.pull,
         settings: settings.clone(),
+        attestations: build::attest::Attestations {
+            attach: !args.no_attestations,
+            wanted: crate::attest::Wanted {
+                spdx: args.sbom_format != SbomFormat::Cyclonedx,
+                cyclonedx: args.sbom_format != SbomFormat::Spdx,
+                provenance: true,
+            },
+            dir: args.attestations_dir.clone(),
+        },
+        builder: args.builder,
+        launch_python: args
+            .launch_python
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("python3")),
     })
 }
 

@@ -6,4 +6,6 @@ pub mod diff;
 pub mod digest;
 pub mod gc;
 pub mod inspect;
+pub mod sbom;
 pub mod template;
+pub mod verify;

@@ -450,7 +450,16 @@ impl FakeEngine {
                 }
                 // The freeze: in the snapshot directory when there is a
                 // snapshot, else at the record's path (as setup.sh writes it).
-                let freeze = b"# python 3.11.2\nsix==1.16.0\n".to_vec();
+                // And the listing: pip in the base, six installed from
+                // the wheel the unit tests stage.
+                let freeze = concat!(
+                    "# python 3.11.2\npip==23.2.1\nsix==1.16.0\n",
+                    "# before [\"pip\", \"23.2.1\"]\n",
+                    "# dist {\"name\": \"pip\", \"version\": \"23.2.1\", \"license\": \"MIT\"}\n",
+                    "# dist {\"name\": \"six\", \"version\": \"1.16.0\", \"license\": \"MIT\", \"tags\": [\"py3-none-any\"]}\n",
+                )
+                .as_bytes()
+                .to_vec();
                 let freeze_path = if snapshot {
                     "/.prebuilder-snapshot/freeze"
                 } else {
@@ -781,7 +790,17 @@ impl Engine for FakeEngine {
             s.layer_bytes.insert(sha(&layer), layer);
             s.configs.insert(id.clone(), config_bytes.clone());
         }
-        self.new_image(&parent, &doc["config"], id, diff_ids, BTreeSet::new());
+        self.new_image(
+            &parent,
+            &doc["config"],
+            id.clone(),
+            diff_ids,
+            BTreeSet::new(),
+        );
+        // As an engine reports it: the config's own date.
+        if let Some(image) = self.state().images.get_mut(&id) {
+            image.info.created = doc["created"].as_str().map(str::to_string);
+        }
         Ok(())
     }
 
@@ -929,8 +948,16 @@ pub struct FakeRegistry {
     ids: Mutex<BTreeMap<String, String>>,
     fail: Mutex<bool>,
     pub lookups: Mutex<Vec<String>>,
-    /// `upload <digest>` and `mount <digest> <from>`, in order.
+    /// `upload <digest>`, `mount <digest> <from>`, `referrer <digest>` and
+    /// `tag <tag>` (a referrers tag put), in order.
     pub writes: Mutex<Vec<String>>,
+    /// Whether it has the OCI referrers API (else: the referrers tag schema).
+    referrers_api: Mutex<bool>,
+    /// Subject digest → its referrers, as the referrers API indexes them.
+    indexed: Mutex<BTreeMap<String, Vec<crate::registry::referrers::Descriptor>>>,
+    /// Another writer's referrers index, put over the next referrers tag
+    /// put, as a runner that read the tag before it would.
+    race: Mutex<Option<RawManifest>>,
 }
 
 impl FakeRegistry {
@@ -951,7 +978,41 @@ impl FakeRegistry {
             fail: Mutex::new(false),
             lookups: Mutex::new(Vec::new()),
             writes: Mutex::new(Vec::new()),
+            referrers_api: Mutex::new(false),
+            indexed: Mutex::new(BTreeMap::new()),
+            race: Mutex::new(None),
         }
+    }
+
+    /// Give it the OCI referrers API (by default it has none, as
+    /// distribution 2.8).
+    pub fn with_referrers_api(self) -> FakeRegistry {
+        *self.referrers_api.lock().expect("fake registry") = true;
+        self
+    }
+
+    /// The next put of a referrers tag (`sha256-…`) is overwritten by
+    /// `index`, as a racing runner that read the tag before that put does.
+    pub fn race_next_referrers_put(&self, index: RawManifest) {
+        *self.race.lock().expect("fake registry") = Some(index);
+    }
+
+    /// A manifest stored by digest (put by digest, or under a tag).
+    pub fn stored_by_digest(&self, digest: &str) -> Option<RawManifest> {
+        self.stored
+            .lock()
+            .expect("fake registry")
+            .get(digest)
+            .cloned()
+    }
+
+    /// The bytes of a blob uploaded or added with content.
+    pub fn blob_content(&self, digest: &str) -> Option<Vec<u8>> {
+        self.contents
+            .lock()
+            .expect("fake registry")
+            .get(digest)
+            .cloned()
     }
 
     pub fn put(&self, tag: &str, digest: &str) {
@@ -1074,7 +1135,8 @@ impl Manifests for FakeRegistry {
                 .or_else(|| m.values().find(|d| *d == reference).cloned())
         };
         let Some(digest) = digest else {
-            return Ok(None);
+            // Put by digest only (a referrer): no tag names it.
+            return Ok(self.stored_by_digest(reference));
         };
         if let Some(stored) = self.stored.lock().expect("fake registry").get(&digest) {
             return Ok(Some(stored.clone()));
@@ -1089,7 +1151,66 @@ impl Manifests for FakeRegistry {
     async fn put_manifest(&self, tag: &str, manifest: &RawManifest) -> Result<()> {
         self.check_up()?;
         self.put_raw(tag, manifest.clone());
+        if tag.starts_with("sha256-") {
+            self.writes
+                .lock()
+                .expect("fake registry")
+                .push(format!("tag {tag}"));
+            if let Some(other) = self.race.lock().expect("fake registry").take() {
+                self.put_raw(tag, other);
+            }
+        }
         Ok(())
+    }
+
+    async fn referrers(
+        &self,
+        subject: &str,
+    ) -> Result<Option<Vec<crate::registry::referrers::Descriptor>>> {
+        self.check_up()?;
+        if !*self.referrers_api.lock().expect("fake registry") {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.indexed
+                .lock()
+                .expect("fake registry")
+                .get(subject)
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
+
+    async fn put_referrer(&self, manifest: &RawManifest) -> Result<bool> {
+        use crate::registry::referrers::{read_referrer, Descriptor};
+        self.check_up()?;
+        // A real registry refuses a manifest naming blobs it lacks.
+        if let Some(r) = read_referrer(&manifest.bytes) {
+            assert!(self.has_blob(&r.blob), "referrer blob {} missing", r.blob);
+            assert!(
+                self.has_blob(&crate::registry::referrers::empty_config_digest()),
+                "the empty config is missing"
+            );
+        }
+        self.stored
+            .lock()
+            .expect("fake registry")
+            .insert(manifest.digest.clone(), manifest.clone());
+        self.writes
+            .lock()
+            .expect("fake registry")
+            .push(format!("referrer {}", manifest.digest));
+        if !*self.referrers_api.lock().expect("fake registry") {
+            return Ok(false);
+        }
+        if let Some(r) = read_referrer(&manifest.bytes) {
+            let mut indexed = self.indexed.lock().expect("fake registry");
+            let list = indexed.entry(r.subject).or_default();
+            if !list.iter().any(|d| d.digest == manifest.digest) {
+                list.push(Descriptor::of(manifest, Some(&r.artifact_type)));
+            }
+        }
+        Ok(true)
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
@@ -1214,5 +1335,16 @@ impl Manifests for Arc<FakeRegistry> {
 
     async fn download_blob(&self, digest: &str, dst: &Path) -> Result<()> {
         self.download(digest, dst).await
+    }
+
+    async fn referrers(
+        &self,
+        subject: &str,
+    ) -> Result<Option<Vec<crate::registry::referrers::Descriptor>>> {
+        FakeRegistry::referrers(self, subject).await
+    }
+
+    async fn put_referrer(&self, manifest: &RawManifest) -> Result<bool> {
+        FakeRegistry::put_referrer(self, manifest).await
     }
 }

@@ -111,6 +111,20 @@ pub fn write_layer<R: Read, W: Write>(
             None => return Err(io::Error::other("the snapshot holds no layer.tar")),
         }
     };
+    write_layer_from(inner, deleted, record, epoch, out)
+}
+
+/// [`write_layer`] from the snapshot's `layer.tar` itself (`inner`): the
+/// entries it holds, whiteouts for `deleted`, then `record`. Direct mode
+/// (`crate::direct::layer`) writes its layer through this too, so both
+/// builders share the epoch, order and owner rules.
+pub fn write_layer_from<R: Read, W: Write>(
+    inner: R,
+    deleted: &[u8],
+    record: Option<(&str, &[u8])>,
+    epoch: u64,
+    out: W,
+) -> io::Result<String> {
     let mut builder = tar::Builder::new(Hashing {
         inner: out,
         hasher: Sha256::new(),

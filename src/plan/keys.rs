@@ -50,6 +50,19 @@ pub fn setup_command_for(mode: &SetupMode) -> Vec<String> {
     ]
 }
 
+/// Direct mode's place of the setup command in its layers' keys: no
+/// container runs; `crate::direct` replays the boot and pip. Bumped when
+/// what it installs for the same inputs changes. Never equal to the engine's
+/// command, so a direct and an engine build of the same inputs are two
+/// images.
+pub const DIRECT_VERSION: &str = "prebuilder-direct-v1";
+
+pub fn direct_command() -> Vec<String> {
+    let mut c = vec![DIRECT_VERSION.to_string()];
+    c.extend(setup_command());
+    c
+}
+
 /// The boot invocation the setup runs, as it enters the key.
 pub fn setup_command() -> Vec<String> {
     vec![
@@ -103,6 +116,22 @@ pub fn boot_key(base_id: &str, boot_image_id: &str) -> String {
         h.update(field.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod builder_tests {
+    use super::*;
+
+    #[test]
+    fn direct_keys_name_their_builder() {
+        let c = direct_command();
+        assert_ne!(c, setup_command());
+        assert_eq!(&c[1..], setup_command().as_slice());
+        assert_ne!(
+            layer_key("sha256:b", LayerName::Dependencies, &c, &[]),
+            layer_key("sha256:b", LayerName::Dependencies, &setup_command(), &[])
+        );
+    }
 }
 
 #[cfg(test)]

@@ -116,6 +116,12 @@ fn layer_of(role: Role, has_requirements: bool) -> Option<LayerName> {
 
 /// Split a staged set into layers on top of `base_id` and key each layer.
 pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
+    plan_with(set, base_id, keys::setup_command_for(&set.mode))
+}
+
+/// [`plan`] with the command that enters every key (the setup's, or direct
+/// mode's [`keys::direct_command`]).
+pub fn plan_with<'a>(set: &'a StagedSet, base_id: &str, command: Vec<String>) -> Result<Plan<'a>> {
     // Files to stage and cache files alone install nothing: an image built
     // from them would equal its base.
     let installs = set.artifacts.iter().any(|a| {
@@ -138,7 +144,6 @@ pub fn plan<'a>(set: &'a StagedSet, base_id: &str) -> Result<Plan<'a>> {
         });
     }
     let has_requirements = set.with_role(Role::Requirements).next().is_some();
-    let command = keys::setup_command_for(&set.mode);
     let mut layers: Vec<LayerPlan<'a>> = Vec::new();
     let mut parent = base_id.to_string();
     for name in [LayerName::Dependencies, LayerName::Application] {

@@ -1,12 +1,28 @@
 //! An image's record, read through the engine: from its label, or from the
-//! file when the label is missing or too small to hold the packages.
+//! file when the label is missing or too small to hold what is needed (the
+//! file is read through a container, which takes seconds).
 
 use super::{Record, LABEL_RECORD, RECORD_FILE};
 use crate::engine::{ops, Engine, ImageInfo};
 use crate::error::{Error, Result};
 
-/// An image and its record.
+/// An image and its record, with its packages and inputs (what `inspect`
+/// and `diff` show): the distributions only when the label holds them.
 pub async fn load<E: Engine>(engine: &E, image: &str) -> Result<(ImageInfo, Record)> {
+    read(engine, image, |r| r.packages.is_some()).await
+}
+
+/// An image and its whole record, distributions included (what an SBOM is
+/// made of).
+pub async fn load_complete<E: Engine>(engine: &E, image: &str) -> Result<(ImageInfo, Record)> {
+    read(engine, image, Record::is_complete).await
+}
+
+async fn read<E: Engine>(
+    engine: &E,
+    image: &str,
+    enough: impl Fn(&Record) -> bool,
+) -> Result<(ImageInfo, Record)> {
     let info = ops::require(engine, image, "image").await?;
     let invalid = |reason: String| Error::RecordInvalid {
         image: image.to_string(),
@@ -14,7 +30,7 @@ pub async fn load<E: Engine>(engine: &E, image: &str) -> Result<(ImageInfo, Reco
     };
     let label = info.labels.get(LABEL_RECORD).map(|l| Record::parse(l));
     if let Some(Ok(r)) = &label {
-        if r.packages.is_some() {
+        if enough(r) {
             return Ok((info, r.clone()));
         }
     }

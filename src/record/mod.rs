@@ -6,6 +6,11 @@
 //! (adding every layer's input digests, carried over from the parent layer's
 //! record), writes it back to the same file as JSON and puts it in the
 //! [`LABEL_RECORD`] label of the committed image. Pure: parsing, diffing, rendering.
+//!
+//! Since [`FORMAT`] 2 the record also describes each installed distribution
+//! (`distributions`): its licence metadata, the layer that installed it (or
+//! the base), and the staged artifact it came from (see [`sources`]), which
+//! is what an SBOM (`crate::attest`) is made of.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::report::short_id;
 
 mod load;
-pub use load::load;
+pub mod sources;
+pub use load::{load, load_complete};
+pub use sources::{DigestOf, Distribution, Listed, Source, IN_BASE};
 
 /// Inside the image: the record (JSON). During the setup it holds pip's freeze.
 pub const RECORD_FILE: &str = "/opt/apache/beam/prebuilder-record.json";
@@ -22,9 +29,11 @@ pub const RECORD_NAME: &str = "prebuilder-record.json";
 /// The image label holding the record (compact JSON).
 pub const LABEL_RECORD: &str = "prebuilder.record";
 /// Labels travel with every image inspect; past this size the label leaves the
-/// package list out (`packages: null`), then the inputs, and readers go to the file.
+/// distributions out, then the package list (`packages: null`), then the
+/// inputs, and readers go to the file.
 pub const LABEL_LIMIT: usize = 32 * 1024;
-pub const FORMAT: u32 = 1;
+/// 1: packages and inputs; 2: and `distributions`. Older records still parse.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -46,16 +55,26 @@ pub struct Record {
     /// Normalized distribution name → version (or `@ URL` for direct references), from
     /// `pip freeze --all`. `None` in a label too large to carry it.
     pub packages: Option<BTreeMap<String, String>>,
+    /// Normalized distribution name → what the setup learnt of it (format 2).
+    /// `None` in a format 1 record, and in a label too large to carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributions: Option<BTreeMap<String, Distribution>>,
 }
 
 impl Record {
-    /// The label value: compact JSON, without the packages when too large.
+    /// The label value: compact JSON, without the distributions, then the
+    /// packages, when too large.
     pub fn label(&self) -> String {
         let full = serde_json::to_string(self).unwrap_or_default();
         if full.len() <= LABEL_LIMIT {
             return full;
         }
         let mut small = self.clone();
+        small.distributions = None;
+        let without_distributions = serde_json::to_string(&small).unwrap_or_default();
+        if without_distributions.len() <= LABEL_LIMIT {
+            return without_distributions;
+        }
         small.packages = None;
         let without_packages = serde_json::to_string(&small).unwrap_or_default();
         if without_packages.len() <= LABEL_LIMIT {
@@ -74,6 +93,12 @@ impl Record {
 
     pub fn parse(text: &str) -> Result<Record, String> {
         serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Whether nothing was left out of it (a label may leave parts out; the
+    /// file never does): the packages, and from format 2 the distributions.
+    pub fn is_complete(&self) -> bool {
+        self.packages.is_some() && (self.format < 2 || self.distributions.is_some())
     }
 
     /// Every input, whatever its layer (staged names are unique within a build).
@@ -148,7 +173,8 @@ pub fn normalize(name: &str) -> String {
     out
 }
 
-/// What the setup script left: `# python X.Y.Z`, then `pip freeze --all`.
+/// What the setup script left: `# python X.Y.Z`, then `pip freeze --all`
+/// (then the distributions, see [`parse_listing`]).
 /// Returns Python's version and the packages.
 pub fn parse_freeze(text: &str) -> (Option<String>, BTreeMap<String, String>) {
     let mut python = None;
@@ -177,6 +203,28 @@ pub fn parse_freeze(text: &str) -> (Option<String>, BTreeMap<String, String>) {
         }
     }
     (python, packages)
+}
+
+/// The distributions the setup script listed: before the setup (`# before
+/// [name, version]`, normalized name → version) and after it (`# dist {…}`).
+/// Lines that do not parse are skipped: a record never fails a build.
+pub fn parse_listing(text: &str) -> (BTreeMap<String, String>, Vec<Listed>) {
+    let mut before = BTreeMap::new();
+    let mut after = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(json) = line.strip_prefix("# before ") {
+            if let Ok((name, Some(version))) =
+                serde_json::from_str::<(String, Option<String>)>(json)
+            {
+                before.insert(normalize(&name), version);
+            }
+        } else if let Some(json) = line.strip_prefix("# dist ") {
+            if let Ok(listed) = serde_json::from_str::<Listed>(json) {
+                after.push(listed);
+            }
+        }
+    }
+    (before, after)
 }
 
 /// One value before and after.
@@ -386,6 +434,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
+            distributions: None,
         }
     }
 
@@ -532,6 +581,75 @@ mod tests {
         assert!(t.contains("  demo @ file:///x"), "{t}");
     }
 
+    fn dist(name: &str, license: &str) -> Distribution {
+        Distribution {
+            name: name.into(),
+            version: "1.0".into(),
+            license_expression: None,
+            license: Some(license.into()),
+            classifiers: Vec::new(),
+            layer: "dependencies".into(),
+            artifact: None,
+        }
+    }
+
+    #[test]
+    fn the_label_drops_the_distributions_before_the_packages() {
+        let mut r = rec(&[("numpy", "2.2.6")], &[("requirements.txt", "r")]);
+        // numpy's License field is its whole licence text (48 kB).
+        r.distributions = Some(BTreeMap::from([(
+            "numpy".to_string(),
+            dist("numpy", &"BSD text ".repeat(5000)),
+        )]));
+        assert!(r.is_complete());
+        let back = Record::parse(&r.label()).unwrap();
+        assert!(back.distributions.is_none(), "too large for a label");
+        assert_eq!(back.packages, r.packages, "the packages stay");
+        assert!(!back.is_complete(), "readers go to the file");
+        assert_eq!(Record::parse(&r.to_file()).unwrap(), r);
+        // A small one keeps everything.
+        r.distributions = Some(BTreeMap::from([("six".to_string(), dist("six", "MIT"))]));
+        assert_eq!(Record::parse(&r.label()).unwrap(), r);
+    }
+
+    #[test]
+    fn format_1_records_still_parse_and_are_complete() {
+        let v1 = r#"{"format":1,"layer":"application","key":"k","base":"sha256:b",
+            "python":"3.11.2","inputs":{"dependencies":{"requirements.txt":"r"}},
+            "packages":{"six":"1.16.0"}}"#;
+        let r = Record::parse(v1).unwrap();
+        assert_eq!(r.format, 1);
+        assert!(r.distributions.is_none());
+        assert!(r.is_complete(), "a format 1 record never had distributions");
+        let mut r2 = r.clone();
+        r2.format = FORMAT;
+        assert!(
+            !r2.is_complete(),
+            "a format 2 record without them lost them"
+        );
+    }
+
+    #[test]
+    fn the_listing_before_and_after_the_setup() {
+        let text = "# python 3.11.2\nsix==1.17.0\n\
+            # before [\"six\", \"1.16.0\"]\n\
+            # before [\"Broken\", null]\n\
+            # before not json\n\
+            # dist {\"name\": \"six\", \"version\": \"1.17.0\", \"license\": \"MIT\", \"classifiers\": [\"License :: OSI Approved :: MIT License\"], \"direct_url\": null, \"tags\": [\"py3-none-any\"], \"license_expression\": null}\n\
+            # dist {broken\n";
+        let (before, after) = parse_listing(text);
+        assert_eq!(
+            before,
+            BTreeMap::from([("six".to_string(), "1.16.0".to_string())])
+        );
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].license.as_deref(), Some("MIT"));
+        assert_eq!(after[0].tags, ["py3-none-any"]);
+        // The freeze parser ignores the listing.
+        let (_, packages) = parse_freeze(text);
+        assert_eq!(packages.len(), 1);
+    }
+
     /// Issue 12: the label stays bounded whatever the number of inputs.
     #[test]
     fn a_record_with_50000_inputs_has_a_bounded_label() {
@@ -547,6 +665,7 @@ mod tests {
             python: Some("3.11.2".into()),
             inputs: BTreeMap::from([("application".to_string(), inputs)]),
             packages: Some(BTreeMap::from([("six".to_string(), "1.16.0".to_string())])),
+            distributions: None,
         };
         let label = r.label();
         assert!(label.len() <= LABEL_LIMIT, "{}", label.len());

@@ -22,6 +22,7 @@ mod failure;
 pub mod image_ref;
 mod manifest;
 pub mod reference;
+pub mod referrers;
 
 pub use blobs::BlobBody;
 pub use image_ref::ImageRef;
@@ -244,6 +245,12 @@ pub trait Manifests {
     /// The image manifest of `reference` for this machine's platform (an
     /// index followed to it); `None` when absent.
     async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>>;
+    /// The referrers the registry's referrers API lists for `subject`;
+    /// `None` when it has no such API (see [`referrers`]).
+    async fn referrers(&self, subject: &str) -> Result<Option<Vec<referrers::Descriptor>>>;
+    /// Put a referrer manifest by its digest; `true` when the registry
+    /// indexed it as a referrer itself.
+    async fn put_referrer(&self, manifest: &RawManifest) -> Result<bool>;
 }
 
 impl Manifests for Registry {
@@ -289,6 +296,14 @@ impl Manifests for Registry {
 
     async fn image_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
         Registry::image_manifest(self, reference).await
+    }
+
+    async fn referrers(&self, subject: &str) -> Result<Option<Vec<referrers::Descriptor>>> {
+        Registry::referrers(self, subject).await
+    }
+
+    async fn put_referrer(&self, manifest: &RawManifest) -> Result<bool> {
+        Registry::put_referrer(self, manifest).await
     }
 }
 

@@ -199,6 +199,27 @@ fn samples() -> Vec<(Event<'static>, Value)> {
             },
             json!({"event": "tags_not_applied", "image": "r.example/p:k"}),
         ),
+        (
+            Event::Attestation {
+                kind: "spdx",
+                subject: "r.example/p@sha256:ab",
+                referrer: "sha256:cd",
+                existing: false,
+            },
+            json!({"event": "attestation", "kind": "spdx", "subject": "r.example/p@sha256:ab", "referrer": "sha256:cd", "existing": false}),
+        ),
+        (
+            Event::AttestationWritten {
+                path: "docs/sbom.spdx.json",
+            },
+            json!({"event": "attestation_written", "path": "docs/sbom.spdx.json"}),
+        ),
+        (
+            Event::AttestationsSkipped {
+                reason: "no record",
+            },
+            json!({"event": "attestations_skipped", "reason": "no record"}),
+        ),
     ]
 }
 
@@ -237,6 +258,9 @@ fn variant(event: &Event<'_>) -> usize {
         Event::LayerFromRegistry { .. } => 28,
         Event::TaggedInRegistry { .. } => 29,
         Event::TagsNotApplied { .. } => 30,
+        Event::Attestation { .. } => 31,
+        Event::AttestationWritten { .. } => 32,
+        Event::AttestationsSkipped { .. } => 33,
     }
 }
 
@@ -251,7 +275,7 @@ fn every_event_serializes_to_its_name_and_fields() {
     let mut seen: Vec<usize> = samples.iter().map(|(e, _)| variant(e)).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen, (0..=30).collect::<Vec<_>>(), "one sample per variant");
+    assert_eq!(seen, (0..=33).collect::<Vec<_>>(), "one sample per variant");
     for (event, want) in &samples {
         let line = json_line(event);
         let mut got = parse(&line);

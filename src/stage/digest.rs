@@ -88,6 +88,12 @@ fn digest_open(file: File, path: &Path, format: Option<ArchiveFormat>) -> Result
     })
 }
 
+/// Whether a staged name is a source archive, whose content digest covers
+/// its entries rather than its bytes.
+pub fn is_source_archive(name: &str) -> bool {
+    ArchiveFormat::of(Path::new(name)).is_some()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ArchiveFormat {
     Tar,

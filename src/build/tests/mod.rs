@@ -95,6 +95,9 @@ impl World {
             labels: Default::default(),
             pull: super::PullPolicy::Never,
             settings: Default::default(),
+            attestations: attest::Attestations::off(),
+            builder: super::Builder::Engine,
+            launch_python: "python3".into(),
         }
     }
 
@@ -137,6 +140,7 @@ fn caches(r: &Report) -> Vec<CacheOutcome> {
 use sha2::Digest as _;
 use CacheOutcome::{Hit, Miss, Registry as InRegistry};
 
+mod attestations;
 mod boot;
 mod cache;
 mod checks;

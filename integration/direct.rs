@@ -1,0 +1,774 @@
+//! Direct mode (no container to install with) against the real thing: the
+//! base index against what python and pip report inside the fixture base,
+//! and (see `equivalence`) layers made by the library against the engine
+//! path's image of the same inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use prebuilder::direct::index::{self, Index};
+
+use crate::support::*;
+
+/// The config and layer files of an image in the engine (`docker save`).
+pub struct Saved {
+    pub id: String,
+    pub config: Vec<u8>,
+    pub layers: Vec<PathBuf>,
+    /// Holds the layer files until the test is done with them.
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn save(image: &str) -> Saved {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("docker")
+        .args(["save", image])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker save");
+    let out = child.stdout.take().unwrap();
+    let images = prebuilder::image::export::unpack(out, dir.path(), &|_| true).unwrap();
+    assert!(child.wait().unwrap().success());
+    let img = images.into_iter().next().unwrap();
+    let id = prebuilder::image::image_id(&img.config);
+    Saved {
+        id,
+        config: img.config,
+        layers: img.layers.iter().map(|l| l.path.clone().unwrap()).collect(),
+        _dir: dir,
+    }
+}
+
+pub fn index_of(image: &str) -> Index {
+    let s = save(image);
+    index::index_layers(&s.id, &s.config, &s.layers).unwrap()
+}
+
+/// What python and pip say about themselves inside the image.
+const PROBE: &str = r#"
+import json, sys, sysconfig
+from pip._internal.locations import get_scheme
+from pip._internal.utils.compatibility_tags import get_supported
+from pip._internal.metadata import get_default_environment
+import pip
+s = get_scheme("DIST")
+dists = [
+    {"name": d.canonical_name, "version": str(d.version), "location": d.location}
+    for d in get_default_environment().iter_all_distributions()
+]
+print(json.dumps({
+    "executable": sys.executable,
+    "version": sys.version.split()[0],
+    "sys_path": sys.path,
+    "scheme": {"purelib": s.purelib, "platlib": s.platlib, "scripts": s.scripts,
+               "data": s.data, "headers": s.headers},
+    "pip": pip.__version__,
+    "tags": [str(t) for t in get_supported()],
+    "dists": dists,
+}))
+"#;
+
+fn probe(image: &str) -> serde_json::Value {
+    let o = python_in(image, PROBE);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn check_index_against_probe(image: &str) {
+    let i = index_of(image);
+    let p = probe(image);
+    assert_eq!(i.python.executable, p["executable"].as_str().unwrap());
+    assert_eq!(i.python.version, p["version"].as_str().unwrap());
+    // The image's sys.path from python -c starts with '' (the script's directory).
+    let sys_path: Vec<String> = strings(&p["sys_path"])
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(i.sys_path, sys_path);
+    let s = &p["scheme"];
+    assert_eq!(i.scheme.purelib, s["purelib"].as_str().unwrap());
+    assert_eq!(i.scheme.platlib, s["platlib"].as_str().unwrap());
+    assert_eq!(i.scheme.scripts, s["scripts"].as_str().unwrap());
+    assert_eq!(i.scheme.data, s["data"].as_str().unwrap());
+    assert_eq!(
+        format!("{}/DIST", i.scheme.include),
+        s["headers"].as_str().unwrap()
+    );
+    assert_eq!(i.pip.version, p["pip"].as_str().unwrap());
+    assert_eq!(
+        i.tags,
+        strings(&p["tags"]),
+        "pip's supported tags, in order"
+    );
+    let mut ours: Vec<(String, String, String)> = i
+        .distributions
+        .iter()
+        .map(|d| (d.key(), d.version.clone(), d.location.clone()))
+        .collect();
+    let mut theirs: Vec<(String, String, String)> = p["dists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["version"].as_str().unwrap().to_string(),
+                d["location"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // pip lists the first distribution of each name on sys.path.
+    let mut seen = std::collections::HashSet::new();
+    ours.retain(|d| seen.insert(d.0.clone()));
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn the_beam_base_is_indexed_as_its_python_and_pip_see_it() {
+    let f = Fixtures::load();
+    check_index_against_probe(&f.beam_image);
+}
+
+#[test]
+fn the_plain_python_base_is_indexed_as_its_python_and_pip_see_it() {
+    let f = Fixtures::load();
+    check_index_against_probe(&f.python_image);
+}
+
+#[allow(dead_code)]
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The equivalence oracle: the same inputs built by the engine path and by
+// the direct library give the same installed files, pip freeze and pip check.
+
+use std::collections::BTreeMap;
+
+use prebuilder::direct::boot::Artifact;
+use prebuilder::direct::layer::{self, Options, Spec};
+use prebuilder::stage::{Inputs, StagedSet};
+
+/// Images built for one comparison, removed on drop.
+pub struct Built {
+    pub engine: String,
+    pub direct: String,
+    /// The interpreter version that compiled the direct image's .pyc.
+    pub compiled_by: Option<String>,
+    pub base_python: String,
+    _repo: TestRepo,
+}
+
+/// A base's id, config and index.
+type BaseFacts = (String, Vec<u8>, Index);
+
+/// The base's id, config and index, derived once per test process.
+fn base(image: &str) -> BaseFacts {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<BTreeMap<String, BaseFacts>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    if let Some(b) = cache.lock().unwrap().get(image) {
+        return b.clone();
+    }
+    let s = save(image);
+    let i = index::index_layers(&s.id, &s.config, &s.layers).unwrap();
+    let b = (s.id.clone(), s.config.clone(), i);
+    cache.lock().unwrap().insert(image.to_string(), b.clone());
+    b
+}
+
+/// Load `base_config` plus `layers` (uncompressed tars) as `tag`: a `docker
+/// load` archive that names every layer but holds only the new ones (the
+/// engine has the base's), as prebuilder's own loads do.
+fn load(base_config: &[u8], layers: &[PathBuf], tag: &str) {
+    let mut config: serde_json::Value = serde_json::from_slice(base_config).unwrap();
+    let mut diff_ids: Vec<serde_json::Value> =
+        config["rootfs"]["diff_ids"].as_array().unwrap().clone();
+    let below = diff_ids.len();
+    let mut history: Vec<serde_json::Value> =
+        config["history"].as_array().cloned().unwrap_or_default();
+    for l in layers {
+        let d = prebuilder::image::image_id(&std::fs::read(l).unwrap());
+        diff_ids.push(serde_json::Value::String(d));
+        history.push(serde_json::json!({"created_by": "prebuilder direct (test)"}));
+    }
+    config["rootfs"]["diff_ids"] = serde_json::Value::Array(diff_ids.clone());
+    config["history"] = serde_json::Value::Array(history);
+    let config = serde_json::to_vec(&config).unwrap();
+    let names: Vec<String> = (0..diff_ids.len())
+        .map(|i| format!("{i}/layer.tar"))
+        .collect();
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": names}]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("config.json", &config);
+    add("manifest.json", manifest.to_string().as_bytes());
+    for (n, p) in names[below..].iter().zip(layers) {
+        b.append_path_with_name(p, n).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    docker_ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
+}
+
+/// Build `inputs` on `base` both ways.
+pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) -> Built {
+    let repo = TestRepo::new(test);
+    // The engine path, as users run it.
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--base".into(),
+        base.into(),
+        "--network".into(),
+        "none".into(),
+        "--repository".into(),
+        repo.name.clone(),
+        "--format".into(),
+        "json".into(),
+    ];
+    if let Some(r) = &inputs.requirements_file {
+        args.extend(["--requirements-file".into(), r.display().to_string()]);
+    }
+    if let Some(c) = &inputs.requirements_cache {
+        args.extend(["--requirements-cache".into(), c.display().to_string()]);
+    }
+    for e in &inputs.extra_packages {
+        args.extend(["--extra-package".into(), e.display().to_string()]);
+    }
+    if let Some(s) = &inputs.setup_file {
+        args.extend(["--setup-file".into(), s.display().to_string()]);
+    }
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let o = run(prebuilder().args(&args));
+    assert!(o.status.success(), "engine build failed:\n{}", stderr(&o));
+    let engine = json(&o)["image"].as_str().unwrap().to_string();
+
+    // The direct library, from the base's saved layers.
+    let (base_id, base_config, index) = self::base(base);
+    let created = serde_json::from_slice::<serde_json::Value>(&base_config).unwrap()["created"]
+        .as_str()
+        .map(str::to_string);
+    let epoch = prebuilder::image::reproducible::epoch(None, created.as_deref());
+    let tmp = tempfile::tempdir().unwrap();
+    let set = StagedSet::from_inputs_in(inputs, tmp.path()).unwrap();
+    let plan = prebuilder::plan::plan(&set, &base_id).unwrap();
+    let mut lower = index.clone();
+    let mut lower_inputs = BTreeMap::new();
+    let mut layers = Vec::new();
+    let mut compiled_by = None;
+    let work = tempfile::tempdir().unwrap();
+    for (i, l) in plan.layers.iter().enumerate() {
+        let scratch = work.path().join(format!("layer{i}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let spec = Spec {
+            name: l.name.as_str(),
+            key: &l.key,
+            artifacts: l
+                .artifacts
+                .iter()
+                .map(|a| Artifact {
+                    name: a.name.clone(),
+                    path: a.path.clone(),
+                })
+                .collect(),
+            inputs: l
+                .artifacts
+                .iter()
+                .map(|a| (a.name.clone(), a.content_digest.clone()))
+                .collect(),
+            lower_inputs: lower_inputs.clone(),
+            base_id: &base_id,
+            boot_from: None,
+            epoch,
+        };
+        let p = layer::produce(
+            &lower,
+            &spec,
+            &Options {
+                python: Some(Fixtures::load().venv_python),
+                compile: true,
+            },
+            &scratch,
+        )
+        .unwrap_or_else(|e| panic!("direct {}: {e}", l.name));
+        for w in &p.log.warnings {
+            eprintln!("direct {}: pip would warn: {w}", l.name);
+        }
+        compiled_by = p.compiled_by.as_ref().map(|c| c.version.clone());
+        lower_inputs = p.record.inputs.clone();
+        lower = p.installed;
+        layers.push(p.layer);
+    }
+    let direct = format!("{}:direct", repo.name);
+    load(&base_config, &layers, &direct);
+    Built {
+        engine,
+        direct,
+        compiled_by,
+        base_python: index.python.version.clone(),
+        _repo: repo,
+    }
+}
+
+/// Installed files, pip freeze and pip check inside an image.
+///
+/// A `.pyc` is digested over its header and its code objects (every field,
+/// `co_filename` included), not its bytes: marshal marks objects it has seen
+/// twice by their reference counts in the compiling process, so two
+/// compilations of one source by one interpreter can differ in those flag
+/// bits alone.
+const WALK: &str = r#"
+import hashlib, json, marshal, os, stat, subprocess, sys, types
+def canon(o):
+    if isinstance(o, types.CodeType):
+        fields = ("co_filename", "co_name", "co_qualname", "co_firstlineno", "co_flags",
+                  "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_stacksize",
+                  "co_code", "co_linetable", "co_exceptiontable", "co_names", "co_varnames",
+                  "co_freevars", "co_cellvars")
+        return ("code",) + tuple(getattr(o, f, None) for f in fields) + (tuple(canon(c) for c in o.co_consts),)
+    if isinstance(o, (tuple, list)):
+        return (type(o).__name__, tuple(canon(x) for x in o))
+    if isinstance(o, frozenset):
+        return ("frozenset", tuple(sorted((canon(x) for x in o), key=repr)))
+    return (type(o).__name__, repr(o))
+def digest(p, data):
+    if p.endswith(".pyc") and len(data) > 16:
+        try:
+            return "pyc:" + hashlib.sha256(data[:16] + repr(canon(marshal.loads(data[16:]))).encode()).hexdigest()
+        except Exception:
+            pass
+    return hashlib.sha256(data).hexdigest()
+out = {}
+for root in ["/usr/local", "/usr/lib/python3/dist-packages", "/usr/include"]:
+    for dp, dns, fns in os.walk(root):
+        for n in dns:
+            p = os.path.join(dp, n)
+            st = os.lstat(p)
+            out[p + "/"] = ["d", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid]
+        for n in fns:
+            p = os.path.join(dp, n)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[p] = ["l", os.readlink(p)]
+            else:
+                with open(p, "rb") as f:
+                    h = digest(p, f.read())
+                out[p] = ["f", oct(st.st_mode & 0o7777), st.st_size, h]
+freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True)
+check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+print(json.dumps({"files": out, "freeze": freeze.stdout, "check": [check.returncode, check.stdout + check.stderr]}))
+"#;
+
+fn walk(image: &str) -> serde_json::Value {
+    let o = python_in(image, WALK);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Compare the two images; `own` names dist-info directories whose files
+/// are left out (the pipeline's own package, built by another backend).
+pub fn assert_equivalent(b: &Built, own: &[&str]) {
+    let e = walk(&b.engine);
+    let d = walk(&b.direct);
+    let exact_pyc = b.compiled_by.as_deref() == Some(b.base_python.as_str());
+    let skip = |p: &str| {
+        let name = p.rsplit('/').next().unwrap_or("");
+        matches!(name, "INSTALLER" | "RECORD" | "direct_url.json")
+            || own.iter().any(|o| p.contains(&format!("/{o}")))
+    };
+    let ef = e["files"].as_object().unwrap();
+    let df = d["files"].as_object().unwrap();
+    let mut diffs = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = ef.keys().chain(df.keys()).collect();
+    for k in keys {
+        if skip(k) {
+            continue;
+        }
+        match (ef.get(k), df.get(k)) {
+            (Some(a), Some(b)) => {
+                if k.ends_with(".pyc") && !exact_pyc {
+                    continue;
+                }
+                if a != b {
+                    diffs.push(format!("{k}: engine {a} direct {b}"));
+                }
+            }
+            (Some(_), None) => diffs.push(format!("{k}: only in the engine image")),
+            (None, Some(_)) => diffs.push(format!("{k}: only in the direct image")),
+            (None, None) => {}
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences (pyc exact: {exact_pyc}):\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(e["freeze"], d["freeze"], "pip freeze --all");
+    assert_eq!(
+        e["check"][0], 0,
+        "pip check in the engine image: {}",
+        e["check"][1]
+    );
+    assert_eq!(
+        d["check"][0], 0,
+        "pip check in the direct image: {}",
+        d["check"][1]
+    );
+}
+
+#[test]
+fn the_demo_is_the_same_built_directly_or_by_the_engine() {
+    let f = Fixtures::load();
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        requirements_file: Some(unique_requirements(tmp.path(), &demo_requirements_text())),
+        requirements_cache: Some(f.demo_wheels.clone()),
+        setup_file: Some(repo().join("demo/pipeline")),
+        ..Inputs::default()
+    };
+    let b = build_both("direct-demo", &f.beam_image, &inputs, &[]);
+    assert_equivalent(&b, &["prebuilder_demo-0.1.0.dist-info"]);
+}
+
+fn direct_wheels() -> PathBuf {
+    let cache = std::env::var("PREBUILDER_FIXTURE_CACHE")
+        .unwrap_or_else(|_| "/var/cache/prebuilder-fixtures".into());
+    let dir = Path::new(&cache).join("wheels/direct");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run `make fixtures` (integration/fixtures/direct.sh)",
+        dir.display()
+    );
+    dir
+}
+
+fn requirements_set(test: &str, requirements: &str) -> Built {
+    let f = Fixtures::load();
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        requirements_file: Some(unique_requirements(tmp.path(), requirements)),
+        requirements_cache: Some(direct_wheels()),
+        ..Inputs::default()
+    };
+    build_both(test, &f.beam_image, &inputs, &[])
+}
+
+/// numpy replaces the base's (its numpy.libs and console scripts too);
+/// pandas, compiled, joins it with the tzdata it needs.
+#[test]
+fn compiled_wheels_with_libs_and_console_scripts_are_the_same_built_directly() {
+    let b = requirements_set(
+        "direct-compiled",
+        "numpy==2.1.3\npandas==2.2.3\ntzdata==2025.2\n",
+    );
+    assert_equivalent(&b, &[]);
+}
+
+/// Debian's pip leaves apt's wheel 0.38.4 where it is and installs 0.45.1 in
+/// /usr/local, which then comes first on sys.path.
+#[test]
+fn an_upgrade_of_a_base_package_is_the_same_built_directly() {
+    let b = requirements_set("direct-upgrade", "wheel==0.45.1\n");
+    assert_equivalent(&b, &[]);
+}
+
+#[test]
+fn a_namespace_package_split_over_two_distributions_is_the_same_built_directly() {
+    let b = requirements_set(
+        "direct-namespace",
+        "jaraco.functools==4.1.0\njaraco.context==6.0.1\nmore-itertools==10.7.0\nbackports.tarfile==1.2.0\n",
+    );
+    assert_equivalent(&b, &[]);
+}
+
+/// An extra package is forced in (`--upgrade --force-reinstall --no-deps`)
+/// and recorded with its file URL.
+#[test]
+fn an_extra_package_wheel_is_the_same_built_directly() {
+    let f = Fixtures::load();
+    let wheel = f.demo_wheels.join("tabulate-0.9.0-py3-none-any.whl");
+    let tmp = tempfile::tempdir().unwrap();
+    // A copy under a name unique to this run, so the build is a miss.
+    let dir = tmp.path().join(format!("x{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    let copy = dir.join("tabulate-0.9.0-py3-none-any.whl");
+    std::fs::copy(&wheel, &copy).unwrap();
+    let inputs = Inputs {
+        requirements_file: Some(unique_requirements(tmp.path(), "")),
+        extra_packages: vec![copy],
+        ..Inputs::default()
+    };
+    let b = build_both("direct-extra", &f.beam_image, &inputs, &[]);
+    assert_equivalent(&b, &[]);
+}
+
+// ---------------------------------------------------------------------------
+// No engine at all: DOCKER_HOST points nowhere, the base and the results live
+// in two loopback registries.
+
+const NOWHERE: &str = "unix:///nonexistent/docker.sock";
+
+fn direct_build(
+    base: &str,
+    repository: &str,
+    state: &Path,
+    requirements: &Path,
+    setup: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let f = Fixtures::load();
+    let mut c = prebuilder();
+    c.env("DOCKER_HOST", NOWHERE)
+        .env("PREBUILDER_STATE_DIR", state)
+        .args([
+            "build",
+            "--builder",
+            "direct",
+            "--format",
+            "json",
+            "--base",
+            base,
+        ])
+        .args(["--repository", repository, "--push"])
+        .arg("--launch-python")
+        .arg(&f.venv_python)
+        .arg("--requirements-file")
+        .arg(requirements)
+        .arg("--requirements-cache")
+        .arg(&f.demo_wheels)
+        .arg("--setup-file")
+        .arg(setup)
+        .args(extra);
+    run(&mut c)
+}
+
+fn tags(registry: &TestRegistry, path: &str) -> Vec<String> {
+    let o = Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://{}/v2/{path}/tags/list", registry.addr),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let mut t: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+/// Delete the data of the base's layer blobs in its registry: a build that
+/// reads any byte of them fails.
+fn drop_base_layers(registry: &TestRegistry, path: &str, tag: &str) {
+    let o = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            &format!("http://{}/v2/{path}/manifests/{tag}", registry.addr),
+        ])
+        .output()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut dropped = 0;
+    for l in m["layers"].as_array().unwrap() {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let data = registry
+            .storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        std::fs::remove_file(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+        dropped += 1;
+    }
+    assert!(dropped > 0);
+}
+
+#[test]
+fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_base_layers() {
+    let f = Fixtures::load();
+    let base_registry = TestRegistry::start(None);
+    let results = TestRegistry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let base = format!("{}/fx/beam:2.77.0", base_registry.addr);
+    crate::fresh::publish_base(&f, &config, &base);
+    let repo = format!("{}/fx/demo", results.addr);
+    let req = unique_requirements(tmp.path(), &demo_requirements_text());
+    let app = tmp.path().join("pipeline");
+    copy_tree(&repo_path("demo/pipeline"), &app);
+
+    // 1. Cold: the base indexed from its layers (once), both layers made and pushed.
+    let state1 = tmp.path().join("state1");
+    let o = direct_build(&base, &repo, &state1, &req, &app, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cold = json(&o);
+    assert_eq!(cold["builder"], "direct");
+    assert!(cold["digest"].as_str().unwrap().starts_with("sha256:"));
+    let pushed = tags(&results, "fx/demo");
+    assert!(
+        pushed
+            .iter()
+            .filter(|t| t.starts_with("direct-index-"))
+            .count()
+            >= 2,
+        "the base's and the layers' installed sets beside the results: {pushed:?}"
+    );
+
+    // 2. Refusals, each naming its input, fast, nothing pushed: an unpinned
+    //    line, an sdist pip would build, no wheel for the base's platform, a
+    //    dependency nothing provides.
+    let cache = |name: &str, files: &[(&str, &str)]| -> PathBuf {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        for (from, to) in files {
+            if from.is_empty() {
+                // A real (tiny) sdist: staging digests archives by their entries.
+                let gz = flate2::write::GzEncoder::new(
+                    std::fs::File::create(d.join(to)).unwrap(),
+                    flate2::Compression::default(),
+                );
+                let mut t = tar::Builder::new(gz);
+                let mut h = tar::Header::new_gnu();
+                let setup = b"from setuptools import setup\nsetup(name='crcmod', version='1.7')\n";
+                h.set_size(setup.len() as u64);
+                h.set_mode(0o644);
+                t.append_data(&mut h, "crcmod-1.7/setup.py", &setup[..])
+                    .unwrap();
+                t.into_inner().unwrap().finish().unwrap();
+            } else {
+                std::fs::copy(f.demo_wheels.join(from), d.join(to)).unwrap();
+            }
+        }
+        d
+    };
+    let tab = "tabulate-0.9.0-py3-none-any.whl";
+    let slug = "python_slugify-8.0.4-py2.py3-none-any.whl";
+    let cases = [
+        (
+            "tabulate>=0.9\n",
+            cache("c1", &[(tab, tab)]),
+            "requirements.txt line 2",
+        ),
+        (
+            "crcmod==1.7\n",
+            cache("c2", &[("", "crcmod-1.7.tar.gz")]),
+            "crcmod-1.7.tar.gz",
+        ),
+        (
+            "tabulate==0.9.0\n",
+            cache("c3", &[(tab, "tabulate-0.9.0-cp311-cp311-win_amd64.whl")]),
+            "tabulate-0.9.0-cp311-cp311-win_amd64.whl",
+        ),
+        (
+            "python-slugify==8.0.4\n",
+            cache("c4", &[(slug, slug)]),
+            "text-unidecode",
+        ),
+    ];
+    for (line, dir, named) in cases {
+        let r = unique_requirements(tmp.path(), line);
+        let t0 = std::time::Instant::now();
+        let mut c = prebuilder();
+        c.env("DOCKER_HOST", NOWHERE)
+            .env("PREBUILDER_STATE_DIR", &state1)
+            .args([
+                "build",
+                "--builder",
+                "direct",
+                "--base",
+                &base,
+                "--repository",
+                &repo,
+                "--push",
+            ])
+            .arg("--requirements-file")
+            .arg(&r)
+            .arg("--requirements-cache")
+            .arg(&dir);
+        let o = run(&mut c);
+        let took = t0.elapsed();
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{line}: built");
+        assert!(
+            err.contains("direct mode refuses") || err.contains("ERROR:"),
+            "{line}: not direct mode's: {err}"
+        );
+        assert!(err.contains(named), "{line}: {err}");
+        assert!(err.contains("hint:"), "{err}");
+        eprintln!("refused {line:?} in {:.2} s", took.as_secs_f64());
+        assert!(took.as_secs_f64() < 5.0, "{line}: {took:?}");
+        assert_eq!(tags(&results, "fx/demo"), pushed, "nothing pushed");
+    }
+
+    // 3. A code change on a fresh runner: the base's layers are gone from its
+    //    registry, so any byte of them read would fail the build.
+    drop_base_layers(&base_registry, "fx/beam", "2.77.0");
+    std::fs::write(app.join("demo_pipeline/changed.py"), "X = 1\n").unwrap();
+    let state2 = tmp.path().join("state2");
+    let t0 = std::time::Instant::now();
+    let o = direct_build(&base, &repo, &state2, &req, &app, &[]);
+    let took = t0.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warm = json(&o);
+    let caches: Vec<&str> = warm["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cache"].as_str().unwrap())
+        .collect();
+    assert_eq!(caches, ["registry", "miss"]);
+    eprintln!(
+        "code-only change, no engine, fresh state: {:.2} s end to end",
+        took.as_secs_f64()
+    );
+    assert!(took.as_secs_f64() < 30.0, "{took:?}");
+
+    // 4. The result runs in the real engine.
+    let pulled = format!("{repo}@{}", warm["digest"].as_str().unwrap());
+    docker_ok(&["pull", "-q", &pulled]);
+    let o = python_in(
+        &pulled,
+        "import demo_pipeline.changed, slugify, tabulate; print(slugify.slugify('No engine!'))",
+    );
+    let _ = docker(&["rmi", &pulled]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no-engine");
+}
+
+fn repo_path(p: &str) -> PathBuf {
+    repo().join(p)
+}

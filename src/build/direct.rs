@@ -1,0 +1,257 @@
+//! The direct builder behind the [`Produce`] seam: a missing layer made with
+//! no setup container (`crate::direct`: Beam's boot and pip replayed over
+//! the installed set below), then assembled like the engine path's layers
+//! (the same config, labels, history and record) and loaded into the engine.
+//!
+//! The installed set below a layer: the one this run produced last, else the
+//! one kept under the state root for that image id, else read from the
+//! engine's export of the image (once per image; the base's is kept).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, BufWriter};
+use std::sync::Mutex;
+
+use super::produce::{Job, Produce};
+use super::Options;
+use crate::direct::boot::Artifact;
+use crate::direct::index::{self, Index};
+use crate::direct::layer::{self as direct_layer, Spec};
+use crate::engine::{ops, Engine, ImageInfo, LABEL, LABEL_BASE, LABEL_BOOT_FROM};
+use crate::error::{Error, Result};
+use crate::image;
+use crate::progress::{Event, Reporter};
+use crate::record::{Record, LABEL_RECORD};
+
+/// The label that says which builder made a layer image (direct only: the
+/// engine path's images keep the labels they always had).
+pub const LABEL_BUILDER: &str = "prebuilder.builder";
+
+pub struct DirectProduce<'a, E> {
+    pub engine: &'a E,
+    pub opts: &'a Options,
+    /// Installed sets by image id, produced or read in this run.
+    installed: Mutex<HashMap<String, Index>>,
+}
+
+impl<'a, E: Engine> DirectProduce<'a, E> {
+    pub fn new(engine: &'a E, opts: &'a Options) -> Self {
+        DirectProduce {
+            engine,
+            opts,
+            installed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered(&self, id: &str) -> Option<Index> {
+        self.installed.lock().ok()?.get(id).cloned()
+    }
+
+    fn remember(&self, index: Index) {
+        let root = crate::state::root(&self.opts.settings).dir;
+        if let Err(e) = index::store_cached(&root, &index) {
+            tracing::debug!("keeping the installed set of {}: {e}", index.image);
+        }
+        if let Ok(mut m) = self.installed.lock() {
+            m.insert(index.image.clone(), index);
+        }
+    }
+
+    /// The installed set of an engine image.
+    async fn installed_set(&self, image: &ImageInfo) -> Result<Index> {
+        if let Some(i) = self.remembered(&image.id) {
+            return Ok(i);
+        }
+        let root = crate::state::root(&self.opts.settings).dir;
+        if let Some(i) = index::load_cached(&root, &image.id) {
+            return Ok(i);
+        }
+        // Read it from the image itself: its export, every layer.
+        let dir = tempfile::Builder::new()
+            .prefix("index-")
+            .tempdir_in(&self.opts.scratch_dir)
+            .map_err(|e| Error::io(&self.opts.scratch_dir, e))?;
+        let stream = self.engine.export(std::slice::from_ref(&image.id)).await?;
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let path = dir.path().to_path_buf();
+        let id = image.id.clone();
+        let what = format!("reading the installed set of {id}");
+        let index = tokio::task::spawn_blocking(move || -> Result<Index> {
+            let images =
+                image::export::unpack(reader, &path, &|_| true).map_err(|e| Error::io(&path, e))?;
+            let img = images
+                .into_iter()
+                .find(|i| image::image_id(&i.config) == id)
+                .ok_or_else(|| Error::DirectBase {
+                    image: id.clone(),
+                    reason: "the engine's export does not hold it".into(),
+                })?;
+            let layers: Vec<std::path::PathBuf> =
+                img.layers.iter().filter_map(|l| l.path.clone()).collect();
+            index::index_layers(&id, &img.config, &layers)
+        })
+        .await
+        .map_err(|source| Error::Task {
+            action: what,
+            source,
+        })??;
+        self.remember(index.clone());
+        Ok(index)
+    }
+
+    /// The record inputs of the layers below `image` (its record label, or
+    /// its record file when the label was bounded).
+    async fn lower_inputs(&self, image: &ImageInfo) -> BTreeMap<String, BTreeMap<String, String>> {
+        match image
+            .labels
+            .get(LABEL_RECORD)
+            .and_then(|l| Record::parse(l).ok())
+        {
+            Some(r) if r.packages.is_none() => crate::record::load(self.engine, &image.id)
+                .await
+                .map(|(_, r)| r.inputs)
+                .unwrap_or(r.inputs),
+            Some(r) => r.inputs,
+            None => BTreeMap::new(),
+        }
+    }
+}
+
+impl<E: Engine> Produce for DirectProduce<'_, E> {
+    async fn produce(&self, job: Job<'_>, reporter: &dyn Reporter) -> Result<String> {
+        let layer = job.layer;
+        let parent = ops::require(self.engine, job.from_image, "layer parent image").await?;
+        let lower = self.installed_set(&parent).await?;
+        let lower_inputs = self.lower_inputs(&parent).await;
+        reporter.event(Event::RunningSetup {
+            layer: layer.name,
+            step: "Beam's boot, replayed with no container (direct)",
+        });
+        let epoch = image::reproducible::epoch(
+            self.opts.settings.source_date_epoch(),
+            job.config_image.created.as_deref(),
+        );
+        let scratch = tempfile::Builder::new()
+            .prefix("direct-")
+            .tempdir_in(&self.opts.scratch_dir)
+            .map_err(|e| Error::io(&self.opts.scratch_dir, e))?;
+        let base_id = job
+            .labels
+            .get(LABEL_BASE)
+            .cloned()
+            .unwrap_or_else(|| job.config_image.id.clone());
+        let boot_from = job.config_image.labels.get(LABEL_BOOT_FROM).cloned();
+        let artifacts: Vec<Artifact> = layer
+            .artifacts
+            .iter()
+            .map(|a| Artifact {
+                name: a.name.clone(),
+                path: a.path.clone(),
+            })
+            .collect();
+        let inputs: BTreeMap<String, String> = layer
+            .artifacts
+            .iter()
+            .map(|a| (a.name.clone(), a.content_digest.clone()))
+            .collect();
+        let options = direct_layer::Options {
+            python: Some(self.opts.launch_python.clone()),
+            compile: true,
+        };
+        let (name, key) = (layer.name.to_string(), layer.key.clone());
+        let dir = scratch.path().to_path_buf();
+        let lower_for_task = lower.clone();
+        let produced = tokio::task::spawn_blocking(move || {
+            let spec = Spec {
+                name: &name,
+                key: &key,
+                artifacts,
+                inputs,
+                lower_inputs,
+                base_id: &base_id,
+                boot_from: boot_from.as_deref(),
+                epoch,
+            };
+            direct_layer::produce(&lower_for_task, &spec, &options, &dir)
+        })
+        .await
+        .map_err(|source| Error::Task {
+            action: format!("producing the {} layer directly", layer.name),
+            source,
+        })??;
+        for line in &produced.log.lines {
+            reporter.event(Event::SetupOutput {
+                layer: layer.name,
+                line,
+            });
+        }
+        for w in &produced.log.warnings {
+            tracing::warn!("{}: pip would warn: {w}", layer.name);
+        }
+        if produced.compiled_by.is_none() {
+            tracing::warn!(
+                "{}: no Python {} on this machine: the layer has no .pyc files (Python compiles them on first import)",
+                layer.name,
+                lower.python.short()
+            );
+        }
+        reporter.event(Event::WritingLayer { layer: layer.name });
+        let mut labels = job.labels.clone();
+        labels.insert(LABEL_RECORD.to_string(), produced.record.label());
+        labels.insert(LABEL.to_string(), "image".to_string());
+        labels.insert(LABEL_BUILDER.to_string(), "direct".to_string());
+        let config = image::layer_config(&job.config_image.config, &labels);
+        let mut diff_ids = parent.layers.clone();
+        diff_ids.push(produced.diff_id.clone());
+        let mut history = crate::history::from_engine(&parent.history);
+        let mut entry = crate::history::entry(layer, &image::rfc3339(epoch));
+        if let Some(by) = entry.get("created_by").and_then(|v| v.as_str()) {
+            let by = format!("{by} (direct)");
+            entry["created_by"] = serde_json::Value::String(by);
+        }
+        history.push(entry);
+        let config = image::image_config(
+            &parent.os,
+            &parent.architecture,
+            config,
+            &diff_ids,
+            image::rfc3339(epoch),
+            history,
+        );
+        let image_id = image::image_id(&config);
+        let archive = scratch.path().join("image.tar");
+        let size = produced.size;
+        let layer_path = produced.layer.clone();
+        let archive_path = archive.clone();
+        let n = diff_ids.len();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let layer = std::fs::File::open(&layer_path)?;
+            image::write_archive(
+                BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive_path)?),
+                &config,
+                n,
+                BufReader::with_capacity(1 << 20, layer),
+                size,
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(|source| Error::Task {
+            action: "writing the layer's image".into(),
+            source,
+        })?
+        .map_err(|e| Error::io(&archive, e))?;
+        reporter.event(Event::LoadingLayer { layer: layer.name });
+        self.engine.load(&archive).await?;
+        if self.engine.inspect(&image_id).await?.is_none() {
+            return Err(Error::Engine {
+                engine: String::new(),
+                action: "loading the layer image".into(),
+                source: format!("the engine did not keep {image_id}").into(),
+            });
+        }
+        let mut installed = produced.installed;
+        installed.image = image_id.clone();
+        self.remember(installed);
+        Ok(image_id)
+    }
+}
