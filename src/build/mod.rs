@@ -209,34 +209,15 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     };
     // 5. Produce what is missing (a setup container, or direct); report and
     //    tag every layer.
-    let built = match opts.builder.with_engine() {
-        Builder::Direct => {
-            let producer = direct::DirectProduce::new(engine, opts);
-            let layers = produce::Layers {
-                engine,
-                producer: &producer,
-                opts,
-                plan: &plan,
-                base_id: &ground.base.id,
-            };
-            layers.run(&sources, footing.as_mut(), reporter).await?
-        }
-        _ => {
-            let producer = produce::EngineSetup {
-                engine,
-                opts,
-                mode: &set.mode,
-            };
-            let layers = produce::Layers {
-                engine,
-                producer: &producer,
-                opts,
-                plan: &plan,
-                base_id: &ground.base.id,
-            };
-            layers.run(&sources, footing.as_mut(), reporter).await?
-        }
-    };
+    let built = produce_layers(
+        engine,
+        opts,
+        (set, &plan, &ground),
+        &sources,
+        footing.as_mut(),
+        reporter,
+    )
+    .await?;
     // 6. Publish: extra tags, then the push.
     let ids: Vec<String> = built.iter().map(|l| l.image_id.clone()).collect();
     let result = ids.last().cloned().unwrap_or_default();
@@ -264,6 +245,44 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
         tags,
     };
     Ok(report(opts, &plan, (&ground, set), outcome, started))
+}
+
+/// Every layer of `plan`: found ones reported and tagged, missing ones made
+/// on `footing` by the producer `--builder` chooses.
+async fn produce_layers<E: Engine>(
+    engine: &E,
+    opts: &Options,
+    (set, plan, ground): (&StagedSet, &Plan<'_>, &Ground),
+    sources: &[Source],
+    footing: Option<&mut Footing>,
+    reporter: &dyn Reporter,
+) -> Result<Vec<LayerReport>> {
+    let base_id = &ground.base.id;
+    match opts.builder.with_engine() {
+        Builder::Direct => {
+            let producer = direct::DirectProduce::new(engine, opts);
+            let layers = produce::Layers {
+                engine,
+                producer: &producer,
+                opts,
+                plan,
+                base_id,
+            };
+            layers.run(sources, footing, reporter).await
+        }
+        _ => {
+            let mode = &set.mode;
+            let producer = produce::EngineSetup { engine, opts, mode };
+            let layers = produce::Layers {
+                engine,
+                producer: &producer,
+                opts,
+                plan,
+                base_id,
+            };
+            layers.run(sources, footing, reporter).await
+        }
+    }
 }
 
 /// The plan on the ground, with the result's labels (`--label`, OCI) folded
