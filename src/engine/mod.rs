@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod fake;
 pub mod ops;
 pub mod podman;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -24,6 +24,8 @@ use std::path::Path;
 use bollard::models::{ContainerConfig, SystemVersion};
 use sha2::{Digest, Sha256};
 
+use super::store::Descriptor;
+
 /// Whether `/version` is Podman's.
 pub fn is_podman(version: &SystemVersion) -> bool {
     version.components.as_ref().is_some_and(|c| {
@@ -86,36 +88,20 @@ fn header(size: u64) -> tar::Header {
 }
 
 /// An OCI image archive of one image: `config` (the image config, whose
-/// digest is the image id), layers named by their diff ids (uncompressed
-/// media type, so the digest is the diff id), and the blob of the last one
-/// only, read from `layer` (`layer_size` bytes). The engine must already
-/// hold the others.
+/// digest is the image id), the layers below the new one as `parents`
+/// describes them (blobs the engine holds), and the new layer, named by its
+/// diff id (uncompressed media type), its blob read from `layer`
+/// (`layer_size` bytes). The manifest's bytes (its digest is the image's id
+/// on the containerd store).
 pub fn write_oci_archive(
     path: &Path,
     config: &[u8],
-    diff_ids: &[String],
-    layer: impl Read,
-    layer_size: u64,
-) -> io::Result<()> {
+    parents: &[Descriptor],
+    (diff_id, layer, layer_size): (&str, impl Read, u64),
+) -> io::Result<Vec<u8>> {
     let config_digest = digest(config);
-    let layers: Vec<serde_json::Value> = diff_ids
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            // Sizes of the layers the engine holds are not known here; the
-            // engine reuses them by digest and never reads a size.
-            let size = if i + 1 == diff_ids.len() {
-                layer_size
-            } else {
-                0
-            };
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": d,
-                "size": size,
-            })
-        })
-        .collect();
+    let mut layers = parents.to_vec();
+    layers.push(Descriptor::uncompressed(diff_id, layer_size));
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -150,16 +136,29 @@ pub fn write_oci_archive(
     ] {
         b.append_data(&mut header(bytes.len() as u64), name, bytes)?;
     }
-    if let Some(last) = diff_ids.last() {
-        b.append_data(&mut header(layer_size), blob_path(last), layer)?;
-    }
-    b.into_inner()?.flush()
+    b.append_data(&mut header(layer_size), blob_path(diff_id), layer)?;
+    b.into_inner()?.flush()?;
+    Ok(manifest.into_bytes())
+}
+
+/// Podman's parents: each layer by its diff id, uncompressed. Sizes are not
+/// known here; Podman reuses its layers by digest and never reads a size.
+pub fn podman_parents(diff_ids: &[String]) -> io::Result<Vec<Descriptor>> {
+    Ok(diff_ids
+        .iter()
+        .map(|d| Descriptor::uncompressed(d, 0))
+        .collect())
 }
 
 /// The OCI archive ([`write_oci_archive`]) of a `docker load` archive that
 /// carries its config and manifest first and only its last layer's file
-/// (what prebuilder writes). The layer is streamed, not held in memory.
-pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
+/// (what prebuilder writes), the layers below described by `parents` (given
+/// their diff ids). The layer is streamed, not held in memory. The manifest.
+pub fn oci_from_docker_archive(
+    src: &Path,
+    dst: &Path,
+    parents: impl FnOnce(&[String]) -> io::Result<Vec<Descriptor>>,
+) -> io::Result<Vec<u8>> {
     let bad = |what: &str| io::Error::other(format!("{}: {what}", src.display()));
     let mut archive = tar::Archive::new(std::fs::File::open(src)?);
     let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
@@ -185,16 +184,13 @@ pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
         let config = files
             .get(config_name)
             .ok_or_else(|| bad("no config before the layer"))?;
-        let parsed: serde_json::Value =
-            serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
-        let diff_ids: Vec<String> = parsed["rootfs"]["diff_ids"]
-            .as_array()
-            .ok_or_else(|| bad("the config has no rootfs.diff_ids"))?
-            .iter()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
+        let diff_ids = crate::image::export::diff_ids(config)?;
+        let Some((last, below)) = diff_ids.split_last() else {
+            return Err(bad("the config has no rootfs.diff_ids"));
+        };
+        let parents = parents(below)?;
         let size = entry.header().size()?;
-        return write_oci_archive(dst, config, &diff_ids, &mut entry, size);
+        return write_oci_archive(dst, config, &parents, (last, &mut entry, size));
     }
     Err(bad("no layer file"))
 }
@@ -289,7 +285,7 @@ mod tests {
         b.into_inner().unwrap();
 
         let oci = dir.path().join("oci.tar");
-        oci_from_docker_archive(&docker, &oci).unwrap();
+        oci_from_docker_archive(&docker, &oci, podman_parents).unwrap();
         let files = entries(&oci);
         let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
         let m = index["manifests"][0]["digest"].as_str().unwrap();
@@ -326,7 +322,8 @@ mod tests {
         b.append_data(&mut header(2), "manifest.json", &b"[]"[..])
             .unwrap();
         b.into_inner().unwrap();
-        let err = oci_from_docker_archive(&docker, &dir.path().join("o.tar")).unwrap_err();
+        let err = oci_from_docker_archive(&docker, &dir.path().join("o.tar"), podman_parents)
+            .unwrap_err();
         assert!(err.to_string().contains("no layer file"), "{err}");
     }
 
