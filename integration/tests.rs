@@ -14,6 +14,7 @@ mod direct;
 mod engines;
 mod errors;
 mod flink;
+mod matrix;
 mod fresh;
 mod outputs;
 mod progress;
