@@ -160,8 +160,14 @@ fn same_as_docker_20(inputs: &Inputs, pushed: &serde_json::Value, engine: &str) 
         "{engine} / Docker 20.10: config digest {} / {}, pushed {} / {}",
         pushed["image_id"], twin["image_id"], pushed["digest"], twin["digest"]
     );
-    assert_eq!(pushed["image_id"], twin["image_id"], "{engine}: same config digest");
-    assert_eq!(pushed["digest"], twin["digest"], "{engine}: same pushed digest");
+    assert_eq!(
+        pushed["image_id"], twin["image_id"],
+        "{engine}: same config digest"
+    );
+    assert_eq!(
+        pushed["digest"], twin["digest"],
+        "{engine}: same pushed digest"
+    );
 }
 
 /// Docker 28's containerd store, every step of the issue: the image ids the
@@ -210,7 +216,12 @@ fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects
         .args(["gc", "--dry-run", "--format", "json", "--repository", &repo])
         .env("DOCKER_HOST", engine.host()));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(json(&o)["kept"], 2, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        json(&o)["kept"],
+        2,
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 
     // A code-only change rebuilds the application layer only.
     let transforms = inputs.project.join("demo_pipeline/transforms.py");

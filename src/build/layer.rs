@@ -321,14 +321,53 @@ async fn load_snapshot<E: Engine>(
     reporter.event(Event::WritingLayer {
         layer: b.layer.name,
     });
-    let dir = tmp.path().to_path_buf();
-    let config = config.clone();
-    let record = record.map(<[u8]>::to_vec);
+    let files = SnapshotFiles {
+        dir: tmp.path(),
+        snapshot,
+        deleted,
+        record: record.map(<[u8]>::to_vec),
+    };
+    let (archive, image_id) = write_archive(b, files, &parent, config, (&what, needed)).await?;
+    reporter.event(Event::LoadingLayer {
+        layer: b.layer.name,
+    });
+    engine.load(&archive).await?;
+    match engine.inspect(&image_id).await? {
+        Some(_) => Ok(Some(image_id)),
+        None => Err(Error::Engine {
+            engine: String::new(),
+            action: "loading the layer image".into(),
+            source: format!("the engine did not keep {image_id}").into(),
+        }),
+    }
+}
+
+/// What the setup left for the layer, downloaded into `dir`.
+struct SnapshotFiles<'a> {
+    dir: &'a Path,
+    snapshot: std::path::PathBuf,
+    deleted: Vec<u8>,
+    record: Option<Vec<u8>>,
+}
+
+/// Write the layer and its load archive from the snapshot (blocking, off the
+/// runtime): the archive's path and the image id. A full disk names the
+/// layer (`what`) and the room it needed.
+async fn write_archive(
+    b: &LayerBuild<'_>,
+    files: SnapshotFiles<'_>,
+    parent: &ImageInfo,
+    config: &serde_json::Value,
+    (what, needed): (&str, u64),
+) -> Result<(std::path::PathBuf, String)> {
+    let dir = files.dir.to_path_buf();
+    let (config, parent) = (config.clone(), parent.clone());
     // Every date in the image comes from one epoch, never the clock: the
     // same inputs must give the same image id (issue 11).
     let epoch = b.epoch();
     let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
-    let (archive, image_id) = tokio::task::spawn_blocking(move || {
+    let (snapshot, deleted, record) = (files.snapshot, files.deleted, files.record);
+    tokio::task::spawn_blocking(move || {
         assemble(
             &dir,
             &snapshot,
@@ -347,24 +386,12 @@ async fn load_snapshot<E: Engine>(
     .map_err(|e| {
         Error::or_full(
             e,
-            &what,
+            what,
             b.scratch,
             needed,
-            local(format!("writing the layer in {}", tmp.path().display())),
+            local(format!("writing the layer in {}", files.dir.display())),
         )
-    })?;
-    reporter.event(Event::LoadingLayer {
-        layer: b.layer.name,
-    });
-    engine.load(&archive).await?;
-    match engine.inspect(&image_id).await? {
-        Some(_) => Ok(Some(image_id)),
-        None => Err(Error::Engine {
-            engine: String::new(),
-            action: "loading the layer image".into(),
-            source: format!("the engine did not keep {image_id}").into(),
-        }),
-    }
+    })
 }
 
 /// The layer tar, the image config and the load archive, in `dir`: the

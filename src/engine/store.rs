@@ -168,9 +168,11 @@ pub fn manifest_from_save<R: Read>(save: R, id: &str, os: &str, arch: &str) -> i
             }
             match pick(bytes, os, arch) {
                 Some(next) if next != want => want = next,
-                _ => return Err(io::Error::other(format!(
+                _ => {
+                    return Err(io::Error::other(format!(
                     "{want} is neither an image manifest nor an index with a {os}/{arch} manifest"
-                ))),
+                )))
+                }
             }
         }
     }
