@@ -112,6 +112,11 @@ fn self_repo(registry: &TestRegistry, name: &str) -> String {
     format!("{}/prebuilder-test/matrix-{name}", registry.addr)
 }
 
+/// Seconds since `start`, for the timings the test prints.
+fn since(start: std::time::Instant) -> String {
+    format!("{:.1} s", start.elapsed().as_secs_f64())
+}
+
 fn ok(o: &Output) -> serde_json::Value {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
     json(o)
@@ -175,7 +180,9 @@ fn same_as_docker_20(inputs: &Inputs, pushed: &serde_json::Value, engine: &str) 
 /// the same inputs give the same image and digest as on Docker 20.10.
 #[test]
 fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects() {
+    let t = std::time::Instant::now();
     let inputs = Inputs::new("m28cd");
+    eprintln!("matrix timing: base pushed to the registry at {}", since(t));
     let engine = Engine::dockerd()
         .binaries(&engine_root(28))
         .containerd_store()
@@ -200,6 +207,10 @@ fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects
         first["image_id"].as_str().unwrap(),
         engine_id,
         "the report gives the config digest, the store its manifest digest"
+    );
+    eprintln!(
+        "matrix timing: Docker 28 containerd cold build done at {}",
+        since(t)
     );
     runs_the_pipeline_offline(&engine, image);
     no_containers(&engine);
@@ -242,11 +253,19 @@ fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects
     assert_eq!(layers(&changed)[0].2, layers(&first)[0].2);
     std::fs::write(&transforms, &code).unwrap();
 
+    eprintln!(
+        "matrix timing: relaunch, gc, code change done at {}",
+        since(t)
+    );
     // Push; Docker 20.10 gives the same config digest and pushed digest.
     let pushed = launch.clone().push().ok();
     assert_eq!(pushed["image_id"], first["image_id"]);
     assert!(pushed["digest"].as_str().unwrap().starts_with("sha256:"));
     same_as_docker_20(&inputs, &pushed, "Docker 28, containerd store");
+    eprintln!(
+        "matrix timing: pushed, Docker 20.10 twin done at {}",
+        since(t)
+    );
 
     // The engine emptied: a registry hit, nothing pulled or built.
     let ids = engine.docker_ok(&["images", "-aq"]);
@@ -260,13 +279,16 @@ fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects
         engine.docker_ok(&["images", "-q"]).is_empty(),
         "a registry hit pulls nothing"
     );
+    eprintln!("matrix timing: registry hit done at {}", since(t));
 }
 
 /// Docker 26's containerd store and Docker 28's classic store: a build, a
 /// push and a run, each the same image and digest as Docker 20.10's.
 #[test]
 fn docker_26_containerd_and_docker_28_classic_stores_build_push_and_run() {
+    let t = std::time::Instant::now();
     let inputs = Inputs::new("mx");
+    eprintln!("matrix timing: base pushed to the registry at {}", since(t));
     for (name, version, containerd, storage) in [
         ("Docker 26, containerd store", 26, true, "overlayfs"),
         ("Docker 28, classic store", 28, false, "overlay2"),
@@ -282,8 +304,13 @@ fn docker_26_containerd_and_docker_28_classic_stores_build_push_and_run() {
         let repo = inputs.repo(&format!("docker-{version}-{storage}"));
         let pushed = inputs.build(&engine.host(), &repo).push().ok();
         assert_eq!(pushed["cached"], false, "{pushed}");
+        eprintln!("matrix timing: {name} build and push done at {}", since(t));
         runs_the_pipeline_offline(&engine, pushed["image"].as_str().unwrap());
         no_containers(&engine);
         same_as_docker_20(&inputs, &pushed, name);
+        eprintln!(
+            "matrix timing: {name} run, Docker 20.10 twin done at {}",
+            since(t)
+        );
     }
 }
