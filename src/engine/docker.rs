@@ -152,18 +152,12 @@ impl DockerEngine {
     /// The engine's image as the build names it: on the containerd store its
     /// id becomes its config digest, and a repo digest that is only its own
     /// manifest's (a loaded image's) is dropped.
-    async fn identify(&self, mut info: ImageInfo) -> Result<ImageInfo> {
+    async fn identify(&self, info: ImageInfo) -> Result<ImageInfo> {
         let Some(ids) = &self.store else {
             return Ok(info);
         };
         let m = self.manifest_of(ids, &info).await?;
-        if !super::store::registry_like(&m) {
-            let own = info.id.clone();
-            info.repo_digests
-                .retain(|r| r.rsplit_once('@').map(|(_, d)| d) != Some(own.as_str()));
-        }
-        info.id = m.config.digest;
-        Ok(info)
+        Ok(super::store::identify(info, &m))
     }
 
     /// The archive the engine loads for prebuilder's layer `archive`: itself

@@ -134,6 +134,45 @@ fn uncompressed(media_type: &str) -> bool {
         || media_type.ends_with("diff.tar")
 }
 
+/// The engine's image `info` (its id the store's: `engine_id`'s manifest
+/// `m`) as the build names it on every store: its id the config digest, and
+/// a repo digest that is only its own manifest's (a loaded image) dropped.
+pub fn identify(mut info: super::ImageInfo, m: &Manifest) -> super::ImageInfo {
+    if !registry_like(m) {
+        let own = info.id.clone();
+        info.repo_digests
+            .retain(|r| r.rsplit_once('@').map(|(_, d)| d) != Some(own.as_str()));
+    }
+    info.id = m.config.digest.clone();
+    info
+}
+
+/// A manifest of `config` over uncompressed layers (`diff_ids`), or gzip
+/// ones (blob digests made up from them): what the containerd store holds
+/// for a loaded image, or a pulled one. The fake engine's containerd view.
+#[cfg(test)]
+pub fn manifest_for(config: &str, diff_ids: &[String], pulled: bool) -> Vec<u8> {
+    let layers: Vec<Descriptor> = diff_ids
+        .iter()
+        .map(|d| match pulled {
+            false => Descriptor::uncompressed(d, 1),
+            true => Descriptor {
+                media_type: format!("{OCI_LAYER}+gzip"),
+                digest: sha256(d.as_bytes()),
+                size: 1,
+            },
+        })
+        .collect();
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 1},
+        "layers": layers,
+    })
+    .to_string()
+    .into_bytes()
+}
+
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

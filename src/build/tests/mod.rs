@@ -152,3 +152,4 @@ mod push;
 mod push_progress;
 mod registry;
 mod sources;
+mod stores;
