@@ -91,8 +91,10 @@ bench: fixtures build
 	bash bench/run.sh
 	bash bench/gpu.sh
 
-## Cold build, unchanged relaunch and code-only change on Docker and on a
-## Podman service it starts; one run each, a table on stdout.
+## Cold build, unchanged relaunch, code-only change and push on every engine
+## of the matrix: Docker 20.10, Docker 28 and 26 with the containerd store,
+## Docker 28 classic, Podman (BENCH_ENGINES picks a subset); one run each, a
+## table on stdout.
 ## Direct mode (no engine) next to the engine mode: cold and code-only, seconds and
 ## peak memory, on the demo set (or BENCH_DIRECT_REQUIREMENTS/BENCH_DIRECT_WHEELS).
 bench-direct: fixtures build

@@ -13,7 +13,8 @@
 //! Every engine here builds the same inputs on the same base as the main
 //! engine, and must give the same config digest (the image id the report
 //! gives; the containerd store's own id is a manifest digest) and the same
-//! pushed digest ([`same_as_docker_20`]).
+//! pushed digest ([`same_as_docker_20`]), in one test
+//! ([`every_engine_builds_the_same_image_as_docker_20`]).
 //!
 //! The base comes from a loopback registry (pushed there from the main
 //! engine), as on a CI runner: the engines pull it. The snapshotters are
@@ -154,35 +155,42 @@ fn no_containers(engine: &Engine) {
     assert!(left.is_empty(), "containers left: {left}");
 }
 
-/// The same inputs built and pushed by Docker 20.10 (the main engine) give
-/// the same config digest and the same pushed digest as `pushed`.
-fn same_as_docker_20(inputs: &Inputs, pushed: &serde_json::Value, engine: &str) {
-    let twin = inputs
+/// Docker 20.10's build and push of the inputs (the main engine): what
+/// every engine must give.
+fn docker_20(inputs: &Inputs) -> serde_json::Value {
+    inputs
         .build(&main_host(), &inputs.repo("docker-20"))
         .push()
-        .ok();
+        .ok()
+}
+
+/// `pushed` has the config digest and pushed digest of Docker 20.10's `twin`.
+fn same_as_docker_20(twin: &serde_json::Value, pushed: &serde_json::Value, engine: &str) {
     eprintln!(
         "{engine} / Docker 20.10: config digest {} / {}, pushed {} / {}",
         pushed["image_id"], twin["image_id"], pushed["digest"], twin["digest"]
     );
-    assert_eq!(
-        pushed["image_id"], twin["image_id"],
-        "{engine}: same config digest"
-    );
-    assert_eq!(
-        pushed["digest"], twin["digest"],
-        "{engine}: same pushed digest"
-    );
+    assert_eq!(pushed["image_id"], twin["image_id"], "{engine}: same config digest");
+    assert_eq!(pushed["digest"], twin["digest"], "{engine}: same pushed digest");
+}
+
+/// The matrix, one registry and one base for every engine (pushing the base
+/// there takes ~50 s here); each engine started once and stopped by its pid
+/// when its part ends.
+#[test]
+fn every_engine_builds_the_same_image_as_docker_20() {
+    let t = std::time::Instant::now();
+    let inputs = Inputs::new("matrix");
+    let twin = docker_20(&inputs);
+    eprintln!("matrix timing: base pushed, Docker 20.10 built and pushed at {}", since(t));
+    docker_28_containerd_store(&inputs, &twin, t);
+    build_push_run(&inputs, &twin, t);
 }
 
 /// Docker 28's containerd store, every step of the issue: the image ids the
 /// report gives are config digests (the engine's are manifest digests), and
 /// the same inputs give the same image and digest as on Docker 20.10.
-#[test]
-fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects() {
-    let t = std::time::Instant::now();
-    let inputs = Inputs::new("m28cd");
-    eprintln!("matrix timing: base pushed to the registry at {}", since(t));
+fn docker_28_containerd_store(inputs: &Inputs, twin: &serde_json::Value, t: std::time::Instant) {
     let engine = Engine::dockerd()
         .binaries(&engine_root(28))
         .containerd_store()
@@ -261,7 +269,7 @@ fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects
     let pushed = launch.clone().push().ok();
     assert_eq!(pushed["image_id"], first["image_id"]);
     assert!(pushed["digest"].as_str().unwrap().starts_with("sha256:"));
-    same_as_docker_20(&inputs, &pushed, "Docker 28, containerd store");
+    same_as_docker_20(twin, &pushed, "Docker 28, containerd store");
     eprintln!(
         "matrix timing: pushed, Docker 20.10 twin done at {}",
         since(t)
@@ -284,11 +292,7 @@ fn docker_28_containerd_store_builds_relaunches_changes_pushes_hits_and_collects
 
 /// Docker 26's containerd store and Docker 28's classic store: a build, a
 /// push and a run, each the same image and digest as Docker 20.10's.
-#[test]
-fn docker_26_containerd_and_docker_28_classic_stores_build_push_and_run() {
-    let t = std::time::Instant::now();
-    let inputs = Inputs::new("mx");
-    eprintln!("matrix timing: base pushed to the registry at {}", since(t));
+fn build_push_run(inputs: &Inputs, twin: &serde_json::Value, t: std::time::Instant) {
     for (name, version, containerd, storage) in [
         ("Docker 26, containerd store", 26, true, "overlayfs"),
         ("Docker 28, classic store", 28, false, "overlay2"),
@@ -307,7 +311,7 @@ fn docker_26_containerd_and_docker_28_classic_stores_build_push_and_run() {
         eprintln!("matrix timing: {name} build and push done at {}", since(t));
         runs_the_pipeline_offline(&engine, pushed["image"].as_str().unwrap());
         no_containers(&engine);
-        same_as_docker_20(&inputs, &pushed, name);
+        same_as_docker_20(twin, &pushed, name);
         eprintln!(
             "matrix timing: {name} run, Docker 20.10 twin done at {}",
             since(t)
