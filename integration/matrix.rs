@@ -170,8 +170,14 @@ fn same_as_docker_20(twin: &serde_json::Value, pushed: &serde_json::Value, engin
         "{engine} / Docker 20.10: config digest {} / {}, pushed {} / {}",
         pushed["image_id"], twin["image_id"], pushed["digest"], twin["digest"]
     );
-    assert_eq!(pushed["image_id"], twin["image_id"], "{engine}: same config digest");
-    assert_eq!(pushed["digest"], twin["digest"], "{engine}: same pushed digest");
+    assert_eq!(
+        pushed["image_id"], twin["image_id"],
+        "{engine}: same config digest"
+    );
+    assert_eq!(
+        pushed["digest"], twin["digest"],
+        "{engine}: same pushed digest"
+    );
 }
 
 /// The matrix, one registry and one base for every engine (pushing the base
@@ -182,7 +188,10 @@ fn every_engine_builds_the_same_image_as_docker_20() {
     let t = std::time::Instant::now();
     let inputs = Inputs::new("matrix");
     let twin = docker_20(&inputs);
-    eprintln!("matrix timing: base pushed, Docker 20.10 built and pushed at {}", since(t));
+    eprintln!(
+        "matrix timing: base pushed, Docker 20.10 built and pushed at {}",
+        since(t)
+    );
     docker_28_containerd_store(&inputs, &twin, t);
     build_push_run(&inputs, &twin, t);
 }

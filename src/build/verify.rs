@@ -115,6 +115,7 @@ pub fn verify(engine: &str, image: &str, want: &Observed, got: &Observed) -> Res
         Err(Error::ResultMismatch {
             engine: engine.to_string(),
             image: image.to_string(),
+            cause: likely_cause(engine, &diffs),
             differences: diffs,
         })
     }
@@ -284,6 +285,7 @@ mod tests {
             engine,
             image,
             differences,
+            ..
         } = &err
         else {
             panic!("{err:?}")
