@@ -13,7 +13,7 @@
 //!   only the new layer's blob loads, and the image runs, saves and pushes;
 //!   with a wrong size the load passes and a later `docker save` writes a
 //!   truncated blob. So the layer goes in as such an archive
-//!   (`podman::oci_from_docker_archive` with [`Ids::parents`]); sending the
+//!   (`podman::oci_from_docker_archive` with [`Ids::layers`]); sending the
 //!   parent's layers again would cost gigabytes on GPU-size images.
 //! - An image's id is its manifest (or index) digest, not its config digest,
 //!   and an image cannot be found by its config digest. The build speaks
