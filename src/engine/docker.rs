@@ -47,9 +47,9 @@ pub struct DockerEngine {
     podman: bool,
     /// `Docker 20.10.24`, `Podman 4.3.1`: for messages.
     product: String,
-    /// The containerd image store (see `store`): its ids translated to config
+    /// The containerd image store (see `containerd`): its ids translated to config
     /// digests, its layers loaded as OCI archives naming the blobs it holds.
-    store: Option<super::store::Ids>,
+    store: Option<super::containerd::Ids>,
 }
 
 impl DockerEngine {
@@ -96,9 +96,9 @@ impl DockerEngine {
     /// (whose id is still the engine's): known, or read once from a save.
     async fn manifest_of(
         &self,
-        ids: &super::store::Ids,
+        ids: &super::containerd::Ids,
         info: &ImageInfo,
-    ) -> Result<super::store::Manifest> {
+    ) -> Result<super::containerd::Manifest> {
         if let Some(m) = ids.known(&info.id, &info.layers) {
             return Ok(m);
         }
@@ -110,7 +110,7 @@ impl DockerEngine {
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let (id, os, arch) = (info.id.clone(), info.os.clone(), info.architecture.clone());
         let bytes = tokio::task::spawn_blocking(move || {
-            super::store::manifest_from_save(reader, &id, &os, &arch)
+            super::containerd::manifest_from_save(reader, &id, &os, &arch)
         })
         .await
         .map_err(|source| Error::Task {
@@ -157,13 +157,13 @@ impl DockerEngine {
             return Ok(info);
         };
         let m = self.manifest_of(ids, &info).await?;
-        Ok(super::store::identify(info, &m))
+        Ok(super::containerd::identify(info, &m))
     }
 
     /// The archive the engine loads for prebuilder's layer `archive`: itself
     /// on the classic store; an OCI archive naming the layers below by the
     /// blobs the engine holds on the containerd store and Podman (see
-    /// `store`, `podman`), in a temporary file beside it.
+    /// `containerd`, `podman`), in a temporary file beside it.
     async fn load_archive(&self, archive: &Path) -> Result<Option<tempfile::NamedTempFile>> {
         if !self.podman && self.store.is_none() {
             return Ok(None);
@@ -235,21 +235,21 @@ impl DockerEngine {
     }
 }
 
-/// `/info` on a Docker engine: the containerd image store's [`super::store::Ids`]
+/// `/info` on a Docker engine: the containerd image store's [`super::containerd::Ids`]
 /// (kept in the state directory), or `None` on the classic store.
 async fn containerd_store(
     docker: &Docker,
     endpoint: &super::endpoint::Endpoint,
     settings: &crate::settings::Settings,
-) -> Result<Option<super::store::Ids>> {
+) -> Result<Option<super::containerd::Ids>> {
     let info = docker
         .info()
         .await
         .map_err(|e| engine_err("asking the engine for its storage", e))
         .map_err(|e| e.named(&super::endpoint::name(endpoint, "")))?;
     let status = info.driver_status.unwrap_or_default();
-    Ok(super::store::is_containerd_store(&status)
-        .then(|| super::store::Ids::new(Some(state::root(settings).dir.join("manifests")))))
+    Ok(super::containerd::is_containerd_store(&status)
+        .then(|| super::containerd::Ids::new(Some(state::root(settings).dir.join("manifests")))))
 }
 
 /// A local failure while reading the engine's answer.
@@ -389,7 +389,7 @@ impl Engine for DockerEngine {
             })
             .collect();
         if self.store.is_some() {
-            // Config digests, as everywhere (see `store`).
+            // Config digests, as everywhere (see `containerd`).
             for image in &mut images {
                 if let Some(info) = self.inspect(&image.id).await? {
                     image.id = info.id;
@@ -626,7 +626,7 @@ impl Engine for DockerEngine {
     async fn load(&self, archive: &Path) -> Result<()> {
         // Podman's docker-archive loader and the containerd store's want
         // every layer file; their OCI loaders reuse the layers they hold
-        // (see `podman`, `store`).
+        // (see `podman`, `containerd`).
         let oci = self.load_archive(archive).await?;
         let archive = oci.as_ref().map_or(archive, |o| o.path());
         let file = tokio::fs::File::open(archive)

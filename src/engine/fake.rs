@@ -140,7 +140,7 @@ impl FakeEngine {
     }
 
     /// Answer `inspect` as the adapter does on Docker's containerd image store
-    /// (see `store`): the store's manifest-digest ids and repo digests,
+    /// (see `containerd`): the store's manifest-digest ids and repo digests,
     /// translated back; `pulled`: its layers are gzip, as a pull leaves them.
     pub fn as_containerd_store(&self, pulled: bool) {
         self.state().containerd_store = Some(pulled);
@@ -559,8 +559,8 @@ impl Engine for FakeEngine {
         };
         // What the containerd store answers (its id a manifest digest, a
         // repo digest of it for every name), then the adapter's translation.
-        let bytes = super::store::manifest_for(&info.id, &info.layers, pulled);
-        let m = super::store::parse_manifest(&bytes).expect("a manifest");
+        let bytes = super::containerd::manifest_for(&info.id, &info.layers, pulled);
+        let m = super::containerd::parse_manifest(&bytes).expect("a manifest");
         let mut raw = info.clone();
         raw.id = sha(&bytes);
         if !pulled {
@@ -577,7 +577,7 @@ impl Engine for FakeEngine {
                 .collect();
         }
         assert_ne!(raw.id, info.id, "the store's id is not the config digest");
-        Ok(Some(super::store::identify(raw, &m)))
+        Ok(Some(super::containerd::identify(raw, &m)))
     }
 
     async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>> {

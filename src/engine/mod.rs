@@ -10,13 +10,13 @@
 //! every adapter; `ops` holds the few compositions other commands share
 //! (probe, read a file, find a layer).
 
+pub mod containerd;
 pub mod docker;
 pub mod endpoint;
 #[cfg(test)]
 pub mod fake;
 pub mod ops;
 pub mod podman;
-pub mod store;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -24,7 +24,7 @@ use std::path::Path;
 use bollard::models::{ContainerConfig, SystemVersion};
 use sha2::{Digest, Sha256};
 
-use super::store::Descriptor;
+use super::containerd::Descriptor;
 
 /// Whether `/version` is Podman's.
 pub fn is_podman(version: &SystemVersion) -> bool {

@@ -1,6 +1,6 @@
 //! Docker's containerd image store (issue 23): its image ids are manifest
 //! digests, and a loaded image gets a repo digest of its own manifest. The
-//! adapter names every image by its config digest (`engine::store`), so the
+//! adapter names every image by its config digest (`engine::containerd`), so the
 //! same inputs give the same keys, labels and image ids on either store.
 
 use super::*;
