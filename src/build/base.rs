@@ -134,6 +134,7 @@ pub async fn prepare<E: Engine>(
             cache,
             seconds: round(started.elapsed().as_secs_f64()),
             image_id: id,
+            parts: Vec::new(),
         }],
     })
 }

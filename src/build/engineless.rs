@@ -391,6 +391,7 @@ pub async fn run<R: Manifests>(
             cache: m.cache,
             seconds: super::round(m.seconds),
             image_id: image::image_id(&m.config),
+            parts: Vec::new(),
         })
         .collect();
     Ok(report(
@@ -955,6 +956,7 @@ fn registry_hit(plan: &Plan<'_>) -> Vec<LayerReport> {
             cache: CacheOutcome::Registry,
             seconds: 0.0,
             image_id: String::new(),
+            parts: Vec::new(),
         })
         .collect()
 }

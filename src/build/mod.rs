@@ -96,6 +96,9 @@ pub struct Options {
     pub builder: Builder,
     /// The launch host's Python: direct mode builds sdists with it.
     pub launch_python: PathBuf,
+    /// How a produced dependency layer is cut into per-distribution layers
+    /// (`PREBUILDER_SPLIT_THRESHOLD`; `None`: one layer).
+    pub split: Option<crate::image::split::Rule>,
 }
 
 /// `--builder`: a setup container on the engine (the base's own boot), or
@@ -366,6 +369,7 @@ async fn boot_found<E: Engine>(
         cache,
         seconds: 0.0,
         image_id,
+        parts: Vec::new(),
     }])
 }
 
@@ -407,6 +411,7 @@ impl Outcome {
                     cache: CacheOutcome::Registry,
                     seconds: 0.0,
                     image_id: String::new(),
+                    parts: Vec::new(),
                 })
                 .collect(),
             image_id: None,

@@ -14,7 +14,7 @@ use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
 use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
-use crate::settings::Settings;
+use crate::settings::{Settings, PREBUILDER_SPLIT_THRESHOLD};
 use crate::stage::digest::DigestCache;
 use crate::stage::flink::{self, PythonOptions};
 use crate::stage::{Inputs, StagedSet};
@@ -301,6 +301,12 @@ pub fn options(
     scratch: &Path,
 ) -> Result<build::Options> {
     let labels = crate::labels::Request::new(&args.labels, settings, args.setup_file.as_deref())?;
+    let split = settings.split().map_err(|reason| Error::Usage {
+        message: format!("{PREBUILDER_SPLIT_THRESHOLD}: {reason}"),
+        hint: format!(
+            "set {PREBUILDER_SPLIT_THRESHOLD} to a size such as 64m (a distribution that large gets a layer of its own) or to `off`, or unset it"
+        ),
+    })?;
     Ok(build::Options {
         base: args.base.clone(),
         repository: args.repository.clone(),
@@ -333,6 +339,7 @@ pub fn options(
             .launch_python
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("python3")),
+        split,
     })
 }
 
