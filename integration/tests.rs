@@ -21,3 +21,4 @@ mod pull;
 mod registry;
 mod reproducible;
 mod robustness;
+mod split;
