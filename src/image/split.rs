@@ -709,13 +709,19 @@ impl<W: Write> Writer<'_, W> {
                 self.outs[top].dir(&dir, &mut self.dirs)?;
             }
         }
-        let top_out = &mut self.outs[top].builder;
         for p in topmost_deleted(deleted) {
+            // The directory above a whiteout, as the snapshot has it: else
+            // the engine makes it when it applies the top layer, dated then
+            // (the unsplit layer has it beside the whiteout).
+            self.outs[top].ancestors(&p, &mut self.dirs)?;
+            let top_out = &mut self.outs[top].builder;
             top_out.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
         }
         if let Some((path, content)) = record {
             let mut h = file_header(content.len() as u64, 0o644, epoch);
-            top_out.append_data(&mut h, relative(path), content)?;
+            self.outs[top]
+                .builder
+                .append_data(&mut h, relative(path), content)?;
         }
         let mut ids = Vec::with_capacity(self.outs.len());
         for out in self.outs {
@@ -964,6 +970,8 @@ mod tests {
                 E::Dir("usr/lib/python3/site-packages/old-1.0.dist-info/"),
                 file("usr/lib/python3/site-packages/old-1.0.dist-info/RECORD", ""),
                 file("etc/gone.conf", "x"),
+                E::Dir("usr/lib/python3/site-packages/torch/"),
+                file("usr/lib/python3/site-packages/torch/gone.py", "old torch"),
             ]),
         );
         t
@@ -1038,7 +1046,7 @@ mod tests {
         )
     }
 
-    const DELETED: &[u8] = b"./usr/lib/python3/site-packages/old\0./usr/lib/python3/site-packages/old/__init__.py\0./usr/lib/python3/site-packages/old-1.0.dist-info\0./usr/lib/python3/site-packages/old-1.0.dist-info/RECORD\0./etc/gone.conf\0";
+    const DELETED: &[u8] = b"./usr/lib/python3/site-packages/old\0./usr/lib/python3/site-packages/old/__init__.py\0./usr/lib/python3/site-packages/old-1.0.dist-info\0./usr/lib/python3/site-packages/old-1.0.dist-info/RECORD\0./etc/gone.conf\0./usr/lib/python3/site-packages/torch/gone.py\0";
 
     #[test]
     fn records_name_the_files_their_distribution_installed() {
@@ -1137,6 +1145,17 @@ mod tests {
         );
         for lower in &layers[..layers.len() - 1] {
             assert!(!entries(lower).iter().any(|n| n.contains(".wh.")));
+        }
+        // The snapshot's directory above each whiteout is in the same layer
+        // (else an engine dates the one it makes to apply it).
+        for whiteout in names.iter().filter(|n| n.contains(".wh.")) {
+            let (parent, _) = whiteout.rsplit_once('/').unwrap();
+            if parent != "etc" {
+                assert!(
+                    names.iter().any(|n| n.trim_end_matches('/') == parent),
+                    "{parent} with {whiteout} in {names:?}"
+                );
+            }
         }
         let mut tree = Tree::new();
         apply(&mut tree, top);
