@@ -81,14 +81,10 @@ impl Settings {
         self.vars.contains_key(PREBUILDER_COMMIT)
     }
 
-    /// How the dependency layer is split (`PREBUILDER_SPLIT_THRESHOLD`):
-    /// the default rule when unset, `None` for `off`; the reason when the
-    /// value is not a size.
-    pub fn split(&self) -> Result<Option<crate::image::split::Rule>, String> {
-        match self.var(PREBUILDER_SPLIT_THRESHOLD) {
-            Some(v) => crate::image::split::Rule::parse(v),
-            None => Ok(Some(crate::image::split::Rule::default())),
-        }
+    /// `PREBUILDER_SPLIT_THRESHOLD` as set (parsed where the build's
+    /// options are made: `crate::image::split::Rule::parse`).
+    pub fn split_threshold(&self) -> Option<&str> {
+        self.var(PREBUILDER_SPLIT_THRESHOLD)
     }
 
     /// `PATH`, to find the launching Python.

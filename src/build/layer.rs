@@ -300,33 +300,10 @@ async fn load_snapshot<E: Engine>(
             b.scratch.display()
         )))?;
     let snapshot = tmp.path().join("snapshot.tar");
-    let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
     let what = format!("{} layer", b.layer.name);
-    let mut needed = 0;
-    let space = Space {
-        what: &what,
-        dir: b.scratch,
-    };
-    if !download_to(
-        engine,
-        container,
-        &layer_tar,
-        &snapshot,
-        &space,
-        &mut needed,
-    )
-    .await?
-    {
-        // The setup made its snapshot directory and no layer.tar: its tar
-        // failed (a full disk in the container). A commit would carry it.
-        if engine.exists(container, SNAPSHOT_DIR).await? {
-            return Err(Error::SnapshotFailed {
-                layer: b.layer.name.to_string(),
-                image: b.from_image.to_string(),
-            });
-        }
+    let Some(needed) = fetch_snapshot(engine, container, b, &snapshot, &what).await? else {
         return Ok(None);
-    }
+    };
     let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
         .await?
         .unwrap_or_default();
@@ -377,6 +354,37 @@ async fn load_snapshot<E: Engine>(
             source: format!("the engine did not keep {image_id}").into(),
         }),
     }
+}
+
+/// Stream the setup's snapshot into `to`; the scratch space the layer
+/// needs ([`scratch_needed`]). `Ok(None)` when the setup left none (no GNU
+/// find/tar in the base); [`Error::SnapshotFailed`] when it started one
+/// and could not finish it.
+async fn fetch_snapshot<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    to: &Path,
+    what: &str,
+) -> Result<Option<u64>> {
+    let mut needed = 0;
+    let space = Space {
+        what,
+        dir: b.scratch,
+    };
+    let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
+    if download_to(engine, container, &layer_tar, to, &space, &mut needed).await? {
+        return Ok(Some(needed));
+    }
+    // The setup made its snapshot directory and no layer.tar: its tar
+    // failed (a full disk in the container). A commit would carry it.
+    if engine.exists(container, SNAPSHOT_DIR).await? {
+        return Err(Error::SnapshotFailed {
+            layer: b.layer.name.to_string(),
+            image: b.from_image.to_string(),
+        });
+    }
+    Ok(None)
 }
 
 /// The layer tars (the snapshot's split by `rule`), the image config and

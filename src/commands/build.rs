@@ -301,7 +301,11 @@ pub fn options(
     scratch: &Path,
 ) -> Result<build::Options> {
     let labels = crate::labels::Request::new(&args.labels, settings, args.setup_file.as_deref())?;
-    let split = settings.split().map_err(|reason| Error::Usage {
+    let split = match settings.split_threshold() {
+        Some(value) => crate::image::split::Rule::parse(value),
+        None => Ok(Some(crate::image::split::Rule::default())),
+    }
+    .map_err(|reason| Error::Usage {
         message: format!("{PREBUILDER_SPLIT_THRESHOLD}: {reason}"),
         hint: format!(
             "set {PREBUILDER_SPLIT_THRESHOLD} to a size such as 64m (a distribution that large gets a layer of its own) or to `off`, or unset it"
