@@ -9,7 +9,9 @@
 //! 1. each layer's blob: one the registry has already (named by the base's
 //!    own manifest, or by a layer image pushed before) is checked with a
 //!    `HEAD`, or mounted from the base's repository when it is in the same
-//!    registry; any other is compressed from the engine's export and uploaded;
+//!    registry, or from another repository of the registry this machine put
+//!    it in (`SharedBlobs`); any other is compressed from the engine's export
+//!    and uploaded;
 //! 2. the config blob (the engine's own bytes: their digest is the image id);
 //! 3. the manifest, put under its tag. The content tag comes last, so it never
 //!    names a blob the registry lacks, and it never moves.

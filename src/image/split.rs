@@ -5,8 +5,11 @@
 //! re-pushed and re-pulled all of it, and two pipelines with the same torch
 //! shared nothing in the registry or on a worker's disk).
 //!
-//! One pure function of an installed tree ([`write_split`]), used by every
-//! builder: the input is the setup's snapshot (a tar of the created and
+//! One pure function of an installed tree, used by every builder:
+//! [`split_tree`] (a snapshot file in, layer files out; the engine builder's
+//! `crate::build::layer` calls it, and direct mode's layer writer can call
+//! it in place of `write_layer_from`), over [`Split::plan`] and
+//! [`write_split_tree`]. The input is the setup's snapshot (a tar of the created and
 //! changed paths, in byte order, every directory above them included, as
 //! `crate::build::setup`'s script writes it), the deleted paths, and the
 //! `RECORD` files of the distributions installed in it ([`Distribution`]);
@@ -1291,5 +1294,107 @@ mod tests {
         let err = write_split_tree(&snapshot[..], b"", None, EPOCH, &split, vec![Vec::new()])
             .unwrap_err();
         assert!(err.to_string().contains("outputs"), "{err}");
+    }
+    #[test]
+    fn the_threshold_is_a_size_or_off() {
+        let t = |v: &str| Rule::parse(v).map(|r| r.map(|r| r.threshold));
+        assert_eq!(t("64m"), Ok(Some(64 << 20)));
+        assert_eq!(t(" 1K "), Ok(Some(1024)));
+        assert_eq!(t("2g"), Ok(Some(2 << 30)));
+        assert_eq!(t("500"), Ok(Some(500)));
+        assert_eq!(t("OFF"), Ok(None));
+        let err = t("lots").unwrap_err();
+        assert!(err.contains("\"lots\""), "{err}");
+        assert_eq!(Rule::default().threshold, DEFAULT_THRESHOLD);
+    }
+
+    /// The label names the parts bottom up; the history has one entry per
+    /// layer, the whole layer's on top.
+    #[test]
+    fn label_and_history_name_each_part() {
+        let snapshot = tar_of(&gpu_pipeline(&[SIX, IDNA]));
+        let split = Split::plan(distributions(&snapshot), THRESHOLD, MAX_LAYERS);
+        let parts: Vec<&Part> = split.parts.iter().collect();
+        let names = parse_label(&label(&parts));
+        assert_eq!(names.len(), 5);
+        assert_eq!(names[2], "torch-2.5.1");
+        assert_eq!(names[4], "the rest");
+        assert!(parse_label("not json").is_empty());
+        let entry = serde_json::json!({"created": "x", "created_by": "prebuilder dependencies layer: installed torch"});
+        let history = history(&entry, split.parts.iter());
+        assert_eq!(history.len(), 5);
+        assert_eq!(history[4], entry);
+        assert!(history[2]["created_by"]
+            .as_str()
+            .unwrap()
+            .ends_with(": torch-2.5.1, alone"));
+        assert!(history[3]["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("idna-3.7, six-1.16.0"));
+    }
+
+    /// `split_tree` from a file: the engine's wrapping or the bare tree,
+    /// the same layers; `None` for the rule is the unsplit layer.
+    #[test]
+    fn split_tree_reads_the_snapshot_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tar_of(&gpu_pipeline(&[SIX]));
+        let wrapped = dir.path().join("outer.tar");
+        std::fs::write(&wrapped, outer(&snapshot)).unwrap();
+        let bare = dir.path().join("bare.tar");
+        std::fs::write(&bare, &snapshot).unwrap();
+        let record = Some(("/opt/apache/beam/prebuilder-record.json", &b"{}"[..]));
+        let rule = Rule {
+            threshold: THRESHOLD,
+            max_layers: MAX_LAYERS,
+        };
+        let out = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            d
+        };
+        let a = split_tree(
+            &TreeFile::inside(&wrapped).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            Some(rule),
+            &out("a"),
+        )
+        .unwrap();
+        let b = split_tree(
+            &TreeFile::whole(&bare).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            Some(rule),
+            &out("b"),
+        )
+        .unwrap();
+        let ids = |w: &[Written]| w.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+        let (_, _, expected) = split_layers(&snapshot, DELETED, THRESHOLD, MAX_LAYERS);
+        assert_eq!(ids(&a), expected);
+        for l in &a {
+            assert_eq!(std::fs::metadata(&l.path).unwrap().len(), l.size);
+        }
+        let whole = split_tree(
+            &TreeFile::whole(&bare).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            None,
+            &out("c"),
+        )
+        .unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(
+            std::fs::read(&whole[0].path).unwrap(),
+            unsplit(&snapshot, DELETED)
+        );
+        assert!(TreeFile::inside(&dir.path().join("a/layer-0.tar")).is_ok());
+        std::fs::write(dir.path().join("empty.tar"), tar_of(&[])).unwrap();
+        assert!(TreeFile::inside(&dir.path().join("empty.tar")).is_err());
     }
 }
