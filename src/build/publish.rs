@@ -802,3 +802,30 @@ fn mb(bytes: u64) -> String {
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repositories are remembered per registry, most recent first, each
+    /// once, at most eight; another registry knows nothing of them.
+    #[test]
+    fn shared_blobs_remember_repositories_per_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = SharedBlobs::new(dir.path(), "127.0.0.1:5000");
+        let other = SharedBlobs::new(dir.path(), "registry.example.com");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert!(here.repositories(&d).is_empty());
+        here.remember(&d, "team/one");
+        here.remember(&d, "team/two");
+        here.remember(&d, "team/one");
+        assert_eq!(here.repositories(&d), ["team/one", "team/two"]);
+        assert!(other.repositories(&d).is_empty());
+        for i in 0..20 {
+            here.remember(&d, &format!("r{i}"));
+        }
+        let repos = here.repositories(&d);
+        assert_eq!(repos.len(), 8);
+        assert_eq!(repos[0], "r19");
+    }
+}
