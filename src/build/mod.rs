@@ -96,6 +96,9 @@ pub struct Options {
     pub builder: Builder,
     /// The launch host's Python: direct mode builds sdists with it.
     pub launch_python: PathBuf,
+    /// `--output`: the result also written as an OCI layout or a `docker
+    /// load` archive (with no engine only).
+    pub output: Option<engineless::Output>,
 }
 
 /// `--builder`: a setup container on the engine (the base's own boot), or
@@ -201,10 +204,16 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     // 4. What the engine lacks: the registry's layers, then the footing (the
     //    base pulled, a boot layer) only when a layer must be produced.
     if let Some(r) = remote.made() {
-        locate::fetch(engine, opts, &plan, &mut sources, r, reporter).await?;
+        match engine.store() {
+            Some(store) => engineless::fetch(store, opts, &plan, &mut sources, r, reporter).await?,
+            None => locate::fetch(engine, opts, &plan, &mut sources, r, reporter).await?,
+        }
     }
     let mut footing = match sources.contains(&Source::Missing) {
-        true => Some(footing(engine, opts, set, &ground, reporter).await?),
+        true => {
+            let on = (&ground, sources.as_slice());
+            Some(footing(engine, opts, set, on, remote.made(), reporter).await?)
+        }
         false => None,
     };
     // 5. Produce what is missing (a setup container, or direct); report and
@@ -222,16 +231,12 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     let ids: Vec<String> = built.iter().map(|l| l.image_id.clone()).collect();
     let result = ids.last().cloned().unwrap_or_default();
     let tags = tag_extra(engine, opts, &result).await?;
-    let digest = match (remote.made(), opts.push) {
-        (Some(r), true) => {
-            let base = footing
-                .as_ref()
-                .map(|f| &f.base)
-                .or(ground.base.local.as_ref());
-            Some(publish::push(engine, opts, r, (&plan, &ids), base, reporter).await?)
-        }
-        _ => None,
-    };
+    let base = footing
+        .as_ref()
+        .map(|f| &f.base)
+        .or(ground.base.local.as_ref());
+    let made = (&plan, ids.as_slice(), sources.as_slice());
+    let digest = push(engine, opts, remote.made(), made, base, reporter).await?;
     // 7. One report.
     let mut layers = match footing {
         Some(f) => f.layers,
@@ -245,6 +250,28 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
         tags,
     };
     Ok(report(opts, &plan, (&ground, set), outcome, started))
+}
+
+/// Step 6's push: through the engine's export (`publish`), or with no
+/// engine the held images (`engineless`, which also writes `--output`). The
+/// registry's digest of the result, when pushed.
+async fn push<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    remote: Option<&Remote<R>>,
+    (plan, ids, sources): (&Plan<'_>, &[String], &[Source]),
+    base: Option<&crate::engine::ImageInfo>,
+    reporter: &dyn Reporter,
+) -> Result<Option<String>> {
+    if let Some(store) = engine.store() {
+        return engineless::publish(store, opts, remote, (plan, ids, sources), reporter).await;
+    }
+    match (remote, opts.push) {
+        (Some(r), true) => Ok(Some(
+            publish::push(engine, opts, r, (plan, ids), base, reporter).await?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Every layer of `plan`: found ones reported and tagged, missing ones made
@@ -320,14 +347,19 @@ fn refuse_for_direct(opts: &Options, set: &StagedSet) -> Result<()> {
 }
 
 /// The footing a missing layer is produced on: the base, pulled when the
-/// engine lacks it, plus the boot layer with `--boot-from`.
-async fn footing<E: Engine>(
+/// engine lacks it, plus the boot layer with `--boot-from`; with no engine,
+/// the base held from its registry (`engineless`).
+async fn footing<E: Engine, R: Manifests>(
     engine: &E,
     opts: &Options,
     set: &StagedSet,
-    ground: &Ground,
+    (ground, sources): (&Ground, &[Source]),
+    remote: Option<&Remote<R>>,
     reporter: &dyn Reporter,
 ) -> Result<Footing> {
+    if let Some(store) = engine.store() {
+        return engineless::footing(store, opts, sources, remote, reporter).await;
+    }
     let base = match &ground.base.local {
         Some(info) => info.clone(),
         None => pull::ensure(engine, opts, reporter).await?,

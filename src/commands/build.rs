@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{BuildArgs, SbomFormat};
+use crate::engine::store::Store;
 use crate::engine::{ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
@@ -190,7 +191,7 @@ pub async fn run(
         Some(Err(e)) => return Err(e),
         None => {
             let report = tokio::select! {
-                r = engineless(args, settings, (&root.dir, scratch.path()), &set, output.as_ref(), reporter) => r,
+                r = engineless(args, settings, (&root.dir, scratch.path()), &set, output.clone(), reporter) => r,
                 signal = cancel.cancelled() => return interrupted(signal),
             };
             return finish(args, report);
@@ -236,26 +237,39 @@ fn finish(args: &BuildArgs, outcome: Result<Report>) -> Result<Report> {
     Ok(report)
 }
 
-/// The build with no engine (direct mode, base and result in registries,
-/// or the result written to `--output`).
+/// The build with no engine (direct mode): the one pipeline on a
+/// [`Store`], the base and the result in registries, or the result written
+/// to `--output`.
 async fn engineless(
     args: &BuildArgs,
     settings: &Settings,
     (state_root, scratch): (&Path, &Path),
     set: &StagedSet,
-    output: Option<&Output>,
+    output: Option<Output>,
     reporter: &dyn Reporter,
 ) -> Result<Report> {
+    if !args.push && output.is_none() {
+        return Err(Error::Usage {
+            message: "no engine answers, and the result would go nowhere".into(),
+            hint: "pass --push (to --repository's registry) or --output oci:DIR / docker-archive:FILE, or start an engine (DOCKER_HOST)".into(),
+        });
+    }
     let mut opts = options(args, settings, (state_root, "direct"), scratch)?;
     opts.builder = Builder::Direct;
+    opts.output = output;
     let config_dir = settings.docker_config_dir();
     let base = base_registry(&args.base, &config_dir).ok_or_else(|| Error::DirectBase {
         image: args.base.clone(),
         reason: "no engine answers, so the base must be read from its registry, and this reference names none prebuilder can read (an image id?)".into(),
     })?;
-    let results = remote(args, settings)?;
+    let store = Store::new(scratch);
+    let make = move || {
+        let mut r = registries(args, settings)?;
+        r.base = Some(base);
+        Ok(Some(r))
+    };
     let phases = build::phase::Phases::new(reporter);
-    build::engineless::run(&opts, set, results.as_ref(), &base, output, &phases)
+    build::run(&store, &opts, set, make, &phases)
         .await
         .map_err(|e| phases.explain(e))
 }
@@ -333,6 +347,7 @@ pub fn options(
             .launch_python
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("python3")),
+        output: None,
     })
 }
 
@@ -342,9 +357,15 @@ fn remote(args: &BuildArgs, settings: &Settings) -> Result<Option<Remote<Registr
     if !repo.explicit && !args.push {
         return Ok(None);
     }
+    registries(args, settings).map(Some)
+}
+
+/// The result repository's registry, and the base's and boot image's.
+fn registries(args: &BuildArgs, settings: &Settings) -> Result<Remote<Registry>> {
+    let repo = RepositoryRef::parse(&args.repository);
     let config_dir = settings.docker_config_dir();
     let credential = registry::credentials(&config_dir, &repo)?;
-    Ok(Some(Remote {
+    Ok(Remote {
         registry: Registry::new(repo, credential.clone())?,
         credential,
         base: base_registry(&args.base, &config_dir),
@@ -352,7 +373,7 @@ fn remote(args: &BuildArgs, settings: &Settings) -> Result<Option<Remote<Registr
             .boot_from
             .as_deref()
             .and_then(|b| base_registry(b, &config_dir)),
-    }))
+    })
 }
 
 /// The registry of a base (or `--boot-from` image), to read its image id
