@@ -177,6 +177,7 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     let started = Instant::now();
+    refuse_for_direct(opts, set)?;
     // 1. The ground: the base's (and boot image's) ids, engine or registry.
     let ground = ground::resolve(engine, opts, remote, reporter).await?;
     // 2. The plan: layers and their keys, chained on the ground.
@@ -203,12 +204,7 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     };
     // 4. What the engine lacks: the registry's layers, then the footing (the
     //    base pulled, a boot layer) only when a layer must be produced.
-    if let Some(r) = remote.made() {
-        match engine.store() {
-            Some(store) => engineless::fetch(store, opts, &plan, &mut sources, r, reporter).await?,
-            None => locate::fetch(engine, opts, &plan, &mut sources, r, reporter).await?,
-        }
-    }
+    fetch(engine, opts, &plan, &mut sources, remote.made(), reporter).await?;
     let mut footing = match sources.contains(&Source::Missing) {
         true => {
             let on = (&ground, sources.as_slice());
@@ -250,6 +246,23 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
         tags,
     };
     Ok(report(opts, &plan, (&ground, set), outcome, started))
+}
+
+/// Step 4's first half: the registry's layers pulled into the engine, or
+/// with no engine held (`engineless`).
+async fn fetch<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    plan: &Plan<'_>,
+    sources: &mut [Source],
+    remote: Option<&Remote<R>>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    match (remote, engine.store()) {
+        (Some(r), Some(store)) => engineless::fetch(store, opts, plan, sources, r, reporter).await,
+        (Some(r), None) => locate::fetch(engine, opts, plan, sources, r, reporter).await,
+        (None, _) => Ok(()),
+    }
 }
 
 /// Step 6's push: through the engine's export (`publish`), or with no
@@ -316,10 +329,7 @@ async fn produce_layers<E: Engine>(
 /// into its key (see `crate::labels`).
 fn plan_on<'a>(set: &'a StagedSet, opts: &Options, ground: &Ground) -> Result<Plan<'a>> {
     let mut plan = match opts.builder.with_engine() {
-        Builder::Direct => {
-            refuse_for_direct(opts, set)?;
-            plan::plan_with(set, &ground.parent, plan::keys::direct_command())?
-        }
+        Builder::Direct => plan::plan_with(set, &ground.parent, plan::keys::direct_command())?,
         _ => plan::plan(set, &ground.parent)?,
     };
     crate::labels::apply(
@@ -331,6 +341,9 @@ fn plan_on<'a>(set: &'a StagedSet, opts: &Options, ground: &Ground) -> Result<Pl
 
 /// What direct mode does not build, refused before anything is.
 fn refuse_for_direct(opts: &Options, set: &StagedSet) -> Result<()> {
+    if opts.builder.with_engine() != Builder::Direct {
+        return Ok(());
+    }
     if let Some(boot) = &opts.boot_from {
         return Err(Error::DirectRefused {
             input: format!("--boot-from {boot}"),

@@ -145,6 +145,7 @@ mod attestations;
 mod boot;
 mod cache;
 mod checks;
+mod direct;
 mod failures;
 mod flink;
 mod layers;
