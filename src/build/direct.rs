@@ -110,20 +110,19 @@ impl<'a, E: Engine> DirectProduce<'a, E> {
         Ok(index)
     }
 
-    /// The record inputs of the layers below `image` (its record label, or
-    /// its record file when the label was bounded).
-    async fn lower_inputs(&self, image: &ImageInfo) -> BTreeMap<String, BTreeMap<String, String>> {
-        match image
+    /// The record of `image` (a layer below): its label, or its record
+    /// file when the label was bounded (read where the engine can).
+    async fn parent_record(&self, image: &ImageInfo) -> Option<Record> {
+        let label = image
             .labels
             .get(LABEL_RECORD)
-            .and_then(|l| Record::parse(l).ok())
-        {
-            Some(r) if r.packages.is_none() => crate::record::load(self.engine, &image.id)
-                .await
-                .map(|(_, r)| r.inputs)
-                .unwrap_or(r.inputs),
-            Some(r) => r.inputs,
-            None => BTreeMap::new(),
+            .and_then(|l| Record::parse(l).ok())?;
+        if label.is_complete() {
+            return Some(label);
+        }
+        match crate::record::load_complete(self.engine, &image.id).await {
+            Ok((_, r)) => Some(r),
+            Err(_) => Some(label),
         }
     }
 }
@@ -133,7 +132,7 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
         let layer = job.layer;
         let parent = ops::require(self.engine, job.from_image, "layer parent image").await?;
         let lower = self.installed_set(&parent).await?;
-        let lower_inputs = self.lower_inputs(&parent).await;
+        let parent_record = self.parent_record(&parent).await;
         reporter.event(Event::RunningSetup {
             layer: layer.name,
             step: "Beam's boot, replayed with no container (direct)",
@@ -147,7 +146,7 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
             .tempdir_in(&self.opts.scratch_dir)
             .map_err(|e| Error::io(&self.opts.scratch_dir, e))?;
         let produced = self
-            .replay(&job, &lower, lower_inputs, epoch, scratch.path())
+            .replay(&job, &lower, parent_record, epoch, scratch.path())
             .await?;
         tell(layer.name, &produced, &lower, reporter);
         reporter.event(Event::WritingLayer { layer: layer.name });
@@ -176,7 +175,7 @@ impl<E: Engine> DirectProduce<'_, E> {
         &self,
         job: &Job<'_>,
         lower: &Index,
-        lower_inputs: BTreeMap<String, BTreeMap<String, String>>,
+        parent: Option<Record>,
         epoch: u64,
         dir: &std::path::Path,
     ) -> Result<direct_layer::Produced> {
@@ -207,13 +206,20 @@ impl<E: Engine> DirectProduce<'_, E> {
         let (name, key) = (layer.name.to_string(), layer.key.clone());
         let dir = dir.to_path_buf();
         let lower = lower.clone();
+        let staged: Vec<crate::stage::Artifact> =
+            layer.artifacts.iter().map(|a| (*a).clone()).collect();
         tokio::task::spawn_blocking(move || {
             let spec = Spec {
                 name: &name,
                 key: &key,
                 artifacts,
                 inputs,
-                lower_inputs,
+                lower_inputs: parent
+                    .as_ref()
+                    .map(|r| r.inputs.clone())
+                    .unwrap_or_default(),
+                staged: &staged,
+                parent: parent.as_ref(),
                 base_id: &base_id,
                 boot_from: boot_from.as_deref(),
                 epoch,

@@ -329,3 +329,41 @@ async fn with_an_engine_auto_builds_on_the_engine_and_direct_mode_loads_into_it(
     assert_eq!(r.builder, "engine");
     assert!(w.engine.count("create") > 0, "a setup container ran");
 }
+
+#[tokio::test]
+async fn a_direct_record_lists_each_distribution_and_the_sbom_names_them() {
+    let n = no_engine();
+    let docs = tempfile::tempdir().unwrap();
+    let mut o = n.opts();
+    o.attestations = attest::Attestations {
+        attach: false,
+        wanted: crate::attest::Wanted::ALL,
+        dir: Some(docs.path().to_path_buf()),
+    };
+    let r = n
+        .build(&o, &n.set(REQS, "x = 1\n"), &Recorder::default())
+        .await
+        .unwrap();
+    let top = n.store.get(&r.layers[1].image_id).unwrap();
+    let record =
+        crate::record::Record::parse(&top.info.labels[crate::record::LABEL_RECORD]).unwrap();
+    let d = record
+        .distributions
+        .expect("direct records list distributions");
+    // Each with the layer that installed it and the staged file it came from.
+    assert_eq!(d["tabulate"].layer, "dependencies");
+    assert_eq!(
+        d["tabulate"].artifact.as_ref().unwrap().name,
+        "tabulate-0.9.0-py3-none-any.whl"
+    );
+    assert_eq!(d["app"].layer, "application");
+    assert_eq!(
+        d["app"].artifact.as_ref().unwrap().name,
+        "app-1.0-py3-none-any.whl"
+    );
+    assert_eq!(d["apache-beam"].layer, crate::record::IN_BASE);
+    // The SBOM made of the pushed result names what direct mode installed.
+    let spdx = std::fs::read_to_string(docs.path().join("sbom.spdx.json")).unwrap();
+    assert!(spdx.contains("tabulate"), "{spdx}");
+    assert!(spdx.contains("app-1.0-py3-none-any.whl"), "{spdx}");
+}
