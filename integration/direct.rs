@@ -273,12 +273,14 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
     let plan = prebuilder::plan::plan(&set, &base_id).unwrap();
     let mut lower = index.clone();
     let mut lower_inputs = BTreeMap::new();
+    let mut parent: Option<prebuilder::record::Record> = None;
     let mut layers = Vec::new();
     let mut compiled_by = None;
     let work = tempfile::tempdir().unwrap();
     for (i, l) in plan.layers.iter().enumerate() {
         let scratch = work.path().join(format!("layer{i}"));
         std::fs::create_dir_all(&scratch).unwrap();
+        let staged: Vec<_> = l.artifacts.iter().map(|a| (*a).clone()).collect();
         let spec = Spec {
             name: l.name.as_str(),
             key: &l.key,
@@ -299,6 +301,8 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
             base_id: &base_id,
             boot_from: None,
             epoch,
+            staged: &staged,
+            parent: parent.as_ref(),
         };
         let p = layer::produce(
             &lower,
@@ -315,6 +319,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
         }
         compiled_by = p.compiled_by.as_ref().map(|c| c.version.clone());
         lower_inputs = p.record.inputs.clone();
+        parent = Some(p.record.clone());
         lower = p.installed;
         layers.push(p.layer);
     }
