@@ -488,37 +488,55 @@ impl State {
                 })
             }
         };
+        let paths = self.uninstall_paths(dist, &declared);
+        self.remove_paths(&paths);
+        self.pending.remove(&info);
+        let key = dist.key();
+        let loc = dist.location.clone();
+        self.index
+            .distributions
+            .retain(|d| !(d.key() == key && d.location == loc));
+        Ok(true)
+    }
+
+    /// What pip's UninstallPathSet holds for `dist`: its declared files
+    /// (with `.pyc`/`.pyo` beside each `.py`, and its scripts) that exist
+    /// and pip may touch; a `.py` brings its cached `.pyc`.
+    fn uninstall_paths(&self, dist: &Distribution, declared: &[String]) -> BTreeSet<String> {
         let tag = self.index.python.cache_tag();
         let mut candidates: BTreeSet<String> = BTreeSet::new();
         if dist.is_egg_info() {
-            candidates.insert(info.clone());
+            candidates.insert(dist.info_path());
         }
-        for f in &declared {
+        for f in declared {
             candidates.insert(f.clone());
             if let Some(stem) = f.strip_suffix(".py") {
                 candidates.insert(format!("{stem}.pyc"));
                 candidates.insert(format!("{stem}.pyo"));
             }
         }
-        let bin = self.index.scheme.scripts.clone();
+        let bin = &self.index.scheme.scripts;
         for s in dist.console_scripts.iter().chain(&dist.gui_scripts) {
             candidates.insert(format!("{bin}/{s}"));
         }
-        // UninstallPathSet.add: only what exists and pip may touch; a .py
-        // brings its cached .pyc.
         let mut paths: BTreeSet<String> = BTreeSet::new();
-        let add = |p: &str, st: &State, paths: &mut BTreeSet<String>| {
-            if st.exists(p).is_some() && st.index.is_local(p) {
+        let mut add = |p: &str| {
+            if self.exists(p).is_some() && self.index.is_local(p) {
                 paths.insert(p.to_string());
             }
         };
         for c in &candidates {
-            add(c, self, &mut paths);
+            add(c);
             if c.ends_with(".py") && self.exists(c).is_some() {
-                add(&cache_from_source(c, &tag), self, &mut paths);
+                add(&cache_from_source(c, &tag));
             }
         }
-        // compress_for_rename: a directory goes whole when every file in it goes.
+        paths
+    }
+
+    /// Remove `paths` as pip's compress_for_rename groups them: a directory
+    /// goes whole when every file in it goes.
+    fn remove_paths(&mut self, paths: &BTreeSet<String>) {
         let mut remaining = paths.clone();
         let mut roots: Vec<String> = paths.iter().map(|p| parent(p).to_string()).collect();
         roots.sort_by_key(|r| r.len());
@@ -548,13 +566,6 @@ impl State {
             }
             self.remove(p);
         }
-        self.pending.remove(&info);
-        let key = dist.key();
-        let loc = dist.location.clone();
-        self.index
-            .distributions
-            .retain(|d| !(d.key() == key && d.location == loc));
-        Ok(true)
     }
 
     /// Install a wheel as pip's `install_wheel` does (see the module). The

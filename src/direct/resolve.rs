@@ -609,28 +609,7 @@ fn best(
         .join(", ");
     // Hash-checking mode: only files with an allowed hash.
     if call.require_hashes && root {
-        if hashes.is_empty() {
-            return Err(Failure::Pip(format!(
-                "ERROR: Hashes are required in --require-hashes mode, but they are missing from some requirements: {wanted} ({from})"
-            )));
-        }
-        let mut matching = Vec::new();
-        for c in &fits {
-            if hashes.contains(&sha256_file(&c.staged.path)?) {
-                matching.push(*c);
-            }
-        }
-        if matching.is_empty() {
-            if let Some(c) = fits.first() {
-                return Err(Failure::Pip(format!(
-                    "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE: {} has sha256 {}, expected one of {} ({from})",
-                    c.staged.name,
-                    sha256_file(&c.staged.path)?,
-                    hashes.join(", ")
-                )));
-            }
-        }
-        fits = matching;
+        fits = hash_checked(fits, hashes, (&wanted, &from))?;
     }
     // A staged sdist of a version no wheel offers: pip would build it.
     let sdist_better = sdists.iter().find(|s| {
@@ -669,6 +648,49 @@ fn best(
     if !reasons.is_empty() {
         return Err(Failure::Pip(reasons.join("; ")));
     }
+    Err(no_match(
+        key,
+        (&wanted, &from),
+        (&wheels, &unsupported, &sdists),
+        env,
+    ))
+}
+
+/// pip's hash-checking mode: the fitting files whose sha256 the line allows.
+fn hash_checked<'c>(
+    fits: Vec<&'c Candidate>,
+    hashes: &[String],
+    (wanted, from): (&str, &str),
+) -> std::result::Result<Vec<&'c Candidate>, Failure> {
+    if hashes.is_empty() {
+        return Err(Failure::Pip(format!(
+            "ERROR: Hashes are required in --require-hashes mode, but they are missing from some requirements: {wanted} ({from})"
+        )));
+    }
+    let mut matching = Vec::new();
+    for c in &fits {
+        if hashes.contains(&sha256_file(&c.staged.path)?) {
+            matching.push(*c);
+        }
+    }
+    if let (true, Some(c)) = (matching.is_empty(), fits.first()) {
+        return Err(Failure::Pip(format!(
+            "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE: {} has sha256 {}, expected one of {} ({from})",
+            c.staged.name,
+            sha256_file(&c.staged.path)?,
+            hashes.join(", ")
+        )));
+    }
+    Ok(matching)
+}
+
+/// pip's "No matching distribution", saying why none of the staged files fits.
+fn no_match(
+    key: &str,
+    (wanted, from): (&str, &str),
+    (wheels, unsupported, sdists): (&[Candidate], &[Staged], &[Staged]),
+    env: &Env,
+) -> Failure {
     let why = if !unsupported.is_empty() {
         format!(
             "the requirements cache has {} but no wheel for this base's platform (its best tag is {})",
@@ -684,9 +706,9 @@ fn best(
     } else {
         format!("no staged version of {key} satisfies it")
     };
-    Err(Failure::Pip(format!(
+    Failure::Pip(format!(
         "ERROR: No matching distribution found for {wanted} ({from}): {why}; pip would have to reach a package index, which direct mode never does (stage it in the requirements cache, or build with --builder engine)"
-    )))
+    ))
 }
 
 fn build_key(b: &Option<String>) -> (u64, String) {
