@@ -15,7 +15,7 @@ use super::Facts;
 use crate::engine::{Engine, ImageInfo};
 use crate::error::{Error, Result};
 use crate::record::{Record, LABEL_RECORD, RECORD_FILE};
-use crate::registry::{image_layers, ImageLayers, Manifests, RawManifest};
+use crate::registry::{image_layers, ImageLayers, LayerBlob, Manifests, RawManifest};
 
 /// What the documents are made of.
 #[derive(Debug, Clone)]
@@ -134,62 +134,16 @@ pub async fn from_registry<R: Manifests>(
     let config = std::fs::read(&config_file).map_err(|e| Error::io(&config_file, e))?;
     let c: serde_json::Value =
         serde_json::from_slice(&config).map_err(|e| bad(format!("its config is not JSON: {e}")))?;
-    let labels: BTreeMap<String, String> = c["config"]["Labels"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let diff_ids: Vec<String> = c["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (labels, diff_ids) = labels_and_diff_ids(&c);
     let label = labels.get(LABEL_RECORD).map(|l| Record::parse(l));
     let complete = matches!(&label, Some(Ok(r)) if r.is_complete());
     let top = match layers.layers.last() {
         Some(blob) if read_top || !complete => {
-            let file = tmp.path().join("top-layer");
-            registry.download_blob(&blob.digest, &file).await?;
-            let gzip = blob.media_type.ends_with("gzip");
-            let path = file.clone();
-            let read = tokio::task::spawn_blocking(move || read_layer(&path, gzip))
-                .await
-                .map_err(|source| Error::Task {
-                    action: format!("reading the top layer of {image}"),
-                    source,
-                })?;
-            Some(read.map_err(|e| Error::io(&file, e))?)
+            Some(read_top_layer(registry, blob, tmp.path(), &image).await?)
         }
         _ => None,
     };
-    let record = match (&label, top.as_ref().and_then(|t| t.record.as_deref())) {
-        (Some(Ok(r)), _) if r.is_complete() => r.clone(),
-        (_, Some(file)) => Record::parse(&String::from_utf8_lossy(file)).map_err(|reason| {
-            Error::RecordInvalid {
-                image: image.clone(),
-                reason,
-            }
-        })?,
-        (Some(Ok(r)), None) => r.clone(),
-        (Some(Err(reason)), None) => {
-            return Err(Error::RecordInvalid {
-                image,
-                reason: reason.clone(),
-            })
-        }
-        (None, None) => {
-            return Err(Error::RecordMissing {
-                image,
-                file: RECORD_FILE,
-            })
-        }
-    };
+    let record = choose_record(&label, top.as_ref(), &image)?;
     let described = Described {
         repository: repository.to_string(),
         digest: manifest.digest.clone(),
@@ -206,6 +160,70 @@ pub async fn from_registry<R: Manifests>(
         label,
         top,
     })
+}
+
+/// The config's labels and its layers' diff ids (empty where absent).
+fn labels_and_diff_ids(config: &serde_json::Value) -> (BTreeMap<String, String>, Vec<String>) {
+    let labels = config["config"]["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (labels, diff_ids)
+}
+
+/// Download the top layer's blob into `dir` and read it through.
+async fn read_top_layer<R: Manifests>(
+    registry: &R,
+    blob: &LayerBlob,
+    dir: &Path,
+    image: &str,
+) -> Result<TopLayer> {
+    let file = dir.join("top-layer");
+    registry.download_blob(&blob.digest, &file).await?;
+    let gzip = blob.media_type.ends_with("gzip");
+    let path = file.clone();
+    let read = tokio::task::spawn_blocking(move || read_layer(&path, gzip))
+        .await
+        .map_err(|source| Error::Task {
+            action: format!("reading the top layer of {image}"),
+            source,
+        })?;
+    read.map_err(|e| Error::io(&file, e))
+}
+
+/// The record: the label's when complete, else the top layer's file, else
+/// the label's partial one; an error names what is missing or invalid.
+fn choose_record(
+    label: &Option<std::result::Result<Record, String>>,
+    top: Option<&TopLayer>,
+    image: &str,
+) -> Result<Record> {
+    let invalid = |reason: String| Error::RecordInvalid {
+        image: image.to_string(),
+        reason,
+    };
+    match (label, top.and_then(|t| t.record.as_deref())) {
+        (Some(Ok(r)), _) if r.is_complete() => Ok(r.clone()),
+        (_, Some(file)) => Record::parse(&String::from_utf8_lossy(file)).map_err(invalid),
+        (Some(Ok(r)), None) => Ok(r.clone()),
+        (Some(Err(reason)), None) => Err(invalid(reason.clone())),
+        (None, None) => Err(Error::RecordMissing {
+            image: image.to_string(),
+            file: RECORD_FILE,
+        }),
+    }
 }
 
 /// Read a layer blob through: the digest of its tar and the record file in

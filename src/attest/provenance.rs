@@ -44,6 +44,45 @@ pub fn statement(facts: &Facts<'_>, invocation: &Invocation<'_>) -> Vec<u8> {
 }
 
 pub fn value(facts: &Facts<'_>, invocation: &Invocation<'_>) -> Value {
+    let mut internal = json!({
+        "layout": crate::plan::LAYOUT_VERSION,
+        "key": facts.record.key,
+        "imageId": facts.image_id,
+    });
+    if let Some(python) = &facts.record.python {
+        internal["python"] = json!(python);
+    }
+    let statement = json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{
+            "name": facts.repository,
+            "digest": {"sha256": hex_of(facts.digest)},
+        }],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": external_parameters(facts, invocation),
+                "internalParameters": internal,
+                "resolvedDependencies": resolved_dependencies(facts, invocation),
+            },
+            "runDetails": {
+                "builder": {
+                    "id": BUILDER_ID,
+                    "version": {"prebuilder": env!("CARGO_PKG_VERSION")},
+                },
+                "metadata": {
+                    "invocationId": format!("{}@{}", facts.repository, facts.digest),
+                },
+            },
+        },
+    });
+    scrub(statement)
+}
+
+/// What the user chose: the base, the repository, the staged inputs by
+/// digest, the labels and the flags that change the result.
+fn external_parameters(facts: &Facts<'_>, invocation: &Invocation<'_>) -> Value {
     let mut inputs = Vec::new();
     for (layer, artifacts) in &facts.record.inputs {
         for (name, digest) in artifacts {
@@ -73,6 +112,12 @@ pub fn value(facts: &Facts<'_>, invocation: &Invocation<'_>) -> Value {
     if let Some(network) = invocation.network {
         external["network"] = json!(network);
     }
+    external
+}
+
+/// The base by its id (and manifest digest), and the boot image when one
+/// was used.
+fn resolved_dependencies(facts: &Facts<'_>, invocation: &Invocation<'_>) -> Vec<Value> {
     let mut base = json!({
         "name": "base",
         "uri": facts.base_name(),
@@ -89,40 +134,7 @@ pub fn value(facts: &Facts<'_>, invocation: &Invocation<'_>) -> Value {
         }
         resolved.push(boot);
     }
-    let mut internal = json!({
-        "layout": crate::plan::LAYOUT_VERSION,
-        "key": facts.record.key,
-        "imageId": facts.image_id,
-    });
-    if let Some(python) = &facts.record.python {
-        internal["python"] = json!(python);
-    }
-    let statement = json!({
-        "_type": STATEMENT_TYPE,
-        "subject": [{
-            "name": facts.repository,
-            "digest": {"sha256": hex_of(facts.digest)},
-        }],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": external,
-                "internalParameters": internal,
-                "resolvedDependencies": resolved,
-            },
-            "runDetails": {
-                "builder": {
-                    "id": BUILDER_ID,
-                    "version": {"prebuilder": env!("CARGO_PKG_VERSION")},
-                },
-                "metadata": {
-                    "invocationId": format!("{}@{}", facts.repository, facts.digest),
-                },
-            },
-        },
-    });
-    scrub(statement)
+    resolved
 }
 
 /// An input's digest as the key uses it, named by what it covers.

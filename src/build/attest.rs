@@ -117,9 +117,27 @@ pub async fn publish<E: Engine, R: Manifests>(
     if let Some(dir) = &a.dir {
         write(dir, &documents, reporter)?;
     }
-    let Some((registry, digest)) = target else {
-        return Ok(());
-    };
+    match target {
+        Some((registry, digest)) => {
+            let documents = documents
+                .into_iter()
+                .filter(|(k, _)| missing.contains(k))
+                .collect();
+            attach_to(registry, opts, digest, documents, &facts.date(), reporter).await
+        }
+        None => Ok(()),
+    }
+}
+
+/// Attach `documents` as referrers of the result's manifest (`digest`).
+async fn attach_to<R: Manifests>(
+    registry: &R,
+    opts: &Options,
+    digest: &str,
+    documents: Vec<(Kind, Vec<u8>)>,
+    date: &str,
+    reporter: &dyn Reporter,
+) -> Result<()> {
     let subject_manifest = registry
         .manifest(digest)
         .await?
@@ -128,11 +146,7 @@ pub async fn publish<E: Engine, R: Manifests>(
             action: format!("attaching documents to {}", subject(opts, digest)),
             source: "the registry no longer has the result's manifest".into(),
         })?;
-    let to_attach: Vec<(Kind, Vec<u8>)> = documents
-        .into_iter()
-        .filter(|(k, _)| missing.contains(k))
-        .collect();
-    for done in attach::attach(registry, &subject_manifest, &to_attach, &facts.date()).await? {
+    for done in attach::attach(registry, &subject_manifest, &documents, date).await? {
         reporter.event(Event::Attestation {
             kind: done.kind.name(),
             subject: &subject(opts, digest),
