@@ -173,22 +173,8 @@ pub async fn run(
             signal = cancel.cancelled() => return interrupted(signal),
         },
     };
-    let engine = match connected {
-        Some(Ok(engine)) => engine,
-        Some(Err(e @ Error::EngineUnreachable { .. })) if args.builder == Builder::Engine => {
-            return Err(e)
-        }
-        Some(Err(e @ Error::EngineUnreachable { .. })) => {
-            if args.builder == Builder::Auto {
-                tracing::warn!("{e}; building directly, with no container (--builder auto)");
-            }
-            let report = tokio::select! {
-                r = engineless(args, settings, (&root.dir, scratch.path()), &set, None, reporter) => r,
-                signal = cancel.cancelled() => return interrupted(signal),
-            };
-            return finish(args, report);
-        }
-        Some(Err(e)) => return Err(e),
+    let engine = match with_engine(args.builder, connected)? {
+        Some(engine) => engine,
         None => {
             let report = tokio::select! {
                 r = engineless(args, settings, (&root.dir, scratch.path()), &set, output.clone(), reporter) => r,
@@ -223,6 +209,24 @@ pub async fn run(
     drop(set);
     drop(scratch);
     finish(args, outcome)
+}
+
+/// The engine the build runs on, or none (direct mode with no engine):
+/// `connected` is `None` when none was asked (`--output`). An engine that
+/// does not answer fails `--builder engine`; `auto` says it builds directly.
+fn with_engine<E>(builder: Builder, connected: Option<Result<E>>) -> Result<Option<E>> {
+    match connected {
+        Some(Ok(engine)) => Ok(Some(engine)),
+        Some(Err(e @ Error::EngineUnreachable { .. })) if builder == Builder::Engine => Err(e),
+        Some(Err(e @ Error::EngineUnreachable { .. })) => {
+            if builder == Builder::Auto {
+                tracing::warn!("{e}; building directly, with no container (--builder auto)");
+            }
+            Ok(None)
+        }
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
 }
 
 /// `--report`, then the report for the binary to print.
@@ -434,6 +438,45 @@ fn is_content_tag(tag: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn auto_builds_directly_only_when_the_engine_does_not_answer() {
+        let unreachable = || -> Result<u8> {
+            Err(Error::EngineUnreachable {
+                endpoint: "unix:///nowhere".into(),
+                source: "connection refused".into(),
+                hint: String::new(),
+            })
+        };
+        // auto: the engine when it answers, else no engine (direct mode).
+        assert_eq!(with_engine(Builder::Auto, Some(Ok(7u8))).unwrap(), Some(7));
+        assert_eq!(
+            with_engine(Builder::Auto, Some(unreachable())).unwrap(),
+            None
+        );
+        // direct: an engine that answers still gets the layers loaded.
+        assert_eq!(
+            with_engine(Builder::Direct, Some(Ok(7u8))).unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            with_engine(Builder::Direct, Some(unreachable())).unwrap(),
+            None
+        );
+        // engine: no engine is the error.
+        assert!(matches!(
+            with_engine(Builder::Engine, Some(unreachable())),
+            Err(Error::EngineUnreachable { .. })
+        ));
+        // --output asks no engine.
+        assert_eq!(with_engine::<u8>(Builder::Direct, None).unwrap(), None);
+        // Another failure (a bad DOCKER_HOST) is never read as "no engine".
+        let other = Err(Error::Usage {
+            message: "m".into(),
+            hint: "h".into(),
+        });
+        assert!(with_engine::<u8>(Builder::Auto, Some(other)).is_err());
+    }
     use super::*;
 
     #[test]

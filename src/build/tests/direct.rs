@@ -367,3 +367,39 @@ async fn a_direct_record_lists_each_distribution_and_the_sbom_names_them() {
     assert!(spdx.contains("tabulate"), "{spdx}");
     assert!(spdx.contains("app-1.0-py3-none-any.whl"), "{spdx}");
 }
+
+#[tokio::test]
+async fn with_no_engine_and_no_push_the_result_is_written_as_an_oci_layout() {
+    let n = no_engine();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("image");
+    let mut o = n.opts();
+    o.push = false;
+    o.output = Some(engineless::Output::Oci(dir.clone()));
+    let r = n
+        .build(&o, &n.set(REQS, "x = 1\n"), &Recorder::default())
+        .await
+        .unwrap();
+    assert_eq!(r.digest, None);
+    assert!(n.results.writes().is_empty(), "nothing pushed");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(m)).unwrap()).unwrap();
+    // The config is the result's; every layer (the base's too) is there.
+    assert_eq!(manifest["config"]["digest"].as_str(), r.image_id.as_deref());
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "the base's layer and the two produced");
+    for l in layers {
+        let path = blob(l["digest"].as_str().unwrap());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            l["size"].as_u64().unwrap()
+        );
+    }
+}
