@@ -167,6 +167,8 @@ pub struct Built {
     /// The interpreter version that compiled the direct image's .pyc.
     pub compiled_by: Option<String>,
     pub base_python: String,
+    /// The direct image's record (its top layer's).
+    pub direct_record: Option<prebuilder::record::Record>,
     _repo: TestRepo,
 }
 
@@ -330,7 +332,45 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
         direct,
         compiled_by,
         base_python: index.python.version.clone(),
+        direct_record: parent,
         _repo: repo,
+    }
+}
+
+/// The records' `distributions` (what the SBOM lists) agree on everything
+/// a layer installed: version, layer, and the staged file with its digest.
+fn assert_same_distributions(b: &Built) {
+    let o = python_in(
+        &b.engine,
+        "print(open('/opt/apache/beam/prebuilder-record.json').read())",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let engine = prebuilder::record::Record::parse(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let theirs = engine
+        .distributions
+        .expect("the engine's record lists distributions");
+    let ours = b
+        .direct_record
+        .as_ref()
+        .and_then(|r| r.distributions.clone())
+        .expect("the direct record lists distributions");
+    let fact = |d: &prebuilder::record::Distribution| {
+        (
+            d.version.clone(),
+            d.layer.clone(),
+            d.artifact
+                .as_ref()
+                .map(|a| (a.name.clone(), a.digest.clone())),
+        )
+    };
+    for (key, d) in theirs
+        .iter()
+        .filter(|(_, d)| d.layer != prebuilder::record::IN_BASE)
+    {
+        let mine = ours
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in the direct record"));
+        assert_eq!(fact(mine), fact(d), "{key}");
     }
 }
 
@@ -434,6 +474,7 @@ pub fn assert_equivalent(b: &Built, own: &[&str]) {
             .join("\n")
     );
     assert_eq!(e["freeze"], d["freeze"], "pip freeze --all");
+    assert_same_distributions(b);
     assert_eq!(
         e["check"][0], 0,
         "pip check in the engine image: {}",
