@@ -133,38 +133,11 @@ pub async fn run(
         ),
         source,
     })?;
-    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(&root.dir)));
-    if let Some(reason) = &cache.ignored {
-        tracing::debug!("digest cache not used: {reason}");
-    }
-    let staging = std::time::Instant::now();
     let set = tokio::select! {
-        r = stage(args, scratch.path(), cache.clone()) => r?,
+        r = stage_remembered(args, &root.dir, scratch.path()) => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let stats = cache.stats();
-    tracing::debug!(
-        "staged in {:.3} s: {} digest(s) remembered, {} file(s) read ({} bytes)",
-        staging.elapsed().as_secs_f64(),
-        stats.remembered,
-        stats.read,
-        stats.read_bytes
-    );
-    // A cache: failing to write it costs the next run a rehash, nothing more.
-    if let Err(e) = cache.save() {
-        tracing::debug!("digest cache not saved: {e}");
-    }
-    let output = match &args.output {
-        Some(o) => Some(Output::parse(o)?),
-        None => None,
-    };
-    if output.is_some() && args.builder == Builder::Engine {
-        return Err(Error::Usage {
-            message: "--output writes what direct mode builds".into(),
-            hint: "add --builder direct (or auto), or keep the engine's image and `docker save` it"
-                .into(),
-        });
-    }
+    let output = output(args)?;
     let connected = match output {
         // --output: no engine is asked (the result goes to the file).
         Some(_) => None,
@@ -209,6 +182,45 @@ pub async fn run(
     drop(set);
     drop(scratch);
     finish(args, outcome)
+}
+
+/// Stage the inputs, with the digests remembered under the state `root`.
+async fn stage_remembered(args: &BuildArgs, root: &Path, scratch: &Path) -> Result<StagedSet> {
+    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(root)));
+    if let Some(reason) = &cache.ignored {
+        tracing::debug!("digest cache not used: {reason}");
+    }
+    let staging = std::time::Instant::now();
+    let set = stage(args, scratch, cache.clone()).await?;
+    let stats = cache.stats();
+    tracing::debug!(
+        "staged in {:.3} s: {} digest(s) remembered, {} file(s) read ({} bytes)",
+        staging.elapsed().as_secs_f64(),
+        stats.remembered,
+        stats.read,
+        stats.read_bytes
+    );
+    // A cache: failing to write it costs the next run a rehash, nothing more.
+    if let Err(e) = cache.save() {
+        tracing::debug!("digest cache not saved: {e}");
+    }
+    Ok(set)
+}
+
+/// `--output`, parsed; it writes what direct mode builds only.
+fn output(args: &BuildArgs) -> Result<Option<Output>> {
+    let output = match &args.output {
+        Some(o) => Some(Output::parse(o)?),
+        None => None,
+    };
+    if output.is_some() && args.builder == Builder::Engine {
+        return Err(Error::Usage {
+            message: "--output writes what direct mode builds".into(),
+            hint: "add --builder direct (or auto), or keep the engine's image and `docker save` it"
+                .into(),
+        });
+    }
+    Ok(output)
 }
 
 /// The engine the build runs on, or none (direct mode with no engine):
