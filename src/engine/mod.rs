@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod fake;
 pub mod ops;
 pub mod podman;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -221,4 +222,10 @@ pub trait Engine {
     async fn remove_leftovers(&self) -> usize;
     /// How messages name this engine (see [`crate::error::Error::named`]).
     fn name(&self) -> crate::error::EngineName;
+    /// The images of a build with no engine ([`store::Store`]): `None` for
+    /// every real engine. Where the build differs without one (a
+    /// registry's layer fetched, the base to produce on, publishing) it asks.
+    fn store(&self) -> Option<&store::Store> {
+        None
+    }
 }
