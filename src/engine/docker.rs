@@ -181,6 +181,7 @@ impl DockerEngine {
                     .iter()
                     .map(|d| layers.get(d).cloned())
                     .collect::<Option<Vec<_>>>()
+                    .map(Some)
                     .ok_or_else(|| {
                         std::io::Error::other(
                             "the blobs the engine holds for the layers below are not known",

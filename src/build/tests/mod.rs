@@ -98,6 +98,8 @@ impl World {
             attestations: attest::Attestations::off(),
             builder: super::Builder::Engine,
             launch_python: "python3".into(),
+            split: Some(crate::image::split::Rule::default()),
+            output: None,
         }
     }
 
@@ -144,6 +146,7 @@ mod attestations;
 mod boot;
 mod cache;
 mod checks;
+mod direct;
 mod failures;
 mod flink;
 mod image_stores;
