@@ -164,6 +164,7 @@ mod tests {
             seconds: 1.0,
             builder: "engine".into(),
             flink: None,
+            platforms: Vec::new(),
         }
     }
 

@@ -987,5 +987,6 @@ fn report(
         tags,
         seconds: super::round(started.elapsed().as_secs_f64()),
         flink: None,
+        platforms: Vec::new(),
     }
 }

@@ -2,6 +2,7 @@
 //! over to `crate::build`; the binary prints the report.
 
 use crate::build::engineless::Output;
+use crate::build::platform::Platform;
 use crate::build::{self, Builder, Remote};
 use crate::cancel::Cancel;
 use std::collections::HashMap;
@@ -44,6 +45,17 @@ pub async fn stage(
     temp: &Path,
     cache: std::sync::Arc<DigestCache>,
 ) -> Result<StagedSet> {
+    stage_with_cache(args, args.requirements_caches().0, temp, cache).await
+}
+
+/// [`stage`] with `requirements_cache` as the requirements cache (one
+/// platform's `--requirements-cache PLATFORM=DIR`).
+async fn stage_with_cache(
+    args: &BuildArgs,
+    requirements_cache: Option<PathBuf>,
+    temp: &Path,
+    cache: std::sync::Arc<DigestCache>,
+) -> Result<StagedSet> {
     if let Some((flags, conf)) = flink_inputs(args) {
         return tokio::task::spawn_blocking(move || {
             flink::stage_with(flags, conf.as_deref(), &cache)
@@ -61,7 +73,7 @@ pub async fn stage(
     let context = args.context.clone();
     let inputs = Inputs {
         requirements_file: args.requirements_file.clone(),
-        requirements_cache: args.requirements_cache.clone(),
+        requirements_cache,
         extra_packages: args.extra_package.clone(),
         setup_file: args.setup_file.clone(),
         sdk_location: args.sdk_location.clone(),
@@ -203,10 +215,29 @@ pub async fn run(
         scratch.path(),
     )?;
     let phases = build::phase::Phases::new(reporter);
+    let platform_sets = match &args.platform {
+        Some(list) => {
+            let platforms = Platform::parse_list(list)?;
+            let staged = tokio::select! {
+                r = stage_platforms(args, &platforms, scratch.path(), cache.clone()) => r?,
+                signal = cancel.cancelled() => return interrupted(signal),
+            };
+            Some((platforms, staged))
+        }
+        None => None,
+    };
     let outcome = tokio::select! {
         r = async {
             ops::sweep_orphans(&engine).await;
-            build::run(&engine, &opts, &set, || remote(args, settings), &phases).await
+            match &platform_sets {
+                Some((platforms, staged)) => {
+                    let jobs = platform_jobs(platforms, staged, &set);
+                    let base = base_registry(&args.base, &settings.docker_config_dir());
+                    let remote = || remote(args, settings);
+                    build::platform::run(&engine, &opts, &jobs, base.as_ref(), &remote, &phases).await
+                }
+                None => build::run(&engine, &opts, &set, || remote(args, settings), &phases).await,
+            }
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
@@ -222,6 +253,60 @@ pub async fn run(
     drop(set);
     drop(scratch);
     finish(args, outcome)
+}
+
+/// Each platform's own staged set, for those a `--requirements-cache
+/// PLATFORM=DIR` names (the others use the set staged with the plain one).
+async fn stage_platforms(
+    args: &BuildArgs,
+    platforms: &[Platform],
+    temp: &Path,
+    cache: std::sync::Arc<DigestCache>,
+) -> Result<Vec<Option<StagedSet>>> {
+    let (_, per_platform) = args.requirements_caches();
+    for (name, dir) in &per_platform {
+        let p = Platform::parse(name)?;
+        if !platforms.contains(&p) {
+            return Err(Error::Usage {
+                message: format!(
+                    "--requirements-cache {name}={} names a platform --platform does not build",
+                    dir.display()
+                ),
+                hint: "add it to --platform, or drop that --requirements-cache".into(),
+            });
+        }
+    }
+    let mut sets = Vec::new();
+    for p in platforms {
+        let dir = per_platform
+            .iter()
+            .find(|(name, _)| Platform::parse(name).ok().as_ref() == Some(p))
+            .map(|(_, dir)| dir.clone());
+        sets.push(match dir {
+            Some(dir) => {
+                let temp = temp.join(p.name().replace('/', "-"));
+                std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+                Some(stage_with_cache(args, Some(dir), &temp, cache.clone()).await?)
+            }
+            None => None,
+        });
+    }
+    Ok(sets)
+}
+
+fn platform_jobs<'a>(
+    platforms: &[Platform],
+    staged: &'a [Option<StagedSet>],
+    set: &'a StagedSet,
+) -> Vec<build::platform::Job<'a>> {
+    platforms
+        .iter()
+        .zip(staged)
+        .map(|(p, s)| build::platform::Job {
+            platform: p.clone(),
+            set: s.as_ref().unwrap_or(set),
+        })
+        .collect()
 }
 
 /// `--report`, then the report for the binary to print.
@@ -333,6 +418,7 @@ pub fn options(
             .launch_python
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("python3")),
+        platform: None,
     })
 }
 

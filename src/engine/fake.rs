@@ -310,6 +310,7 @@ impl FakeEngine {
             role: "setup".into(),
             network: super::Network::None,
             volume: None,
+            platform: None,
         };
         let labels = labels
             .iter()

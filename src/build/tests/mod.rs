@@ -98,6 +98,7 @@ impl World {
             attestations: attest::Attestations::off(),
             builder: super::Builder::Engine,
             launch_python: "python3".into(),
+            platform: None,
         }
     }
 
