@@ -325,36 +325,41 @@ async fn config_platform<R: Manifests>(
 /// A static ELF executable that exits 0 at once: the probe container's
 /// whole filesystem. `None` for a machine prebuilder has no probe for.
 fn probe_binary(platform: &Platform) -> Option<Vec<u8>> {
-    let (machine, code): (u16, &[u8]) = match platform.architecture.as_str() {
+    let (machine, big_endian, code): (u16, bool, &[u8]) = match platform.architecture.as_str() {
         // xor edi, edi; mov eax, 60 (exit); syscall
-        "amd64" => (62, &[0x31, 0xff, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]),
+        "amd64" => (62, false, &[0x31, 0xff, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]),
         // mov x0, #0; mov x8, #93 (exit); svc #0
         "arm64" => (
             183,
-            &[
-                0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
-            ],
+            false,
+            &[0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4],
         ),
+        // lghi %r2, 0; svc 1 (exit)
+        "s390x" => (22, true, &[0xa7, 0x29, 0x00, 0x00, 0x0a, 0x01]),
         _ => return None,
     };
     const BASE: u64 = 0x40_0000;
     let size = (64 + 56 + code.len()) as u64;
     let mut elf = Vec::with_capacity(size as usize);
-    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&machine.to_le_bytes());
-    elf.extend_from_slice(&1u32.to_le_bytes());
-    elf.extend_from_slice(&(BASE + 120).to_le_bytes()); // entry
-    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers
-    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
-    elf.extend_from_slice(&0u32.to_le_bytes());
+    let data = if big_endian { 2 } else { 1 };
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, data, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let u16s = |v: u16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+    let u32s = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+    let u64s = |v: u64| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+    elf.extend_from_slice(&u16s(2)); // ET_EXEC
+    elf.extend_from_slice(&u16s(machine));
+    elf.extend_from_slice(&u32s(1));
+    elf.extend_from_slice(&u64s(BASE + 120)); // entry
+    elf.extend_from_slice(&u64s(64)); // program headers
+    elf.extend_from_slice(&u64s(0)); // no section headers
+    elf.extend_from_slice(&u32s(0));
     for v in [64u16, 56, 1, 64, 0, 0] {
-        elf.extend_from_slice(&v.to_le_bytes());
+        elf.extend_from_slice(&u16s(v));
     }
-    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    elf.extend_from_slice(&u32s(1)); // PT_LOAD
+    elf.extend_from_slice(&u32s(5)); // R+X
     for v in [0, BASE, BASE, size, size, 0x1000] {
-        elf.extend_from_slice(&v.to_le_bytes());
+        elf.extend_from_slice(&u64s(v));
     }
     elf.extend_from_slice(code);
     Some(elf)
@@ -490,13 +495,13 @@ pub async fn run<E: Engine, R: Manifests>(
     for job in jobs {
         check_set(job.set, &job.platform)?;
     }
+    for p in &platforms {
+        probe(engine, p, &opts.scratch_dir).await?;
+    }
     let bases = match base_registry {
         Some(r) => bases(r, &opts.base, &platforms, &opts.scratch_dir).await?,
         None => local_base(engine, opts, &platforms).await?,
     };
-    for p in &platforms {
-        probe(engine, p, &opts.scratch_dir).await?;
-    }
     let mut reports = Vec::new();
     for (job, base) in jobs.iter().zip(&bases) {
         let mut o = opts.clone();

@@ -242,7 +242,15 @@ fn the_probe_binary_exits_zero_on_its_platform() {
         let status = std::process::Command::new(&bin).status().unwrap();
         assert!(status.success(), "{}: {status}", p.name());
     }
-    assert!(probe_binary(&Platform::parse("linux/s390x").unwrap()).is_none());
+    // s390x (big-endian) through qemu directly, whatever binfmt_misc holds.
+    let s390x = Platform::parse("linux/s390x").unwrap();
+    let bin = dir.path().join("s390x");
+    std::fs::write(&bin, probe_binary(&s390x).unwrap()).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Ok(status) = std::process::Command::new("qemu-s390x-static").arg(&bin).status() {
+        assert!(status.success(), "s390x: {status}");
+    }
+    assert!(probe_binary(&Platform::parse("linux/riscv64").unwrap()).is_none());
 }
 
 #[tokio::test]
@@ -337,3 +345,4 @@ async fn the_index_names_each_platform_s_manifest_and_its_tag_follows_them() {
     .unwrap();
     assert_ne!(tag, tag2);
 }
+
