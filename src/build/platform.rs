@@ -332,7 +332,9 @@ fn probe_binary(platform: &Platform) -> Option<Vec<u8>> {
         "arm64" => (
             183,
             false,
-            &[0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4],
+            &[
+                0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
+            ],
         ),
         // lghi %r2, 0; svc 1 (exit)
         "s390x" => (22, true, &[0xa7, 0x29, 0x00, 0x00, 0x0a, 0x01]),
@@ -342,10 +344,30 @@ fn probe_binary(platform: &Platform) -> Option<Vec<u8>> {
     let size = (64 + 56 + code.len()) as u64;
     let mut elf = Vec::with_capacity(size as usize);
     let data = if big_endian { 2 } else { 1 };
-    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, data, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    let u16s = |v: u16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
-    let u32s = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
-    let u64s = |v: u64| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+    elf.extend_from_slice(&[
+        0x7f, b'E', b'L', b'F', 2, data, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let u16s = |v: u16| {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let u32s = |v: u32| {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let u64s = |v: u64| {
+        if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
     elf.extend_from_slice(&u16s(2)); // ET_EXEC
     elf.extend_from_slice(&u16s(machine));
     elf.extend_from_slice(&u32s(1));

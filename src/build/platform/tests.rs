@@ -247,7 +247,10 @@ fn the_probe_binary_exits_zero_on_its_platform() {
     let bin = dir.path().join("s390x");
     std::fs::write(&bin, probe_binary(&s390x).unwrap()).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    if let Ok(status) = std::process::Command::new("qemu-s390x-static").arg(&bin).status() {
+    if let Ok(status) = std::process::Command::new("qemu-s390x-static")
+        .arg(&bin)
+        .status()
+    {
         assert!(status.success(), "s390x: {status}");
     }
     assert!(probe_binary(&Platform::parse("linux/riscv64").unwrap()).is_none());
@@ -345,4 +348,3 @@ async fn the_index_names_each_platform_s_manifest_and_its_tag_follows_them() {
     .unwrap();
     assert_ne!(tag, tag2);
 }
-
