@@ -533,7 +533,9 @@ pub async fn run<E: Engine, R: Manifests>(
             // The extra tags name the index, put after every platform is pushed.
             o.tags.clear();
         }
-        reports.push(super::run(engine, &o, job.set, remote, reporter).await?);
+        let report = super::run(engine, &o, job.set, remote, reporter).await?;
+        check_architecture(engine, &job.platform, &report).await?;
+        reports.push(report);
     }
     if reports.len() == 1 {
         return Ok(reports.remove(0));
@@ -554,6 +556,29 @@ pub async fn run<E: Engine, R: Manifests>(
         (&tag, &index.digest),
         started,
     ))
+}
+
+/// Every layer image of `report` on the engine records `platform`'s
+/// architecture in its config (Docker 20.10's commit records the host's).
+pub async fn check_architecture<E: Engine>(
+    engine: &E,
+    platform: &Platform,
+    report: &Report,
+) -> Result<()> {
+    for layer in report.layers.iter().filter(|l| !l.image_id.is_empty()) {
+        let Some(info) = engine.inspect(&layer.image_id).await? else {
+            continue;
+        };
+        if !platform.matches(&info.os, &info.architecture, None) {
+            return Err(Error::PlatformRefused {
+                platform: platform.name(),
+                input: format!("layer {} ({})", layer.name, layer.image_id),
+                reason: format!("the engine recorded it as {}/{}", info.os, info.architecture),
+                hint: "leave PREBUILDER_COMMIT unset (a commit records the engine's own architecture), and report it with `docker version`".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The base on the engine, when its registry cannot be read: it serves a

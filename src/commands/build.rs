@@ -215,29 +215,10 @@ pub async fn run(
         scratch.path(),
     )?;
     let phases = build::phase::Phases::new(reporter);
-    let platform_sets = match &args.platform {
-        Some(list) => {
-            let platforms = Platform::parse_list(list)?;
-            let staged = tokio::select! {
-                r = stage_platforms(args, &platforms, scratch.path(), cache.clone()) => r?,
-                signal = cancel.cancelled() => return interrupted(signal),
-            };
-            Some((platforms, staged))
-        }
-        None => None,
-    };
     let outcome = tokio::select! {
         r = async {
             ops::sweep_orphans(&engine).await;
-            match &platform_sets {
-                Some((platforms, staged)) => {
-                    let jobs = platform_jobs(platforms, staged, &set);
-                    let base = base_registry(&args.base, &settings.docker_config_dir());
-                    let remote = || remote(args, settings);
-                    build::platform::run(&engine, &opts, &jobs, base.as_ref(), &remote, &phases).await
-                }
-                None => build::run(&engine, &opts, &set, || remote(args, settings), &phases).await,
-            }
+            on_engine(&engine, (args, settings), (&opts, &set), (scratch.path(), cache.clone()), &phases).await
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
@@ -253,6 +234,26 @@ pub async fn run(
     drop(set);
     drop(scratch);
     finish(args, outcome)
+}
+
+/// The build on `engine`: one, or with `--platform` one per platform (each
+/// platform's set staged first when it has its own requirements cache).
+async fn on_engine(
+    engine: &DockerEngine,
+    (args, settings): (&BuildArgs, &Settings),
+    (opts, set): (&build::Options, &StagedSet),
+    (scratch, cache): (&Path, std::sync::Arc<DigestCache>),
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let Some(list) = &args.platform else {
+        return build::run(engine, opts, set, || remote(args, settings), reporter).await;
+    };
+    let platforms = Platform::parse_list(list)?;
+    let staged = stage_platforms(args, &platforms, scratch, cache).await?;
+    let jobs = platform_jobs(&platforms, &staged, set);
+    let base = base_registry(&args.base, &settings.docker_config_dir());
+    let remote = || remote(args, settings);
+    build::platform::run(engine, opts, &jobs, base.as_ref(), &remote, reporter).await
 }
 
 /// Each platform's own staged set, for those a `--requirements-cache

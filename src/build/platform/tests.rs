@@ -348,3 +348,43 @@ async fn the_index_names_each_platform_s_manifest_and_its_tag_follows_them() {
     .unwrap();
     assert_ne!(tag, tag2);
 }
+
+#[tokio::test]
+async fn a_layer_recorded_for_another_architecture_is_refused() {
+    let engine = FakeEngine::new();
+    let id = engine.add_base("beam:arm");
+    let mut report = crate::report::Report {
+        image: String::new(),
+        image_id: None,
+        digest: None,
+        sdk_container_image: String::new(),
+        cached: false,
+        layers: vec![LayerReport {
+            name: "dependencies".into(),
+            cache: CacheOutcome::Miss,
+            seconds: 1.0,
+            image_id: id,
+        }],
+        base: crate::report::BaseReport {
+            reference: String::new(),
+            id: String::new(),
+        },
+        tags: Vec::new(),
+        seconds: 0.0,
+        builder: String::new(),
+        flink: None,
+        platforms: Vec::new(),
+    };
+    // The fake's images are amd64.
+    check_architecture(&engine, &amd64(), &report)
+        .await
+        .unwrap();
+    let e = check_architecture(&engine, &arm64(), &report)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("recorded it as linux/amd64"), "{e}");
+    report.layers[0].image_id = String::new();
+    check_architecture(&engine, &arm64(), &report)
+        .await
+        .unwrap();
+}

@@ -149,6 +149,7 @@ mod failures;
 mod flink;
 mod layers;
 mod no_cache_push;
+mod platform;
 mod push;
 mod push_progress;
 mod registry;
