@@ -140,6 +140,39 @@ fn runs_as(image: &str, platform: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().replace('\n', " ")
 }
 
+/// Every reference of `repo` on the engine (tags and `repo@digest` of
+/// digest-only pulls) removed by name, never by id: the bases pulled here
+/// share their ids with the fixture images, which must stay.
+fn forget_references(repo: &str) {
+    let list = docker_ok(&[
+        "images",
+        "--digests",
+        repo,
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
+    ]);
+    // Two passes: a layer with a child still on the engine goes in the second.
+    for _ in 0..2 {
+        for reference in list.split_whitespace() {
+            if !reference.ends_with(":<none>") && !reference.ends_with("@<none>") {
+                let _ = docker(&["rmi", reference]);
+            }
+        }
+    }
+}
+
+/// Every local reference of these repositories removed when the test ends,
+/// passed or not.
+struct Forget(Vec<String>);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        for repo in &self.0 {
+            forget_references(repo);
+        }
+    }
+}
+
 fn platform_layers(report: &serde_json::Value, platform: &str) -> Vec<(String, String)> {
     report["platforms"]
         .as_array()
@@ -164,7 +197,10 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
     let registry = TestRegistry::start(None);
     let base = publish_index(&registry, &format!("2.77.0-{}", std::process::id()));
     let repository = format!("{}/platform/result", registry.addr);
-    let _cleanup = TestRepo::new(&repository);
+    let _cleanup = Forget(vec![
+        repository.clone(),
+        format!("{}/platform/base", registry.addr),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("pipeline");
     copy_tree(&repo().join("demo/pipeline"), &project);
@@ -261,6 +297,30 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
             format!("{machine} 2.2.6 changed")
         );
     }
+
+    // A fresh runner (nothing of the result or the bases on its engine): the
+    // whole index is a registry hit, and nothing is pulled for any platform.
+    forget_references(&repository);
+    forget_references(&format!("{}/platform/base", registry.addr));
+    let o = launch.clone().args(["--progress", "json"]).run();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let fresh = json(&o);
+    assert_eq!(fresh["digest"], changed["digest"]);
+    assert_eq!(fresh["cached"], true);
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let layers = platform_layers(&fresh, platform);
+        assert!(
+            layers.iter().all(|(_, c)| c == "registry"),
+            "{platform}: {layers:?}"
+        );
+    }
+    let seen = events(&o);
+    let nothing = seen
+        .iter()
+        .filter(|e| e["event"] == "nothing_pulled")
+        .count();
+    assert_eq!(nothing, 2, "one per platform: {seen:?}");
+    assert!(!seen.iter().any(|e| e["event"] == "pulling"), "{seen:?}");
 }
 
 /// A base with one arm64 image and no layers (its config and manifest put

@@ -34,6 +34,12 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     for l in &args.labels {
         crate::labels::parse(l)?;
     }
+    if let Some(list) = &args.platform {
+        Platform::parse_list(list)?;
+    }
+    for (name, _) in args.requirements_caches().1 {
+        Platform::parse(&name)?;
+    }
     Ok(())
 }
 
