@@ -520,9 +520,12 @@ pub async fn run<E: Engine, R: Manifests>(
     for p in &platforms {
         probe(engine, p, &opts.scratch_dir).await?;
     }
-    let bases = match base_registry {
-        Some(r) => bases(r, &opts.base, &platforms, &opts.scratch_dir).await?,
-        None => local_base(engine, opts, &platforms).await?,
+    // One platform the engine's copy of the base is for: that image, as
+    // without --platform; else each platform's image in the base's registry.
+    let bases = match (local_base(engine, opts, &platforms).await, base_registry) {
+        (Ok(local), _) => local,
+        (Err(_), Some(r)) => bases(r, &opts.base, &platforms, &opts.scratch_dir).await?,
+        (Err(e), None) => return Err(e),
     };
     let mut reports = Vec::new();
     for (job, base) in jobs.iter().zip(&bases) {
@@ -581,8 +584,8 @@ pub async fn check_architecture<E: Engine>(
     Ok(())
 }
 
-/// The base on the engine, when its registry cannot be read: it serves a
-/// single platform that its config names.
+/// The base on the engine: it serves a single platform, the one its config
+/// names.
 async fn local_base<E: Engine>(
     engine: &E,
     opts: &Options,

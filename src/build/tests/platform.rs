@@ -165,3 +165,42 @@ async fn two_platforms_without_push_are_refused_before_any_container() {
     assert!(e.to_string().contains("image index"), "{e}");
     assert!(w.engine.created().is_empty());
 }
+
+#[tokio::test]
+async fn one_platform_the_engine_s_base_is_for_needs_no_registry() {
+    let w = world();
+    w.engine.add_base("local/beam-arm:1");
+    w.engine.set_architecture("local/beam-arm:1", "arm64");
+    let mut opts = w.opts();
+    opts.base = "local/beam-arm:1".into();
+    let set = w.set("app");
+    let arm = Platform::parse_list("linux/arm64").unwrap();
+    let jobs = [Job {
+        platform: arm[0].clone(),
+        set: &set,
+    }];
+    let remote = || Ok(None::<Remote<Arc<FakeRegistry>>>);
+    let r = platform::run(&w.engine, &opts, &jobs, None, &remote, &Silent)
+        .await
+        .unwrap();
+    assert_eq!(r.base.reference, "local/beam-arm:1");
+    let setups: Vec<_> = w
+        .engine
+        .created()
+        .into_iter()
+        .filter(|c| c.role == "setup")
+        .collect();
+    assert!(setups
+        .iter()
+        .all(|c| c.platform.as_deref() == Some("linux/arm64")));
+    // The engine's copy is arm64: amd64 is refused, naming what it is.
+    let amd = Platform::parse_list("linux/amd64").unwrap();
+    let jobs = [Job {
+        platform: amd[0].clone(),
+        set: &set,
+    }];
+    let e = platform::run(&w.engine, &opts, &jobs, None, &remote, &Silent)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("linux/arm64"), "{e}");
+}
