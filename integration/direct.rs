@@ -167,6 +167,8 @@ pub struct Built {
     /// The interpreter version that compiled the direct image's .pyc.
     pub compiled_by: Option<String>,
     pub base_python: String,
+    /// The direct image's record (its top layer's).
+    pub direct_record: Option<prebuilder::record::Record>,
     _repo: TestRepo,
 }
 
@@ -273,12 +275,14 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
     let plan = prebuilder::plan::plan(&set, &base_id).unwrap();
     let mut lower = index.clone();
     let mut lower_inputs = BTreeMap::new();
+    let mut parent: Option<prebuilder::record::Record> = None;
     let mut layers = Vec::new();
     let mut compiled_by = None;
     let work = tempfile::tempdir().unwrap();
     for (i, l) in plan.layers.iter().enumerate() {
         let scratch = work.path().join(format!("layer{i}"));
         std::fs::create_dir_all(&scratch).unwrap();
+        let staged: Vec<_> = l.artifacts.iter().map(|a| (*a).clone()).collect();
         let spec = Spec {
             name: l.name.as_str(),
             key: &l.key,
@@ -299,6 +303,8 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
             base_id: &base_id,
             boot_from: None,
             epoch,
+            staged: &staged,
+            parent: parent.as_ref(),
         };
         let p = layer::produce(
             &lower,
@@ -315,6 +321,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
         }
         compiled_by = p.compiled_by.as_ref().map(|c| c.version.clone());
         lower_inputs = p.record.inputs.clone();
+        parent = Some(p.record.clone());
         lower = p.installed;
         layers.push(p.layer);
     }
@@ -325,7 +332,45 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
         direct,
         compiled_by,
         base_python: index.python.version.clone(),
+        direct_record: parent,
         _repo: repo,
+    }
+}
+
+/// The records' `distributions` (what the SBOM lists) agree on everything
+/// a layer installed: version, layer, and the staged file with its digest.
+fn assert_same_distributions(b: &Built) {
+    let o = python_in(
+        &b.engine,
+        "print(open('/opt/apache/beam/prebuilder-record.json').read())",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let engine = prebuilder::record::Record::parse(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let theirs = engine
+        .distributions
+        .expect("the engine's record lists distributions");
+    let ours = b
+        .direct_record
+        .as_ref()
+        .and_then(|r| r.distributions.clone())
+        .expect("the direct record lists distributions");
+    let fact = |d: &prebuilder::record::Distribution| {
+        (
+            d.version.clone(),
+            d.layer.clone(),
+            d.artifact
+                .as_ref()
+                .map(|a| (a.name.clone(), a.digest.clone())),
+        )
+    };
+    for (key, d) in theirs
+        .iter()
+        .filter(|(_, d)| d.layer != prebuilder::record::IN_BASE)
+    {
+        let mine = ours
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in the direct record"));
+        assert_eq!(fact(mine), fact(d), "{key}");
     }
 }
 
@@ -429,6 +474,7 @@ pub fn assert_equivalent(b: &Built, own: &[&str]) {
             .join("\n")
     );
     assert_eq!(e["freeze"], d["freeze"], "pip freeze --all");
+    assert_same_distributions(b);
     assert_eq!(
         e["check"][0], 0,
         "pip check in the engine image: {}",

@@ -22,3 +22,4 @@ mod pull;
 mod registry;
 mod reproducible;
 mod robustness;
+mod split;

@@ -155,6 +155,7 @@ mod tests {
                 cache: CacheOutcome::Miss,
                 seconds: 1.0,
                 image_id: "sha256:dep".into(),
+                parts: Vec::new(),
             }],
             base: BaseReport {
                 reference: "base:1".into(),

@@ -24,6 +24,18 @@ pub struct LayerReport {
     /// across code changes.
     #[serde(default)]
     pub image_id: String,
+    /// The layers the dependency layer's image was split into
+    /// (`crate::image::split`), bottom up; empty when it is one layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartReport>,
+}
+
+/// One layer of a split dependency layer: the distribution it holds (or
+/// `N distributions` for the group, `the rest` for the top) and its diff id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartReport {
+    pub name: String,
+    pub diff_id: String,
 }
 
 /// A PyFlink build's baked paths: what to launch the job with.
@@ -196,12 +208,14 @@ mod tests {
                     cache: CacheOutcome::Hit,
                     seconds: 0.01,
                     image_id: "sha256:dep".into(),
+                    parts: Vec::new(),
                 },
                 LayerReport {
                     name: "application".into(),
                     cache: CacheOutcome::Miss,
                     seconds: 4.2,
                     image_id: "sha256:app".into(),
+                    parts: Vec::new(),
                 },
             ],
             base: BaseReport {

@@ -13,6 +13,11 @@ pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// kept for engines that cannot load archives).
 pub const PREBUILDER_COMMIT: &str = "PREBUILDER_COMMIT";
 
+/// The installed size from which a distribution of the dependency layer
+/// gets a layer of its own (`crate::image::split::Rule::parse`: bytes with
+/// an optional k/m/g suffix, or `off`); default 64 MiB.
+pub const PREBUILDER_SPLIT_THRESHOLD: &str = "PREBUILDER_SPLIT_THRESHOLD";
+
 /// A snapshot of the environment variables prebuilder reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -74,6 +79,12 @@ impl Settings {
     /// Whether `PREBUILDER_COMMIT` asks for commits instead of loads.
     pub fn commit(&self) -> bool {
         self.vars.contains_key(PREBUILDER_COMMIT)
+    }
+
+    /// `PREBUILDER_SPLIT_THRESHOLD` as set (parsed where the build's
+    /// options are made: `crate::image::split::Rule::parse`).
+    pub fn split_threshold(&self) -> Option<&str> {
+        self.var(PREBUILDER_SPLIT_THRESHOLD)
     }
 
     /// `PATH`, to find the launching Python.

@@ -50,3 +50,30 @@ def test_push_returns_the_digest_pinned_reference(
     assert inspected.stdout.strip() == digest
     # An unchanged relaunch builds nothing and names the same pushed image.
     assert build_image(*args) == reference
+
+
+def test_with_no_docker_the_plugin_builds_directly_and_says_so(
+        start_registry, base_image, installed_requirement, plugin_logs,
+        monkeypatch, tmp_path):
+    # A machine with no Docker: the base is read from a registry, the result
+    # pushed to the loopback one by prebuilder's own client (direct mode).
+    registry = start_registry()
+    base = "%s/fixture/beam-base:direct" % registry.address
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+         "docker-daemon:%s" % base_image, "docker://" + base],
+        check=True, capture_output=True)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/prebuilder-test.sock")
+    monkeypatch.setenv("PREBUILDER_STATE_DIR", str(tmp_path / "state"))
+    reference = build_image("--sdk_container_image", base, *installed_requirement,
+                            "--docker_registry_push_url", registry.address)
+    repository = "%s/%s" % (registry.address, TEST_REPOSITORY)
+    name, _, digest = reference.partition("@")
+    assert name == repository
+    assert digest.startswith("sha256:")
+    # It said which mode it used: no engine answered, so the direct builder.
+    assert "by the direct builder (no container)" in plugin_logs.text, plugin_logs.text
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+         "docker://" + reference], capture_output=True, text=True, check=True)
+    assert inspected.stdout.strip() == digest

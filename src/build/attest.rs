@@ -169,7 +169,12 @@ async fn describe<E: Engine, R: Manifests>(
     remote: Option<&Remote<R>>,
     report: &Report,
 ) -> Result<Described> {
-    match (&report.image_id, &report.digest, remote) {
+    // With no engine the result's record is read where it was pushed.
+    let image_id = report
+        .image_id
+        .as_ref()
+        .filter(|_| engine.store().is_none());
+    match (image_id, &report.digest, remote) {
         (Some(id), digest, _) => {
             attest::image::from_engine(engine, id, &opts.repository, digest.as_deref()).await
         }

@@ -134,6 +134,7 @@ pub async fn prepare<E: Engine>(
             cache,
             seconds: round(started.elapsed().as_secs_f64()),
             image_id: id,
+            parts: Vec::new(),
         }],
     })
 }
@@ -212,6 +213,19 @@ fn with_launch_python(setup: &FlinkSetup, opts: &Options) -> FlinkSetup {
 }
 
 impl Footing {
+    /// The base as a build with no engine holds it: nothing to check (no
+    /// container can probe it; direct mode's boot refuses what Beam's would).
+    pub fn held(base: ImageInfo) -> Footing {
+        Footing {
+            from_image: base.id.clone(),
+            config: base.clone(),
+            base,
+            layers: Vec::new(),
+            pending: None,
+            pending_flink: None,
+        }
+    }
+
     /// A layer of this build already sits on this footing (found by its key,
     /// on the engine or in the registry): the build that made it checked the
     /// image (or was told not to), and Beam's image-side checks read nothing

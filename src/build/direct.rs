@@ -16,6 +16,7 @@ use super::Options;
 use crate::direct::boot::Artifact;
 use crate::direct::index::{self, Index};
 use crate::direct::layer::{self as direct_layer, Spec};
+use crate::engine::store::{info_from_config, Held, HeldLayer, Store};
 use crate::engine::{ops, Engine, ImageInfo, LABEL, LABEL_BASE, LABEL_BOOT_FROM};
 use crate::error::{Error, Result};
 use crate::image;
@@ -65,6 +66,17 @@ impl<'a, E: Engine> DirectProduce<'a, E> {
         if let Some(i) = index::load_cached(&root, &image.id) {
             return Ok(i);
         }
+        if let Some(store) = self.engine.store() {
+            return store
+                .get(&image.id)
+                .and_then(|h| serde_json::from_slice(&h.installed?).ok())
+                .ok_or_else(|| Error::DirectBase {
+                    image: image.id.clone(),
+                    reason:
+                        "its installed set was not read from the registry (a bug: please report it)"
+                            .into(),
+                });
+        }
         // Read it from the image itself: its export, every layer.
         let dir = tempfile::Builder::new()
             .prefix("index-")
@@ -98,20 +110,19 @@ impl<'a, E: Engine> DirectProduce<'a, E> {
         Ok(index)
     }
 
-    /// The record inputs of the layers below `image` (its record label, or
-    /// its record file when the label was bounded).
-    async fn lower_inputs(&self, image: &ImageInfo) -> BTreeMap<String, BTreeMap<String, String>> {
-        match image
+    /// The record of `image` (a layer below): its label, or its record
+    /// file when the label was bounded (read where the engine can).
+    async fn parent_record(&self, image: &ImageInfo) -> Option<Record> {
+        let label = image
             .labels
             .get(LABEL_RECORD)
-            .and_then(|l| Record::parse(l).ok())
-        {
-            Some(r) if r.packages.is_none() => crate::record::load(self.engine, &image.id)
-                .await
-                .map(|(_, r)| r.inputs)
-                .unwrap_or(r.inputs),
-            Some(r) => r.inputs,
-            None => BTreeMap::new(),
+            .and_then(|l| Record::parse(l).ok())?;
+        if label.is_complete() {
+            return Some(label);
+        }
+        match crate::record::load_complete(self.engine, &image.id).await {
+            Ok((_, r)) => Some(r),
+            Err(_) => Some(label),
         }
     }
 }
@@ -121,7 +132,7 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
         let layer = job.layer;
         let parent = ops::require(self.engine, job.from_image, "layer parent image").await?;
         let lower = self.installed_set(&parent).await?;
-        let lower_inputs = self.lower_inputs(&parent).await;
+        let parent_record = self.parent_record(&parent).await;
         reporter.event(Event::RunningSetup {
             layer: layer.name,
             step: "Beam's boot, replayed with no container (direct)",
@@ -134,6 +145,41 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
             .prefix("direct-")
             .tempdir_in(&self.opts.scratch_dir)
             .map_err(|e| Error::io(&self.opts.scratch_dir, e))?;
+        let produced = self
+            .replay(&job, &lower, parent_record, epoch, scratch.path())
+            .await?;
+        tell(layer.name, &produced, &lower, reporter);
+        reporter.event(Event::WritingLayer { layer: layer.name });
+        let config = image_config(&job, &parent, &produced, epoch);
+        let image_id = image::image_id(&config);
+        match self.engine.store() {
+            Some(store) => keep(store, &parent, config, &produced)?,
+            None => {
+                let archive = scratch.path().join("image.tar");
+                write_image(&archive, config, parent.layers.len() + 1, &produced).await?;
+                reporter.event(Event::LoadingLayer { layer: layer.name });
+                self.load(&archive, &image_id).await?;
+            }
+        }
+        let mut installed = produced.installed;
+        installed.image = image_id.clone();
+        self.remember(installed);
+        Ok(image_id)
+    }
+}
+
+impl<E: Engine> DirectProduce<'_, E> {
+    /// Beam's boot and pip replayed over `lower` for the job's layer, on a
+    /// blocking thread: the layer tar in `dir`, its record and installed set.
+    async fn replay(
+        &self,
+        job: &Job<'_>,
+        lower: &Index,
+        parent: Option<Record>,
+        epoch: u64,
+        dir: &std::path::Path,
+    ) -> Result<direct_layer::Produced> {
+        let layer = job.layer;
         let base_id = job
             .labels
             .get(LABEL_BASE)
@@ -158,100 +204,156 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
             compile: true,
         };
         let (name, key) = (layer.name.to_string(), layer.key.clone());
-        let dir = scratch.path().to_path_buf();
-        let lower_for_task = lower.clone();
-        let produced = tokio::task::spawn_blocking(move || {
+        let dir = dir.to_path_buf();
+        let lower = lower.clone();
+        let staged: Vec<crate::stage::Artifact> =
+            layer.artifacts.iter().map(|a| (*a).clone()).collect();
+        tokio::task::spawn_blocking(move || {
             let spec = Spec {
                 name: &name,
                 key: &key,
                 artifacts,
                 inputs,
-                lower_inputs,
+                lower_inputs: parent
+                    .as_ref()
+                    .map(|r| r.inputs.clone())
+                    .unwrap_or_default(),
+                staged: &staged,
+                parent: parent.as_ref(),
                 base_id: &base_id,
                 boot_from: boot_from.as_deref(),
                 epoch,
             };
-            direct_layer::produce(&lower_for_task, &spec, &options, &dir)
+            direct_layer::produce(&lower, &spec, &options, &dir)
         })
         .await
         .map_err(|source| Error::Task {
             action: format!("producing the {} layer directly", layer.name),
             source,
-        })??;
-        for line in &produced.log.lines {
-            reporter.event(Event::SetupOutput {
-                layer: layer.name,
-                line,
-            });
-        }
-        for w in &produced.log.warnings {
-            tracing::warn!("{}: pip would warn: {w}", layer.name);
-        }
-        if produced.compiled_by.is_none() {
-            tracing::warn!(
-                "{}: no Python {} on this machine: the layer has no .pyc files (Python compiles them on first import)",
-                layer.name,
-                lower.python.short()
-            );
-        }
-        reporter.event(Event::WritingLayer { layer: layer.name });
-        let mut labels = job.labels.clone();
-        labels.insert(LABEL_RECORD.to_string(), produced.record.label());
-        labels.insert(LABEL.to_string(), "image".to_string());
-        labels.insert(LABEL_BUILDER.to_string(), "direct".to_string());
-        let config = image::layer_config(&job.config_image.config, &labels);
-        let mut diff_ids = parent.layers.clone();
-        diff_ids.push(produced.diff_id.clone());
-        let mut history = crate::history::from_engine(&parent.history);
-        let mut entry = crate::history::entry(layer, &image::rfc3339(epoch));
-        if let Some(by) = entry.get("created_by").and_then(|v| v.as_str()) {
-            let by = format!("{by} (direct)");
-            entry["created_by"] = serde_json::Value::String(by);
-        }
-        history.push(entry);
-        let config = image::image_config(
-            &parent.os,
-            &parent.architecture,
-            config,
-            &diff_ids,
-            image::rfc3339(epoch),
-            history,
-        );
-        let image_id = image::image_id(&config);
-        let archive = scratch.path().join("image.tar");
-        let size = produced.size;
-        let layer_path = produced.layer.clone();
-        let archive_path = archive.clone();
-        let n = diff_ids.len();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let layer = std::fs::File::open(&layer_path)?;
-            image::write_archive(
-                BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive_path)?),
-                &config,
-                n,
-                BufReader::with_capacity(1 << 20, layer),
-                size,
-            )?;
-            Ok(())
-        })
-        .await
-        .map_err(|source| Error::Task {
-            action: "writing the layer's image".into(),
-            source,
         })?
-        .map_err(|e| Error::io(&archive, e))?;
-        reporter.event(Event::LoadingLayer { layer: layer.name });
-        self.engine.load(&archive).await?;
-        if self.engine.inspect(&image_id).await?.is_none() {
+    }
+
+    /// Load the layer's image into the engine, and check it kept it.
+    async fn load(&self, archive: &std::path::Path, image_id: &str) -> Result<()> {
+        self.engine.load(archive).await?;
+        if self.engine.inspect(image_id).await?.is_none() {
             return Err(Error::Engine {
                 engine: String::new(),
                 action: "loading the layer image".into(),
                 source: format!("the engine did not keep {image_id}").into(),
             });
         }
-        let mut installed = produced.installed;
-        installed.image = image_id.clone();
-        self.remember(installed);
-        Ok(image_id)
+        Ok(())
     }
+}
+
+/// What the replay said: its output as the setup's, pip's warnings, and
+/// whether `.pyc` files could be written.
+fn tell(
+    layer: crate::plan::LayerName,
+    produced: &direct_layer::Produced,
+    lower: &Index,
+    reporter: &dyn Reporter,
+) {
+    for line in &produced.log.lines {
+        reporter.event(Event::SetupOutput { layer, line });
+    }
+    for w in &produced.log.warnings {
+        tracing::warn!("{layer}: pip would warn: {w}");
+    }
+    if produced.compiled_by.is_none() {
+        tracing::warn!(
+            "{layer}: no Python {} on this machine: the layer has no .pyc files (Python compiles them on first import)",
+            lower.python.short()
+        );
+    }
+}
+
+/// The layer image's config: the footing's container config with the job's
+/// labels (and the record, and which builder made it), the parent's layers
+/// and history plus this layer's.
+fn image_config(
+    job: &Job<'_>,
+    parent: &ImageInfo,
+    produced: &direct_layer::Produced,
+    epoch: u64,
+) -> Vec<u8> {
+    let mut labels = job.labels.clone();
+    labels.insert(LABEL_RECORD.to_string(), produced.record.label());
+    labels.insert(LABEL.to_string(), "image".to_string());
+    labels.insert(LABEL_BUILDER.to_string(), "direct".to_string());
+    let config = image::layer_config(&job.config_image.config, &labels);
+    let mut diff_ids = parent.layers.clone();
+    diff_ids.push(produced.diff_id.clone());
+    let mut history = crate::history::from_engine(&parent.history);
+    let mut entry = crate::history::entry(job.layer, &image::rfc3339(epoch));
+    if let Some(by) = entry.get("created_by").and_then(|v| v.as_str()) {
+        let by = format!("{by} (direct)");
+        entry["created_by"] = serde_json::Value::String(by);
+    }
+    history.push(entry);
+    image::image_config(
+        &parent.os,
+        &parent.architecture,
+        config,
+        &diff_ids,
+        image::rfc3339(epoch),
+        history,
+    )
+}
+
+/// With no engine: the image held by the store, its new layer moved there.
+fn keep(
+    store: &Store,
+    parent: &ImageInfo,
+    config: Vec<u8>,
+    produced: &direct_layer::Produced,
+) -> Result<()> {
+    let below = store.get(&parent.id).ok_or_else(|| Error::DirectBase {
+        image: parent.id.clone(),
+        reason: "the image below the layer is not held (a bug: please report it)".into(),
+    })?;
+    let tar = store.layer_path(&produced.diff_id);
+    std::fs::rename(&produced.layer, &tar).map_err(|e| Error::io(&tar, e))?;
+    let mut layers = below.layers;
+    layers.push(HeldLayer::Tar(tar));
+    let mut installed = produced.installed.clone();
+    installed.image = image::image_id(&config);
+    store.hold(Held {
+        info: info_from_config(&config)?,
+        config,
+        layers,
+        installed: serde_json::to_vec(&installed).ok(),
+    });
+    Ok(())
+}
+
+/// The `docker load` archive of the layer image (`n` layers, the last one
+/// produced) at `archive`.
+async fn write_image(
+    archive: &std::path::Path,
+    config: Vec<u8>,
+    n: usize,
+    produced: &direct_layer::Produced,
+) -> Result<()> {
+    let size = produced.size;
+    let layer_path = produced.layer.clone();
+    let archive_path = archive.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let layer = std::fs::File::open(&layer_path)?;
+        image::write_archive(
+            BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive_path)?),
+            &config,
+            n,
+            BufReader::with_capacity(1 << 20, layer),
+            size,
+        )?;
+        Ok(())
+    })
+    .await
+    .map_err(|source| Error::Task {
+        action: "writing the layer's image".into(),
+        source,
+    })?
+    .map_err(|e| Error::io(archive, e))
 }

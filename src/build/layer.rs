@@ -15,10 +15,10 @@ use tokio::io::AsyncWriteExt;
 use super::setup::{self, SNAPSHOT_DIR};
 use super::{flink, local, record, upload, verify};
 use crate::engine::{
-    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
+    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM, LABEL_SPLIT,
 };
 use crate::error::{Error, Result};
-use crate::image;
+use crate::image::{self, split};
 use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR};
 use crate::progress::{Event, Reporter};
 use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
@@ -48,6 +48,10 @@ pub struct LayerBuild<'a> {
     pub source_date_epoch: Option<&'a str>,
     /// `--platform`'s platform this layer is built for (the engine's own when `None`).
     pub platform: Option<&'a str>,
+    /// How the dependency layer is cut into per-distribution layers
+    /// (`crate::image::split`; `None`: one layer). Not part of the key:
+    /// the cut changes the layers, never the file tree.
+    pub split: Option<split::Rule>,
 }
 
 impl LayerBuild<'_> {
@@ -56,6 +60,13 @@ impl LayerBuild<'_> {
     /// layer keeps (the base, or the boot layer).
     fn epoch(&self) -> u64 {
         image::reproducible::epoch(self.source_date_epoch, self.config_image.created.as_deref())
+    }
+
+    /// The split rule for this layer: the dependency layer only (the
+    /// application layer is the pipeline's own: nothing in it is shared).
+    fn split_rule(&self) -> Option<split::Rule> {
+        self.split
+            .filter(|_| self.layer.name == LayerName::Dependencies)
     }
 }
 
@@ -155,8 +166,8 @@ async fn set_up_and_save<E: Engine>(
         // holds it, the commit would carry it, and the check below would
         // refuse the image blaming the engine (issue 22: a full disk read
         // as an engine that ignored the config).
-        match load_snapshot(engine, container, b, &config, file, reporter).await? {
-            Some(image) => return Ok((image, config, Vec::new())),
+        match load_snapshot(engine, container, b, config.clone(), file, reporter).await? {
+            Some((image, config)) => return Ok((image, config, Vec::new())),
             None => reporter.event(Event::NoSnapshot {
                 layer: b.layer.name,
             }),
@@ -272,16 +283,18 @@ async fn run_setup<E: Engine>(
     })
 }
 
-/// Assemble the setup's snapshot into a layer and load it; the new image's
-/// id. `Ok(None)` when the setup left no snapshot (no GNU find/tar in the base).
+/// Assemble the setup's snapshot into a layer (or the layers of its split)
+/// and load it; the new image's id and its config (`config` with the
+/// split's label). `Ok(None)` when the setup left no snapshot (no GNU
+/// find/tar in the base).
 async fn load_snapshot<E: Engine>(
     engine: &E,
     container: &str,
     b: &LayerBuild<'_>,
-    config: &serde_json::Value,
+    config: serde_json::Value,
     record: Option<&[u8]>,
     reporter: &dyn Reporter,
-) -> Result<Option<String>> {
+) -> Result<Option<(String, serde_json::Value)>> {
     let tmp = tempfile::Builder::new()
         .prefix("layer-")
         .tempdir_in(b.scratch)
@@ -290,33 +303,10 @@ async fn load_snapshot<E: Engine>(
             b.scratch.display()
         )))?;
     let snapshot = tmp.path().join("snapshot.tar");
-    let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
     let what = format!("{} layer", b.layer.name);
-    let mut needed = 0;
-    let space = Space {
-        what: &what,
-        dir: b.scratch,
-    };
-    if !download_to(
-        engine,
-        container,
-        &layer_tar,
-        &snapshot,
-        &space,
-        &mut needed,
-    )
-    .await?
-    {
-        // The setup made its snapshot directory and no layer.tar: its tar
-        // failed (a full disk in the container). A commit would carry it.
-        if engine.exists(container, SNAPSHOT_DIR).await? {
-            return Err(Error::SnapshotFailed {
-                layer: b.layer.name.to_string(),
-                image: b.from_image.to_string(),
-            });
-        }
+    let Some(needed) = fetch_snapshot(engine, container, b, &snapshot, &what).await? else {
         return Ok(None);
-    }
+    };
     let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
         .await?
         .unwrap_or_default();
@@ -325,21 +315,20 @@ async fn load_snapshot<E: Engine>(
         layer: b.layer.name,
     });
     let dir = tmp.path().to_path_buf();
-    let config = config.clone();
     let record = record.map(<[u8]>::to_vec);
+    let rule = b.split_rule();
     // Every date in the image comes from one epoch, never the clock: the
     // same inputs must give the same image id (issue 11).
     let epoch = b.epoch();
     let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
-    let (archive, image_id) = tokio::task::spawn_blocking(move || {
+    let (archive, image_id, config) = tokio::task::spawn_blocking(move || {
         assemble(
             &dir,
-            &snapshot,
-            &deleted,
-            record.as_deref(),
+            (&snapshot, &deleted, record.as_deref()),
             &parent,
             config,
             (epoch, entry),
+            rule,
         )
     })
     .await
@@ -361,7 +350,7 @@ async fn load_snapshot<E: Engine>(
     });
     engine.load(&archive).await?;
     match engine.inspect(&image_id).await? {
-        Some(_) => Ok(Some(image_id)),
+        Some(_) => Ok(Some((image_id, config))),
         None => Err(Error::Engine {
             engine: String::new(),
             action: "loading the layer image".into(),
@@ -370,49 +359,96 @@ async fn load_snapshot<E: Engine>(
     }
 }
 
-/// The layer tar, the image config and the load archive, in `dir`: the
-/// archive's path and the image id. Blocking.
+/// Stream the setup's snapshot into `to`; the scratch space the layer
+/// needs ([`scratch_needed`]). `Ok(None)` when the setup left none (no GNU
+/// find/tar in the base); [`Error::SnapshotFailed`] when it started one
+/// and could not finish it.
+async fn fetch_snapshot<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    to: &Path,
+    what: &str,
+) -> Result<Option<u64>> {
+    let mut needed = 0;
+    let space = Space {
+        what,
+        dir: b.scratch,
+    };
+    let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
+    if download_to(engine, container, &layer_tar, to, &space, &mut needed).await? {
+        return Ok(Some(needed));
+    }
+    // The setup made its snapshot directory and no layer.tar: its tar
+    // failed (a full disk in the container). A commit would carry it.
+    if engine.exists(container, SNAPSHOT_DIR).await? {
+        return Err(Error::SnapshotFailed {
+            layer: b.layer.name.to_string(),
+            image: b.from_image.to_string(),
+        });
+    }
+    Ok(None)
+}
+
+/// The layer tars (the snapshot's split by `rule`), the image config and
+/// the load archive, in `dir`: the archive's path, the image id and the
+/// container config (with the split's label). Blocking.
 fn assemble(
     dir: &Path,
-    snapshot: &Path,
-    deleted: &[u8],
-    record: Option<&[u8]>,
+    (snapshot, deleted, record): (&Path, &[u8], Option<&[u8]>),
     parent: &ImageInfo,
-    config: serde_json::Value,
+    mut config: serde_json::Value,
     (epoch, entry): (u64, serde_json::Value),
-) -> std::io::Result<(std::path::PathBuf, String)> {
-    let layer_tar = dir.join("layer.tar");
-    let diff_id = image::write_layer(
-        BufReader::with_capacity(1 << 20, std::fs::File::open(snapshot)?),
+    rule: Option<split::Rule>,
+) -> std::io::Result<(std::path::PathBuf, String, serde_json::Value)> {
+    let layers = split::split_tree(
+        &split::TreeFile::inside(snapshot)?,
         deleted,
         record.map(|r| (RECORD_FILE, r)),
         epoch,
-        BufWriter::with_capacity(1 << 20, std::fs::File::create(&layer_tar)?),
+        rule,
+        dir,
     )?;
+    // The snapshot is in the layers now: its room goes to the archive.
+    let _ = std::fs::remove_file(snapshot);
+    if layers.len() > 1 {
+        let parts: Vec<&split::Part> = layers.iter().map(|l| &l.part).collect();
+        if let Some(labels) = config.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+            labels.insert(LABEL_SPLIT.to_string(), split::label(&parts).into());
+        }
+    }
     let mut diff_ids = parent.layers.clone();
-    diff_ids.push(diff_id);
-    // The parent's history, then what this layer installed.
+    diff_ids.extend(layers.iter().map(|l| l.diff_id.clone()));
+    // The parent's history, then what this layer installed (one entry per
+    // layer of the split: `docker history` pairs entries with layers).
     let mut history = crate::history::from_engine(&parent.history);
-    history.push(entry);
-    let config = image::image_config(
+    history.extend(split::history(&entry, layers.iter().map(|l| &l.part)));
+    let image_config = image::image_config(
         &parent.os,
         &parent.architecture,
-        config,
+        config.clone(),
         &diff_ids,
         image::rfc3339(epoch),
         history,
     );
     let archive = dir.join("image.tar");
-    let layer = std::fs::File::open(&layer_tar)?;
-    let size = layer.metadata()?.len();
-    image::write_archive(
+    let mut new = Vec::with_capacity(layers.len());
+    for l in &layers {
+        new.push((
+            BufReader::with_capacity(1 << 20, std::fs::File::open(&l.path)?),
+            l.size,
+        ));
+    }
+    image::write_archive_layers(
         BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive)?),
-        &config,
+        &image_config,
         diff_ids.len(),
-        BufReader::with_capacity(1 << 20, layer),
-        size,
+        new,
     )?;
-    Ok((archive, image::image_id(&config)))
+    for l in &layers {
+        let _ = std::fs::remove_file(&l.path);
+    }
+    Ok((archive, image::image_id(&image_config), config))
 }
 
 /// Scratch space a snapshot of `size` bytes takes on its way to the engine:

@@ -78,8 +78,11 @@ where
         .collect();
     let lacking = sources.len() < n && !opts.no_cache;
     if let Some(remote) = if lacking { remote.get()? } else { None } {
-        if let Some(digest) = result_in_registry(remote, opts, plan, reporter).await? {
-            return Ok(Located::Result(digest));
+        // `--output` writes the result's files: it is made, not found.
+        if opts.output.is_none() {
+            if let Some(digest) = result_in_registry(remote, opts, plan, reporter).await? {
+                return Ok(Located::Result(digest));
+            }
         }
         if let Some(highest) = highest_in_registry(remote, plan, sources.len(), reporter).await? {
             sources.resize(highest + 1, Source::Registry(None));

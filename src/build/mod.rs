@@ -101,6 +101,12 @@ pub struct Options {
     /// by `platform::run` for `--platform`: its setup containers are created
     /// for it and it enters every layer's key. `None`: the engine's own.
     pub platform: Option<String>,
+    /// How a produced dependency layer is cut into per-distribution layers
+    /// (`PREBUILDER_SPLIT_THRESHOLD`; `None`: one layer).
+    pub split: Option<crate::image::split::Rule>,
+    /// `--output`: the result also written as an OCI layout or a `docker
+    /// load` archive (with no engine only).
+    pub output: Option<engineless::Output>,
 }
 
 /// `--builder`: a setup container on the engine (the base's own boot), or
@@ -179,6 +185,7 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     let started = Instant::now();
+    refuse_for_direct(opts, set)?;
     // 1. The ground: the base's (and boot image's) ids, engine or registry.
     let ground = ground::resolve(engine, opts, remote, reporter).await?;
     // 2. The plan: layers and their keys, chained on the ground.
@@ -205,11 +212,12 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     };
     // 4. What the engine lacks: the registry's layers, then the footing (the
     //    base pulled, a boot layer) only when a layer must be produced.
-    if let Some(r) = remote.made() {
-        locate::fetch(engine, opts, &plan, &mut sources, r, reporter).await?;
-    }
+    fetch(engine, opts, &plan, &mut sources, remote.made(), reporter).await?;
     let mut footing = match sources.contains(&Source::Missing) {
-        true => Some(footing(engine, opts, set, &ground, reporter).await?),
+        true => {
+            let on = (&ground, sources.as_slice());
+            Some(footing(engine, opts, set, on, remote.made(), reporter).await?)
+        }
         false => None,
     };
     // 5. Produce what is missing (a setup container, or direct); report and
@@ -227,16 +235,12 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
     let ids: Vec<String> = built.iter().map(|l| l.image_id.clone()).collect();
     let result = ids.last().cloned().unwrap_or_default();
     let tags = tag_extra(engine, opts, &result).await?;
-    let digest = match (remote.made(), opts.push) {
-        (Some(r), true) => {
-            let base = footing
-                .as_ref()
-                .map(|f| &f.base)
-                .or(ground.base.local.as_ref());
-            Some(publish::push(engine, opts, r, (&plan, &ids), base, reporter).await?)
-        }
-        _ => None,
-    };
+    let base = footing
+        .as_ref()
+        .map(|f| &f.base)
+        .or(ground.base.local.as_ref());
+    let made = (&plan, ids.as_slice(), sources.as_slice());
+    let digest = push(engine, opts, remote.made(), made, base, reporter).await?;
     // 7. One report.
     let mut layers = match footing {
         Some(f) => f.layers,
@@ -250,6 +254,45 @@ async fn find_or_build<E: Engine, R: Manifests, F: FnOnce() -> Result<Option<Rem
         tags,
     };
     Ok(report(opts, &plan, (&ground, set), outcome, started))
+}
+
+/// Step 4's first half: the registry's layers pulled into the engine, or
+/// with no engine held (`engineless`).
+async fn fetch<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    plan: &Plan<'_>,
+    sources: &mut [Source],
+    remote: Option<&Remote<R>>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    match (remote, engine.store()) {
+        (Some(r), Some(store)) => engineless::fetch(store, opts, plan, sources, r, reporter).await,
+        (Some(r), None) => locate::fetch(engine, opts, plan, sources, r, reporter).await,
+        (None, _) => Ok(()),
+    }
+}
+
+/// Step 6's push: through the engine's export (`publish`), or with no
+/// engine the held images (`engineless`, which also writes `--output`). The
+/// registry's digest of the result, when pushed.
+async fn push<E: Engine, R: Manifests>(
+    engine: &E,
+    opts: &Options,
+    remote: Option<&Remote<R>>,
+    (plan, ids, sources): (&Plan<'_>, &[String], &[Source]),
+    base: Option<&crate::engine::ImageInfo>,
+    reporter: &dyn Reporter,
+) -> Result<Option<String>> {
+    if let Some(store) = engine.store() {
+        return engineless::publish(store, opts, remote, (plan, ids, sources), reporter).await;
+    }
+    match (remote, opts.push) {
+        (Some(r), true) => Ok(Some(
+            publish::push(engine, opts, r, (plan, ids), base, reporter).await?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Every layer of `plan`: found ones reported and tagged, missing ones made
@@ -294,10 +337,7 @@ async fn produce_layers<E: Engine>(
 /// into its key (see `crate::labels`).
 fn plan_on<'a>(set: &'a StagedSet, opts: &Options, ground: &Ground) -> Result<Plan<'a>> {
     let mut plan = match opts.builder.with_engine() {
-        Builder::Direct => {
-            refuse_for_direct(opts, set)?;
-            plan::plan_with(set, &ground.parent, plan::keys::direct_command())?
-        }
+        Builder::Direct => plan::plan_with(set, &ground.parent, plan::keys::direct_command())?,
         _ => plan::plan_with(set, &ground.parent, command_for(set, opts))?,
     };
     crate::labels::apply(
@@ -319,6 +359,9 @@ fn command_for(set: &StagedSet, opts: &Options) -> Vec<String> {
 
 /// What direct mode does not build, refused before anything is.
 fn refuse_for_direct(opts: &Options, set: &StagedSet) -> Result<()> {
+    if opts.builder.with_engine() != Builder::Direct {
+        return Ok(());
+    }
     if let Some(boot) = &opts.boot_from {
         return Err(Error::DirectRefused {
             input: format!("--boot-from {boot}"),
@@ -335,14 +378,19 @@ fn refuse_for_direct(opts: &Options, set: &StagedSet) -> Result<()> {
 }
 
 /// The footing a missing layer is produced on: the base, pulled when the
-/// engine lacks it, plus the boot layer with `--boot-from`.
-async fn footing<E: Engine>(
+/// engine lacks it, plus the boot layer with `--boot-from`; with no engine,
+/// the base held from its registry (`engineless`).
+async fn footing<E: Engine, R: Manifests>(
     engine: &E,
     opts: &Options,
     set: &StagedSet,
-    ground: &Ground,
+    (ground, sources): (&Ground, &[Source]),
+    remote: Option<&Remote<R>>,
     reporter: &dyn Reporter,
 ) -> Result<Footing> {
+    if let Some(store) = engine.store() {
+        return engineless::footing(store, opts, sources, remote, reporter).await;
+    }
     let base = match &ground.base.local {
         Some(info) => info.clone(),
         None => pull::ensure(engine, opts, reporter).await?,
@@ -381,6 +429,7 @@ async fn boot_found<E: Engine>(
         cache,
         seconds: 0.0,
         image_id,
+        parts: Vec::new(),
     }])
 }
 
@@ -422,6 +471,7 @@ impl Outcome {
                     cache: CacheOutcome::Registry,
                     seconds: 0.0,
                     image_id: String::new(),
+                    parts: Vec::new(),
                 })
                 .collect(),
             image_id: None,

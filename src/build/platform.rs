@@ -684,6 +684,8 @@ fn combined(
                 cache: l.cache,
                 seconds: 0.0,
                 image_id: String::new(),
+                // Each platform's own split is in its `platforms` entry.
+                parts: Vec::new(),
             }
         });
         entry.seconds = super::round(entry.seconds + l.seconds);

@@ -15,12 +15,12 @@ use super::locate::Source;
 use super::{layer, lock, round, Options};
 use crate::engine::{
     ops, Engine, ImageInfo, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY, LABEL_LAYER, LABEL_PARENT,
-    LABEL_VERSION,
+    LABEL_SPLIT, LABEL_VERSION,
 };
 use crate::error::Result;
 use crate::plan::{LayerPlan, Plan, LAYER_TAG_PREFIX};
 use crate::progress::{Event, Layer, Reporter};
-use crate::report::{CacheOutcome, LayerReport};
+use crate::report::{CacheOutcome, LayerReport, PartReport};
 use crate::stage::SetupMode;
 
 /// One layer to produce.
@@ -62,6 +62,7 @@ impl<E: Engine> Produce for EngineSetup<'_, E> {
             mode: self.mode,
             source_date_epoch: self.opts.settings.source_date_epoch(),
             platform: self.opts.platform.as_deref(),
+            split: self.opts.split,
         };
         layer::build(self.engine, &build, reporter).await
     }
@@ -116,11 +117,13 @@ impl<E: Engine, P: Produce> Layers<'_, E, P> {
                 false => format!("{LAYER_TAG_PREFIX}{}", layer.tag()),
             };
             self.engine.tag(&id, &self.opts.repository, &tag).await?;
+            let parts = split_parts(self.engine, &id).await?;
             reports.push(LayerReport {
                 name: layer.name.to_string(),
                 cache,
                 seconds: round(started.elapsed().as_secs_f64()),
                 image_id: id,
+                parts,
             });
         }
         Ok(reports)
@@ -162,6 +165,28 @@ impl<E: Engine, P: Produce> Layers<'_, E, P> {
         drop(lock);
         Ok((id, CacheOutcome::Miss))
     }
+}
+
+/// The layers a layer image was split into (its `prebuilder.split` label
+/// names its last layers), for the report; none when it is one layer.
+async fn split_parts<E: Engine>(engine: &E, id: &str) -> Result<Vec<PartReport>> {
+    let image = ops::require(engine, id, "layer image").await?;
+    let names = image
+        .labels
+        .get(LABEL_SPLIT)
+        .map(|l| crate::image::split::parse_label(l))
+        .unwrap_or_default();
+    let Some(first) = image.layers.len().checked_sub(names.len()) else {
+        return Ok(Vec::new());
+    };
+    Ok(names
+        .into_iter()
+        .zip(&image.layers[first..])
+        .map(|(name, diff_id)| PartReport {
+            name,
+            diff_id: diff_id.clone(),
+        })
+        .collect())
 }
 
 /// A missing layer with nothing prepared to build it on: a bug, said so.

@@ -9,7 +9,9 @@
 //! 1. each layer's blob: one the registry has already (named by the base's
 //!    own manifest, or by a layer image pushed before) is checked with a
 //!    `HEAD`, or mounted from the base's repository when it is in the same
-//!    registry; any other is compressed from the engine's export and uploaded;
+//!    registry, or from another repository of the registry this machine put
+//!    it in (`SharedBlobs`); any other is compressed from the engine's export
+//!    and uploaded;
 //! 2. the config blob (the engine's own bytes: their digest is the image id);
 //! 3. the manifest, put under its tag. The content tag comes last, so it never
 //!    names a blob the registry lacks, and it never moves.
@@ -386,36 +388,19 @@ async fn upload<E: Engine, R: Manifests>(
         .prefix("push-")
         .tempdir_in(&opts.scratch_dir)
         .map_err(|e| Error::io(&opts.scratch_dir, e))?;
-    // The registry's blob for each layer, as found or uploaded.
-    let mut present: HashMap<String, LayerBlob> = HashMap::new();
-    let mut needed: HashSet<String> = HashSet::new();
     let mut diff_ids = Vec::new();
     for w in wanted {
         let info = ops::require(engine, &w.id, "image to push").await?;
         diff_ids.push(info.layers);
     }
-    // A blob found for a layer shared by several images is told under the
-    // lowest (the first to carry it).
-    for (layers, reference) in diff_ids.iter().zip(&references) {
-        let status = |s: &str| progress.status(reference, s);
-        for diff_id in layers {
-            if present.contains_key(diff_id) || needed.contains(diff_id) {
-                continue;
-            }
-            let found = match known.get(diff_id) {
-                Some(k) => reuse(remote, k, scratch.path(), &status).await?,
-                None => false,
-            };
-            match known.get(diff_id) {
-                Some(k) if found => {
-                    present.insert(diff_id.clone(), k.blob.clone());
-                }
-                _ => {
-                    needed.insert(diff_id.clone());
-                }
-            }
-        }
-    }
+    let shared = SharedBlobs::new(&opts.blob_map, registry.host());
+    let found = Found {
+        remote,
+        known: &known,
+        shared: &shared,
+        dir: scratch.path(),
+    };
+    let (mut present, needed) = found.present(&diff_ids, &references, &progress).await?;
     let images = exported(
         engine,
         (wanted, &diff_ids),
@@ -423,22 +408,7 @@ async fn upload<E: Engine, R: Manifests>(
         needed,
     )
     .await?;
-    // Configs first: small, and a registry that refuses writes says so
-    // before any layer is compressed.
-    for (w, image) in wanted.iter().zip(&images) {
-        let config_digest = crate::image::image_id(&image.config);
-        if config_digest != w.id {
-            tracing::warn!(
-                "the engine exported {} with config {config_digest}: the pushed image's id differs",
-                w.id
-            );
-        }
-        if !registry.blob_exists(&config_digest).await? {
-            registry
-                .upload_blob(&config_digest, BlobBody::Bytes(&image.config))
-                .await?;
-        }
-    }
+    put_configs(registry, wanted, &images).await?;
     let mut manifests = Vec::new();
     for ((w, image), reference) in wanted.iter().zip(&images).zip(&references) {
         progress.announce(reference);
@@ -463,7 +433,142 @@ async fn upload<E: Engine, R: Manifests>(
         manifests.push(manifest);
     }
     put_manifests(registry, (wanted, &references), &manifests, &progress).await?;
+    for blob in present.values() {
+        shared.remember(&blob.digest, registry.path());
+    }
     Ok(manifests)
+}
+
+/// Where the blobs of a push may already be: the known blobs (the base's,
+/// pushed before), and the repositories of this registry this machine
+/// put each blob in ([`SharedBlobs`]).
+struct Found<'a, R> {
+    remote: &'a Remote<R>,
+    known: &'a HashMap<String, Known>,
+    shared: &'a SharedBlobs,
+    dir: &'a Path,
+}
+
+impl<R: Manifests> Found<'_, R> {
+    /// The registry's blob of each layer it has (or now has, mounted or
+    /// copied), and the diff ids it lacks (to compress and upload). A blob
+    /// shared by several images is told under the lowest (the first to
+    /// carry it).
+    async fn present(
+        &self,
+        diff_ids: &[Vec<String>],
+        references: &[String],
+        progress: &PushProgress<'_>,
+    ) -> Result<(HashMap<String, LayerBlob>, HashSet<String>)> {
+        let mut present: HashMap<String, LayerBlob> = HashMap::new();
+        let mut needed: HashSet<String> = HashSet::new();
+        for (layers, reference) in diff_ids.iter().zip(references) {
+            let status = |s: &str| progress.status(reference, s);
+            for diff_id in layers {
+                if present.contains_key(diff_id) || needed.contains(diff_id) {
+                    continue;
+                }
+                let found = match self.known.get(diff_id) {
+                    Some(k) => reuse(self.remote, k, self.shared, self.dir, &status).await?,
+                    None => false,
+                };
+                match self.known.get(diff_id) {
+                    Some(k) if found => {
+                        present.insert(diff_id.clone(), k.blob.clone());
+                    }
+                    _ => {
+                        needed.insert(diff_id.clone());
+                    }
+                }
+            }
+        }
+        Ok((present, needed))
+    }
+}
+
+/// The config blob of each image, unless the registry has it. Configs go
+/// first: small, and a registry that refuses writes says so before any
+/// layer is compressed.
+async fn put_configs<R: Manifests>(
+    registry: &R,
+    wanted: &[Wanted],
+    images: &[ExportedImage],
+) -> Result<()> {
+    for (w, image) in wanted.iter().zip(images) {
+        let config_digest = crate::image::image_id(&image.config);
+        if config_digest != w.id {
+            tracing::warn!(
+                "the engine exported {} with config {config_digest}: the pushed image's id differs",
+                w.id
+            );
+        }
+        if !registry.blob_exists(&config_digest).await? {
+            registry
+                .upload_blob(&config_digest, BlobBody::Bytes(&image.config))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Which repositories of one registry this machine put each blob in (a
+/// file per blob under the blob map's `repos/<host>/`, one repository a
+/// line): a push to another repository of that registry mounts the blob
+/// from one of them instead of uploading it (issue 22: a second pipeline's
+/// repository re-uploaded even the base's layers). A cache: a mount the
+/// registry refuses falls back to an upload.
+struct SharedBlobs {
+    dir: PathBuf,
+}
+
+impl SharedBlobs {
+    fn new(blob_map: &Path, host: &str) -> SharedBlobs {
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        SharedBlobs {
+            dir: blob_map.join("repos").join(host),
+        }
+    }
+
+    fn file(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest.replace(':', "-"))
+    }
+
+    /// The repositories `digest` was put in, most recent first.
+    fn repositories(&self, digest: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.file(digest)).unwrap_or_default();
+        text.lines().rev().map(str::to_string).collect()
+    }
+
+    /// `digest` is in `repository` now (best effort).
+    fn remember(&self, digest: &str, repository: &str) {
+        let mut repos = self.repositories(digest);
+        if repos.first().map(String::as_str) == Some(repository) {
+            return;
+        }
+        repos.retain(|r| r != repository);
+        repos.truncate(7);
+        repos.reverse();
+        repos.push(repository.to_string());
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            std::io::Write::write_all(&mut tmp, format!("{}\n", repos.join("\n")).as_bytes())?;
+            tmp.persist(self.file(digest))?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::debug!("cannot remember that {repository} has {digest}: {e}");
+        }
+    }
 }
 
 /// Put each image's manifest under its tag, bottom up (the content tag
@@ -536,13 +641,15 @@ impl<'a> PushProgress<'a> {
 }
 
 /// Whether the registry has (or now has) the known blob `k`: already
-/// there; else, for a base layer, mounted from the base's repository (same
+/// there; else mounted from another repository of the registry this
+/// machine put it in ([`SharedBlobs`]); else, for a base layer, mounted from the base's repository (same
 /// registry) or copied from the base's registry. `false` when it must be
 /// compressed from the engine's copy (a copy that fails is reported and
 /// falls back to that).
 async fn reuse<R: Manifests>(
     remote: &Remote<R>,
     k: &Known,
+    shared: &SharedBlobs,
     dir: &Path,
     status: &dyn Fn(&str),
 ) -> Result<bool> {
@@ -550,6 +657,12 @@ async fn reuse<R: Manifests>(
     let digest = &k.blob.digest;
     if registry.blob_exists(digest).await? {
         return Ok(true);
+    }
+    for from in shared.repositories(digest) {
+        if from != registry.path() && registry.mount_blob(digest, &from).await? {
+            status(&format!("{} mounted from {from}", short(digest)));
+            return Ok(true);
+        }
     }
     let Some(base) = remote.base.as_ref().filter(|_| k.from_base) else {
         return Ok(false);
@@ -688,4 +801,31 @@ fn mb(bytes: u64) -> String {
 /// `sha256:0123456789ab` of a digest, for progress lines.
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repositories are remembered per registry, most recent first, each
+    /// once, at most eight; another registry knows nothing of them.
+    #[test]
+    fn shared_blobs_remember_repositories_per_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = SharedBlobs::new(dir.path(), "127.0.0.1:5000");
+        let other = SharedBlobs::new(dir.path(), "registry.example.com");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert!(here.repositories(&d).is_empty());
+        here.remember(&d, "team/one");
+        here.remember(&d, "team/two");
+        here.remember(&d, "team/one");
+        assert_eq!(here.repositories(&d), ["team/one", "team/two"]);
+        assert!(other.repositories(&d).is_empty());
+        for i in 0..20 {
+            here.remember(&d, &format!("r{i}"));
+        }
+        let repos = here.repositories(&d);
+        assert_eq!(repos.len(), 8);
+        assert_eq!(repos[0], "r19");
+    }
 }

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{BuildArgs, SbomFormat};
+use crate::engine::store::Store;
 use crate::engine::{ops, DockerEngine, Engine, Network};
 use crate::error::{Error, Result};
 use crate::plan::{LAYER_TAG_PREFIX, TAG_HEX_LEN};
 use crate::progress::Reporter;
 use crate::registry::{self, reference, Registry, RepositoryRef};
 use crate::report::Report;
-use crate::settings::Settings;
+use crate::settings::{Settings, PREBUILDER_SPLIT_THRESHOLD};
 use crate::stage::digest::DigestCache;
 use crate::stage::flink::{self, PythonOptions};
 use crate::stage::{Inputs, StagedSet};
@@ -150,38 +151,11 @@ pub async fn run(
         ),
         source,
     })?;
-    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(&root.dir)));
-    if let Some(reason) = &cache.ignored {
-        tracing::debug!("digest cache not used: {reason}");
-    }
-    let staging = std::time::Instant::now();
     let set = tokio::select! {
-        r = stage(args, scratch.path(), cache.clone()) => r?,
+        r = stage_remembered(args, &root.dir, scratch.path()) => r?,
         signal = cancel.cancelled() => return interrupted(signal),
     };
-    let stats = cache.stats();
-    tracing::debug!(
-        "staged in {:.3} s: {} digest(s) remembered, {} file(s) read ({} bytes)",
-        staging.elapsed().as_secs_f64(),
-        stats.remembered,
-        stats.read,
-        stats.read_bytes
-    );
-    // A cache: failing to write it costs the next run a rehash, nothing more.
-    if let Err(e) = cache.save() {
-        tracing::debug!("digest cache not saved: {e}");
-    }
-    let output = match &args.output {
-        Some(o) => Some(Output::parse(o)?),
-        None => None,
-    };
-    if output.is_some() && args.builder == Builder::Engine {
-        return Err(Error::Usage {
-            message: "--output writes what direct mode builds".into(),
-            hint: "add --builder direct (or auto), or keep the engine's image and `docker save` it"
-                .into(),
-        });
-    }
+    let output = output(args)?;
     let connected = match output {
         // --output: no engine is asked (the result goes to the file).
         Some(_) => None,
@@ -190,25 +164,11 @@ pub async fn run(
             signal = cancel.cancelled() => return interrupted(signal),
         },
     };
-    let engine = match connected {
-        Some(Ok(engine)) => engine,
-        Some(Err(e @ Error::EngineUnreachable { .. })) if args.builder == Builder::Engine => {
-            return Err(e)
-        }
-        Some(Err(e @ Error::EngineUnreachable { .. })) => {
-            if args.builder == Builder::Auto {
-                tracing::warn!("{e}; building directly, with no container (--builder auto)");
-            }
-            let report = tokio::select! {
-                r = engineless(args, settings, (&root.dir, scratch.path()), &set, None, reporter) => r,
-                signal = cancel.cancelled() => return interrupted(signal),
-            };
-            return finish(args, report);
-        }
-        Some(Err(e)) => return Err(e),
+    let engine = match with_engine(args.builder, connected)? {
+        Some(engine) => engine,
         None => {
             let report = tokio::select! {
-                r = engineless(args, settings, (&root.dir, scratch.path()), &set, output.as_ref(), reporter) => r,
+                r = engineless(args, settings, (&root.dir, scratch.path()), &set, output.clone(), reporter) => r,
                 signal = cancel.cancelled() => return interrupted(signal),
             };
             return finish(args, report);
@@ -224,7 +184,7 @@ pub async fn run(
     let outcome = tokio::select! {
         r = async {
             ops::sweep_orphans(&engine).await;
-            on_engine(&engine, (args, settings), (&opts, &set), (scratch.path(), cache.clone()), &phases).await
+            on_engine(&engine, (args, settings), (&opts, &set), (scratch.path(), &root.dir), &phases).await
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
@@ -248,13 +208,14 @@ async fn on_engine(
     engine: &DockerEngine,
     (args, settings): (&BuildArgs, &Settings),
     (opts, set): (&build::Options, &StagedSet),
-    (scratch, cache): (&Path, std::sync::Arc<DigestCache>),
+    (scratch, state_root): (&Path, &Path),
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     let Some(list) = &args.platform else {
         return build::run(engine, opts, set, || remote(args, settings), reporter).await;
     };
     let platforms = Platform::parse_list(list)?;
+    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(state_root)));
     let staged = stage_platforms(args, &platforms, scratch, cache).await?;
     let jobs = platform_jobs(&platforms, &staged, set);
     let base = base_registry(&args.base, &settings.docker_config_dir());
@@ -316,6 +277,63 @@ fn platform_jobs<'a>(
         .collect()
 }
 
+/// Stage the inputs, with the digests remembered under the state `root`.
+async fn stage_remembered(args: &BuildArgs, root: &Path, scratch: &Path) -> Result<StagedSet> {
+    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(root)));
+    if let Some(reason) = &cache.ignored {
+        tracing::debug!("digest cache not used: {reason}");
+    }
+    let staging = std::time::Instant::now();
+    let set = stage(args, scratch, cache.clone()).await?;
+    let stats = cache.stats();
+    tracing::debug!(
+        "staged in {:.3} s: {} digest(s) remembered, {} file(s) read ({} bytes)",
+        staging.elapsed().as_secs_f64(),
+        stats.remembered,
+        stats.read,
+        stats.read_bytes
+    );
+    // A cache: failing to write it costs the next run a rehash, nothing more.
+    if let Err(e) = cache.save() {
+        tracing::debug!("digest cache not saved: {e}");
+    }
+    Ok(set)
+}
+
+/// `--output`, parsed; it writes what direct mode builds only.
+fn output(args: &BuildArgs) -> Result<Option<Output>> {
+    let output = match &args.output {
+        Some(o) => Some(Output::parse(o)?),
+        None => None,
+    };
+    if output.is_some() && args.builder == Builder::Engine {
+        return Err(Error::Usage {
+            message: "--output writes what direct mode builds".into(),
+            hint: "add --builder direct (or auto), or keep the engine's image and `docker save` it"
+                .into(),
+        });
+    }
+    Ok(output)
+}
+
+/// The engine the build runs on, or none (direct mode with no engine):
+/// `connected` is `None` when none was asked (`--output`). An engine that
+/// does not answer fails `--builder engine`; `auto` says it builds directly.
+fn with_engine<E>(builder: Builder, connected: Option<Result<E>>) -> Result<Option<E>> {
+    match connected {
+        Some(Ok(engine)) => Ok(Some(engine)),
+        Some(Err(e @ Error::EngineUnreachable { .. })) if builder == Builder::Engine => Err(e),
+        Some(Err(e @ Error::EngineUnreachable { .. })) => {
+            if builder == Builder::Auto {
+                tracing::warn!("{e}; building directly, with no container (--builder auto)");
+            }
+            Ok(None)
+        }
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
+}
+
 /// `--report`, then the report for the binary to print.
 fn finish(args: &BuildArgs, outcome: Result<Report>) -> Result<Report> {
     let report = outcome?;
@@ -328,26 +346,39 @@ fn finish(args: &BuildArgs, outcome: Result<Report>) -> Result<Report> {
     Ok(report)
 }
 
-/// The build with no engine (direct mode, base and result in registries,
-/// or the result written to `--output`).
+/// The build with no engine (direct mode): the one pipeline on a
+/// [`Store`], the base and the result in registries, or the result written
+/// to `--output`.
 async fn engineless(
     args: &BuildArgs,
     settings: &Settings,
     (state_root, scratch): (&Path, &Path),
     set: &StagedSet,
-    output: Option<&Output>,
+    output: Option<Output>,
     reporter: &dyn Reporter,
 ) -> Result<Report> {
+    if !args.push && output.is_none() {
+        return Err(Error::Usage {
+            message: "no engine answers, and the result would go nowhere".into(),
+            hint: "pass --push (to --repository's registry) or --output oci:DIR / docker-archive:FILE, or start an engine (DOCKER_HOST)".into(),
+        });
+    }
     let mut opts = options(args, settings, (state_root, "direct"), scratch)?;
     opts.builder = Builder::Direct;
+    opts.output = output;
     let config_dir = settings.docker_config_dir();
     let base = base_registry(&args.base, &config_dir).ok_or_else(|| Error::DirectBase {
         image: args.base.clone(),
         reason: "no engine answers, so the base must be read from its registry, and this reference names none prebuilder can read (an image id?)".into(),
     })?;
-    let results = remote(args, settings)?;
+    let store = Store::new(scratch);
+    let make = move || {
+        let mut r = registries(args, settings)?;
+        r.base = Some(base);
+        Ok(Some(r))
+    };
     let phases = build::phase::Phases::new(reporter);
-    build::engineless::run(&opts, set, results.as_ref(), &base, output, &phases)
+    build::run(&store, &opts, set, make, &phases)
         .await
         .map_err(|e| phases.explain(e))
 }
@@ -393,6 +424,16 @@ pub fn options(
     scratch: &Path,
 ) -> Result<build::Options> {
     let labels = crate::labels::Request::new(&args.labels, settings, args.setup_file.as_deref())?;
+    let split = match settings.split_threshold() {
+        Some(value) => crate::image::split::Rule::parse(value),
+        None => Ok(Some(crate::image::split::Rule::default())),
+    }
+    .map_err(|reason| Error::Usage {
+        message: format!("{PREBUILDER_SPLIT_THRESHOLD}: {reason}"),
+        hint: format!(
+            "set {PREBUILDER_SPLIT_THRESHOLD} to a size such as 64m (a distribution that large gets a layer of its own) or to `off`, or unset it"
+        ),
+    })?;
     Ok(build::Options {
         base: args.base.clone(),
         repository: args.repository.clone(),
@@ -426,6 +467,8 @@ pub fn options(
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("python3")),
         platform: None,
+        split,
+        output: None,
     })
 }
 
@@ -435,9 +478,15 @@ fn remote(args: &BuildArgs, settings: &Settings) -> Result<Option<Remote<Registr
     if !repo.explicit && !args.push {
         return Ok(None);
     }
+    registries(args, settings).map(Some)
+}
+
+/// The result repository's registry, and the base's and boot image's.
+fn registries(args: &BuildArgs, settings: &Settings) -> Result<Remote<Registry>> {
+    let repo = RepositoryRef::parse(&args.repository);
     let config_dir = settings.docker_config_dir();
     let credential = registry::credentials(&config_dir, &repo)?;
-    Ok(Some(Remote {
+    Ok(Remote {
         registry: Registry::new(repo, credential.clone())?,
         credential,
         base: base_registry(&args.base, &config_dir),
@@ -445,7 +494,7 @@ fn remote(args: &BuildArgs, settings: &Settings) -> Result<Option<Remote<Registr
             .boot_from
             .as_deref()
             .and_then(|b| base_registry(b, &config_dir)),
-    }))
+    })
 }
 
 /// The registry of a base (or `--boot-from` image), to read its image id
@@ -506,6 +555,45 @@ fn is_content_tag(tag: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn auto_builds_directly_only_when_the_engine_does_not_answer() {
+        let unreachable = || -> Result<u8> {
+            Err(Error::EngineUnreachable {
+                endpoint: "unix:///nowhere".into(),
+                source: "connection refused".into(),
+                hint: String::new(),
+            })
+        };
+        // auto: the engine when it answers, else no engine (direct mode).
+        assert_eq!(with_engine(Builder::Auto, Some(Ok(7u8))).unwrap(), Some(7));
+        assert_eq!(
+            with_engine(Builder::Auto, Some(unreachable())).unwrap(),
+            None
+        );
+        // direct: an engine that answers still gets the layers loaded.
+        assert_eq!(
+            with_engine(Builder::Direct, Some(Ok(7u8))).unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            with_engine(Builder::Direct, Some(unreachable())).unwrap(),
+            None
+        );
+        // engine: no engine is the error.
+        assert!(matches!(
+            with_engine(Builder::Engine, Some(unreachable())),
+            Err(Error::EngineUnreachable { .. })
+        ));
+        // --output asks no engine.
+        assert_eq!(with_engine::<u8>(Builder::Direct, None).unwrap(), None);
+        // Another failure (a bad DOCKER_HOST) is never read as "no engine".
+        let other = Err(Error::Usage {
+            message: "m".into(),
+            hint: "h".into(),
+        });
+        assert!(with_engine::<u8>(Builder::Auto, Some(other)).is_err());
+    }
     use super::*;
 
     #[test]

@@ -71,35 +71,13 @@ pub fn run(state: &mut State, artifacts: &[Artifact], tools: &Tools) -> Result<L
     let mut log = Log::default();
     let markers = state.index.markers()?;
     let supported = super::tags::Supported::new(&state.index.tags);
-    let python: pep440_rs::Version =
-        state
-            .index
-            .python
-            .version
-            .parse()
-            .map_err(|_| Error::DirectBase {
-                image: state.index.base.clone(),
-                reason: format!(
-                    "Python version {} is not PEP 440",
-                    state.index.python.version
-                ),
-            })?;
+    let python = python_version(state)?;
     let env = Env {
         markers: &markers,
         supported: &supported,
         python: &python,
     };
-    let names: Vec<&str> = artifacts.iter().map(|a| a.name.as_str()).collect();
-    let staged: Vec<Staged> = artifacts
-        .iter()
-        .filter(|a| !a.name.contains('/'))
-        .map(|a| Staged {
-            name: a.name.clone(),
-            path: a.path.clone(),
-        })
-        .collect();
     let find = |name: &str| artifacts.iter().find(|a| a.name == name);
-
     // Refuse first: the requirements file is read before anything is installed.
     let reqs = match find(REQUIREMENTS_FILE) {
         Some(a) => {
@@ -108,8 +86,76 @@ pub fn run(state: &mut State, artifacts: &[Artifact], tools: &Tools) -> Result<L
         }
         None => None,
     };
-
     // 1. The SDK.
+    sdk(state, &env, artifacts, &mut log)?;
+    // 2. apache-beam must be installed.
+    if state.index.find("apache-beam").is_none() {
+        return Err(Error::DirectFailed {
+            step: "Beam's boot: failed to install required packages".into(),
+            reason: "Apache Beam is not installed in the runtime environment. If you use a custom container image, you must install apache-beam package in the custom image using same version of Beam as in the pipeline submission environment.".into(),
+        });
+    }
+    // 3. requirements.txt, two rounds.
+    if let Some(file) = reqs {
+        requirements_rounds(state, &env, &file, artifacts, &mut log)?;
+    }
+    // 4. extra_packages.txt, line by line as written.
+    if let Some(list) = find(EXTRA_PACKAGES_FILE) {
+        extra_packages(state, &env, (list, artifacts), tools, &mut log)?;
+    }
+    // 5. The workflow.
+    if let Some(a) = find(WORKFLOW_TARBALL) {
+        let (wheel, sdist) = wheel_of(a, WORKFLOW_TARBALL, tools)?;
+        let call = Call {
+            what: WORKFLOW_TARBALL.into(),
+            roots: vec![Root::Path {
+                staged: WORKFLOW_TARBALL.into(),
+                url: file_url(WORKFLOW_TARBALL),
+                wheel,
+                sdist,
+                extras: vec![],
+            }],
+            ..Call::default()
+        };
+        pip(state, &env, &call, &mut log).map_err(|m| failed("workflow", m))??;
+    }
+    log.lines.append(&mut state.notes);
+    Ok(log)
+}
+
+/// One pip call that must succeed: what it installed and warned logged;
+/// `Err` with pip's message when it fails, a refusal inside `Ok(Err)`.
+fn pip(
+    state: &mut State,
+    env: &Env,
+    call: &Call,
+    log: &mut Log,
+) -> std::result::Result<Result<()>, String> {
+    match resolve::run(state, call, env) {
+        Ok(done) => {
+            log.lines.extend(installed_line(&done));
+            log.warnings.extend(done.warnings);
+            Ok(Ok(()))
+        }
+        Err(Failure::Refused(e)) => Ok(Err(e)),
+        Err(Failure::Pip(m)) => Err(m),
+    }
+}
+
+/// The base's Python version as PEP 440 reads it.
+fn python_version(state: &State) -> Result<pep440_rs::Version> {
+    let v = &state.index.python.version;
+    v.parse().map_err(|_| Error::DirectBase {
+        image: state.index.base.clone(),
+        reason: format!("Python version {v} is not PEP 440"),
+    })
+}
+
+/// Step 1: the SDK wheel the boot accepts, installed with `[gcp]` (a `.dev`
+/// one forced first); a failure only logged, then the source tarball, which
+/// direct mode refuses to build.
+fn sdk(state: &mut State, env: &Env, artifacts: &[Artifact], log: &mut Log) -> Result<()> {
+    let names: Vec<&str> = artifacts.iter().map(|a| a.name.as_str()).collect();
     let minor = state.index.python.minor;
     let spec = format!("cp3{minor}-cp3{minor}-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
     let sdk = names
@@ -127,41 +173,11 @@ pub fn run(state: &mut State, artifacts: &[Artifact], tools: &Tools) -> Result<L
     }
     let mut sdk_done = false;
     if let Some(sdk) = sdk {
-        let a = find(sdk).ok_or_else(|| failed("SDK", format!("{sdk} is not staged")))?;
-        let root = Root::Path {
-            staged: format!("{sdk}[gcp]"),
-            url: file_url(sdk),
-            wheel: a.path.clone(),
-            sdist: false,
-            extras: vec!["gcp".into()],
-        };
-        let dev = sdk.contains(".dev");
-        let mut result = Ok(resolve::Done::default());
-        if dev {
-            result = resolve::run(
-                state,
-                &Call {
-                    what: format!("SDK {sdk}"),
-                    roots: vec![root.clone()],
-                    no_deps: true,
-                    force_reinstall: true,
-                    ..Call::default()
-                },
-                &env,
-            );
-        }
-        if result.is_ok() {
-            result = resolve::run(
-                state,
-                &Call {
-                    what: format!("SDK {sdk}"),
-                    roots: vec![root],
-                    ..Call::default()
-                },
-                &env,
-            );
-        }
-        match result {
+        let a = artifacts
+            .iter()
+            .find(|a| a.name == *sdk)
+            .ok_or_else(|| failed("SDK", format!("{sdk} is not staged")))?;
+        match install_sdk(state, env, (sdk, &a.path)) {
             Ok(done) => {
                 sdk_done = true;
                 log.warnings.extend(done.warnings);
@@ -178,119 +194,122 @@ pub fn run(state: &mut State, artifacts: &[Artifact], tools: &Tools) -> Result<L
             reason: "Beam's boot would build the SDK from this source tarball; direct mode does not build the SDK (stage the SDK wheel for the base's Python instead)".into(),
         });
     }
+    Ok(())
+}
 
-    // 2. apache-beam must be installed.
-    if state.index.find("apache-beam").is_none() {
-        return Err(Error::DirectFailed {
-            step: "Beam's boot: failed to install required packages".into(),
-            reason: "Apache Beam is not installed in the runtime environment. If you use a custom container image, you must install apache-beam package in the custom image using same version of Beam as in the pipeline submission environment.".into(),
-        });
-    }
-
-    // 3. requirements.txt, two rounds.
-    if let Some(file) = reqs {
-        let roots: Vec<Root> = file.lines.iter().cloned().map(Root::Line).collect();
-        let first = Call {
-            what: REQUIREMENTS_FILE.into(),
-            roots: roots.clone(),
+/// `pip install <sdk>[gcp]`, after `--upgrade --force-reinstall --no-deps`
+/// for a `.dev` wheel.
+fn install_sdk(
+    state: &mut State,
+    env: &Env,
+    (sdk, path): (&str, &Path),
+) -> std::result::Result<resolve::Done, Failure> {
+    let root = Root::Path {
+        staged: format!("{sdk}[gcp]"),
+        url: file_url(sdk),
+        wheel: path.to_path_buf(),
+        sdist: false,
+        extras: vec!["gcp".into()],
+    };
+    if sdk.contains(".dev") {
+        let forced = Call {
+            what: format!("SDK {sdk}"),
+            roots: vec![root.clone()],
             no_deps: true,
-            force_reinstall: false,
-            find_links: staged.clone(),
-            require_hashes: file.require_hashes,
-        };
-        match resolve::run(state, &first, &env) {
-            Ok(done) => {
-                log.lines.extend(installed_line(&done));
-                log.warnings.extend(done.warnings);
-            }
-            Err(Failure::Refused(e)) => return Err(e),
-            Err(Failure::Pip(m)) => log.lines.push(format!(
-                "{m}\nSome packages could not be installed solely from the requirements cache. Installing packages from PyPI."
-            )),
-        }
-        let second = Call {
-            no_deps: false,
-            ..first
-        };
-        match resolve::run(state, &second, &env) {
-            Ok(done) => {
-                log.lines.extend(installed_line(&done));
-                log.warnings.extend(done.warnings);
-            }
-            Err(Failure::Refused(e)) => return Err(e),
-            Err(Failure::Pip(m)) => return Err(failed(REQUIREMENTS_FILE, m)),
-        }
-    }
-
-    // 4. extra_packages.txt, line by line as written.
-    if let Some(list) = find(EXTRA_PACKAGES_FILE) {
-        let text = std::fs::read_to_string(&list.path).map_err(|e| Error::io(&list.path, e))?;
-        // bufio.ScanLines: a final newline ends the last line, it does not start one.
-        let body = text.strip_suffix('\n').unwrap_or(&text);
-        let lines: Vec<&str> = if text.is_empty() {
-            Vec::new()
-        } else {
-            body.split('\n').collect()
-        };
-        for line in lines {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            let step = format!("extra package {line}");
-            let Some(a) = find(line) else {
-                return Err(failed(&step, format!("package '{line}' not found")));
-            };
-            let (wheel, sdist) = wheel_of(a, &step, tools)?;
-            let root = Root::Path {
-                staged: line.to_string(),
-                url: file_url(line),
-                wheel,
-                sdist,
-                extras: vec![],
-            };
-            for (no_deps, force) in [(true, true), (false, false)] {
-                let call = Call {
-                    what: step.clone(),
-                    roots: vec![root.clone()],
-                    no_deps,
-                    force_reinstall: force,
-                    ..Call::default()
-                };
-                match resolve::run(state, &call, &env) {
-                    Ok(done) => {
-                        log.lines.extend(installed_line(&done));
-                        log.warnings.extend(done.warnings);
-                    }
-                    Err(Failure::Refused(e)) => return Err(e),
-                    Err(Failure::Pip(m)) => return Err(failed(&step, m)),
-                }
-            }
-        }
-    }
-
-    // 5. The workflow.
-    if let Some(a) = find(WORKFLOW_TARBALL) {
-        let (wheel, sdist) = wheel_of(a, WORKFLOW_TARBALL, tools)?;
-        let call = Call {
-            what: WORKFLOW_TARBALL.into(),
-            roots: vec![Root::Path {
-                staged: WORKFLOW_TARBALL.into(),
-                url: file_url(WORKFLOW_TARBALL),
-                wheel,
-                sdist,
-                extras: vec![],
-            }],
+            force_reinstall: true,
             ..Call::default()
         };
-        match resolve::run(state, &call, &env) {
-            Ok(done) => {
-                log.lines.extend(installed_line(&done));
-                log.warnings.extend(done.warnings);
-            }
-            Err(Failure::Refused(e)) => return Err(e),
-            Err(Failure::Pip(m)) => return Err(failed("workflow", m)),
+        resolve::run(state, &forced, env)?;
+    }
+    let call = Call {
+        what: format!("SDK {sdk}"),
+        roots: vec![root],
+        ..Call::default()
+    };
+    resolve::run(state, &call, env)
+}
+
+/// Step 3: `--no-index --no-deps --find-links <workdir>` (a failure only
+/// logged), then with dependencies.
+fn requirements_rounds(
+    state: &mut State,
+    env: &Env,
+    file: &requirements::File,
+    artifacts: &[Artifact],
+    log: &mut Log,
+) -> Result<()> {
+    let staged: Vec<Staged> = artifacts
+        .iter()
+        .filter(|a| !a.name.contains('/'))
+        .map(|a| Staged {
+            name: a.name.clone(),
+            path: a.path.clone(),
+        })
+        .collect();
+    let first = Call {
+        what: REQUIREMENTS_FILE.into(),
+        roots: file.lines.iter().cloned().map(Root::Line).collect(),
+        no_deps: true,
+        force_reinstall: false,
+        find_links: staged,
+        require_hashes: file.require_hashes,
+    };
+    match pip(state, env, &first, log) {
+        Ok(refused) => refused?,
+        Err(m) => log.lines.push(format!(
+            "{m}\nSome packages could not be installed solely from the requirements cache. Installing packages from PyPI."
+        )),
+    }
+    let second = Call {
+        no_deps: false,
+        ..first
+    };
+    pip(state, env, &second, log).map_err(|m| failed(REQUIREMENTS_FILE, m))?
+}
+
+/// Step 4: each line of `extra_packages.txt` as written (bufio.ScanLines),
+/// `--upgrade --force-reinstall --no-deps <file>` then `<file>`.
+fn extra_packages(
+    state: &mut State,
+    env: &Env,
+    (list, artifacts): (&Artifact, &[Artifact]),
+    tools: &Tools,
+    log: &mut Log,
+) -> Result<()> {
+    let text = std::fs::read_to_string(&list.path).map_err(|e| Error::io(&list.path, e))?;
+    // bufio.ScanLines: a final newline ends the last line, it does not start one.
+    let body = text.strip_suffix('\n').unwrap_or(&text);
+    let lines: Vec<&str> = if text.is_empty() {
+        Vec::new()
+    } else {
+        body.split('\n').collect()
+    };
+    for line in lines {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let step = format!("extra package {line}");
+        let Some(a) = artifacts.iter().find(|a| a.name == line) else {
+            return Err(failed(&step, format!("package '{line}' not found")));
+        };
+        let (wheel, sdist) = wheel_of(a, &step, tools)?;
+        let root = Root::Path {
+            staged: line.to_string(),
+            url: file_url(line),
+            wheel,
+            sdist,
+            extras: vec![],
+        };
+        for (no_deps, force) in [(true, true), (false, false)] {
+            let call = Call {
+                what: step.clone(),
+                roots: vec![root.clone()],
+                no_deps,
+                force_reinstall: force,
+                ..Call::default()
+            };
+            pip(state, env, &call, log).map_err(|m| failed(&step, m))??;
         }
     }
-    log.lines.append(&mut state.notes);
-    Ok(log)
+    Ok(())
 }
 
 fn installed_line(done: &resolve::Done) -> Option<String> {

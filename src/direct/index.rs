@@ -294,6 +294,64 @@ fn parent(p: &str) -> &str {
 /// Derive the index of a base from its config and merged file system.
 pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
     let image = config.id.as_str();
+    let machine = machine(config)?;
+    let path_env = config.env("PATH").unwrap_or(DEFAULT_PATH).to_string();
+    // 1. The interpreter: Beam's boot runs `python`, else `python3`, from PATH.
+    let interp = interpreter(image, fs, &path_env)?;
+    // 2. Its version and build (the stdlib beside it, sysconfig, the binary).
+    let build = python_build(image, fs, &interp.real)?;
+    // 3. libc: glibc's banner in libc.so.6; musl bases are not handled.
+    let glibc = glibc(image, fs, &build.multiarch)?;
+    // 4. The install scheme pip uses (sysconfig's preferred one).
+    let (prefix, scheme) = scheme(config, fs, &build, interp.venv.as_deref());
+    // 5. sys.path: the stdlib, then site.py's site directories that exist,
+    //    then what their .pth files add.
+    let site_dirs = site_dirs(fs, &build, &interp);
+    let (sys_path, pth_dirs) = sys_path(fs, &build, &site_dirs);
+    // 6. pip: the first on sys.path.
+    let pip = pip(image, fs, &sys_path, &interp.executable)?;
+    // 7. Installed distributions, in sys.path order.
+    let distributions = installed(fs, &sys_path);
+    // 8. The files pip's uninstall can see, and the directories it writes in.
+    let roots = roots(&site_dirs, &pth_dirs, &scheme);
+    let (files, dirs) = visible(fs, &roots);
+    let platforms = tags::linux_platforms(&machine, glibc);
+    let tags = tags::cpython_tags(3, build.minor, &build.abi, &platforms);
+    Ok(Index {
+        format: FORMAT,
+        base: config.id.clone(),
+        image: config.id.clone(),
+        os: config.os.clone(),
+        machine,
+        path_env,
+        python: Python {
+            executable: interp.executable,
+            real: interp.real,
+            version: build.version,
+            major: 3,
+            minor: build.minor,
+            abi: build.abi,
+            abiflags: build.abiflags,
+            prefix,
+            base_prefix: build.base_prefix,
+            stdlib: build.stdlib,
+            venv: interp.venv,
+        },
+        glibc,
+        tags,
+        scheme,
+        sys_path,
+        pip,
+        distributions,
+        files,
+        roots,
+        dirs,
+    })
+}
+
+/// The wheel platform's machine of a linux base's architecture.
+fn machine(config: &ImageConfig) -> Result<String> {
+    let image = config.id.as_str();
     if config.os != "linux" {
         return Err(refuse(image, format!("its os is {}, not linux", config.os)));
     }
@@ -308,11 +366,23 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                 format!("its architecture {other} has no manylinux wheels direct mode knows"),
             ))
         }
-    }
-    .to_string();
-    let path_env = config.env("PATH").unwrap_or(DEFAULT_PATH).to_string();
+    };
+    Ok(machine.to_string())
+}
 
-    // 1. The interpreter: Beam's boot runs `python`, else `python3`, from PATH.
+/// The interpreter the boot runs, and its virtual environment if any.
+struct Interpreter {
+    /// As found on PATH.
+    executable: String,
+    /// Links followed.
+    real: String,
+    /// The venv's directory (where `pyvenv.cfg` is).
+    venv: Option<String>,
+    /// `pyvenv.cfg`'s settings, keys lowercased.
+    venv_vars: BTreeMap<String, String>,
+}
+
+fn interpreter(image: &str, fs: &RootFs, path_env: &str) -> Result<Interpreter> {
     let executable = ["python", "python3"]
         .iter()
         .find_map(|name| {
@@ -339,7 +409,6 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
         .iter()
         .map(|d| format!("{}/pyvenv.cfg", d.trim_end_matches('/')))
         .find(|p| fs.is_file(p));
-    let venv = venv_cfg.as_deref().map(|p| parent(p).to_string());
     let venv_vars: BTreeMap<String, String> = venv_cfg
         .as_deref()
         .and_then(|p| text(fs, p))
@@ -350,12 +419,74 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                 .collect()
         })
         .unwrap_or_default();
+    Ok(Interpreter {
+        venv: venv_cfg.as_deref().map(|p| parent(p).to_string()),
+        executable,
+        real,
+        venv_vars,
+    })
+}
 
-    // 2. Its version: the minor from the binary's name or the stdlib
-    //    directory beside it; the full version from the binary (or libpython).
-    let base_bin = parent(&real).to_string();
+/// What the interpreter's installation says of its build.
+struct PythonBuild {
+    /// `sys.base_prefix`: the directory whose `lib/python3.X` is the stdlib.
+    base_prefix: String,
+    minor: u32,
+    /// `3.X`.
+    short: String,
+    stdlib: String,
+    abiflags: String,
+    multiarch: String,
+    abi: String,
+    platlibdir: String,
+    /// The full version (`3.11.2`).
+    version: String,
+}
+
+fn python_build(image: &str, fs: &RootFs, real: &str) -> Result<PythonBuild> {
+    let (base_prefix, minor) = stdlib_above(image, fs, real)?;
+    let short = format!("3.{minor}");
+    let stdlib = format!("{}/lib/python{short}", base_prefix.trim_end_matches('/'));
+    let sysconfigdata = fs
+        .children(&stdlib)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("_sysconfigdata_") && n.ends_with(".py"))
+        .map(|(n, _)| n)
+        .max_by_key(|n| (n.contains("_linux_"), n.clone()));
+    let vars = sysconfigdata
+        .as_deref()
+        .and_then(|n| text(fs, &format!("{stdlib}/{n}")))
+        .map(|t| pyfacts::sysconfig_vars(&t))
+        .unwrap_or_default();
+    let flag = |k: &str| vars.get(k).is_some_and(|v| v == "1");
+    let abi = format!(
+        "cp3{minor}{}{}",
+        if flag("Py_GIL_DISABLED") { "t" } else { "" },
+        if flag("Py_DEBUG") { "d" } else { "" }
+    );
+    let multiarch = vars.get("MULTIARCH").cloned().unwrap_or_default();
+    let version = full_version(image, fs, (real, &base_prefix, &multiarch), minor)?;
+    Ok(PythonBuild {
+        abiflags: vars.get("ABIFLAGS").cloned().unwrap_or_default(),
+        platlibdir: vars
+            .get("PLATLIBDIR")
+            .cloned()
+            .unwrap_or_else(|| "lib".to_string()),
+        base_prefix,
+        minor,
+        short,
+        stdlib,
+        multiarch,
+        abi,
+        version,
+    })
+}
+
+/// The prefix above `real` whose `lib/python3.X/os.py` exists, and X: the
+/// minor the binary's name says, else the highest there.
+fn stdlib_above(image: &str, fs: &RootFs, real: &str) -> Result<(String, u32)> {
     let mut prefix_candidates: Vec<String> = Vec::new();
-    let mut d = base_bin.as_str();
+    let mut d = parent(real);
     while d != "/" {
         d = parent(d);
         prefix_candidates.push(d.to_string());
@@ -365,7 +496,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
         .next()
         .and_then(|n| n.strip_prefix("python3."))
         .and_then(|m| m.parse::<u32>().ok());
-    let (base_prefix, minor) = prefix_candidates
+    prefix_candidates
         .iter()
         .find_map(|p| {
             let lib = format!("{}/lib", p.trim_end_matches('/'));
@@ -388,34 +519,17 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                 image,
                 format!("no standard library (lib/python3.X/os.py) above {real}"),
             )
-        })?;
-    let short = format!("3.{minor}");
-    let stdlib = format!("{}/lib/python{short}", base_prefix.trim_end_matches('/'));
-    let sysconfigdata = fs
-        .children(&stdlib)
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("_sysconfigdata_") && n.ends_with(".py"))
-        .map(|(n, _)| n)
-        .max_by_key(|n| (n.contains("_linux_"), n.clone()));
-    let vars = sysconfigdata
-        .as_deref()
-        .and_then(|n| text(fs, &format!("{stdlib}/{n}")))
-        .map(|t| pyfacts::sysconfig_vars(&t))
-        .unwrap_or_default();
-    let abiflags = vars.get("ABIFLAGS").cloned().unwrap_or_default();
-    let multiarch = vars.get("MULTIARCH").cloned().unwrap_or_default();
-    let free_threaded = vars.get("Py_GIL_DISABLED").is_some_and(|v| v == "1");
-    let debug = vars.get("Py_DEBUG").is_some_and(|v| v == "1");
-    let abi = format!(
-        "cp3{minor}{}{}",
-        if free_threaded { "t" } else { "" },
-        if debug { "d" } else { "" }
-    );
-    let platlibdir = vars
-        .get("PLATLIBDIR")
-        .cloned()
-        .unwrap_or_else(|| "lib".to_string());
-    let mut version_sources = vec![real.clone()];
+        })
+}
+
+/// `3.X.N`, from the version strings in the binary or its libpython.
+fn full_version(
+    image: &str,
+    fs: &RootFs,
+    (real, base_prefix, multiarch): (&str, &str, &str),
+    minor: u32,
+) -> Result<String> {
+    let mut version_sources = vec![real.to_string()];
     for dir in [
         format!("{}/lib", base_prefix.trim_end_matches('/')),
         format!("{}/lib/{multiarch}", base_prefix.trim_end_matches('/')),
@@ -441,11 +555,12 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                     "cannot tell the full Python version of {real} (no 3.{minor}.N in the binary)"
                 ),
             )
-        })?
-        .trim_end_matches('+')
-        .to_string();
+        })?;
+    Ok(version.trim_end_matches('+').to_string())
+}
 
-    // 3. libc: glibc's banner in libc.so.6; musl bases are not handled.
+/// glibc's version, from the banner of the base's `libc.so.6`.
+fn glibc(image: &str, fs: &RootFs, multiarch: &str) -> Result<(u32, u32)> {
     let mut libc_dirs = vec!["/lib64".to_string(), "/usr/lib64".to_string()];
     if !multiarch.is_empty() {
         libc_dirs.insert(0, format!("/lib/{multiarch}"));
@@ -453,7 +568,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
     }
     libc_dirs.push("/lib".into());
     libc_dirs.push("/usr/lib".into());
-    let glibc = libc_dirs
+    libc_dirs
         .iter()
         .filter_map(|d| fs.resolve(&format!("{d}/libc.so.6")))
         .filter_map(|p| fs.versions(&p).map(<[String]>::to_vec))
@@ -472,14 +587,47 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                     "no glibc (libc.so.6 with a version banner) found".to_string()
                 },
             )
-        })?;
+        })
+}
 
-    // 4. The install scheme pip uses (sysconfig's preferred one).
-    let schemes = text(fs, &format!("{stdlib}/sysconfig.py"))
-        .map(|t| pyfacts::install_schemes(&t))
-        .unwrap_or_default();
-    let prefix = venv.clone().unwrap_or_else(|| base_prefix.clone());
-    let scheme_name = if venv.is_some() {
+/// CPython's `posix_prefix` scheme, for a `sysconfig.py` that names none.
+fn posix_prefix_default() -> BTreeMap<String, String> {
+    [
+        (
+            "stdlib",
+            "{installed_base}/{platlibdir}/python{py_version_short}",
+        ),
+        (
+            "platstdlib",
+            "{platbase}/{platlibdir}/python{py_version_short}",
+        ),
+        (
+            "purelib",
+            "{base}/lib/python{py_version_short}/site-packages",
+        ),
+        (
+            "platlib",
+            "{platbase}/{platlibdir}/python{py_version_short}/site-packages",
+        ),
+        (
+            "include",
+            "{installed_base}/include/python{py_version_short}{abiflags}",
+        ),
+        ("scripts", "{base}/bin"),
+        ("data", "{base}"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The name of the scheme pip installs with (sysconfig's preferred one).
+fn scheme_name(
+    config: &ImageConfig,
+    schemes: &BTreeMap<String, BTreeMap<String, String>>,
+    venv: bool,
+) -> &'static str {
+    if venv {
         if schemes.contains_key("posix_venv") {
             "posix_venv"
         } else {
@@ -492,95 +640,87 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
         }
     } else {
         "posix_prefix"
-    };
-    let posix_prefix_default = BTreeMap::from([
-        (
-            "stdlib".to_string(),
-            "{installed_base}/{platlibdir}/python{py_version_short}".to_string(),
-        ),
-        (
-            "platstdlib".to_string(),
-            "{platbase}/{platlibdir}/python{py_version_short}".to_string(),
-        ),
-        (
-            "purelib".to_string(),
-            "{base}/lib/python{py_version_short}/site-packages".to_string(),
-        ),
-        (
-            "platlib".to_string(),
-            "{platbase}/{platlibdir}/python{py_version_short}/site-packages".to_string(),
-        ),
-        (
-            "include".to_string(),
-            "{installed_base}/include/python{py_version_short}{abiflags}".to_string(),
-        ),
-        ("scripts".to_string(), "{base}/bin".to_string()),
-        ("data".to_string(), "{base}".to_string()),
-    ]);
-    let templates = schemes.get(scheme_name).unwrap_or(&posix_prefix_default);
+    }
+}
+
+/// `sys.prefix` and the install scheme pip uses there.
+fn scheme(
+    config: &ImageConfig,
+    fs: &RootFs,
+    b: &PythonBuild,
+    venv: Option<&str>,
+) -> (String, Scheme) {
+    let schemes = text(fs, &format!("{}/sysconfig.py", b.stdlib))
+        .map(|t| pyfacts::install_schemes(&t))
+        .unwrap_or_default();
+    let prefix = venv.map_or_else(|| b.base_prefix.clone(), str::to_string);
+    let name = scheme_name(config, &schemes, venv.is_some());
+    let default = posix_prefix_default();
+    let templates = schemes.get(name).unwrap_or(&default);
     let svars: BTreeMap<&str, String> = BTreeMap::from([
         ("base", prefix.clone()),
         ("platbase", prefix.clone()),
-        ("installed_base", base_prefix.clone()),
-        ("installed_platbase", base_prefix.clone()),
-        ("py_version_short", short.clone()),
-        ("py_version_nodot", format!("3{minor}")),
-        ("abiflags", abiflags.clone()),
-        ("platlibdir", platlibdir.clone()),
+        ("installed_base", b.base_prefix.clone()),
+        ("installed_platbase", b.base_prefix.clone()),
+        ("py_version_short", b.short.clone()),
+        ("py_version_nodot", format!("3{}", b.minor)),
+        ("abiflags", b.abiflags.clone()),
+        ("platlibdir", b.platlibdir.clone()),
     ]);
     let get = |k: &str| {
         templates
             .get(k)
-            .or_else(|| posix_prefix_default.get(k))
+            .or_else(|| default.get(k))
             .map(|t| pyfacts::expand(t, &svars))
             .unwrap_or_default()
     };
-    let mut include = get("include");
-    if let Some(v) = &venv {
+    let include = match venv {
         // pip's own rule in a virtual environment.
-        include = format!("{v}/include/site/python{short}");
-    }
+        Some(v) => format!("{v}/include/site/python{}", b.short),
+        None => get("include"),
+    };
+    let mut stdlib = vec![get("stdlib"), get("platstdlib")];
+    stdlib.dedup();
     let scheme = Scheme {
-        name: scheme_name.to_string(),
+        name: name.to_string(),
         purelib: get("purelib"),
         platlib: get("platlib"),
         scripts: get("scripts"),
         data: get("data"),
         include,
-        stdlib: {
-            let mut s = vec![get("stdlib"), get("platstdlib")];
-            s.dedup();
-            s
-        },
+        stdlib,
     };
+    (prefix, scheme)
+}
 
-    // 5. sys.path: the stdlib, then site.py's site directories that exist,
-    //    then what their .pth files add.
-    let site_src = text(fs, &format!("{stdlib}/site.py")).unwrap_or_default();
+/// The site directories `site.py` adds that exist, in its order.
+fn site_dirs(fs: &RootFs, b: &PythonBuild, interp: &Interpreter) -> Vec<String> {
+    let site_src = text(fs, &format!("{}/site.py", b.stdlib)).unwrap_or_default();
     let debian_site = site_src.contains("dist-packages");
     let mut prefixes: Vec<String> = Vec::new();
-    if let Some(v) = &venv {
+    if let Some(v) = &interp.venv {
         prefixes.push(v.clone());
-        if venv_vars
+        if interp
+            .venv_vars
             .get("include-system-site-packages")
             .is_some_and(|s| s.eq_ignore_ascii_case("true"))
         {
-            prefixes.push(base_prefix.clone());
+            prefixes.push(b.base_prefix.clone());
         }
     } else {
-        prefixes.push(base_prefix.clone());
+        prefixes.push(b.base_prefix.clone());
+    }
+    let short = &b.short;
+    let mut libdirs = vec![b.platlibdir.clone()];
+    if b.platlibdir != "lib" {
+        libdirs.push("lib".into());
     }
     let mut site_dirs: Vec<String> = Vec::new();
     for p in &prefixes {
         let p = p.trim_end_matches('/');
-        let is_venv = venv.is_some();
         let mut cands = Vec::new();
-        let mut libdirs = vec![platlibdir.clone()];
-        if platlibdir != "lib" {
-            libdirs.push("lib".into());
-        }
         if debian_site {
-            if is_venv {
+            if interp.venv.is_some() {
                 cands.push(format!("{p}/lib/python{short}/site-packages"));
             }
             cands.push(format!("{p}/local/lib/python{short}/dist-packages"));
@@ -599,51 +739,70 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
             }
         }
     }
+    site_dirs
+}
+
+/// `sys.path`: the stdlib's entries, the site directories, then the
+/// directories their `.pth` files add (also returned alone).
+fn sys_path(fs: &RootFs, b: &PythonBuild, site_dirs: &[String]) -> (Vec<String>, Vec<String>) {
     let mut sys_path = vec![
         format!(
-            "{}/lib/python3{minor}.zip",
-            base_prefix.trim_end_matches('/')
+            "{}/lib/python3{}.zip",
+            b.base_prefix.trim_end_matches('/'),
+            b.minor
         ),
-        stdlib.clone(),
-        format!("{stdlib}/lib-dynload"),
+        b.stdlib.clone(),
+        format!("{}/lib-dynload", b.stdlib),
     ];
     let mut pth_dirs: Vec<String> = Vec::new();
-    for site in &site_dirs {
+    for site in site_dirs {
         sys_path.push(site.clone());
-        let mut pths: Vec<String> = fs
-            .children(site)
-            .into_iter()
-            .filter(|(n, _)| n.ends_with(".pth") && !n.starts_with('.'))
-            .map(|(n, _)| n)
-            .collect();
-        pths.sort();
-        for pth in pths {
-            let Some(t) = text(fs, &format!("{site}/{pth}")) else {
-                continue;
-            };
-            for line in t.lines() {
-                let l = line.trim_end();
-                if l.is_empty()
-                    || l.starts_with('#')
-                    || l.starts_with("import ")
-                    || l.starts_with("import\t")
-                {
-                    continue;
-                }
-                let dir = if l.starts_with('/') {
-                    pyfacts::normalize(l)
-                } else {
-                    pyfacts::normalize(&format!("{site}/{l}"))
-                };
-                if fs.is_dir(&dir) && !sys_path.contains(&dir) && !pth_dirs.contains(&dir) {
-                    pth_dirs.push(dir);
-                }
+        for dir in pth_lines(fs, site) {
+            if fs.is_dir(&dir) && !sys_path.contains(&dir) && !pth_dirs.contains(&dir) {
+                pth_dirs.push(dir);
             }
         }
     }
     sys_path.extend(pth_dirs.iter().cloned());
+    (sys_path, pth_dirs)
+}
 
-    // 6. pip: the first on sys.path.
+/// The directories the `.pth` files of `site` name, in file-name order
+/// (comments and `import` lines skipped; relative paths from `site`).
+fn pth_lines(fs: &RootFs, site: &str) -> Vec<String> {
+    let mut pths: Vec<String> = fs
+        .children(site)
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".pth") && !n.starts_with('.'))
+        .map(|(n, _)| n)
+        .collect();
+    pths.sort();
+    let mut dirs = Vec::new();
+    for pth in pths {
+        let Some(t) = text(fs, &format!("{site}/{pth}")) else {
+            continue;
+        };
+        for line in t.lines() {
+            let l = line.trim_end();
+            if l.is_empty()
+                || l.starts_with('#')
+                || l.starts_with("import ")
+                || l.starts_with("import\t")
+            {
+                continue;
+            }
+            dirs.push(if l.starts_with('/') {
+                pyfacts::normalize(l)
+            } else {
+                pyfacts::normalize(&format!("{site}/{l}"))
+            });
+        }
+    }
+    dirs
+}
+
+/// The pip `python -m pip` imports: the first on `sys.path`.
+fn pip(image: &str, fs: &RootFs, sys_path: &[String], executable: &str) -> Result<Pip> {
     let pip_dir = sys_path
         .iter()
         .map(|d| format!("{d}/pip"))
@@ -654,7 +813,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                 format!("{executable} has no pip on its sys.path; Beam's boot installs with `python -m pip`"),
             )
         })?;
-    let pip = Pip {
+    Ok(Pip {
         version: text(fs, &format!("{pip_dir}/__init__.py"))
             .and_then(|t| pyfacts::dunder_version(&t))
             .ok_or_else(|| refuse(image, format!("no __version__ in {pip_dir}/__init__.py")))?,
@@ -669,9 +828,12 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
             })?,
         debian_is_local: text(fs, &format!("{pip_dir}/_internal/utils/misc.py"))
             .is_some_and(|t| pyfacts::debian_is_local(&t)),
-    };
+    })
+}
 
-    // 7. Installed distributions, in sys.path order.
+/// Every `.dist-info` and `.egg-info` on `sys.path` (after its first
+/// entry), in `sys.path` order.
+fn installed(fs: &RootFs, sys_path: &[String]) -> Vec<Distribution> {
     let mut distributions = Vec::new();
     for dir in sys_path.iter().skip(1) {
         for (name, node) in fs.children(dir) {
@@ -685,8 +847,11 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
             }
         }
     }
+    distributions
+}
 
-    // 8. The files pip's uninstall can see.
+/// The directories pip may install into or uninstall from, none inside another.
+fn roots(site_dirs: &[String], pth_dirs: &[String], scheme: &Scheme) -> Vec<String> {
     let mut roots: Vec<String> = site_dirs
         .iter()
         .chain(pth_dirs.iter())
@@ -701,7 +866,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
         .collect();
     roots.sort();
     roots.dedup();
-    let roots: Vec<String> = roots
+    roots
         .iter()
         .filter(|r| {
             !roots
@@ -709,9 +874,15 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
                 .any(|o| o != *r && r.starts_with(&format!("{}/", o.trim_end_matches('/'))))
         })
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// Every path under `roots` (directories with a trailing `/`), and the
+/// directories there, above them or above Beam's that are not 0755 root.
+#[allow(clippy::type_complexity)]
+fn visible(fs: &RootFs, roots: &[String]) -> (BTreeSet<String>, BTreeMap<String, (u32, u64, u64)>) {
     let mut files = BTreeSet::new();
-    for r in &roots {
+    for r in roots {
         for (p, n) in fs.under(r) {
             files.insert(if n.kind == Kind::Dir {
                 format!("{p}/")
@@ -720,7 +891,6 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
             });
         }
     }
-
     let mut dirs = BTreeMap::new();
     let mut note_dir = |p: &str| {
         if let Some(n) = fs.node(p) {
@@ -745,39 +915,7 @@ pub fn derive(config: &ImageConfig, fs: &RootFs) -> Result<Index> {
             }
         }
     }
-
-    let platforms = tags::linux_platforms(&machine, glibc);
-    let tags = tags::cpython_tags(3, minor, &abi, &platforms);
-    Ok(Index {
-        format: FORMAT,
-        base: config.id.clone(),
-        image: config.id.clone(),
-        os: config.os.clone(),
-        machine,
-        path_env,
-        python: Python {
-            executable,
-            real,
-            version,
-            major: 3,
-            minor,
-            abi,
-            abiflags,
-            prefix,
-            base_prefix,
-            stdlib,
-            venv,
-        },
-        glibc,
-        tags,
-        scheme,
-        sys_path,
-        pip,
-        distributions,
-        files,
-        roots,
-        dirs,
-    })
+    (files, dirs)
 }
 
 /// `... release version 2.36.` → (2, 36).

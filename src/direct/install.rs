@@ -26,7 +26,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::index::{Distribution, Index};
+use super::index::{Distribution, Index, Scheme};
 use super::metadata::{self, Metadata, RecordRow, WheelInfo};
 use super::pyfacts::normalize;
 use crate::error::{Error, Result};
@@ -488,37 +488,55 @@ impl State {
                 })
             }
         };
+        let paths = self.uninstall_paths(dist, &declared);
+        self.remove_paths(&paths);
+        self.pending.remove(&info);
+        let key = dist.key();
+        let loc = dist.location.clone();
+        self.index
+            .distributions
+            .retain(|d| !(d.key() == key && d.location == loc));
+        Ok(true)
+    }
+
+    /// What pip's UninstallPathSet holds for `dist`: its declared files
+    /// (with `.pyc`/`.pyo` beside each `.py`, and its scripts) that exist
+    /// and pip may touch; a `.py` brings its cached `.pyc`.
+    fn uninstall_paths(&self, dist: &Distribution, declared: &[String]) -> BTreeSet<String> {
         let tag = self.index.python.cache_tag();
         let mut candidates: BTreeSet<String> = BTreeSet::new();
         if dist.is_egg_info() {
-            candidates.insert(info.clone());
+            candidates.insert(dist.info_path());
         }
-        for f in &declared {
+        for f in declared {
             candidates.insert(f.clone());
             if let Some(stem) = f.strip_suffix(".py") {
                 candidates.insert(format!("{stem}.pyc"));
                 candidates.insert(format!("{stem}.pyo"));
             }
         }
-        let bin = self.index.scheme.scripts.clone();
+        let bin = &self.index.scheme.scripts;
         for s in dist.console_scripts.iter().chain(&dist.gui_scripts) {
             candidates.insert(format!("{bin}/{s}"));
         }
-        // UninstallPathSet.add: only what exists and pip may touch; a .py
-        // brings its cached .pyc.
         let mut paths: BTreeSet<String> = BTreeSet::new();
-        let add = |p: &str, st: &State, paths: &mut BTreeSet<String>| {
-            if st.exists(p).is_some() && st.index.is_local(p) {
+        let mut add = |p: &str| {
+            if self.exists(p).is_some() && self.index.is_local(p) {
                 paths.insert(p.to_string());
             }
         };
         for c in &candidates {
-            add(c, self, &mut paths);
+            add(c);
             if c.ends_with(".py") && self.exists(c).is_some() {
-                add(&cache_from_source(c, &tag), self, &mut paths);
+                add(&cache_from_source(c, &tag));
             }
         }
-        // compress_for_rename: a directory goes whole when every file in it goes.
+        paths
+    }
+
+    /// Remove `paths` as pip's compress_for_rename groups them: a directory
+    /// goes whole when every file in it goes.
+    fn remove_paths(&mut self, paths: &BTreeSet<String>) {
         let mut remaining = paths.clone();
         let mut roots: Vec<String> = paths.iter().map(|p| parent(p).to_string()).collect();
         roots.sort_by_key(|r| r.len());
@@ -548,100 +566,94 @@ impl State {
             }
             self.remove(p);
         }
-        self.pending.remove(&info);
-        let key = dist.key();
-        let loc = dist.location.clone();
-        self.index
-            .distributions
-            .retain(|d| !(d.key() == key && d.location == loc));
-        Ok(true)
     }
 
     /// Install a wheel as pip's `install_wheel` does (see the module). The
     /// caller has uninstalled what pip would.
     pub fn install_wheel(&mut self, wheel: &Wheel, opts: &InstallOptions) -> Result<Distribution> {
-        let scheme = self.index.scheme.clone();
         let lib_dir = if wheel.info.root_is_purelib {
-            scheme.purelib.clone()
+            self.index.scheme.purelib.clone()
         } else {
-            scheme.platlib.clone()
+            self.index.scheme.platlib.clone()
         };
-        let name = wheel.name().to_string();
-        let executable = self.index.python.executable.clone();
-        let console: Vec<(String, String)> = wheel
-            .entry_points
-            .get("console_scripts")
-            .cloned()
-            .unwrap_or_default();
-        let gui: Vec<(String, String)> = wheel
-            .entry_points
-            .get("gui_scripts")
-            .cloned()
-            .unwrap_or_default();
+        let entry_points = |group: &str| -> Vec<(String, String)> {
+            wheel.entry_points.get(group).cloned().unwrap_or_default()
+        };
+        let (console, gui) = (entry_points("console_scripts"), entry_points("gui_scripts"));
         let ep_names: BTreeSet<&str> = console
             .iter()
             .chain(&gui)
             .map(|(n, _)| n.as_str())
             .collect();
-        // record path (in the wheel) → installed path (relative to lib_dir)
+        let (installed, changed) = self.unpack(wheel, &lib_dir, &ep_names)?;
+        // .py files pip byte-compiles (deduplicated installed paths).
+        let py: Vec<String> = installed
+            .values()
+            .map(|r| normalize(&format!("{lib_dir}/{r}")))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|p| p.ends_with(".py") && self.exists(p) == Some(false))
+            .collect();
+        let info_dir = format!("{lib_dir}/{}", wheel.dist_info);
+        let mut generated = self.entry_point_scripts(wheel, &console, &gui)?;
+        generated.extend(self.installer_files(&info_dir, opts));
+        let rows = self.record_rows(wheel, &lib_dir, (installed, &changed), &generated)?;
+        let dist = Distribution {
+            name: wheel.name().to_string(),
+            version: wheel.version().to_string(),
+            location: lib_dir.clone(),
+            info: wheel.dist_info.clone(),
+            installer: Some("pip".into()),
+            requested: opts.requested,
+            direct_url: opts.direct_url.as_deref().map(direct_url_json),
+            files: None,
+            requires: wheel.metadata.requires_dist(),
+            requires_python: wheel.metadata.requires_python().map(str::to_string),
+            console_scripts: console.iter().map(|(n, _)| n.clone()).collect(),
+            gui_scripts: gui.iter().map(|(n, _)| n.clone()).collect(),
+        };
+        // A placeholder until finish() writes the real RECORD.
+        let record_path = format!("{info_dir}/RECORD");
+        self.write_bytes(&record_path, 0o644, Vec::new());
+        self.pending.insert(
+            info_dir,
+            Pending {
+                record: record_path,
+                lib_dir,
+                rows,
+                py,
+            },
+        );
+        self.add_distribution(dist.clone());
+        Ok(dist)
+    }
+
+    /// Every member of the wheel written where pip puts it: its record path
+    /// → its installed path (relative to `lib_dir`), and the installed paths
+    /// whose bytes were rewritten (scripts' `#!python`).
+    #[allow(clippy::type_complexity)]
+    fn unpack(
+        &mut self,
+        wheel: &Wheel,
+        lib_dir: &str,
+        entry_points: &BTreeSet<&str>,
+    ) -> Result<(BTreeMap<String, String>, BTreeSet<String>)> {
         let mut installed: BTreeMap<String, String> = BTreeMap::new();
         let mut changed: BTreeSet<String> = BTreeSet::new();
-        let mut generated: Vec<String> = Vec::new();
         for (member, zmode, size) in &wheel.members {
             let top = member.split('/').next().unwrap_or("");
             let dest = if top.ends_with(".data") {
-                let normed = normalize(&format!("/{member}"));
-                let parts: Vec<&str> = normed.trim_start_matches('/').splitn(3, '/').collect();
-                if parts.len() < 3 {
-                    return Err(bad_wheel(
-                        &wheel.path,
-                        format!("unexpected file {member:?}: .data contents must be <scheme key>/<path>"),
-                    ));
-                }
-                let base = match parts[1] {
-                    "purelib" => scheme.purelib.clone(),
-                    "platlib" => scheme.platlib.clone(),
-                    "headers" => format!("{}/{}", scheme.include, name),
-                    "scripts" => scheme.scripts.clone(),
-                    "data" => scheme.data.clone(),
-                    other => {
-                        return Err(bad_wheel(
-                            &wheel.path,
-                            format!("unknown scheme key {other:?} (for file {member:?})"),
-                        ))
-                    }
-                };
-                let dest = normalize(&format!("{base}/{}", parts[2]));
-                if !dest.starts_with(&format!("{}/", base.trim_end_matches('/'))) {
-                    return Err(bad_wheel(&wheel.path, format!("{member:?} escapes {base}")));
-                }
-                if parts[1] == "scripts" {
-                    let file = dest.rsplit('/').next().unwrap_or("");
-                    let lower = file.to_ascii_lowercase();
-                    let m = if lower.ends_with(".exe") || lower.ends_with(".pya") {
-                        &file[..file.len() - 4]
-                    } else if lower.ends_with("-script.py") {
-                        &file[..file.len() - 10]
-                    } else {
-                        file
-                    };
-                    if ep_names.contains(m) {
-                        continue; // setuptools' wrapper of an entry point
-                    }
-                    // fix_script: `#!python` becomes the interpreter.
-                    let bytes = wheel.read_member(member)?;
-                    if bytes.starts_with(b"#!python") {
-                        let rest = match bytes.iter().position(|b| *b == b'\n') {
-                            Some(i) => &bytes[i + 1..],
-                            None => &[][..],
-                        };
-                        let mut out = format!("#!{executable}\n").into_bytes();
-                        out.extend_from_slice(rest);
-                        self.write_bytes(&dest, extracted_mode(*zmode), out);
-                        let rec = relpath(&dest, &lib_dir);
-                        installed.insert(member.clone(), rec.clone());
-                        changed.insert(rec);
-                        continue;
+                let (key, dest) = data_dest(&self.index.scheme, wheel, member)?;
+                if key == "scripts" {
+                    match self.script(wheel, member, (&dest, *zmode), entry_points)? {
+                        Script::Wrapper => continue,
+                        Script::Fixed => {
+                            let rec = relpath(&dest, lib_dir);
+                            installed.insert(member.clone(), rec.clone());
+                            changed.insert(rec);
+                            continue;
+                        }
+                        Script::AsIs => {}
                     }
                 }
                 dest
@@ -655,28 +667,64 @@ impl State {
                 }
                 dest
             };
-            self.write(
-                &dest,
-                extracted_mode(*zmode),
-                *size,
-                Content::Zip {
-                    wheel: wheel.path.clone(),
-                    member: member.clone(),
-                },
-            );
-            installed.insert(member.clone(), relpath(&dest, &lib_dir));
+            let content = Content::Zip {
+                wheel: wheel.path.clone(),
+                member: member.clone(),
+            };
+            self.write(&dest, extracted_mode(*zmode), *size, content);
+            installed.insert(member.clone(), relpath(&dest, lib_dir));
         }
-        // .py files pip byte-compiles (deduplicated installed paths).
-        let py: Vec<String> = installed
-            .values()
-            .map(|r| normalize(&format!("{lib_dir}/{r}")))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter(|p| p.ends_with(".py") && self.exists(p) == Some(false))
-            .collect();
-        // Console and GUI scripts.
+        Ok((installed, changed))
+    }
+
+    /// A `.data/scripts` member: skipped when it is setuptools' wrapper of
+    /// an entry point, written with the base's interpreter when it starts
+    /// `#!python` (pip's fix_script), else copied as it is.
+    fn script(
+        &mut self,
+        wheel: &Wheel,
+        member: &str,
+        (dest, zmode): (&str, u32),
+        entry_points: &BTreeSet<&str>,
+    ) -> Result<Script> {
+        let file = dest.rsplit('/').next().unwrap_or("");
+        let lower = file.to_ascii_lowercase();
+        let m = if lower.ends_with(".exe") || lower.ends_with(".pya") {
+            &file[..file.len() - 4]
+        } else if lower.ends_with("-script.py") {
+            &file[..file.len() - 10]
+        } else {
+            file
+        };
+        if entry_points.contains(m) {
+            return Ok(Script::Wrapper);
+        }
+        let bytes = wheel.read_member(member)?;
+        if !bytes.starts_with(b"#!python") {
+            return Ok(Script::AsIs);
+        }
+        let rest = match bytes.iter().position(|b| *b == b'\n') {
+            Some(i) => &bytes[i + 1..],
+            None => &[][..],
+        };
+        let mut out = format!("#!{}\n", self.index.python.executable).into_bytes();
+        out.extend_from_slice(rest);
+        self.write_bytes(dest, extracted_mode(zmode), out);
+        Ok(Script::Fixed)
+    }
+
+    /// The console and GUI scripts of the wheel's entry points, in the
+    /// launcher text the base's pip writes; their paths.
+    fn entry_point_scripts(
+        &mut self,
+        wheel: &Wheel,
+        console: &[(String, String)],
+        gui: &[(String, String)],
+    ) -> Result<Vec<String>> {
         let template = self.index.pip.script_template.clone();
-        let specs = console_script_specs(&console, &self.index.python.short());
+        let executable = self.index.python.executable.clone();
+        let specs = console_script_specs(console, &self.index.python.short());
+        let mut generated = Vec::new();
         for (script, value) in specs.iter().chain(gui.iter()) {
             let Some((module, attrs)) = export_entry(value) else {
                 return Err(bad_wheel(
@@ -684,22 +732,24 @@ impl State {
                     format!("entry point {script} = {value} is not module:attr"),
                 ));
             };
-            let dest = format!("{}/{script}", scheme.scripts);
-            self.write_bytes(
-                &dest,
-                0o755,
-                launcher(&template, &executable, &module, &attrs),
-            );
+            let dest = format!("{}/{script}", self.index.scheme.scripts);
+            let text = launcher(&template, &executable, &module, &attrs);
+            self.write_bytes(&dest, 0o755, text);
             generated.push(dest);
         }
-        let info_dir = format!("{lib_dir}/{}", wheel.dist_info);
+        Ok(generated)
+    }
+
+    /// `INSTALLER`, `direct_url.json` and `REQUESTED` as pip writes them;
+    /// their paths.
+    fn installer_files(&mut self, info_dir: &str, opts: &InstallOptions) -> Vec<String> {
+        let mut generated = Vec::new();
         let installer = format!("{info_dir}/INSTALLER");
         self.write_bytes(&installer, 0o644, b"pip\n".to_vec());
         generated.push(installer);
         if let Some(url) = &opts.direct_url {
             let p = format!("{info_dir}/direct_url.json");
-            let json = direct_url_json(url);
-            self.write_bytes(&p, 0o644, json.into_bytes());
+            self.write_bytes(&p, 0o644, direct_url_json(url).into_bytes());
             generated.push(p);
         }
         if opts.requested {
@@ -707,7 +757,19 @@ impl State {
             self.write_bytes(&p, 0o644, Vec::new());
             generated.push(p);
         }
-        // get_csv_rows_for_installed
+        generated
+    }
+
+    /// The installed `RECORD`'s rows (pip's get_csv_rows_for_installed): the
+    /// wheel's rows at their installed paths (rewritten files hashed again),
+    /// the generated files, then members the wheel's RECORD did not list.
+    fn record_rows(
+        &self,
+        wheel: &Wheel,
+        lib_dir: &str,
+        (mut installed, changed): (BTreeMap<String, String>, &BTreeSet<String>),
+        generated: &[String],
+    ) -> Result<Vec<RecordRow>> {
         let mut rows = Vec::new();
         for row in metadata::parse_record(&wheel.record) {
             let new_path = installed.remove(&row.path).unwrap_or(row.path.clone());
@@ -727,10 +789,10 @@ impl State {
                 });
             }
         }
-        for g in &generated {
+        for g in generated {
             let (h, n) = self.hash_of(g)?;
             rows.push(RecordRow {
-                path: relpath(g, &lib_dir),
+                path: relpath(g, lib_dir),
                 hash: h,
                 size: n,
             });
@@ -742,34 +804,7 @@ impl State {
                 size: String::new(),
             });
         }
-        let record_path = format!("{info_dir}/RECORD");
-        let dist = Distribution {
-            name: name.clone(),
-            version: wheel.version().to_string(),
-            location: lib_dir.clone(),
-            info: wheel.dist_info.clone(),
-            installer: Some("pip".into()),
-            requested: opts.requested,
-            direct_url: opts.direct_url.as_deref().map(direct_url_json),
-            files: None,
-            requires: wheel.metadata.requires_dist(),
-            requires_python: wheel.metadata.requires_python().map(str::to_string),
-            console_scripts: console.iter().map(|(n, _)| n.clone()).collect(),
-            gui_scripts: gui.iter().map(|(n, _)| n.clone()).collect(),
-        };
-        // A placeholder until finish() writes the real RECORD.
-        self.write_bytes(&record_path, 0o644, Vec::new());
-        self.pending.insert(
-            info_dir,
-            Pending {
-                record: record_path,
-                lib_dir: lib_dir.clone(),
-                rows,
-                py,
-            },
-        );
-        self.add_distribution(dist.clone());
-        Ok(dist)
+        Ok(rows)
     }
 
     /// Put a distribution where pip finds it: in sys.path order.
@@ -873,6 +908,45 @@ impl State {
         }
         Ok(after)
     }
+}
+
+/// What became of a `.data/scripts` member.
+enum Script {
+    /// setuptools' wrapper of an entry point: pip skips it.
+    Wrapper,
+    /// `#!python` rewritten to the interpreter.
+    Fixed,
+    AsIs,
+}
+
+/// Where a `.data/<key>/<path>` member goes: its scheme key and path.
+fn data_dest(scheme: &Scheme, wheel: &Wheel, member: &str) -> Result<(String, String)> {
+    let normed = normalize(&format!("/{member}"));
+    let parts: Vec<&str> = normed.trim_start_matches('/').splitn(3, '/').collect();
+    if parts.len() < 3 {
+        return Err(bad_wheel(
+            &wheel.path,
+            format!("unexpected file {member:?}: .data contents must be <scheme key>/<path>"),
+        ));
+    }
+    let base = match parts[1] {
+        "purelib" => scheme.purelib.clone(),
+        "platlib" => scheme.platlib.clone(),
+        "headers" => format!("{}/{}", scheme.include, wheel.name()),
+        "scripts" => scheme.scripts.clone(),
+        "data" => scheme.data.clone(),
+        other => {
+            return Err(bad_wheel(
+                &wheel.path,
+                format!("unknown scheme key {other:?} (for file {member:?})"),
+            ))
+        }
+    };
+    let dest = normalize(&format!("{base}/{}", parts[2]));
+    if !dest.starts_with(&format!("{}/", base.trim_end_matches('/'))) {
+        return Err(bad_wheel(&wheel.path, format!("{member:?} escapes {base}")));
+    }
+    Ok((parts[1].to_string(), dest))
 }
 
 /// `direct_url.json` for a local archive, as pip writes it (sorted keys).

@@ -33,6 +33,11 @@ pub struct Spec<'a> {
     pub inputs: BTreeMap<String, String>,
     /// The record's inputs of the layers below.
     pub lower_inputs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The layer's staged artifacts as staged (roles, digests): what the
+    /// record's `distributions` name as each one's source.
+    pub staged: &'a [crate::stage::Artifact],
+    /// The record of the layer below, when there is one.
+    pub parent: Option<&'a Record>,
     /// The base image's id, as the record names it.
     pub base_id: &'a str,
     pub boot_from: Option<&'a str>,
@@ -100,8 +105,13 @@ pub fn produce(lower: &Index, spec: &Spec, opts: &Options, scratch: &Path) -> Re
         python: Some(lower.python.version.clone()),
         inputs,
         packages: Some(installed.freeze()),
-        // TODO(issue 21 × 19): what the SBOM needs of each distribution.
-        distributions: None,
+        distributions: Some(super::sbom::distributions(
+            spec.name,
+            spec.staged,
+            &state,
+            (lower, &installed),
+            spec.parent,
+        )),
     };
 
     let inner = scratch.join("snapshot.tar");
@@ -263,6 +273,8 @@ mod tests {
             base_id: "sha256:base",
             boot_from: None,
             epoch: 1_700_000_000,
+            staged: &[],
+            parent: None,
         }
     }
 

@@ -27,4 +27,5 @@ pub mod pyfacts;
 pub mod requirements;
 pub mod resolve;
 pub mod rootfs;
+pub mod sbom;
 pub mod tags;

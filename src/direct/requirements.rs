@@ -44,12 +44,44 @@ fn refuse(file: &str, number: usize, text: &str, reason: &str) -> Error {
 }
 
 /// Options pip accepts in a requirements file that change nothing here.
-const HARMLESS: &[&str] = &["--no-index", "--pre", "--prefer-binary", "--trusted-host"];
+const HARMLESS: &[&str] = &["--no-index", "--pre", "--prefer-binary"];
 
 /// Parse `text` (the file named `file` in messages).
 pub fn parse(file: &str, text: &str) -> Result<File> {
     let mut out = File::default();
-    // Join continuation lines, remembering where each logical line starts.
+    for (number, line) in logical_lines(text) {
+        let text = strip_comment(&line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let tokens: Vec<&str> = text.split_whitespace().collect();
+        let first_opt = tokens
+            .iter()
+            .position(|t| t.starts_with('-'))
+            .unwrap_or(tokens.len());
+        let (req_tokens, opts) = tokens.split_at(first_opt);
+        let refuse = |reason: &str| refuse(file, number, text, reason);
+        let options = options(opts).map_err(|reason| refuse(&reason))?;
+        out.require_hashes |= options.require_hashes;
+        if req_tokens.is_empty() {
+            continue;
+        }
+        out.require_hashes |= !options.hashes.is_empty();
+        let requirement = pinned(&req_tokens.join(" ")).map_err(|reason| refuse(&reason))?;
+        out.lines.push(Line {
+            number,
+            text: text.to_string(),
+            requirement,
+            hashes: options.hashes,
+        });
+    }
+    Ok(out)
+}
+
+/// The file's logical lines (backslash continuations joined), each with
+/// the 1-based number of the line it starts on.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut logical: Vec<(usize, String)> = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -65,145 +97,98 @@ pub fn parse(file: &str, text: &str) -> Result<File> {
     if let Some(c) = current {
         logical.push(c);
     }
-    for (number, line) in logical {
-        // pip's COMMENT_RE: `#` at the start or after whitespace.
-        let mut text = line.clone();
-        let bytes: Vec<char> = line.chars().collect();
-        for (i, c) in bytes.iter().enumerate() {
-            if *c == '#' && (i == 0 || bytes[i - 1].is_whitespace()) {
-                text = bytes[..i].iter().collect();
-                break;
+    logical
+}
+
+/// `line` up to pip's COMMENT_RE: `#` at the start or after whitespace.
+fn strip_comment(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if *c == '#' && (i == 0 || chars[i - 1].is_whitespace()) {
+            return chars[..i].iter().collect();
+        }
+    }
+    line.to_string()
+}
+
+/// What a line's options say.
+#[derive(Default)]
+struct Options {
+    hashes: Vec<String>,
+    require_hashes: bool,
+}
+
+/// A line's options, or why direct mode refuses one.
+fn options(opts: &[&str]) -> std::result::Result<Options, String> {
+    let mut out = Options::default();
+    let mut i = 0;
+    while i < opts.len() {
+        let (name, value) = match opts[i].split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (opts[i], None),
+        };
+        // The option's value: after `=`, else the next token (consumed).
+        let mut next = |value: Option<String>| match value {
+            Some(v) => v,
+            None => {
+                i += 1;
+                opts.get(i).map(|s| s.to_string()).unwrap_or_default()
             }
-        }
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let tokens: Vec<&str> = text.split_whitespace().collect();
-        let first_opt = tokens
-            .iter()
-            .position(|t| t.starts_with('-'))
-            .unwrap_or(tokens.len());
-        let (req_tokens, opts) = tokens.split_at(first_opt);
-        let mut hashes = Vec::new();
-        let mut i = 0;
-        while i < opts.len() {
-            let o = opts[i];
-            let (name, value) = match o.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (o, None),
-            };
-            match name {
-                "--hash" => {
-                    let v = match value {
-                        Some(v) => v,
-                        None => {
-                            i += 1;
-                            opts.get(i).map(|s| s.to_string()).unwrap_or_default()
-                        }
-                    };
-                    match v.split_once(':') {
-                        Some(("sha256", h)) => hashes.push(h.to_ascii_lowercase()),
-                        Some((alg, _)) => {
-                            return Err(refuse(
-                                file,
-                                number,
-                                text,
-                                &format!("--hash with {alg}: direct mode checks sha256 hashes only"),
-                            ))
-                        }
-                        None => {
-                            return Err(refuse(file, number, text, "--hash needs ALGORITHM:HEX"))
-                        }
-                    }
-                }
-                "--require-hashes" => out.require_hashes = true,
-                n if HARMLESS.contains(&n) => {
-                    if n == "--trusted-host" && value.is_none() {
-                        i += 1;
-                    }
-                }
-                "-e" | "--editable" => {
-                    return Err(refuse(file, number, text, "an editable requirement is built from source"))
-                }
-                "-r" | "--requirement" | "-c" | "--constraint" => {
-                    return Err(refuse(
-                        file,
-                        number,
-                        text,
-                        "it names another requirements or constraints file, which Beam does not stage",
+        };
+        match name {
+            "--hash" => match next(value).split_once(':') {
+                Some(("sha256", h)) => out.hashes.push(h.to_ascii_lowercase()),
+                Some((alg, _)) => {
+                    return Err(format!(
+                        "--hash with {alg}: direct mode checks sha256 hashes only"
                     ))
                 }
-                "-i" | "--index-url" | "--extra-index-url" | "-f" | "--find-links" => {
-                    return Err(refuse(
-                        file,
-                        number,
-                        text,
-                        "it names a package index or link, which direct mode does not reach (it installs from the staged cache only)",
-                    ))
-                }
-                "--no-binary" => {
-                    return Err(refuse(file, number, text, "--no-binary asks pip to build from source"))
-                }
-                "--only-binary" => {
-                    if value.is_none() {
-                        i += 1;
-                    }
-                }
-                _ => {
-                    return Err(refuse(
-                        file,
-                        number,
-                        text,
-                        &format!("option {name} is not one direct mode handles"),
-                    ))
-                }
+                None => return Err("--hash needs ALGORITHM:HEX".into()),
+            },
+            "--require-hashes" => out.require_hashes = true,
+            "--trusted-host" | "--only-binary" => {
+                next(value);
             }
-            i += 1;
+            n if HARMLESS.contains(&n) => {}
+            other => return Err(refusal(other)),
         }
-        if req_tokens.is_empty() {
-            continue;
-        }
-        let req_text = req_tokens.join(" ");
-        let requirement = Requirement::from_str(&req_text).map_err(|e| {
-            refuse(
-                file,
-                number,
-                text,
-                &format!("not a PEP 508 requirement, or a path or URL pip would build: {e}"),
-            )
-        })?;
-        match &requirement.version_or_url {
-            Some(VersionOrUrl::VersionSpecifier(specs))
-                if specs.len() == 1 && *specs[0].operator() == Operator::Equal => {}
-            Some(VersionOrUrl::Url(_)) => {
-                return Err(refuse(
-                    file,
-                    number,
-                    text,
-                    "a direct URL: direct mode installs pinned requirements from the staged cache (name==version)",
-                ))
-            }
-            _ => {
-                return Err(refuse(
-                    file,
-                    number,
-                    text,
-                    "it is not pinned to one version with == (direct mode decides only what pip would with every line pinned; pin it, e.g. with `pip freeze`, or use --builder engine)",
-                ))
-            }
-        }
-        if !hashes.is_empty() {
-            out.require_hashes = true;
-        }
-        out.lines.push(Line {
-            number,
-            text: text.to_string(),
-            requirement,
-            hashes,
-        });
+        i += 1;
     }
     Ok(out)
+}
+
+/// Why direct mode refuses option `name`.
+fn refusal(name: &str) -> String {
+    match name {
+        "-e" | "--editable" => "an editable requirement is built from source".into(),
+        "-r" | "--requirement" | "-c" | "--constraint" => {
+            "it names another requirements or constraints file, which Beam does not stage".into()
+        }
+        "-i" | "--index-url" | "--extra-index-url" | "-f" | "--find-links" => {
+            "it names a package index or link, which direct mode does not reach (it installs from the staged cache only)".into()
+        }
+        "--no-binary" => "--no-binary asks pip to build from source".into(),
+        _ => format!("option {name} is not one direct mode handles"),
+    }
+}
+
+/// A PEP 508 requirement pinned to one version with `==`, or why not.
+fn pinned(text: &str) -> std::result::Result<Requirement, String> {
+    let requirement = Requirement::from_str(text)
+        .map_err(|e| format!("not a PEP 508 requirement, or a path or URL pip would build: {e}"))?;
+    match &requirement.version_or_url {
+        Some(VersionOrUrl::VersionSpecifier(specs))
+            if specs.len() == 1 && *specs[0].operator() == Operator::Equal =>
+        {
+            Ok(requirement)
+        }
+        Some(VersionOrUrl::Url(_)) => Err(
+            "a direct URL: direct mode installs pinned requirements from the staged cache (name==version)".into(),
+        ),
+        _ => Err(
+            "it is not pinned to one version with == (direct mode decides only what pip would with every line pinned; pin it, e.g. with `pip freeze`, or use --builder engine)".into(),
+        ),
+    }
 }
 
 #[cfg(test)]

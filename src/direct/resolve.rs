@@ -214,121 +214,174 @@ fn allows_pre(specs: &[Constraint]) -> bool {
 
 /// Run one call against the state.
 pub fn run(state: &mut State, call: &Call, env: &Env) -> std::result::Result<Done, Failure> {
-    let mut done = Done::default();
-    let mut chosen: BTreeMap<String, Choice> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut extras: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut constraints: BTreeMap<String, Vec<Constraint>> = BTreeMap::new();
-    let mut edges: Vec<(String, String)> = Vec::new(); // (dependent, dependency)
-
+    let mut r = Resolver {
+        call,
+        env,
+        done: Done::default(),
+        chosen: BTreeMap::new(),
+        order: Vec::new(),
+        extras: BTreeMap::new(),
+        constraints: BTreeMap::new(),
+        edges: Vec::new(),
+    };
     // 1. Roots.
     for (ri, root) in call.roots.iter().enumerate() {
         match root {
-            Root::Line(line) => {
-                let req = &line.requirement;
-                if !req.evaluate_markers(env.markers, &[]) {
-                    continue; // pip: "Ignoring …: markers … don't match your environment"
-                }
-                let key = line.key();
-                let specs = match &req.version_or_url {
-                    Some(VersionOrUrl::VersionSpecifier(s)) => s.clone(),
-                    _ => VersionSpecifiers::empty(),
-                };
-                constraints
-                    .entry(key.clone())
-                    .or_default()
-                    .push(Constraint {
-                        specs: specs.clone(),
-                        from: format!("{} line {}", call.what, line.number),
-                    });
-                extras
-                    .entry(key.clone())
-                    .or_default()
-                    .extend(req.extras.iter().map(|e| e.to_string()));
-                if chosen.contains_key(&key) {
-                    continue;
-                }
-                let installed = state.index.find(&key).cloned();
-                let choice = match installed {
-                    Some(d)
-                        if !call.force_reinstall
-                            && Version::from_str(&d.version).is_ok_and(|v| specs.contains(&v)) =>
-                    {
-                        done.satisfied.push(format!("{}=={}", d.name, d.version));
-                        Choice::Installed(Box::new(d))
-                    }
-                    _ => {
-                        let c = best(&key, &constraints[&key], call, env, &line.hashes, true)?;
-                        Choice::Wheel {
-                            wheel: Box::new(c),
-                            root: Some(ri),
-                        }
-                    }
-                };
-                order.push(key.clone());
-                chosen.insert(key, choice);
-            }
+            Root::Line(line) => r.line(state, ri, line)?,
             Root::Path {
                 staged,
                 wheel,
                 sdist,
-                extras: ex,
+                extras,
                 ..
-            } => {
-                let w = Wheel::open(wheel)?;
-                let wn = WheelName::parse(&w.file_name);
-                if wn.as_ref().is_none_or(|n| env.supported.rank(n).is_none()) {
-                    return Err(Failure::Pip(format!(
-                        "ERROR: {staged} is not a supported wheel on this platform (the base accepts {} first)",
-                        env.supported_first()
-                    )));
-                }
-                check_python(&w, staged, env)?;
-                let key = normalize(w.name());
-                extras
-                    .entry(key.clone())
-                    .or_default()
-                    .extend(ex.iter().cloned());
-                let installed = state.index.find(&key).cloned();
-                let choice = match installed {
-                    // A local wheel of the installed version: pip leaves it.
-                    Some(d) if !call.force_reinstall && !sdist && d.version == w.version() => {
-                        done.satisfied.push(format!(
-                            "{} is already installed with the same version as the provided wheel",
-                            d.name
-                        ));
-                        Choice::Installed(Box::new(d))
-                    }
-                    _ => Choice::Wheel {
-                        wheel: Box::new(w),
-                        root: Some(ri),
-                    },
-                };
-                if let Ok(v) = VersionSpecifiers::from_str(&format!("=={}", choice.version())) {
-                    constraints
-                        .entry(key.clone())
-                        .or_default()
-                        .push(Constraint {
-                            specs: v,
-                            from: staged.clone(),
-                        });
-                }
-                order.push(key.clone());
-                chosen.insert(key, choice);
-            }
+            } => r.path(state, ri, (staged, wheel, *sdist), extras)?,
         }
     }
-
     // 2. Dependencies, breadth first, installed first.
     if !call.no_deps {
+        r.dependencies(state)?;
+    }
+    // 3. Install the chosen wheels, dependencies first.
+    let to_install = r.install(state)?;
+    // 4. pip's conflict check over what changed and what depends on it.
+    let mut done = r.done;
+    if !to_install.is_empty() {
+        done.warnings = conflicts(state, &to_install.into_iter().collect(), env);
+    }
+    Ok(done)
+}
+
+/// One call's resolution under way.
+struct Resolver<'c> {
+    call: &'c Call,
+    env: &'c Env<'c>,
+    done: Done,
+    /// What each project resolved to.
+    chosen: BTreeMap<String, Choice>,
+    /// Projects in the order they were chosen (a project whose extras grew
+    /// comes again).
+    order: Vec<String>,
+    extras: BTreeMap<String, BTreeSet<String>>,
+    constraints: BTreeMap<String, Vec<Constraint>>,
+    /// (dependent, dependency).
+    edges: Vec<(String, String)>,
+}
+
+impl Resolver<'_> {
+    fn constrain(&mut self, key: &str, specs: VersionSpecifiers, from: String) {
+        self.constraints
+            .entry(key.to_string())
+            .or_default()
+            .push(Constraint { specs, from });
+    }
+
+    fn choose(&mut self, key: String, choice: Choice) {
+        self.order.push(key.clone());
+        self.chosen.insert(key, choice);
+    }
+
+    /// A requirements-file line: the installed version when it satisfies
+    /// the line (unless `--force-reinstall`), else the best staged wheel.
+    fn line(&mut self, state: &State, ri: usize, line: &Line) -> std::result::Result<(), Failure> {
+        let req = &line.requirement;
+        if !req.evaluate_markers(self.env.markers, &[]) {
+            return Ok(()); // pip: "Ignoring …: markers … don't match your environment"
+        }
+        let key = line.key();
+        let specs = match &req.version_or_url {
+            Some(VersionOrUrl::VersionSpecifier(s)) => s.clone(),
+            _ => VersionSpecifiers::empty(),
+        };
+        let from = format!("{} line {}", self.call.what, line.number);
+        self.constrain(&key, specs.clone(), from);
+        self.extras
+            .entry(key.clone())
+            .or_default()
+            .extend(req.extras.iter().map(|e| e.to_string()));
+        if self.chosen.contains_key(&key) {
+            return Ok(());
+        }
+        let choice = match state.index.find(&key).cloned() {
+            Some(d)
+                if !self.call.force_reinstall
+                    && Version::from_str(&d.version).is_ok_and(|v| specs.contains(&v)) =>
+            {
+                self.done
+                    .satisfied
+                    .push(format!("{}=={}", d.name, d.version));
+                Choice::Installed(Box::new(d))
+            }
+            _ => {
+                let all = &self.constraints[&key];
+                let c = best(&key, all, self.call, self.env, &line.hashes, true)?;
+                Choice::Wheel {
+                    wheel: Box::new(c),
+                    root: Some(ri),
+                }
+            }
+        };
+        self.choose(key, choice);
+        Ok(())
+    }
+
+    /// A staged file named by path: a supported wheel for this Python, left
+    /// when it is the installed version (unless forced, or built from an sdist).
+    fn path(
+        &mut self,
+        state: &State,
+        ri: usize,
+        (staged, wheel, sdist): (&str, &std::path::Path, bool),
+        ex: &[String],
+    ) -> std::result::Result<(), Failure> {
+        let w = Wheel::open(wheel)?;
+        let wn = WheelName::parse(&w.file_name);
+        if wn
+            .as_ref()
+            .is_none_or(|n| self.env.supported.rank(n).is_none())
+        {
+            return Err(Failure::Pip(format!(
+                "ERROR: {staged} is not a supported wheel on this platform (the base accepts {} first)",
+                self.env.supported_first()
+            )));
+        }
+        check_python(&w, staged, self.env)?;
+        let key = normalize(w.name());
+        self.extras
+            .entry(key.clone())
+            .or_default()
+            .extend(ex.iter().cloned());
+        let choice = match state.index.find(&key).cloned() {
+            // A local wheel of the installed version: pip leaves it.
+            Some(d) if !self.call.force_reinstall && !sdist && d.version == w.version() => {
+                self.done.satisfied.push(format!(
+                    "{} is already installed with the same version as the provided wheel",
+                    d.name
+                ));
+                Choice::Installed(Box::new(d))
+            }
+            _ => Choice::Wheel {
+                wheel: Box::new(w),
+                root: Some(ri),
+            },
+        };
+        if let Ok(v) = VersionSpecifiers::from_str(&format!("=={}", choice.version())) {
+            self.constrain(&key, v, staged.to_string());
+        }
+        self.choose(key, choice);
+        Ok(())
+    }
+
+    /// Every chosen project's requirements, breadth first.
+    fn dependencies(&mut self, state: &State) -> std::result::Result<(), Failure> {
         let mut i = 0;
-        while i < order.len() {
-            let key = order[i].clone();
+        while i < self.order.len() {
+            let key = self.order[i].clone();
             i += 1;
-            let Some(choice) = chosen.get(&key).cloned() else {
+            let Some(choice) = self.chosen.get(&key).cloned() else {
                 continue;
             };
-            let ex: Vec<ExtraName> = extras
+            let ex: Vec<ExtraName> = self
+                .extras
                 .get(&key)
                 .map(|s| {
                     s.iter()
@@ -337,131 +390,148 @@ pub fn run(state: &mut State, call: &Call, env: &Env) -> std::result::Result<Don
                 })
                 .unwrap_or_default();
             for dep in choice.requires() {
-                let Ok(req) = Requirement::<pep508_rs::VerbatimUrl>::from_str(&dep) else {
-                    return Err(Failure::Pip(format!(
-                        "{key} {} declares an invalid requirement {dep:?}",
-                        choice.version()
-                    )));
-                };
-                if !req.evaluate_markers(env.markers, &ex) {
-                    continue;
-                }
-                let dkey = normalize(req.name.as_ref());
-                let specs = match &req.version_or_url {
-                    Some(VersionOrUrl::VersionSpecifier(s)) => s.clone(),
-                    Some(VersionOrUrl::Url(_)) => {
-                        return Err(Failure::Refused(Error::DirectRefused {
-                            input: format!("{key} {}", choice.version()),
-                            reason: format!("it depends on {dep}, a direct URL"),
-                        }))
-                    }
-                    None => VersionSpecifiers::empty(),
-                };
-                edges.push((key.clone(), dkey.clone()));
-                constraints
-                    .entry(dkey.clone())
-                    .or_default()
-                    .push(Constraint {
-                        specs: specs.clone(),
-                        from: format!("{} {}", choice_name(&key, &choice), choice.version()),
-                    });
-                let new_extras: Vec<String> = req.extras.iter().map(|e| e.to_string()).collect();
-                let known = extras.entry(dkey.clone()).or_default();
-                let grew = new_extras.iter().any(|e| !known.contains(e));
-                known.extend(new_extras);
-                if let Some(existing) = chosen.get(&dkey) {
-                    let v = Version::from_str(&existing.version()).ok();
-                    if !v.is_some_and(|v| specs.contains(&v)) {
-                        // A root is pinned: pip's resolver cannot change it.
-                        let root_pinned = matches!(existing, Choice::Wheel { root: Some(_), .. })
-                            || call.roots.iter().any(|r| match r {
-                                Root::Line(l) => l.key() == dkey,
-                                Root::Path { .. } => false,
-                            });
-                        let all = &constraints[&dkey];
-                        if root_pinned {
-                            return Err(Failure::Pip(conflict(&dkey, all)));
-                        }
-                        // Another staged version may satisfy every constraint.
-                        match best(&dkey, all, call, env, &[], false) {
-                            Ok(w) => {
-                                chosen.insert(
-                                    dkey.clone(),
-                                    Choice::Wheel {
-                                        wheel: Box::new(w),
-                                        root: None,
-                                    },
-                                );
-                                order.push(dkey.clone());
-                            }
-                            Err(_) => return Err(Failure::Pip(conflict(&dkey, all))),
-                        }
-                    } else if grew {
-                        order.push(dkey.clone());
-                    }
-                    continue;
-                }
-                let all = constraints[&dkey].clone();
-                let installed = state.index.find(&dkey).cloned();
-                let choice = match installed {
-                    Some(d)
-                        if Version::from_str(&d.version)
-                            .is_ok_and(|v| all.iter().all(|c| c.specs.contains(&v))) =>
-                    {
-                        Choice::Installed(Box::new(d))
-                    }
-                    _ => {
-                        if call.require_hashes {
-                            return Err(Failure::Pip(format!(
-                                "ERROR: Hashes are required in --require-hashes mode, but they are missing from some requirements: {dep} (required by {key})"
-                            )));
-                        }
-                        let w = best(&dkey, &all, call, env, &[], false)?;
-                        Choice::Wheel {
-                            wheel: Box::new(w),
-                            root: None,
-                        }
-                    }
-                };
-                chosen.insert(dkey.clone(), choice);
-                order.push(dkey);
+                self.dependency(state, (&key, &choice), &ex, &dep)?;
             }
         }
+        Ok(())
     }
 
-    // 3. Install the chosen wheels, dependencies first.
-    let to_install: Vec<String> = topological(&order, &edges)
-        .into_iter()
-        .filter(|k| matches!(chosen.get(k), Some(Choice::Wheel { .. })))
-        .collect();
-    for key in &to_install {
-        let Some(Choice::Wheel { wheel, root }) = chosen.get(key) else {
-            continue;
+    /// One requirement `dep` of the chosen `key`: constrain it, and choose
+    /// (or reconsider) what meets it.
+    fn dependency(
+        &mut self,
+        state: &State,
+        (key, choice): (&str, &Choice),
+        ex: &[ExtraName],
+        dep: &str,
+    ) -> std::result::Result<(), Failure> {
+        let Ok(req) = Requirement::<pep508_rs::VerbatimUrl>::from_str(dep) else {
+            return Err(Failure::Pip(format!(
+                "{key} {} declares an invalid requirement {dep:?}",
+                choice.version()
+            )));
         };
-        if let Some(existing) = state.index.find(key).cloned() {
-            state.uninstall(&existing)?;
+        if !req.evaluate_markers(self.env.markers, ex) {
+            return Ok(());
         }
-        let (requested, direct_url) = match root.map(|r| &call.roots[r]) {
-            Some(Root::Line(_)) => (true, None),
-            Some(Root::Path { url, .. }) => (true, Some(url.clone())),
-            None => (false, None),
+        let dkey = normalize(req.name.as_ref());
+        let specs = match &req.version_or_url {
+            Some(VersionOrUrl::VersionSpecifier(s)) => s.clone(),
+            Some(VersionOrUrl::Url(_)) => {
+                return Err(Failure::Refused(Error::DirectRefused {
+                    input: format!("{key} {}", choice.version()),
+                    reason: format!("it depends on {dep}, a direct URL"),
+                }))
+            }
+            None => VersionSpecifiers::empty(),
         };
-        state.install_wheel(
-            wheel,
-            &InstallOptions {
-                requested,
-                direct_url,
-            },
-        )?;
-        done.installed
-            .push(format!("{} {}", wheel.name(), wheel.version()));
+        self.edges.push((key.to_string(), dkey.clone()));
+        let from = format!("{} {}", choice_name(key, choice), choice.version());
+        self.constrain(&dkey, specs.clone(), from);
+        let new_extras: Vec<String> = req.extras.iter().map(|e| e.to_string()).collect();
+        let known = self.extras.entry(dkey.clone()).or_default();
+        let grew = new_extras.iter().any(|e| !known.contains(e));
+        known.extend(new_extras);
+        if let Some(existing) = self.chosen.get(&dkey).cloned() {
+            return self.reconsider(&dkey, &existing, &specs, grew);
+        }
+        let all = self.constraints[&dkey].clone();
+        let choice = match state.index.find(&dkey).cloned() {
+            Some(d)
+                if Version::from_str(&d.version)
+                    .is_ok_and(|v| all.iter().all(|c| c.specs.contains(&v))) =>
+            {
+                Choice::Installed(Box::new(d))
+            }
+            _ => {
+                if self.call.require_hashes {
+                    return Err(Failure::Pip(format!(
+                        "ERROR: Hashes are required in --require-hashes mode, but they are missing from some requirements: {dep} (required by {key})"
+                    )));
+                }
+                let w = best(&dkey, &all, self.call, self.env, &[], false)?;
+                Choice::Wheel {
+                    wheel: Box::new(w),
+                    root: None,
+                }
+            }
+        };
+        self.choose(dkey, choice);
+        Ok(())
     }
 
-    // 4. pip's conflict check over what changed and what depends on it.
-    if !to_install.is_empty() {
-        done.warnings = conflicts(state, &to_install.iter().cloned().collect(), env);
+    /// A project chosen already, required again with `specs`: kept when it
+    /// meets them (visited again when its extras grew); else another staged
+    /// version meeting every constraint, or pip's conflict.
+    fn reconsider(
+        &mut self,
+        dkey: &str,
+        existing: &Choice,
+        specs: &VersionSpecifiers,
+        grew: bool,
+    ) -> std::result::Result<(), Failure> {
+        let v = Version::from_str(&existing.version()).ok();
+        if v.is_some_and(|v| specs.contains(&v)) {
+            if grew {
+                self.order.push(dkey.to_string());
+            }
+            return Ok(());
+        }
+        // A root is pinned: pip's resolver cannot change it.
+        let root_pinned = matches!(existing, Choice::Wheel { root: Some(_), .. })
+            || self.call.roots.iter().any(|r| match r {
+                Root::Line(l) => l.key() == dkey,
+                Root::Path { .. } => false,
+            });
+        let all = &self.constraints[dkey];
+        if root_pinned {
+            return Err(Failure::Pip(conflict(dkey, all)));
+        }
+        match best(dkey, all, self.call, self.env, &[], false) {
+            Ok(w) => {
+                let choice = Choice::Wheel {
+                    wheel: Box::new(w),
+                    root: None,
+                };
+                self.choose(dkey.to_string(), choice);
+                Ok(())
+            }
+            Err(_) => Err(Failure::Pip(conflict(dkey, all))),
+        }
     }
-    Ok(done)
+
+    /// Install the chosen wheels, dependencies first, each replacing the
+    /// installed version; the projects installed.
+    fn install(&mut self, state: &mut State) -> std::result::Result<Vec<String>, Failure> {
+        let to_install: Vec<String> = topological(&self.order, &self.edges)
+            .into_iter()
+            .filter(|k| matches!(self.chosen.get(k), Some(Choice::Wheel { .. })))
+            .collect();
+        for key in &to_install {
+            let Some(Choice::Wheel { wheel, root }) = self.chosen.get(key) else {
+                continue;
+            };
+            if let Some(existing) = state.index.find(key).cloned() {
+                state.uninstall(&existing)?;
+            }
+            let (requested, direct_url) = match root.map(|r| &self.call.roots[r]) {
+                Some(Root::Line(_)) => (true, None),
+                Some(Root::Path { url, .. }) => (true, Some(url.clone())),
+                None => (false, None),
+            };
+            state.install_wheel(
+                wheel,
+                &InstallOptions {
+                    requested,
+                    direct_url,
+                },
+            )?;
+            self.done
+                .installed
+                .push(format!("{} {}", wheel.name(), wheel.version()));
+        }
+        Ok(to_install)
+    }
 }
 
 fn choice_name(key: &str, c: &Choice) -> String {
@@ -539,28 +609,7 @@ fn best(
         .join(", ");
     // Hash-checking mode: only files with an allowed hash.
     if call.require_hashes && root {
-        if hashes.is_empty() {
-            return Err(Failure::Pip(format!(
-                "ERROR: Hashes are required in --require-hashes mode, but they are missing from some requirements: {wanted} ({from})"
-            )));
-        }
-        let mut matching = Vec::new();
-        for c in &fits {
-            if hashes.contains(&sha256_file(&c.staged.path)?) {
-                matching.push(*c);
-            }
-        }
-        if matching.is_empty() {
-            if let Some(c) = fits.first() {
-                return Err(Failure::Pip(format!(
-                    "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE: {} has sha256 {}, expected one of {} ({from})",
-                    c.staged.name,
-                    sha256_file(&c.staged.path)?,
-                    hashes.join(", ")
-                )));
-            }
-        }
-        fits = matching;
+        fits = hash_checked(fits, hashes, (&wanted, &from))?;
     }
     // A staged sdist of a version no wheel offers: pip would build it.
     let sdist_better = sdists.iter().find(|s| {
@@ -599,6 +648,49 @@ fn best(
     if !reasons.is_empty() {
         return Err(Failure::Pip(reasons.join("; ")));
     }
+    Err(no_match(
+        key,
+        (&wanted, &from),
+        (&wheels, &unsupported, &sdists),
+        env,
+    ))
+}
+
+/// pip's hash-checking mode: the fitting files whose sha256 the line allows.
+fn hash_checked<'c>(
+    fits: Vec<&'c Candidate>,
+    hashes: &[String],
+    (wanted, from): (&str, &str),
+) -> std::result::Result<Vec<&'c Candidate>, Failure> {
+    if hashes.is_empty() {
+        return Err(Failure::Pip(format!(
+            "ERROR: Hashes are required in --require-hashes mode, but they are missing from some requirements: {wanted} ({from})"
+        )));
+    }
+    let mut matching = Vec::new();
+    for c in &fits {
+        if hashes.contains(&sha256_file(&c.staged.path)?) {
+            matching.push(*c);
+        }
+    }
+    if let (true, Some(c)) = (matching.is_empty(), fits.first()) {
+        return Err(Failure::Pip(format!(
+            "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE: {} has sha256 {}, expected one of {} ({from})",
+            c.staged.name,
+            sha256_file(&c.staged.path)?,
+            hashes.join(", ")
+        )));
+    }
+    Ok(matching)
+}
+
+/// pip's "No matching distribution", saying why none of the staged files fits.
+fn no_match(
+    key: &str,
+    (wanted, from): (&str, &str),
+    (wheels, unsupported, sdists): (&[Candidate], &[Staged], &[Staged]),
+    env: &Env,
+) -> Failure {
     let why = if !unsupported.is_empty() {
         format!(
             "the requirements cache has {} but no wheel for this base's platform (its best tag is {})",
@@ -614,9 +706,9 @@ fn best(
     } else {
         format!("no staged version of {key} satisfies it")
     };
-    Err(Failure::Pip(format!(
+    Failure::Pip(format!(
         "ERROR: No matching distribution found for {wanted} ({from}): {why}; pip would have to reach a package index, which direct mode never does (stage it in the requirements cache, or build with --builder engine)"
-    )))
+    ))
 }
 
 fn build_key(b: &Option<String>) -> (u64, String) {

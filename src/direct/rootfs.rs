@@ -146,94 +146,112 @@ impl RootFs {
                 self.remove_tree(&target, &this_layer);
                 continue;
             }
-            let header = entry.header();
-            let mode = header.mode().unwrap_or(0o644) & 0o7777;
-            let kind = match header.entry_type() {
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => Kind::Symlink(
-                    entry
-                        .link_name()?
-                        .map(|t| t.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name()?
-                        .map(|t| absolute(&t.to_string_lossy()))
-                        .unwrap_or_default();
-                    hard_links.push((path.clone(), target));
-                    continue;
-                }
-                t if t.is_file() => Kind::File,
-                _ => Kind::Other,
-            };
-            let size = entry.header().size().unwrap_or(0);
-            let uid = entry.header().uid().unwrap_or(0);
-            let gid = entry.header().gid().unwrap_or(0);
-            // A non-directory over a lower directory hides all of it.
-            if kind != Kind::Dir {
-                if let Some(old) = self.nodes.get(&path) {
-                    if old.kind == Kind::Dir {
-                        self.remove_tree(&path, &this_layer);
-                    }
-                }
+            if entry.header().entry_type() == tar::EntryType::Link {
+                let target = entry
+                    .link_name()?
+                    .map(|t| absolute(&t.to_string_lossy()))
+                    .unwrap_or_default();
+                hard_links.push((path, target));
+                continue;
             }
-            self.contents.remove(&path);
-            self.versions.remove(&path);
-            if kind == Kind::File {
-                match capture(&path) {
-                    Capture::Content if size <= MAX_CAPTURE => {
-                        let mut buf = Vec::with_capacity(size as usize);
-                        entry.read_to_end(&mut buf)?;
-                        self.contents.insert(path.clone(), buf);
-                    }
-                    Capture::Versions => {
-                        let found = scan_versions(&mut entry)?;
-                        self.versions.insert(path.clone(), found);
-                    }
-                    _ => {}
-                }
-            }
-            this_layer.insert(path.clone());
-            self.nodes.insert(
-                path,
-                Node {
-                    kind,
-                    mode,
-                    size,
-                    uid,
-                    gid,
-                },
-            );
+            self.add_entry(&mut entry, &path, capture, &this_layer)?;
+            this_layer.insert(path);
         }
         for dir in opaque {
-            let prefix = format!("{}/", dir.trim_end_matches('/'));
-            let under: Vec<String> = self
-                .nodes
-                .range(prefix.clone()..)
-                .take_while(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, _)| k.clone())
-                .filter(|k| !this_layer.contains(k))
-                .collect();
-            for k in under {
-                self.nodes.remove(&k);
-                self.contents.remove(&k);
-                self.versions.remove(&k);
-            }
+            self.hide_lower(&dir, &this_layer);
         }
         // Hard links share their target's node (and what was captured of it).
         for (path, target) in hard_links {
-            if let Some(node) = self.nodes.get(&target).cloned() {
-                if let Some(c) = self.contents.get(&target).cloned() {
-                    self.contents.insert(path.clone(), c);
-                }
-                if let Some(v) = self.versions.get(&target).cloned() {
-                    self.versions.insert(path.clone(), v);
-                }
-                self.nodes.insert(path, node);
-            }
+            self.link(&path, &target);
         }
         Ok(())
+    }
+
+    /// One entry of a layer (not a whiteout, not a hard link) over what is
+    /// below: a non-directory over a lower directory hides all of it.
+    fn add_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &str,
+        capture: &dyn Fn(&str) -> Capture,
+        this_layer: &BTreeSet<String>,
+    ) -> io::Result<()> {
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let (size, uid, gid) = (
+            header.size().unwrap_or(0),
+            header.uid().unwrap_or(0),
+            header.gid().unwrap_or(0),
+        );
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink(
+                entry
+                    .link_name()?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            t if t.is_file() => Kind::File,
+            _ => Kind::Other,
+        };
+        if kind != Kind::Dir && self.nodes.get(path).is_some_and(|o| o.kind == Kind::Dir) {
+            self.remove_tree(path, this_layer);
+        }
+        self.contents.remove(path);
+        self.versions.remove(path);
+        if kind == Kind::File {
+            match capture(path) {
+                Capture::Content if size <= MAX_CAPTURE => {
+                    let mut buf = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut buf)?;
+                    self.contents.insert(path.to_string(), buf);
+                }
+                Capture::Versions => {
+                    let found = scan_versions(entry)?;
+                    self.versions.insert(path.to_string(), found);
+                }
+                _ => {}
+            }
+        }
+        let node = Node {
+            kind,
+            mode,
+            size,
+            uid,
+            gid,
+        };
+        self.nodes.insert(path.to_string(), node);
+        Ok(())
+    }
+
+    /// An opaque directory: what lower layers had under `dir` is hidden.
+    fn hide_lower(&mut self, dir: &str, this_layer: &BTreeSet<String>) {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let under: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .filter(|k| !this_layer.contains(k))
+            .collect();
+        for k in under {
+            self.nodes.remove(&k);
+            self.contents.remove(&k);
+            self.versions.remove(&k);
+        }
+    }
+
+    /// A hard link: the target's node and what was captured of it.
+    fn link(&mut self, path: &str, target: &str) {
+        if let Some(node) = self.nodes.get(target).cloned() {
+            if let Some(c) = self.contents.get(target).cloned() {
+                self.contents.insert(path.to_string(), c);
+            }
+            if let Some(v) = self.versions.get(target).cloned() {
+                self.versions.insert(path.to_string(), v);
+            }
+            self.nodes.insert(path.to_string(), node);
+        }
     }
 
     pub fn node(&self, path: &str) -> Option<&Node> {

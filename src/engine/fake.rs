@@ -77,6 +77,8 @@ struct State {
     snapshot_claims: Option<u64>,
     /// The setup starts its snapshot and cannot finish it (`break_snapshot`).
     snapshot_breaks: bool,
+    /// Files every snapshot holds besides `six.py` (`snapshot_adds`).
+    snapshot_adds: Vec<(String, Vec<u8>)>,
 }
 
 pub struct FakeEngine {
@@ -97,12 +99,19 @@ pub fn remote_manifest_digest(reference: &str) -> String {
 }
 
 fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
+    tar_of_files(&[(name.to_string(), content.to_vec())])
+}
+
+fn tar_of_files(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_data(&mut h, name, content).expect("in-memory tar");
+    for (name, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, &content[..])
+            .expect("in-memory tar");
+    }
     b.into_inner().expect("in-memory tar")
 }
 
@@ -255,6 +264,15 @@ impl FakeEngine {
     /// real few): a layer too big for the scratch directory, without one.
     pub fn claim_snapshot_size(&self, size: u64) {
         self.state().snapshot_claims = Some(size);
+    }
+
+    /// Every setup's snapshot also holds `files` (path relative to the
+    /// root, content): a distribution's files and its `RECORD`, to split.
+    pub fn snapshot_adds(&self, files: &[(&str, &[u8])]) {
+        self.state().snapshot_adds = files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_vec()))
+            .collect();
     }
 
     /// The setup makes its snapshot directory and no `layer.tar`, as
@@ -437,6 +455,7 @@ impl FakeEngine {
             let mut s = self.state();
             let leave = s.leave.clone();
             let breaks = s.snapshot_breaks;
+            let adds = s.snapshot_adds.clone();
             if let Some(c) = s.containers.get_mut(id) {
                 // A snapshot when the base has the tools for it and the
                 // command asks for one (a container to be committed does not).
@@ -480,7 +499,13 @@ impl FakeEngine {
                     // commit would carry it: `verify` looks for it).
                     c.paths.insert("/.prebuilder-snapshot".to_string());
                     if !breaks {
-                        let inner = tar_of("./usr/lib/python3/dist-packages/six.py", &installed);
+                        let mut files = vec![(
+                            "./usr/lib/python3/dist-packages/six.py".to_string(),
+                            installed,
+                        )];
+                        files.extend(adds.into_iter().map(|(p, c)| (format!("./{p}"), c)));
+                        files.sort();
+                        let inner = tar_of_files(&files);
                         c.files
                             .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
                     }
@@ -762,7 +787,7 @@ impl Engine for FakeEngine {
         self.call("load", String::new()).await?;
         let file = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
         let mut config_bytes = Vec::new();
-        let mut layer = Vec::new();
+        let mut layers: Vec<Vec<u8>> = Vec::new();
         let mut a = tar::Archive::new(file);
         for entry in a.entries().map_err(|e| Error::io(archive, e))? {
             let mut entry = entry.map_err(|e| Error::io(archive, e))?;
@@ -776,9 +801,11 @@ impl Engine for FakeEngine {
                     .read_to_end(&mut config_bytes)
                     .map_err(|e| Error::io(archive, e))?;
             } else if name.ends_with("layer.tar") {
+                let mut layer = Vec::new();
                 entry
                     .read_to_end(&mut layer)
                     .map_err(|e| Error::io(archive, e))?;
+                layers.push(layer);
             }
         }
         let doc: serde_json::Value =
@@ -793,14 +820,18 @@ impl Engine for FakeEngine {
             let s = self.state();
             s.images
                 .values()
-                .find(|i| i.info.layers[..] == diff_ids[..diff_ids.len().saturating_sub(1)])
+                .find(|i| {
+                    i.info.layers[..] == diff_ids[..diff_ids.len().saturating_sub(layers.len())]
+                })
                 .map(|i| i.info.id.clone())
                 .unwrap_or_default()
         };
         let id = crate::image::image_id(&config_bytes);
         {
             let mut s = self.state();
-            s.layer_bytes.insert(sha(&layer), layer);
+            for layer in layers {
+                s.layer_bytes.insert(sha(&layer), layer);
+            }
             s.configs.insert(id.clone(), config_bytes.clone());
         }
         self.new_image(

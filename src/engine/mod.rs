@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod fake;
 pub mod ops;
 pub mod podman;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -41,6 +42,8 @@ pub const LABEL_PARENT: &str = "prebuilder.parent";
 pub const LABEL_BASE: &str = "prebuilder.base";
 pub const LABEL_VERSION: &str = "prebuilder.version";
 pub const LABEL_ARTIFACTS: &str = "prebuilder.artifacts";
+/// The parts a dependency layer image was split into (`crate::image::split::label`).
+pub const LABEL_SPLIT: &str = "prebuilder.split";
 /// Label of a `boot` layer (and of every image built on one): the id of the
 /// image its /opt/apache/beam came from.
 pub const LABEL_BOOT_FROM: &str = "prebuilder.boot-from";
@@ -222,4 +225,10 @@ pub trait Engine {
     async fn remove_leftovers(&self) -> usize;
     /// How messages name this engine (see [`crate::error::Error::named`]).
     fn name(&self) -> crate::error::EngineName;
+    /// The images of a build with no engine ([`store::Store`]): `None` for
+    /// every real engine. Where the build differs without one (a
+    /// registry's layer fetched, the base to produce on, publishing) it asks.
+    fn store(&self) -> Option<&store::Store> {
+        None
+    }
 }

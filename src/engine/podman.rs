@@ -85,30 +85,28 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
-/// An OCI image archive of one image: `config` (the image config, whose
-/// digest is the image id), layers named by their diff ids (uncompressed
-/// media type, so the digest is the diff id), and the blob of the last one
-/// only, read from `layer` (`layer_size` bytes). The engine must already
-/// hold the others.
-pub fn write_oci_archive(
-    path: &Path,
+/// An OCI image layout archive (`oci-archive:`) of one image: `config`,
+/// whose `rootfs.diff_ids` are `diff_ids`, and the files of its last
+/// layers only (`new`: each size, bottom up; `write_layers` appends them to
+/// the tar, in that order, with [`append_layer`]). Podman's OCI loader
+/// reuses the layers it holds by digest; uncompressed layers' digests are
+/// their diff ids.
+pub fn write_oci_archive_with<W: Write>(
+    out: W,
     config: &[u8],
     diff_ids: &[String],
-    layer: impl Read,
-    layer_size: u64,
-) -> io::Result<()> {
+    new: &[u64],
+    write_layers: impl FnOnce(&mut tar::Builder<W>) -> io::Result<()>,
+) -> io::Result<W> {
     let config_digest = digest(config);
+    let first_new = diff_ids.len().saturating_sub(new.len());
     let layers: Vec<serde_json::Value> = diff_ids
         .iter()
         .enumerate()
         .map(|(i, d)| {
             // Sizes of the layers the engine holds are not known here; the
             // engine reuses them by digest and never reads a size.
-            let size = if i + 1 == diff_ids.len() {
-                layer_size
-            } else {
-                0
-            };
+            let size = i.checked_sub(first_new).map_or(0, |k| new[k]);
             serde_json::json!({
                 "mediaType": "application/vnd.oci.image.layer.v1.tar",
                 "digest": d,
@@ -137,10 +135,7 @@ pub fn write_oci_archive(
         }],
     })
     .to_string();
-    let mut b = tar::Builder::new(BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(path)?,
-    ));
+    let mut b = tar::Builder::new(out);
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     for (name, bytes) in [
         ("oci-layout".to_string(), &layout[..]),
@@ -150,53 +145,116 @@ pub fn write_oci_archive(
     ] {
         b.append_data(&mut header(bytes.len() as u64), name, bytes)?;
     }
-    if let Some(last) = diff_ids.last() {
-        b.append_data(&mut header(layer_size), blob_path(last), layer)?;
-    }
-    b.into_inner()?.flush()
+    write_layers(&mut b)?;
+    b.into_inner()
 }
 
-/// The OCI archive ([`write_oci_archive`]) of a `docker load` archive that
-/// carries its config and manifest first and only its last layer's file
-/// (what prebuilder writes). The layer is streamed, not held in memory.
+/// One layer's file (`size` bytes of `layer`, whose diff id is `diff_id`)
+/// into an archive [`write_oci_archive_with`] writes.
+pub fn append_layer<W: Write>(
+    b: &mut tar::Builder<W>,
+    diff_id: &str,
+    layer: impl Read,
+    size: u64,
+) -> io::Result<()> {
+    b.append_data(&mut header(size), blob_path(diff_id), layer)
+}
+
+/// [`write_oci_archive_with`] of one new layer, into the file at `path`.
+pub fn write_oci_archive(
+    path: &Path,
+    config: &[u8],
+    diff_ids: &[String],
+    layer: impl Read,
+    layer_size: u64,
+) -> io::Result<()> {
+    let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let last = diff_ids.last().cloned();
+    write_oci_archive_with(out, config, diff_ids, &[layer_size], |b| match &last {
+        Some(last) => append_layer(b, last, layer, layer_size),
+        None => Ok(()),
+    })?
+    .flush()
+}
+
+/// The OCI archive ([`write_oci_archive_with`]) of a `docker load` archive
+/// that carries its config and manifest first and only its last layers'
+/// files (what prebuilder writes: one layer, or a split's). Two passes: the
+/// layer files' sizes (seeking past their bytes), then the files streamed,
+/// not held in memory.
 pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
     let bad = |what: &str| io::Error::other(format!("{}: {what}", src.display()));
-    let mut archive = tar::Archive::new(std::fs::File::open(src)?);
     let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
-    for entry in archive.entries()? {
+    let mut sizes: std::collections::HashMap<String, u64> = Default::default();
+    let mut archive = tar::Archive::new(std::fs::File::open(src)?);
+    for entry in archive.entries_with_seek()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
         if name.ends_with(".json") {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes)?;
             files.insert(name, bytes);
-            continue;
+        } else {
+            sizes.insert(name, entry.header().size()?);
         }
-        // The layer: config and manifest must have come before it.
-        let manifest: serde_json::Value = serde_json::from_slice(
-            files
-                .get("manifest.json")
-                .ok_or_else(|| bad("no manifest.json before the layer"))?,
-        )
-        .map_err(|e| bad(&e.to_string()))?;
-        let config_name = manifest[0]["Config"]
-            .as_str()
-            .ok_or_else(|| bad("the manifest names no config"))?;
-        let config = files
-            .get(config_name)
-            .ok_or_else(|| bad("no config before the layer"))?;
-        let parsed: serde_json::Value =
-            serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
-        let diff_ids: Vec<String> = parsed["rootfs"]["diff_ids"]
-            .as_array()
-            .ok_or_else(|| bad("the config has no rootfs.diff_ids"))?
-            .iter()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
-        let size = entry.header().size()?;
-        return write_oci_archive(dst, config, &diff_ids, &mut entry, size);
     }
-    Err(bad("no layer file"))
+    if sizes.is_empty() {
+        return Err(bad("no layer file"));
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        files
+            .get("manifest.json")
+            .ok_or_else(|| bad("no manifest.json"))?,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    let config_name = manifest[0]["Config"]
+        .as_str()
+        .ok_or_else(|| bad("the manifest names no config"))?;
+    let config = files
+        .get(config_name)
+        .ok_or_else(|| bad("no config file"))?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
+    let diff_ids: Vec<String> = parsed["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or_else(|| bad("the config has no rootfs.diff_ids"))?
+        .iter()
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .collect();
+    let names: Vec<&str> = manifest[0]["Layers"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    // The files it has: the last layers, by the manifest's names.
+    let first_new = names.iter().position(|n| sizes.contains_key(*n));
+    let Some(first_new) = first_new.filter(|_| names.len() == diff_ids.len()) else {
+        return Err(bad("no layer file"));
+    };
+    let new: Vec<u64> = names[first_new..]
+        .iter()
+        .map(|n| {
+            sizes
+                .get(*n)
+                .copied()
+                .ok_or_else(|| bad(&format!("no {n}")))
+        })
+        .collect::<io::Result<_>>()?;
+    let by_name: std::collections::HashMap<&str, &String> =
+        names.iter().copied().zip(&diff_ids).collect();
+    let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(dst)?);
+    write_oci_archive_with(out, config, &diff_ids, &new, |b| {
+        let mut archive = tar::Archive::new(std::fs::File::open(src)?);
+        for entry in archive.entries()? {
+            let entry = entry?;
+            let name = entry.path()?.to_string_lossy().into_owned();
+            if let Some(diff_id) = by_name.get(name.as_str()) {
+                let size = entry.header().size()?;
+                append_layer(b, diff_id, entry, size)?;
+            }
+        }
+        Ok(())
+    })?
+    .flush()
 }
 
 /// The config as Dockerfile instructions for Podman's `/commit`, which
@@ -316,6 +374,39 @@ mod tests {
             "parent blobs stay out"
         );
         assert!(files.contains_key("oci-layout"));
+    }
+
+    /// Issue 22: a split's layers load in one archive: each file it
+    /// carries becomes its blob, under its own diff id.
+    #[test]
+    fn oci_archive_of_a_docker_archive_with_several_new_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["sha256:aa", "sha256:bb", "sha256:cc"];
+        let config = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": ids}}).to_string();
+        let docker = dir.path().join("docker.tar");
+        crate::image::write_archive_layers(
+            std::fs::File::create(&docker).unwrap(),
+            config.as_bytes(),
+            3,
+            vec![(&b"torch"[..], 5), (&b"the rest"[..], 8)],
+        )
+        .unwrap();
+        let oci = dir.path().join("oci.tar");
+        oci_from_docker_archive(&docker, &oci).unwrap();
+        let files = entries(&oci);
+        assert_eq!(files[&blob_path("sha256:bb")], b"torch");
+        assert_eq!(files[&blob_path("sha256:cc")], b"the rest");
+        assert!(!files.contains_key(&blob_path("sha256:aa")));
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let m = index["manifests"][0]["digest"].as_str().unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&files[&blob_path(m)]).unwrap();
+        let sizes: Vec<u64> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sizes, [0, 5, 8]);
     }
 
     #[test]

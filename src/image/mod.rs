@@ -236,6 +236,18 @@ pub fn write_archive<W: Write, R: Read>(
     layer_tar: R,
     layer_size: u64,
 ) -> io::Result<W> {
+    write_archive_layers(out, config, layers, vec![(layer_tar, layer_size)])
+}
+
+/// A `docker load` archive: config, manifest, and the files of the last
+/// `new.len()` layers only (each a reader and its size, bottom up): the
+/// layers of a split (`split::split_tree`) load in one archive.
+pub fn write_archive_layers<W: Write, R: Read>(
+    out: W,
+    config: &[u8],
+    layers: usize,
+    new: Vec<(R, u64)>,
+) -> io::Result<W> {
     let names: Vec<String> = (0..layers).map(|i| format!("{i}/layer.tar")).collect();
     let manifest =
         serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }])
@@ -247,8 +259,9 @@ pub fn write_archive<W: Write, R: Read>(
     ] {
         b.append_data(&mut file_header(bytes.len() as u64, 0o644, 0), name, bytes)?;
     }
-    if let Some(last) = names.last() {
-        b.append_data(&mut file_header(layer_size, 0o644, 0), last, layer_tar)?;
+    let first_new = names.len().saturating_sub(new.len());
+    for (name, (layer_tar, layer_size)) in names[first_new..].iter().zip(new) {
+        b.append_data(&mut file_header(layer_size, 0o644, 0), name, layer_tar)?;
     }
     let mut out = b.into_inner()?;
     out.flush()?;

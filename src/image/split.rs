@@ -5,8 +5,11 @@
 //! re-pushed and re-pulled all of it, and two pipelines with the same torch
 //! shared nothing in the registry or on a worker's disk).
 //!
-//! One pure function of an installed tree ([`write_split`]), used by every
-//! builder: the input is the setup's snapshot (a tar of the created and
+//! One pure function of an installed tree, used by every builder:
+//! [`split_tree`] (a snapshot file in, layer files out; the engine builder's
+//! `crate::build::layer` calls it, and direct mode's layer writer can call
+//! it in place of `write_layer_from`), over [`Split::plan`] and
+//! [`write_split_tree`]. The input is the setup's snapshot (a tar of the created and
 //! changed paths, in byte order, every directory above them included, as
 //! `crate::build::setup`'s script writes it), the deleted paths, and the
 //! `RECORD` files of the distributions installed in it ([`Distribution`]);
@@ -29,8 +32,9 @@
 //! epoch is the same layer, whatever else the pipeline installs.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::path::{Component, Path};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -123,28 +127,6 @@ fn resolve(site: &Path, listed: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// `RECORD` files in a snapshot tar (its entries, read through): what
-/// [`Distribution::from_record`] takes. For callers that have the snapshot
-/// and not the records beside it.
-pub fn records_in<R: Read>(snapshot: R) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut archive = tar::Archive::new(snapshot);
-    let mut found = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path()?.to_string_lossy().into_owned();
-        let rel = relative(&path);
-        if rel.ends_with(".dist-info/RECORD") {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes)?;
-            found.push((rel.to_string(), bytes));
-        }
-    }
-    Ok(found)
-}
-
 /// What one layer of a split holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -169,6 +151,46 @@ impl Part {
     }
 }
 
+/// The image label (`prebuilder.split`) of a split layer image: each
+/// layer's [`Part::label`], bottom up, as a JSON array; the image's last
+/// layers are these.
+pub fn label(parts: &[&Part]) -> String {
+    let labels: Vec<String> = parts.iter().map(|p| p.label()).collect();
+    serde_json::Value::from(labels).to_string()
+}
+
+/// The part names a [`label`] holds (empty when it is not one).
+pub fn parse_label(label: &str) -> Vec<String> {
+    serde_json::from_str(label).unwrap_or_default()
+}
+
+/// The image history of a split layer: `entry` (what the whole layer
+/// installed) for the top, and before it one entry per lower part saying
+/// which distributions it holds (`docker history` pairs entries with
+/// layers, so there is one each).
+pub fn history<'a>(
+    entry: &serde_json::Value,
+    parts: impl Iterator<Item = &'a Part>,
+) -> Vec<serde_json::Value> {
+    let by = entry
+        .get("created_by")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    parts
+        .map(|part| match part {
+            Part::Top => entry.clone(),
+            Part::Distribution { name, .. } => part_entry(entry, format!("{by}: {name}, alone")),
+            Part::Group { names, .. } => part_entry(entry, format!("{by}: {}", names.join(", "))),
+        })
+        .collect()
+}
+
+fn part_entry(entry: &serde_json::Value, created_by: String) -> serde_json::Value {
+    let mut e = entry.clone();
+    e["created_by"] = created_by.into();
+    e
+}
+
 /// The layers a snapshot is split into, and which layer each file goes to.
 #[derive(Debug, Clone)]
 pub struct Split {
@@ -188,6 +210,11 @@ impl Split {
     pub fn plan(mut distributions: Vec<Distribution>, threshold: u64, max_layers: usize) -> Split {
         distributions.sort_by(|a, b| a.name.cmp(&b.name));
         distributions.dedup_by(|a, b| a.name == b.name);
+        // No distribution worth a layer of its own: the layer stays whole
+        // (a group and a top would share nothing more between pipelines).
+        if distributions.iter().all(|d| d.size < threshold) {
+            distributions.clear();
+        }
         // A path two distributions claim is on top: its content is whichever
         // was installed last, which no single distribution's layer may decide.
         let mut claims: HashMap<&str, usize> = HashMap::new();
@@ -343,6 +370,212 @@ pub fn write_split<R: Read, W: Write>(
     write_split_tree(inner, deleted, record, epoch, split, outs)
 }
 
+/// How a layer is cut: the installed size from which a distribution is a
+/// layer of its own, and the most layers one split makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub threshold: u64,
+    pub max_layers: usize,
+}
+
+impl Default for Rule {
+    fn default() -> Rule {
+        Rule {
+            threshold: DEFAULT_THRESHOLD,
+            max_layers: MAX_LAYERS,
+        }
+    }
+}
+
+impl Rule {
+    /// A rule from `PREBUILDER_SPLIT_THRESHOLD`'s value: bytes, with an
+    /// optional `k`, `m` or `g` suffix (powers of 1024), or `off` (`None`:
+    /// the layer stays whole).
+    pub fn parse(value: &str) -> std::result::Result<Option<Rule>, String> {
+        let v = value.trim().to_ascii_lowercase();
+        if v == "off" {
+            return Ok(None);
+        }
+        let (digits, shift) = match v.strip_suffix(['k', 'm', 'g']) {
+            Some(d) if v.ends_with('k') => (d, 10),
+            Some(d) if v.ends_with('m') => (d, 20),
+            Some(d) => (d, 30),
+            None => (v.as_str(), 0),
+        };
+        let n: u64 = digits.trim().parse().map_err(|_| {
+            format!("{value:?} is not a size (bytes, or a number with k, m or g) nor `off`")
+        })?;
+        Ok(Some(Rule {
+            threshold: n.saturating_mul(1 << shift),
+            ..Rule::default()
+        }))
+    }
+}
+
+/// A snapshot tar as a region of a file: the whole file (direct mode's
+/// snapshot), or the `layer.tar` inside the engine's tar around it.
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    pub path: PathBuf,
+    pub start: u64,
+    pub len: u64,
+}
+
+impl TreeFile {
+    /// The whole file at `path`.
+    pub fn whole(path: &Path) -> io::Result<TreeFile> {
+        let len = std::fs::metadata(path)?.len();
+        Ok(TreeFile {
+            path: path.to_path_buf(),
+            start: 0,
+            len,
+        })
+    }
+
+    /// The first regular file inside the tar at `path` (the engine's
+    /// download of the setup's `layer.tar`).
+    pub fn inside(path: &Path) -> io::Result<TreeFile> {
+        let mut outer = tar::Archive::new(File::open(path)?);
+        for entry in outer.entries_with_seek()? {
+            let entry = entry?;
+            if entry.header().entry_type().is_file() {
+                return Ok(TreeFile {
+                    path: path.to_path_buf(),
+                    start: entry.raw_file_position(),
+                    len: entry.size(),
+                });
+            }
+        }
+        Err(io::Error::other("the snapshot holds no layer.tar"))
+    }
+
+    fn open(&self) -> io::Result<Region> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.start))?;
+        Ok(Region {
+            file,
+            start: self.start,
+            len: self.len,
+            pos: 0,
+        })
+    }
+}
+
+/// A region of a file, read and sought within its bounds.
+struct Region {
+    file: File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Region {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Region {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::other("seek outside the snapshot"))?;
+        self.file.seek(SeekFrom::Start(self.start + target))?;
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+/// One layer [`split_tree`] wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub part: Part,
+    /// The layer tar (uncompressed).
+    pub path: PathBuf,
+    pub diff_id: String,
+    pub size: u64,
+}
+
+/// The one function every builder cuts its installed tree with: the
+/// layers of `snapshot` (the tree's tar, as the setup script or direct
+/// mode writes it), whiteouts for `deleted` and `record` (absolute path,
+/// content) on top, every header dated `epoch`, written into `dir` as
+/// `layer-<i>.tar`, in image order. `None` for `rule`: one layer, the
+/// unsplit one (as is a tree without a distribution over the threshold).
+/// Reads the snapshot twice: its `RECORD`s (seeking past everything
+/// else), then every entry.
+pub fn split_tree(
+    snapshot: &TreeFile,
+    deleted: &[u8],
+    record: Option<(&str, &[u8])>,
+    epoch: u64,
+    rule: Option<Rule>,
+    dir: &Path,
+) -> io::Result<Vec<Written>> {
+    let split = match rule {
+        Some(rule) => {
+            let found = records_in(snapshot.open()?)?;
+            let dists = found
+                .iter()
+                .filter_map(|(p, b)| Distribution::from_record(p, b))
+                .collect();
+            Split::plan(dists, rule.threshold, rule.max_layers)
+        }
+        None => Split::plan(Vec::new(), 0, MAX_LAYERS),
+    };
+    let paths: Vec<PathBuf> = (0..split.parts.len())
+        .map(|i| dir.join(format!("layer-{i}.tar")))
+        .collect();
+    let mut outs = Vec::with_capacity(paths.len());
+    for p in &paths {
+        outs.push(BufWriter::with_capacity(1 << 20, File::create(p)?));
+    }
+    let reader = BufReader::with_capacity(1 << 20, snapshot.open()?);
+    let ids = write_split_tree(reader, deleted, record, epoch, &split, outs)?;
+    let mut written = Vec::with_capacity(ids.len());
+    for ((part, path), diff_id) in split.parts.into_iter().zip(paths).zip(ids) {
+        let size = std::fs::metadata(&path)?.len();
+        written.push(Written {
+            part,
+            path,
+            diff_id,
+            size,
+        });
+    }
+    Ok(written)
+}
+
+/// `RECORD` files in a snapshot tar, seeking past every other entry's
+/// data: what [`Distribution::from_record`] takes.
+pub fn records_in<R: Read + Seek>(snapshot: R) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut archive = tar::Archive::new(snapshot);
+    let mut found = Vec::new();
+    for entry in archive.entries_with_seek()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let rel = relative(&path);
+        if rel.ends_with(".dist-info/RECORD") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            found.push((rel.to_string(), bytes));
+        }
+    }
+    Ok(found)
+}
+
 /// [`write_split`] from the snapshot's own tar (not wrapped by the engine).
 ///
 /// Directories: one above no distribution's file is written on top where
@@ -365,41 +598,70 @@ pub fn write_split_tree<R: Read, W: Write>(
             split.parts.len()
         )));
     }
-    let top = split.parts.len() - 1;
-    let mut outs: Vec<Out<W>> = outs
-        .into_iter()
-        .map(|w| Out {
-            builder: tar::Builder::new(Hashing {
-                inner: w,
-                hasher: Sha256::new(),
-            }),
-            dirs: HashSet::new(),
-        })
-        .collect();
+    let mut writer = Writer {
+        outs: outs
+            .into_iter()
+            .map(|w| Out {
+                builder: tar::Builder::new(Hashing {
+                    inner: w,
+                    hasher: Sha256::new(),
+                }),
+                dirs: HashSet::new(),
+            })
+            .collect(),
+        dirs: Dirs::default(),
+        placed: HashMap::new(),
+        split,
+    };
     let skip = record.map(|(path, _)| relative(path));
-    let mut dirs = Dirs::default();
-    // Where each file went, for hard links (they stay with their target).
-    let mut placed: HashMap<String, usize> = HashMap::new();
     let mut archive = tar::Archive::new(snapshot);
     for entry in archive.entries()? {
-        let mut entry = entry?;
+        let entry = entry?;
         let raw = entry.path()?.to_string_lossy().into_owned();
         let path = relative(&raw).to_string();
         if path.is_empty() || skip == Some(path.as_str()) {
             continue;
         }
+        writer.place(entry, path, epoch)?;
+    }
+    writer.finish(deleted, record, epoch)
+}
+
+/// The split being written: the layers, the snapshot's directories, and
+/// where each file went.
+struct Writer<'a, W: Write> {
+    outs: Vec<Out<W>>,
+    dirs: Dirs,
+    /// Where each file went, for hard links (they stay with their target).
+    placed: HashMap<String, usize>,
+    split: &'a Split,
+}
+
+impl<W: Write> Writer<'_, W> {
+    fn top(&self) -> usize {
+        self.outs.len() - 1
+    }
+
+    /// One snapshot entry (at `path`, relative) into its layer.
+    fn place<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<R>,
+        path: String,
+        epoch: u64,
+    ) -> io::Result<()> {
         let mut header = entry.header().clone();
         reproducible::normalize_header(&mut header, epoch);
         let kind = header.entry_type();
+        let top = self.top();
         if kind.is_dir() {
-            dirs.headers.insert(path.clone(), header);
-            if split.above_distributions.contains(&path) {
-                dirs.deferred.push(path);
+            self.dirs.headers.insert(path.clone(), header);
+            if self.split.above_distributions.contains(&path) {
+                self.dirs.deferred.push(path);
             } else {
-                outs[top].ancestors(&path, &mut dirs)?;
-                outs[top].dir(&path, &mut dirs)?;
+                self.outs[top].ancestors(&path, &mut self.dirs)?;
+                self.outs[top].dir(&path, &mut self.dirs)?;
             }
-            continue;
+            return Ok(());
         }
         let link = match kind {
             tar::EntryType::Symlink | tar::EntryType::Link => Some(
@@ -411,14 +673,15 @@ pub fn write_split_tree<R: Read, W: Write>(
             _ => None,
         };
         let layer = match (&link, kind) {
-            (Some(target), tar::EntryType::Link) => placed
+            (Some(target), tar::EntryType::Link) => self
+                .placed
                 .get(relative(target))
                 .copied()
-                .unwrap_or_else(|| split.layer_of(&path)),
-            _ => split.layer_of(&path),
+                .unwrap_or_else(|| self.split.layer_of(&path)),
+            _ => self.split.layer_of(&path),
         };
-        let out = &mut outs[layer];
-        out.ancestors(&path, &mut dirs)?;
+        let out = &mut self.outs[layer];
+        out.ancestors(&path, &mut self.dirs)?;
         match (link, kind) {
             (Some(target), tar::EntryType::Symlink) => {
                 out.builder.append_link(&mut header, &path, target)?
@@ -428,31 +691,49 @@ pub fn write_split_tree<R: Read, W: Write>(
                 .append_link(&mut header, &path, relative(&target))?,
             _ => out.builder.append_data(&mut header, &path, &mut entry)?,
         }
-        placed.insert(path, layer);
+        self.placed.insert(path, layer);
+        Ok(())
     }
-    // Held-back directories no layer took (nothing under them was in the
-    // snapshot): on top, so the tree has every directory of the snapshot.
-    for dir in std::mem::take(&mut dirs.deferred) {
-        if !dirs.placed.contains(&dir) {
-            outs[top].ancestors(&dir, &mut dirs)?;
-            outs[top].dir(&dir, &mut dirs)?;
+
+    /// The held-back directories no layer took, the whiteouts and the
+    /// record on top; each layer's diff id.
+    fn finish(
+        mut self,
+        deleted: &[u8],
+        record: Option<(&str, &[u8])>,
+        epoch: u64,
+    ) -> io::Result<Vec<String>> {
+        let top = self.top();
+        // Nothing under them was in the snapshot: on top, so the tree has
+        // every directory of the snapshot.
+        for dir in std::mem::take(&mut self.dirs.deferred) {
+            if !self.dirs.placed.contains(&dir) {
+                self.outs[top].ancestors(&dir, &mut self.dirs)?;
+                self.outs[top].dir(&dir, &mut self.dirs)?;
+            }
         }
+        for p in topmost_deleted(deleted) {
+            // The directory above a whiteout, as the snapshot has it: else
+            // the engine makes it when it applies the top layer, dated then
+            // (the unsplit layer has it beside the whiteout).
+            self.outs[top].ancestors(&p, &mut self.dirs)?;
+            let top_out = &mut self.outs[top].builder;
+            top_out.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
+        }
+        if let Some((path, content)) = record {
+            let mut h = file_header(content.len() as u64, 0o644, epoch);
+            self.outs[top]
+                .builder
+                .append_data(&mut h, relative(path), content)?;
+        }
+        let mut ids = Vec::with_capacity(self.outs.len());
+        for out in self.outs {
+            let mut hashing = out.builder.into_inner()?;
+            hashing.flush()?;
+            ids.push(format!("sha256:{}", hex::encode(hashing.hasher.finalize())));
+        }
+        Ok(ids)
     }
-    let top_out = &mut outs[top].builder;
-    for p in topmost_deleted(deleted) {
-        top_out.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
-    }
-    if let Some((path, content)) = record {
-        let mut h = file_header(content.len() as u64, 0o644, epoch);
-        top_out.append_data(&mut h, relative(path), content)?;
-    }
-    let mut ids = Vec::with_capacity(outs.len());
-    for out in outs {
-        let mut hashing = out.builder.into_inner()?;
-        hashing.flush()?;
-        ids.push(format!("sha256:{}", hex::encode(hashing.hasher.finalize())));
-    }
-    Ok(ids)
 }
 
 #[cfg(test)]
@@ -587,7 +868,7 @@ mod tests {
     }
 
     fn distributions(snapshot: &[u8]) -> Vec<Distribution> {
-        records_in(snapshot)
+        records_in(io::Cursor::new(snapshot))
             .unwrap()
             .iter()
             .filter_map(|(p, b)| Distribution::from_record(p, b))
@@ -692,6 +973,8 @@ mod tests {
                 E::Dir("usr/lib/python3/site-packages/old-1.0.dist-info/"),
                 file("usr/lib/python3/site-packages/old-1.0.dist-info/RECORD", ""),
                 file("etc/gone.conf", "x"),
+                E::Dir("usr/lib/python3/site-packages/torch/"),
+                file("usr/lib/python3/site-packages/torch/gone.py", "old torch"),
             ]),
         );
         t
@@ -766,7 +1049,7 @@ mod tests {
         )
     }
 
-    const DELETED: &[u8] = b"./usr/lib/python3/site-packages/old\0./usr/lib/python3/site-packages/old/__init__.py\0./usr/lib/python3/site-packages/old-1.0.dist-info\0./usr/lib/python3/site-packages/old-1.0.dist-info/RECORD\0./etc/gone.conf\0";
+    const DELETED: &[u8] = b"./usr/lib/python3/site-packages/old\0./usr/lib/python3/site-packages/old/__init__.py\0./usr/lib/python3/site-packages/old-1.0.dist-info\0./usr/lib/python3/site-packages/old-1.0.dist-info/RECORD\0./etc/gone.conf\0./usr/lib/python3/site-packages/torch/gone.py\0";
 
     #[test]
     fn records_name_the_files_their_distribution_installed() {
@@ -865,6 +1148,17 @@ mod tests {
         );
         for lower in &layers[..layers.len() - 1] {
             assert!(!entries(lower).iter().any(|n| n.contains(".wh.")));
+        }
+        // The snapshot's directory above each whiteout is in the same layer
+        // (else an engine dates the one it makes to apply it).
+        for whiteout in names.iter().filter(|n| n.contains(".wh.")) {
+            let (parent, _) = whiteout.rsplit_once('/').unwrap();
+            if parent != "etc" {
+                assert!(
+                    names.iter().any(|n| n.trim_end_matches('/') == parent),
+                    "{parent} with {whiteout} in {names:?}"
+                );
+            }
         }
         let mut tree = Tree::new();
         apply(&mut tree, top);
@@ -1000,5 +1294,107 @@ mod tests {
         let err = write_split_tree(&snapshot[..], b"", None, EPOCH, &split, vec![Vec::new()])
             .unwrap_err();
         assert!(err.to_string().contains("outputs"), "{err}");
+    }
+    #[test]
+    fn the_threshold_is_a_size_or_off() {
+        let t = |v: &str| Rule::parse(v).map(|r| r.map(|r| r.threshold));
+        assert_eq!(t("64m"), Ok(Some(64 << 20)));
+        assert_eq!(t(" 1K "), Ok(Some(1024)));
+        assert_eq!(t("2g"), Ok(Some(2 << 30)));
+        assert_eq!(t("500"), Ok(Some(500)));
+        assert_eq!(t("OFF"), Ok(None));
+        let err = t("lots").unwrap_err();
+        assert!(err.contains("\"lots\""), "{err}");
+        assert_eq!(Rule::default().threshold, DEFAULT_THRESHOLD);
+    }
+
+    /// The label names the parts bottom up; the history has one entry per
+    /// layer, the whole layer's on top.
+    #[test]
+    fn label_and_history_name_each_part() {
+        let snapshot = tar_of(&gpu_pipeline(&[SIX, IDNA]));
+        let split = Split::plan(distributions(&snapshot), THRESHOLD, MAX_LAYERS);
+        let parts: Vec<&Part> = split.parts.iter().collect();
+        let names = parse_label(&label(&parts));
+        assert_eq!(names.len(), 5);
+        assert_eq!(names[2], "torch-2.5.1");
+        assert_eq!(names[4], "the rest");
+        assert!(parse_label("not json").is_empty());
+        let entry = serde_json::json!({"created": "x", "created_by": "prebuilder dependencies layer: installed torch"});
+        let history = history(&entry, split.parts.iter());
+        assert_eq!(history.len(), 5);
+        assert_eq!(history[4], entry);
+        assert!(history[2]["created_by"]
+            .as_str()
+            .unwrap()
+            .ends_with(": torch-2.5.1, alone"));
+        assert!(history[3]["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("idna-3.7, six-1.16.0"));
+    }
+
+    /// `split_tree` from a file: the engine's wrapping or the bare tree,
+    /// the same layers; `None` for the rule is the unsplit layer.
+    #[test]
+    fn split_tree_reads_the_snapshot_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tar_of(&gpu_pipeline(&[SIX]));
+        let wrapped = dir.path().join("outer.tar");
+        std::fs::write(&wrapped, outer(&snapshot)).unwrap();
+        let bare = dir.path().join("bare.tar");
+        std::fs::write(&bare, &snapshot).unwrap();
+        let record = Some(("/opt/apache/beam/prebuilder-record.json", &b"{}"[..]));
+        let rule = Rule {
+            threshold: THRESHOLD,
+            max_layers: MAX_LAYERS,
+        };
+        let out = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            d
+        };
+        let a = split_tree(
+            &TreeFile::inside(&wrapped).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            Some(rule),
+            &out("a"),
+        )
+        .unwrap();
+        let b = split_tree(
+            &TreeFile::whole(&bare).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            Some(rule),
+            &out("b"),
+        )
+        .unwrap();
+        let ids = |w: &[Written]| w.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+        let (_, _, expected) = split_layers(&snapshot, DELETED, THRESHOLD, MAX_LAYERS);
+        assert_eq!(ids(&a), expected);
+        for l in &a {
+            assert_eq!(std::fs::metadata(&l.path).unwrap().len(), l.size);
+        }
+        let whole = split_tree(
+            &TreeFile::whole(&bare).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            None,
+            &out("c"),
+        )
+        .unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(
+            std::fs::read(&whole[0].path).unwrap(),
+            unsplit(&snapshot, DELETED)
+        );
+        assert!(TreeFile::inside(&dir.path().join("a/layer-0.tar")).is_ok());
+        std::fs::write(dir.path().join("empty.tar"), tar_of(&[])).unwrap();
+        assert!(TreeFile::inside(&dir.path().join("empty.tar")).is_err());
     }
 }

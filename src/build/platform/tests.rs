@@ -364,6 +364,7 @@ async fn a_layer_recorded_for_another_architecture_is_refused() {
             cache: CacheOutcome::Miss,
             seconds: 1.0,
             image_id: id,
+            parts: Vec::new(),
         }],
         base: crate::report::BaseReport {
             reference: String::new(),

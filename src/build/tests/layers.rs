@@ -248,3 +248,74 @@ async fn labels_stay_bounded_and_staged_files_go_on_a_volume() {
         "{setups:?}"
     );
 }
+
+/// Issue 22: the dependency layer's snapshot is cut by distribution (one
+/// over the threshold alone, the rest on top) and loaded as one image of
+/// several layers, found again by its key; the application layer stays
+/// whole; the report names the parts. With the split off: one layer.
+#[tokio::test]
+async fn the_dependency_layer_is_split_by_distribution() {
+    use crate::image::split::{Rule, MAX_LAYERS};
+    let site = "usr/lib/python3/dist-packages";
+    let big = vec![b'x'; 4096];
+    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
+    let data = format!("{site}/heavy/data.bin");
+    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
+    for (split, parts) in [
+        (
+            Some(Rule {
+                threshold: 1000,
+                max_layers: MAX_LAYERS,
+            }),
+            vec!["heavy-1.0", "the rest"],
+        ),
+        (None, vec![]),
+        (Some(Rule::default()), vec![]),
+    ] {
+        let w = world();
+        w.engine
+            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
+        let mut opts = w.opts();
+        opts.split = split;
+        let r = w
+            .build(&opts, &w.set("app"), &Recorder::default())
+            .await
+            .unwrap();
+        let names: Vec<&str> = r.layers[0].parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, parts, "{split:?}");
+        assert!(
+            r.layers[1].parts.is_empty(),
+            "the application layer is whole"
+        );
+        let base = w.engine.inspect(BASE).await.unwrap().unwrap();
+        let deps = w
+            .engine
+            .inspect(&r.layers[0].image_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let app = w
+            .engine
+            .inspect(&r.layers[1].image_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(deps.layers.len(), base.layers.len() + parts.len().max(1));
+        assert_eq!(app.layers[..deps.layers.len()], deps.layers[..]);
+        assert_eq!(app.layers.len(), deps.layers.len() + 1);
+        for (p, diff_id) in r.layers[0]
+            .parts
+            .iter()
+            .zip(&deps.layers[base.layers.len()..])
+        {
+            assert_eq!(&p.diff_id, diff_id);
+        }
+        // Found by its key again, with its parts.
+        let again = w
+            .build(&opts, &w.set("app"), &Recorder::default())
+            .await
+            .unwrap();
+        assert_eq!(caches(&again), [Hit, Hit]);
+        assert_eq!(again.layers[0].parts, r.layers[0].parts);
+    }
+}

@@ -99,6 +99,8 @@ impl World {
             builder: super::Builder::Engine,
             launch_python: "python3".into(),
             platform: None,
+            split: Some(crate::image::split::Rule::default()),
+            output: None,
         }
     }
 
@@ -145,6 +147,7 @@ mod attestations;
 mod boot;
 mod cache;
 mod checks;
+mod direct;
 mod failures;
 mod flink;
 mod layers;

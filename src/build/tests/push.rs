@@ -374,3 +374,55 @@ async fn a_tag_on_the_results_own_digest_is_no_conflict() {
     assert_eq!(again.digest, first.digest);
     assert_eq!(w.engine.registry.get("stable"), first.digest);
 }
+
+/// Issue 22: a push to another repository of the same registry mounts each
+/// blob this machine put in the first one (remembered per registry), and
+/// uploads only the configs; a mount the registry refuses is an upload.
+#[tokio::test]
+async fn blobs_pushed_to_one_repository_are_mounted_into_another() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.push = true;
+    let first = w.quick(&opts, &w.set("app")).await.unwrap();
+    let blobs = pushed(&w, &first.image[REPO.len() + 1..]).layers;
+    assert_eq!(blobs.len(), 3);
+    for allow in [true, false] {
+        let other = Arc::new(FakeRegistry::at("localhost:5000", "team/other"));
+        if allow {
+            for b in &blobs {
+                other.allow_mount("team/sdk", &b.digest);
+            }
+        }
+        let mut opts = opts.clone();
+        opts.repository = "localhost:5000/team/other".into();
+        let registry = other.clone();
+        let r = run(
+            &w.engine,
+            &opts,
+            &w.set("app"),
+            || {
+                Ok(Some(Remote {
+                    registry,
+                    credential: None,
+                    base: None,
+                    boot: None,
+                }))
+            },
+            &Recorder::default(),
+        )
+        .await
+        .unwrap();
+        assert!(r.digest.is_some());
+        let writes = other.writes();
+        let mounts = writes.iter().filter(|w| w.starts_with("mount")).count();
+        let uploads = writes.iter().filter(|w| w.starts_with("upload")).count();
+        match allow {
+            true => {
+                assert_eq!(mounts, 3, "{writes:?}");
+                assert!(writes.contains(&format!("mount {} team/sdk", blobs[0].digest)));
+                assert_eq!(uploads, 2, "the configs only: {writes:?}");
+            }
+            false => assert_eq!((mounts, uploads), (0, 5), "{writes:?}"),
+        }
+    }
+}
