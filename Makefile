@@ -32,9 +32,11 @@ unit:
 
 ## Offline fixture images, wheels and a host venv with apache-beam, then the
 ## custom bases (no boot, broken variants), then the PyFlink base (apache-flink +
-## JRE 17; ~5 min and ~420 MB of wheels cold), then Docker 26 and 28 from
-## Debian packages for the engine matrix (~100 MB, ~20 s cold, extracted
-## under the cache, never installed); reused when present.
+## JRE 17; ~5 min and ~420 MB of wheels cold), then the arm64 SDK base
+## (debootstrap --arch=arm64 under qemu: ~25 min cold here, 1 s warm; installs
+## qemu-user-static/binfmt-support and mounts binfmt_misc when missing), then
+## Docker 26 and 28 from Debian packages for the engine matrix (~100 MB, ~20 s
+## cold, extracted under the cache, never installed); reused when present.
 fixtures:
 	bash integration/fixtures/tools.sh
 	bash integration/fixtures/build.sh >/dev/null
@@ -42,6 +44,7 @@ fixtures:
 	bash integration/fixtures/flink.sh >/dev/null
 	bash integration/fixtures/attest-tools.sh >/dev/null
 	bash integration/fixtures/direct.sh >/dev/null
+	bash integration/fixtures/arm64.sh >/dev/null
 	bash integration/fixtures/engines.sh >/dev/null
 
 ## One engine, one build at a time: the tests share the engine's CPU and cache.

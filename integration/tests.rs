@@ -17,6 +17,7 @@ mod flink;
 mod fresh;
 mod matrix;
 mod outputs;
+mod platform;
 mod progress;
 mod pull;
 mod registry;
