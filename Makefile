@@ -89,9 +89,11 @@ demo: fixtures build
 ## Prints a table, writes target/bench.json; a missed target says MISSED (exit 0).
 ## Then the GPU-size rows (torch 2.5.1 + CUDA 12 wheels, downloaded once;
 ## skipped, and said, without 40 GB free): target/bench-gpu.json.
+## Then every engine of the matrix: cold, relaunch, code-only and push (bench/engines.sh).
 bench: fixtures build
 	bash bench/run.sh
 	bash bench/gpu.sh
+	PREBUILDER_BIN=$${PREBUILDER_BIN:-target/release/prebuilder} bash bench/engines.sh
 
 ## Cold build, unchanged relaunch, code-only change and push on every engine
 ## of the matrix: Docker 20.10, Docker 28 and 26 with the containerd store,

@@ -270,6 +270,49 @@ fn docker_28_containerd_store(inputs: &Inputs, twin: &serde_json::Value, t: std:
     assert_eq!(layers(&changed)[0].2, layers(&first)[0].2);
     std::fs::write(&transforms, &code).unwrap();
 
+    // gc for real: --keep 1 removes the first result; the changed one and
+    // the dependency layer below it stay (ids are config digests here too).
+    let o = run(prebuilder()
+        .args([
+            "gc",
+            "--keep",
+            "1",
+            "--format",
+            "json",
+            "--repository",
+            &repo,
+        ])
+        .env("DOCKER_HOST", engine.host()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let gc = json(&o);
+    assert_eq!(gc["failed"], serde_json::json!([]), "{gc}");
+    let removed: Vec<&str> = gc["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(
+        removed.contains(&first["image_id"].as_str().unwrap()),
+        "{gc}"
+    );
+    assert!(
+        !engine.docker(&["image", "inspect", image]).status.success(),
+        "gc removed the first result: {gc}"
+    );
+    engine.docker_ok(&["image", "inspect", changed["image"].as_str().unwrap()]);
+    // What stays is what gc keeps: the changed result and its layer below.
+    let o = run(prebuilder()
+        .args(["gc", "--dry-run", "--format", "json", "--repository", &repo])
+        .env("DOCKER_HOST", engine.host()));
+    assert_eq!(
+        json(&o)["kept"],
+        2,
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(json(&o)["removed"], serde_json::json!([]));
+
     eprintln!(
         "matrix timing: relaunch, gc, code change done at {}",
         since(t)
