@@ -369,12 +369,13 @@ pub async fn fetch<R: Manifests>(
 
 /// The installed set of a held image: kept in the store, and on this machine.
 fn keep_index(store: &Store, root: &Path, installed: &Index) {
-    if let Err(e) = index::store_cached(root, installed) {
+    let Ok(json) = serde_json::to_vec(installed) else {
+        return;
+    };
+    if let Err(e) = index::store_cached_json(root, &installed.image, &json) {
         tracing::debug!("keeping the installed set of {}: {e}", installed.image);
     }
-    if let Ok(json) = serde_json::to_vec(installed) {
-        store.set_installed(&installed.image, json);
-    }
+    store.set_installed(&installed.image, json);
 }
 
 /// Step 4's footing with no engine: the base held (its config from its

@@ -1121,11 +1121,22 @@ pub fn load_cached(state_root: &Path, image_id: &str) -> Option<Index> {
 /// Keep the index (written to a temporary file, then renamed into place).
 pub fn store_cached(state_root: &Path, index: &Index) -> Result<PathBuf> {
     let path = cache_path(state_root, &index.image);
+    let bytes =
+        serde_json::to_vec(index).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+    store_cached_json(state_root, &index.image, &bytes)
+}
+
+/// Keep the index of `image_id` already serialized as `json`.
+pub fn store_cached_json(state_root: &Path, image_id: &str, json: &[u8]) -> Result<PathBuf> {
+    let path = cache_path(state_root, image_id);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == json.len() as u64) {
+        // Kept already (an index is named by its image id).
+        return Ok(path);
+    }
     let dir = path.parent().unwrap_or(state_root);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    let bytes = serde_json::to_vec(index).map_err(|e| Error::io(&tmp, std::io::Error::other(e)))?;
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     Ok(path)
 }
