@@ -777,7 +777,10 @@ fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_ba
         assert!(err.contains("hint:"), "{err}");
         eprintln!("refused {line:?} in {:.2} s", took.as_secs_f64());
         // The target, for the binary the tests run (the debug one).
-        assert!(took.as_secs_f64() < 1.0, "{line}: refused in {took:?}, not under 1 s");
+        assert!(
+            took.as_secs_f64() < 1.0,
+            "{line}: refused in {took:?}, not under 1 s"
+        );
         assert_eq!(tags(&results, "fx/demo"), pushed, "nothing pushed");
     }
 

@@ -302,7 +302,11 @@ mod tests {
     fn wrapper_scripts_are_told_from_interpreters() {
         let dir = tempfile::tempdir().unwrap();
         let shim = dir.path().join("python3");
-        std::fs::write(&shim, "#!/usr/bin/env bash\nexec pyenv exec python3 \"$@\"\n").unwrap();
+        std::fs::write(
+            &shim,
+            "#!/usr/bin/env bash\nexec pyenv exec python3 \"$@\"\n",
+        )
+        .unwrap();
         assert!(is_script(&shim));
         assert!(!is_script(&std::env::current_exe().unwrap()));
         assert!(!is_script(&dir.path().join("absent")));

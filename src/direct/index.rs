@@ -1112,10 +1112,31 @@ pub fn cache_path(state_root: &Path, image_id: &str) -> PathBuf {
 }
 
 /// The cached installed set of an image, when there is one of this format.
+/// Installed sets parsed or made in this process, by image id: one build
+/// reads a base's (megabytes of JSON) once, not once per step that needs it.
+static PARSED: std::sync::Mutex<BTreeMap<String, Index>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Remember `index` for [`recall`] in this process.
+pub fn note(index: &Index) {
+    if let Ok(mut m) = PARSED.lock() {
+        m.insert(index.image.clone(), index.clone());
+    }
+}
+
+/// The installed set of `image_id` noted in this process.
+pub fn recall(image_id: &str) -> Option<Index> {
+    PARSED.lock().ok()?.get(image_id).cloned()
+}
+
 pub fn load_cached(state_root: &Path, image_id: &str) -> Option<Index> {
+    load_cached_json(state_root, image_id).map(|(i, _)| i)
+}
+
+/// The kept index of `image_id` and its JSON as kept.
+pub fn load_cached_json(state_root: &Path, image_id: &str) -> Option<(Index, Vec<u8>)> {
     let bytes = std::fs::read(cache_path(state_root, image_id)).ok()?;
     let index: Index = serde_json::from_slice(&bytes).ok()?;
-    (index.format == FORMAT && index.image == image_id).then_some(index)
+    (index.format == FORMAT && index.image == image_id).then_some((index, bytes))
 }
 
 /// Keep the index (written to a temporary file, then renamed into place).
