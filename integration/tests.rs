@@ -16,6 +16,7 @@ mod errors;
 mod flink;
 mod fresh;
 mod outputs;
+mod platform;
 mod progress;
 mod pull;
 mod registry;

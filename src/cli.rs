@@ -252,8 +252,14 @@ pub struct BuildArgs {
     pub requirements_file: Option<PathBuf>,
 
     /// Directory of wheels/sdists the requirements install may use (pip --find-links).
-    #[arg(long, value_name = "DIR", help_heading = "Beam-style inputs")]
-    pub requirements_cache: Option<PathBuf>,
+    /// Repeatable as PLATFORM=DIR (`linux/arm64=./wheels-arm64`): that platform's
+    /// wheels for a `--platform` build; a plain DIR serves the other platforms.
+    #[arg(
+        long,
+        value_name = "[PLATFORM=]DIR",
+        help_heading = "Beam-style inputs"
+    )]
+    pub requirements_cache: Vec<String>,
 
     /// A package (wheel or sdist) to install after the requirements; repeatable, installed in order.
     #[arg(long, value_name = "FILE", help_heading = "Beam-style inputs")]
@@ -351,6 +357,13 @@ pub struct BuildArgs {
     #[arg(long, value_enum, value_name = "BUILDER", default_value = "engine")]
     pub builder: Builder,
 
+    /// Platforms to build for, docker's spelling, comma-separated: `linux/amd64`,
+    /// `linux/arm64` (`linux/arm64/v8`). Each is a build of its own on the base's
+    /// image for it (read from the base's registry); two or more push one OCI image
+    /// index (needs --push). Default: the engine's platform.
+    #[arg(long, value_name = "PLATFORM[,PLATFORM…]")]
+    pub platform: Option<String>,
+
     /// Write the result as an OCI image layout (`oci:DIR`) or a `docker load`
     /// archive (`docker-archive:FILE`), with no engine: direct mode only; the base
     /// is read from its registry.
@@ -423,4 +436,22 @@ pub struct BuildArgs {
     /// `sdk-container-image` are also appended to $GITHUB_OUTPUT.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub metadata_file: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    /// `--requirements-cache` values: the plain `DIR` (the last one given) and
+    /// the `PLATFORM=DIR` ones (a value whose part before `=` starts with `linux/`).
+    pub fn requirements_caches(&self) -> (Option<PathBuf>, Vec<(String, PathBuf)>) {
+        let mut plain = None;
+        let mut per_platform = Vec::new();
+        for v in &self.requirements_cache {
+            match v.split_once('=') {
+                Some((p, dir)) if p.starts_with("linux/") => {
+                    per_platform.push((p.to_string(), PathBuf::from(dir)))
+                }
+                _ => plain = Some(PathBuf::from(v)),
+            }
+        }
+        (plain, per_platform)
+    }
 }

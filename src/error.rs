@@ -382,6 +382,23 @@ pub enum Error {
     #[error("direct mode refuses {input}: {reason}")]
     DirectRefused { input: String, reason: String },
 
+    /// `--platform`: an input that cannot serve one of the platforms asked for.
+    #[error("cannot build for {platform}: {input}: {reason}")]
+    PlatformRefused {
+        platform: String,
+        input: String,
+        reason: String,
+        hint: String,
+    },
+
+    /// `--platform`: the engine cannot run a container for the platform.
+    #[error("{} cannot run {platform} containers: {reason}", the(engine))]
+    EmulationMissing {
+        platform: String,
+        engine: String,
+        reason: String,
+    },
+
     /// What pip (or Beam's boot) would fail on, found before anything is built.
     #[error("{step}: {reason}")]
     DirectFailed { step: String, reason: String },
@@ -508,6 +525,8 @@ impl Error {
             Report { .. } => "choose a writable path for --report".into(),
             Output { what, .. } => format!("choose a writable path for {what} (its directory must exist); the image was built and is reported on stdout"),
             DirectBase { .. } => "build with --builder engine (the engine runs the base's own boot), or use a glibc base with python, pip and apache-beam".into(),
+            PlatformRefused { hint, .. } => hint.clone(),
+            EmulationMissing { platform, .. } => format!("add emulation for {platform} to the engine's host: on Debian/Ubuntu `apt-get install qemu-user-static binfmt-support` (and `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` if it is not mounted), or `docker run --privileged --rm tonistiigi/binfmt --install all`; or build on a machine of that platform; nothing was built"),
             DirectRefused { .. } => "build with --builder engine, which runs the base's boot and pip in a container; nothing was built or pushed".into(),
             DirectFailed { .. } => "fix the inputs as the message says (every requirement and dependency must be pinned and staged in the requirements cache); nothing was built or pushed".into(),
         })
@@ -575,6 +594,7 @@ impl Error {
             Error::Engine { engine, .. }
             | Error::BaseMissing { engine, .. }
             | Error::ImageMissing { engine, .. }
+            | Error::EmulationMissing { engine, .. }
             | Error::RegistryInsecure { engine, .. }
                 if engine.is_empty() =>
             {

@@ -165,6 +165,7 @@ mod tests {
             seconds: 1.0,
             builder: "engine".into(),
             flink: None,
+            platforms: Vec::new(),
         }
     }
 

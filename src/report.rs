@@ -81,6 +81,25 @@ pub struct Report {
     /// PyFlink builds: the baked Python, PYTHONPATH and archive directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flink: Option<FlinkReport>,
+    /// A multi-platform build (`--platform` with two or more): each
+    /// platform's image; `image`, `digest` and `sdk_container_image` then
+    /// name the OCI image index over them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformReport>,
+}
+
+/// One platform of a multi-platform result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformReport {
+    /// `linux/arm64`.
+    pub platform: String,
+    /// The platform's own content-addressed `repo:tag`.
+    pub image: String,
+    /// `None` on a registry hit (nothing on the engine).
+    pub image_id: Option<String>,
+    /// The platform's image manifest digest (in the index).
+    pub digest: Option<String>,
+    pub layers: Vec<LayerReport>,
 }
 
 impl Report {
@@ -206,6 +225,7 @@ mod tests {
             tags: vec![],
             seconds: 4.3,
             flink: None,
+            platforms: Vec::new(),
         }
     }
 

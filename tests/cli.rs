@@ -110,6 +110,33 @@ fn no_inputs_is_a_usage_error() {
 }
 
 #[test]
+fn a_platform_not_in_docker_spelling_is_a_usage_error_before_anything_is_read() {
+    for (flag, value, said) in [
+        ("--platform", "linux/amd64,windows/arm64", "windows/arm64"),
+        ("--platform", "linux/sparc", "unknown architecture"),
+        (
+            "--requirements-cache",
+            "linux/mips=/nonexistent",
+            "linux/mips",
+        ),
+    ] {
+        prebuilder()
+            .args([
+                "build",
+                "--base",
+                "x",
+                "--requirements-file",
+                "/nonexistent/r.txt",
+                flag,
+                value,
+            ])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(said).and(predicate::str::contains("hint:")));
+    }
+}
+
+#[test]
 fn context_and_flags_conflict() {
     let dir = tempfile::tempdir().unwrap();
     prebuilder()

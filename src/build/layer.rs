@@ -46,6 +46,8 @@ pub struct LayerBuild<'a> {
     pub mode: &'a SetupMode,
     /// `SOURCE_DATE_EPOCH`, when set.
     pub source_date_epoch: Option<&'a str>,
+    /// `--platform`'s platform this layer is built for (the engine's own when `None`).
+    pub platform: Option<&'a str>,
     /// How the dependency layer is cut into per-distribution layers
     /// (`crate::image::split`; `None`: one layer). Not part of the key:
     /// the cut changes the layers, never the file tree.
@@ -100,6 +102,7 @@ pub async fn build<E: Engine>(
         // Beam only: its setup deletes the staged files and its snapshot
         // skips that directory; PyFlink's setup keeps files it uploads.
         volume: matches!(b.mode, SetupMode::Beam).then(|| ARTIFACTS_DIR.to_string()),
+        platform: b.platform.map(str::to_string),
     };
     reporter.event(Event::CreatingContainer {
         layer: layer.name,

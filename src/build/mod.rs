@@ -32,6 +32,7 @@ pub mod lazy;
 pub mod locate;
 pub mod lock;
 pub mod phase;
+pub mod platform;
 pub mod produce;
 pub mod publish;
 pub mod pull;
@@ -96,6 +97,10 @@ pub struct Options {
     pub builder: Builder,
     /// The launch host's Python: direct mode builds sdists with it.
     pub launch_python: PathBuf,
+    /// The one platform this build is for (`linux/arm64`), set per platform
+    /// by `platform::run` for `--platform`: its setup containers are created
+    /// for it and it enters every layer's key. `None`: the engine's own.
+    pub platform: Option<String>,
     /// How a produced dependency layer is cut into per-distribution layers
     /// (`PREBUILDER_SPLIT_THRESHOLD`; `None`: one layer).
     pub split: Option<crate::image::split::Rule>,
@@ -333,13 +338,23 @@ async fn produce_layers<E: Engine>(
 fn plan_on<'a>(set: &'a StagedSet, opts: &Options, ground: &Ground) -> Result<Plan<'a>> {
     let mut plan = match opts.builder.with_engine() {
         Builder::Direct => plan::plan_with(set, &ground.parent, plan::keys::direct_command())?,
-        _ => plan::plan(set, &ground.parent)?,
+        _ => plan::plan_with(set, &ground.parent, command_for(set, opts))?,
     };
     crate::labels::apply(
         &mut plan,
         crate::labels::for_base(&opts.labels, &opts.base, &ground.base_repo_digests),
     );
     Ok(plan)
+}
+
+/// The setup command as it enters the keys; with `--platform`, the platform
+/// too, so each platform's layers have keys of their own.
+fn command_for(set: &StagedSet, opts: &Options) -> Vec<String> {
+    let mut command = plan::keys::setup_command_for(&set.mode);
+    if let Some(p) = &opts.platform {
+        command.push(format!("platform={p}"));
+    }
+    command
 }
 
 /// What direct mode does not build, refused before anything is.
@@ -493,6 +508,7 @@ fn report(
         tags: outcome.tags,
         seconds: round(started.elapsed().as_secs_f64()),
         flink: set.mode.flink().map(flink::report),
+        platforms: Vec::new(),
     }
 }
 

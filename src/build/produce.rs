@@ -61,6 +61,7 @@ impl<E: Engine> Produce for EngineSetup<'_, E> {
             scratch: &self.opts.scratch_dir,
             mode: self.mode,
             source_date_epoch: self.opts.settings.source_date_epoch(),
+            platform: self.opts.platform.as_deref(),
             split: self.opts.split,
         };
         layer::build(self.engine, &build, reporter).await

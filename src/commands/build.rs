@@ -2,6 +2,7 @@
 //! over to `crate::build`; the binary prints the report.
 
 use crate::build::engineless::Output;
+use crate::build::platform::Platform;
 use crate::build::{self, Builder, Remote};
 use crate::cancel::Cancel;
 use std::collections::HashMap;
@@ -34,6 +35,12 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
     for l in &args.labels {
         crate::labels::parse(l)?;
     }
+    if let Some(list) = &args.platform {
+        Platform::parse_list(list)?;
+    }
+    for (name, _) in args.requirements_caches().1 {
+        Platform::parse(&name)?;
+    }
     Ok(())
 }
 
@@ -42,6 +49,17 @@ pub fn validate(args: &BuildArgs) -> Result<()> {
 /// remembered in `cache` are not computed again.
 pub async fn stage(
     args: &BuildArgs,
+    temp: &Path,
+    cache: std::sync::Arc<DigestCache>,
+) -> Result<StagedSet> {
+    stage_with_cache(args, args.requirements_caches().0, temp, cache).await
+}
+
+/// [`stage`] with `requirements_cache` as the requirements cache (one
+/// platform's `--requirements-cache PLATFORM=DIR`).
+async fn stage_with_cache(
+    args: &BuildArgs,
+    requirements_cache: Option<PathBuf>,
     temp: &Path,
     cache: std::sync::Arc<DigestCache>,
 ) -> Result<StagedSet> {
@@ -62,7 +80,7 @@ pub async fn stage(
     let context = args.context.clone();
     let inputs = Inputs {
         requirements_file: args.requirements_file.clone(),
-        requirements_cache: args.requirements_cache.clone(),
+        requirements_cache,
         extra_packages: args.extra_package.clone(),
         setup_file: args.setup_file.clone(),
         sdk_location: args.sdk_location.clone(),
@@ -166,7 +184,7 @@ pub async fn run(
     let outcome = tokio::select! {
         r = async {
             ops::sweep_orphans(&engine).await;
-            build::run(&engine, &opts, &set, || remote(args, settings), &phases).await
+            on_engine(&engine, (args, settings), (&opts, &set), (scratch.path(), &root.dir), &phases).await
         } => r,
         signal = cancel.cancelled() => interrupted(signal),
     };
@@ -182,6 +200,81 @@ pub async fn run(
     drop(set);
     drop(scratch);
     finish(args, outcome)
+}
+
+/// The build on `engine`: one, or with `--platform` one per platform (each
+/// platform's set staged first when it has its own requirements cache).
+async fn on_engine(
+    engine: &DockerEngine,
+    (args, settings): (&BuildArgs, &Settings),
+    (opts, set): (&build::Options, &StagedSet),
+    (scratch, state_root): (&Path, &Path),
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let Some(list) = &args.platform else {
+        return build::run(engine, opts, set, || remote(args, settings), reporter).await;
+    };
+    let platforms = Platform::parse_list(list)?;
+    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(state_root)));
+    let staged = stage_platforms(args, &platforms, scratch, cache).await?;
+    let jobs = platform_jobs(&platforms, &staged, set);
+    let base = base_registry(&args.base, &settings.docker_config_dir());
+    let remote = || remote(args, settings);
+    build::platform::run(engine, opts, &jobs, base.as_ref(), &remote, reporter).await
+}
+
+/// Each platform's own staged set, for those a `--requirements-cache
+/// PLATFORM=DIR` names (the others use the set staged with the plain one).
+async fn stage_platforms(
+    args: &BuildArgs,
+    platforms: &[Platform],
+    temp: &Path,
+    cache: std::sync::Arc<DigestCache>,
+) -> Result<Vec<Option<StagedSet>>> {
+    let (_, per_platform) = args.requirements_caches();
+    for (name, dir) in &per_platform {
+        let p = Platform::parse(name)?;
+        if !platforms.contains(&p) {
+            return Err(Error::Usage {
+                message: format!(
+                    "--requirements-cache {name}={} names a platform --platform does not build",
+                    dir.display()
+                ),
+                hint: "add it to --platform, or drop that --requirements-cache".into(),
+            });
+        }
+    }
+    let mut sets = Vec::new();
+    for p in platforms {
+        let dir = per_platform
+            .iter()
+            .find(|(name, _)| Platform::parse(name).ok().as_ref() == Some(p))
+            .map(|(_, dir)| dir.clone());
+        sets.push(match dir {
+            Some(dir) => {
+                let temp = temp.join(p.name().replace('/', "-"));
+                std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+                Some(stage_with_cache(args, Some(dir), &temp, cache.clone()).await?)
+            }
+            None => None,
+        });
+    }
+    Ok(sets)
+}
+
+fn platform_jobs<'a>(
+    platforms: &[Platform],
+    staged: &'a [Option<StagedSet>],
+    set: &'a StagedSet,
+) -> Vec<build::platform::Job<'a>> {
+    platforms
+        .iter()
+        .zip(staged)
+        .map(|(p, s)| build::platform::Job {
+            platform: p.clone(),
+            set: s.as_ref().unwrap_or(set),
+        })
+        .collect()
 }
 
 /// Stage the inputs, with the digests remembered under the state `root`.
@@ -373,6 +466,7 @@ pub fn options(
             .launch_python
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("python3")),
+        platform: None,
         split,
         output: None,
     })

@@ -274,7 +274,7 @@ impl Engine for DockerEngine {
         };
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
-            ..Default::default()
+            platform: spec.platform.clone().unwrap_or_default(),
         };
         let created = self
             .docker

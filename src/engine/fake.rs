@@ -179,6 +179,14 @@ impl FakeEngine {
         id
     }
 
+    /// Say the image `reference` is for `architecture` (images are amd64).
+    pub fn set_architecture(&self, reference: &str, architecture: &str) {
+        let id = sha(reference.as_bytes());
+        if let Some(image) = self.state().images.get_mut(&id) {
+            image.info.architecture = architecture.to_string();
+        }
+    }
+
     /// The registry manifests an image was pulled by (`repo@digest`).
     pub fn set_repo_digests(&self, reference: &str, digests: &[&str]) {
         let mut s = self.state();
@@ -328,6 +336,7 @@ impl FakeEngine {
             role: "setup".into(),
             network: super::Network::None,
             volume: None,
+            platform: None,
         };
         let labels = labels
             .iter()
@@ -542,7 +551,11 @@ impl FakeEngine {
             history: Vec::new(),
             os: "linux".into(),
             last_tagged: None,
-            architecture: "amd64".into(),
+            // A commit or load on a parent keeps its architecture (a load's
+            // config may say otherwise: `load` sets it then).
+            architecture: parent
+                .as_ref()
+                .map_or_else(|| "amd64".into(), |p| p.info.architecture.clone()),
             layers,
             config: config.clone(),
         };
@@ -828,9 +841,12 @@ impl Engine for FakeEngine {
             diff_ids,
             BTreeSet::new(),
         );
-        // As an engine reports it: the config's own date.
+        // As an engine reports it: the config's own date and architecture.
         if let Some(image) = self.state().images.get_mut(&id) {
             image.info.created = doc["created"].as_str().map(str::to_string);
+            if let Some(arch) = doc["architecture"].as_str() {
+                image.info.architecture = arch.to_string();
+            }
         }
         Ok(())
     }

@@ -159,6 +159,9 @@ pub struct ContainerSpec {
     /// driver: 20,000 small files upload in 2 s instead of 30 s on
     /// fuse-overlayfs, and never need deleting from a layer.
     pub volume: Option<String>,
+    /// The platform to create it for (`linux/arm64`; `--platform`): the
+    /// engine's own when `None`.
+    pub platform: Option<String>,
 }
 
 /// One line of a push's progress, as the engine reports it.

@@ -63,6 +63,7 @@ pub fn inert(image: &str, role: &str) -> ContainerSpec {
         role: role.to_string(),
         network: Network::None,
         volume: None,
+        platform: None,
     }
 }
 

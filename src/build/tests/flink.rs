@@ -92,3 +92,16 @@ async fn a_pyflink_base_without_java_or_flink_is_refused_before_any_setup() {
     assert!(w.result_tags().is_empty());
     assert!(w.engine.containers().is_empty());
 }
+
+#[test]
+fn pyflink_for_arm64_is_refused_with_the_reason() {
+    let w = world();
+    let set = flink_set(&w, "def f(): pass\n");
+    let amd64 = crate::build::platform::Platform::parse("linux/amd64").unwrap();
+    let arm64 = crate::build::platform::Platform::parse("linux/arm64").unwrap();
+    crate::build::platform::check_set(&set, &amd64).unwrap();
+    let e = crate::build::platform::check_set(&set, &arm64).unwrap_err();
+    assert!(e.to_string().contains("the PyFlink inputs"), "{e}");
+    assert!(e.to_string().contains("Java home"), "{e}");
+    assert!(e.hint().unwrap().contains("linux/amd64"));
+}

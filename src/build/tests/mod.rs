@@ -98,6 +98,7 @@ impl World {
             attestations: attest::Attestations::off(),
             builder: super::Builder::Engine,
             launch_python: "python3".into(),
+            platform: None,
             split: Some(crate::image::split::Rule::default()),
             output: None,
         }
@@ -151,6 +152,7 @@ mod failures;
 mod flink;
 mod layers;
 mod no_cache_push;
+mod platform;
 mod push;
 mod push_progress;
 mod registry;

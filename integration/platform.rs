@@ -1,0 +1,459 @@
+//! Multi-platform prebuilds (issue 20) on the real engine with qemu-user
+//! emulation: the fixture SDK base for amd64 and its arm64 twin
+//! (integration/fixtures/arm64.sh) pushed as one index to a loopback
+//! registry; `--platform linux/amd64,linux/arm64` pushes an index whose two
+//! images each run their own interpreter; a relaunch finds everything; a
+//! code change rebuilds only each platform's application layer; and the
+//! refusals come before any work.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+struct Arm64 {
+    image: String,
+    /// `DIR/linux_amd64`, `DIR/linux_arm64`: the demo's wheels and numpy.
+    wheels: PathBuf,
+    requirement: String,
+}
+
+fn arm64_fixture() -> Arm64 {
+    let cache = std::env::var("PREBUILDER_FIXTURE_CACHE")
+        .unwrap_or_else(|_| "/var/cache/prebuilder-fixtures".into());
+    let path = Path::new(&cache).join("arm64.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `bash integration/fixtures/arm64.sh` (make fixtures)",
+            path.display()
+        )
+    });
+    let vars: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    Arm64 {
+        image: vars["FIXTURE_ARM64_IMAGE"].into(),
+        wheels: vars["FIXTURE_PLATFORM_WHEELS"].into(),
+        requirement: vars["FIXTURE_PLATFORM_REQUIREMENT"].into(),
+    }
+}
+
+/// The manifest of `path:reference` (digest, media type, size) as stored.
+fn manifest(addr: &str, path: &str, reference: &str) -> (String, String, usize) {
+    let o = run(std::process::Command::new("curl").args([
+        "-s",
+        "-D",
+        "-",
+        "-H",
+        "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        "-H",
+        "Accept: application/vnd.oci.image.index.v1+json",
+        &format!("http://{addr}/v2/{path}/manifests/{reference}"),
+    ]));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix(&format!("{name}:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {head}"))
+    };
+    (
+        header("docker-content-digest"),
+        body.to_string(),
+        header("content-length").parse().unwrap(),
+    )
+}
+
+/// The two fixture bases pushed to `registry` as one index (a Docker
+/// manifest list, as multi-arch images on Docker Hub are); its reference.
+fn publish_index(registry: &TestRegistry, tag: &str) -> String {
+    let fx = Fixtures::load();
+    let arm = arm64_fixture();
+    let repo = format!("{}/platform/base", registry.addr);
+    let mut entries = Vec::new();
+    for (image, arch) in [(&fx.beam_image, "amd64"), (&arm.image, "arm64")] {
+        let reference = format!("{repo}:{tag}-{arch}");
+        docker_ok(&["tag", image, &reference]);
+        let o = docker(&["push", &reference]);
+        let _ = docker(&["rmi", &reference]);
+        assert!(o.status.success(), "push {reference}: {}", stderr(&o));
+        let (digest, _, size) = manifest(&registry.addr, "platform/base", &format!("{tag}-{arch}"));
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": digest, "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": entries,
+    });
+    let o = run(std::process::Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.docker.distribution.manifest.list.v2+json",
+        "--data-binary",
+        &list.to_string(),
+        &format!("http://{}/v2/platform/base/manifests/{tag}", registry.addr),
+    ]));
+    assert!(o.status.success(), "putting the base index: {}", stderr(&o));
+    format!("{repo}:{tag}")
+}
+
+/// `prebuilder build` for both platforms, each with its own wheels.
+fn two_platforms(base: &str, repository: &str, req: &Path, project: &Path) -> Build {
+    let arm = arm64_fixture();
+    Build::new(base)
+        .args(["--platform", "linux/amd64,linux/arm64"])
+        .repository(repository)
+        .requirements(req)
+        .cache(arm.wheels.join("linux_amd64"))
+        .arg("--requirements-cache")
+        .arg(format!(
+            "linux/arm64={}",
+            arm.wheels.join("linux_arm64").display()
+        ))
+        .setup_file(project)
+        .push()
+}
+
+/// `uname -m`, numpy and the demo's requirement inside the image for
+/// `platform` (pulled by its manifest digest), under emulation for arm64.
+fn runs_as(image: &str, platform: &str) -> String {
+    let o = docker(&["pull", "--platform", platform, image]);
+    assert!(o.status.success(), "pull {image}: {}", stderr(&o));
+    let arch = docker_ok(&["image", "inspect", "-f", "{{.Architecture}}", image]);
+    assert_eq!(arch.trim(), platform.rsplit('/').next().unwrap(), "{image}");
+    let o = docker(&[
+        "run", "--rm", "--network", "none", "--platform", platform, "--label", "prebuilder=test",
+        "--entrypoint", "sh", image, "-c",
+        "uname -m && python -c 'import numpy, slugify, demo_pipeline.transforms as t; print(numpy.__version__, getattr(t, \"PLATFORM_MARK\", \"-\"))'",
+    ]);
+    assert!(o.status.success(), "{image} on {platform}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).trim().replace('\n', " ")
+}
+
+/// Every reference of `repo` on the engine (tags and `repo@digest` of
+/// digest-only pulls) removed by name, never by id: the bases pulled here
+/// share their ids with the fixture images, which must stay.
+fn forget_references(repo: &str) {
+    let list = docker_ok(&[
+        "images",
+        "--digests",
+        repo,
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
+    ]);
+    // Two passes: a layer with a child still on the engine goes in the second.
+    for _ in 0..2 {
+        for reference in list.split_whitespace() {
+            if !reference.ends_with(":<none>") && !reference.ends_with("@<none>") {
+                let _ = docker(&["rmi", reference]);
+            }
+        }
+    }
+}
+
+/// Every local reference of these repositories removed when the test ends,
+/// passed or not.
+struct Forget(Vec<String>);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        for repo in &self.0 {
+            forget_references(repo);
+        }
+    }
+}
+
+fn platform_layers(report: &serde_json::Value, platform: &str) -> Vec<(String, String)> {
+    report["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == platform)
+        .unwrap_or_else(|| panic!("no {platform} in {report}"))["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["cache"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
+    let registry = TestRegistry::start(None);
+    let base = publish_index(&registry, &format!("2.77.0-{}", std::process::id()));
+    let repository = format!("{}/platform/result", registry.addr);
+    let _cleanup = Forget(vec![
+        repository.clone(),
+        format!("{}/platform/base", registry.addr),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("pipeline");
+    copy_tree(&repo().join("demo/pipeline"), &project);
+    let arm = arm64_fixture();
+    let req = unique_requirements(
+        dir.path(),
+        &format!("{}{}\n", demo_requirements_text(), arm.requirement),
+    );
+    let launch = two_platforms(&base, &repository, &req, &project);
+
+    let started = std::time::Instant::now();
+    let first = launch.ok();
+    eprintln!(
+        "two-platform cold build: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let index = first["digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        first["sdk_container_image"],
+        format!("{repository}@{index}")
+    );
+    assert!(
+        first["image_id"].is_null(),
+        "an index has no image id: {first}"
+    );
+    let (digest, body, _) = manifest(&registry.addr, "platform/result", &index);
+    assert_eq!(digest, index);
+    let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        stored["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let platforms = first["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2);
+    for (i, (platform, machine)) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")]
+        .into_iter()
+        .enumerate()
+    {
+        let p = &platforms[i];
+        assert_eq!(p["platform"], platform);
+        assert_eq!(stored["manifests"][i]["digest"], p["digest"]);
+        assert_eq!(
+            stored["manifests"][i]["platform"]["architecture"],
+            platform.rsplit('/').next().unwrap()
+        );
+        let layers = platform_layers(&first, platform);
+        assert!(
+            layers.iter().all(|(_, c)| c == "miss"),
+            "{platform}: {layers:?}"
+        );
+        let image = format!("{repository}@{}", p["digest"].as_str().unwrap());
+        assert_eq!(runs_as(&image, platform), format!("{machine} 2.2.6 -"));
+    }
+    // The two platforms' dependency layers are two images (their own keys).
+    assert_ne!(platforms[0]["image"], platforms[1]["image"]);
+
+    // A relaunch: every layer of every platform found, the same index.
+    let again = launch.ok();
+    assert_eq!(again["cached"], true, "{again}");
+    assert_eq!(again["digest"], index.as_str());
+
+    // A code change: only each platform's application layer is rebuilt.
+    let transforms = project.join("demo_pipeline/transforms.py");
+    let code = std::fs::read_to_string(&transforms).unwrap();
+    std::fs::write(&transforms, format!("{code}\nPLATFORM_MARK = 'changed'\n")).unwrap();
+    let started = std::time::Instant::now();
+    let changed = launch.ok();
+    eprintln!(
+        "two-platform code change: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_ne!(changed["digest"], index.as_str());
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        let layers = platform_layers(&changed, platform);
+        assert_eq!(
+            layers[0],
+            ("dependencies".into(), "hit".into()),
+            "{platform}"
+        );
+        assert_eq!(
+            layers[1],
+            ("application".into(), "miss".into()),
+            "{platform}"
+        );
+        let p = changed["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["platform"] == platform)
+            .unwrap();
+        let image = format!("{repository}@{}", p["digest"].as_str().unwrap());
+        assert_eq!(
+            runs_as(&image, platform),
+            format!("{machine} 2.2.6 changed")
+        );
+    }
+
+    // A fresh runner (nothing of the result or the bases on its engine): the
+    // whole index is a registry hit, and nothing is pulled for any platform.
+    forget_references(&repository);
+    forget_references(&format!("{}/platform/base", registry.addr));
+    let o = launch.clone().args(["--progress", "json"]).run();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let fresh = json(&o);
+    assert_eq!(fresh["digest"], changed["digest"]);
+    assert_eq!(fresh["cached"], true);
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let layers = platform_layers(&fresh, platform);
+        assert!(
+            layers.iter().all(|(_, c)| c == "registry"),
+            "{platform}: {layers:?}"
+        );
+    }
+    let seen = events(&o);
+    let nothing = seen
+        .iter()
+        .filter(|e| e["event"] == "nothing_pulled")
+        .count();
+    assert_eq!(nothing, 2, "one per platform: {seen:?}");
+    assert!(!seen.iter().any(|e| e["event"] == "pulling"), "{seen:?}");
+}
+
+/// A base with one arm64 image and no layers (its config and manifest put
+/// with curl): enough for prebuilder to learn its platform.
+fn arm64_only_base(registry: &TestRegistry) -> String {
+    let config = br#"{"architecture":"arm64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let digest = format!("sha256:{}", sha256_hex(config));
+    let o = run(std::process::Command::new("curl").args([
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-X",
+        "POST",
+        &format!(
+            "http://{}/v2/platform/arm-only/blobs/uploads/",
+            registry.addr
+        ),
+    ]));
+    let head = String::from_utf8_lossy(&o.stdout).to_string();
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .expect("an upload location")
+        .trim()
+        .to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{}{location}", registry.addr)
+    };
+    let o = run(std::process::Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        std::str::from_utf8(config).unwrap(),
+        &format!("{url}{sep}digest={digest}"),
+    ]));
+    assert!(o.status.success(), "config blob: {}", stderr(&o));
+    let m = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+        "layers": [],
+    });
+    let o = run(std::process::Command::new("curl").args([
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &m.to_string(),
+        &format!("http://{}/v2/platform/arm-only/manifests/1", registry.addr),
+    ]));
+    assert!(o.status.success(), "manifest: {}", stderr(&o));
+    format!("{}/platform/arm-only:1", registry.addr)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn platforms_the_base_or_the_wheels_cannot_serve_are_refused_before_any_work() {
+    let registry = TestRegistry::start(None);
+    let base = arm64_only_base(&registry);
+    let repository = format!("{}/platform/refused", registry.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let arm = arm64_fixture();
+    let with_numpy = unique_requirements(
+        dir.path(),
+        &format!("{}{}\n", demo_requirements_text(), arm.requirement),
+    );
+    let amd64_wheels = arm.wheels.join("linux_amd64");
+    let refused = |platforms: &str, req: &Path| {
+        let o = Build::new(&base)
+            .args(["--platform", platforms])
+            .repository(&repository)
+            .requirements(req)
+            .cache(&amd64_wheels)
+            .push()
+            .run();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let e = error_object(&o);
+        (
+            e["error"].as_str().unwrap().to_string(),
+            e["hint"].as_str().unwrap().to_string(),
+        )
+    };
+    let containers = setup_containers().len();
+
+    // Only amd64 wheels: numpy has none for arm64.
+    let (error, hint) = refused("linux/amd64,linux/arm64", &with_numpy);
+    assert!(
+        error.contains("linux/arm64") && error.contains("numpy==2.2.6"),
+        "{error}"
+    );
+    assert!(hint.contains("--requirements-cache linux/arm64="), "{hint}");
+
+    // A platform the base lacks, listing those it has.
+    let pure = unique_requirements(dir.path(), &demo_requirements_text());
+    let (error, _) = refused("linux/amd64", &pure);
+    assert!(
+        error.contains("has no linux/amd64 image") && error.contains("linux/arm64"),
+        "{error}"
+    );
+
+    // A platform this machine has no emulation for: the engine's probe says.
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-s390x").exists() {
+        let (error, hint) = refused("linux/arm64,linux/s390x", &pure);
+        assert!(
+            error.contains("cannot run linux/s390x containers"),
+            "{error}"
+        );
+        assert!(hint.contains("qemu-user-static"), "{hint}");
+    }
+    assert_eq!(
+        setup_containers().len(),
+        containers,
+        "no setup container was made"
+    );
+    let leftovers = docker_ok(&["images", "prebuilder-probe", "--format", "{{.Tag}}"]);
+    assert!(
+        leftovers.trim().is_empty(),
+        "probe images removed: {leftovers}"
+    );
+}

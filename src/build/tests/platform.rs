@@ -1,0 +1,206 @@
+//! `--platform` through the whole pipeline: each platform built on its own
+//! base (the index's manifest digest), with its own keys and setup
+//! containers created for it, then one index over the pushed manifests.
+
+use super::*;
+use crate::build::platform::{self, Job, Platform};
+use crate::registry::RawManifest;
+
+const INDEXED: &str = "localhost:5000/beam:2.77";
+const AMD: &str = "localhost:5000/beam@sha256:amd";
+const ARM: &str = "localhost:5000/beam@sha256:arm";
+
+/// The base's registry, holding an index over an amd64 and an arm64 image
+/// (both on the engine already, under their digest references).
+fn base_index(w: &World) -> Arc<FakeRegistry> {
+    let r = FakeRegistry::at("localhost:5000", "beam");
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+        {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
+    ]})
+    .to_string()
+    .into_bytes();
+    r.put_raw(
+        "2.77",
+        RawManifest {
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&index))),
+            bytes: index,
+        },
+    );
+    w.engine.add_base(AMD);
+    w.engine.add_base(ARM);
+    w.engine.set_architecture(ARM, "arm64");
+    Arc::new(r)
+}
+
+fn both() -> Vec<Platform> {
+    Platform::parse_list("linux/amd64,linux/arm64").unwrap()
+}
+
+async fn build_for(
+    w: &World,
+    opts: &Options,
+    platforms: &[Platform],
+    set: &StagedSet,
+) -> Result<Report> {
+    let base = base_index(w);
+    let jobs: Vec<Job> = platforms
+        .iter()
+        .map(|p| Job {
+            platform: p.clone(),
+            set,
+        })
+        .collect();
+    let registry = w.engine.registry.clone();
+    let remote = || {
+        Ok(Some(Remote {
+            registry: registry.clone(),
+            credential: None,
+            base: None,
+            boot: None,
+        }))
+    };
+    platform::run(&w.engine, opts, &jobs, Some(&base), &remote, &Silent).await
+}
+
+#[tokio::test]
+async fn two_platforms_are_two_builds_on_their_own_bases_under_one_index() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = INDEXED.into();
+    opts.push = true;
+    opts.tags = vec!["stable".into()];
+    let set = w.set("app");
+    let r = build_for(&w, &opts, &both(), &set).await.unwrap();
+
+    // Probes first, then each platform's setups, created for it, on its base.
+    let created = w.engine.created();
+    let roles: Vec<(String, Option<String>)> = created
+        .iter()
+        .map(|c| (c.role.clone(), c.platform.clone()))
+        .collect();
+    let p = |s: &str| Some(s.to_string());
+    assert_eq!(
+        roles,
+        vec![
+            ("probe".into(), p("linux/amd64")),
+            ("probe".into(), p("linux/arm64")),
+            ("setup".into(), p("linux/amd64")),
+            ("setup".into(), p("linux/amd64")),
+            ("setup".into(), p("linux/arm64")),
+            ("setup".into(), p("linux/arm64")),
+        ]
+    );
+    let amd_id = w.engine.tagged(AMD).unwrap().id;
+    let arm_id = w.engine.tagged(ARM).unwrap().id;
+    assert_eq!(created[2].image, amd_id);
+    assert_eq!(created[4].image, arm_id);
+
+    // Each platform its own keys (own content tag), its own manifest.
+    assert_eq!(r.platforms.len(), 2);
+    let (amd, arm) = (&r.platforms[0], &r.platforms[1]);
+    assert_eq!(amd.platform, "linux/amd64");
+    assert_eq!(arm.platform, "linux/arm64");
+    assert_ne!(amd.image, arm.image);
+    assert_ne!(amd.layers[0].image_id, arm.layers[0].image_id);
+    let arm_image = w.engine.inspect(arm.image_id.as_ref().unwrap()).await;
+    assert_eq!(arm_image.unwrap().unwrap().architecture, "arm64");
+
+    // The index: under the result's tag and --tag, naming both manifests.
+    let digest = r.digest.clone().unwrap();
+    assert_eq!(r.sdk_container_image, format!("{REPO}@{digest}"));
+    assert!(r.image_id.is_none());
+    let tag = &r.image[REPO.len() + 1..];
+    for t in [tag, "stable"] {
+        let index = w.engine.registry.stored(t).unwrap();
+        assert_eq!(index.digest, digest, "{t}");
+        let v: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap();
+        assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+        assert_eq!(
+            v["manifests"][0]["digest"],
+            amd.digest.clone().unwrap().as_str()
+        );
+        assert_eq!(
+            v["manifests"][1]["digest"],
+            arm.digest.clone().unwrap().as_str()
+        );
+        assert_eq!(v["manifests"][1]["platform"]["architecture"], "arm64");
+    }
+    assert_eq!(r.tags, vec![format!("{REPO}:stable")]);
+    assert_eq!(caches(&r), vec![Miss, Miss]);
+
+    // A relaunch: every layer found, the same index; only probes created.
+    let again = build_for(&w, &opts, &both(), &set).await.unwrap();
+    assert!(again.cached);
+    assert_eq!(again.digest, r.digest);
+    assert_eq!(w.engine.created().len(), created.len() + 2);
+}
+
+#[tokio::test]
+async fn one_platform_is_a_plain_build_on_that_platform_s_base() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = INDEXED.into();
+    let set = w.set("app");
+    let arm = Platform::parse_list("linux/arm64/v8").unwrap();
+    let r = build_for(&w, &opts, &arm, &set).await.unwrap();
+    assert!(r.platforms.is_empty());
+    assert!(r.image_id.is_some());
+    assert_eq!(r.base.reference, ARM);
+    // Its keys name the platform: not the keys of a build with no --platform.
+    let mut plain = w.opts();
+    plain.base = ARM.into();
+    let other = w.quick(&plain, &set).await.unwrap();
+    assert_ne!(other.image, r.image);
+}
+
+#[tokio::test]
+async fn two_platforms_without_push_are_refused_before_any_container() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = INDEXED.into();
+    let set = w.set("app");
+    let e = build_for(&w, &opts, &both(), &set).await.unwrap_err();
+    assert!(e.to_string().contains("image index"), "{e}");
+    assert!(w.engine.created().is_empty());
+}
+
+#[tokio::test]
+async fn one_platform_the_engine_s_base_is_for_needs_no_registry() {
+    let w = world();
+    w.engine.add_base("local/beam-arm:1");
+    w.engine.set_architecture("local/beam-arm:1", "arm64");
+    let mut opts = w.opts();
+    opts.base = "local/beam-arm:1".into();
+    let set = w.set("app");
+    let arm = Platform::parse_list("linux/arm64").unwrap();
+    let jobs = [Job {
+        platform: arm[0].clone(),
+        set: &set,
+    }];
+    let remote = || Ok(None::<Remote<Arc<FakeRegistry>>>);
+    let r = platform::run(&w.engine, &opts, &jobs, None, &remote, &Silent)
+        .await
+        .unwrap();
+    assert_eq!(r.base.reference, "local/beam-arm:1");
+    let setups: Vec<_> = w
+        .engine
+        .created()
+        .into_iter()
+        .filter(|c| c.role == "setup")
+        .collect();
+    assert!(setups
+        .iter()
+        .all(|c| c.platform.as_deref() == Some("linux/arm64")));
+    // The engine's copy is arm64: amd64 is refused, naming what it is.
+    let amd = Platform::parse_list("linux/amd64").unwrap();
+    let jobs = [Job {
+        platform: amd[0].clone(),
+        set: &set,
+    }];
+    let e = platform::run(&w.engine, &opts, &jobs, None, &remote, &Silent)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("linux/arm64"), "{e}");
+}
