@@ -88,7 +88,6 @@ impl EngineBuilder {
     }
 
     /// The containerd image store (`"containerd-snapshotter": true`).
-    #[allow(dead_code, reason = "the engine matrix (issue 23) starts these")]
     pub fn containerd_store(mut self) -> Self {
         self.options.push("--containerd-store".into());
         self
@@ -97,7 +96,6 @@ impl EngineBuilder {
     /// The dockerd (and containerd) of a `dpkg -x` root of Debian packages,
     /// as `integration/fixtures/engines.sh` extracts them (dockerd in
     /// `usr/sbin` as Debian ships it, or `usr/bin`).
-    #[allow(dead_code, reason = "the engine matrix (issue 23) starts these")]
     pub fn binaries(mut self, root: &Path) -> Self {
         self.options
             .extend(["--binaries".into(), root.display().to_string()]);

@@ -15,6 +15,7 @@ mod engines;
 mod errors;
 mod flink;
 mod fresh;
+mod matrix;
 mod outputs;
 mod platform;
 mod progress;

@@ -235,6 +235,8 @@ pub enum Error {
         engine: String,
         image: String,
         differences: Vec<String>,
+        /// The hint: the likely cause on this engine (`build::verify`).
+        cause: String,
     },
 
     #[error("setup of layer {layer:?} failed with exit status {status}: {step}{tail}")]
@@ -477,7 +479,7 @@ impl Error {
             PullFailed { image, registry, .. } | BaseUnavailable { image, registry, .. } => format!("check the reference and that {registry} is reachable; if it needs a login, run `docker login {registry}` (prebuilder uses the docker CLI's credentials); offline, load the image (`docker load -i image.tar`, or `docker pull {image}` where there is network) and build with --pull never"),
             BootMissing { .. } => "use a Beam SDK image (apache/beam_python<MAJOR>.<MINOR>_sdk:<version>) or one built from it, or add Beam's boot to this base with --boot-from <Beam SDK image>".into(),
             Engine { .. } => "check the engine's log (`journalctl -u docker` or `docker info`) and retry".into(),
-            ResultMismatch { .. } => "nothing was tagged or pushed. The engine did not apply what prebuilder asked through the Docker API (Podman's /commit ignores the config and adds TERM and container to Env: leave PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded instead of committed); report it with `docker version`".into(),
+            ResultMismatch { cause, .. } => cause.clone(),
             BaseMoved { .. } => "its tag was pushed again while this build ran; run the same command again (it computes the keys from the image it then finds), or pin the base by digest (IMAGE@sha256:…)".into(),
             EngineWentAway { .. } => "check that the engine is up (`docker info`), then run the same command again: layers finished before it went away are reused, and what the interrupted one left is removed by the next run or `prebuilder gc`".into(),
             ImageInUse { containers, .. } if !containers.is_empty() => format!("remove the container(s) first (`docker rm -f {}`) or keep the image; prebuilder never forces a removal", containers.join(" ")),

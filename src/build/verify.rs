@@ -115,9 +115,39 @@ pub fn verify(engine: &str, image: &str, want: &Observed, got: &Observed) -> Res
         Err(Error::ResultMismatch {
             engine: engine.to_string(),
             image: image.to_string(),
+            cause: likely_cause(engine, &diffs),
             differences: diffs,
         })
     }
+}
+
+/// The hint of a [`Error::ResultMismatch`]: the likely cause on this
+/// engine (named as `Error::named` names it), from what was found.
+pub fn likely_cause(engine: &str, differences: &[String]) -> String {
+    let found = |what: &str| differences.iter().any(|d| d.contains(what));
+    let cause = if found(SNAPSHOT_DIR) {
+        format!(
+            "the image holds the setup's snapshot ({SNAPSHOT_DIR}): a commit took the container \
+             with it. prebuilder commits only a setup that made no snapshot; this is a bug, \
+             report it with the output above and `docker version`"
+        )
+    } else if engine.contains("Podman") {
+        "Podman's /commit ignores the config and adds TERM and container to Env: leave \
+         PREBUILDER_COMMIT unset and use a base with GNU find and tar, so layers are loaded \
+         instead of committed; report it with `podman version`"
+            .to_string()
+    } else if found("setup leftovers") {
+        "the setup left staged files in a committed image (a base without GNU find and tar, \
+         or PREBUILDER_COMMIT=1): check that the base's /opt/apache/beam/artifacts is \
+         writable; report it with `docker version` and `docker info`"
+            .to_string()
+    } else {
+        format!(
+            "{engine} did not keep the config or labels of the image prebuilder loaded or \
+             committed; report it with `docker version` and `docker info` (its image store)"
+        )
+    };
+    format!("nothing was tagged or pushed. {cause}")
 }
 
 /// Where a setup leftover would be: the snapshot directory, the manifest and
@@ -186,6 +216,22 @@ mod tests {
     use super::*;
     use crate::plan::ARTIFACTS_DIR;
 
+    #[test]
+    fn the_hint_names_this_engines_likely_cause_not_podmans_everywhere() {
+        let docker = "the engine at unix:///x.sock, Docker 26.1.5";
+        let snapshot = [format!("setup leftovers in the image: {SNAPSHOT_DIR}")];
+        let hint = likely_cause(docker, &snapshot);
+        assert!(
+            hint.contains("snapshot") && !hint.contains("Podman"),
+            "{hint}"
+        );
+        let env = ["Env is [], expected [\"A=b\"]".to_string()];
+        let hint = likely_cause(docker, &env);
+        assert!(hint.contains(docker) && !hint.contains("Podman"), "{hint}");
+        let hint = likely_cause("the engine at unix:///p.sock, Podman 4.3.1", &env);
+        assert!(hint.contains("Podman's /commit"), "{hint}");
+    }
+
     fn want() -> Observed {
         Observed {
             entrypoint: vec!["/opt/apache/beam/boot".into()],
@@ -239,6 +285,7 @@ mod tests {
             engine,
             image,
             differences,
+            ..
         } = &err
         else {
             panic!("{err:?}")

@@ -23,6 +23,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use sha2::Digest;
 
 use super::{
     ByteStream, ContainerSpec, ContainerSummary, Engine, ImageInfo, ImageSummary, PushStatus, LABEL,
@@ -46,6 +47,9 @@ pub struct DockerEngine {
     podman: bool,
     /// `Docker 20.10.24`, `Podman 4.3.1`: for messages.
     product: String,
+    /// The containerd image store (see `containerd`): its ids translated to config
+    /// digests, its layers loaded as OCI archives naming the blobs it holds.
+    store: Option<super::containerd::Ids>,
 }
 
 impl DockerEngine {
@@ -59,13 +63,150 @@ impl DockerEngine {
             .await
             .map_err(|e| engine_err("asking the engine for its version", e))
             .map_err(|e| e.named(&super::endpoint::name(&endpoint, "")))?;
+        let podman = super::podman::is_podman(&version);
+        let store = match podman {
+            true => None,
+            false => containerd_store(&docker, &endpoint, settings).await?,
+        };
         Ok(DockerEngine {
             docker,
             endpoint,
             live: Mutex::new(Vec::new()),
-            podman: super::podman::is_podman(&version),
+            podman,
             product: super::podman::product(&version),
+            store,
         })
+    }
+
+    /// Whether the engine keeps its images in the containerd image store.
+    pub fn containerd_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The engine's name for `reference` (a config digest becomes the
+    /// containerd store's id for it).
+    fn handle(&self, reference: &str) -> String {
+        match &self.store {
+            Some(ids) => ids.handle(reference),
+            None => reference.to_string(),
+        }
+    }
+
+    /// On the containerd store, the manifest of the engine's image `info`
+    /// (whose id is still the engine's): known, or read once from a save.
+    async fn manifest_of(
+        &self,
+        ids: &super::containerd::Ids,
+        info: &ImageInfo,
+    ) -> Result<super::containerd::Manifest> {
+        if let Some(m) = ids.known(&info.id, &info.layers) {
+            return Ok(m);
+        }
+        let what = format!(
+            "reading the manifest of {} from the engine's export",
+            info.id
+        );
+        let stream = self.export(std::slice::from_ref(&info.id)).await?;
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let (id, os, arch) = (info.id.clone(), info.os.clone(), info.architecture.clone());
+        let bytes = tokio::task::spawn_blocking(move || {
+            super::containerd::manifest_from_save(reader, &id, &os, &arch)
+        })
+        .await
+        .map_err(|source| Error::Task {
+            action: what.clone(),
+            source,
+        })?
+        .map_err(|e| engine_err_io(&what, e))?;
+        ids.learn(&info.id, &bytes, &info.layers)
+            .ok_or_else(|| engine_err_io(&what, std::io::Error::other("not an image manifest")))
+    }
+
+    /// On the containerd store, the engine's id of the image whose config
+    /// digest is `config`, among its images whose manifests are known here
+    /// or in the state directory (no export is read); else `config` itself.
+    async fn find_config(&self, config: &str) -> Result<String> {
+        let Some(ids) = &self.store else {
+            return Ok(config.to_string());
+        };
+        let all = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| engine_err(format!("looking for image {config}"), e))?;
+        for image in all {
+            let id = super::podman::normalize_id(&image.id);
+            if ids
+                .known(&id, &[])
+                .is_some_and(|m| m.config.digest == config)
+            {
+                return Ok(id);
+            }
+        }
+        Ok(config.to_string())
+    }
+
+    /// The engine's image as the build names it: on the containerd store its
+    /// id becomes its config digest, and a repo digest that is only its own
+    /// manifest's (a loaded image's) is dropped.
+    async fn identify(&self, info: ImageInfo) -> Result<ImageInfo> {
+        let Some(ids) = &self.store else {
+            return Ok(info);
+        };
+        let m = self.manifest_of(ids, &info).await?;
+        Ok(super::containerd::identify(info, &m))
+    }
+
+    /// The archive the engine loads for prebuilder's layer `archive`: itself
+    /// on the classic store; an OCI archive naming the layers below by the
+    /// blobs the engine holds on the containerd store and Podman (see
+    /// `containerd`, `podman`), in a temporary file beside it.
+    async fn load_archive(&self, archive: &Path) -> Result<Option<tempfile::NamedTempFile>> {
+        if !self.podman && self.store.is_none() {
+            return Ok(None);
+        }
+        let dir = archive.parent().unwrap_or(Path::new("."));
+        let oci = tempfile::Builder::new()
+            .suffix(".oci.tar")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        let (src, dst) = (archive.to_path_buf(), oci.path().to_path_buf());
+        let layers = self.store.as_ref().map(|ids| ids.layers());
+        let manifest = tokio::task::spawn_blocking(move || match layers {
+            Some(layers) => super::podman::oci_from_docker_archive(&src, &dst, |below| {
+                below
+                    .iter()
+                    .map(|d| layers.get(d).cloned())
+                    .collect::<Option<Vec<_>>>()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        std::io::Error::other(
+                            "the blobs the engine holds for the layers below are not known",
+                        )
+                    })
+            }),
+            None => {
+                super::podman::oci_from_docker_archive(&src, &dst, super::podman::podman_parents)
+            }
+        })
+        .await
+        .map_err(|source| Error::Task {
+            action: "converting the layer archive to an OCI archive".into(),
+            source,
+        })?
+        .map_err(|source| Error::Local {
+            action: format!("converting {} to an OCI archive", archive.display()),
+            source,
+        })?;
+        if let Some(ids) = &self.store {
+            // The image's id there is the manifest's digest: known from now on.
+            let id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&manifest)));
+            ids.learn(&id, &manifest, &[]);
+        }
+        Ok(Some(oci))
     }
 
     /// `Podman 4.3.1` or `Docker 20.10.24`, for messages.
@@ -92,6 +233,32 @@ impl DockerEngine {
         if let Ok(mut live) = self.live.lock() {
             live.retain(|c| c != id);
         }
+    }
+}
+
+/// `/info` on a Docker engine: the containerd image store's [`super::containerd::Ids`]
+/// (kept in the state directory), or `None` on the classic store.
+async fn containerd_store(
+    docker: &Docker,
+    endpoint: &super::endpoint::Endpoint,
+    settings: &crate::settings::Settings,
+) -> Result<Option<super::containerd::Ids>> {
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| engine_err("asking the engine for its storage", e))
+        .map_err(|e| e.named(&super::endpoint::name(endpoint, "")))?;
+    let status = info.driver_status.unwrap_or_default();
+    Ok(super::containerd::is_containerd_store(&status)
+        .then(|| super::containerd::Ids::new(Some(state::root(settings).dir.join("manifests")))))
+}
+
+/// A local failure while reading the engine's answer.
+fn engine_err_io(what: &str, e: std::io::Error) -> Error {
+    Error::Engine {
+        engine: String::new(),
+        action: what.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -172,7 +339,11 @@ fn credentials(repo: &str, credential: Option<&Credential>) -> Option<DockerCred
 
 impl Engine for DockerEngine {
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>> {
-        let mut info = match self.docker.inspect_image(reference).await {
+        let mut handle = self.handle(reference);
+        if handle == reference && reference.starts_with("sha256:") {
+            handle = self.find_config(reference).await?;
+        }
+        let mut info = match self.docker.inspect_image(&handle).await {
             Ok(i) => image_info(i),
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(engine_err(format!("inspecting image {reference}"), e)),
@@ -191,7 +362,7 @@ impl Engine for DockerEngine {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(engine_err(format!("reading the history of {reference}"), e)),
         };
-        Ok(Some(info))
+        Ok(Some(self.identify(info).await?))
     }
 
     async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>> {
@@ -204,7 +375,7 @@ impl Engine for DockerEngine {
             }))
             .await
             .map_err(|e| engine_err(format!("listing images labelled {label}"), e))?;
-        Ok(found
+        let mut images: Vec<ImageSummary> = found
             .into_iter()
             .map(|i| ImageSummary {
                 id: super::podman::normalize_id(&i.id),
@@ -217,7 +388,16 @@ impl Engine for DockerEngine {
                     .collect(),
                 created: i.created,
             })
-            .collect())
+            .collect();
+        if self.store.is_some() {
+            // Config digests, as everywhere (see `containerd`).
+            for image in &mut images {
+                if let Some(info) = self.inspect(&image.id).await? {
+                    image.id = info.id;
+                }
+            }
+        }
+        Ok(images)
     }
 
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>> {
@@ -248,7 +428,7 @@ impl Engine for DockerEngine {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
+            image: Some(self.handle(&spec.image)),
             entrypoint: Some(spec.entrypoint.clone()),
             // An empty Cmd keeps the image's Cmd from being appended as arguments.
             cmd: Some(Vec::new()),
@@ -429,33 +609,26 @@ impl Engine for DockerEngine {
             )
             .await
             .map_err(|e| engine_err("committing a container", e))?;
-        Ok(super::podman::normalize_id(&committed.id))
+        let id = super::podman::normalize_id(&committed.id);
+        if self.store.is_none() {
+            return Ok(id);
+        }
+        // The containerd store's id is the manifest's: the build's is the config's.
+        match self.inspect(&id).await? {
+            Some(info) => Ok(info.id),
+            None => Err(Error::Engine {
+                engine: String::new(),
+                action: "committing a container".into(),
+                source: format!("the engine did not keep {id}").into(),
+            }),
+        }
     }
 
     async fn load(&self, archive: &Path) -> Result<()> {
-        // Podman's docker-archive loader wants every layer file; its OCI
-        // loader reuses the layers it holds (see `podman`).
-        let oci = if self.podman {
-            let dir = archive.parent().unwrap_or(Path::new("."));
-            let oci = tempfile::Builder::new()
-                .suffix(".oci.tar")
-                .tempfile_in(dir)
-                .map_err(|e| Error::io(dir, e))?;
-            let (src, dst) = (archive.to_path_buf(), oci.path().to_path_buf());
-            tokio::task::spawn_blocking(move || super::podman::oci_from_docker_archive(&src, &dst))
-                .await
-                .map_err(|source| Error::Task {
-                    action: "converting the layer archive for Podman".into(),
-                    source,
-                })?
-                .map_err(|source| Error::Local {
-                    action: format!("converting {} for Podman", archive.display()),
-                    source,
-                })?;
-            Some(oci)
-        } else {
-            None
-        };
+        // Podman's docker-archive loader and the containerd store's want
+        // every layer file; their OCI loaders reuse the layers they hold
+        // (see `podman`, `containerd`).
+        let oci = self.load_archive(archive).await?;
         let archive = oci.as_ref().map_or(archive, |o| o.path());
         let file = tokio::fs::File::open(archive)
             .await
@@ -477,7 +650,7 @@ impl Engine for DockerEngine {
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {
         self.docker
             .tag_image(
-                image_id,
+                &self.handle(image_id),
                 Some(TagImageOptions {
                     repo: Some(repo.to_string()),
                     tag: Some(tag.to_string()),
@@ -488,7 +661,8 @@ impl Engine for DockerEngine {
     }
 
     async fn export(&self, images: &[String]) -> Result<ByteStream> {
-        let names: Vec<&str> = images.iter().map(String::as_str).collect();
+        let handles: Vec<String> = images.iter().map(|i| self.handle(i)).collect();
+        let names: Vec<&str> = handles.iter().map(String::as_str).collect();
         let what = format!("exporting {}", names.join(", "));
         let mut stream = self.docker.export_images(&names).boxed();
         // The status arrives with the first item: fail here, not mid-stream.
@@ -561,7 +735,7 @@ impl Engine for DockerEngine {
         match self
             .docker
             .remove_image(
-                reference,
+                &self.handle(reference),
                 None::<bollard::query_parameters::RemoveImageOptions>,
                 None,
             )

@@ -73,6 +73,10 @@ struct State {
     configs: BTreeMap<String, Vec<u8>>,
     /// Images a `pull` of their reference brings in (`add_remote_image`).
     remote: BTreeMap<String, FakeImage>,
+    /// Answer as Docker's containerd image store does, through the adapter's
+    /// translation (`as_containerd_store`): `Some(pulled)`, whether its
+    /// images' layers are a registry's (gzip) or loaded ones.
+    containerd_store: Option<bool>,
     /// The size the snapshot's tar header claims (`claim_snapshot_size`).
     snapshot_claims: Option<u64>,
     /// The setup starts its snapshot and cannot finish it (`break_snapshot`).
@@ -142,6 +146,13 @@ impl FakeEngine {
     /// A Beam SDK-like base image (boot, /bin/sh, a passing probe) tagged `reference`.
     pub fn add_base(&self, reference: &str) -> String {
         self.add_image(reference, &[BOOT, "/bin/sh"], GOOD_PROBE)
+    }
+
+    /// Answer `inspect` as the adapter does on Docker's containerd image store
+    /// (see `containerd`): the store's manifest-digest ids and repo digests,
+    /// translated back; `pulled`: its layers are gzip, as a pull leaves them.
+    pub fn as_containerd_store(&self, pulled: bool) {
+        self.state().containerd_store = Some(pulled);
     }
 
     /// An image with these paths and probe output, tagged `reference`.
@@ -578,7 +589,33 @@ impl FakeEngine {
 impl Engine for FakeEngine {
     async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>> {
         self.call("inspect", reference.to_string()).await?;
-        Ok(self.find(reference).map(|i| i.info))
+        let Some(info) = self.find(reference).map(|i| i.info) else {
+            return Ok(None);
+        };
+        let Some(pulled) = self.state().containerd_store else {
+            return Ok(Some(info));
+        };
+        // What the containerd store answers (its id a manifest digest, a
+        // repo digest of it for every name), then the adapter's translation.
+        let bytes = super::containerd::manifest_for(&info.id, &info.layers, pulled);
+        let m = super::containerd::parse_manifest(&bytes).expect("a manifest");
+        let mut raw = info.clone();
+        raw.id = sha(&bytes);
+        if !pulled {
+            raw.repo_digests = raw
+                .repo_tags
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}@{}",
+                        t.rsplit_once(':').map_or(t.as_str(), |(r, _)| r),
+                        raw.id
+                    )
+                })
+                .collect();
+        }
+        assert_ne!(raw.id, info.id, "the store's id is not the config digest");
+        Ok(Some(super::containerd::identify(raw, &m)))
     }
 
     async fn list_images(&self, label: &str) -> Result<Vec<ImageSummary>> {

@@ -10,6 +10,7 @@
 //! every adapter; `ops` holds the few compositions other commands share
 //! (probe, read a file, find a layer).
 
+pub mod containerd;
 pub mod docker;
 pub mod endpoint;
 #[cfg(test)]

@@ -24,6 +24,8 @@ use std::path::Path;
 use bollard::models::{ContainerConfig, SystemVersion};
 use sha2::{Digest, Sha256};
 
+use super::containerd::Descriptor;
+
 /// Whether `/version` is Podman's.
 pub fn is_podman(version: &SystemVersion) -> bool {
     version.components.as_ref().is_some_and(|c| {
@@ -90,28 +92,34 @@ fn header(size: u64) -> tar::Header {
 /// layers only (`new`: each size, bottom up; `write_layers` appends them to
 /// the tar, in that order, with [`append_layer`]). Podman's OCI loader
 /// reuses the layers it holds by digest; uncompressed layers' digests are
-/// their diff ids.
+/// their diff ids. The layers below the new ones are named by `below` when
+/// given (the blobs the engine holds: the containerd store wants their
+/// exact digests and sizes, see `containerd`), else by their diff ids. The
+/// writer and the manifest's bytes (its digest is the image's id on the
+/// containerd store).
 pub fn write_oci_archive_with<W: Write>(
     out: W,
     config: &[u8],
-    diff_ids: &[String],
+    (diff_ids, below): (&[String], Option<&[Descriptor]>),
     new: &[u64],
     write_layers: impl FnOnce(&mut tar::Builder<W>) -> io::Result<()>,
-) -> io::Result<W> {
+) -> io::Result<(W, Vec<u8>)> {
     let config_digest = digest(config);
     let first_new = diff_ids.len().saturating_sub(new.len());
-    let layers: Vec<serde_json::Value> = diff_ids
+    if below.is_some_and(|b| b.len() != first_new) {
+        return Err(io::Error::other(
+            "the blobs named for the layers below do not match the config's diff ids",
+        ));
+    }
+    let layers: Vec<Descriptor> = diff_ids
         .iter()
         .enumerate()
-        .map(|(i, d)| {
-            // Sizes of the layers the engine holds are not known here; the
-            // engine reuses them by digest and never reads a size.
-            let size = i.checked_sub(first_new).map_or(0, |k| new[k]);
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": d,
-                "size": size,
-            })
+        .map(|(i, d)| match (i.checked_sub(first_new), below) {
+            (Some(k), _) => Descriptor::uncompressed(d, new[k]),
+            (None, Some(below)) => below[i].clone(),
+            // Sizes of the layers Podman holds are not known here; it
+            // reuses them by digest and never reads a size.
+            (None, None) => Descriptor::uncompressed(d, 0),
         })
         .collect();
     let manifest = serde_json::json!({
@@ -146,7 +154,7 @@ pub fn write_oci_archive_with<W: Write>(
         b.append_data(&mut header(bytes.len() as u64), name, bytes)?;
     }
     write_layers(&mut b)?;
-    b.into_inner()
+    Ok((b.into_inner()?, manifest.into_bytes()))
 }
 
 /// One layer's file (`size` bytes of `layer`, whose diff id is `diff_id`)
@@ -170,10 +178,17 @@ pub fn write_oci_archive(
 ) -> io::Result<()> {
     let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let last = diff_ids.last().cloned();
-    write_oci_archive_with(out, config, diff_ids, &[layer_size], |b| match &last {
-        Some(last) => append_layer(b, last, layer, layer_size),
-        None => Ok(()),
-    })?
+    write_oci_archive_with(
+        out,
+        config,
+        (diff_ids, None),
+        &[layer_size],
+        |b| match &last {
+            Some(last) => append_layer(b, last, layer, layer_size),
+            None => Ok(()),
+        },
+    )?
+    .0
     .flush()
 }
 
@@ -181,8 +196,14 @@ pub fn write_oci_archive(
 /// that carries its config and manifest first and only its last layers'
 /// files (what prebuilder writes: one layer, or a split's). Two passes: the
 /// layer files' sizes (seeking past their bytes), then the files streamed,
-/// not held in memory.
-pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
+/// not held in memory. The layers below the new ones are described by
+/// `parents` (given their diff ids; [`podman_parents`] for Podman). The
+/// manifest's bytes.
+pub fn oci_from_docker_archive(
+    src: &Path,
+    dst: &Path,
+    parents: impl FnOnce(&[String]) -> io::Result<Option<Vec<Descriptor>>>,
+) -> io::Result<Vec<u8>> {
     let bad = |what: &str| io::Error::other(format!("{}: {what}", src.display()));
     let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
     let mut sizes: std::collections::HashMap<String, u64> = Default::default();
@@ -213,14 +234,7 @@ pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
     let config = files
         .get(config_name)
         .ok_or_else(|| bad("no config file"))?;
-    let parsed: serde_json::Value =
-        serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
-    let diff_ids: Vec<String> = parsed["rootfs"]["diff_ids"]
-        .as_array()
-        .ok_or_else(|| bad("the config has no rootfs.diff_ids"))?
-        .iter()
-        .filter_map(|d| d.as_str().map(str::to_string))
-        .collect();
+    let diff_ids = crate::image::export::diff_ids(config).map_err(|e| bad(&e.to_string()))?;
     let names: Vec<&str> = manifest[0]["Layers"]
         .as_array()
         .map(|l| l.iter().filter_map(|n| n.as_str()).collect())
@@ -241,20 +255,29 @@ pub fn oci_from_docker_archive(src: &Path, dst: &Path) -> io::Result<()> {
         .collect::<io::Result<_>>()?;
     let by_name: std::collections::HashMap<&str, &String> =
         names.iter().copied().zip(&diff_ids).collect();
+    let below = parents(&diff_ids[..first_new])?;
     let out = BufWriter::with_capacity(1 << 20, std::fs::File::create(dst)?);
-    write_oci_archive_with(out, config, &diff_ids, &new, |b| {
-        let mut archive = tar::Archive::new(std::fs::File::open(src)?);
-        for entry in archive.entries()? {
-            let entry = entry?;
-            let name = entry.path()?.to_string_lossy().into_owned();
-            if let Some(diff_id) = by_name.get(name.as_str()) {
-                let size = entry.header().size()?;
-                append_layer(b, diff_id, entry, size)?;
+    let (mut out, manifest) =
+        write_oci_archive_with(out, config, (&diff_ids, below.as_deref()), &new, |b| {
+            let mut archive = tar::Archive::new(std::fs::File::open(src)?);
+            for entry in archive.entries()? {
+                let entry = entry?;
+                let name = entry.path()?.to_string_lossy().into_owned();
+                if let Some(diff_id) = by_name.get(name.as_str()) {
+                    let size = entry.header().size()?;
+                    append_layer(b, diff_id, entry, size)?;
+                }
             }
-        }
-        Ok(())
-    })?
-    .flush()
+            Ok(())
+        })?;
+    out.flush()?;
+    Ok(manifest)
+}
+
+/// Podman's parents: each layer by its diff id (it reuses its layers by
+/// digest and never reads a size).
+pub fn podman_parents(_: &[String]) -> io::Result<Option<Vec<Descriptor>>> {
+    Ok(None)
 }
 
 /// The config as Dockerfile instructions for Podman's `/commit`, which
@@ -347,7 +370,7 @@ mod tests {
         b.into_inner().unwrap();
 
         let oci = dir.path().join("oci.tar");
-        oci_from_docker_archive(&docker, &oci).unwrap();
+        oci_from_docker_archive(&docker, &oci, podman_parents).unwrap();
         let files = entries(&oci);
         let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
         let m = index["manifests"][0]["digest"].as_str().unwrap();
@@ -392,7 +415,7 @@ mod tests {
         )
         .unwrap();
         let oci = dir.path().join("oci.tar");
-        oci_from_docker_archive(&docker, &oci).unwrap();
+        oci_from_docker_archive(&docker, &oci, podman_parents).unwrap();
         let files = entries(&oci);
         assert_eq!(files[&blob_path("sha256:bb")], b"torch");
         assert_eq!(files[&blob_path("sha256:cc")], b"the rest");
@@ -417,7 +440,8 @@ mod tests {
         b.append_data(&mut header(2), "manifest.json", &b"[]"[..])
             .unwrap();
         b.into_inner().unwrap();
-        let err = oci_from_docker_archive(&docker, &dir.path().join("o.tar")).unwrap_err();
+        let err = oci_from_docker_archive(&docker, &dir.path().join("o.tar"), podman_parents)
+            .unwrap_err();
         assert!(err.to_string().contains("no layer file"), "{err}");
     }
 

@@ -84,16 +84,59 @@ const SMALL: u64 = 1 << 20;
 /// way; a file larger than 1 MiB whose digest `keep` refuses is deleted
 /// at once: the layers the registry has already), then read
 /// `manifest.json`: every image it lists, its config and its layers in
-/// order. A layer whose digest is not the diff id its config names is an
-/// error: the engine exported something else (a compressed blob, say) and
-/// a push of it would give a different image.
+/// order. A gzip-compressed file (the containerd store's export of a pulled
+/// layer) is spooled and digested decompressed. A layer whose digest is not
+/// the diff id its config names is an error: the engine exported something
+/// else and a push of it would give a different image.
 pub fn unpack<R: Read>(
     archive: R,
     dir: &Path,
     keep: &dyn Fn(&str) -> bool,
 ) -> io::Result<Vec<ExportedImage>> {
-    let mut files: HashMap<String, Spooled> = HashMap::new();
-    let mut links: HashMap<String, String> = HashMap::new();
+    let files = spool(archive, dir, keep)?;
+    let manifest = files.read("manifest.json")?;
+    let items: Vec<ManifestItem> = serde_json::from_slice(&manifest)
+        .map_err(|e| invalid(format!("the image archive's manifest.json: {e}")))?;
+    items.iter().map(|item| image(&files, item)).collect()
+}
+
+/// The regular files of an archive and its links, by normal path.
+#[derive(Default)]
+struct Files {
+    files: HashMap<String, Spooled>,
+    links: HashMap<String, String>,
+}
+
+impl Files {
+    /// The file at `name`, through links.
+    fn find(&self, name: &str) -> io::Result<&Spooled> {
+        let mut name = name.to_string();
+        for _ in 0..8 {
+            if let Some(f) = self.files.get(&name) {
+                return Ok(f);
+            }
+            match self.links.get(&name) {
+                Some(t) => name = t.clone(),
+                None => break,
+            }
+        }
+        Err(invalid(format!("the image archive has no file {name}")))
+    }
+
+    /// The bytes of a small file (a manifest or config).
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        match &self.find(name)?.path {
+            Some(p) => std::fs::read(p),
+            None => Err(invalid(format!(
+                "{name} is too large for a manifest or config"
+            ))),
+        }
+    }
+}
+
+/// Spool the archive's regular files and note its links (see [`unpack`]).
+fn spool<R: Read>(archive: R, dir: &Path, keep: &dyn Fn(&str) -> bool) -> io::Result<Files> {
+    let mut out = Files::default();
     let mut a = tar::Archive::new(archive);
     for (n, entry) in a.entries()?.enumerate() {
         let mut entry = entry?;
@@ -106,17 +149,9 @@ pub fn unpack<R: Read>(
         };
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let spool = dir.join(format!("e{n}"));
-                let mut out = Hashing::new(BufWriter::new(File::create(&spool)?));
-                let size = io::copy(&mut entry, &mut out)?;
-                let digest = out.finish()?;
-                let path = if size > SMALL && !keep(&digest) {
-                    std::fs::remove_file(&spool)?;
-                    None
-                } else {
-                    Some(spool)
-                };
-                files.insert(name, Spooled { path, digest, size });
+                let spooled = spool_file(&mut entry, &dir.join(format!("e{n}")), keep)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+                out.files.insert(name, spooled);
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 let Some(target) = entry.link_name()? else {
@@ -129,66 +164,82 @@ pub fn unpack<R: Read>(
                     target.into_owned()
                 };
                 if let Some(t) = normal(&resolved) {
-                    links.insert(name, t);
+                    out.links.insert(name, t);
                 }
             }
             _ => {}
         }
     }
-    let find = |name: &str| -> io::Result<&Spooled> {
-        let mut name = name.to_string();
-        for _ in 0..8 {
-            if let Some(f) = files.get(&name) {
-                return Ok(f);
-            }
-            match links.get(&name) {
-                Some(t) => name = t.clone(),
-                None => break,
-            }
-        }
-        Err(invalid(format!("the image archive has no file {name}")))
+    Ok(out)
+}
+
+/// gzip's magic number.
+const GZIP: [u8; 2] = [0x1f, 0x8b];
+/// zstd's magic number.
+const ZSTD: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Spool one file into `spool`, decompressed when it is gzip; deleted
+/// when large and not kept.
+fn spool_file(
+    entry: &mut dyn Read,
+    spool: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> io::Result<Spooled> {
+    let mut head = Vec::with_capacity(4);
+    entry.take(4).read_to_end(&mut head)?;
+    if head.starts_with(&ZSTD) {
+        return Err(invalid(
+            "a zstd-compressed layer, which prebuilder cannot read yet; \
+             let the engine keep gzip layers (the default)"
+                .into(),
+        ));
+    }
+    let mut input = io::Cursor::new(head.clone()).chain(entry);
+    let mut out = Hashing::new(BufWriter::new(File::create(spool)?));
+    let size = if head.starts_with(&GZIP) {
+        io::copy(&mut flate2::read::MultiGzDecoder::new(input), &mut out)?
+    } else {
+        io::copy(&mut input, &mut out)?
     };
-    let read = |name: &str| -> io::Result<Vec<u8>> {
-        match &find(name)?.path {
-            Some(p) => std::fs::read(p),
-            None => Err(invalid(format!(
-                "{name} is too large for a manifest or config"
-            ))),
-        }
+    let digest = out.finish()?;
+    let path = if size > SMALL && !keep(&digest) {
+        std::fs::remove_file(spool)?;
+        None
+    } else {
+        Some(spool.to_path_buf())
     };
-    let manifest = read("manifest.json")?;
-    let items: Vec<ManifestItem> = serde_json::from_slice(&manifest)
-        .map_err(|e| invalid(format!("the image archive's manifest.json: {e}")))?;
-    let mut images = Vec::new();
-    for item in items {
-        let config = read(&item.config)?;
-        let diff_ids = diff_ids(&config)?;
-        if diff_ids.len() != item.layers.len() {
+    Ok(Spooled { path, digest, size })
+}
+
+/// One image of the manifest: its config and its layers, each checked
+/// against the diff id the config names.
+fn image(files: &Files, item: &ManifestItem) -> io::Result<ExportedImage> {
+    let config = files.read(&item.config)?;
+    let diff_ids = diff_ids(&config)?;
+    if diff_ids.len() != item.layers.len() {
+        return Err(invalid(format!(
+            "the image archive lists {} layers for a config with {}",
+            item.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (name, diff_id) in item.layers.iter().zip(diff_ids) {
+        let f = files.find(name)?;
+        if f.digest != diff_id {
             return Err(invalid(format!(
-                "the image archive lists {} layers for a config with {}",
-                item.layers.len(),
-                diff_ids.len()
+                "the engine exported {name} as {} but the image's config names {diff_id} \
+                 (an altered layer)",
+                f.digest
             )));
         }
-        let mut layers = Vec::new();
-        for (name, diff_id) in item.layers.iter().zip(diff_ids) {
-            let f = find(name)?;
-            if f.digest != diff_id {
-                return Err(invalid(format!(
-                    "the engine exported {name} as {} but the image's config names {diff_id} \
-                     (a compressed or altered layer)",
-                    f.digest
-                )));
-            }
-            layers.push(ExportedLayer {
-                diff_id,
-                path: f.path.clone(),
-                size: f.size,
-            });
-        }
-        images.push(ExportedImage { config, layers });
+        layers.push(ExportedLayer {
+            diff_id,
+            path: f.path.clone(),
+            size: f.size,
+        });
     }
-    Ok(images)
+    Ok(ExportedImage { config, layers })
 }
 
 /// The diff ids a config names, bottom first.
@@ -423,6 +474,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let images = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap();
         assert_eq!(images[0].layers[0].diff_id, sha(&l1));
+    }
+
+    #[test]
+    fn a_containerd_store_save_in_the_oci_layout_with_a_gzip_layer_reads_as_diff_ids() {
+        // docker save on the containerd store: blobs as stored (a pulled
+        // layer gzip, a loaded one plain), OCI index and manifest.json.
+        let (l1, l2) = (b"pulled layer".to_vec(), b"loaded layer".to_vec());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&l1).unwrap();
+        let gz = gz.finish().unwrap();
+        let c = config(&[sha(&l1), sha(&l2)]);
+        let blob = |d: &str| format!("blobs/sha256/{}", &d[7..]);
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, &blob(&sha(&gz)), &gz);
+        file(&mut b, &blob(&sha(&l2)), &l2);
+        file(&mut b, &blob(&sha(&c)), &c);
+        file(&mut b, "index.json", b"{}");
+        let manifest = serde_json::json!([{"Config": blob(&sha(&c)), "Layers": [blob(&sha(&gz)), blob(&sha(&l2))]}]);
+        file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+        file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let dir = tempfile::tempdir().unwrap();
+        let images = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap();
+        let layers = &images[0].layers;
+        assert_eq!(layers[0].diff_id, sha(&l1), "checked decompressed");
+        assert_eq!(std::fs::read(layers[0].path.as_ref().unwrap()).unwrap(), l1);
+        assert_eq!(layers[0].size, l1.len() as u64);
+        assert_eq!(layers[1].diff_id, sha(&l2));
+        assert_eq!(images[0].config, c);
+        // A zstd layer is refused, naming it.
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "z/layer", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]);
+        let err = unpack(&b.into_inner().unwrap()[..], dir.path(), &|_| true).unwrap_err();
+        assert!(
+            err.to_string().contains("z/layer") && err.to_string().contains("zstd"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ mod checks;
 mod direct;
 mod failures;
 mod flink;
+mod image_stores;
 mod layers;
 mod no_cache_push;
 mod platform;
