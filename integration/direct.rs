@@ -776,7 +776,11 @@ fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_ba
         assert!(err.contains(named), "{line}: {err}");
         assert!(err.contains("hint:"), "{err}");
         eprintln!("refused {line:?} in {:.2} s", took.as_secs_f64());
-        assert!(took.as_secs_f64() < 5.0, "{line}: {took:?}");
+        // The target, for the binary the tests run (the debug one).
+        assert!(
+            took.as_secs_f64() < 1.0,
+            "{line}: refused in {took:?}, not under 1 s"
+        );
         assert_eq!(tags(&results, "fx/demo"), pushed, "nothing pushed");
     }
 
@@ -801,7 +805,10 @@ fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_ba
         "code-only change, no engine, fresh state: {:.2} s end to end",
         took.as_secs_f64()
     );
-    assert!(took.as_secs_f64() < 30.0, "{took:?}");
+    assert!(
+        took.as_secs_f64() < 3.0,
+        "code-only change in {took:?}, not under 3 s"
+    );
 
     // 4. The result runs in the real engine.
     let pulled = format!("{repo}@{}", warm["digest"].as_str().unwrap());

@@ -47,9 +47,15 @@ impl<'a, E: Engine> DirectProduce<'a, E> {
         self.installed.lock().ok()?.get(id).cloned()
     }
 
-    fn remember(&self, index: Index) {
+    /// Keep `index` (its JSON when already serialized) on this machine and
+    /// for the rest of the run.
+    fn remember(&self, index: Index, json: Option<&[u8]>) {
         let root = crate::state::root(&self.opts.settings).dir;
-        if let Err(e) = index::store_cached(&root, &index) {
+        let kept = match json {
+            Some(json) => index::store_cached_json(&root, &index.image, json),
+            None => index::store_cached(&root, &index),
+        };
+        if let Err(e) = kept {
             tracing::debug!("keeping the installed set of {}: {e}", index.image);
         }
         if let Ok(mut m) = self.installed.lock() {
@@ -59,7 +65,10 @@ impl<'a, E: Engine> DirectProduce<'a, E> {
 
     /// The installed set of an engine image.
     async fn installed_set(&self, image: &ImageInfo) -> Result<Index> {
-        if let Some(i) = self.remembered(&image.id) {
+        if let Some(i) = self
+            .remembered(&image.id)
+            .or_else(|| index::recall(&image.id))
+        {
             return Ok(i);
         }
         let root = crate::state::root(&self.opts.settings).dir;
@@ -106,7 +115,7 @@ impl<'a, E: Engine> DirectProduce<'a, E> {
             action: what,
             source,
         })??;
-        self.remember(index.clone());
+        self.remember(index.clone(), None);
         Ok(index)
     }
 
@@ -152,8 +161,11 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
         reporter.event(Event::WritingLayer { layer: layer.name });
         let config = image_config(&job, &parent, &produced, epoch);
         let image_id = image::image_id(&config);
+        let mut installed = produced.installed.clone();
+        installed.image = image_id.clone();
+        let json = serde_json::to_vec(&installed).ok();
         match self.engine.store() {
-            Some(store) => keep(store, &parent, config, &produced)?,
+            Some(store) => keep(store, &parent, config, &produced, json.clone())?,
             None => {
                 let archive = scratch.path().join("image.tar");
                 write_image(&archive, config, parent.layers.len() + 1, &produced).await?;
@@ -161,9 +173,7 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
                 self.load(&archive, &image_id).await?;
             }
         }
-        let mut installed = produced.installed;
-        installed.image = image_id.clone();
-        self.remember(installed);
+        self.remember(installed, json.as_deref());
         Ok(image_id)
     }
 }
@@ -302,12 +312,14 @@ fn image_config(
     )
 }
 
-/// With no engine: the image held by the store, its new layer moved there.
+/// With no engine: the image held by the store, its new layer moved there,
+/// with its installed set's JSON.
 fn keep(
     store: &Store,
     parent: &ImageInfo,
     config: Vec<u8>,
     produced: &direct_layer::Produced,
+    installed: Option<Vec<u8>>,
 ) -> Result<()> {
     let below = store.get(&parent.id).ok_or_else(|| Error::DirectBase {
         image: parent.id.clone(),
@@ -317,13 +329,11 @@ fn keep(
     std::fs::rename(&produced.layer, &tar).map_err(|e| Error::io(&tar, e))?;
     let mut layers = below.layers;
     layers.push(HeldLayer::Tar(tar));
-    let mut installed = produced.installed.clone();
-    installed.image = image::image_id(&config);
     store.hold(Held {
         info: info_from_config(&config)?,
         config,
         layers,
-        installed: serde_json::to_vec(&installed).ok(),
+        installed,
     });
     Ok(())
 }

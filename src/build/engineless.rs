@@ -79,12 +79,13 @@ fn registry_err(host: &str, action: String, reason: impl Into<String>) -> Error 
     }
 }
 
-/// The installed set of `image_id` from the repository's artifact.
+/// The installed set of `image_id` from the repository's artifact, and its
+/// JSON.
 async fn pull_index<R: Manifests>(
     registry: &R,
     image_id: &str,
     scratch: &Path,
-) -> Result<Option<Index>> {
+) -> Result<Option<(Index, Vec<u8>)>> {
     let Some(raw) = registry.manifest(&index_tag(image_id)).await? else {
         return Ok(None);
     };
@@ -97,8 +98,15 @@ async fn pull_index<R: Manifests>(
     let file = scratch.join(format!("{}.index.gz", index_tag(image_id)));
     registry.download_blob(&blob.digest, &file).await?;
     let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
-    let i: Option<Index> = serde_json::from_reader(flate2::read::GzDecoder::new(f)).ok();
-    Ok(i.filter(|i| i.format == index::FORMAT && i.image == image_id))
+    let mut json = Vec::new();
+    if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(f), &mut json).is_err() {
+        return Ok(None);
+    }
+    let i: Option<Index> = serde_json::from_slice(&json).ok();
+    Ok(
+        i.filter(|i| i.format == index::FORMAT && i.image == image_id)
+            .map(|i| (i, json)),
+    )
 }
 
 /// Push an installed set as an OCI artifact tagged [`index_tag`].
@@ -107,8 +115,13 @@ pub async fn push_index<R: Manifests>(registry: &R, i: &Index) -> Result<()> {
         action: "writing an installed set".into(),
         source: std::io::Error::other(e),
     })?;
+    push_index_json(registry, &i.image, &json).await
+}
+
+/// Push the installed set of `image` (its JSON) as [`push_index`] does.
+async fn push_index_json<R: Manifests>(registry: &R, image: &str, json: &[u8]) -> Result<()> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&json)
+    gz.write_all(json)
         .map_err(|e| Error::io("installed set", e))?;
     let blob = gz.finish().map_err(|e| Error::io("installed set", e))?;
     let digest = image::image_id(&blob);
@@ -130,7 +143,7 @@ pub async fn push_index<R: Manifests>(registry: &R, i: &Index) -> Result<()> {
         "artifactType": INDEX_ARTIFACT,
         "config": {"mediaType": EMPTY_CONFIG, "digest": empty_digest, "size": 2},
         "layers": [{"mediaType": INDEX_LAYER, "digest": digest, "size": blob.len()}],
-        "annotations": {"org.opencontainers.image.description": format!("prebuilder direct mode: the installed set of {}", i.image)},
+        "annotations": {"org.opencontainers.image.description": format!("prebuilder direct mode: the installed set of {image}")},
     });
     let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     let raw = RawManifest {
@@ -138,7 +151,7 @@ pub async fn push_index<R: Manifests>(registry: &R, i: &Index) -> Result<()> {
         digest: image::image_id(&bytes),
         bytes,
     };
-    registry.put_manifest(&index_tag(&i.image), &raw).await
+    registry.put_manifest(&index_tag(image), &raw).await
 }
 
 /// A base blob the result repository lacks: mounted from the base's
@@ -356,25 +369,25 @@ pub async fn fetch<R: Manifests>(
         return Ok(());
     };
     let root = crate::state::root(&opts.settings).dir;
-    let installed = match index::load_cached(&root, &id) {
-        Some(idx) => idx,
+    let installed = match index::load_cached_json(&root, &id) {
+        Some(kept) => kept,
         None => pull_index(&remote.registry, &id, scratch.path()).await?.ok_or_else(|| Error::DirectRefused {
             input: format!("{}:{}", opts.repository, layer_tag(&plan.layers[i])),
             reason: "the registry has this layer but not its installed set (direct-index-…), which the layer above needs".into(),
         })?,
     };
-    keep_index(store, &root, &installed);
+    keep_index(store, &root, installed);
     Ok(())
 }
 
-/// The installed set of a held image: kept in the store, and on this machine.
-fn keep_index(store: &Store, root: &Path, installed: &Index) {
-    if let Err(e) = index::store_cached(root, installed) {
+/// The installed set of a held image (and its JSON): kept in the store, on
+/// this machine, and for the rest of this process.
+fn keep_index(store: &Store, root: &Path, (installed, json): (Index, Vec<u8>)) {
+    if let Err(e) = index::store_cached_json(root, &installed.image, &json) {
         tracing::debug!("keeping the installed set of {}: {e}", installed.image);
     }
-    if let Ok(json) = serde_json::to_vec(installed) {
-        store.set_installed(&installed.image, json);
-    }
+    store.set_installed(&installed.image, json);
+    index::note(&installed);
 }
 
 /// Step 4's footing with no engine: the base held (its config from its
@@ -414,7 +427,7 @@ pub async fn footing<R: Manifests>(
     })?;
     if sources.first() == Some(&Source::Missing) {
         let installed = base_index(&base, opts, remote, registry, scratch.path(), reporter).await?;
-        keep_index(store, &crate::state::root(&opts.settings).dir, &installed);
+        keep_index(store, &crate::state::root(&opts.settings).dir, installed);
     }
     Ok(Footing::held(base.info))
 }
@@ -429,10 +442,10 @@ async fn base_index<R: Manifests>(
     base_registry: &R,
     scratch: &Path,
     reporter: &dyn Reporter,
-) -> Result<Index> {
+) -> Result<(Index, Vec<u8>)> {
     let root = crate::state::root(&opts.settings).dir;
-    if let Some(i) = index::load_cached(&root, &base.info.id) {
-        return Ok(i);
+    if let Some(kept) = index::load_cached_json(&root, &base.info.id) {
+        return Ok(kept);
     }
     if let Some(r) = results {
         if let Some(i) = pull_index(&r.registry, &base.info.id, scratch).await? {
@@ -459,12 +472,16 @@ async fn base_index<R: Manifests>(
             action: "indexing the base".into(),
             source,
         })??;
+    let json = serde_json::to_vec(&i).map_err(|e| Error::Local {
+        action: "writing an installed set".into(),
+        source: std::io::Error::other(e),
+    })?;
     if let (Some(r), true) = (results, opts.push) {
-        if let Err(e) = push_index(&r.registry, &i).await {
+        if let Err(e) = push_index_json(&r.registry, &i.image, &json).await {
             tracing::warn!("pushing the base's installed set: {e}");
         }
     }
-    Ok(i)
+    Ok((i, json))
 }
 
 /// Step 6 with no engine: the produced images pushed (with `--push`), each
@@ -495,12 +512,8 @@ pub async fn publish<R: Manifests>(
         }
         digest = Some(push(opts, r, plan, &pushed, scratch.path(), reporter).await?);
         for (h, _) in &pushed {
-            let installed = h
-                .installed
-                .as_deref()
-                .and_then(|j| serde_json::from_slice::<Index>(j).ok());
-            if let Some(i) = installed {
-                if let Err(e) = push_index(&r.registry, &i).await {
+            if let Some(json) = &h.installed {
+                if let Err(e) = push_index_json(&r.registry, &h.info.id, json).await {
                     tracing::warn!("pushing the installed set of {}: {e}", h.info.id);
                 }
             }

@@ -61,30 +61,42 @@ fn search_compiler(version: &str) -> Option<Interpreter> {
     for d in ["/usr/bin", "/usr/local/bin", "/bin"] {
         dirs.push(PathBuf::from(d));
     }
-    let mut same_minor: Option<Interpreter> = None;
     let mut seen = std::collections::BTreeSet::new();
-    for d in &dirs {
-        for n in &names {
-            let p = d.join(n);
-            if !p.is_file() || !seen.insert(std::fs::canonicalize(&p).unwrap_or(p.clone())) {
-                continue;
-            }
-            let Some(v) = version_of(&p) else { continue };
-            if v == version {
-                return Some(Interpreter {
-                    path: p,
-                    version: v,
-                });
-            }
-            if v.split('.').take(2).collect::<Vec<_>>().join(".") == minor && same_minor.is_none() {
-                same_minor = Some(Interpreter {
-                    path: p,
-                    version: v,
-                });
-            }
+    let candidates: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .filter(|p| p.is_file() && seen.insert(std::fs::canonicalize(p).unwrap_or(p.clone())))
+        .collect();
+    // Interpreters first, wrapper scripts (pyenv's shims, which run several
+    // shell processes per call) only when no interpreter of the exact
+    // version is found.
+    let (scripts, binaries): (Vec<PathBuf>, Vec<PathBuf>) =
+        candidates.into_iter().partition(|p| is_script(p));
+    let mut same_minor: Option<Interpreter> = None;
+    for p in binaries.into_iter().chain(scripts) {
+        let Some(v) = version_of(&p) else { continue };
+        if v == version {
+            return Some(Interpreter {
+                path: p,
+                version: v,
+            });
+        }
+        if v.split('.').take(2).collect::<Vec<_>>().join(".") == minor && same_minor.is_none() {
+            same_minor = Some(Interpreter {
+                path: p,
+                version: v,
+            });
         }
     }
     same_minor
+}
+
+/// Whether `path` is a `#!` script (a wrapper), not an interpreter binary.
+fn is_script(path: &Path) -> bool {
+    let mut head = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == b"#!")
 }
 
 /// Compiles with a host interpreter: `py_compile` in checked-hash mode with
@@ -284,5 +296,19 @@ mod tests {
             assert_eq!(version_of(&i.path).as_deref(), Some(i.version.as_str()));
         }
         assert_eq!(find_compiler("3.99.0"), None);
+    }
+
+    #[test]
+    fn wrapper_scripts_are_told_from_interpreters() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("python3");
+        std::fs::write(
+            &shim,
+            "#!/usr/bin/env bash\nexec pyenv exec python3 \"$@\"\n",
+        )
+        .unwrap();
+        assert!(is_script(&shim));
+        assert!(!is_script(&std::env::current_exe().unwrap()));
+        assert!(!is_script(&dir.path().join("absent")));
     }
 }

@@ -1112,20 +1112,52 @@ pub fn cache_path(state_root: &Path, image_id: &str) -> PathBuf {
 }
 
 /// The cached installed set of an image, when there is one of this format.
+/// Installed sets parsed or made in this process, by image id: one build
+/// reads a base's (megabytes of JSON) once, not once per step that needs it.
+static PARSED: std::sync::Mutex<BTreeMap<String, Index>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Remember `index` for [`recall`] in this process.
+pub fn note(index: &Index) {
+    if let Ok(mut m) = PARSED.lock() {
+        m.insert(index.image.clone(), index.clone());
+    }
+}
+
+/// The installed set of `image_id` noted in this process.
+pub fn recall(image_id: &str) -> Option<Index> {
+    PARSED.lock().ok()?.get(image_id).cloned()
+}
+
 pub fn load_cached(state_root: &Path, image_id: &str) -> Option<Index> {
+    load_cached_json(state_root, image_id).map(|(i, _)| i)
+}
+
+/// The kept index of `image_id` and its JSON as kept.
+pub fn load_cached_json(state_root: &Path, image_id: &str) -> Option<(Index, Vec<u8>)> {
     let bytes = std::fs::read(cache_path(state_root, image_id)).ok()?;
     let index: Index = serde_json::from_slice(&bytes).ok()?;
-    (index.format == FORMAT && index.image == image_id).then_some(index)
+    (index.format == FORMAT && index.image == image_id).then_some((index, bytes))
 }
 
 /// Keep the index (written to a temporary file, then renamed into place).
 pub fn store_cached(state_root: &Path, index: &Index) -> Result<PathBuf> {
     let path = cache_path(state_root, &index.image);
+    let bytes =
+        serde_json::to_vec(index).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+    store_cached_json(state_root, &index.image, &bytes)
+}
+
+/// Keep the index of `image_id` already serialized as `json`.
+pub fn store_cached_json(state_root: &Path, image_id: &str, json: &[u8]) -> Result<PathBuf> {
+    let path = cache_path(state_root, image_id);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == json.len() as u64) {
+        // Kept already (an index is named by its image id).
+        return Ok(path);
+    }
     let dir = path.parent().unwrap_or(state_root);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    let bytes = serde_json::to_vec(index).map_err(|e| Error::io(&tmp, std::io::Error::other(e)))?;
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     Ok(path)
 }

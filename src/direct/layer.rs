@@ -75,6 +75,12 @@ pub fn produce(lower: &Index, spec: &Spec, opts: &Options, scratch: &Path) -> Re
     let mut state = State::new(lower.clone());
     let build_dir = scratch.join("built");
     std::fs::create_dir_all(&build_dir).map_err(|e| Error::io(&build_dir, e))?;
+    // The host interpreter is looked for while the boot is replayed (which
+    // may build an sdist with another Python).
+    let version = lower.python.version.clone();
+    let finding = opts
+        .compile
+        .then(|| std::thread::spawn(move || host::find_compiler(&version)));
     let log = boot::run(
         &mut state,
         &spec.artifacts,
@@ -83,11 +89,7 @@ pub fn produce(lower: &Index, spec: &Spec, opts: &Options, scratch: &Path) -> Re
             scratch: &build_dir,
         },
     )?;
-    let compiled_by = if opts.compile {
-        host::find_compiler(&lower.python.version)
-    } else {
-        None
-    };
+    let compiled_by = finding.and_then(|f| f.join().ok().flatten());
     let compiler = compiled_by.clone().map(|python| HostCompiler {
         python,
         dir: scratch.join("pyc"),
