@@ -156,6 +156,7 @@ mod tests {
                 seconds: 1.0,
                 image_id: "sha256:dep".into(),
                 parts: Vec::new(),
+                committed: false,
             }],
             base: BaseReport {
                 reference: "base:1".into(),

@@ -28,6 +28,11 @@ pub struct LayerReport {
     /// (`crate::image::split`), bottom up; empty when it is one layer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartReport>,
+    /// The engine committed the setup container (a base without the tools
+    /// a snapshot needs, or `PREBUILDER_COMMIT=1`): the layer holds the
+    /// engine's bytes, so its digest may differ between engines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub committed: bool,
 }
 
 /// One layer of a split dependency layer: the distribution it holds (or
@@ -209,6 +214,7 @@ mod tests {
                     seconds: 0.01,
                     image_id: "sha256:dep".into(),
                     parts: Vec::new(),
+                    committed: false,
                 },
                 LayerReport {
                     name: "application".into(),
@@ -216,6 +222,7 @@ mod tests {
                     seconds: 4.2,
                     image_id: "sha256:app".into(),
                     parts: Vec::new(),
+                    committed: false,
                 },
             ],
             base: BaseReport {

@@ -135,6 +135,7 @@ pub async fn prepare<E: Engine>(
             seconds: round(started.elapsed().as_secs_f64()),
             image_id: id,
             parts: Vec::new(),
+            committed: false,
         }],
     })
 }

@@ -15,7 +15,8 @@ use tokio::io::AsyncWriteExt;
 use super::setup::{self, SNAPSHOT_DIR};
 use super::{flink, local, record, upload, verify};
 use crate::engine::{
-    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM, LABEL_SPLIT,
+    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
+    LABEL_COMMITTED, LABEL_SPLIT,
 };
 use crate::error::{Error, Result};
 use crate::image::{self, split};
@@ -182,6 +183,11 @@ async fn set_up_and_save<E: Engine>(
     reporter.event(Event::Committing {
         layer: b.layer.name,
     });
+    // A committed layer holds the engine's bytes: its label and the report
+    // say so (outside the same-digest-on-every-engine promise).
+    if let Some(labels) = config.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+        labels.insert(LABEL_COMMITTED.to_string(), "true".into());
+    }
     let comment = format!("prebuilder {} layer {}", b.layer.name, b.layer.tag());
     let id = engine.commit(container, &config, &comment).await?;
     Ok((id, config, leftovers))

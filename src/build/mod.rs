@@ -430,6 +430,7 @@ async fn boot_found<E: Engine>(
         seconds: 0.0,
         image_id,
         parts: Vec::new(),
+        committed: false,
     }])
 }
 
@@ -472,6 +473,7 @@ impl Outcome {
                     seconds: 0.0,
                     image_id: String::new(),
                     parts: Vec::new(),
+                    committed: false,
                 })
                 .collect(),
             image_id: None,

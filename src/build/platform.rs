@@ -686,6 +686,7 @@ fn combined(
                 image_id: String::new(),
                 // Each platform's own split is in its `platforms` entry.
                 parts: Vec::new(),
+                committed: false,
             }
         });
         entry.seconds = super::round(entry.seconds + l.seconds);

@@ -14,8 +14,8 @@ use super::base::Footing;
 use super::locate::Source;
 use super::{layer, lock, round, Options};
 use crate::engine::{
-    ops, Engine, ImageInfo, LABEL_ARTIFACTS, LABEL_BASE, LABEL_KEY, LABEL_LAYER, LABEL_PARENT,
-    LABEL_SPLIT, LABEL_VERSION,
+    ops, Engine, ImageInfo, LABEL_ARTIFACTS, LABEL_BASE, LABEL_COMMITTED, LABEL_KEY, LABEL_LAYER,
+    LABEL_PARENT, LABEL_SPLIT, LABEL_VERSION,
 };
 use crate::error::Result;
 use crate::plan::{LayerPlan, Plan, LAYER_TAG_PREFIX};
@@ -117,13 +117,14 @@ impl<E: Engine, P: Produce> Layers<'_, E, P> {
                 false => format!("{LAYER_TAG_PREFIX}{}", layer.tag()),
             };
             self.engine.tag(&id, &self.opts.repository, &tag).await?;
-            let parts = split_parts(self.engine, &id).await?;
+            let (parts, committed) = layer_facts(self.engine, &id).await?;
             reports.push(LayerReport {
                 name: layer.name.to_string(),
                 cache,
                 seconds: round(started.elapsed().as_secs_f64()),
                 image_id: id,
                 parts,
+                committed,
             });
         }
         Ok(reports)
@@ -169,24 +170,29 @@ impl<E: Engine, P: Produce> Layers<'_, E, P> {
 
 /// The layers a layer image was split into (its `prebuilder.split` label
 /// names its last layers), for the report; none when it is one layer.
-async fn split_parts<E: Engine>(engine: &E, id: &str) -> Result<Vec<PartReport>> {
+async fn layer_facts<E: Engine>(engine: &E, id: &str) -> Result<(Vec<PartReport>, bool)> {
     let image = ops::require(engine, id, "layer image").await?;
+    let committed = image
+        .labels
+        .get(LABEL_COMMITTED)
+        .is_some_and(|v| v == "true");
     let names = image
         .labels
         .get(LABEL_SPLIT)
         .map(|l| crate::image::split::parse_label(l))
         .unwrap_or_default();
     let Some(first) = image.layers.len().checked_sub(names.len()) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), committed));
     };
-    Ok(names
+    let parts = names
         .into_iter()
         .zip(&image.layers[first..])
         .map(|(name, diff_id)| PartReport {
             name,
             diff_id: diff_id.clone(),
         })
-        .collect())
+        .collect();
+    Ok((parts, committed))
 }
 
 /// A missing layer with nothing prepared to build it on: a bug, said so.

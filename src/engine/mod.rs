@@ -45,6 +45,8 @@ pub const LABEL_VERSION: &str = "prebuilder.version";
 pub const LABEL_ARTIFACTS: &str = "prebuilder.artifacts";
 /// The parts a dependency layer image was split into (`crate::image::split::label`).
 pub const LABEL_SPLIT: &str = "prebuilder.split";
+/// `true` on a layer image the engine committed (not loaded from a snapshot).
+pub const LABEL_COMMITTED: &str = "prebuilder.committed";
 /// Label of a `boot` layer (and of every image built on one): the id of the
 /// image its /opt/apache/beam came from.
 pub const LABEL_BOOT_FROM: &str = "prebuilder.boot-from";

@@ -365,6 +365,7 @@ async fn a_layer_recorded_for_another_architecture_is_refused() {
             seconds: 1.0,
             image_id: id,
             parts: Vec::new(),
+            committed: false,
         }],
         base: crate::report::BaseReport {
             reference: String::new(),

@@ -6,10 +6,12 @@ use super::*;
 async fn layers_are_loaded_from_the_snapshot_not_committed() {
     let w = world();
     let rec = Recorder::default();
-    w.build(&w.opts(), &w.set("app"), &rec).await.unwrap();
+    let r = w.build(&w.opts(), &w.set("app"), &rec).await.unwrap();
     assert_eq!(w.engine.count("load"), 2);
     assert_eq!(w.engine.count("commit"), 0);
     assert!(rec.saw("LoadingLayer"));
+    assert!(r.layers.iter().all(|l| !l.committed), "{:?}", r.layers);
+    assert!(!r.to_json().contains("committed"));
 }
 
 #[tokio::test]
@@ -23,6 +25,17 @@ async fn prebuilder_commit_commits_instead_of_loading() {
     assert_eq!(w.engine.count("commit"), 2);
     assert!(rec.saw("Committing"));
     assert_eq!(caches(&r), [Miss, Miss]);
+    // The engine's bytes: the report says so, and a relaunch still does.
+    assert!(r.layers.iter().all(|l| l.committed), "{:?}", r.layers);
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["layers"][1]["committed"], true, "{json}");
+    let again = w.build(&opts, &w.set("app"), &rec).await.unwrap();
+    assert_eq!(caches(&again), [Hit, Hit]);
+    assert!(
+        again.layers.iter().all(|l| l.committed),
+        "{:?}",
+        again.layers
+    );
 }
 
 #[tokio::test]
