@@ -195,7 +195,20 @@ fn the_commit_fallback_builds_the_same_image() {
         err.contains("dependencies: committing") && !err.contains("loading the layer"),
         "{err}"
     );
-    check_image(&fx, &json(&o), &repo);
+    let report = json(&o);
+    // The engine's bytes: the report and the label say the layer was committed.
+    for layer in report["layers"].as_array().unwrap() {
+        assert_eq!(layer["committed"], true, "{report}");
+    }
+    let label = docker_ok(&[
+        "image",
+        "inspect",
+        report["image"].as_str().unwrap(),
+        "--format",
+        "{{index .Config.Labels \"prebuilder.committed\"}}",
+    ]);
+    assert_eq!(label.trim(), "true");
+    check_image(&fx, &report, &repo);
 }
 
 #[test]
