@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
 export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
 
-.PHONY: all build test lint unit fixtures integration python-test wheel sdist-test demo bench bench-engines bench-direct leftovers
+.PHONY: all build test lint unit demo-fixtures fixtures integration python-test wheel sdist-test demo bench bench-engines bench-direct leftovers
 
 all: build
 
@@ -36,9 +36,7 @@ unit:
 ## qemu-user-static/binfmt-support and mounts binfmt_misc when missing), then
 ## Docker 26 and 28 from Debian packages for the engine matrix (~100 MB, ~20 s
 ## cold, extracted under the cache, never installed); reused when present.
-fixtures:
-	bash integration/fixtures/tools.sh
-	bash integration/fixtures/build.sh >/dev/null
+fixtures: demo-fixtures
 	bash integration/fixtures/custom-bases.sh >/dev/null
 	bash integration/fixtures/flink.sh >/dev/null
 	bash integration/fixtures/attest-tools.sh >/dev/null
@@ -81,7 +79,13 @@ sdist-test:
 	echo "sdist-test: $$(basename "$$sdist") built $$(basename "$$out"/prebuilder_beam-*.whl) offline, binary included"
 
 ## Prebuild the demo pipeline end to end and print the report.
-demo: fixtures build
+## What the demo needs: the tools, the Debian and Beam-like fixture bases and
+## the demo's wheels (not the arm64 base, built under emulation, ~25 min cold).
+demo-fixtures:
+	bash integration/fixtures/tools.sh
+	bash integration/fixtures/build.sh >/dev/null
+
+demo: demo-fixtures build
 	bash demo/run.sh
 
 ## prebuilder vs Beam's local_docker (docker build) on a ~60 MB scikit-learn set:
