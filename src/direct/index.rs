@@ -1256,6 +1256,25 @@ _INSTALL_SCHEMES = {
         .into_bytes()
     }
 
+    /// `i` with apache-beam 2.77.0 installed by pip (a Beam base's index).
+    pub fn with_beam(mut i: Index) -> Index {
+        i.distributions.push(Distribution {
+            name: "apache-beam".into(),
+            version: "2.77.0".into(),
+            location: "/usr/local/lib/python3.11/dist-packages".into(),
+            info: "apache_beam-2.77.0.dist-info".into(),
+            installer: Some("pip".into()),
+            requested: true,
+            direct_url: None,
+            files: Some(vec![]),
+            requires: vec![],
+            requires_python: None,
+            console_scripts: vec![],
+            gui_scripts: vec![],
+        });
+        i
+    }
+
     pub fn debian_index() -> Index {
         let layers = debian_layers();
         index_readers(

@@ -247,7 +247,7 @@ fn write_snapshot(state: &State, lower: &Index, epoch: u64, path: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::direct::index::tests::debian_index;
+    use crate::direct::index::tests::{debian_index, with_beam};
     use crate::direct::resolve::tests::Fixture;
 
     fn entries(layer: &Path) -> Vec<(String, u32, Vec<u8>)> {
@@ -278,24 +278,6 @@ mod tests {
             staged: &[],
             parent: None,
         }
-    }
-
-    fn with_beam(mut i: Index) -> Index {
-        i.distributions.push(crate::direct::index::Distribution {
-            name: "apache-beam".into(),
-            version: "2.77.0".into(),
-            location: "/usr/local/lib/python3.11/dist-packages".into(),
-            info: "apache_beam-2.77.0.dist-info".into(),
-            installer: Some("pip".into()),
-            requested: true,
-            direct_url: None,
-            files: Some(vec![]),
-            requires: vec![],
-            requires_python: None,
-            console_scripts: vec![],
-            gui_scripts: vec![],
-        });
-        i
     }
 
     #[test]

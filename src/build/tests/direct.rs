@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::direct::index::{self, tests::debian_index};
+use crate::direct::index::{
+    self,
+    tests::{debian_index, with_beam},
+};
 use crate::direct::install::tests::make_wheel;
 use crate::engine::store::Store;
 use crate::image;
@@ -48,24 +51,8 @@ fn no_engine() -> NoEngine {
     base.put_raw("2.77.0", manifest);
     base.set_image_id("2.77.0", &base_id);
     let state = tempfile::tempdir().unwrap();
-    let mut installed = debian_index();
+    let mut installed = with_beam(debian_index());
     installed.image = base_id.clone();
-    installed
-        .distributions
-        .push(crate::direct::index::Distribution {
-            name: "apache-beam".into(),
-            version: "2.77.0".into(),
-            location: "/usr/local/lib/python3.11/dist-packages".into(),
-            info: "apache_beam-2.77.0.dist-info".into(),
-            installer: Some("pip".into()),
-            requested: true,
-            direct_url: None,
-            files: Some(vec![]),
-            requires: vec![],
-            requires_python: None,
-            console_scripts: vec![],
-            gui_scripts: vec![],
-        });
     index::store_cached(state.path(), &installed).unwrap();
     let scratch = world.locks.path().join("held");
     std::fs::create_dir_all(&scratch).unwrap();
