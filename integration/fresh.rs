@@ -27,16 +27,9 @@ pub fn logged_in(dir: &Path, registry: &str) -> std::path::PathBuf {
     d
 }
 
-/// The fixture Beam image pushed as `reference`, then untagged here.
+/// The fixture Beam image pushed as `reference` (see [`publish`]), then untagged here.
 pub fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
-    docker_ok(&["tag", &fx.beam_image, reference]);
-    let o = docker(&["--config", config.to_str().unwrap(), "push", reference]);
-    let _ = docker(&["rmi", reference]);
-    assert!(
-        o.status.success(),
-        "push {reference}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    publish(&fx.beam_image, reference, Some(config));
 }
 
 /// `prebuilder build` of `req` (cache: the demo wheels) on `base` into

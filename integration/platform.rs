@@ -77,10 +77,7 @@ fn publish_index(registry: &TestRegistry, tag: &str) -> String {
     let mut entries = Vec::new();
     for (image, arch) in [(&fx.beam_image, "amd64"), (&arm.image, "arm64")] {
         let reference = format!("{repo}:{tag}-{arch}");
-        docker_ok(&["tag", image, &reference]);
-        let o = docker(&["push", &reference]);
-        let _ = docker(&["rmi", &reference]);
-        assert!(o.status.success(), "push {reference}: {}", stderr(&o));
+        publish(image, &reference, None);
         let (digest, _, size) = manifest(&registry.addr, "platform/base", &format!("{tag}-{arch}"));
         entries.push(serde_json::json!({
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",

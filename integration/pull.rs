@@ -31,15 +31,7 @@ fn docker_config(dir: &Path, name: &str, registry: Option<&str>) -> PathBuf {
 /// docker CLI logged in through `config`), then untag it locally: the engine
 /// no longer has `reference`, only the fixture's own tag.
 fn publish_base(fx: &Fixtures, config: &Path, reference: &str) {
-    let cfg = config.to_str().unwrap();
-    docker_ok(&["tag", &fx.beam_image, reference]);
-    let o = docker(&["--config", cfg, "push", reference]);
-    let _ = docker(&["rmi", reference]);
-    assert!(
-        o.status.success(),
-        "push {reference}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    publish(&fx.beam_image, reference, Some(config));
 }
 
 fn build(base: &str, repo: &TestRepo, req: &Path, config: &Path, pull: Option<&str>) -> Output {

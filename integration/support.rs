@@ -465,6 +465,7 @@ impl TestRegistry {
         std::fs::write(&config_path, config).unwrap();
         let child = spawn_registry(&config_path);
         wait_for_port(&addr);
+        registries().insert(addr.clone(), dir.path().join("data"));
         TestRegistry {
             addr,
             child,
@@ -557,6 +558,7 @@ impl TestRegistry {
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
+        registries().remove(&self.addr);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -596,4 +598,191 @@ pub fn saw(events: &[serde_json::Value], event: &str, fields: serde_json::Value)
                 .as_object()
                 .is_none_or(|f| f.iter().all(|(k, v)| &e[k] == v))
     })
+}
+
+/// The registries this process started ([`TestRegistry`]): address → storage
+/// root, for [`publish`].
+fn registries() -> std::sync::MutexGuard<'static, HashMap<String, PathBuf>> {
+    static REGISTRIES: std::sync::OnceLock<std::sync::Mutex<HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    REGISTRIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The fixture cache (`PREBUILDER_FIXTURE_CACHE`).
+pub fn fixture_cache() -> PathBuf {
+    std::env::var("PREBUILDER_FIXTURE_CACHE")
+        .unwrap_or_else(|_| "/var/cache/prebuilder-fixtures".into())
+        .into()
+}
+
+/// Put `image` (on the main engine) into a registry as `reference`
+/// (`ADDR/PATH:TAG`), as `docker push` would, and leave no local tag of
+/// `reference`. For a [`TestRegistry`] of this process, the registry's storage
+/// gets the files of one real `docker push` of that image id, made once per
+/// machine into `$PREBUILDER_FIXTURE_CACHE/registry-seeds/` (the blobs
+/// hard-linked, the repository's links written under PATH and TAG): the same
+/// blobs, manifest and digest as a push, in a second instead of the ~50 s of
+/// compressing and uploading a 640 MB base every time. The engine knows those
+/// blobs (it pushed them), so pulling the reference back downloads nothing,
+/// as after a push. Any other registry, or no seed: `docker push` (with the
+/// docker CLI configuration `config`).
+pub fn publish(image: &str, reference: &str, config: Option<&Path>) {
+    if let Some((storage, path, tag)) = own_registry(reference) {
+        if let Some(seed) = registry_seed(image) {
+            copy_seed(&seed, &storage, &path, &tag);
+            return;
+        }
+    }
+    docker_push(image, reference, config);
+}
+
+/// `docker tag IMAGE REFERENCE`, `docker push`, then the tag removed.
+fn docker_push(image: &str, reference: &str, config: Option<&Path>) {
+    docker_ok(&["tag", image, reference]);
+    let mut args = Vec::new();
+    if let Some(c) = config {
+        args.extend(["--config".to_string(), c.display().to_string()]);
+    }
+    args.extend(["push".to_string(), reference.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = docker(&args);
+    let _ = docker(&["rmi", reference]);
+    assert!(
+        o.status.success(),
+        "push {reference}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `reference` in a registry this process started: its storage, path and tag.
+fn own_registry(reference: &str) -> Option<(PathBuf, String, String)> {
+    let (addr, rest) = reference.split_once('/')?;
+    let (path, tag) = rest.rsplit_once(':')?;
+    if path.contains('@') || tag.contains('/') {
+        return None;
+    }
+    let storage = registries().get(addr)?.clone();
+    Some((storage, path.to_string(), tag.to_string()))
+}
+
+const SEED_PATH: &str = "seed/image";
+const SEED_TAG: &str = "seed";
+
+/// The storage root of a registry holding `image` as `seed/image:seed`,
+/// pushed there by the main engine once per machine and image id; `None`
+/// when the cache cannot hold it.
+fn registry_seed(image: &str) -> Option<PathBuf> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let id = docker_ok(&["image", "inspect", "--format", "{{.Id}}", image]);
+    let hex = id.trim_start_matches("sha256:");
+    let seeds = fixture_cache().join("registry-seeds");
+    let seed = seeds.join(hex);
+    if seed.join("ready").is_file() {
+        return Some(seed);
+    }
+    std::fs::create_dir_all(&seeds).ok()?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".seed-")
+        .tempdir_in(&seeds)
+        .ok()?;
+    let started = std::time::Instant::now();
+    let registry = SeedRegistry::start(&tmp.path().join("data"));
+    docker_push(
+        image,
+        &format!("{}/{SEED_PATH}:{SEED_TAG}", registry.addr),
+        None,
+    );
+    drop(registry);
+    std::fs::write(tmp.path().join("image"), format!("{image} {id}\n")).ok()?;
+    std::fs::write(tmp.path().join("ready"), "").ok()?;
+    let tmp = tmp.keep();
+    // Another process may have made it meanwhile: theirs stays.
+    if std::fs::rename(&tmp, &seed).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    eprintln!(
+        "registry seed of {image} ({hex}) pushed into {} in {:.1} s",
+        seed.display(),
+        started.elapsed().as_secs_f64()
+    );
+    seed.join("ready").is_file().then_some(seed)
+}
+
+/// A registry on `storage` with no auth, for making a seed; stopped on drop.
+struct SeedRegistry {
+    addr: String,
+    child: std::process::Child,
+}
+
+impl SeedRegistry {
+    fn start(storage: &Path) -> SeedRegistry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::create_dir_all(storage).unwrap();
+        let config = storage.with_file_name("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn_registry(&config);
+        wait_for_port(&addr);
+        SeedRegistry { addr, child }
+    }
+}
+
+impl Drop for SeedRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seed's blobs hard-linked (copied across file systems) into the
+/// registry storage `storage`, and its repository's links written as `path`
+/// with the tag `tag` (merged with what `path` already holds).
+fn copy_seed(seed: &Path, storage: &Path, path: &str, tag: &str) {
+    let v2 = |root: &Path| root.join("docker/registry/v2");
+    let from = v2(&seed.join("data"));
+    let to = v2(storage);
+    link_tree(&from.join("blobs"), &to.join("blobs"), true);
+    let repo_from = from.join("repositories").join(SEED_PATH);
+    let repo_to = to.join("repositories").join(path);
+    for part in ["_layers", "_manifests/revisions"] {
+        link_tree(&repo_from.join(part), &repo_to.join(part), false);
+    }
+    let tag_dir = repo_to.join("_manifests/tags").join(tag);
+    let _ = std::fs::remove_dir_all(&tag_dir);
+    link_tree(
+        &repo_from.join("_manifests/tags").join(SEED_TAG),
+        &tag_dir,
+        false,
+    );
+}
+
+/// Every file under `from` put at the same place under `to` (kept when it is
+/// there already): hard-linked when `link` (copied when that fails), else copied.
+fn link_tree(from: &Path, to: &Path, link: bool) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    for e in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            link_tree(&src, &dst, link);
+        } else if !dst.exists() && !(link && std::fs::hard_link(&src, &dst).is_ok()) {
+            std::fs::copy(&src, &dst)
+                .unwrap_or_else(|e| panic!("{} -> {}: {e}", src.display(), dst.display()));
+        }
+    }
 }
