@@ -30,18 +30,27 @@ unit:
 	$(CARGO) test --locked --lib --bins --test cli
 
 ## Offline fixture images, wheels and a host venv with apache-beam, then the
-## custom bases (no boot, broken variants), then the PyFlink base (apache-flink +
-## JRE 17; ~5 min and ~420 MB of wheels cold), then the arm64 SDK base
-## (debootstrap --arch=arm64 under qemu: ~25 min cold here, 1 s warm; installs
-## qemu-user-static/binfmt-support and mounts binfmt_misc when missing), then
-## Docker 26 and 28 from Debian packages for the engine matrix (~100 MB, ~20 s
-## cold, extracted under the cache, never installed); reused when present.
+## custom bases (no boot, broken variants), the PyFlink base (apache-flink +
+## JRE 17; ~6 min and ~420 MB of wheels cold), the attestation tools and the
+## direct-mode wheels, while the arm64 SDK base builds beside them
+## (debootstrap --arch=arm64 under qemu: ~9.5 min cold here alone, mostly one
+## emulated process, 1 s warm; installs qemu-user-static/binfmt-support and
+## mounts binfmt_misc when missing; the others never touch apt), then Docker 26
+## and 28 from Debian packages for the engine matrix (~100 MB, ~20 s cold,
+## extracted under the cache, never installed); reused when present. A failure
+## of any stops the arm64 build too.
 fixtures: demo-fixtures
-	bash integration/fixtures/custom-bases.sh >/dev/null
-	bash integration/fixtures/flink.sh >/dev/null
-	bash integration/fixtures/attest-tools.sh >/dev/null
-	bash integration/fixtures/direct.sh >/dev/null
-	bash integration/fixtures/arm64.sh >/dev/null
+	@set -euo pipefail; \
+	echo "bash integration/fixtures/arm64.sh >/dev/null &  (beside the ones below)"; \
+	setsid bash integration/fixtures/arm64.sh >/dev/null & arm64=$$!; \
+	trap 'kill -TERM -- -$$arm64 2>/dev/null || true' EXIT; trap 'exit 130' INT TERM; \
+	for f in custom-bases flink attest-tools direct; do \
+		echo "bash integration/fixtures/$$f.sh >/dev/null"; \
+		bash "integration/fixtures/$$f.sh" >/dev/null; \
+	done; \
+	echo "wait for bash integration/fixtures/arm64.sh >/dev/null"; \
+	wait $$arm64 || { echo "fixtures: integration/fixtures/arm64.sh failed" >&2; exit 1; }; \
+	trap - EXIT
 	bash integration/fixtures/engines.sh >/dev/null
 
 ## One engine, one build at a time: the tests share the engine's CPU and cache.
