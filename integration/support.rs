@@ -780,7 +780,9 @@ fn link_tree(from: &Path, to: &Path, link: bool) {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if e.file_type().unwrap().is_dir() {
             link_tree(&src, &dst, link);
-        } else if !dst.exists() && !(link && std::fs::hard_link(&src, &dst).is_ok()) {
+        } else if dst.exists() || (link && std::fs::hard_link(&src, &dst).is_ok()) {
+            continue;
+        } else {
             std::fs::copy(&src, &dst)
                 .unwrap_or_else(|e| panic!("{} -> {}: {e}", src.display(), dst.display()));
         }
