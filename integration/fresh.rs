@@ -416,7 +416,9 @@ fn hold_lock(state: &Path, host: &str, key: &str) -> std::fs::File {
     f
 }
 
-/// Two runners, the main engine and an empty second one, start the same
+/// Two runners, the main engine and an empty second one (overlay2: the
+/// copying vfs driver, which the test above covers, takes tens of seconds
+/// per container and layer of the 640 MB base), start the same
 /// cold `build --push` into one repository at the same moment. Neither
 /// locks out the other (their engines differ, so their locks do), both
 /// build, both push: one digest, the one the registry holds, and one image
@@ -472,7 +474,7 @@ fn two_runners_racing_the_same_cold_build_push_one_digest_and_one_image() {
     assert!(docker_ok(&["images", "-q", &repository]).is_empty());
     assert!(learned["digest"].is_null(), "not pushed: {learned}");
 
-    let engine = Engine::dockerd().storage("vfs").start();
+    let engine = Engine::dockerd().storage("overlay2").start();
     assert_eq!(engine.docker_ok(&["images", "-aq"]), "", "empty engine");
     let engine_host = engine.host();
     let hosts = [main_host.as_str(), engine_host.as_str()];
