@@ -704,12 +704,26 @@ fn registry_seed(image: &str) -> Option<PathBuf> {
     if std::fs::rename(&tmp, &seed).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    forget_older_seeds(&seeds, image, hex);
     eprintln!(
         "registry seed of {image} ({hex}) pushed into {} in {:.1} s",
         seed.display(),
         started.elapsed().as_secs_f64()
     );
     seed.join("ready").is_file().then_some(seed)
+}
+
+/// The seeds of earlier ids of `image` (a fixture rebuilt since) removed.
+fn forget_older_seeds(seeds: &Path, image: &str, hex: &str) {
+    let Ok(entries) = std::fs::read_dir(seeds) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let named = std::fs::read_to_string(e.path().join("image")).unwrap_or_default();
+        if e.file_name() != hex && named.split_whitespace().next() == Some(image) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A registry on `storage` with no auth, for making a seed; stopped on drop.
