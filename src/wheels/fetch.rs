@@ -161,20 +161,21 @@ impl Index {
     }
 
     /// Download `url` into `dir/<sha256 hex>/<filename>` (kept there: the
-    /// cache by content), unless a file with the expected digest is there
-    /// already; the file's path and its sha256. `expected` is the index's
-    /// hash, `allowed` the requirement's `--hash` values: a download that
-    /// matches neither (when given) is removed and refused.
+    /// cache by content), unless a file of a digest `known` beforehand (the
+    /// index's hash, else the requirement's `--hash` values) is there
+    /// already; the file's path and its sha256. A download whose sha256 is
+    /// not the index's, or that `check` refuses, is removed and refused.
     pub async fn download(
         &self,
         client: &reqwest::Client,
         (url, link): (&Url, &Link),
-        dir: &Path,
+        (dir, known): (&Path, &[String]),
         check: &dyn Fn(&str) -> Result<()>,
     ) -> Result<(PathBuf, String)> {
-        if let Some(hex) = &link.sha256 {
+        for hex in known {
             let cached = dir.join(hex).join(&link.filename);
-            if cached.is_file() && check(hex).is_ok() {
+            // Read again: a file changed in the cache is downloaded anew.
+            if file_sha256(&cached).as_ref() == Some(hex) && check(hex).is_ok() {
                 return Ok((cached, hex.clone()));
             }
         }
@@ -222,6 +223,14 @@ impl Index {
             .map_err(|e| Error::io(&target, e.error))?;
         Ok((target, hex))
     }
+}
+
+/// The sha256 of the file at `path`; `None` when it cannot be read.
+fn file_sha256(path: &Path) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(format!("{:x}", hasher.finalize()))
 }
 
 /// An error and its sources, `: `-joined, credentials redacted.

@@ -292,8 +292,12 @@ async fn fetch(
             retry: false,
         })?;
         let check = |hex: &str| hash_allowed(line, &link.filename, hex, index);
+        let known = match &link.sha256 {
+            Some(hex) => vec![hex.clone()],
+            None => line.hashes.clone(),
+        };
         let (path, hex) = index
-            .download(&client, (&url, &link), &ctx.cache_dir, &check)
+            .download(&client, (&url, &link), (&ctx.cache_dir, &known), &check)
             .await?;
         tracing::info!(
             "fetched {} for {} from {}",

@@ -254,6 +254,14 @@ async fn lacking_wheels_are_fetched_with_credentials_checked_and_cached_by_diges
         let again = for_platform(&s.set, &arm64(), &ctx).await.unwrap().unwrap();
         assert_eq!(again.artifacts[2].path, fetched.path);
         assert_eq!(index.downloads(), 1);
+        // A file changed in the cache is not trusted: downloaded anew.
+        std::fs::write(&fetched.path, b"tampered").unwrap();
+        let third = for_platform(&s.set, &arm64(), &ctx).await.unwrap().unwrap();
+        assert_eq!(
+            std::fs::read(&third.artifacts[2].path).unwrap(),
+            b"arm64 wheel bytes"
+        );
+        assert_eq!(index.downloads(), 2);
         // amd64 is served by the staged wheels: nothing is asked.
         let amd = Platform::parse("linux/amd64").unwrap();
         let before = index.seen.lock().unwrap().len();
