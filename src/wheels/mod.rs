@@ -250,75 +250,100 @@ async fn fetch(
         .map(|u| fetch::Index::parse(u, netrc.as_deref()))
         .collect::<Result<_>>()?;
     let client = fetch::client(ctx.settings.var("PIP_CERT").map(Path::new))?;
-    let supported = supported(platform.machine(), python);
     let mut chosen = Vec::new();
     for line in lacking {
-        let Some(version) = pinned(line) else {
-            continue;
-        };
-        let mut links = Vec::new();
-        let mut owners = Vec::new();
-        for (i, index) in indexes.iter().enumerate() {
-            for (url, mut link) in index.links(&client, &line.key()).await? {
-                link.url = url.to_string();
-                links.push(link);
-                owners.push(i);
-            }
+        if let Some(found) = lookup(line, platform, python, (&indexes, &client)).await? {
+            chosen.push((*line, found));
         }
-        let wanted = simple::Wanted {
-            key: &line.key(),
-            version,
-            python,
-            hashes: &line.hashes,
-        };
-        let Some(best) = simple::choose(&links, &wanted, &supported) else {
-            return Err(missing(line, platform, python, &indexes, &links));
-        };
-        let at = links
-            .iter()
-            .position(|l| std::ptr::eq(l, best))
-            .unwrap_or(0);
-        chosen.push((*line, owners[at], best.clone()));
     }
     let mut out = Vec::new();
-    for (line, owner, link) in chosen {
+    for (line, (owner, link)) in chosen {
         let index = &indexes[owner];
-        let url = reqwest::Url::parse(&link.url).map_err(|e| Error::PackageIndex {
-            index: index.shown(),
-            action: format!("reading the link to {}", link.filename),
-            reason: e.to_string(),
-            hint: "the index's page has a link prebuilder cannot follow; tell the index's owners"
-                .into(),
-            retry: false,
-        })?;
-        let check = |hex: &str| hash_allowed(line, &link.filename, hex, index);
-        let known = match &link.sha256 {
-            Some(hex) => vec![hex.clone()],
-            None => line.hashes.clone(),
-        };
-        let (path, hex) = index
-            .download(&client, (&url, &link), (&ctx.cache_dir, &known), &check)
-            .await?;
-        tracing::info!(
-            "fetched {} for {} from {}",
-            link.filename,
-            platform.name(),
-            index.shown()
-        );
-        out.push(Artifact {
-            name: link.filename.clone(),
-            size: std::fs::metadata(&path)
-                .map_err(|e| Error::io(&path, e))?
-                .len(),
-            path,
-            // A wheel's content digest is its sha256 (it is not a source archive).
-            sha256: hex.clone(),
-            content_digest: hex,
-            role: Role::RequirementsCache,
-            origin: None,
-        });
+        out.push(download(line, &link, platform, (index, &client), ctx).await?);
     }
     Ok(out)
+}
+
+/// The wheel `line` needs on `platform`, from every index's page: the
+/// index it is on (its position) and its link (absolute); `None` for a
+/// line that pins nothing.
+async fn lookup(
+    line: &Line,
+    platform: &Platform,
+    python: &Version,
+    (indexes, client): (&[fetch::Index], &reqwest::Client),
+) -> Result<Option<(usize, simple::Link)>> {
+    let Some(version) = pinned(line) else {
+        return Ok(None);
+    };
+    let mut links = Vec::new();
+    let mut owners = Vec::new();
+    for (i, index) in indexes.iter().enumerate() {
+        for (url, mut link) in index.links(client, &line.key()).await? {
+            link.url = url.to_string();
+            links.push(link);
+            owners.push(i);
+        }
+    }
+    let wanted = simple::Wanted {
+        key: &line.key(),
+        version,
+        python,
+        hashes: &line.hashes,
+    };
+    let supported = supported(platform.machine(), python);
+    let Some(best) = simple::choose(&links, &wanted, &supported) else {
+        return Err(missing(line, platform, python, indexes, &links));
+    };
+    let at = links
+        .iter()
+        .position(|l| std::ptr::eq(l, best))
+        .unwrap_or(0);
+    Ok(Some((owners[at], best.clone())))
+}
+
+/// Download (or find in the cache) `link` for `line`: its artifact.
+async fn download(
+    line: &Line,
+    link: &simple::Link,
+    platform: &Platform,
+    (index, client): (&fetch::Index, &reqwest::Client),
+    ctx: &Context<'_>,
+) -> Result<Artifact> {
+    let url = reqwest::Url::parse(&link.url).map_err(|e| Error::PackageIndex {
+        index: index.shown(),
+        action: format!("reading the link to {}", link.filename),
+        reason: e.to_string(),
+        hint: "the index's page has a link prebuilder cannot follow; tell the index's owners"
+            .into(),
+        retry: false,
+    })?;
+    let check = |hex: &str| hash_allowed(line, &link.filename, hex, index);
+    let known = match &link.sha256 {
+        Some(hex) => vec![hex.clone()],
+        None => line.hashes.clone(),
+    };
+    let (path, hex) = index
+        .download(client, (&url, link), (&ctx.cache_dir, &known), &check)
+        .await?;
+    tracing::info!(
+        "fetched {} for {} from {}",
+        link.filename,
+        platform.name(),
+        index.shown()
+    );
+    Ok(Artifact {
+        name: link.filename.clone(),
+        size: std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .len(),
+        path,
+        // A wheel's content digest is its sha256 (it is not a source archive).
+        sha256: hex.clone(),
+        content_digest: hex,
+        role: Role::RequirementsCache,
+        origin: None,
+    })
 }
 
 /// A downloaded file's sha256 against the requirement's `--hash` values.
