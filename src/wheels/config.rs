@@ -19,6 +19,8 @@ pub struct Indexes {
     pub urls: Vec<String>,
     /// `--no-index` / `no-index = true` / `PIP_NO_INDEX`: no index at all.
     pub no_index: bool,
+    /// pip's `cert` (`PIP_CERT`): a PEM bundle of certificate authorities.
+    pub cert: Option<String>,
 }
 
 /// A pip configuration file's options that decide the indexes: `section.key`
@@ -114,6 +116,7 @@ pub fn from_config(settings: &Settings) -> Indexes {
     let mut index: Option<String> = None;
     let mut extra: Vec<String> = Vec::new();
     let mut no_index = false;
+    let mut cert = None;
     for file in config_files(settings) {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
@@ -130,7 +133,13 @@ pub fn from_config(settings: &Settings) -> Indexes {
             if let Some(v) = get("no-index") {
                 no_index = truthy(v);
             }
+            if let Some(v) = get("cert") {
+                cert = Some(v.trim().to_string());
+            }
         }
+    }
+    if let Some(v) = settings.var("PIP_CERT") {
+        cert = Some(v.trim().to_string());
     }
     if let Some(v) = settings.var("PIP_INDEX_URL") {
         index = Some(v.trim().to_string());
@@ -146,7 +155,11 @@ pub fn from_config(settings: &Settings) -> Indexes {
     if no_index {
         urls.clear();
     }
-    Indexes { urls, no_index }
+    Indexes {
+        urls,
+        no_index,
+        cert,
+    }
 }
 
 /// The requirements file's index lines, applied over `config` as pip's
@@ -232,12 +245,13 @@ mod tests {
         let conf = dir.path().join("pip.conf");
         std::fs::write(
             &conf,
-            "# c\n[global]\nindex_url = https://a.example/simple\nextra-index-url =\n    https://b.example/simple\n    https://c.example/simple\n[install]\nindex-url: https://i.example/simple\n[download]\nindex-url = https://d.example/simple\n",
+            "# c\n[global]\ncert = /etc/ssl/ca.pem\nindex_url = https://a.example/simple\nextra-index-url =\n    https://b.example/simple\n    https://c.example/simple\n[install]\nindex-url: https://i.example/simple\n[download]\nindex-url = https://d.example/simple\n",
         )
         .unwrap();
         let conf = conf.to_str().unwrap();
         let base = [("HOME", "/nowhere"), ("PIP_CONFIG_FILE", conf)];
         let got = from_config(&Settings::from_vars(base));
+        assert_eq!(got.cert.as_deref(), Some("/etc/ssl/ca.pem"));
         assert_eq!(
             got.urls,
             [
@@ -252,7 +266,9 @@ mod tests {
             "PIP_EXTRA_INDEX_URL",
             "http://x.example/s http://y.example/s",
         ));
+        vars.push(("PIP_CERT", "/other.pem"));
         let got = from_config(&Settings::from_vars(vars.clone()));
+        assert_eq!(got.cert.as_deref(), Some("/other.pem"));
         assert_eq!(
             got.urls,
             [

@@ -244,12 +244,12 @@ async fn fetch(
     ctx: &Context<'_>,
 ) -> Result<Vec<Artifact>> {
     let netrc = netrc_text(ctx.settings);
+    let client = fetch::client(indexes.cert.as_deref().map(Path::new))?;
     let indexes: Vec<fetch::Index> = indexes
         .urls
         .iter()
         .map(|u| fetch::Index::parse(u, netrc.as_deref()))
         .collect::<Result<_>>()?;
-    let client = fetch::client(ctx.settings.var("PIP_CERT").map(Path::new))?;
     let mut chosen = Vec::new();
     for line in lacking {
         if let Some(found) = lookup(line, platform, python, (&indexes, &client)).await? {
