@@ -3,8 +3,9 @@
 //! has no `--requirements-cache PLATFORM=DIR` of its own.
 //!
 //! Only for pinned requirements (every line `name==version`): for each
-//! pinned requirement whose marker applies on the platform and that has no
-//! staged file usable there, the wheel pip would choose for the platform
+//! pinned requirement whose marker applies on the platform and that is
+//! staged only as wheels for other machines (Beam's stager downloads
+//! `manylinux2014_x86_64` wheels), the wheel pip would choose for the platform
 //! (its tags in pip's order, [`crate::direct::tags`]) is looked up on every
 //! index the user's pip configuration names ([`config`]), then downloaded
 //! (checked against the index's sha256 and the requirement's `--hash`
@@ -128,7 +129,7 @@ pub async fn for_platform(
     let lacking: Vec<&Line> = parsed
         .lines
         .iter()
-        .filter(|l| !cache.iter().any(|a| serves(&a.name, l, platform)))
+        .filter(|l| staged_elsewhere(&cache, l, platform))
         .collect();
     if lacking.is_empty() || indexes.urls.is_empty() {
         return Ok(None);
@@ -217,9 +218,17 @@ fn pinned(line: &Line) -> Option<&Version> {
     }
 }
 
-/// Whether the staged file `file` is `line`'s distribution, at its version,
-/// installable on `platform`.
-fn serves(file: &str, line: &Line, platform: &Platform) -> bool {
+/// Whether `line` is staged only for other machines: the staged cache has
+/// files of its distribution at its version, and none installable on
+/// `platform`. (A pin with no staged file is left to pip, as without
+/// `--platform`.)
+fn staged_elsewhere(cache: &[&Artifact], line: &Line, platform: &Platform) -> bool {
+    let mine: Vec<&&Artifact> = cache.iter().filter(|a| is_of(&a.name, line)).collect();
+    !mine.is_empty() && !mine.iter().any(|a| fits(&a.name, platform))
+}
+
+/// Whether the staged file `file` is `line`'s distribution at its version.
+fn is_of(file: &str, line: &Line) -> bool {
     let stem = file
         .strip_suffix(".whl")
         .or_else(|| file.strip_suffix(".tar.gz"))
@@ -232,7 +241,6 @@ fn serves(file: &str, line: &Line, platform: &Platform) -> bool {
     };
     crate::record::normalize(name) == line.key()
         && Version::from_str(version).ok().as_ref() == pinned(line)
-        && fits(file, platform)
 }
 
 /// Look every lacking requirement up on the indexes (refusing one none has
@@ -394,7 +402,7 @@ fn missing(
             if seen.is_empty() { String::new() } else { format!(" (its wheels there: {})", seen.join(", ")) }
         ),
         hint: format!(
-            "pin a version that has a {} wheel, or download that platform's wheels yourself (`pip download --platform manylinux2014_{} --only-binary=:all: -r requirements.txt -d DIR`) and pass --requirements-cache {}=DIR; nothing was built",
+            "pin a version that has a wheel for {}, or download that platform's wheels yourself (`pip download --platform manylinux2014_{} --only-binary=:all: -r requirements.txt -d DIR`) and pass --requirements-cache {}=DIR; nothing was built",
             platform.machine(), platform.machine(), platform.name()
         ),
     }

@@ -16,6 +16,8 @@ const ARM: &str = "numpy-2.2.6-py3-none-manylinux_2_17_aarch64.manylinux2014_aar
 const X86: &str = "numpy-2.2.6-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
 const NEWER_ARM: &str = "numpy-2.2.6-py3-none-manylinux_2_28_aarch64.whl";
 const PURE: &str = "tabulate-0.9.0-py3-none-any.whl";
+/// Staged for x86_64 only, required only there (by its marker).
+const CUDA: &str = "cuda_only-1.0-py3-none-manylinux2014_x86_64.whl";
 const PASSWORD: &str = "s3cr3t-index-pw";
 
 fn sha(bytes: &[u8]) -> String {
@@ -177,6 +179,7 @@ fn staged(requirements: &str) -> Staged {
             b"x86_64 wheel bytes".as_slice(),
             Role::RequirementsCache,
         ),
+        (CUDA, b"x86_64 only".as_slice(), Role::RequirementsCache),
         ("workflow.tar.gz", b"w".as_slice(), Role::Workflow),
     ] {
         let path = dir.path().join(name);
@@ -221,15 +224,18 @@ fn names(set: &StagedSet) -> Vec<String> {
 async fn lacking_wheels_are_fetched_with_credentials_checked_and_cached_by_digest() {
     for json in [false, true] {
         let index = IndexServer::start(wheels(), json, None);
-        let s =
-            staged("tabulate==0.9.0\nnumpy==2.2.6\nsix==1.16.0 ; platform_machine == 's390x'\n");
+        // cuda-only is for x86_64 only (its marker); six is not staged at
+        // all, which is left to pip as without --platform: neither is asked.
+        let s = staged(
+            "tabulate==0.9.0\nnumpy==2.2.6\ncuda-only==1.0 ; platform_machine == 'x86_64'\nsix==1.16.0\n",
+        );
         let cache = tempfile::tempdir().unwrap();
         let url = index.url(PASSWORD);
         let vars = settings(&[("PIP_INDEX_URL", &url)]);
         let ctx = context(&vars, cache.path());
         let got = for_platform(&s.set, &arm64(), &ctx).await.unwrap().unwrap();
         // The x86_64 wheel is left out, the manylinux2014 arm64 one added in
-        // the cache's place in manifest order; six's marker is false on arm64.
+        // the cache's place in manifest order (cuda-only's wheel left out too).
         assert_eq!(
             names(&got),
             ["requirements.txt", PURE, ARM, "workflow.tar.gz"],
