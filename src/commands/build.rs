@@ -274,6 +274,10 @@ async fn fetch_wheels(
     platforms: &[Platform],
     staged: Vec<Option<StagedSet>>,
 ) -> Result<Vec<Option<StagedSet>>> {
+    if platforms.len() > 1 && !args.push {
+        // Refused by the build first (an index needs --push): nothing to fetch for.
+        return Ok(staged);
+    }
     let ctx = crate::wheels::Context {
         settings,
         cache_dir: crate::wheels::cache_dir(state_root),
