@@ -472,12 +472,10 @@ fn boot_from_builds_on_a_bootless_base_and_diff_shows_a_requirements_change() {
 }
 
 /// `image` pushed to a registry as `reference` (with the docker CLI config
-/// `config`), then untagged here: the engine keeps the id, not the name.
+/// `config`; the files of a registry seed, see [`crate::support::publish`]),
+/// then untagged here: the engine keeps the id, not the name.
 fn publish(image: &str, config: &Path, reference: &str) {
-    docker_ok(&["tag", image, reference]);
-    let o = docker(&["--config", config.to_str().unwrap(), "push", reference]);
-    let _ = docker(&["rmi", reference]);
-    assert!(o.status.success(), "push {reference}: {}", stderr(&o));
+    crate::support::publish(image, reference, Some(config));
 }
 
 /// `build --boot-from --push` with both images named by their registry
