@@ -502,7 +502,7 @@ mod tests {
             threshold: 200_000,
             max_layers: split::MAX_LAYERS,
         };
-        let (cut, _s1) = layers_of(&f, "light==2.0\n", &[small.clone()], Some(rule));
+        let (cut, _s1) = layers_of(&f, "light==2.0\n", std::slice::from_ref(&small), Some(rule));
         let (whole, _s2) = layers_of(&f, "light==2.0\n", &[small], None);
         assert_eq!(cut.layers.len(), 1);
         assert_eq!(cut.layers[0].part, split::Part::Top);
