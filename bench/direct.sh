@@ -25,6 +25,9 @@
 #          root keep their bytes, else it says SKIPPED and exits 0. The anchor's
 #          code-only row is off by default here (BENCH_DIRECT_ANCHOR_CODE=1 runs it):
 #          Beam regenerates the sdist on every launch, so it reinstalls everything.
+#          BENCH_DIRECT_PINS="nvidia-cublas-cu12 nvidia-cudnn-cu12 nvidia-nvjitlink-cu12"
+#          stages only those wheels of the set (they must need nothing else: about
+#          1.05 GB of wheels, 2 GB installed), for a smaller disk or a busier machine.
 #   any other set: BENCH_DIRECT_REQUIREMENTS=FILE BENCH_DIRECT_WHEELS=DIR (every wheel
 #          pinned in FILE), with the demo pipeline.
 # Prints a table, and writes it with every figure to target/bench-direct-SET.json
@@ -136,6 +139,12 @@ def square(x):
     return float(torch.tensor(x) ** 2)
 PY
     torch_wheels_pins "$WHEELS" >"$WORK/pins.txt"
+    if [ -n "${BENCH_DIRECT_PINS:-}" ]; then
+        pattern=$(tr ' ' '\n' <<<"$BENCH_DIRECT_PINS" | grep . | sed 's/.*/^&==/' | paste -sd'|')
+        grep -E "$pattern" "$WORK/pins.txt" >"$WORK/pins.subset" ||
+            { say "BENCH_DIRECT_PINS names none of the set: $BENCH_DIRECT_PINS"; exit 1; }
+        mv "$WORK/pins.subset" "$WORK/pins.txt"
+    fi
     REQ="$WORK/pins.txt"
     CODE_FILE="$PIPELINE/gpu_pipeline/__init__.py"
 else
@@ -238,7 +247,7 @@ for key, label in zip(rows[::2], rows[1::2]):
             "%s %s%s" % (l["name"][:3], l["cache"], " (%d parts)" % p if p else "")
             for l, p in zip(r.get("layers", []), parts)),
     })
-print("set: %s: %s (%.0f MB of wheels in %s); load %s; commit %s"
+print("set: %s: %s (%.1f MB of wheels in %s); load %s; commit %s"
       % (name, req, int(set_bytes) / 1e6, wheels, load, commit))
 print("%-36s %10s  %10s  %-12s %s" % ("scenario", "seconds", "peak RSS", "builder", "layers"))
 for t in table:
