@@ -27,7 +27,7 @@
 #          Beam regenerates the sdist on every launch, so it reinstalls everything.
 #          BENCH_DIRECT_PINS="nvidia-cublas-cu12 nvidia-cudnn-cu12 nvidia-nvjitlink-cu12"
 #          stages only those wheels of the set (they must need nothing else: about
-#          1.05 GB of wheels, 2 GB installed), for a smaller disk or a busier machine.
+#          1.05 GB of wheels, 1.55 GiB installed), for a smaller disk or a busier machine.
 #   any other set: BENCH_DIRECT_REQUIREMENTS=FILE BENCH_DIRECT_WHEELS=DIR (every wheel
 #          pinned in FILE), with the demo pipeline.
 # Prints a table, and writes it with every figure to target/bench-direct-SET.json
