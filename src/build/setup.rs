@@ -26,8 +26,24 @@ pub const SNAPSHOT_DIR: &str = "/.prebuilder-snapshot";
 /// The pip freeze's name in [`SNAPSHOT_DIR`] when the setup took a snapshot
 /// (`setup.sh` writes it there, out of the walk's way; else at the record's path).
 pub const FREEZE_NAME: &str = "freeze";
+/// The tar of the `.dist-info/RECORD` files among the snapshot's paths, in
+/// [`SNAPSHOT_DIR`] beside `layer.tar` whenever that is there: the split is
+/// planned from it, so `layer.tar` is read once, as a stream.
+pub const RECORDS_NAME: &str = "records.tar";
 use crate::record::RECORD_FILE;
 use crate::stage::MANIFEST_FILE;
+
+/// The directory of the setup's volume (`ContainerSpec::volume`), if it
+/// has one: Beam's artifacts directory. Its setup deletes the staged files
+/// and its snapshot skips that directory; PyFlink's setup keeps files it
+/// uploads, so it has none.
+pub fn volume(mode: &SetupMode) -> Option<&'static str> {
+    matches!(mode, SetupMode::Beam).then_some(crate::plan::ARTIFACTS_DIR)
+}
+
+/// The snapshot's bytes in [`volume`]: [`SNAPSHOT_DIR`] is a symbolic link
+/// to this directory there (see `setup.sh`), off the storage driver.
+const SPOOL_NAME: &str = ".prebuilder-snapshot";
 
 /// The script (`setup.sh`): `$1` = 1 to set PIP_NO_INDEX, then the
 /// top-level staged names to remove. The artifacts directory itself stays
@@ -58,6 +74,11 @@ pub fn command_with(
 ) -> Vec<String> {
     let snapshot_dir = if snapshot { SNAPSHOT_DIR } else { "" };
     let artifacts = super::flink::artifacts_dir(mode);
+    // The snapshot's bytes on the setup's volume, when it has one.
+    let spool = match volume(mode) {
+        Some(dir) if snapshot => format!("{dir}/{SPOOL_NAME}"),
+        _ => String::new(),
+    };
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
     let (function, step) = super::flink::setup_step(mode);
     let step = super::flink::sh_quote(&step);
@@ -65,7 +86,7 @@ pub fn command_with(
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_SPOOL='{spool}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -185,7 +206,7 @@ mod tests {
         let r = root.display();
         std::fs::write(
             &boot,
-            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\nmkdir {r}/zz {r}/aa {r}/mm\nfor d in zz aa mm; do for f in 9 1 5; do echo $f > {r}/$d/$f; done; done\n"),
+            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\nmkdir {r}/zz {r}/aa {r}/mm\nfor d in zz aa mm; do for f in 9 1 5; do echo $f > {r}/$d/$f; done; done\nmkdir -p {r}/site/demo-1.0.dist-info\necho demo.py,, > {r}/site/demo-1.0.dist-info/RECORD\necho x > {r}/site/demo-1.0.dist-info/METADATA\n"),
         )
         .unwrap();
         Command::new("chmod")
@@ -209,6 +230,14 @@ mod tests {
         );
 
         let snap = root.join(SNAPSHOT_DIR.trim_start_matches('/'));
+        // A Beam setup's snapshot is on its volume, behind a link.
+        assert!(std::fs::symlink_metadata(&snap)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(std::fs::read_link(&snap)
+            .unwrap()
+            .ends_with("artifacts/.prebuilder-snapshot"));
         let deleted = std::fs::read(snap.join("deleted")).unwrap();
         let mut deleted: Vec<&str> = deleted
             .split(|b| *b == 0)
@@ -244,6 +273,14 @@ mod tests {
                 );
             }
         }
+        // The RECORDs on their own, for the split's plan.
+        let mut records = tar::Archive::new(std::fs::File::open(snap.join(RECORDS_NAME)).unwrap());
+        let records: Vec<String> = records
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(records, ["./site/demo-1.0.dist-info/RECORD"]);
         for unwanted in ["./keep.txt", "./keepdir/k", "./.prebuilder-snapshot"] {
             assert!(
                 !names.iter().any(|n| n.starts_with(unwanted)),
