@@ -197,6 +197,19 @@ put '["requirements"]' "$(jq -n --rawfile r "$req" --argjson b "$set_bytes" \
   '{pins: ($r | split("\n") | map(select(. != ""))), wheel_bytes: $b}')"
 say "set: $(wc -l <"$req") wheels, $((set_bytes / 1000000)) MB"
 
+# The Beam-style flags' requirements cache: the set's wheels (hard links),
+# made now, minutes before the flags' first run: a file changed within the
+# digest cache's granularity of its run is hashed again on the next (git's
+# racy-file rule), and a link changes its ctime.
+flags_wheels="$tmp/flags-wheels"
+mkdir -p "$flags_wheels"
+while read -r pin; do
+  name=${pin%%==*}
+  for f in "$wheels"/"${name//-/_}"-"${pin#*==}"-*.whl; do
+    [ -f "$f" ] && { ln "$f" "$flags_wheels/" 2>/dev/null || cp "$f" "$flags_wheels/"; }
+  done
+done <"$req"
+
 # The pipeline's own package: a module that imports torch (no other requirement).
 pipeline="$tmp/pipeline"
 mkdir -p "$pipeline/gpu_pipeline"
@@ -308,6 +321,16 @@ anchor() {
   DOCKER_BUILDKIT=0 docker build --network none --force-rm \
     -t "$anchor_repo:$name" "$@" "$dir/context" > >(stamp "$t0" >"$log") 2>&1 || status=$?
   t1=$(now)
+  # The engine is shared: an untagged intermediate image removed by someone
+  # else's cleanup mid-build fails it ("unknown parent image ID"). Once more.
+  if [ "$status" -ne 0 ] && grep -q 'unknown parent image ID' "$log"; then
+    say "$name: anchor lost an intermediate image to another cleanup; running it again"
+    status=0
+    t0=$(now)
+    DOCKER_BUILDKIT=0 docker build --network none --force-rm \
+      -t "$anchor_repo:$name" "$@" "$dir/context" > >(stamp "$t0" >"$log") 2>&1 || status=$?
+    t1=$(now)
+  fi
   record_images
   [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "docker build ($name) exited with status $status; log: $log"; }
   put "[\"anchor\",\"$name\"]" "$(jq -n --argjson s "$(elapsed "$t0" "$t1")" --arg log "$log" \
@@ -346,14 +369,6 @@ rm -rf "$tmp/relaunch"
 # Unchanged relaunch from Beam-style flags (prebuilder stages the inputs
 # itself): the first run builds its own application layer (its sdist is
 # not Beam's), the second is the relaunch (digests remembered by inode).
-flags_wheels="$tmp/flags-wheels"
-mkdir -p "$flags_wheels"
-while read -r pin; do
-  name=${pin%%==*}
-  for f in "$wheels"/"${name//-/_}"-"${pin#*==}"-*.whl; do
-    [ -f "$f" ] && { ln "$f" "$flags_wheels/" 2>/dev/null || cp "$f" "$flags_wheels/"; }
-  done
-done <"$req"
 flags=(--requirements-file "$req" --requirements-cache "$flags_wheels" --setup-file "$pipeline/setup.py")
 ours flags-first "" "${flags[@]}"
 ours flags-relaunch "" "${flags[@]}"
@@ -363,8 +378,10 @@ stage code
 ours code "$tmp/code"
 anchor cold "$tmp/cold" --no-cache
 put '["images","anchor"]' "$(size_over_base "$anchor_repo:cold")"
-# The anchor's code-only change, on its own layer cache (Beam's Dockerfile
-# copies the context first: every step runs again).
+# The anchor's code-only change: Beam's Dockerfile copies the context
+# first, so every step after its `mkdir` runs again whatever the cache
+# holds; the cold result is removed first (disk: it is 8+ GB).
+remove_anchor
 anchor code "$tmp/code"
 remove_anchor
 rm -rf "$tmp/code"
@@ -419,9 +436,11 @@ small_name=tabulate small_new=0.9.0 small_old=0.8.10
 extra="$cache/bench/small-wheels"
 if [ ! -f "$extra/.stamp" ]; then
   mkdir -p "$extra"
-  env -u PIP_FIND_LINKS -u PIP_NO_INDEX "$FIXTURE_BEAM_VENV_PYTHON" -m pip download -q \
-    --disable-pip-version-check --dest "$extra" --no-deps --only-binary=:all: \
-    "$small_name==$small_old" "$small_name==$small_new" || die "pip download of $small_name failed"
+  for v in "$small_old" "$small_new"; do
+    env -u PIP_FIND_LINKS -u PIP_NO_INDEX "$FIXTURE_BEAM_VENV_PYTHON" -m pip download -q \
+      --disable-pip-version-check --dest "$extra" --no-deps --only-binary=:all: \
+      "$small_name==$v" || die "pip download of $small_name==$v failed"
+  done
   touch "$extra/.stamp"
 fi
 second() {
