@@ -91,7 +91,11 @@ pub async fn build<E: Engine>(
             b.mode,
             matches!(b.network, Network::None),
             b.epoch(),
-            !b.commit,
+            match (b.commit, engine.reads_volume_links()) {
+                (true, _) => setup::Snapshot::No,
+                (false, true) => setup::Snapshot::OnVolume,
+                (false, false) => setup::Snapshot::InContainer,
+            },
             &names,
         ),
         role: "setup".into(),

@@ -60,23 +60,40 @@ pub fn command(no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
 /// mode's setup step (a `run_setup` function defined before it), with a
 /// layer snapshot.
 pub fn command_for(mode: &SetupMode, no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
-    command_with(mode, no_index, epoch, true, names)
+    command_with(mode, no_index, epoch, Snapshot::OnVolume, names)
 }
 
-/// `snapshot: false` when the container will be committed: a commit would
+/// Whether the setup takes a snapshot, and where its bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// None: the container will be committed.
+    No,
+    /// In the container's own filesystem (through its storage driver).
+    InContainer,
+    /// On the setup's [`volume`] when it has one (see `setup.sh`), else
+    /// in the container; for engines that read it there
+    /// (`Engine::reads_volume_links`).
+    OnVolume,
+}
+
+/// `Snapshot::No` when the container will be committed: a commit would
 /// carry the snapshot into the image, and nothing reads it.
 pub fn command_with(
     mode: &SetupMode,
     no_index: bool,
     epoch: u64,
-    snapshot: bool,
+    snapshot: Snapshot,
     names: &[&str],
 ) -> Vec<String> {
-    let snapshot_dir = if snapshot { SNAPSHOT_DIR } else { "" };
+    let snapshot_dir = if snapshot == Snapshot::No {
+        ""
+    } else {
+        SNAPSHOT_DIR
+    };
     let artifacts = super::flink::artifacts_dir(mode);
     // The snapshot's bytes on the setup's volume, when it has one.
     let spool = match volume(mode) {
-        Some(dir) if snapshot => format!("{dir}/{SPOOL_NAME}"),
+        Some(dir) if snapshot == Snapshot::OnVolume => format!("{dir}/{SPOOL_NAME}"),
         _ => String::new(),
     };
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
@@ -166,6 +183,29 @@ mod tests {
         let prefix = beam[2].split(SCRIPT).next().unwrap();
         assert!(!prefix.contains("run_setup"), "{prefix}");
         assert!(beam[2].contains("PREBUILDER_PYTHON='python'"));
+    }
+
+    /// The snapshot's bytes go on the volume only when asked (an engine that
+    /// reads them there) and the mode has one (Beam); never without a snapshot.
+    #[test]
+    fn the_snapshot_is_spooled_on_the_volume_only_when_asked() {
+        let spool = |c: &[String]| {
+            c[2].split("PREBUILDER_SPOOL='")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .unwrap()
+                .to_string()
+        };
+        let beam = SetupMode::Beam;
+        let on = command_with(&beam, false, 0, Snapshot::OnVolume, &[]);
+        assert_eq!(spool(&on), format!("{ARTIFACTS_DIR}/.prebuilder-snapshot"));
+        assert!(on[2].contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
+        let inside = command_with(&beam, false, 0, Snapshot::InContainer, &[]);
+        assert_eq!(spool(&inside), "");
+        assert!(inside[2].contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
+        let none = command_with(&beam, false, 0, Snapshot::No, &[]);
+        assert_eq!(spool(&none), "");
+        assert!(none[2].contains("PREBUILDER_SNAPSHOT=''"));
     }
 
     /// The setup command with its container paths pointed into a test directory.

@@ -641,6 +641,10 @@ impl Engine for DockerEngine {
         !self.podman && self.store.is_none()
     }
 
+    fn reads_volume_links(&self) -> bool {
+        !self.podman && self.store.is_none()
+    }
+
     async fn load_stream(&self, archive: ByteStream) -> Result<()> {
         let mut out = self.docker.import_image(
             ImportImageOptions {

@@ -919,6 +919,10 @@ impl Engine for FakeEngine {
         self.load_from(file, archive)
     }
 
+    fn reads_volume_links(&self) -> bool {
+        true
+    }
+
     /// Streams as the classic Docker store does, unless `load_files_only`.
     fn loads_streams(&self) -> bool {
         !self.state().load_files_only

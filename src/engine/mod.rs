@@ -205,6 +205,14 @@ pub trait Engine {
     ) -> Result<String>;
     /// Load a `docker save` style archive.
     async fn load(&self, archive: &Path) -> Result<()>;
+    /// Whether the setup's snapshot may go on its volume behind a symbolic
+    /// link (`crate::build::setup`): the engine's archive API then reads it
+    /// through the link from the stopped container. Seen to work on
+    /// Docker's classic store; Podman 4.3 answered as if nothing were there
+    /// (so the layer was committed), and the containerd store is untested.
+    fn reads_volume_links(&self) -> bool {
+        false
+    }
     /// Whether [`Engine::load_stream`] works here: the engine takes the
     /// archive as it is written, with no copy of it on disk (the classic
     /// Docker store; Podman and the containerd store need the archive as a
