@@ -524,7 +524,11 @@ pub async fn run<E: Engine, R: Manifests>(
     // without --platform; else each platform's image in the base's registry.
     let bases = match (local_base(engine, opts, &platforms).await, base_registry) {
         (Ok(local), _) => local,
-        (Err(_), Some(r)) => bases(r, &opts.base, &platforms, &opts.scratch_dir).await?,
+        (Err(_), Some(r)) => {
+            let found = bases(r, &opts.base, &platforms, &opts.scratch_dir).await?;
+            arch::check_bases(r, &platforms, &found, &opts.scratch_dir).await?;
+            found
+        }
         (Err(e), None) => return Err(e),
     };
     let mut reports = Vec::new();
@@ -538,6 +542,7 @@ pub async fn run<E: Engine, R: Manifests>(
         }
         let report = super::run(engine, &o, job.set, remote, reporter).await?;
         check_architecture(engine, &job.platform, &report).await?;
+        arch::check_result(remote, &job.platform, &report, &opts.scratch_dir).await?;
         reports.push(report);
     }
     if reports.len() == 1 {
@@ -731,6 +736,8 @@ fn combined(
         .collect();
     report
 }
+
+pub mod arch;
 
 #[cfg(test)]
 mod tests;
