@@ -343,7 +343,7 @@ anchor() {
 uploaded_bytes() {
   jq -R 'capture("^[0-9.]+ (?<j>.*)$").j | fromjson? | select(.event == "push_status") | .status
          | capture("uploaded \\((?<mb>[0-9.]+) MB\\)").mb | tonumber * 1e6' "$1" 2>/dev/null |
-    awk '{ s += $1 } END { printf "%d\n", s }'
+    awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 size_over_base() {
@@ -480,7 +480,7 @@ reg_blob_bytes() {
   tail -c +$(($1 + 1)) "$logs/gpu-registry.log" |
     awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:[0-9a-f]+ HTTP/ {
            for (i = 1; i < NF; i++) if ($i ~ /^HTTP\/[0-9.]+"$/) { if ($(i + 2) ~ /^[0-9]+$/) s += $(i + 2); break }
-         } END { printf "%d\n", s }'
+         } END { printf "%.0f\n", s }'
 }
 pull() {
   local name=$1 ref=$2 off t0 t1
