@@ -60,7 +60,7 @@ source "$cache/fixtures.env"
 [ -x "$bin" ] || die "no prebuilder binary at $bin; build it (cargo build --release) or set PREBUILDER_BIN"
 docker image inspect "$FIXTURE_BEAM_IMAGE" >/dev/null 2>&1 ||
   die "base image $FIXTURE_BEAM_IMAGE is not on the engine; run make fixtures"
-for tool in jq python3 awk flock; do command -v "$tool" >/dev/null || die "$tool is needed"; done
+for tool in jq python3 awk flock curl docker-registry /usr/bin/time; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 
 mkdir -p "$logs" "$(dirname "$json_out")"
 results=$(mktemp "${TMPDIR:-/tmp}/bench-gpu-results.XXXXXX")
@@ -116,6 +116,8 @@ cleanup() {
     done
   } | sort -u | xargs -r docker rm -f >/dev/null 2>&1
   remove_images
+  [ -z "${f2_dir:-}" ] || bash integration/fixtures/engine.sh stop "$f2_dir" >/dev/null 2>&1 || rm -rf "$f2_dir"
+  [ -z "${reg_pid:-}" ] || { kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null; }
   rm -rf "$tmp"
   finish
   exit "$status"
@@ -124,19 +126,27 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+remove_anchor() {
+  docker images --format '{{.Repository}}:{{.Tag}}' |
+    awk -v a="$anchor_repo" -F: '$1 == a && $2 != "<none>"' | xargs -r docker rmi >/dev/null 2>&1 || true
+}
+
 # Every image this run made: its tags, then the untagged parents it left
 # (prebuilder's layer images carry the keys of this run's setup containers).
 seen_ids="$tmp/image-ids"
 touch "$seen_ids"
+# The registry rows' repositories start with $reg/ (set once it runs).
+reg=""
+ours_or_anchor='$1 == a || $1 == b || (p != "" && index($1, p "/") == 1)'
 record_images() {
   docker images --no-trunc --format '{{.Repository}} {{.ID}}' |
-    awk -v a="$ours_repo" -v b="$anchor_repo" '$1 == a || $1 == b { print $2 }' >>"$seen_ids" || true
+    awk -v a="$ours_repo" -v b="$anchor_repo" -v p="$reg" "$ours_or_anchor { print \$2 }" >>"$seen_ids" || true
 }
 remove_images() {
   local refs ids
   record_images
-  refs=$(docker images --format '{{.Repository}}:{{.Tag}}' |
-    awk -v a="$ours_repo" -v b="$anchor_repo" -F: '($1 == a || $1 == b) && $2 != "<none>"' || true)
+  refs=$(docker images --format '{{.Repository}} {{.Tag}}' |
+    awk -v a="$ours_repo" -v b="$anchor_repo" -v p="$reg" "($ours_or_anchor) && \$2 != \"<none>\" { print \$1 \":\" \$2 }" || true)
   [ -z "$refs" ] || xargs docker rmi >/dev/null 2>&1 <<<"$refs" || true
   ids=$(sort -u "$seen_ids")
   [ -z "$ids" ] || docker image inspect --format '{{.Id}} {{len .RepoTags}}' $ids 2>/dev/null |
@@ -179,6 +189,19 @@ done <"$req"
 put '["requirements"]' "$(jq -n --rawfile r "$req" --argjson b "$set_bytes" \
   '{pins: ($r | split("\n") | map(select(. != ""))), wheel_bytes: $b}')"
 say "set: $(wc -l <"$req") wheels, $((set_bytes / 1000000)) MB"
+
+# The Beam-style flags' requirements cache: the set's wheels (hard links),
+# made now, minutes before the flags' first run: a file changed within the
+# digest cache's granularity of its run is hashed again on the next (git's
+# racy-file rule), and a link changes its ctime.
+flags_wheels="$tmp/flags-wheels"
+mkdir -p "$flags_wheels"
+while read -r pin; do
+  name=${pin%%==*}
+  for f in "$wheels"/"${name//-/_}"-"${pin#*==}"-*.whl; do
+    [ -f "$f" ] && { ln "$f" "$flags_wheels/" 2>/dev/null || cp "$f" "$flags_wheels/"; }
+  done
+done <"$req"
 
 # The pipeline's own package: a module that imports torch (no other requirement).
 pipeline="$tmp/pipeline"
@@ -225,8 +248,12 @@ for line in open(sys.argv[1]):
     marks.append((float(t), e.get("event"), e.get("layer"), e))
 end = float(sys.argv[2])
 out = {"staging_and_lookup": marks[0][0] if marks else 0.0}
-names = {"uploading": "upload", "running_setup": "setup", "recording": "record_and_snapshot_download",
-         "writing_layer": "write_layer", "loading_layer": "load_layer"}
+# Per layer: staged-file upload; the setup (pip, then the snapshot's walk
+# and tar in the container); the record; the snapshot's transfer from the
+# container, cut and hashed into the layer files as it arrives (one pass);
+# the load (the archive streamed to the engine); and the push's phases.
+names = {"uploading": "upload", "running_setup": "setup", "recording": "record",
+         "writing_layer": "transfer_and_write_layer", "loading_layer": "load_layer"}
 layers = {}
 for i, (t, ev, layer, e) in enumerate(marks):
     if ev in names and layer:
@@ -245,25 +272,36 @@ PY
 }
 
 # ours NAME CONTEXT_DIR [FLAGS…]: one timed prebuilder build (the plugin's
-# command line: --context, --origins), phases under ours.NAME.
+# command line: --context, --origins; with CONTEXT_DIR empty, FLAGS are the
+# inputs, as Beam-style flags), phases under ours.NAME.
 ours() {
   local name=$1 dir=$2 t0 t1 pid status=0
   shift 2
   local out="$tmp/ours-$name.json" log="$logs/gpu-$name-ours.log"
-  local origins=()
-  [ ! -f "$dir/origins.json" ] || origins=(--origins "$dir/origins.json")
+  local inputs=()
+  [ -z "$dir" ] || inputs=(--context "$dir/context")
+  [ -z "$dir" ] || [ ! -f "$dir/origins.json" ] || inputs+=(--origins "$dir/origins.json")
+  local repo=${OURS_REPO:-$ours_repo}
   t0=$(now)
-  "$bin" build --context "$dir/context" "${origins[@]}" --base "$FIXTURE_BEAM_IMAGE" --network none \
-    --format json --progress json --repository "$ours_repo" "$@" >"$out" 2> >(stamp "$t0" >"$log") &
+  /usr/bin/time -f '%M' -o "$tmp/rss-$name" \
+    "$bin" build "${inputs[@]}" --base "$FIXTURE_BEAM_IMAGE" --network none \
+    --format json --progress json --repository "$repo" "$@" >"$out" 2> >(stamp "$t0" >"$log") &
   pid=$!
   pids+=("$pid")
+  # prebuilder is time's child: its pid names its setup containers.
+  sleep 0.2
+  pids+=($(pgrep -P "$pid" || true))
   wait "$pid" || status=$?
   t1=$(now)
   record_images
   [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "prebuilder build ($name) exited with status $status; log: $log"; }
   sleep 0.2
+  local rss
+  rss=$(tail -n 1 "$tmp/rss-$name" 2>/dev/null | grep -E '^[0-9]+$' || echo 0)
   put "[\"ours\",\"$name\"]" "$(jq --argjson s "$(elapsed "$t0" "$t1")" --argjson p "$(phases "$log" "$(elapsed "$t0" "$t1")")" \
-    --arg log "$log" '{seconds: $s, phases: $p, cached, image, layers, log: $log}' "$out")"
+    --arg log "$log" --argjson rss "$rss" --argjson up "$(uploaded_bytes "$log")" \
+    '{seconds: $s, phases: $p, peak_rss_kb: $rss, uploaded_bytes: $up, cached, image, digest, sdk_container_image,
+      layers: [.layers[] | del(.record)], log: $log}' "$out")"
   say "$name: prebuilder $(elapsed "$t0" "$t1") s; phases $(jq -c --arg n "$name" '.ours[$n].phases.layers' "$results")"
 }
 
@@ -276,11 +314,29 @@ anchor() {
   DOCKER_BUILDKIT=0 docker build --network none --force-rm \
     -t "$anchor_repo:$name" "$@" "$dir/context" > >(stamp "$t0" >"$log") 2>&1 || status=$?
   t1=$(now)
+  # The engine is shared: an untagged intermediate image removed by someone
+  # else's cleanup mid-build fails it ("unknown parent image ID"). Once more.
+  if [ "$status" -ne 0 ] && grep -q 'unknown parent image ID' "$log"; then
+    say "$name: anchor lost an intermediate image to another cleanup; running it again"
+    status=0
+    t0=$(now)
+    DOCKER_BUILDKIT=0 docker build --network none --force-rm \
+      -t "$anchor_repo:$name" "$@" "$dir/context" > >(stamp "$t0" >"$log") 2>&1 || status=$?
+    t1=$(now)
+  fi
   record_images
   [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "docker build ($name) exited with status $status; log: $log"; }
   put "[\"anchor\",\"$name\"]" "$(jq -n --argjson s "$(elapsed "$t0" "$t1")" --arg log "$log" \
     --arg image "$anchor_repo:$name" '{seconds: $s, image: $image, log: $log}')"
   say "$name: anchor (docker build $*) $(elapsed "$t0" "$t1") s"
+}
+
+# uploaded_bytes LOG: what prebuilder's push uploaded (its `uploaded (N MB)`
+# push lines), in bytes.
+uploaded_bytes() {
+  jq -R 'capture("^[0-9.]+ (?<j>.*)$").j | fromjson? | select(.event == "push_status") | .status
+         | capture("uploaded \\((?<mb>[0-9.]+) MB\\)").mb | tonumber * 1e6' "$1" 2>/dev/null |
+    awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 size_over_base() {
@@ -302,7 +358,190 @@ put '["images","ours"]' "$(size_over_base "$(jq -r .ours.cold.image "$results")"
 # Relaunch, unchanged inputs (prebuilder's staging reads nothing: the
 # originals' digests are remembered).
 ours relaunch "$tmp/relaunch"
-remove_images
+rm -rf "$tmp/relaunch"
+# Unchanged relaunch from Beam-style flags (prebuilder stages the inputs
+# itself): the first run builds its own application layer (its sdist is
+# not Beam's), the second is the relaunch (digests remembered by inode).
+flags=(--requirements-file "$req" --requirements-cache "$flags_wheels" --setup-file "$pipeline/setup.py")
+ours flags-first "" "${flags[@]}"
+ours flags-relaunch "" "${flags[@]}"
+# Code-only change: one line of the pipeline's code, staged again by Beam.
+sed -i 's/^EDIT = .*/EDIT = 1/' "$pipeline/gpu_pipeline/__init__.py"
+stage code
+ours code "$tmp/code"
 anchor cold "$tmp/cold" --no-cache
 put '["images","anchor"]' "$(size_over_base "$anchor_repo:cold")"
-remove_images
+# The anchor's code-only change: Beam's Dockerfile copies the context
+# first, so every step after its `mkdir` runs again whatever the cache
+# holds; the cold result is removed first (disk: it is 8+ GB).
+remove_anchor
+anchor code "$tmp/code"
+remove_anchor
+rm -rf "$tmp/code"
+
+# ---------------------------------------------------------------------------
+# Registry rows: a real docker-registry on a free loopback port. The first
+# pipeline pushed to one repository; a second pipeline (the same set and
+# one more small requirement) to another: what it uploads; the same with
+# that requirement bumped: what the bump uploads; then an empty engine (a
+# second dockerd) pulls the first, then the second: what the second adds.
+reg_dir="$tmp/registry"
+mkdir -p "$reg_dir"
+reg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$reg_dir/data" "$reg_port" >"$reg_dir/config.yml"
+docker-registry serve "$reg_dir/config.yml" >"$logs/gpu-registry.log" 2>&1 &
+reg_pid=$!
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $reg_port), 1)" 2>/dev/null && break
+  sleep 0.1
+done
+reg="127.0.0.1:$reg_port/prebuilder-bench"
+# blob_store_bytes: bytes of every blob the registry stores (what uploads added).
+blob_store_bytes() { du -sb "$reg_dir/data/docker/registry/v2/blobs" 2>/dev/null | cut -f1 || echo 0; }
+# compressed_bytes REF: the compressed size of an image in the registry
+# (its manifest's layers and config).
+compressed_bytes() {
+  local repo=${1%@*} digest=${1#*@}
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+    "http://127.0.0.1:$reg_port/v2/${repo#*/}/manifests/$digest" | jq '[.layers[]?.size] | add + 0'
+}
+# pushed NAME CONTEXT_DIR REPO: a timed build --push (prebuilder's own
+# push), its upload against the image's compressed size under registry.NAME.
+pushed() {
+  local name=$1 dir=$2 repo=$3 before after ref
+  before=$(blob_store_bytes)
+  OURS_REPO=$repo ours "$name" "$dir" --push
+  after=$(blob_store_bytes)
+  ref=$(jq -r --arg n "$name" '.ours[$n].sdk_container_image' "$results")
+  put "[\"registry\",\"$name\"]" "$(jq -n --arg ref "$ref" --argjson added $((after - before)) \
+    --argjson image "$(compressed_bytes "$ref")" --argjson up "$(jq --arg n "$name" '.ours[$n].uploaded_bytes' "$results")" \
+    '{ref: $ref, registry_bytes_added: $added, uploaded_bytes: $up, image_compressed_bytes: $image,
+      uploaded_share: (if $image > 0 then $up / $image else null end)}')"
+  say "$name: uploaded $(jq -r --arg n "$name" '.registry[$n] | "\(.uploaded_bytes / 1e6 | floor) MB of \(.image_compressed_bytes / 1e6 | floor) MB (registry +\(.registry_bytes_added / 1e6 | floor) MB)"' "$results")"
+}
+pushed push-first "$tmp/cold" "$reg/gpu-first"
+rm -rf "$tmp/cold"
+
+# The second pipeline: one more small requirement (a pure-Python wheel),
+# and that requirement bumped. Its wheels beside the set's (hard links).
+small_name=tabulate small_new=0.9.0 small_old=0.8.10
+extra="$cache/bench/small-wheels"
+if [ ! -f "$extra/.stamp" ]; then
+  mkdir -p "$extra"
+  for v in "$small_old" "$small_new"; do
+    env -u PIP_FIND_LINKS -u PIP_NO_INDEX "$FIXTURE_BEAM_VENV_PYTHON" -m pip download -q \
+      --disable-pip-version-check --dest "$extra" --no-deps --only-binary=:all: \
+      "$small_name==$v" || die "pip download of $small_name==$v failed"
+  done
+  touch "$extra/.stamp"
+fi
+second() {
+  local name=$1 version=$2 w="$tmp/$1-wheels"
+  mkdir -p "$w"
+  for f in "$wheels"/*.whl "$extra/$small_name-$version-"*.whl; do ln "$f" "$w/" 2>/dev/null || cp "$f" "$w/"; done
+  { cat "$req"; echo "$small_name==$version"; } >"$tmp/$name-requirements.txt"
+  mkdir -p "$tmp/$name"
+  PYTHONPATH="$root/python" "$FIXTURE_BEAM_VENV_PYTHON" bench/plugin_staging.py --out "$tmp/$name" \
+    --requirements_file "$tmp/$name-requirements.txt" --requirements_cache "$w" --setup_file "$pipeline/setup.py" \
+    --sdk_container_image "$FIXTURE_BEAM_IMAGE" >"$tmp/$name/staging.json" 2>"$logs/gpu-$name-staging.log" ||
+    { tail -n 20 "$logs/gpu-$name-staging.log" >&2; die "Beam could not stage $name"; }
+  rm -rf "$w"
+}
+second second "$small_new"
+pushed push-second "$tmp/second" "$reg/gpu-second"
+rm -rf "$tmp/second"
+second bump "$small_old"
+pushed push-bump "$tmp/bump" "$reg/gpu-second"
+rm -rf "$tmp/bump"
+
+# An empty engine (a new worker) pulls the first pipeline, then the second:
+# the registry's access log says which blob bytes it served.
+f2_dir=$(mktemp -d /tmp/gpu-stream-engine.XXXXXX)
+f2_host=""
+for driver in overlay2 fuse-overlayfs; do
+  f2_host=$(bash integration/fixtures/engine.sh start "$f2_dir" --storage "$driver" \
+    --log "$logs/gpu-dockerd-$driver.log" 2>/dev/null | sed -n 's/^ENGINE_HOST=//p') && [ -n "$f2_host" ] &&
+    [ "$(DOCKER_HOST=$f2_host docker info --format '{{.Driver}}' 2>/dev/null)" = "$driver" ] && break
+  bash integration/fixtures/engine.sh stop "$f2_dir" >/dev/null 2>&1 || true
+  f2_dir=$(mktemp -d /tmp/gpu-stream-engine.XXXXXX)
+  f2_host=""
+done
+[ -n "$f2_host" ] || die "no second dockerd started (overlay2, fuse-overlayfs); logs in $logs"
+put '["pull","driver"]' "\"$driver\""
+reg_blob_bytes() {
+  tail -c +$(($1 + 1)) "$logs/gpu-registry.log" |
+    awk '/"GET \/v2\/[^ ]*\/blobs\/sha256:[0-9a-f]+ HTTP/ {
+           for (i = 1; i < NF; i++) if ($i ~ /^HTTP\/[0-9.]+"$/) { if ($(i + 2) ~ /^[0-9]+$/) s += $(i + 2); break }
+         } END { printf "%.0f\n", s }'
+}
+pull() {
+  local name=$1 ref=$2 off t0 t1
+  off=$(stat -c %s "$logs/gpu-registry.log")
+  t0=$(now)
+  DOCKER_HOST=$f2_host docker pull -q "$ref" >"$logs/gpu-pull-$name.log" 2>&1 ||
+    { cat "$logs/gpu-pull-$name.log" >&2; die "the empty engine could not pull $ref"; }
+  t1=$(now)
+  sleep 0.5
+  put "[\"pull\",\"$name\"]" "$(jq -n --arg ref "$ref" --argjson s "$(elapsed "$t0" "$t1")" \
+    --argjson bytes "$(reg_blob_bytes "$off")" --argjson image "$(compressed_bytes "$ref")" \
+    '{ref: $ref, seconds: $s, blob_bytes_pulled: $bytes, image_compressed_bytes: $image,
+      pulled_share: (if $image > 0 then $bytes / $image else null end)}')"
+  say "pull $name: $(elapsed "$t0" "$t1") s, $(($(reg_blob_bytes "$off") / 1000000)) MB"
+}
+pull first "$(jq -r '.registry["push-first"].ref' "$results")"
+pull second "$(jq -r '.registry["push-second"].ref' "$results")"
+
+# ---------------------------------------------------------------------------
+# The table: each of issue 22's targets, met or MISSED (exit status 0).
+put '["machine","loadavg_before_table"]' "\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+python3 - "$results" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ours, anchor = r.get("ours", {}), r.get("anchor", {})
+reg, pull, stage = r.get("registry", {}), r.get("pull", {}), r.get("stage", {})
+def sec(d, k):
+    return d.get(k, {}).get("seconds")
+def row(name, o, a, target, met):
+    ratio = f"{o / a:.2f}" if o is not None and a else "-"
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-"
+    verdict = "-" if met is None else ("met" if met else "MISSED")
+    print(f"{name:34} {fmt(o):>10} {fmt(a):>10} {ratio:>6}  {target:28} {verdict}")
+print(f"{'scenario':34} {'ours s':>10} {'anchor s':>10} {'ratio':>6}  {'target':28} met?")
+o, a = sec(ours, "cold"), sec(anchor, "cold")
+row("cold build", o, a, "<= 0.8x docker build", None if o is None or not a else o <= 0.8 * a)
+o, a = sec(ours, "code"), sec(anchor, "code")
+row("code-only change", o, a, "(reference)", None)
+o = sec(ours, "relaunch")
+copy = stage.get("relaunch", {}).get("copy_seconds")
+row("unchanged, plugin path", o, None, f"< 0.3 s or < Beam's copy {copy or 0:.1f} s",
+    None if o is None else (o < 0.3 or (copy is not None and o < copy)))
+o = sec(ours, "flags-relaunch")
+row("unchanged, Beam-style flags", o, None, "< 0.3 s", None if o is None else o < 0.3)
+def share(d, k, key, limit, what):
+    v = d.get(k, {})
+    s = v.get(key)
+    mb = lambda b: f"{(b or 0) / 1e6:.0f} MB"
+    moved = v.get("uploaded_bytes", v.get("blob_bytes_pulled"))
+    verdict = "-" if limit is None or s is None else ("met" if s < limit else "MISSED")
+    pct = "-" if s is None else f"{100 * s:.1f}%"
+    print(f"{what:34} {mb(moved):>10} of {mb(v.get('image_compressed_bytes')):>9} {pct:>7}  "
+          f"{'< %d%%' % (100 * limit) if limit else '(reference)':28} {verdict}"
+          + (f"  {v['seconds']:.1f} s" if "seconds" in v else ""))
+share(reg, "push-first", "uploaded_share", None, "push, first pipeline")
+share(reg, "push-second", "uploaded_share", 0.05, "push, second pipeline (other repo)")
+share(reg, "push-bump", "uploaded_share", 0.05, "push, small requirement bumped")
+share(pull, "first", "pulled_share", None, "empty engine pulls the first")
+share(pull, "second", "pulled_share", 0.10, "then pulls the second")
+for k in ("push-first", "push-second", "push-bump"):
+    if k in ours:
+        print(f"  {k}: {ours[k]['seconds']:.1f} s in all (build hit or miss, then push)")
+im = r.get("images", {})
+if im.get("ours") and im.get("anchor"):
+    print(f"image size over the base: ours {im['ours'] / 1e9:.2f} GB, anchor {im['anchor'] / 1e9:.2f} GB")
+cold = ours.get("cold", {})
+print(f"peak RSS of the cold build: {cold.get('peak_rss_kb', 0) / 1000:.1f} MB")
+for layer, ph in cold.get("phases", {}).get("layers", {}).items():
+    print(f"  cold {layer}: " + ", ".join(f"{k} {v:.1f} s" for k, v in ph.items()))
+print(f"load average now: {r.get('machine', {}).get('loadavg_before_table')}")
+PY

@@ -7,20 +7,19 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, BufWriter};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::setup::{self, SNAPSHOT_DIR};
 use super::{flink, local, record, upload, verify};
 use crate::engine::{
-    ops, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
+    ops, ByteStream, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
     LABEL_COMMITTED, LABEL_SPLIT,
 };
 use crate::error::{Error, Result};
 use crate::image::{self, split};
-use crate::plan::{LayerName, LayerPlan, ARTIFACTS_DIR, BEAM_DIR};
+use crate::plan::{LayerName, LayerPlan, BEAM_DIR};
 use crate::progress::{Event, Reporter};
 use crate::record::{LABEL_RECORD, RECORD_FILE, RECORD_NAME};
 use crate::stage::SetupMode;
@@ -92,7 +91,11 @@ pub async fn build<E: Engine>(
             b.mode,
             matches!(b.network, Network::None),
             b.epoch(),
-            !b.commit,
+            match (b.commit, engine.reads_volume_links()) {
+                (true, _) => setup::Snapshot::No,
+                (false, true) => setup::Snapshot::OnVolume,
+                (false, false) => setup::Snapshot::InContainer,
+            },
             &names,
         ),
         role: "setup".into(),
@@ -100,9 +103,8 @@ pub async fn build<E: Engine>(
         // The staged files live on a volume: fast to write and delete on any
         // storage driver (issue 12: 50,000 files took 148 s to upload and
         // 300 s to delete on fuse-overlayfs), and outside the layer anyway.
-        // Beam only: its setup deletes the staged files and its snapshot
-        // skips that directory; PyFlink's setup keeps files it uploads.
-        volume: matches!(b.mode, SetupMode::Beam).then(|| ARTIFACTS_DIR.to_string()),
+        // Beam only (`setup::volume`); its snapshot's bytes go there too.
+        volume: setup::volume(b.mode).map(str::to_string),
         platform: b.platform.map(str::to_string),
     };
     reporter.event(Event::CreatingContainer {
@@ -293,6 +295,14 @@ async fn run_setup<E: Engine>(
 /// and load it; the new image's id and its config (`config` with the
 /// split's label). `Ok(None)` when the setup left no snapshot (no GNU
 /// find/tar in the base).
+///
+/// One pass over the snapshot (issue 22): the split is planned from the
+/// `RECORD`s the setup put beside it ([`setup::RECORDS_NAME`]), then
+/// `layer.tar` is read once, as a stream from the container, and cut,
+/// hashed and written as it arrives into the layer files, the only copy
+/// on disk; the load archive is streamed to the engine from them (written
+/// to a file first only for an engine that loads files, see
+/// [`Engine::loads_streams`]).
 async fn load_snapshot<E: Engine>(
     engine: &E,
     container: &str,
@@ -301,6 +311,20 @@ async fn load_snapshot<E: Engine>(
     record: Option<&[u8]>,
     reporter: &dyn Reporter,
 ) -> Result<Option<(String, serde_json::Value)>> {
+    let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
+        .await?
+        .unwrap_or_default();
+    let split = plan_split(engine, container, b.split_rule()).await?;
+    let Some(stream) = open_snapshot(engine, container, b).await? else {
+        return Ok(None);
+    };
+    let parent = ops::require(engine, b.from_image, "layer parent image").await?;
+    reporter.event(Event::WritingLayer {
+        layer: b.layer.name,
+    });
+    let what = format!("{} layer", b.layer.name);
+    let streamed = engine.loads_streams();
+    let (stream, needed) = sized(stream, container, &what, b.scratch, streamed).await?;
     let tmp = tempfile::Builder::new()
         .prefix("layer-")
         .tempdir_in(b.scratch)
@@ -308,53 +332,36 @@ async fn load_snapshot<E: Engine>(
             "creating a temporary directory in {}",
             b.scratch.display()
         )))?;
-    let snapshot = tmp.path().join("snapshot.tar");
-    let what = format!("{} layer", b.layer.name);
-    let Some(needed) = fetch_snapshot(engine, container, b, &snapshot, &what).await? else {
-        return Ok(None);
+    let written = Written {
+        dir: tmp.path(),
+        space: Space {
+            what: &what,
+            dir: b.scratch,
+        },
+        needed,
     };
-    let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
-        .await?
-        .unwrap_or_default();
-    let parent = ops::require(engine, b.from_image, "layer parent image").await?;
-    reporter.event(Event::WritingLayer {
-        layer: b.layer.name,
-    });
-    let dir = tmp.path().to_path_buf();
-    let record = record.map(<[u8]>::to_vec);
-    let rule = b.split_rule();
+    let snapshot = Snapshot {
+        stream,
+        deleted,
+        record: record.map(<[u8]>::to_vec),
+        split,
+    };
     // Every date in the image comes from one epoch, never the clock: the
     // same inputs must give the same image id (issue 11).
     let epoch = b.epoch();
+    let layers = write_layers(snapshot, epoch, &written).await?;
     let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
-    let (archive, image_id, config) = tokio::task::spawn_blocking(move || {
-        assemble(
-            &dir,
-            (&snapshot, &deleted, record.as_deref()),
-            &parent,
-            config,
-            (epoch, entry),
-            rule,
-        )
-    })
-    .await
-    .map_err(|source| Error::Task {
-        action: "writing the layer".into(),
-        source,
-    })?
-    .map_err(|e| {
-        Error::or_full(
-            e,
-            &what,
-            b.scratch,
-            needed,
-            local(format!("writing the layer in {}", tmp.path().display())),
-        )
-    })?;
+    let (image_config, image_id, config) = image_of(&layers, &parent, config, (epoch, entry));
     reporter.event(Event::LoadingLayer {
         layer: b.layer.name,
     });
-    engine.load(&archive).await?;
+    let total = parent.layers.len() + layers.len();
+    if streamed {
+        load_streamed(engine, image_config, total, layers).await?;
+    } else {
+        let archive = write_archive(image_config, total, layers, &written).await?;
+        engine.load(&archive).await?;
+    }
     match engine.inspect(&image_id).await? {
         Some(_) => Ok(Some((image_id, config))),
         None => Err(Error::Engine {
@@ -365,25 +372,59 @@ async fn load_snapshot<E: Engine>(
     }
 }
 
-/// Stream the setup's snapshot into `to`; the scratch space the layer
-/// needs ([`scratch_needed`]). `Ok(None)` when the setup left none (no GNU
-/// find/tar in the base); [`Error::SnapshotFailed`] when it started one
-/// and could not finish it.
-async fn fetch_snapshot<E: Engine>(
+/// The most the `RECORD`s of one layer may take (read into memory): torch's
+/// CUDA set's are a few MB.
+const MAX_RECORDS: usize = 256 << 20;
+
+/// The split of this layer, planned from the `RECORD`s the setup put beside
+/// its snapshot (one layer when `rule` is `None`, or when there are none).
+async fn plan_split<E: Engine>(
+    engine: &E,
+    container: &str,
+    rule: Option<split::Rule>,
+) -> Result<split::Split> {
+    if rule.is_none() {
+        return Ok(split::plan_from_records(&[], None));
+    }
+    let path = format!("{SNAPSHOT_DIR}/{}", setup::RECORDS_NAME);
+    let Some(outer) = ops::download_tar(engine, container, &path, MAX_RECORDS).await? else {
+        // No records.tar is no layer.tar either (setup.sh makes both or
+        // neither): nothing will be split.
+        return Ok(split::plan_from_records(&[], None));
+    };
+    let records = inner_records(&outer).map_err(|e| Error::Engine {
+        engine: String::new(),
+        action: format!("reading {path} from container {container}"),
+        source: Box::new(e),
+    })?;
+    Ok(split::plan_from_records(&records, rule))
+}
+
+/// The `RECORD` files of the tar inside the engine's tar `outer`.
+fn inner_records(outer: &[u8]) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut archive = tar::Archive::new(outer);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let mut inner = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut inner)?;
+            return split::records_in(std::io::Cursor::new(inner));
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The engine's tar stream of the setup's `layer.tar`. `Ok(None)` when the
+/// setup left none (no GNU find/tar in the base); [`Error::SnapshotFailed`]
+/// when it started one and could not finish it.
+async fn open_snapshot<E: Engine>(
     engine: &E,
     container: &str,
     b: &LayerBuild<'_>,
-    to: &Path,
-    what: &str,
-) -> Result<Option<u64>> {
-    let mut needed = 0;
-    let space = Space {
-        what,
-        dir: b.scratch,
-    };
+) -> Result<Option<ByteStream>> {
     let layer_tar = format!("{SNAPSHOT_DIR}/layer.tar");
-    if download_to(engine, container, &layer_tar, to, &space, &mut needed).await? {
-        return Ok(Some(needed));
+    if let Some(stream) = engine.download(container, &layer_tar).await? {
+        return Ok(Some(stream));
     }
     // The setup made its snapshot directory and no layer.tar: its tar
     // failed (a full disk in the container). A commit would carry it.
@@ -396,27 +437,69 @@ async fn fetch_snapshot<E: Engine>(
     Ok(None)
 }
 
-/// The layer tars (the snapshot's split by `rule`), the image config and
-/// the load archive, in `dir`: the archive's path, the image id and the
-/// container config (with the split's label). Blocking.
-fn assemble(
-    dir: &Path,
-    (snapshot, deleted, record): (&Path, &[u8], Option<&[u8]>),
+/// What the setup's snapshot gives the layer: the engine's tar stream of
+/// `layer.tar`, the deleted paths, the record, the split.
+struct Snapshot {
+    stream: ByteStream,
+    deleted: Vec<u8>,
+    record: Option<Vec<u8>>,
+    split: split::Split,
+}
+
+/// Where the layer files go, and the room they were found to need.
+struct Written<'a> {
+    dir: &'a Path,
+    space: Space<'a>,
+    needed: u64,
+}
+
+impl Written<'_> {
+    fn error(&self, action: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        let action = format!("{action} in {}", self.dir.display());
+        move |e| {
+            Error::or_full(
+                e,
+                self.space.what,
+                self.space.dir,
+                self.needed,
+                local(action),
+            )
+        }
+    }
+}
+
+/// The snapshot stream cut into the layer files (`split::split_stream`):
+/// one pass, in a blocking task fed by the stream.
+async fn write_layers(s: Snapshot, epoch: u64, to: &Written<'_>) -> Result<Vec<split::Written>> {
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(s.stream));
+    let dir = to.dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        split::split_stream(
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            &s.deleted,
+            s.record.as_deref().map(|r| (RECORD_FILE, r)),
+            epoch,
+            s.split,
+            &dir,
+        )
+    })
+    .await
+    .map_err(|source| Error::Task {
+        action: "writing the layer".into(),
+        source,
+    })?
+    .map_err(to.error("writing the layer"))
+}
+
+/// The image config of the parent plus `layers` (with the split's label
+/// in `config` when there are several): its bytes, the image id and the
+/// container config.
+fn image_of(
+    layers: &[split::Written],
     parent: &ImageInfo,
     mut config: serde_json::Value,
     (epoch, entry): (u64, serde_json::Value),
-    rule: Option<split::Rule>,
-) -> std::io::Result<(std::path::PathBuf, String, serde_json::Value)> {
-    let layers = split::split_tree(
-        &split::TreeFile::inside(snapshot)?,
-        deleted,
-        record.map(|r| (RECORD_FILE, r)),
-        epoch,
-        rule,
-        dir,
-    )?;
-    // The snapshot is in the layers now: its room goes to the archive.
-    let _ = std::fs::remove_file(snapshot);
+) -> (Vec<u8>, String, serde_json::Value) {
     if layers.len() > 1 {
         let parts: Vec<&split::Part> = layers.iter().map(|l| &l.part).collect();
         if let Some(labels) = config.get_mut("Labels").and_then(|l| l.as_object_mut()) {
@@ -437,31 +520,97 @@ fn assemble(
         image::rfc3339(epoch),
         history,
     );
-    let archive = dir.join("image.tar");
+    let id = image::image_id(&image_config);
+    (image_config, id, config)
+}
+
+/// Write the load archive of `layers` (the `total` layers' image config
+/// first) into `out`; the layer files are removed once in it. Blocking.
+fn archive_into<W: std::io::Write>(
+    out: W,
+    image_config: &[u8],
+    total: usize,
+    layers: &[split::Written],
+) -> std::io::Result<W> {
     let mut new = Vec::with_capacity(layers.len());
-    for l in &layers {
+    for l in layers {
         new.push((
             BufReader::with_capacity(1 << 20, std::fs::File::open(&l.path)?),
             l.size,
         ));
     }
-    image::write_archive_layers(
-        BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive)?),
-        &image_config,
-        diff_ids.len(),
-        new,
-    )?;
-    for l in &layers {
+    let out = image::write_archive_layers(out, image_config, total, new)?;
+    for l in layers {
         let _ = std::fs::remove_file(&l.path);
     }
-    Ok((archive, image::image_id(&image_config), config))
+    Ok(out)
 }
 
-/// Scratch space a snapshot of `size` bytes takes on its way to the engine:
-/// the snapshot, the layer written from it, and the load archive holding
-/// the layer, with a little room for headers and whiteouts.
-pub(crate) fn scratch_needed(size: u64) -> u64 {
-    size.saturating_mul(3).saturating_add(4 << 20)
+/// Stream the load archive of `layers` to the engine as it is written
+/// (no copy of it on disk). The engine's error first, unless the archive
+/// could not be written for a reason of its own.
+async fn load_streamed<E: Engine>(
+    engine: &E,
+    image_config: Vec<u8>,
+    total: usize,
+    layers: Vec<split::Written>,
+) -> Result<()> {
+    let (reader, writer) = tokio::io::duplex(1 << 20);
+    let bridge = tokio_util::io::SyncIoBridge::new(writer);
+    let write = tokio::task::spawn_blocking(move || {
+        let mut out = archive_into(bridge, &image_config, total, &layers)?;
+        out.shutdown()
+    });
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).boxed();
+    let loaded = engine.load_stream(body).await;
+    let written = write.await.map_err(|source| Error::Task {
+        action: "streaming the layer archive".into(),
+        source,
+    })?;
+    match (loaded, written) {
+        (Err(e), Err(w)) if w.kind() == std::io::ErrorKind::BrokenPipe => Err(e),
+        (_, Err(w)) => Err(Error::Local {
+            action: "streaming the layer archive to the engine".into(),
+            source: w,
+        }),
+        (loaded, Ok(())) => loaded,
+    }
+}
+
+/// The load archive of `layers` as a file in `to.dir` (for an engine that
+/// loads files): its path.
+async fn write_archive(
+    image_config: Vec<u8>,
+    total: usize,
+    layers: Vec<split::Written>,
+    to: &Written<'_>,
+) -> Result<PathBuf> {
+    let archive = to.dir.join("image.tar");
+    let path = archive.clone();
+    tokio::task::spawn_blocking(move || {
+        let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+        let mut out = archive_into(file, &image_config, total, &layers)?;
+        std::io::Write::flush(&mut out)
+    })
+    .await
+    .map_err(|source| Error::Task {
+        action: "writing the layer archive".into(),
+        source,
+    })?
+    .map_err(to.error("writing the layer archive"))?;
+    Ok(archive)
+}
+
+/// Scratch space a snapshot of `size` bytes takes on its way to the
+/// engine: the layer files written from the stream, with a little room
+/// for headers and whiteouts; for an engine that loads files (`streamed`
+/// false), the load archive as well, written from them (each file goes
+/// once it is in, so at most twice the layers).
+pub(crate) fn scratch_needed(size: u64, streamed: bool) -> u64 {
+    let copies = if streamed { 1 } else { 2 };
+    size.saturating_mul(copies)
+        .saturating_add(size / 64)
+        .saturating_add(4 << 20)
 }
 
 /// `Ok` when the file system of `dir` has `needed` bytes free (or cannot
@@ -492,70 +641,38 @@ struct Space<'a> {
     dir: &'a Path,
 }
 
-impl Space<'_> {
-    fn full(&self, to: &Path, needed: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        let to = to.to_path_buf();
-        move |e| Error::or_full(e, self.what, self.dir, needed, |e| Error::io(to, e))
-    }
-}
-
-/// Stream `path` out of a container into `to` (the engine's tar around it).
-/// `false` when the path does not exist. Before anything is written, the
-/// file's size (from the tar's first header) tells what the layer will
-/// need in `space` ([`scratch_needed`], left in `needed`), and a file system
-/// without that much room is refused.
-async fn download_to<E: Engine>(
-    engine: &E,
+/// The snapshot stream as it was (its first chunks read back in front) and
+/// the scratch space the layer needs ([`scratch_needed`]): before anything
+/// is written, the snapshot's size (from the tar's first header) tells it,
+/// and a file system without that much room is refused. Errors in the
+/// stream name the container.
+async fn sized(
+    mut stream: ByteStream,
     container: &str,
-    path: &str,
-    to: &Path,
-    space: &Space<'_>,
-    needed: &mut u64,
-) -> Result<bool> {
-    let Some(mut stream) = engine.download(container, path).await? else {
-        return Ok(false);
-    };
+    what: &str,
+    dir: &Path,
+    streamed: bool,
+) -> Result<(ByteStream, u64)> {
+    let action = format!("reading the snapshot from container {container}");
     let mut head: Vec<u8> = Vec::new();
-    let mut file: Option<tokio::fs::File> = None;
-    while let Some(chunk) = stream.next().await {
-        let bytes = chunk.map_err(|e| Error::Engine {
+    let mut size = None;
+    // A header, or a pax header and the one after it: a few KiB at most.
+    while size.is_none() && head.len() < 64 << 10 {
+        let Some(chunk) = stream.next().await else {
+            break;
+        };
+        head.extend_from_slice(&chunk.map_err(|e| Error::Engine {
             engine: String::new(),
-            action: format!("reading {path} from container {container}"),
+            action: action.clone(),
             source: Box::new(e),
-        })?;
-        if let Some(f) = &mut file {
-            f.write_all(&bytes).await.map_err(space.full(to, *needed))?;
-            continue;
-        }
-        head.extend_from_slice(&bytes);
-        // A header, or a pax header and the one after it: a few KiB at most.
-        let size = first_file_size(&head);
-        if size.is_none() && head.len() < 64 << 10 {
-            continue;
-        }
-        if let Some(size) = size {
-            *needed = scratch_needed(size);
-            enough_room(space.what, space.dir, *needed)?;
-        }
-        file = Some(create_with(to, &head, space, *needed).await?);
+        })?);
+        size = first_file_size(&head);
     }
-    let mut f = match file {
-        Some(f) => f,
-        None => create_with(to, &head, space, *needed).await?,
-    };
-    f.flush().await.map_err(space.full(to, *needed))?;
-    Ok(true)
-}
-
-async fn create_with(
-    to: &Path,
-    head: &[u8],
-    space: &Space<'_>,
-    needed: u64,
-) -> Result<tokio::fs::File> {
-    let mut f = tokio::fs::File::create(to)
-        .await
-        .map_err(space.full(to, needed))?;
-    f.write_all(head).await.map_err(space.full(to, needed))?;
-    Ok(f)
+    let needed = scratch_needed(size.unwrap_or(0), streamed);
+    enough_room(what, dir, needed)?;
+    let rest = stream.map(move |c| c.map_err(|e| std::io::Error::other(format!("{action}: {e}"))));
+    let whole = futures_util::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+        .chain(rest)
+        .boxed();
+    Ok((whole, needed))
 }

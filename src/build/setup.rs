@@ -26,8 +26,24 @@ pub const SNAPSHOT_DIR: &str = "/.prebuilder-snapshot";
 /// The pip freeze's name in [`SNAPSHOT_DIR`] when the setup took a snapshot
 /// (`setup.sh` writes it there, out of the walk's way; else at the record's path).
 pub const FREEZE_NAME: &str = "freeze";
+/// The tar of the `.dist-info/RECORD` files among the snapshot's paths, in
+/// [`SNAPSHOT_DIR`] beside `layer.tar` whenever that is there: the split is
+/// planned from it, so `layer.tar` is read once, as a stream.
+pub const RECORDS_NAME: &str = "records.tar";
 use crate::record::RECORD_FILE;
 use crate::stage::MANIFEST_FILE;
+
+/// The directory of the setup's volume (`ContainerSpec::volume`), if it
+/// has one: Beam's artifacts directory. Its setup deletes the staged files
+/// and its snapshot skips that directory; PyFlink's setup keeps files it
+/// uploads, so it has none.
+pub fn volume(mode: &SetupMode) -> Option<&'static str> {
+    matches!(mode, SetupMode::Beam).then_some(crate::plan::ARTIFACTS_DIR)
+}
+
+/// The snapshot's bytes in [`volume`]: [`SNAPSHOT_DIR`] is a symbolic link
+/// to this directory there (see `setup.sh`), off the storage driver.
+const SPOOL_NAME: &str = ".prebuilder-snapshot";
 
 /// The script (`setup.sh`): `$1` = 1 to set PIP_NO_INDEX, then the
 /// top-level staged names to remove. The artifacts directory itself stays
@@ -44,20 +60,42 @@ pub fn command(no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
 /// mode's setup step (a `run_setup` function defined before it), with a
 /// layer snapshot.
 pub fn command_for(mode: &SetupMode, no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
-    command_with(mode, no_index, epoch, true, names)
+    command_with(mode, no_index, epoch, Snapshot::OnVolume, names)
 }
 
-/// `snapshot: false` when the container will be committed: a commit would
+/// Whether the setup takes a snapshot, and where its bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// None: the container will be committed.
+    No,
+    /// In the container's own filesystem (through its storage driver).
+    InContainer,
+    /// On the setup's [`volume`] when it has one (see `setup.sh`), else
+    /// in the container; for engines that read it there
+    /// (`Engine::reads_volume_links`).
+    OnVolume,
+}
+
+/// `Snapshot::No` when the container will be committed: a commit would
 /// carry the snapshot into the image, and nothing reads it.
 pub fn command_with(
     mode: &SetupMode,
     no_index: bool,
     epoch: u64,
-    snapshot: bool,
+    snapshot: Snapshot,
     names: &[&str],
 ) -> Vec<String> {
-    let snapshot_dir = if snapshot { SNAPSHOT_DIR } else { "" };
+    let snapshot_dir = if snapshot == Snapshot::No {
+        ""
+    } else {
+        SNAPSHOT_DIR
+    };
     let artifacts = super::flink::artifacts_dir(mode);
+    // The snapshot's bytes on the setup's volume, when it has one.
+    let spool = match volume(mode) {
+        Some(dir) if snapshot == Snapshot::OnVolume => format!("{dir}/{SPOOL_NAME}"),
+        _ => String::new(),
+    };
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
     let (function, step) = super::flink::setup_step(mode);
     let step = super::flink::sh_quote(&step);
@@ -65,7 +103,7 @@ pub fn command_with(
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_SPOOL='{spool}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -147,6 +185,29 @@ mod tests {
         assert!(beam[2].contains("PREBUILDER_PYTHON='python'"));
     }
 
+    /// The snapshot's bytes go on the volume only when asked (an engine that
+    /// reads them there) and the mode has one (Beam); never without a snapshot.
+    #[test]
+    fn the_snapshot_is_spooled_on_the_volume_only_when_asked() {
+        let spool = |c: &[String]| {
+            c[2].split("PREBUILDER_SPOOL='")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .unwrap()
+                .to_string()
+        };
+        let beam = SetupMode::Beam;
+        let on = command_with(&beam, false, 0, Snapshot::OnVolume, &[]);
+        assert_eq!(spool(&on), format!("{ARTIFACTS_DIR}/.prebuilder-snapshot"));
+        assert!(on[2].contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
+        let inside = command_with(&beam, false, 0, Snapshot::InContainer, &[]);
+        assert_eq!(spool(&inside), "");
+        assert!(inside[2].contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
+        let none = command_with(&beam, false, 0, Snapshot::No, &[]);
+        assert_eq!(spool(&none), "");
+        assert!(none[2].contains("PREBUILDER_SNAPSHOT=''"));
+    }
+
     /// The setup command with its container paths pointed into a test directory.
     fn on_host(
         mut c: Vec<String>,
@@ -185,7 +246,7 @@ mod tests {
         let r = root.display();
         std::fs::write(
             &boot,
-            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\nmkdir {r}/zz {r}/aa {r}/mm\nfor d in zz aa mm; do for f in 9 1 5; do echo $f > {r}/$d/$f; done; done\n"),
+            format!("#!/bin/sh\necho new > {r}/new.txt\necho changed >> {r}/mod.txt\nrm {r}/gone.txt\nrm -r {r}/olddir\nmkdir {r}/zz {r}/aa {r}/mm\nfor d in zz aa mm; do for f in 9 1 5; do echo $f > {r}/$d/$f; done; done\nmkdir -p {r}/site/demo-1.0.dist-info\necho demo.py,, > {r}/site/demo-1.0.dist-info/RECORD\necho x > {r}/site/demo-1.0.dist-info/METADATA\n"),
         )
         .unwrap();
         Command::new("chmod")
@@ -209,6 +270,14 @@ mod tests {
         );
 
         let snap = root.join(SNAPSHOT_DIR.trim_start_matches('/'));
+        // A Beam setup's snapshot is on its volume, behind a link.
+        assert!(std::fs::symlink_metadata(&snap)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(std::fs::read_link(&snap)
+            .unwrap()
+            .ends_with("artifacts/.prebuilder-snapshot"));
         let deleted = std::fs::read(snap.join("deleted")).unwrap();
         let mut deleted: Vec<&str> = deleted
             .split(|b| *b == 0)
@@ -244,6 +313,14 @@ mod tests {
                 );
             }
         }
+        // The RECORDs on their own, for the split's plan.
+        let mut records = tar::Archive::new(std::fs::File::open(snap.join(RECORDS_NAME)).unwrap());
+        let records: Vec<String> = records
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(records, ["./site/demo-1.0.dist-info/RECORD"]);
         for unwanted in ["./keep.txt", "./keepdir/k", "./.prebuilder-snapshot"] {
             assert!(
                 !names.iter().any(|n| n.starts_with(unwanted)),

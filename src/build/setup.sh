@@ -15,6 +15,18 @@ SOURCE_DATE_EPOCH=$PREBUILDER_EPOCH; export SOURCE_DATE_EPOCH
 # PREBUILDER_ROOT is empty (the container's /) except in unit tests.
 root=$PREBUILDER_ROOT
 snap=$root$PREBUILDER_SNAPSHOT
+# Where the snapshot's bytes go: with PREBUILDER_SPOOL (a directory on the
+# setup container's volume, in Beam builds) the snapshot directory is a
+# symbolic link to it, so the multi-GB layer.tar is written, and read back
+# by prebuilder at the same path, outside the container's storage driver
+# (fuse-overlayfs passes every byte through FUSE). The walk skips both.
+make_snap() {
+  if [ -n "${PREBUILDER_SPOOL:-}" ]; then
+    mkdir -p "$root$PREBUILDER_SPOOL" && ln -s "$root$PREBUILDER_SPOOL" "$snap"
+  else
+    mkdir -p "$snap"
+  fi
+}
 # The distributions Python sees (for the record, see crate::record), one JSON
 # line each: `# before [name, version]` (before the setup), or `# dist {...}`
 # with the licence metadata and pip's direct URL and wheel tags (after it).
@@ -55,7 +67,7 @@ paths() {
 }
 snapshot=0
 if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
-   comm --version 2>/dev/null | grep -q GNU && mkdir -p "$snap" && : >"$snap/marker" &&
+   comm --version 2>/dev/null | grep -q GNU && make_snap && : >"$snap/marker" &&
    paths -print0 | LC_ALL=C sort -z >"$snap/before"; then
   snapshot=1
 fi
@@ -109,7 +121,13 @@ if [ "$snapshot" = 1 ]; then
         LC_ALL=C comm -z -13 "$snap/all" "$snap/parents" >"$snap/level" &&
         LC_ALL=C sort -zu -o "$snap/all" "$snap/all" "$snap/level" || { rm -f "$snap/all"; break; }
     done &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/all"; } ||
+    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/all" &&
+    # The RECORDs among them, on their own (small): prebuilder plans the
+    # per-distribution split from them before it reads layer.tar, so it
+    # reads that once, as a stream (src/build/layer.rs). No match is no
+    # RECORD (an empty tar), not a failure.
+    { LC_ALL=C grep -z '\.dist-info/RECORD$' "$snap/all" || :; } |
+      tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/records.tar" -T -; } ||
     rm -f "$snap/layer.tar"
 fi
 exit 0

@@ -633,12 +633,25 @@ impl Engine for DockerEngine {
         let file = tokio::fs::File::open(archive)
             .await
             .map_err(|e| Error::io(archive, e))?;
+        self.load_stream(tokio_util::io::ReaderStream::new(file).boxed())
+            .await
+    }
+
+    fn loads_streams(&self) -> bool {
+        !self.podman && self.store.is_none()
+    }
+
+    fn reads_volume_links(&self) -> bool {
+        !self.podman && self.store.is_none()
+    }
+
+    async fn load_stream(&self, archive: ByteStream) -> Result<()> {
         let mut out = self.docker.import_image(
             ImportImageOptions {
                 quiet: true,
                 ..Default::default()
             },
-            bollard::body_try_stream(tokio_util::io::ReaderStream::new(file)),
+            bollard::body_try_stream(archive),
             None,
         );
         while let Some(item) = out.next().await {

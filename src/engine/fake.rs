@@ -83,6 +83,11 @@ struct State {
     snapshot_breaks: bool,
     /// Files every snapshot holds besides `six.py` (`snapshot_adds`).
     snapshot_adds: Vec<(String, Vec<u8>)>,
+    /// Load archives from files only, as Podman and the containerd store
+    /// do (`load_files_only`); else from streams, as the classic store.
+    load_files_only: bool,
+    /// Archives loaded from files (the others were streamed).
+    loads_from_files: usize,
 }
 
 pub struct FakeEngine {
@@ -271,8 +276,85 @@ impl FakeEngine {
         *self.setup.lock().expect("fake setup") = setup;
     }
 
+    /// Load a `docker save` archive read from `file` (`archive` names it).
+    fn load_from<R: Read>(&self, file: R, archive: &Path) -> Result<()> {
+        let mut layers: Vec<Vec<u8>> = Vec::new();
+        let mut a = tar::Archive::new(file);
+        let mut config_bytes = Vec::new();
+        for entry in a.entries().map_err(|e| Error::io(archive, e))? {
+            let mut entry = entry.map_err(|e| Error::io(archive, e))?;
+            let name = entry
+                .path()
+                .map_err(|e| Error::io(archive, e))?
+                .to_string_lossy()
+                .into_owned();
+            if name == "config.json" {
+                entry
+                    .read_to_end(&mut config_bytes)
+                    .map_err(|e| Error::io(archive, e))?;
+            } else if name.ends_with("layer.tar") {
+                let mut layer = Vec::new();
+                entry
+                    .read_to_end(&mut layer)
+                    .map_err(|e| Error::io(archive, e))?;
+                layers.push(layer);
+            }
+        }
+        let doc: serde_json::Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| Error::Engine {
+                engine: String::new(),
+                action: "loading (fake)".into(),
+                source: Box::new(e),
+            })?;
+        let diff_ids: Vec<String> =
+            serde_json::from_value(doc["rootfs"]["diff_ids"].clone()).unwrap_or_default();
+        let parent = {
+            let s = self.state();
+            s.images
+                .values()
+                .find(|i| {
+                    i.info.layers[..] == diff_ids[..diff_ids.len().saturating_sub(layers.len())]
+                })
+                .map(|i| i.info.id.clone())
+                .unwrap_or_default()
+        };
+        let id = crate::image::image_id(&config_bytes);
+        {
+            let mut s = self.state();
+            for layer in layers {
+                s.layer_bytes.insert(sha(&layer), layer);
+            }
+            s.configs.insert(id.clone(), config_bytes.clone());
+        }
+        self.new_image(
+            &parent,
+            &doc["config"],
+            id.clone(),
+            diff_ids,
+            BTreeSet::new(),
+        );
+        // As an engine reports it: the config's own date and architecture.
+        if let Some(image) = self.state().images.get_mut(&id) {
+            image.info.created = doc["created"].as_str().map(str::to_string);
+            if let Some(arch) = doc["architecture"].as_str() {
+                image.info.architecture = arch.to_string();
+            }
+        }
+        Ok(())
+    }
+
     /// The snapshot's tar header claims `size` bytes (the stream holds the
     /// real few): a layer too big for the scratch directory, without one.
+    /// Load archives from files only, as Podman and the containerd store do.
+    pub fn load_files_only(&self) {
+        self.state().load_files_only = true;
+    }
+
+    /// How many archives were loaded from files (not streamed).
+    pub fn loads_from_files(&self) -> usize {
+        self.state().loads_from_files
+    }
+
     pub fn claim_snapshot_size(&self, size: u64) {
         self.state().snapshot_claims = Some(size);
     }
@@ -519,6 +601,16 @@ impl FakeEngine {
                         let inner = tar_of_files(&files);
                         c.files
                             .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
+                        // As setup.sh does: the RECORDs on their own too.
+                        let records: Vec<(String, Vec<u8>)> = files
+                            .iter()
+                            .filter(|(p, _)| p.ends_with(".dist-info/RECORD"))
+                            .cloned()
+                            .collect();
+                        c.files.insert(
+                            "/.prebuilder-snapshot/records.tar".to_string(),
+                            tar_of_files(&records),
+                        );
                     }
                     c.files
                         .insert("/.prebuilder-snapshot/deleted".to_string(), Vec::new());
@@ -822,70 +914,27 @@ impl Engine for FakeEngine {
 
     async fn load(&self, archive: &Path) -> Result<()> {
         self.call("load", String::new()).await?;
+        self.state().loads_from_files += 1;
         let file = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
-        let mut config_bytes = Vec::new();
-        let mut layers: Vec<Vec<u8>> = Vec::new();
-        let mut a = tar::Archive::new(file);
-        for entry in a.entries().map_err(|e| Error::io(archive, e))? {
-            let mut entry = entry.map_err(|e| Error::io(archive, e))?;
-            let name = entry
-                .path()
-                .map_err(|e| Error::io(archive, e))?
-                .to_string_lossy()
-                .into_owned();
-            if name == "config.json" {
-                entry
-                    .read_to_end(&mut config_bytes)
-                    .map_err(|e| Error::io(archive, e))?;
-            } else if name.ends_with("layer.tar") {
-                let mut layer = Vec::new();
-                entry
-                    .read_to_end(&mut layer)
-                    .map_err(|e| Error::io(archive, e))?;
-                layers.push(layer);
-            }
+        self.load_from(file, archive)
+    }
+
+    fn reads_volume_links(&self) -> bool {
+        true
+    }
+
+    /// Streams as the classic Docker store does, unless `load_files_only`.
+    fn loads_streams(&self) -> bool {
+        !self.state().load_files_only
+    }
+
+    async fn load_stream(&self, mut archive: ByteStream) -> Result<()> {
+        self.call("load", String::new()).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = archive.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| Error::io("<load stream>", e))?);
         }
-        let doc: serde_json::Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| Error::Engine {
-                engine: String::new(),
-                action: "loading (fake)".into(),
-                source: Box::new(e),
-            })?;
-        let diff_ids: Vec<String> =
-            serde_json::from_value(doc["rootfs"]["diff_ids"].clone()).unwrap_or_default();
-        let parent = {
-            let s = self.state();
-            s.images
-                .values()
-                .find(|i| {
-                    i.info.layers[..] == diff_ids[..diff_ids.len().saturating_sub(layers.len())]
-                })
-                .map(|i| i.info.id.clone())
-                .unwrap_or_default()
-        };
-        let id = crate::image::image_id(&config_bytes);
-        {
-            let mut s = self.state();
-            for layer in layers {
-                s.layer_bytes.insert(sha(&layer), layer);
-            }
-            s.configs.insert(id.clone(), config_bytes.clone());
-        }
-        self.new_image(
-            &parent,
-            &doc["config"],
-            id.clone(),
-            diff_ids,
-            BTreeSet::new(),
-        );
-        // As an engine reports it: the config's own date and architecture.
-        if let Some(image) = self.state().images.get_mut(&id) {
-            image.info.created = doc["created"].as_str().map(str::to_string);
-            if let Some(arch) = doc["architecture"].as_str() {
-                image.info.architecture = arch.to_string();
-            }
-        }
-        Ok(())
+        self.load_from(&bytes[..], Path::new("<load stream>"))
     }
 
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()> {

@@ -27,7 +27,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::registry::Credential;
 
 pub use docker::DockerEngine;
@@ -205,6 +205,31 @@ pub trait Engine {
     ) -> Result<String>;
     /// Load a `docker save` style archive.
     async fn load(&self, archive: &Path) -> Result<()>;
+    /// Whether the setup's snapshot may go on its volume behind a symbolic
+    /// link (`crate::build::setup`): the engine's archive API then reads it
+    /// through the link from the stopped container. Seen to work on
+    /// Docker's classic store; Podman 4.3 answered as if nothing were there
+    /// (so the layer was committed), and the containerd store is untested.
+    fn reads_volume_links(&self) -> bool {
+        false
+    }
+    /// Whether [`Engine::load_stream`] works here: the engine takes the
+    /// archive as it is written, with no copy of it on disk (the classic
+    /// Docker store; Podman and the containerd store need the archive as a
+    /// file to convert it, see `podman`, `containerd`).
+    fn loads_streams(&self) -> bool {
+        false
+    }
+    /// Load a `docker save` style archive from a stream (only when
+    /// [`Engine::loads_streams`]).
+    async fn load_stream(&self, archive: ByteStream) -> Result<()> {
+        drop(archive);
+        Err(Error::Engine {
+            engine: String::new(),
+            action: "loading an image archive from a stream".into(),
+            source: "this engine loads archives from files only".into(),
+        })
+    }
     /// Tag an image as `repo:tag`.
     async fn tag(&self, image_id: &str, repo: &str, tag: &str) -> Result<()>;
     /// `docker save` of `images` (ids): one archive with each image's

@@ -522,17 +522,58 @@ pub fn split_tree(
     rule: Option<Rule>,
     dir: &Path,
 ) -> io::Result<Vec<Written>> {
-    let split = match rule {
+    let found = match rule {
+        Some(_) => records_in(snapshot.open()?)?,
+        None => Vec::new(),
+    };
+    let split = plan_from_records(&found, rule);
+    let reader = BufReader::with_capacity(1 << 20, snapshot.open()?);
+    write_files(dir, split, |outs, split| {
+        write_split_tree(reader, deleted, record, epoch, split, outs)
+    })
+}
+
+/// The split `rule` makes of a snapshot whose `RECORD` files are `records`
+/// (path relative to the root, content; as [`records_in`] finds them):
+/// one layer when `rule` is `None`.
+pub fn plan_from_records(records: &[(String, Vec<u8>)], rule: Option<Rule>) -> Split {
+    match rule {
         Some(rule) => {
-            let found = records_in(snapshot.open()?)?;
-            let dists = found
+            let dists = records
                 .iter()
                 .filter_map(|(p, b)| Distribution::from_record(p, b))
                 .collect();
             Split::plan(dists, rule.threshold, rule.max_layers)
         }
         None => Split::plan(Vec::new(), 0, MAX_LAYERS),
-    };
+    }
+}
+
+/// [`split_tree`] in one pass over a stream: the engine's tar around the
+/// setup's `layer.tar` (as [`write_split`] reads it, never seeking), cut
+/// by `split` (planned beforehand from the snapshot's `RECORD`s,
+/// [`plan_from_records`]), into `dir` as `layer-<i>.tar`. Same layers,
+/// byte for byte, as [`split_tree`] of that snapshot.
+pub fn split_stream<R: Read>(
+    outer: R,
+    deleted: &[u8],
+    record: Option<(&str, &[u8])>,
+    epoch: u64,
+    split: Split,
+    dir: &Path,
+) -> io::Result<Vec<Written>> {
+    write_files(dir, split, |outs, split| {
+        write_split(outer, deleted, record, epoch, split, outs)
+    })
+}
+
+/// The layer files of `split` in `dir`, filled by `write` (which returns
+/// each layer's diff id).
+fn write_files(
+    dir: &Path,
+    split: Split,
+    write: impl FnOnce(Vec<BufWriter<File>>, &Split) -> io::Result<Vec<String>>,
+) -> io::Result<Vec<Written>> {
     let paths: Vec<PathBuf> = (0..split.parts.len())
         .map(|i| dir.join(format!("layer-{i}.tar")))
         .collect();
@@ -540,8 +581,7 @@ pub fn split_tree(
     for p in &paths {
         outs.push(BufWriter::with_capacity(1 << 20, File::create(p)?));
     }
-    let reader = BufReader::with_capacity(1 << 20, snapshot.open()?);
-    let ids = write_split_tree(reader, deleted, record, epoch, &split, outs)?;
+    let ids = write(outs, &split)?;
     let mut written = Vec::with_capacity(ids.len());
     for ((part, path), diff_id) in split.parts.into_iter().zip(paths).zip(ids) {
         let size = std::fs::metadata(&path)?.len();
@@ -1396,5 +1436,86 @@ mod tests {
         assert!(TreeFile::inside(&dir.path().join("a/layer-0.tar")).is_ok());
         std::fs::write(dir.path().join("empty.tar"), tar_of(&[])).unwrap();
         assert!(TreeFile::inside(&dir.path().join("empty.tar")).is_err());
+    }
+
+    /// A reader that never seeks and hands out a few bytes at a time, as
+    /// the engine's stream does.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(777);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Issue 22's one pass: the split planned from the RECORDs alone, then
+    /// the engine's wrapped stream read once, gives the layers `split_tree`
+    /// writes from the file, byte for byte.
+    #[test]
+    fn split_stream_in_one_pass_equals_split_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tar_of(&gpu_pipeline(&[SIX]));
+        let bare = dir.path().join("bare.tar");
+        std::fs::write(&bare, &snapshot).unwrap();
+        let record = Some(("/opt/apache/beam/prebuilder-record.json", &b"{}"[..]));
+        let rule = Some(Rule {
+            threshold: THRESHOLD,
+            max_layers: MAX_LAYERS,
+        });
+        let out = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            d
+        };
+        let from_file = split_tree(
+            &TreeFile::whole(&bare).unwrap(),
+            DELETED,
+            record,
+            EPOCH,
+            rule,
+            &out("file"),
+        )
+        .unwrap();
+        // The RECORDs on their own, as setup.sh's records.tar holds them.
+        let records = records_in(io::Cursor::new(&snapshot)).unwrap();
+        assert!(!records.is_empty());
+        let wrapped = outer(&snapshot);
+        let streamed = split_stream(
+            Trickle(&wrapped),
+            DELETED,
+            record,
+            EPOCH,
+            plan_from_records(&records, rule),
+            &out("stream"),
+        )
+        .unwrap();
+        assert!(streamed.len() > 2, "a real split: {streamed:?}");
+        assert_eq!(streamed.len(), from_file.len());
+        for (s, f) in streamed.iter().zip(&from_file) {
+            assert_eq!(s.part, f.part);
+            assert_eq!(s.diff_id, f.diff_id);
+            assert_eq!(s.size, f.size);
+            assert_eq!(
+                std::fs::read(&s.path).unwrap(),
+                std::fs::read(&f.path).unwrap()
+            );
+        }
+        // No rule: the unsplit layer.
+        let whole = split_stream(
+            Trickle(&wrapped),
+            DELETED,
+            record,
+            EPOCH,
+            plan_from_records(&records, None),
+            &out("whole"),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read(&whole[0].path).unwrap(),
+            unsplit(&snapshot, DELETED)
+        );
     }
 }
