@@ -329,6 +329,73 @@ mod tests {
         }
     }
 
+    /// GNU tar's status 1 ("file changed as we read it", seen under qemu on
+    /// a directory nothing wrote to) gets one more read; a second one means
+    /// no snapshot (so the build says so), never a half-trusted layer.
+    #[test]
+    fn a_snapshot_that_changed_while_read_is_read_again_once() {
+        use std::process::Command;
+        for (fails, want_layer) in [(1, true), (2, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            std::fs::create_dir_all(&root).unwrap();
+            let art = dir.path().join("artifacts");
+            std::fs::create_dir(&art).unwrap();
+            std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+            let boot = dir.path().join("boot");
+            let r = root.display();
+            std::fs::write(&boot, format!("#!/bin/sh\necho new > {r}/new.txt\n")).unwrap();
+            // A tar that writes the layer, then exits 1 its first `fails` times.
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            let real = String::from_utf8(
+                Command::new("sh")
+                    .args(["-c", "command -v tar"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap();
+            let count = dir.path().join("count");
+            std::fs::write(
+                bin.join("tar"),
+                format!(
+                    "#!/bin/sh\ncase \"$*\" in *layer.tar*) n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; {real} \"$@\" || exit $?; [ $n -lt {fails} ] && exit 1; exit 0;; esac\nexec {real} \"$@\"\n",
+                    c = count.display(),
+                    real = real.trim()
+                ),
+            )
+            .unwrap();
+            Command::new("chmod")
+                .arg("755")
+                .arg(&boot)
+                .arg(bin.join("tar"))
+                .status()
+                .unwrap();
+            let c = on_host(
+                command(false, 0, &[]),
+                &boot,
+                &art,
+                &dir.path().join("record"),
+                &root,
+            );
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+            let out = Command::new(&c[0])
+                .args(&c[1..])
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            assert!(stderr.contains("reading it again"), "{stderr}");
+            assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "2");
+            let layer = root
+                .join(SNAPSHOT_DIR.trim_start_matches('/'))
+                .join("layer.tar");
+            assert_eq!(layer.exists(), want_layer, "fails {fails}: {stderr}");
+        }
+    }
+
     /// The record's listing (see `crate::record::parse_listing`): what
     /// Python sees before the setup, and after it each distribution with its
     /// licence metadata, direct URL and wheel tags, from the real `python`

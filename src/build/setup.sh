@@ -65,6 +65,16 @@ paths() {
     -o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./.dockerenv \
     -o -path ".$PREBUILDER_SNAPSHOT" -o -path ".$PREBUILDER_ARTIFACTS" \) -prune -o "$@")
 }
+# tar of the listed paths (NUL-separated list in $2) into $1. GNU tar exits 1
+# when a file's status changed while it was read; nothing writes by then, but
+# under emulation (qemu) or fuse-overlayfs's attribute cache a directory's
+# ctime was seen to read differently twice ("file changed as we read it"), so
+# that status gets one more try, and a second failure means no snapshot.
+snap_tar() {
+  tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$1" -T "$2" && return 0
+  [ $? -eq 1 ] && echo "prebuilder: the snapshot changed while it was read; reading it again" >&2 &&
+    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$1" -T "$2"
+}
 snapshot=0
 if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
    comm --version 2>/dev/null | grep -q GNU && make_snap && : >"$snap/marker" &&
@@ -121,7 +131,7 @@ if [ "$snapshot" = 1 ]; then
         LC_ALL=C comm -z -13 "$snap/all" "$snap/parents" >"$snap/level" &&
         LC_ALL=C sort -zu -o "$snap/all" "$snap/all" "$snap/level" || { rm -f "$snap/all"; break; }
     done &&
-    tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/layer.tar" -T "$snap/all" &&
+    snap_tar "$snap/layer.tar" "$snap/all" &&
     # The RECORDs among them, on their own (small): prebuilder plans the
     # per-distribution split from them before it reads layer.tar, so it
     # reads that once, as a stream (src/build/layer.rs). No match is no
