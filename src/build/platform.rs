@@ -540,9 +540,23 @@ pub async fn run<E: Engine, R: Manifests>(
         check_architecture(engine, &job.platform, &report).await?;
         reports.push(report);
     }
+    put_index(opts, jobs, reports, remote, started).await
+}
+
+/// One platform's report as it is; two or more: the OCI image index over
+/// their pushed manifests put in the result's registry (its content tag and
+/// every `--tag`), and the combined report.
+async fn put_index<R: Manifests>(
+    opts: &Options,
+    jobs: &[Job<'_>],
+    mut reports: Vec<Report>,
+    remote: &dyn Fn() -> Result<Option<Remote<R>>>,
+    started: std::time::Instant,
+) -> Result<Report> {
     if reports.len() == 1 {
         return Ok(reports.remove(0));
     }
+    let platforms: Vec<Platform> = jobs.iter().map(|j| j.platform.clone()).collect();
     let registry = remote()?.ok_or_else(|| Error::Usage {
         message: "an image index needs the result's registry".into(),
         hint: "name a --repository in a registry and add --push".into(),
@@ -731,6 +745,8 @@ fn combined(
         .collect();
     report
 }
+
+pub mod direct;
 
 #[cfg(test)]
 mod tests;
