@@ -529,13 +529,8 @@ pub async fn run<E: Engine, R: Manifests>(
     };
     let mut reports = Vec::new();
     for (job, base) in jobs.iter().zip(&bases) {
-        let mut o = opts.clone();
+        let mut o = direct::options_for(opts, &job.platform, jobs.len() > 1);
         o.base = base.reference.clone();
-        o.platform = Some(job.platform.name());
-        if jobs.len() > 1 {
-            // The extra tags name the index, put after every platform is pushed.
-            o.tags.clear();
-        }
         let report = super::run(engine, &o, job.set, remote, reporter).await?;
         check_architecture(engine, &job.platform, &report).await?;
         reports.push(report);

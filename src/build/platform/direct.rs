@@ -49,19 +49,30 @@ pub async fn run<R: Manifests>(
     let bases = bases(base_registry, &opts.base, &platforms, &opts.scratch_dir).await?;
     let mut reports = Vec::new();
     for (job, base) in jobs.iter().zip(&bases) {
-        let mut o = opts.clone();
+        let mut o = options_for(opts, &job.platform, jobs.len() > 1);
         o.base = base.reference.clone();
-        o.platform = Some(job.platform.name());
         o.builder = Builder::Direct;
-        if jobs.len() > 1 {
-            // The extra tags name the index, put after every platform is pushed.
-            o.tags.clear();
-            // --output writes one image: refused above for an index.
-            o.output = None;
-        }
         reports.push(crate::build::run(store, &o, job.set, remote, reporter).await?);
     }
     put_index(opts, jobs, reports, remote, started).await
+}
+
+/// One platform's build options, on an engine or directly: the platform
+/// (it enters the engine path's keys); with `several`, no extra tags (they
+/// name the index, put after every platform is pushed), no `--output` (it
+/// writes one image) and each platform's SBOMs and provenance in its own
+/// subdirectory of `--attestations-dir` (`linux-arm64/`), not over another's.
+pub(crate) fn options_for(opts: &Options, platform: &Platform, several: bool) -> Options {
+    let mut o = opts.clone();
+    o.platform = Some(platform.name());
+    if several {
+        o.tags.clear();
+        o.output = None;
+        if let Some(dir) = &opts.attestations.dir {
+            o.attestations.dir = Some(dir.join(platform.name().replace('/', "-")));
+        }
+    }
+    o
 }
 
 /// With no engine and no `--platform`: the platform of a base that is an

@@ -379,3 +379,20 @@ async fn with_no_engine_a_multi_platform_base_needs_platform_and_wheels_for_each
         .unwrap_err();
     assert!(e.to_string().contains("image index"), "{e}");
 }
+
+#[test]
+fn each_platform_of_an_index_writes_its_attestations_in_its_own_directory() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.attestations.dir = Some("att".into());
+    opts.tags = vec!["stable".into()];
+    let arm64 = Platform::parse("linux/arm64/v8").unwrap();
+    let several = direct::options_for(&opts, &arm64, true);
+    assert_eq!(several.attestations.dir, Some("att/linux-arm64".into()));
+    assert!(several.tags.is_empty(), "the tags name the index");
+    assert_eq!(several.platform.as_deref(), Some("linux/arm64"));
+    // One platform: a plain build, its attestations where asked.
+    let one = direct::options_for(&opts, &arm64, false);
+    assert_eq!(one.attestations.dir, Some("att".into()));
+    assert_eq!(one.tags, ["stable"]);
+}
