@@ -440,6 +440,16 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
         let direct = format!("{repository}@{}", d["digest"].as_str().unwrap());
         assert_equivalent_on(&engine, &direct, platform, &compiled_by);
     }
+    // Each platform's SBOMs and provenance are attached to its manifest, and
+    // found from the index: verify and sbom follow it to this machine's image.
+    let index_ref = format!("{repository}@{}", built["digest"].as_str().unwrap());
+    let o = run(prebuilder().args(["verify", "--format", "json", &index_ref]));
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let verdict = json(&o);
+    assert_eq!(verdict["digest"], built["platforms"][0]["digest"], "{verdict}");
+    let o = run(prebuilder().args(["sbom", &index_ref]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("numpy"), "the amd64 image's SBOM");
 
     // A relaunch: every layer of every platform found, the same index.
     let again = launch.ok();
