@@ -32,10 +32,13 @@ cleanup() {
     [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null || true
     local r
     for r in "${TAGGED[@]+"${TAGGED[@]}"}"; do docker rmi "$r" >/dev/null 2>&1 || true; done
-    # The results pulled or built on the engine, by reference (never by id).
-    docker images --digests --format '{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}' \
-        "127.0.0.1:$PORT/prebuilder-bench/platform2-result" 2>/dev/null | tr ' ' '\n' |
-        grep -v -e ':<none>$' -e '@<none>$' | xargs -r docker rmi >/dev/null 2>&1 || true
+    # The results and the bases the engine pulled (by digest), removed by
+    # reference, never by id: the bases share their ids with the fixture images.
+    for repo in platform2-result platform2-base; do
+        docker images --digests --format '{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}' \
+            "127.0.0.1:$PORT/prebuilder-bench/$repo" 2>/dev/null | tr ' ' '\n' |
+            grep -v -e ':<none>$' -e '@<none>$' | xargs -r docker rmi >/dev/null 2>&1 || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
