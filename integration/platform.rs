@@ -259,16 +259,17 @@ fn oracle_facts(image: &str, platform: &str) -> (serde_json::Value, String, Stri
         image,
     ]);
     let id = id.trim();
-    let export = std::process::Command::new("docker")
+    let mut export = std::process::Command::new("docker")
         .args(["export", id])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let walk = std::process::Command::new("python3")
         .args(["-c", WALK_EXPORT])
-        .stdin(export.stdout.unwrap())
+        .stdin(export.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(export.wait().unwrap().success(), "docker export {image}");
     let _ = docker(&["rm", id]);
     assert!(walk.status.success(), "{}", stderr(&walk));
     let files: serde_json::Value = serde_json::from_slice(&walk.stdout).unwrap();
@@ -412,14 +413,33 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
     // The same inputs built directly: no engine answers, nothing emulated;
     // each platform's image equals the engine's by issue 19's oracle.
     let venv = Fixtures::load().venv_python;
-    let direct = |state: &str| {
+    let no_engine = |state: &str, builder: &str| {
         launch
             .clone()
             .env("DOCKER_HOST", NOWHERE)
             .env("PREBUILDER_STATE_DIR", dir.path().join(state))
-            .args(["--builder", "direct", "--launch-python"])
+            .args(["--builder", builder, "--launch-python"])
             .arg(&venv)
     };
+    let direct = |state: &str| no_engine(state, "direct");
+    // No engine and no --platform: the base's platforms are listed.
+    let o = Build::new(&base)
+        .env("DOCKER_HOST", NOWHERE)
+        .args(["--builder", "direct"])
+        .repository(&repository)
+        .requirements(&req)
+        .push()
+        .run();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = error_object(&o);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("linux/amd64, linux/arm64"),
+        "{e}"
+    );
+    assert!(e["hint"].as_str().unwrap().contains("--platform"), "{e}");
     let started = std::time::Instant::now();
     let built = direct("direct-cold").ok();
     eprintln!(
@@ -444,12 +464,24 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
     // found from the index: verify and sbom follow it to this machine's image.
     let index_ref = format!("{repository}@{}", built["digest"].as_str().unwrap());
     let o = run(prebuilder().args(["verify", "--format", "json", &index_ref]));
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
     let verdict = json(&o);
-    assert_eq!(verdict["digest"], built["platforms"][0]["digest"], "{verdict}");
+    assert_eq!(
+        verdict["digest"], built["platforms"][0]["digest"],
+        "{verdict}"
+    );
     let o = run(prebuilder().args(["sbom", &index_ref]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("numpy"), "the amd64 image's SBOM");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("numpy"),
+        "the amd64 image's SBOM"
+    );
 
     // A relaunch: every layer of every platform found, the same index.
     let again = launch.ok();
@@ -501,11 +533,17 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
         assert_eq!(caches, ["registry", "miss"], "{platform}");
     }
     assert_ne!(code["digest"], built["digest"]);
-    // And another fresh runner with no engine: a registry hit for the whole
-    // index, nothing pulled.
-    let o = direct("direct-fresh").args(["--progress", "json"]).run();
+    // And another fresh runner with no engine (`--builder auto`): a registry
+    // hit for the whole index, nothing pulled.
+    let o = no_engine("direct-fresh", "auto")
+        .args(["--progress", "json"])
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let hit = json(&o);
+    assert_eq!(
+        hit["builder"], "direct",
+        "auto with no engine builds directly"
+    );
     assert_eq!(hit["digest"], code["digest"]);
     assert_eq!(hit["cached"], true);
     for platform in ["linux/amd64", "linux/arm64"] {
