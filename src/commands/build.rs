@@ -361,8 +361,12 @@ async fn engineless(
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     if !args.push && output.is_none() {
+        let why = match (args.builder, &args.platform) {
+            (Builder::Direct, Some(_)) => "--builder direct with --platform builds with no engine",
+            _ => "no engine answers",
+        };
         return Err(Error::Usage {
-            message: "no engine answers, and the result would go nowhere".into(),
+            message: format!("{why}, and the result would go nowhere"),
             hint: "pass --push (to --repository's registry) or --output oci:DIR / docker-archive:FILE, or start an engine (DOCKER_HOST)".into(),
         });
     }
