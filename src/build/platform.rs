@@ -510,8 +510,8 @@ pub async fn run<E: Engine, R: Manifests>(
         return Err(Error::PlatformRefused {
             platform: names(&platforms),
             input: "--builder direct".into(),
-            reason: "direct mode builds for the base's own platform only".into(),
-            hint: "build with --builder engine (with emulation for the other platforms), or drop --platform".into(),
+            reason: "on an engine, platforms are built in setup containers; direct mode builds them with no engine".into(),
+            hint: "run `prebuilder build --builder direct --platform …` (it asks no engine; build::platform::direct::run), or build with --builder engine".into(),
         });
     }
     for job in jobs {
