@@ -94,19 +94,25 @@ demo: demo-fixtures build
 ## Then the GPU-size rows (torch 2.5.1 + CUDA 12 wheels, downloaded once;
 ## skipped, and said, without 40 GB free): target/bench-gpu.json.
 ## Then every engine of the matrix: cold, relaunch, code-only and push (bench/engines.sh).
+## Then direct mode (no engine) next to the engine mode and local_docker, seconds and
+## peak memory, on the demo set and on the GPU-size set (the same torch wheels; skipped,
+## and said, without 40 GB free): target/bench-direct-{demo,torch}.json.
 ## Then two platforms, direct vs the engine under emulation (bench/platform.sh).
 bench: fixtures build
 	bash bench/run.sh
 	bash bench/gpu.sh
 	PREBUILDER_BIN=$${PREBUILDER_BIN:-target/release/prebuilder} bash bench/engines.sh
+	bash bench/direct.sh
+	BENCH_DIRECT_SET=torch bash bench/direct.sh
 	bash bench/platform.sh
 
 ## Cold build, unchanged relaunch, code-only change and push on every engine
 ## of the matrix: Docker 20.10, Docker 28 and 26 with the containerd store,
 ## Docker 28 classic, Podman (BENCH_ENGINES picks a subset); one run each, a
 ## table on stdout.
-## Direct mode (no engine) next to the engine mode: cold and code-only, seconds and
-## peak memory, on the demo set (or BENCH_DIRECT_REQUIREMENTS/BENCH_DIRECT_WHEELS).
+## Direct mode (no engine) next to the engine mode and Beam's local_docker: cold and
+## code-only, seconds and peak memory, on the demo set (BENCH_DIRECT_SET=torch: the
+## GPU-size set; or BENCH_DIRECT_REQUIREMENTS/BENCH_DIRECT_WHEELS).
 bench-direct: fixtures build
 	bash bench/direct.sh
 

@@ -144,22 +144,15 @@ remove_images() {
 }
 
 # ---------------------------------------------------------------------------
-# The wheel set, downloaded once (one copy on this machine).
-stamp_text="$torch_spec cp311 manylinux2014_x86_64 only-binary"
-if [ ! -f "$wheels/.stamp" ] || [ "$(cat "$wheels/.stamp")" != "$stamp_text" ]; then
+# The wheel set, downloaded once (one copy on this machine, shared with
+# bench/direct.sh through bench/torch-wheels.sh).
+# shellcheck source=bench/torch-wheels.sh
+source "$root/bench/torch-wheels.sh"
+if ! torch_wheels_fresh "$wheels" "$torch_spec"; then
   say "downloading $torch_spec and its CUDA 12 dependencies into $wheels (about 3 GB)"
-  dl="$wheels.$$"
-  rm -rf "$dl"
-  mkdir -p "$dl"
   t0=$(now)
-  env -u PIP_FIND_LINKS -u PIP_NO_INDEX "$FIXTURE_BEAM_VENV_PYTHON" -m pip download -q \
-    --disable-pip-version-check --dest "$dl" \
-    --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
-    --only-binary=:all: "$torch_spec" ||
-    { rm -rf "$dl"; die "pip download of $torch_spec failed (PyPI reachable?)"; }
-  echo "$stamp_text" >"$dl/.stamp"
-  rm -rf "$wheels"
-  mv "$dl" "$wheels"
+  torch_wheels_download "$FIXTURE_BEAM_VENV_PYTHON" "$wheels" "$torch_spec" ||
+    die "pip download of $torch_spec failed (PyPI reachable?)"
   put '["download_seconds"]' "$(elapsed "$t0" "$(now)")"
 fi
 

@@ -312,6 +312,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
             &Options {
                 python: Some(Fixtures::load().venv_python),
                 compile: true,
+                split: None,
             },
             &scratch,
         )
@@ -323,7 +324,7 @@ pub fn build_both(test: &str, base: &str, inputs: &Inputs, extra_args: &[&str]) 
         lower_inputs = p.record.inputs.clone();
         parent = Some(p.record.clone());
         lower = p.installed;
-        layers.push(p.layer);
+        layers.extend(p.layers.into_iter().map(|w| w.path));
     }
     let direct = format!("{}:direct", repo.name);
     load(&base_config, &layers, &direct);
@@ -573,6 +574,234 @@ fn an_extra_package_wheel_is_the_same_built_directly() {
     assert_equivalent(&b, &[]);
 }
 
+/// The report's parts of its dependency layer: (name, diff id).
+fn parts(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["layers"][0]["parts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().to_string(),
+                        p["diff_id"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `docker image inspect IMAGE` (the first object).
+fn inspect(image: &str) -> serde_json::Value {
+    let out = docker_ok(&["image", "inspect", image]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// One layer's entries: path -> (kind, mode, uid, gid, mtime, size, sha256).
+type Entries = BTreeMap<String, (u8, u32, u64, u64, u64, u64, String)>;
+
+/// The entries of the last `n` layers of `image`, bottom up (`docker save`,
+/// read twice: its manifest, then only those layers).
+fn last_layers(image: &str, n: usize, dir: &Path) -> Vec<Entries> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let archive = dir.join(format!("{}.tar", image.replace([':', '/'], "-")));
+    docker_ok(&["save", "-o", archive.to_str().unwrap(), image]);
+    let mut manifest = Vec::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("manifest.json") {
+            e.read_to_end(&mut manifest).unwrap();
+        }
+    }
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let names: Vec<String> = serde_json::from_value(m[0]["Layers"].clone()).unwrap();
+    let wanted = &names[names.len() - n..];
+    let mut found: BTreeMap<String, Entries> = BTreeMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if !wanted.contains(&name) {
+            continue;
+        }
+        let mut entries = Entries::new();
+        for inner in tar::Archive::new(&mut e).entries().unwrap() {
+            let mut inner = inner.unwrap();
+            let h = inner.header().clone();
+            let path = inner.path().unwrap().to_string_lossy().into_owned();
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut inner, &mut hasher).unwrap();
+            let fact = (
+                h.entry_type().as_byte(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mtime().unwrap(),
+                h.size().unwrap(),
+                hex::encode(hasher.finalize()),
+            );
+            entries.insert(path, fact);
+        }
+        found.insert(name, entries);
+    }
+    let _ = std::fs::remove_file(&archive);
+    wanted.iter().map(|n| found.remove(n).unwrap()).collect()
+}
+
+/// What one builder writes and the other cannot write alike: how each
+/// distribution was installed (`RECORD`, `direct_url.json`), the record,
+/// and directories the setup container made (`tmp/`).
+fn installed_alike(path: &str, kind: u8) -> bool {
+    let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    !(matches!(
+        name,
+        "RECORD" | "direct_url.json" | "prebuilder-record.json"
+    ) || (kind == b'5' && path.trim_end_matches('/') == "tmp"))
+}
+
+/// The dependency layer image of a report (its id).
+fn deps_ref(report: &serde_json::Value) -> String {
+    report["layers"][0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `--builder direct` with an engine that answers and no `--push`: the
+/// image is loaded into the engine (it runs there with no network), and its
+/// dependency layer is cut by distribution as the engine path cuts the
+/// engine-built image of the same inputs: the same parts, bottom up, under
+/// the same label and history, each holding the same entries as the
+/// engine's part (headers and content; `.pyc` files by presence). Their
+/// digests differ (see README: the `.pyc` bytes, the engine's directory
+/// headers), so they are only printed.
+#[test]
+fn with_an_engine_direct_mode_loads_an_image_cut_as_the_engine_cuts_its_own() {
+    let f = Fixtures::load();
+    let tmp = tempfile::tempdir().unwrap();
+    let requirements = unique_requirements(
+        tmp.path(),
+        "numpy==2.1.3\nmore-itertools==10.7.0\njaraco.functools==4.1.0\n",
+    );
+    let state = tmp.path().join("state");
+    let engine_repo = TestRepo::new("direct3-cut-engine");
+    let direct_repo = TestRepo::new("direct3-cut-direct");
+    let build = |repository: &str| {
+        Build::new(&f.beam_image)
+            .repository(repository)
+            .requirements(&requirements)
+            .cache(direct_wheels())
+            .env("PREBUILDER_STATE_DIR", &state)
+            .env("PREBUILDER_SPLIT_THRESHOLD", "1m")
+    };
+    let engine = build(&engine_repo.name).ok();
+    let direct = build(&direct_repo.name)
+        .args(["--builder", "direct", "--launch-python"])
+        .arg(&f.venv_python)
+        .ok();
+    assert_eq!(engine["builder"], "engine");
+    assert_eq!(direct["builder"], "direct");
+    assert_eq!(direct["digest"], serde_json::Value::Null, "not pushed");
+
+    // The same cut: numpy alone, the smaller ones together, then the top.
+    let (e_parts, d_parts) = (parts(&engine), parts(&direct));
+    let names = |p: &[(String, String)]| -> Vec<String> { p.iter().map(|x| x.0.clone()).collect() };
+    assert_eq!(names(&d_parts), names(&e_parts));
+    assert_eq!(d_parts.first().unwrap().0, "numpy-2.1.3", "{d_parts:?}");
+    assert_eq!(d_parts.last().unwrap().0, "the rest");
+    assert!(d_parts.len() >= 3, "{d_parts:?}");
+    let same: Vec<&str> = e_parts
+        .iter()
+        .zip(&d_parts)
+        .filter(|(e, d)| e.1 == d.1)
+        .map(|(e, _)| e.0.as_str())
+        .collect();
+    eprintln!("parts with the same diff id in both builders: {same:?}");
+
+    // Loaded into the engine, as the report says, with its parts as layers.
+    let id = direct["image_id"].as_str().unwrap();
+    let image = direct["image"].as_str().unwrap();
+    let loaded = inspect(image);
+    assert_eq!(loaded["Id"], id);
+    let deps = inspect(&deps_ref(&direct));
+    let layers: Vec<String> = serde_json::from_value(deps["RootFS"]["Layers"].clone()).unwrap();
+    let tail: Vec<String> = d_parts.iter().map(|p| p.1.clone()).collect();
+    assert_eq!(layers[layers.len() - tail.len()..], tail[..]);
+    let e_deps = inspect(&deps_ref(&engine));
+    let label =
+        |i: &serde_json::Value, k: &str| i["Config"]["Labels"][k].as_str().map(str::to_string);
+    assert_eq!(
+        label(&deps, "prebuilder.split"),
+        label(&e_deps, "prebuilder.split")
+    );
+    assert_eq!(
+        label(&loaded, "prebuilder.builder").as_deref(),
+        Some("direct")
+    );
+    let history = docker_ok(&["history", "-q", "--no-trunc", image]);
+    let e_history = docker_ok(&[
+        "history",
+        "-q",
+        "--no-trunc",
+        engine["image"].as_str().unwrap(),
+    ]);
+    assert_eq!(
+        history.lines().count(),
+        e_history.lines().count(),
+        "one entry per layer"
+    );
+
+    // It runs with no network.
+    let o = python_in(
+        image,
+        "import numpy, more_itertools, jaraco.functools; print(numpy.__version__)",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2.1.3");
+
+    // Part by part, the same entries as the engine's: every path in the
+    // same part, with the same header and content (a `.pyc` by presence:
+    // marshal's reference flags depend on the compiling process).
+    let (e_layers, d_layers) = (
+        last_layers(&deps_ref(&engine), e_parts.len(), tmp.path()),
+        last_layers(&deps_ref(&direct), d_parts.len(), tmp.path()),
+    );
+    let mut pyc_bytes_differ = 0;
+    for (i, (e, d)) in e_layers.iter().zip(&d_layers).enumerate() {
+        let part = &d_parts[i].0;
+        let keys: std::collections::BTreeSet<&String> = e.keys().chain(d.keys()).collect();
+        let mut diffs = Vec::new();
+        for k in keys {
+            match (e.get(k), d.get(k)) {
+                (Some(a), Some(b)) if k.ends_with(".pyc") => {
+                    pyc_bytes_differ += usize::from(a != b);
+                }
+                (Some(a), Some(b)) if a != b && installed_alike(k, a.0) => {
+                    diffs.push(format!("{k}: engine {a:?} direct {b:?}"))
+                }
+                (Some(a), None) if installed_alike(k, a.0) => {
+                    diffs.push(format!("{k}: only in the engine's part"))
+                }
+                (None, Some(b)) if installed_alike(k, b.0) => {
+                    diffs.push(format!("{k}: only in the direct part"))
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            diffs.is_empty(),
+            "part {part}: {} differences, e.g.\n{}",
+            diffs.len(),
+            diffs[..diffs.len().min(20)].join("\n")
+        );
+    }
+    eprintln!("{pyc_bytes_differ} .pyc files differ in their bytes (not their presence)");
+    drop((engine_repo, direct_repo));
+}
+
 // ---------------------------------------------------------------------------
 // No engine at all: DOCKER_HOST points nowhere, the base and the results live
 // in two loopback registries.
@@ -600,7 +829,7 @@ fn direct_build(
             "--base",
             base,
         ])
-        .args(["--repository", repository, "--push"])
+        .args(["--repository", repository])
         .arg("--launch-python")
         .arg(&f.venv_python)
         .arg("--requirements-file")
@@ -679,7 +908,7 @@ fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_ba
 
     // 1. Cold: the base indexed from its layers (once), both layers made and pushed.
     let state1 = tmp.path().join("state1");
-    let o = direct_build(&base, &repo, &state1, &req, &app, &[]);
+    let o = direct_build(&base, &repo, &state1, &req, &app, &["--push"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let cold = json(&o);
     assert_eq!(cold["builder"], "direct");
@@ -693,6 +922,45 @@ fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_ba
             >= 2,
         "the base's and the layers' installed sets beside the results: {pushed:?}"
     );
+
+    // 1b. No registry written: the same inputs as a `docker load` archive
+    //     (the result is made, not found: the dependency layer comes from
+    //     the registry, the application layer is produced), which loads and
+    //     runs as the report says.
+    let archive = tmp.path().join("image.tar");
+    let out = format!("docker-archive:{}", archive.display());
+    let o = direct_build(&base, &repo, &state1, &req, &app, &["--output", &out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = json(&o);
+    assert_eq!(written["digest"], serde_json::Value::Null);
+    assert_eq!(
+        written["image_id"], cold["image_id"],
+        "the pushed image, written"
+    );
+    assert_eq!(tags(&results, "fx/demo"), pushed, "nothing pushed");
+    let loaded = docker_ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    let reference = written["image"].as_str().unwrap();
+    assert!(loaded.contains(reference), "{loaded}");
+    let inspect = |i: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&docker_ok(&["image", "inspect", i])).unwrap()[0]
+            .clone()
+    };
+    let image = inspect(reference);
+    assert_eq!(image["Id"], written["image_id"]);
+    let layers = |v: &serde_json::Value| -> Vec<String> {
+        serde_json::from_value(v["RootFS"]["Layers"].clone()).unwrap()
+    };
+    let base_layers = layers(&inspect(&f.beam_image));
+    let result_layers = layers(&image);
+    assert_eq!(result_layers[..base_layers.len()], base_layers[..]);
+    assert_eq!(
+        result_layers.len(),
+        base_layers.len() + 2,
+        "dependencies, application"
+    );
+    let o = python_in(reference, "import demo_pipeline, slugify, tabulate");
+    let _ = docker(&["rmi", reference]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // 2. Refusals, each naming its input, fast, nothing pushed: an unpinned
     //    line, an sdist pip would build, no wheel for the base's platform, a
@@ -790,7 +1058,7 @@ fn with_no_engine_direct_mode_builds_pushes_refuses_and_rebuilds_code_without_ba
     std::fs::write(app.join("demo_pipeline/changed.py"), "X = 1\n").unwrap();
     let state2 = tmp.path().join("state2");
     let t0 = std::time::Instant::now();
-    let o = direct_build(&base, &repo, &state2, &req, &app, &[]);
+    let o = direct_build(&base, &repo, &state2, &req, &app, &["--push"]);
     let took = t0.elapsed();
     assert!(o.status.success(), "{}", stderr(&o));
     let warm = json(&o);

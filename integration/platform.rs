@@ -36,6 +36,147 @@ fn arm64_fixture() -> Arm64 {
     }
 }
 
+/// The password the loopback index wants: it must appear in no output,
+/// report, attestation, image config or history.
+const INDEX_PASSWORD: &str = "idx-pw-7f3e9a1c";
+
+/// A PEP 503 index (Python's http.server on 127.0.0.1) over the wheels of a
+/// directory: `/simple/<project>/` lists a project's files with their
+/// `#sha256=`, `/files/<name>` serves one; a request without HTTP basic
+/// `prebuilder:INDEX_PASSWORD` is answered 401. Each request is logged
+/// (`auth PATH` or `none PATH`). Stopped (by its pid) on drop.
+struct LoopbackIndex {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const INDEX_SERVER: &str = r#"
+import base64, hashlib, http.server, os, re, sys
+root, password, port_file, log = sys.argv[1:5]
+want = "Basic " + base64.b64encode(("prebuilder:" + password).encode()).decode()
+def norm(n): return re.sub(r"[-_.]+", "-", n).lower()
+files = {f: hashlib.sha256(open(os.path.join(root, f), "rb").read()).hexdigest()
+         for f in os.listdir(root) if f.endswith(".whl")}
+class Index(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == want
+        with open(log, "a") as f: f.write(("auth " if ok else "none ") + self.path + "\n")
+        if not ok:
+            return self.answer(401, "text/plain", b"credentials required")
+        m = re.fullmatch(r"/simple/([^/]+)/", self.path)
+        if m:
+            mine = [f for f in sorted(files) if norm(f.split("-")[0]) == m.group(1)]
+            if not mine:
+                return self.answer(404, "text/plain", b"no such project")
+            links = "".join('<a href="../../files/%s#sha256=%s">%s</a><br>\n' % (f, files[f], f) for f in mine)
+            return self.answer(200, "text/html", ("<!DOCTYPE html><html><body>%s</body></html>" % links).encode())
+        name = self.path[len("/files/"):] if self.path.startswith("/files/") else ""
+        if name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                return self.answer(200, "application/octet-stream", f.read())
+        self.answer(404, "text/plain", b"not found")
+    def answer(self, status, ctype, body):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args): pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+with open(port_file + ".tmp", "w") as f: f.write(str(server.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
+"#;
+
+impl LoopbackIndex {
+    fn serve(wheels: &Path) -> LoopbackIndex {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("index.py");
+        std::fs::write(&script, INDEX_SERVER).unwrap();
+        let (port_file, log) = (dir.path().join("port"), dir.path().join("requests.log"));
+        let child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(wheels)
+            .arg(INDEX_PASSWORD)
+            .args([&port_file, &log])
+            .spawn()
+            .expect("python3 for the loopback index");
+        let started = std::time::Instant::now();
+        while !port_file.exists() {
+            assert!(
+                started.elapsed().as_secs() < 20,
+                "the loopback index did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        LoopbackIndex {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// PIP_INDEX_URL with the credentials in its userinfo.
+    fn url(&self) -> String {
+        format!(
+            "http://prebuilder:{INDEX_PASSWORD}@127.0.0.1:{}/simple",
+            self.port
+        )
+    }
+
+    fn shown(&self) -> String {
+        format!("http://127.0.0.1:{}/simple", self.port)
+    }
+
+    /// Every request, as logged.
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for LoopbackIndex {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The password is nowhere in `text`.
+fn no_password(what: &str, text: &str) {
+    assert!(
+        !text.contains(INDEX_PASSWORD),
+        "the index password is in {what}:\n{text}"
+    );
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// The manifest of `path:reference` (digest, media type, size) as stored.
 fn manifest(addr: &str, path: &str, reference: &str) -> (String, String, usize) {
     let o = run(std::process::Command::new("curl").args([
@@ -107,21 +248,35 @@ fn publish_index(registry: &TestRegistry, tag: &str) -> String {
     format!("{repo}:{tag}")
 }
 
-/// `prebuilder build` for both platforms, each with its own wheels.
-fn two_platforms(base: &str, repository: &str, req: &Path, project: &Path) -> Build {
+/// `prebuilder build` for both platforms: amd64's wheels staged with the
+/// plain --requirements-cache, arm64's added by [`arm64_from_index`] or
+/// [`arm64_from_dir`]; pip's configuration files not read, the state (the
+/// wheels fetched) under `state`.
+fn two_platforms(base: &str, repository: &str, req: &Path, project: &Path, state: &Path) -> Build {
     let arm = arm64_fixture();
     Build::new(base)
         .args(["--platform", "linux/amd64,linux/arm64"])
         .repository(repository)
         .requirements(req)
         .cache(arm.wheels.join("linux_amd64"))
-        .arg("--requirements-cache")
-        .arg(format!(
-            "linux/arm64={}",
-            arm.wheels.join("linux_arm64").display()
-        ))
         .setup_file(project)
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PREBUILDER_STATE_DIR", state)
         .push()
+}
+
+/// arm64's wheels fetched from the loopback index (credentials in PIP_INDEX_URL).
+fn arm64_from_index(build: Build, index: &LoopbackIndex) -> Build {
+    build.env("PIP_INDEX_URL", index.url())
+}
+
+/// arm64's wheels from `--requirements-cache linux/arm64=DIR`.
+fn arm64_from_dir(build: Build) -> Build {
+    let arm = arm64_fixture();
+    build.arg("--requirements-cache").arg(format!(
+        "linux/arm64={}",
+        arm.wheels.join("linux_arm64").display()
+    ))
 }
 
 /// `uname -m`, numpy and the demo's requirement inside the image for
@@ -362,25 +517,64 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
         dir.path(),
         &format!("{}{}\n", demo_requirements_text(), arm.requirement),
     );
-    let launch = two_platforms(&base, &repository, &req, &project);
+    // arm64's wheels: the pure ones staged, numpy's from the loopback index.
+    let index = LoopbackIndex::serve(&arm.wheels.join("linux_arm64"));
+    let (report, attestations) = (
+        dir.path().join("report.json"),
+        dir.path().join("attestations"),
+    );
+    let state = dir.path().join("state");
+    let launch = arm64_from_index(
+        two_platforms(&base, &repository, &req, &project, &state),
+        &index,
+    )
+    .arg("--report")
+    .arg(&report)
+    .arg("--attestations-dir")
+    .arg(&attestations);
 
     let started = std::time::Instant::now();
-    let first = launch.ok();
+    let o = launch.run();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = json(&o);
     eprintln!(
         "two-platform cold build: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let index = first["digest"].as_str().unwrap().to_string();
+    // The index was asked with the credentials, for numpy only, once.
+    let asked = index.requests();
+    assert!(asked.iter().all(|r| r.starts_with("auth ")), "{asked:?}");
+    assert!(
+        asked.contains(&"auth /simple/numpy/".to_string()),
+        "{asked:?}"
+    );
+    let downloads = |asked: &[String]| asked.iter().filter(|r| r.contains("/files/")).count();
+    assert_eq!(downloads(&asked), 1, "{asked:?}");
+    assert!(
+        asked.iter().any(|r| r.contains("manylinux_2_17_aarch64")),
+        "{asked:?}"
+    );
+    // ... and its password is in no output, report or attestation.
+    no_password("stdout", &String::from_utf8_lossy(&o.stdout));
+    no_password("stderr", &stderr(&o));
+    no_password("the report", &std::fs::read_to_string(&report).unwrap());
+    for entry in walk(&attestations) {
+        no_password(
+            &entry.display().to_string(),
+            &String::from_utf8_lossy(&std::fs::read(&entry).unwrap()),
+        );
+    }
+    let index_digest = first["digest"].as_str().unwrap().to_string();
     assert_eq!(
         first["sdk_container_image"],
-        format!("{repository}@{index}")
+        format!("{repository}@{index_digest}")
     );
     assert!(
         first["image_id"].is_null(),
         "an index has no image id: {first}"
     );
-    let (digest, body, _) = manifest(&registry.addr, "platform/result", &index);
-    assert_eq!(digest, index);
+    let (digest, body, _) = manifest(&registry.addr, "platform/result", &index_digest);
+    assert_eq!(digest, index_digest);
     let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         stored["mediaType"],
@@ -406,6 +600,14 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
         );
         let image = format!("{repository}@{}", p["digest"].as_str().unwrap());
         assert_eq!(runs_as(&image, platform), format!("{machine} 2.2.6 -"));
+        no_password(
+            "the image config",
+            &docker_ok(&["image", "inspect", &image]),
+        );
+        no_password(
+            "the image history",
+            &docker_ok(&["history", "--no-trunc", &image]),
+        );
     }
     // The two platforms' dependency layers are two images (their own keys).
     assert_ne!(platforms[0]["image"], platforms[1]["image"]);
@@ -413,13 +615,19 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
     // The same inputs built directly: no engine answers, nothing emulated;
     // each platform's image equals the engine's by issue 19's oracle.
     let venv = Fixtures::load().venv_python;
+    // arm64's wheels from its directory: the same bytes the engine build
+    // fetched from the index, so the same inputs.
     let no_engine = |state: &str, builder: &str| {
-        launch
-            .clone()
-            .env("DOCKER_HOST", NOWHERE)
-            .env("PREBUILDER_STATE_DIR", dir.path().join(state))
-            .args(["--builder", builder, "--launch-python"])
-            .arg(&venv)
+        arm64_from_dir(two_platforms(
+            &base,
+            &repository,
+            &req,
+            &project,
+            &dir.path().join(state),
+        ))
+        .env("DOCKER_HOST", NOWHERE)
+        .args(["--builder", builder, "--launch-python"])
+        .arg(&venv)
     };
     let direct = |state: &str| no_engine(state, "direct");
     // No engine and no --platform: the base's platforms are listed.
@@ -483,10 +691,17 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
         "the amd64 image's SBOM"
     );
 
-    // A relaunch: every layer of every platform found, the same index.
+    // A relaunch: every layer of every platform found, the same index; the
+    // wheel is not downloaded again (kept under the state dir by digest).
     let again = launch.ok();
     assert_eq!(again["cached"], true, "{again}");
-    assert_eq!(again["digest"], index.as_str());
+    assert_eq!(again["digest"], index_digest.as_str());
+    assert_eq!(downloads(&index.requests()), 1);
+
+    // The same wheels staged for arm64 instead: the same keys (fetched
+    // wheels enter them by content), the index not asked. From here on.
+    let launch = arm64_from_dir(two_platforms(&base, &repository, &req, &project, &state));
+    let asked = index.requests().len();
 
     // A code change: only each platform's application layer is rebuilt.
     let transforms = project.join("demo_pipeline/transforms.py");
@@ -498,7 +713,8 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
         "two-platform code change: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert_ne!(changed["digest"], index.as_str());
+    assert_ne!(changed["digest"], index_digest.as_str());
+    assert_eq!(index.requests().len(), asked, "the index was asked again");
     for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
         let layers = platform_layers(&changed, platform);
         assert_eq!(
@@ -666,15 +882,21 @@ fn platforms_the_base_or_the_wheels_cannot_serve_are_refused_before_any_work() {
         &format!("{}{}\n", demo_requirements_text(), arm.requirement),
     );
     let amd64_wheels = arm.wheels.join("linux_amd64");
+    // The package index pip's configuration names has only amd64 wheels.
+    let index = LoopbackIndex::serve(&amd64_wheels);
     let refused = |platforms: &str, req: &Path| {
         let o = Build::new(&base)
             .args(["--platform", platforms])
             .repository(&repository)
             .requirements(req)
             .cache(&amd64_wheels)
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PIP_INDEX_URL", index.url())
             .push()
             .run();
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        no_password("stdout", &String::from_utf8_lossy(&o.stdout));
+        no_password("stderr", &stderr(&o));
         let e = error_object(&o);
         (
             e["error"].as_str().unwrap().to_string(),
@@ -683,13 +905,19 @@ fn platforms_the_base_or_the_wheels_cannot_serve_are_refused_before_any_work() {
     };
     let containers = setup_containers().len();
 
-    // Only amd64 wheels: numpy has none for arm64.
+    // Only amd64 wheels, staged and on the index: numpy has none for arm64.
     let (error, hint) = refused("linux/amd64,linux/arm64", &with_numpy);
     assert!(
         error.contains("linux/arm64") && error.contains("numpy==2.2.6"),
         "{error}"
     );
+    assert!(
+        error.contains(&format!("asked: {}", index.shown())),
+        "{error}"
+    );
     assert!(hint.contains("--requirements-cache linux/arm64="), "{hint}");
+    let asked = index.requests();
+    assert_eq!(asked, ["auth /simple/numpy/"], "nothing downloaded");
 
     // A platform the base lacks, listing those it has.
     let pure = unique_requirements(dir.path(), &demo_requirements_text());

@@ -253,7 +253,11 @@ pub struct BuildArgs {
 
     /// Directory of wheels/sdists the requirements install may use (pip --find-links).
     /// Repeatable as PLATFORM=DIR (`linux/arm64=./wheels-arm64`): that platform's
-    /// wheels for a `--platform` build; a plain DIR serves the other platforms.
+    /// wheels for a `--platform` build; a plain DIR serves the other platforms. A
+    /// platform the staged wheels do not serve gets the wheels of its pinned
+    /// requirements fetched from the package index pip's configuration names
+    /// (PIP_INDEX_URL, pip.conf, the requirements file's --index-url; credentials from
+    /// the URL or ~/.netrc, never printed).
     #[arg(
         long,
         value_name = "[PLATFORM=]DIR",
@@ -377,7 +381,8 @@ pub struct BuildArgs {
     pub output: Option<String>,
 
     /// The Python that launches the pipeline: direct mode builds the workflow's
-    /// sdist into a wheel with it (default: python3 on PATH).
+    /// sdist into a wheel with it, and wheels fetched from a package index for a
+    /// `--platform` are for its version (default: python3 on PATH).
     #[arg(long, value_name = "PATH")]
     pub launch_python: Option<PathBuf>,
 

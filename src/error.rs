@@ -401,6 +401,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A package index (PEP 503/691) that could not be read, or a file it
+    /// gave that fails its check; `index` never carries credentials.
+    #[error("package index {index}: {action} failed: {reason}")]
+    PackageIndex {
+        index: String,
+        action: String,
+        reason: String,
+        hint: String,
+        /// Unreachable, cut short or HTTP 5xx: worth a retry (exit 3).
+        retry: bool,
+    },
+
     /// What pip (or Beam's boot) would fail on, found before anything is built.
     #[error("{step}: {reason}")]
     DirectFailed { step: String, reason: String },
@@ -528,6 +540,7 @@ impl Error {
             Output { what, .. } => format!("choose a writable path for {what} (its directory must exist); the image was built and is reported on stdout"),
             DirectBase { .. } => "build with --builder engine (the engine runs the base's own boot), or use a glibc base with python, pip and apache-beam".into(),
             PlatformRefused { hint, .. } => hint.clone(),
+            PackageIndex { hint, .. } => hint.clone(),
             EmulationMissing { platform, .. } => format!("add emulation for {platform} to the engine's host: on Debian/Ubuntu `apt-get install qemu-user-static binfmt-support` (and `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` if it is not mounted), or `docker run --privileged --rm tonistiigi/binfmt --install all`; or build on a machine of that platform; nothing was built"),
             DirectRefused { .. } => "build with --builder engine, which runs the base's boot and pip in a container; nothing was built or pushed".into(),
             DirectFailed { .. } => "fix the inputs as the message says (every requirement and dependency must be pinned and staged in the requirements cache); nothing was built or pushed".into(),
@@ -562,6 +575,7 @@ impl Error {
                 source: RegistryCause::Http(e),
                 ..
             } if !(e.is_builder() || e.is_decode()) => EXIT_UNAVAILABLE,
+            Error::PackageIndex { retry: true, .. } => EXIT_UNAVAILABLE,
             Error::Interrupted { signal } => signal.exit_code(),
             _ => EXIT_USAGE,
         }

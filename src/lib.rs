@@ -33,5 +33,6 @@ pub mod report;
 pub mod settings;
 pub mod stage;
 pub mod state;
+pub mod wheels;
 
 pub use error::{Error, Result};

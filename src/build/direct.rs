@@ -1,7 +1,9 @@
 //! The direct builder behind the [`Produce`] seam: a missing layer made with
 //! no setup container (`crate::direct`: Beam's boot and pip replayed over
 //! the installed set below), then assembled like the engine path's layers
-//! (the same config, labels, history and record) and loaded into the engine.
+//! (the same config, labels, history and record; the dependency layer cut
+//! by distribution with the same rule and function, `crate::image::split`)
+//! and loaded into the engine, or held by the no-engine store.
 //!
 //! The installed set below a layer: the one this run produced last, else the
 //! one kept under the state root for that image id, else read from the
@@ -17,9 +19,10 @@ use crate::direct::boot::Artifact;
 use crate::direct::index::{self, Index};
 use crate::direct::layer::{self as direct_layer, Spec};
 use crate::engine::store::{info_from_config, Held, HeldLayer, Store};
-use crate::engine::{ops, Engine, ImageInfo, LABEL, LABEL_BASE, LABEL_BOOT_FROM};
+use crate::engine::{ops, Engine, ImageInfo, LABEL, LABEL_BASE, LABEL_BOOT_FROM, LABEL_SPLIT};
 use crate::error::{Error, Result};
-use crate::image;
+use crate::image::{self, split};
+use crate::plan::LayerName;
 use crate::progress::{Event, Reporter};
 use crate::record::{Record, LABEL_RECORD};
 
@@ -168,7 +171,8 @@ impl<E: Engine> Produce for DirectProduce<'_, E> {
             Some(store) => keep(store, &parent, config, &produced, json.clone())?,
             None => {
                 let archive = scratch.path().join("image.tar");
-                write_image(&archive, config, parent.layers.len() + 1, &produced).await?;
+                let n = parent.layers.len() + produced.layers.len();
+                write_image(&archive, config, n, &produced).await?;
                 reporter.event(Event::LoadingLayer { layer: layer.name });
                 self.load(&archive, &image_id).await?;
             }
@@ -212,6 +216,11 @@ impl<E: Engine> DirectProduce<'_, E> {
         let options = direct_layer::Options {
             python: Some(self.opts.launch_python.clone()),
             compile: true,
+            // The dependency layer only, as the engine path cuts it.
+            split: self
+                .opts
+                .split
+                .filter(|_| layer.name == LayerName::Dependencies),
         };
         let (name, key) = (layer.name.to_string(), layer.key.clone());
         let dir = dir.to_path_buf();
@@ -280,8 +289,9 @@ fn tell(
 }
 
 /// The layer image's config: the footing's container config with the job's
-/// labels (and the record, and which builder made it), the parent's layers
-/// and history plus this layer's.
+/// labels (and the record, which builder made it, and the split's parts when
+/// the layer is several), the parent's layers and history plus this
+/// layer's (one entry per part, as the engine path writes them).
 fn image_config(
     job: &Job<'_>,
     parent: &ImageInfo,
@@ -292,16 +302,20 @@ fn image_config(
     labels.insert(LABEL_RECORD.to_string(), produced.record.label());
     labels.insert(LABEL.to_string(), "image".to_string());
     labels.insert(LABEL_BUILDER.to_string(), "direct".to_string());
+    let parts: Vec<&split::Part> = produced.layers.iter().map(|l| &l.part).collect();
+    if parts.len() > 1 {
+        labels.insert(LABEL_SPLIT.to_string(), split::label(&parts));
+    }
     let config = image::layer_config(&job.config_image.config, &labels);
     let mut diff_ids = parent.layers.clone();
-    diff_ids.push(produced.diff_id.clone());
+    diff_ids.extend(produced.layers.iter().map(|l| l.diff_id.clone()));
     let mut history = crate::history::from_engine(&parent.history);
     let mut entry = crate::history::entry(job.layer, &image::rfc3339(epoch));
     if let Some(by) = entry.get("created_by").and_then(|v| v.as_str()) {
         let by = format!("{by} (direct)");
         entry["created_by"] = serde_json::Value::String(by);
     }
-    history.push(entry);
+    history.extend(split::history(&entry, parts.into_iter()));
     image::image_config(
         &parent.os,
         &parent.architecture,
@@ -312,7 +326,7 @@ fn image_config(
     )
 }
 
-/// With no engine: the image held by the store, its new layer moved there,
+/// With no engine: the image held by the store, its new layers moved there,
 /// with its installed set's JSON.
 fn keep(
     store: &Store,
@@ -325,10 +339,12 @@ fn keep(
         image: parent.id.clone(),
         reason: "the image below the layer is not held (a bug: please report it)".into(),
     })?;
-    let tar = store.layer_path(&produced.diff_id);
-    std::fs::rename(&produced.layer, &tar).map_err(|e| Error::io(&tar, e))?;
     let mut layers = below.layers;
-    layers.push(HeldLayer::Tar(tar));
+    for l in &produced.layers {
+        let tar = store.layer_path(&l.diff_id);
+        std::fs::rename(&l.path, &tar).map_err(|e| Error::io(&tar, e))?;
+        layers.push(HeldLayer::Tar(tar));
+    }
     store.hold(Held {
         info: info_from_config(&config)?,
         config,
@@ -338,25 +354,31 @@ fn keep(
     Ok(())
 }
 
-/// The `docker load` archive of the layer image (`n` layers, the last one
-/// produced) at `archive`.
+/// The `docker load` archive of the layer image (`n` layers, the last ones
+/// produced: one, or the parts of a split) at `archive`.
 async fn write_image(
     archive: &std::path::Path,
     config: Vec<u8>,
     n: usize,
     produced: &direct_layer::Produced,
 ) -> Result<()> {
-    let size = produced.size;
-    let layer_path = produced.layer.clone();
+    let layers: Vec<(std::path::PathBuf, u64)> = produced
+        .layers
+        .iter()
+        .map(|l| (l.path.clone(), l.size))
+        .collect();
     let archive_path = archive.to_path_buf();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let layer = std::fs::File::open(&layer_path)?;
-        image::write_archive(
+        let mut new = Vec::with_capacity(layers.len());
+        for (path, size) in &layers {
+            let f = std::fs::File::open(path)?;
+            new.push((BufReader::with_capacity(1 << 20, f), *size));
+        }
+        image::write_archive_layers(
             BufWriter::with_capacity(1 << 20, std::fs::File::create(&archive_path)?),
             &config,
             n,
-            BufReader::with_capacity(1 << 20, layer),
-            size,
+            new,
         )?;
         Ok(())
     })

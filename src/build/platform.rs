@@ -524,7 +524,11 @@ pub async fn run<E: Engine, R: Manifests>(
     // without --platform; else each platform's image in the base's registry.
     let bases = match (local_base(engine, opts, &platforms).await, base_registry) {
         (Ok(local), _) => local,
-        (Err(_), Some(r)) => bases(r, &opts.base, &platforms, &opts.scratch_dir).await?,
+        (Err(_), Some(r)) => {
+            let found = bases(r, &opts.base, &platforms, &opts.scratch_dir).await?;
+            arch::check_bases(r, &platforms, &found, &opts.scratch_dir).await?;
+            found
+        }
         (Err(e), None) => return Err(e),
     };
     let mut reports = Vec::new();
@@ -533,6 +537,7 @@ pub async fn run<E: Engine, R: Manifests>(
         o.base = base.reference.clone();
         let report = super::run(engine, &o, job.set, remote, reporter).await?;
         check_architecture(engine, &job.platform, &report).await?;
+        arch::check_result(remote, &job.platform, &report, &opts.scratch_dir).await?;
         reports.push(report);
     }
     put_index(opts, jobs, reports, remote, started).await
@@ -741,6 +746,7 @@ fn combined(
     report
 }
 
+pub mod arch;
 pub mod direct;
 
 #[cfg(test)]

@@ -220,6 +220,7 @@ async fn on_engine(
     let platforms = Platform::parse_list(list)?;
     let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(state_root)));
     let staged = stage_platforms(args, &platforms, scratch, cache).await?;
+    let staged = fetch_wheels(args, settings, state_root, set, &platforms, staged).await?;
     let jobs = platform_jobs(&platforms, &staged, set);
     let base = base_registry(&args.base, &settings.docker_config_dir());
     let remote = || remote(args, settings);
@@ -263,6 +264,32 @@ async fn stage_platforms(
         });
     }
     Ok(sets)
+}
+
+/// The platforms the staged wheels do not serve, completed with wheels
+/// fetched from the package indexes pip's configuration names
+/// ([`crate::wheels`]), for the launch Python's version.
+async fn fetch_wheels(
+    args: &BuildArgs,
+    settings: &Settings,
+    state_root: &Path,
+    set: &StagedSet,
+    platforms: &[Platform],
+    staged: Vec<Option<StagedSet>>,
+) -> Result<Vec<Option<StagedSet>>> {
+    if platforms.len() > 1 && !args.push {
+        // Refused by the build first (an index needs --push): nothing to fetch for.
+        return Ok(staged);
+    }
+    let ctx = crate::wheels::Context {
+        settings,
+        cache_dir: crate::wheels::cache_dir(state_root),
+        python: args
+            .launch_python
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("python3")),
+    };
+    crate::wheels::complete(set, platforms, staged, &ctx).await
 }
 
 fn platform_jobs<'a>(

@@ -2,13 +2,16 @@
 //! layer's artifacts into an overlay of the installed set below
 //! ([`super::boot`], [`super::install`]), then written as the engine path
 //! writes its snapshot: every added path with the directories above it (as
-//! they are below, or 0755 root when new), in byte order, through
-//! [`crate::image::write_layer_from`] (same epoch, ownership and whiteout
-//! rules, the record in place), which gives the diff id.
+//! they are below, or 0755 root when new), in byte order, and cut by the
+//! same function the engine path cuts its snapshot with
+//! ([`crate::image::split::split_tree`]: same epoch, ownership and whiteout
+//! rules, the record in place; one layer, or with a split rule one per
+//! heavy distribution, the smaller ones together, and the top).
 //!
 //! In: the installed set below (the base's index, or what the layer below
-//! returned) and the layer's staged artifacts. Out: the layer tar, its diff
-//! id, the image's record, and the installed set after the layer.
+//! returned) and the layer's staged artifacts. Out: the layer tars (bottom
+//! up) with their diff ids, the image's record, and the installed set
+//! after the layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Read, Write};
@@ -19,6 +22,7 @@ use super::host::{self, HostCompiler, Interpreter};
 use super::index::Index;
 use super::install::{Compiler, Content, State, Upper};
 use crate::error::{Error, Result};
+use crate::image::split;
 use crate::record::{Record, FORMAT, RECORD_FILE};
 
 /// What to produce.
@@ -53,15 +57,17 @@ pub struct Options {
     /// Byte-compile with an interpreter of the base's version when one is
     /// here (else, or when false, the layer has no `.pyc`).
     pub compile: bool,
+    /// How the layer is cut by distribution (`None`: one layer), as the
+    /// engine path cuts its dependency layer.
+    pub split: Option<split::Rule>,
 }
 
 /// A produced layer.
 #[derive(Debug)]
 pub struct Produced {
-    /// The uncompressed layer tar.
-    pub layer: PathBuf,
-    pub diff_id: String,
-    pub size: u64,
+    /// The uncompressed layer tars, bottom up: one, or the parts of a
+    /// split (the last is [`split::Part::Top`], with the record).
+    pub layers: Vec<split::Written>,
     pub record: Record,
     /// The installed set after this layer: the next layer's `lower`.
     pub installed: Index,
@@ -123,26 +129,22 @@ pub fn produce(lower: &Index, spec: &Spec, opts: &Options, scratch: &Path) -> Re
         deleted.extend_from_slice(d.as_bytes());
         deleted.push(0);
     }
-    let layer = scratch.join("layer.tar");
-    let out = std::fs::File::create(&layer).map_err(|e| Error::io(&layer, e))?;
-    let reader = std::fs::File::open(&inner).map_err(|e| Error::io(&inner, e))?;
     let file = record.to_file();
-    let diff_id = crate::image::write_layer_from(
-        std::io::BufReader::new(reader),
-        &deleted,
-        Some((RECORD_FILE, file.as_bytes())),
-        spec.epoch,
-        BufWriter::new(out),
-    )
-    .map_err(|e| Error::io(&layer, e))?;
+    let layers = split::TreeFile::whole(&inner)
+        .and_then(|tree| {
+            split::split_tree(
+                &tree,
+                &deleted,
+                Some((RECORD_FILE, file.as_bytes())),
+                spec.epoch,
+                opts.split,
+                scratch,
+            )
+        })
+        .map_err(|e| Error::io(scratch, e))?;
     let _ = std::fs::remove_file(&inner);
-    let size = std::fs::metadata(&layer)
-        .map_err(|e| Error::io(&layer, e))?
-        .len();
     Ok(Produced {
-        layer,
-        diff_id,
-        size,
+        layers,
         record,
         installed,
         log,
@@ -303,7 +305,8 @@ mod tests {
             scratch.path(),
         )
         .unwrap();
-        let e = entries(&p.layer);
+        assert_eq!(p.layers.len(), 1, "no split rule: one layer");
+        let e = entries(&p.layers[0].path);
         let names: Vec<&str> = e.iter().map(|(n, _, _)| n.as_str()).collect();
         let site = "usr/local/lib/python3.11/dist-packages";
         // The old version's files are whited out, the new ones written.
@@ -336,11 +339,174 @@ mod tests {
         // Same inputs, same bytes.
         let scratch2 = tempfile::tempdir().unwrap();
         let q = produce(&lower, &spec(arts), &Options::default(), scratch2.path()).unwrap();
-        assert_eq!(p.diff_id, q.diff_id);
+        assert_eq!(p.layers[0].diff_id, q.layers[0].diff_id);
         assert_eq!(
-            std::fs::read(&p.layer).unwrap(),
-            std::fs::read(&q.layer).unwrap()
+            std::fs::read(&p.layers[0].path).unwrap(),
+            std::fs::read(&q.layers[0].path).unwrap()
         );
+    }
+
+    /// A wheel `name-version` whose module holds `size` bytes.
+    fn sized_wheel(f: &Fixture, name: &str, version: &str, size: usize) -> Artifact {
+        let file = format!("{name}-{version}-py3-none-any.whl");
+        let info = format!("{name}-{version}.dist-info");
+        let meta = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+        let body = format!("BLOB = {:?}\n", "x".repeat(size));
+        // Sizes as a wheel's RECORD gives them (pip copies them): what the
+        // split weighs each distribution by.
+        let record = format!(
+            "{name}/__init__.py,,0\n{name}/data.py,,{}\n{info}/METADATA,,{}\n{info}/WHEEL,,\n{info}/RECORD,,\n",
+            body.len(),
+            meta.len()
+        );
+        let path = crate::direct::install::tests::make_wheel(
+            f.dir.path(),
+            &file,
+            &[
+                (&format!("{name}/__init__.py"), "", 0o644),
+                (&format!("{name}/data.py"), &body, 0o644),
+                (&format!("{info}/METADATA"), &meta, 0o644),
+                (
+                    &format!("{info}/WHEEL"),
+                    "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n",
+                    0o644,
+                ),
+                (&format!("{info}/RECORD"), &record, 0o644),
+            ],
+        );
+        Artifact { name: file, path }
+    }
+
+    /// The layer set `requirements` installs from `wheels`, cut by `rule`.
+    fn layers_of(
+        f: &Fixture,
+        requirements: &str,
+        wheels: &[Artifact],
+        rule: Option<split::Rule>,
+    ) -> (Produced, tempfile::TempDir) {
+        let req = f.dir.path().join(format!("req-{}.txt", wheels.len()));
+        std::fs::write(&req, requirements).unwrap();
+        let mut arts = vec![Artifact {
+            name: "requirements.txt".into(),
+            path: req,
+        }];
+        arts.extend(wheels.iter().cloned());
+        let scratch = tempfile::tempdir().unwrap();
+        let opts = Options {
+            split: rule,
+            ..Options::default()
+        };
+        let lower = with_beam(debian_index());
+        let p = produce(&lower, &spec(arts), &opts, scratch.path()).unwrap();
+        (p, scratch)
+    }
+
+    /// Path -> (kind, mode, content) of every entry, the layers applied in
+    /// order (a later entry replaces an earlier one).
+    fn tree(layers: &[split::Written]) -> BTreeMap<String, (u8, u32, Vec<u8>)> {
+        let mut t = BTreeMap::new();
+        for l in layers {
+            let mut a = tar::Archive::new(std::fs::File::open(&l.path).unwrap());
+            for e in a.entries().unwrap() {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().to_string_lossy().into_owned();
+                let h = e.header().clone();
+                let mut c = Vec::new();
+                e.read_to_end(&mut c).unwrap();
+                t.insert(p, (h.entry_type().as_byte(), h.mode().unwrap(), c));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn a_direct_layer_is_cut_by_distribution_as_the_engine_cuts_its_snapshot() {
+        let mut f = Fixture::new();
+        let tab = Artifact {
+            name: "tabulate-0.9.0-py3-none-any.whl".into(),
+            path: f.wheel("tabulate-0.9.0-py3-none-any.whl", &[], None),
+        };
+        let big = sized_wheel(&f, "heavy", "1.0", 300_000);
+        let small = sized_wheel(&f, "light", "2.0", 100);
+        let reqs = "heavy==1.0\nlight==2.0\ntabulate==0.9.0\n";
+        let wheels = [big.clone(), small, tab];
+        let rule = split::Rule {
+            threshold: 200_000,
+            max_layers: split::MAX_LAYERS,
+        };
+        let (cut, _s1) = layers_of(&f, reqs, &wheels, Some(rule));
+        let (whole, _s2) = layers_of(&f, reqs, &wheels, None);
+
+        // Heavy first, the smaller ones together, then the top.
+        let labels: Vec<String> = cut.layers.iter().map(|l| l.part.label()).collect();
+        assert_eq!(labels, ["heavy-1.0", "2 distributions", "the rest"]);
+        assert_eq!(
+            cut.layers[1].part,
+            split::Part::Group {
+                names: vec!["light-2.0".into(), "tabulate-0.9.0".into()],
+                size: match &cut.layers[1].part {
+                    split::Part::Group { size, .. } => *size,
+                    _ => 0,
+                },
+            }
+        );
+        // Each part's diff id is its tar's digest.
+        for l in &cut.layers {
+            assert_eq!(
+                l.diff_id,
+                crate::image::image_id(&std::fs::read(&l.path).unwrap())
+            );
+        }
+        // The heavy layer holds its files, not how it was installed; the
+        // top holds every RECORD, the whiteouts and the record, last.
+        let site = "usr/local/lib/python3.11/dist-packages";
+        let heavy: Vec<String> = tree(&cut.layers[..1]).into_keys().collect();
+        assert!(
+            heavy.contains(&format!("{site}/heavy/data.py")),
+            "{heavy:?}"
+        );
+        assert!(heavy.contains(&format!("{site}/heavy-1.0.dist-info/METADATA")));
+        assert!(!heavy
+            .iter()
+            .any(|p| p.ends_with("RECORD") || p.contains("light")));
+        let top = entries(&cut.layers[2].path);
+        let top_names: Vec<&str> = top.iter().map(|(n, _, _)| n.as_str()).collect();
+        for r in ["heavy-1.0", "light-2.0", "tabulate-0.9.0"] {
+            assert!(
+                top_names.contains(&format!("{site}/{r}.dist-info/RECORD").as_str()),
+                "{top_names:?}"
+            );
+        }
+        assert!(top_names.contains(&format!("{site}/.wh.tabulate-0.8.0.dist-info").as_str()));
+        assert_eq!(
+            top_names.last().unwrap(),
+            &"opt/apache/beam/prebuilder-record.json"
+        );
+
+        // Applied in order, the parts give the unsplit layer's tree.
+        assert_eq!(whole.layers.len(), 1);
+        assert_eq!(tree(&cut.layers), tree(&whole.layers));
+        assert_eq!(cut.record, whole.record);
+
+        // The heavy layer is the same bytes whatever else the layer installs.
+        let (alone, _s3) = layers_of(&f, "heavy==1.0\n", &[big], Some(rule));
+        assert_eq!(alone.layers[0].part.label(), "heavy-1.0");
+        assert_eq!(alone.layers[0].diff_id, cut.layers[0].diff_id);
+    }
+
+    #[test]
+    fn a_direct_layer_with_no_heavy_distribution_is_one_layer_as_without_a_rule() {
+        let f = Fixture::new();
+        let small = sized_wheel(&f, "light", "2.0", 100);
+        let rule = split::Rule {
+            threshold: 200_000,
+            max_layers: split::MAX_LAYERS,
+        };
+        let (cut, _s1) = layers_of(&f, "light==2.0\n", std::slice::from_ref(&small), Some(rule));
+        let (whole, _s2) = layers_of(&f, "light==2.0\n", &[small], None);
+        assert_eq!(cut.layers.len(), 1);
+        assert_eq!(cut.layers[0].part, split::Part::Top);
+        assert_eq!(cut.layers[0].diff_id, whole.layers[0].diff_id);
     }
 
     #[test]

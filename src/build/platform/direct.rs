@@ -52,7 +52,10 @@ pub async fn run<R: Manifests>(
         let mut o = options_for(opts, &job.platform, jobs.len() > 1);
         o.base = base.reference.clone();
         o.builder = Builder::Direct;
-        reports.push(crate::build::run(store, &o, job.set, remote, reporter).await?);
+        let report = crate::build::run(store, &o, job.set, remote, reporter).await?;
+        // A result found in the registry records the platform (as on an engine).
+        super::arch::check_result(remote, &job.platform, &report, &opts.scratch_dir).await?;
+        reports.push(report);
     }
     put_index(opts, jobs, reports, remote, started).await
 }

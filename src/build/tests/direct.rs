@@ -390,3 +390,71 @@ async fn with_no_engine_and_no_push_the_result_is_written_as_an_oci_layout() {
         );
     }
 }
+
+/// The dependency layer cut as the engine path cuts it (a rule under which
+/// tabulate is heavy): its parts in the report, the label and one history
+/// entry per part; the store holds every part, the push uploads each and
+/// `--output` writes each; the application layer stays one layer.
+#[tokio::test]
+async fn with_no_engine_the_dependency_layer_is_cut_by_distribution_pushed_and_written() {
+    let n = no_engine();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("image");
+    let mut o = n.opts();
+    o.split = Some(crate::image::split::Rule {
+        threshold: 1,
+        max_layers: crate::image::split::MAX_LAYERS,
+    });
+    o.output = Some(engineless::Output::Oci(dir.clone()));
+    let r = n
+        .build(&o, &n.set(REQS, "x = 1\n"), &Recorder::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = r.layers[0].parts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["tabulate-0.9.0", "the rest"]);
+    assert!(r.layers[1].parts.is_empty(), "the application is one layer");
+
+    let deps = n.store.get(&r.layers[0].image_id).unwrap();
+    let parts: Vec<String> = r.layers[0]
+        .parts
+        .iter()
+        .map(|p| p.diff_id.clone())
+        .collect();
+    assert_eq!(deps.info.layers.len(), 3, "the base's layer and two parts");
+    assert_eq!(deps.info.layers[1..], parts[..]);
+    assert_eq!(deps.layers.len(), 3);
+    assert_eq!(
+        deps.info.labels[crate::engine::LABEL_SPLIT],
+        r#"["tabulate-0.9.0","the rest"]"#
+    );
+    let config: serde_json::Value = serde_json::from_slice(&deps.config).unwrap();
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(
+        history[1].ends_with("(direct): tabulate-0.9.0, alone"),
+        "{history:?}"
+    );
+    assert!(history[2].ends_with("(direct)"), "{history:?}");
+
+    // Pushed: the result's manifest names every part, each uploaded.
+    let key = r.image.rsplit(':').next().unwrap().to_string();
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&n.results.stored(&key).unwrap().bytes).unwrap();
+    let blobs = pushed["layers"].as_array().unwrap();
+    assert_eq!(blobs.len(), 4, "base, two parts, application");
+    for b in &blobs[1..] {
+        assert!(n.results.has_blob(b["digest"].as_str().unwrap()));
+    }
+    // Written: the OCI layout's manifest is the pushed one.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        r.digest.as_deref()
+    );
+}

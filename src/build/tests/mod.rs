@@ -154,6 +154,7 @@ mod image_stores;
 mod layers;
 mod no_cache_push;
 mod platform;
+mod platform_arch;
 mod platform_direct;
 mod push;
 mod push_progress;
