@@ -503,6 +503,7 @@ impl Error {
             // The pip hint only for pip's failures (the boot's "failed to install" line).
             // Beam's boot says "failed to install …"; PyFlink's setup names --py-requirements.
             SetupFailed { step, .. } if step.to_ascii_lowercase().contains("failed to install") || step.contains("--py-requirements") => "fix the failing package in your inputs (the output above shows pip's message); with --network none every requirement must be in the requirements cache".into(),
+            SetupFailed { status: 96, .. } => "build this platform on a base whose apache-beam is the staged SDK's version (e.g. Beam's SDK image of that version, which has every platform), or launch with the base's version of Beam; nothing was installed".into(),
             SetupFailed { status, .. } if *status == 97 || *status == 98 => "prebuilder's setup script could not clean the artifacts directory in the container (see the lines above); check that the base image's /opt/apache/beam/artifacts is writable".into(),
             SetupFailed { .. } => "the base image's boot failed before installing anything with pip: the last lines above say why (e.g. apache-beam missing or a different version than the base's boot expects); `prebuilder check IMAGE` probes the base".into(),
             RegistryUnreachable { registry, .. } => format!("check that {registry} is the right host and port and that the registry is running; run without --push to build locally"),

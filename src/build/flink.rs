@@ -135,6 +135,14 @@ pub fn failing_step(mode: &SetupMode, tail: &[String]) -> String {
 /// Names the step that failed from the last lines of the setup's output: the
 /// boot's own "failed to install …" line when there is one.
 fn beam_failing_step(tail: &[String]) -> String {
+    // The setup script's own refusal (setup.sh), else the boot's pip failure.
+    let refused = tail
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("prebuilder: refused: "));
+    if let Some(l) = refused {
+        return l.to_string();
+    }
     tail.iter()
         .rev()
         .find(|l| l.to_ascii_lowercase().contains("failed to install"))

@@ -48,6 +48,8 @@ pub struct LayerBuild<'a> {
     pub source_date_epoch: Option<&'a str>,
     /// `--platform`'s platform this layer is built for (the engine's own when `None`).
     pub platform: Option<&'a str>,
+    /// The apache-beam version the base must have (`Options::base_beam`).
+    pub base_beam: Option<&'a str>,
     /// How the dependency layer is cut into per-distribution layers
     /// (`crate::image::split`; `None`: one layer). Not part of the key:
     /// the cut changes the layers, never the file tree.
@@ -91,11 +93,14 @@ pub async fn build<E: Engine>(
             b.mode,
             matches!(b.network, Network::None),
             b.epoch(),
-            match (b.commit, engine.reads_volume_links()) {
-                (true, _) => setup::Snapshot::No,
-                (false, true) => setup::Snapshot::OnVolume,
-                (false, false) => setup::Snapshot::InContainer,
-            },
+            (
+                match (b.commit, engine.reads_volume_links()) {
+                    (true, _) => setup::Snapshot::No,
+                    (false, true) => setup::Snapshot::OnVolume,
+                    (false, false) => setup::Snapshot::InContainer,
+                },
+                b.base_beam.map(|v| (v, b.platform.unwrap_or_default())),
+            ),
             &names,
         ),
         role: "setup".into(),

@@ -101,6 +101,11 @@ pub struct Options {
     /// by `platform::run` for `--platform`: its setup containers are created
     /// for it and it enters every layer's key. `None`: the engine's own.
     pub platform: Option<String>,
+    /// The apache-beam version the base must already have: a staged SDK
+    /// wheel this platform's boot would not install was left out
+    /// (`platform::sdk`). The setup checks it before the boot runs, and it
+    /// enters every layer's key.
+    pub base_beam: Option<platform::sdk::BaseBeam>,
     /// How a produced dependency layer is cut into per-distribution layers
     /// (`PREBUILDER_SPLIT_THRESHOLD`; `None`: one layer).
     pub split: Option<crate::image::split::Rule>,
@@ -353,6 +358,9 @@ fn command_for(set: &StagedSet, opts: &Options) -> Vec<String> {
     let mut command = plan::keys::setup_command_for(&set.mode);
     if let Some(p) = &opts.platform {
         command.push(format!("platform={p}"));
+    }
+    if let Some(b) = &opts.base_beam {
+        command.push(format!("base-apache-beam={}", b.version));
     }
     command
 }

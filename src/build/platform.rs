@@ -514,8 +514,13 @@ pub async fn run<E: Engine, R: Manifests>(
             hint: "run `prebuilder build --builder direct --platform …` (it asks no engine; build::platform::direct::run), or build with --builder engine".into(),
         });
     }
-    for job in jobs {
-        check_set(job.set, &job.platform)?;
+    // The staged SDK wheels each platform's boot would not install, left out.
+    let sdks: Vec<_> = jobs
+        .iter()
+        .map(|j| sdk::for_boot(j.set, &j.platform))
+        .collect();
+    for (job, (own, _)) in jobs.iter().zip(&sdks) {
+        check_set(own.as_ref().unwrap_or(job.set), &job.platform)?;
     }
     for p in &platforms {
         probe(engine, p, &opts.scratch_dir).await?;
@@ -532,10 +537,15 @@ pub async fn run<E: Engine, R: Manifests>(
         (Err(e), None) => return Err(e),
     };
     let mut reports = Vec::new();
-    for (job, base) in jobs.iter().zip(&bases) {
+    for ((job, base), (own, need)) in jobs.iter().zip(&bases).zip(&sdks) {
         let mut o = direct::options_for(opts, &job.platform, jobs.len() > 1);
         o.base = base.reference.clone();
-        let report = super::run(engine, &o, job.set, remote, reporter).await?;
+        if let Some(b) = need {
+            tracing::info!("{}: Beam's boot would not install the staged SDK {} here; the base's own apache-beam is used (it must be {})", job.platform.name(), b.wheel, b.version);
+        }
+        o.base_beam = need.clone();
+        let set = own.as_ref().unwrap_or(job.set);
+        let report = super::run(engine, &o, set, remote, reporter).await?;
         check_architecture(engine, &job.platform, &report).await?;
         arch::check_result(remote, &job.platform, &report, &opts.scratch_dir).await?;
         reports.push(report);
@@ -748,6 +758,7 @@ fn combined(
 
 pub mod arch;
 pub mod direct;
+pub mod sdk;
 
 #[cfg(test)]
 mod tests;

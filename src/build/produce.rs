@@ -62,6 +62,7 @@ impl<E: Engine> Produce for EngineSetup<'_, E> {
             mode: self.mode,
             source_date_epoch: self.opts.settings.source_date_epoch(),
             platform: self.opts.platform.as_deref(),
+            base_beam: self.opts.base_beam.as_ref().map(|b| b.version.as_str()),
             split: self.opts.split,
         };
         layer::build(self.engine, &build, reporter).await

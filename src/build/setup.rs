@@ -60,7 +60,7 @@ pub fn command(no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
 /// mode's setup step (a `run_setup` function defined before it), with a
 /// layer snapshot.
 pub fn command_for(mode: &SetupMode, no_index: bool, epoch: u64, names: &[&str]) -> Vec<String> {
-    command_with(mode, no_index, epoch, Snapshot::OnVolume, names)
+    command_with(mode, no_index, epoch, (Snapshot::OnVolume, None), names)
 }
 
 /// Whether the setup takes a snapshot, and where its bytes go.
@@ -77,12 +77,15 @@ pub enum Snapshot {
 }
 
 /// `Snapshot::No` when the container will be committed: a commit would
-/// carry the snapshot into the image, and nothing reads it.
+/// carry the snapshot into the image, and nothing reads it. `base_beam`:
+/// the apache-beam version the base must have and the platform, checked
+/// before the setup step (a staged SDK wheel was left out:
+/// `build::platform::sdk`).
 pub fn command_with(
     mode: &SetupMode,
     no_index: bool,
     epoch: u64,
-    snapshot: Snapshot,
+    (snapshot, base_beam): (Snapshot, Option<(&str, &str)>),
     names: &[&str],
 ) -> Vec<String> {
     let snapshot_dir = if snapshot == Snapshot::No {
@@ -100,10 +103,15 @@ pub fn command_with(
     let (function, step) = super::flink::setup_step(mode);
     let step = super::flink::sh_quote(&step);
     let python = super::flink::sh_quote(super::flink::record_python(mode));
+    let (beam, platform) = base_beam.unwrap_or_default();
+    let (beam, platform) = (
+        super::flink::sh_quote(beam),
+        super::flink::sh_quote(platform),
+    );
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_SPOOL='{spool}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_SPOOL='{spool}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'; PREBUILDER_BASE_BEAM={beam}; PREBUILDER_PLATFORM={platform}\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()
@@ -197,13 +205,13 @@ mod tests {
                 .to_string()
         };
         let beam = SetupMode::Beam;
-        let on = command_with(&beam, false, 0, Snapshot::OnVolume, &[]);
+        let on = command_with(&beam, false, 0, (Snapshot::OnVolume, None), &[]);
         assert_eq!(spool(&on), format!("{ARTIFACTS_DIR}/.prebuilder-snapshot"));
         assert!(on[2].contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
-        let inside = command_with(&beam, false, 0, Snapshot::InContainer, &[]);
+        let inside = command_with(&beam, false, 0, (Snapshot::InContainer, None), &[]);
         assert_eq!(spool(&inside), "");
         assert!(inside[2].contains("PREBUILDER_SNAPSHOT='/.prebuilder-snapshot'"));
-        let none = command_with(&beam, false, 0, Snapshot::No, &[]);
+        let none = command_with(&beam, false, 0, (Snapshot::No, None), &[]);
         assert_eq!(spool(&none), "");
         assert!(none[2].contains("PREBUILDER_SNAPSHOT=''"));
     }
@@ -483,6 +491,93 @@ printf '{{"url": "file:///opt/apache/beam/artifacts/demo_pkg-1.2-py3-none-any.wh
             packages.contains_key("demo-pkg"),
             "pip's freeze sees it too"
         );
+    }
+
+    /// With a staged SDK wheel left out (`build::platform::sdk`), the setup
+    /// goes on only on a base whose own apache-beam is the staged wheel's
+    /// version (read as the real `python` of this machine lists it), and is
+    /// refused before the boot runs otherwise, naming both versions and the
+    /// platform.
+    #[test]
+    fn the_bases_apache_beam_must_be_the_left_out_sdks_version() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let art = dir.path().join("artifacts");
+        std::fs::create_dir(&art).unwrap();
+        let site = dir.path().join("site");
+        let info = site.join("apache_beam-2.77.0.dist-info");
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::write(
+            info.join("METADATA"),
+            "Metadata-Version: 2.1\nName: apache-beam\nVersion: 2.77.0\n",
+        )
+        .unwrap();
+        let ran = dir.path().join("boot-ran");
+        let boot = dir.path().join("boot");
+        std::fs::write(&boot, format!("#!/bin/sh\ntouch {}\n", ran.display())).unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&boot)
+            .status()
+            .unwrap();
+        let run = |want: &str, site: &std::path::Path| {
+            let _ = std::fs::remove_file(&ran);
+            std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+            let root = tempfile::tempdir().unwrap();
+            let c = on_host(
+                command_with(
+                    &SetupMode::Beam,
+                    true,
+                    1,
+                    (Snapshot::No, Some((want, "linux/arm64"))),
+                    &[],
+                ),
+                &boot,
+                &art,
+                &dir.path().join("record"),
+                root.path(),
+            );
+            let out = Command::new(&c[0])
+                .args(&c[1..])
+                .env("PYTHONPATH", site)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.code(), text, ran.exists())
+        };
+        let (status, text, booted) = run("2.77.0", &site);
+        assert_eq!(status, Some(0), "{text}");
+        assert!(booted, "{text}");
+        assert!(
+            text.contains("linux/arm64: the base's own apache-beam 2.77.0 is used"),
+            "{text}"
+        );
+        let (status, text, booted) = run("2.78.0", &site);
+        assert_eq!(status, Some(96), "{text}");
+        assert!(!booted, "refused before the boot: {text}");
+        assert!(
+            text.contains(
+                "prebuilder: refused: linux/arm64: the base's apache-beam is 2.77.0, not 2.78.0"
+            ),
+            "{text}"
+        );
+        let tail: Vec<String> = text.lines().map(str::to_string).collect();
+        assert!(super::super::flink::failing_step(&SetupMode::Beam, &tail)
+            .starts_with("linux/arm64: the base's apache-beam is 2.77.0, not 2.78.0"));
+        let (status, text, booted) = run("2.77.0", &dir.path().join("empty"));
+        assert_eq!(status, Some(96), "{text}");
+        assert!(!booted);
+        assert!(
+            text.contains("apache-beam is missing, not 2.77.0"),
+            "{text}"
+        );
+        // Without the variable, nothing is checked.
+        let c = command_with(&SetupMode::Beam, true, 1, (Snapshot::No, None), &[]);
+        assert!(c[2].contains("PREBUILDER_BASE_BEAM=''"));
     }
 
     /// The script really runs under sh: staged files are removed on success,

@@ -60,6 +60,18 @@ for d in metadata.distributions():
         "direct_url": url, "tags": tags}, sort_keys=True))
 '
 before=$(PYTHONDONTWRITEBYTECODE=1 "$PREBUILDER_PYTHON" -c "$lister" before 2>/dev/null)
+# PREBUILDER_BASE_BEAM: a staged SDK wheel this platform's boot would not
+# install was left out (see build::platform::sdk), so the base's own
+# apache-beam must be that version (the launch's): checked from the listing
+# above, before the boot runs; refused otherwise, naming both versions.
+if [ -n "${PREBUILDER_BASE_BEAM:-}" ]; then
+  found=$(printf '%s\n' "$before" | sed -n 's/^# before \["[Aa]pache[-_.][Bb]eam", "\([^"]*\)"\]$/\1/p' | head -n 1)
+  if [ "$found" != "$PREBUILDER_BASE_BEAM" ]; then
+    echo "prebuilder: refused: ${PREBUILDER_PLATFORM:-this platform}: the base's apache-beam is ${found:-missing}, not $PREBUILDER_BASE_BEAM, the staged SDK's version (Beam's boot would not install the staged SDK wheel here)" >&2
+    exit 96
+  fi
+  echo "prebuilder: ${PREBUILDER_PLATFORM:-this platform}: the base's own apache-beam $found is used (Beam's boot would not install the staged SDK wheel here)"
+fi
 paths() {
   (cd "${root:-/}" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./etc/hosts \
     -o -path ./etc/hostname -o -path ./etc/resolv.conf -o -path ./.dockerenv \

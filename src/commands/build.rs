@@ -550,6 +550,7 @@ pub fn options(
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("python3")),
         platform: None,
+        base_beam: None,
         split,
         output: None,
     })

@@ -142,6 +142,22 @@ impl StagedSet {
         }
     }
 
+    /// A copy of the set without the artifacts `drop` picks (the generated
+    /// files stay owned by `self`, which must outlive the copy).
+    pub fn without(&self, drop: impl Fn(&Artifact) -> bool) -> StagedSet {
+        StagedSet {
+            artifacts: self
+                .artifacts
+                .iter()
+                .filter(|a| !drop(a))
+                .cloned()
+                .collect(),
+            dir: self.dir.clone(),
+            mode: self.mode.clone(),
+            _generated: None,
+        }
+    }
+
     /// The same set, installed by `mode`.
     pub fn with_mode(mut self, mode: SetupMode) -> Self {
         self.mode = mode;

@@ -99,6 +99,7 @@ impl World {
             builder: super::Builder::Engine,
             launch_python: "python3".into(),
             platform: None,
+            base_beam: None,
             split: Some(crate::image::split::Rule::default()),
             output: None,
         }
