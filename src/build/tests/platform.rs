@@ -204,3 +204,59 @@ async fn one_platform_the_engine_s_base_is_for_needs_no_registry() {
         .unwrap_err();
     assert!(e.to_string().contains("linux/arm64"), "{e}");
 }
+
+/// The set of `w.set`, with Beam's x86_64 SDK wheel of `version` (bytes `content`).
+fn with_sdk(w: &World, version: &str, content: &str) -> StagedSet {
+    let mut set = w.set("app");
+    let name =
+        format!("apache_beam-{version}-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+    set.artifacts
+        .insert(0, w.artifact(&name, content, crate::stage::Role::Sdk));
+    set
+}
+
+/// Beam's boot installs only its x86_64 SDK wheel name: on amd64 the staged
+/// wheel is handed to it; on arm64 it is left out (no setup names it, it is
+/// not in the keys) and the setup is told the base's apache-beam version to
+/// check before the boot runs, which is in the keys instead.
+#[tokio::test]
+async fn an_sdk_wheel_arm64_s_boot_would_not_install_is_left_to_the_base_s_apache_beam() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = INDEXED.into();
+    opts.push = true;
+    let set = with_sdk(&w, "2.77.0", "sdk-a");
+    let r = build_for(&w, &opts, &both(), &set).await.unwrap();
+    let setups: Vec<_> = w
+        .engine
+        .created()
+        .into_iter()
+        .filter(|c| c.role == "setup")
+        .collect();
+    let sdk = "apache_beam-2.77.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
+    let (amd, arm): (Vec<_>, Vec<_>) = setups
+        .iter()
+        .partition(|c| c.platform.as_deref() == Some("linux/amd64"));
+    assert!(amd.iter().any(|c| c.entrypoint.iter().any(|a| a == sdk)));
+    assert!(amd
+        .iter()
+        .all(|c| c.entrypoint[2].contains("PREBUILDER_BASE_BEAM=''")));
+    assert!(!arm.is_empty());
+    for c in &arm {
+        assert!(!c.entrypoint.iter().any(|a| a == sdk), "{:?}", c.entrypoint);
+        assert!(c.entrypoint[2]
+            .contains("PREBUILDER_BASE_BEAM='2.77.0'; PREBUILDER_PLATFORM='linux/arm64'"));
+    }
+    // Other bytes of the same version: a new amd64 image, the same arm64 one
+    // (the wheel never enters it); another version: a new arm64 one too.
+    let other = with_sdk(&w, "2.77.0", "sdk-b");
+    let r2 = build_for(&w, &opts, &both(), &other).await.unwrap();
+    assert_ne!(r2.platforms[0].image, r.platforms[0].image);
+    assert_eq!(r2.platforms[1].image, r.platforms[1].image);
+    let newer = with_sdk(&w, "2.78.0", "sdk-a");
+    let r3 = build_for(&w, &opts, &both(), &newer).await.unwrap();
+    assert_ne!(r3.platforms[1].image, r.platforms[1].image);
+    // With no SDK staged, arm64's keys do not ask for a base version.
+    let plain = build_for(&w, &opts, &both(), &w.set("app")).await.unwrap();
+    assert_ne!(plain.platforms[1].image, r.platforms[1].image);
+}
