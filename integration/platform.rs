@@ -944,3 +944,94 @@ fn platforms_the_base_or_the_wheels_cannot_serve_are_refused_before_any_work() {
         "probe images removed: {leftovers}"
     );
 }
+
+/// Beam's own SDK wheel for the fixtures' launch (x86_64), from the
+/// fixtures' Beam wheels.
+fn beam_sdk_wheel() -> PathBuf {
+    let cache = std::env::var("PREBUILDER_FIXTURE_CACHE")
+        .unwrap_or_else(|_| "/var/cache/prebuilder-fixtures".into());
+    let dir = Path::new(&cache).join("wheels/beam");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run make fixtures", dir.display()))
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with("apache_beam-2.77.0-") && name.ends_with("x86_64.whl")
+        })
+        .expect("the fixtures' apache_beam 2.77.0 wheel")
+}
+
+/// Beam's boot installs only its x86_64 SDK wheel name: an arm64 build on
+/// the engine leaves the staged SDK out and uses the base's own apache-beam
+/// when it is the staged wheel's version, or is refused before pip runs,
+/// naming both versions and the platform. The arm64 fixture base (on the
+/// engine) has apache-beam 2.77.0.
+#[test]
+fn an_arm64_build_uses_the_base_s_apache_beam_for_the_staged_sdk_or_is_refused() {
+    let arm = arm64_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let repository = format!("prebuilder-test/sdk-arm64-{}", std::process::id());
+    let _cleanup = Forget(vec![repository.clone()]);
+    let wheels = arm.wheels.join("linux_arm64");
+    let req = unique_requirements(dir.path(), "tabulate==0.9.0\n");
+    let sdk = beam_sdk_wheel();
+    // The same bytes under another version's name: the name decides.
+    let newer = dir
+        .path()
+        .join("apache_beam-2.78.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+    std::fs::copy(&sdk, &newer).unwrap();
+    let build = |sdk: &Path| {
+        Build::new(&arm.image)
+            .args(["--platform", "linux/arm64"])
+            .repository(&repository)
+            .requirements(&req)
+            .cache(&wheels)
+            .arg("--sdk-location")
+            .arg(sdk)
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PREBUILDER_STATE_DIR", dir.path().join("state"))
+    };
+    let started = std::time::Instant::now();
+    let o = build(&newer).run();
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = error_object(&o);
+    let error = e["error"].as_str().unwrap();
+    assert!(
+        error.contains("linux/arm64: the base's apache-beam is 2.77.0, not 2.78.0"),
+        "{e}"
+    );
+    assert!(!stderr(&o).contains("tabulate"), "refused before pip ran");
+    eprintln!(
+        "arm64 SDK refusal: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    let o = build(&sdk).run();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report = json(&o);
+    assert!(
+        stderr(&o).contains("linux/arm64: the base's own apache-beam 2.77.0 is used"),
+        "{}",
+        stderr(&o)
+    );
+    let image = report["image"].as_str().unwrap();
+    let shown = docker_ok(&[
+        "run",
+        "--rm",
+        "--platform",
+        "linux/arm64",
+        "--network",
+        "none",
+        "--entrypoint",
+        "python3",
+        image,
+        "-c",
+        "import platform, tabulate; from importlib.metadata import version; print(platform.machine(), version('apache-beam'))",
+    ]);
+    assert_eq!(shown.trim(), "aarch64 2.77.0");
+    eprintln!(
+        "arm64 build on the base's SDK: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
