@@ -1015,6 +1015,12 @@ fn an_arm64_build_uses_the_base_s_apache_beam_for_the_staged_sdk_or_is_refused()
         "{}",
         stderr(&o)
     );
+    assert_eq!(report["sdk"]["source"], "base", "{report}");
+    assert_eq!(report["sdk"]["version"], "2.77.0", "{report}");
+    assert_eq!(
+        report["sdk"]["left_out"].as_str(),
+        sdk.file_name().unwrap().to_str()
+    );
     let image = report["image"].as_str().unwrap();
     let shown = docker_ok(&[
         "run",

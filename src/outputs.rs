@@ -167,6 +167,7 @@ mod tests {
             builder: "engine".into(),
             flink: None,
             platforms: Vec::new(),
+            sdk: None,
         }
     }
 

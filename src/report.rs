@@ -91,6 +91,23 @@ pub struct Report {
     /// name the OCI image index over them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<PlatformReport>,
+    /// `--platform` on an engine, when the staged SDK wheel was left out
+    /// (Beam's boot would not install it there): the base's own apache-beam
+    /// was used (`build::platform::sdk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<SdkReport>,
+}
+
+/// Where a platform's apache-beam came from when the staged SDK wheel was
+/// left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SdkReport {
+    /// `base`: the base's own apache-beam.
+    pub source: String,
+    /// Its version (the staged wheel's).
+    pub version: String,
+    /// The staged wheel left out.
+    pub left_out: String,
 }
 
 /// One platform of a multi-platform result.
@@ -105,6 +122,9 @@ pub struct PlatformReport {
     /// The platform's image manifest digest (in the index).
     pub digest: Option<String>,
     pub layers: Vec<LayerReport>,
+    /// As [`Report::sdk`], for this platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<SdkReport>,
 }
 
 impl Report {
@@ -233,6 +253,7 @@ mod tests {
             seconds: 4.3,
             flink: None,
             platforms: Vec::new(),
+            sdk: None,
         }
     }
 

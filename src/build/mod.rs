@@ -519,6 +519,7 @@ fn report(
         seconds: round(started.elapsed().as_secs_f64()),
         flink: set.mode.flink().map(flink::report),
         platforms: Vec::new(),
+        sdk: None,
     }
 }
 

@@ -545,7 +545,8 @@ pub async fn run<E: Engine, R: Manifests>(
         }
         o.base_beam = need.clone();
         let set = own.as_ref().unwrap_or(job.set);
-        let report = super::run(engine, &o, set, remote, reporter).await?;
+        let mut report = super::run(engine, &o, set, remote, reporter).await?;
+        report.sdk = need.as_ref().map(sdk::BaseBeam::report);
         check_architecture(engine, &job.platform, &report).await?;
         arch::check_result(remote, &job.platform, &report, &opts.scratch_dir).await?;
         reports.push(report);
@@ -741,6 +742,7 @@ fn combined(
         builder: first.builder.clone(),
         flink: first.flink.clone(),
         platforms: Vec::new(),
+        sdk: None,
     };
     report.platforms = jobs
         .iter()
@@ -751,6 +753,7 @@ fn combined(
             image_id: r.image_id,
             digest: r.digest,
             layers: r.layers,
+            sdk: r.sdk,
         })
         .collect();
     report

@@ -50,6 +50,17 @@ pub struct BaseBeam {
     pub wheel: String,
 }
 
+impl BaseBeam {
+    /// The report's `sdk`: the base's own apache-beam was used.
+    pub fn report(&self) -> crate::report::SdkReport {
+        crate::report::SdkReport {
+            source: "base".into(),
+            version: self.version.clone(),
+            left_out: self.wheel.clone(),
+        }
+    }
+}
+
 /// The set a platform's engine build hands to the boot (`None`: `set` as
 /// it is) and the apache-beam version its base must then have. The staged
 /// SDK wheels the platform's boot would not install are left out; when no
@@ -129,6 +140,12 @@ mod tests {
         assert!(!boot_accepts(MAC, "311"));
         assert!(!boot_accepts(
             "apache_beam-2.77.0-cp311-cp311-manylinux2014_x86_64.whl",
+            "311"
+        ));
+        // The tag order newer auditwheel writes (the fixtures' wheel from
+        // PyPI): not the boot's suffix either, so its boot passes it over.
+        assert!(!boot_accepts(
+            "apache_beam-2.77.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl",
             "311"
         ));
         assert!(!boot_accepts("apache_beam-2.77.0.tar.gz", "311"));

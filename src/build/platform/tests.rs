@@ -322,6 +322,7 @@ async fn the_index_names_each_platform_s_manifest_and_its_tag_follows_them() {
         builder: String::new(),
         flink: None,
         platforms: Vec::new(),
+        sdk: None,
     };
     let platforms = [amd64(), arm64()];
     let reports = [report(&amd.digest), report(&arm.digest)];
@@ -376,6 +377,7 @@ async fn a_layer_recorded_for_another_architecture_is_refused() {
         builder: String::new(),
         flink: None,
         platforms: Vec::new(),
+        sdk: None,
     };
     // The fake's images are amd64.
     check_architecture(&engine, &amd64(), &report)

@@ -247,6 +247,17 @@ async fn an_sdk_wheel_arm64_s_boot_would_not_install_is_left_to_the_base_s_apach
         assert!(c.entrypoint[2]
             .contains("PREBUILDER_BASE_BEAM='2.77.0'; PREBUILDER_PLATFORM='linux/arm64'"));
     }
+    // The report says where arm64's apache-beam came from.
+    assert!(r.platforms[0].sdk.is_none());
+    let used = r.platforms[1].sdk.clone().unwrap();
+    assert_eq!(
+        (
+            used.source.as_str(),
+            used.version.as_str(),
+            used.left_out.as_str()
+        ),
+        ("base", "2.77.0", sdk)
+    );
     // Other bytes of the same version: a new amd64 image, the same arm64 one
     // (the wheel never enters it); another version: a new arm64 one too.
     let other = with_sdk(&w, "2.77.0", "sdk-b");
