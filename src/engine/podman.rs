@@ -352,6 +352,24 @@ mod tests {
     use std::io::Read;
 
     #[test]
+    fn undated_history_is_recognised_and_gives_one_entry_per_layer() {
+        assert!(history_has_no_dates(
+            500,
+            "runtime error: invalid memory address or nil pointer dereference"
+        ));
+        assert!(!history_has_no_dates(500, "storage is corrupt"));
+        assert!(!history_has_no_dates(404, "nil pointer dereference"));
+        let layers = ["sha256:a".to_string(), "sha256:b".to_string()];
+        let h = undated_history(&layers);
+        // Newest first, as the history API answers; no layer marked empty.
+        assert_eq!(h.len(), 2);
+        assert!(h[0].comment.contains("sha256:b") && h[1].comment.contains("sha256:a"));
+        assert!(h.iter().all(|e| e.created == 0 && e.size > 0));
+        let config = crate::history::from_engine(&h);
+        assert!(config.iter().all(|e| e.get("empty_layer").is_none()));
+    }
+
+    #[test]
     fn ids_and_tags_in_dockers_form() {
         assert_eq!(normalize_id("abc"), "sha256:abc");
         assert_eq!(normalize_id("sha256:abc"), "sha256:abc");

@@ -204,3 +204,18 @@ async fn one_platform_the_engine_s_base_is_for_needs_no_registry() {
         .unwrap_err();
     assert!(e.to_string().contains("linux/arm64"), "{e}");
 }
+
+#[tokio::test]
+async fn an_engine_failing_to_show_the_base_is_blamed_not_the_base_s_registry() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = INDEXED.into();
+    let set = w.set("app");
+    let arm = Platform::parse_list("linux/arm64").unwrap();
+    // The probe inspects nothing; the base's inspect fails.
+    w.engine.fail_on("inspect");
+    let e = build_for(&w, &opts, &arm, &set).await.unwrap_err();
+    assert!(matches!(e, crate::error::Error::Engine { .. }), "{e}");
+    assert!(e.to_string().contains("inspect"), "{e}");
+    assert!(w.engine.created().iter().all(|c| c.role == "probe"));
+}
