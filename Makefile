@@ -4,7 +4,7 @@ CARGO ?= cargo
 FIXTURE_CACHE ?= $(or $(PREBUILDER_FIXTURE_CACHE),/var/cache/prebuilder-fixtures)
 export PREBUILDER_FIXTURE_CACHE := $(FIXTURE_CACHE)
 
-.PHONY: all build test lint unit demo-fixtures fixtures integration python-test wheel sdist-test demo bench bench-engines bench-direct leftovers
+.PHONY: all build test lint unit demo-fixtures fixtures integration python-test wheel sdist-test demo bench bench-engines bench-direct bench-platform leftovers
 
 all: build
 
@@ -106,12 +106,14 @@ demo: demo-fixtures build
 ## Then direct mode (no engine) next to the engine mode and local_docker, seconds and
 ## peak memory, on the demo set and on the GPU-size set (the same torch wheels; skipped,
 ## and said, without 40 GB free): target/bench-direct-{demo,torch}.json.
+## Then two platforms, direct vs the engine under emulation (bench/platform.sh).
 bench: fixtures build
 	bash bench/run.sh
 	bash bench/gpu.sh
 	PREBUILDER_BIN=$${PREBUILDER_BIN:-target/release/prebuilder} bash bench/engines.sh
 	bash bench/direct.sh
 	BENCH_DIRECT_SET=torch bash bench/direct.sh
+	bash bench/platform.sh
 
 ## Cold build, unchanged relaunch, code-only change and push on every engine
 ## of the matrix: Docker 20.10, Docker 28 and 26 with the containerd store,
@@ -122,6 +124,11 @@ bench: fixtures build
 ## GPU-size set; or BENCH_DIRECT_REQUIREMENTS/BENCH_DIRECT_WHEELS).
 bench-direct: fixtures build
 	bash bench/direct.sh
+
+## Two platforms (linux/amd64,linux/arm64): direct with no engine next to the engine
+## under qemu emulation, cold and code-only, on the same inputs (bench/platform.sh).
+bench-platform: fixtures build
+	bash bench/platform.sh
 
 bench-engines: fixtures build
 	PREBUILDER_BIN=$${PREBUILDER_BIN:-target/release/prebuilder} bash bench/engines.sh

@@ -345,6 +345,159 @@ fn platform_layers(report: &serde_json::Value, platform: &str) -> Vec<(String, S
         .collect()
 }
 
+/// Where no engine answers: the direct builds' `DOCKER_HOST`.
+const NOWHERE: &str = "unix:///nonexistent/docker.sock";
+
+/// The installed files of an image (path, mode, owner, size, content hash;
+/// a `.pyc` by its header and code objects), walked as
+/// integration/direct.rs's equivalence oracle walks them, but over the
+/// image's exported filesystem on this machine (read from stdin as a tar):
+/// no emulated Python walks the arm64 images.
+const WALK_EXPORT: &str = r#"
+import hashlib, json, marshal, sys, tarfile, types
+def canon(o):
+    if isinstance(o, types.CodeType):
+        fields = ("co_filename", "co_name", "co_qualname", "co_firstlineno", "co_flags",
+                  "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_stacksize",
+                  "co_code", "co_linetable", "co_exceptiontable", "co_names", "co_varnames",
+                  "co_freevars", "co_cellvars")
+        return ("code",) + tuple(getattr(o, f, None) for f in fields) + (tuple(canon(c) for c in o.co_consts),)
+    if isinstance(o, (tuple, list)):
+        return (type(o).__name__, tuple(canon(x) for x in o))
+    if isinstance(o, frozenset):
+        return ("frozenset", tuple(sorted((canon(x) for x in o), key=repr)))
+    return (type(o).__name__, repr(o))
+def digest(p, data):
+    if p.endswith(".pyc") and len(data) > 16:
+        try:
+            return "pyc:" + hashlib.sha256(data[:16] + repr(canon(marshal.loads(data[16:]))).encode()).hexdigest()
+        except Exception:
+            pass
+    return hashlib.sha256(data).hexdigest()
+roots = ["/usr/local/", "/usr/lib/python3/dist-packages/", "/usr/include/"]
+out, seen = {}, {}
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as t:
+    for m in t:
+        p = "/" + m.name.lstrip("./").rstrip("/")
+        if not any(p.startswith(r) for r in roots):
+            continue
+        if m.isdir():
+            out[p + "/"] = ["d", oct(m.mode & 0o7777), m.uid, m.gid]
+        elif m.issym():
+            out[p] = ["l", m.linkname]
+        elif m.islnk():
+            out[p] = seen["/" + m.linkname.lstrip("./")]
+        elif m.isfile():
+            f = ["f", oct(m.mode & 0o7777), m.size, digest(p, t.extractfile(m).read())]
+            out[p] = seen[p] = f
+print(json.dumps(out))
+"#;
+
+/// What the oracle compares in `image` for `platform`: its installed files
+/// (from its export), and, run in it (under emulation for arm64), its
+/// machine, Python version, `pip freeze --all` and `pip check`.
+fn oracle_facts(image: &str, platform: &str) -> (serde_json::Value, String, String) {
+    let o = docker(&["pull", "-q", "--platform", platform, image]);
+    assert!(o.status.success(), "pull {image}: {}", stderr(&o));
+    let id = docker_ok(&[
+        "create",
+        "--platform",
+        platform,
+        "--label",
+        "prebuilder=test",
+        "--network",
+        "none",
+        "--entrypoint",
+        "true",
+        image,
+    ]);
+    let id = id.trim();
+    let mut export = std::process::Command::new("docker")
+        .args(["export", id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let walk = std::process::Command::new("python3")
+        .args(["-c", WALK_EXPORT])
+        .stdin(export.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(export.wait().unwrap().success(), "docker export {image}");
+    let _ = docker(&["rm", id]);
+    assert!(walk.status.success(), "{}", stderr(&walk));
+    let files: serde_json::Value = serde_json::from_slice(&walk.stdout).unwrap();
+    let o = docker(&[
+        "run", "--rm", "--network", "none", "--platform", platform, "--label", "prebuilder=test",
+        "--entrypoint", "sh", image, "-c",
+        "uname -m; python -c 'import sys; print(sys.version.split()[0])'; python -m pip freeze --all; echo ---; python -m pip check; echo rc=$?",
+    ]);
+    assert!(o.status.success(), "{image} on {platform}: {}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (head, check) = text.split_once("---\n").unwrap();
+    let mut lines = head.lines();
+    let machine = lines.next().unwrap().to_string();
+    let version = lines.next().unwrap().to_string();
+    let freeze = lines.collect::<Vec<_>>().join("\n");
+    assert!(
+        check.trim_end().ends_with("rc=0"),
+        "pip check in {image}: {check}"
+    );
+    (files, format!("{machine} {version}"), freeze)
+}
+
+/// Issue 19's equivalence, per platform: the engine's image (built under
+/// emulation) and the direct one have the same installed files apart from
+/// INSTALLER, RECORD, direct_url.json and the pipeline's own dist-info
+/// (`.pyc` compared exactly when `compiled_by` is the image's Python, else by
+/// presence), the same `pip freeze --all`, and `pip check` passes in both.
+fn assert_equivalent_on(engine: &str, direct: &str, platform: &str, compiled_by: &str) {
+    let (ef, e_python, e_freeze) = oracle_facts(engine, platform);
+    let (df, d_python, d_freeze) = oracle_facts(direct, platform);
+    assert_eq!(e_python, d_python, "{platform}");
+    let exact_pyc = e_python.ends_with(compiled_by);
+    let own = "prebuilder_demo-0.1.0.dist-info";
+    let skip = |p: &str| {
+        let name = p.rsplit('/').next().unwrap_or("");
+        matches!(name, "INSTALLER" | "RECORD" | "direct_url.json") || p.contains(own)
+    };
+    let (ef, df) = (ef.as_object().unwrap(), df.as_object().unwrap());
+    let keys: std::collections::BTreeSet<&String> = ef.keys().chain(df.keys()).collect();
+    let mut diffs = Vec::new();
+    for k in keys.into_iter().filter(|k| !skip(k)) {
+        match (ef.get(k), df.get(k)) {
+            (Some(_), Some(_)) if k.ends_with(".pyc") && !exact_pyc => {}
+            (Some(a), Some(b)) if a != b => diffs.push(format!("{k}: engine {a} direct {b}")),
+            (Some(_), None) => diffs.push(format!("{k}: only in the engine image")),
+            (None, Some(_)) => diffs.push(format!("{k}: only in the direct image")),
+            _ => {}
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{platform}: {} differences (pyc exact: {exact_pyc}):\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(60)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(e_freeze, d_freeze, "{platform}: pip freeze --all");
+    assert!(
+        ef.len() > 1000,
+        "{platform}: the walk saw the installed set"
+    );
+}
+
+/// The host Python direct mode compiles `.pyc` with (`--launch-python`'s
+/// version, as the fixture venv has it).
+fn launch_python_version(python: &Path) -> String {
+    let o = run(std::process::Command::new(python)
+        .args(["-c", "import sys; print(sys.version.split()[0])"]));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 #[test]
 fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
     let registry = TestRegistry::start(None);
@@ -457,6 +610,85 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
     // The two platforms' dependency layers are two images (their own keys).
     assert_ne!(platforms[0]["image"], platforms[1]["image"]);
 
+    // The same inputs built directly: no engine answers, nothing emulated;
+    // each platform's image equals the engine's by issue 19's oracle.
+    let venv = Fixtures::load().venv_python;
+    // arm64's wheels from its directory: the same bytes the engine build
+    // fetched from the index, so the same inputs.
+    let no_engine = |state: &str, builder: &str| {
+        arm64_from_dir(two_platforms(
+            &base,
+            &repository,
+            &req,
+            &project,
+            &dir.path().join(state),
+        ))
+        .env("DOCKER_HOST", NOWHERE)
+        .args(["--builder", builder, "--launch-python"])
+        .arg(&venv)
+    };
+    let direct = |state: &str| no_engine(state, "direct");
+    // No engine and no --platform: the base's platforms are listed.
+    let o = Build::new(&base)
+        .env("DOCKER_HOST", NOWHERE)
+        .args(["--builder", "direct"])
+        .repository(&repository)
+        .requirements(&req)
+        .push()
+        .run();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = error_object(&o);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("linux/amd64, linux/arm64"),
+        "{e}"
+    );
+    assert!(e["hint"].as_str().unwrap().contains("--platform"), "{e}");
+    let started = std::time::Instant::now();
+    let built = direct("direct-cold").ok();
+    eprintln!(
+        "two-platform direct cold build: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(built["builder"], "direct");
+    let compiled_by = launch_python_version(&venv);
+    for (i, platform) in ["linux/amd64", "linux/arm64"].into_iter().enumerate() {
+        let d = &built["platforms"][i];
+        assert_eq!(d["platform"], platform);
+        let layers = platform_layers(&built, platform);
+        assert!(
+            layers.iter().all(|(_, c)| c == "miss"),
+            "{platform}: {layers:?}"
+        );
+        let engine = format!("{repository}@{}", platforms[i]["digest"].as_str().unwrap());
+        let direct = format!("{repository}@{}", d["digest"].as_str().unwrap());
+        assert_equivalent_on(&engine, &direct, platform, &compiled_by);
+    }
+    // Each platform's SBOMs and provenance are attached to its manifest, and
+    // found from the index: verify and sbom follow it to this machine's image.
+    let index_ref = format!("{repository}@{}", built["digest"].as_str().unwrap());
+    let o = run(prebuilder().args(["verify", "--format", "json", &index_ref]));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let verdict = json(&o);
+    assert_eq!(
+        verdict["digest"], built["platforms"][0]["digest"],
+        "{verdict}"
+    );
+    let o = run(prebuilder().args(["sbom", &index_ref]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("numpy"),
+        "the amd64 image's SBOM"
+    );
+
     // A relaunch: every layer of every platform found, the same index; the
     // wheel is not downloaded again (kept under the state dir by digest).
     let again = launch.ok();
@@ -505,6 +737,42 @@ fn two_platforms_push_an_index_whose_images_run_their_own_interpreter() {
             format!("{machine} 2.2.6 changed")
         );
     }
+
+    // Directly, on a fresh runner (no engine, no state): the same code
+    // change rebuilds only each platform's application layer.
+    let code = direct("direct-code").ok();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let layers = platform_layers(&code, platform);
+        let caches: Vec<&str> = layers.iter().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(caches, ["registry", "miss"], "{platform}");
+    }
+    assert_ne!(code["digest"], built["digest"]);
+    // And another fresh runner with no engine (`--builder auto`): a registry
+    // hit for the whole index, nothing pulled.
+    let o = no_engine("direct-fresh", "auto")
+        .args(["--progress", "json"])
+        .run();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let hit = json(&o);
+    assert_eq!(
+        hit["builder"], "direct",
+        "auto with no engine builds directly"
+    );
+    assert_eq!(hit["digest"], code["digest"]);
+    assert_eq!(hit["cached"], true);
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let layers = platform_layers(&hit, platform);
+        assert!(
+            layers.iter().all(|(_, c)| c == "registry"),
+            "{platform}: {layers:?}"
+        );
+    }
+    let seen = events(&o);
+    let nothing = seen
+        .iter()
+        .filter(|e| e["event"] == "nothing_pulled")
+        .count();
+    assert_eq!(nothing, 2, "one per platform: {seen:?}");
 
     // A fresh runner (nothing of the result or the bases on its engine): the
     // whole index is a registry hit, and nothing is pulled for any platform.

@@ -364,7 +364,9 @@ pub struct BuildArgs {
     /// Platforms to build for, docker's spelling, comma-separated: `linux/amd64`,
     /// `linux/arm64` (`linux/arm64/v8`). Each is a build of its own on the base's
     /// image for it (read from the base's registry); two or more push one OCI image
-    /// index (needs --push). Default: the engine's platform.
+    /// index (needs --push). With --builder direct (or auto and no engine) each
+    /// platform is built directly, with no engine and no emulation. Default: the
+    /// engine's platform; with no engine, the base's only one.
     #[arg(long, value_name = "PLATFORM[,PLATFORM…]")]
     pub platform: Option<String>,
 

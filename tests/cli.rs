@@ -740,3 +740,30 @@ fn sbom_of_a_local_image_without_an_engine_exits_3() {
         .code(3)
         .stdout("");
 }
+
+#[test]
+fn direct_mode_with_platform_asks_no_engine_and_needs_a_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("requirements.txt");
+    std::fs::write(&req, "six==1.16.0\n").unwrap();
+    // A DOCKER_HOST no engine client accepts: asking it would fail otherwise.
+    prebuilder()
+        .env("DOCKER_HOST", "bogus://nowhere")
+        .args([
+            "build",
+            "--base",
+            "localhost:5000/beam:2.77.0",
+            "--builder",
+            "direct",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--requirements-file",
+        ])
+        .arg(&req)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--builder direct with --platform builds with no engine")
+                .and(predicate::str::contains("--push")),
+        );
+}

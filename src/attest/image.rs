@@ -106,22 +106,23 @@ pub async fn from_registry<R: Manifests>(
         action: format!("reading {image}"),
         source: reason.into(),
     };
-    let manifest = registry
+    let top = registry
         .manifest(reference)
         .await?
         .ok_or_else(|| bad("the registry has no such manifest".into()))?;
-    // A multi-platform result is its index (the documents' subject); its
-    // config and layers are this platform's image's.
-    let layers = match image_layers(&manifest.bytes) {
-        Some(l) => l,
+    // A multi-platform result is an index: this platform's image in it is
+    // read, and is the subject its documents are attached to (each
+    // platform's build attaches its own).
+    let (manifest, layers) = match image_layers(&top.bytes) {
+        Some(l) => (top, l),
         None => registry
-            .image_manifest(&manifest.digest)
+            .image_manifest(&top.digest)
             .await?
-            .and_then(|m| image_layers(&m.bytes))
+            .and_then(|m| image_layers(&m.bytes).map(|l| (m, l)))
             .ok_or_else(|| {
                 bad(format!(
                     "{} is not an image manifest, nor an index of one for this platform",
-                    manifest.media_type
+                    top.media_type
                 ))
             })?,
     };

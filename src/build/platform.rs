@@ -513,8 +513,8 @@ pub async fn run<E: Engine, R: Manifests>(
         return Err(Error::PlatformRefused {
             platform: names(&platforms),
             input: "--builder direct".into(),
-            reason: "direct mode builds for the base's own platform only".into(),
-            hint: "build with --builder engine (with emulation for the other platforms), or drop --platform".into(),
+            reason: "on an engine, platforms are built in setup containers; direct mode builds them with no engine".into(),
+            hint: "run `prebuilder build --builder direct --platform …` (it asks no engine; build::platform::direct::run), or build with --builder engine".into(),
         });
     }
     for job in jobs {
@@ -538,21 +538,30 @@ pub async fn run<E: Engine, R: Manifests>(
     };
     let mut reports = Vec::new();
     for (job, base) in jobs.iter().zip(&bases) {
-        let mut o = opts.clone();
+        let mut o = direct::options_for(opts, &job.platform, jobs.len() > 1);
         o.base = base.reference.clone();
-        o.platform = Some(job.platform.name());
-        if jobs.len() > 1 {
-            // The extra tags name the index, put after every platform is pushed.
-            o.tags.clear();
-        }
         let report = super::run(engine, &o, job.set, remote, reporter).await?;
         check_architecture(engine, &job.platform, &report).await?;
         arch::check_result(remote, &job.platform, &report, &opts.scratch_dir).await?;
         reports.push(report);
     }
+    put_index(opts, jobs, reports, remote, started).await
+}
+
+/// One platform's report as it is; two or more: the OCI image index over
+/// their pushed manifests put in the result's registry (its content tag and
+/// every `--tag`), and the combined report.
+async fn put_index<R: Manifests>(
+    opts: &Options,
+    jobs: &[Job<'_>],
+    mut reports: Vec<Report>,
+    remote: &dyn Fn() -> Result<Option<Remote<R>>>,
+    started: std::time::Instant,
+) -> Result<Report> {
     if reports.len() == 1 {
         return Ok(reports.remove(0));
     }
+    let platforms: Vec<Platform> = jobs.iter().map(|j| j.platform.clone()).collect();
     let registry = remote()?.ok_or_else(|| Error::Usage {
         message: "an image index needs the result's registry".into(),
         hint: "name a --repository in a registry and add --push".into(),
@@ -743,6 +752,7 @@ fn combined(
 }
 
 pub mod arch;
+pub mod direct;
 
 #[cfg(test)]
 mod tests;

@@ -157,8 +157,11 @@ pub async fn run(
     };
     let output = output(args)?;
     let connected = match output {
-        // --output: no engine is asked (the result goes to the file).
+        // --output: no engine is asked (the result goes to the file); nor
+        // for direct mode with --platform (each platform built with no
+        // engine, pushed to the registry).
         Some(_) => None,
+        None if args.builder == Builder::Direct && args.platform.is_some() => None,
         None => tokio::select! {
             r = DockerEngine::connect(settings) => Some(r),
             signal = cancel.cancelled() => return interrupted(signal),
@@ -385,8 +388,12 @@ async fn engineless(
     reporter: &dyn Reporter,
 ) -> Result<Report> {
     if !args.push && output.is_none() {
+        let why = match (args.builder, &args.platform) {
+            (Builder::Direct, Some(_)) => "--builder direct with --platform builds with no engine",
+            _ => "no engine answers",
+        };
         return Err(Error::Usage {
-            message: "no engine answers, and the result would go nowhere".into(),
+            message: format!("{why}, and the result would go nowhere"),
             hint: "pass --push (to --repository's registry) or --output oci:DIR / docker-archive:FILE, or start an engine (DOCKER_HOST)".into(),
         });
     }
@@ -399,15 +406,64 @@ async fn engineless(
         reason: "no engine answers, so the base must be read from its registry, and this reference names none prebuilder can read (an image id?)".into(),
     })?;
     let store = Store::new(scratch);
+    let phases = build::phase::Phases::new(reporter);
+    let platforms = match &args.platform {
+        Some(list) => Some(Platform::parse_list(list)?),
+        None => build::platform::direct::only_platform(&base, &args.base)
+            .await?
+            .map(|p| vec![p]),
+    };
+    if let Some(platforms) = platforms {
+        let on = (&store, &opts, base);
+        return engineless_platforms(
+            args,
+            settings,
+            on,
+            (state_root, scratch),
+            set,
+            &platforms,
+            &phases,
+        )
+        .await
+        .map_err(|e| phases.explain(e));
+    }
     let make = move || {
         let mut r = registries(args, settings)?;
         r.base = Some(base);
         Ok(Some(r))
     };
-    let phases = build::phase::Phases::new(reporter);
     build::run(&store, &opts, set, make, &phases)
         .await
         .map_err(|e| phases.explain(e))
+}
+
+/// With no engine, for `platforms`: each platform's set staged (its own
+/// `--requirements-cache PLATFORM=DIR`, and its own SDK wheel from there),
+/// then each built directly on its base (`build::platform::direct`).
+async fn engineless_platforms(
+    args: &BuildArgs,
+    settings: &Settings,
+    (store, opts, base): (&Store, &build::Options, Registry),
+    (state_root, scratch): (&Path, &Path),
+    set: &StagedSet,
+    platforms: &[Platform],
+    reporter: &dyn Reporter,
+) -> Result<Report> {
+    let cache = std::sync::Arc::new(DigestCache::open(state::digest_cache(state_root)));
+    let mut staged = stage_platforms(args, platforms, scratch, cache).await?;
+    for (p, s) in platforms.iter().zip(staged.iter_mut()) {
+        if let Some(s) = s {
+            build::platform::direct::platform_sdk(s, p);
+        }
+    }
+    let jobs = platform_jobs(platforms, &staged, set);
+    let config_dir = settings.docker_config_dir();
+    let remote = || {
+        let mut r = registries(args, settings)?;
+        r.base = base_registry(&args.base, &config_dir);
+        Ok(Some(r))
+    };
+    build::platform::direct::run(store, opts, &jobs, &base, &remote, reporter).await
 }
 
 /// After the engine went away mid-build: wait for it to come back (a

@@ -65,7 +65,17 @@ pub async fn attached<R: Manifests>(
             None => return Ok(None),
         }
     };
-    attach::fetch(registry, &digest, kind, scratch).await
+    if let Some(doc) = attach::fetch(registry, &digest, kind, scratch).await? {
+        return Ok(Some(doc));
+    }
+    // A multi-platform result (an index): this platform's image's document,
+    // which its platform's build attached.
+    match registry.image_manifest(&digest).await {
+        Ok(Some(m)) if m.digest != digest => {
+            attach::fetch(registry, &m.digest, kind, scratch).await
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The `kind` document of `image` on the engine, made from its record:

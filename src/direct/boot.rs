@@ -5,7 +5,8 @@
 //!
 //! 1. the SDK: the first staged `apache_beam*` file ending in
 //!    `cp3X-cp3X-manylinux_2_17_x86_64.manylinux2014_x86_64.whl` (the only
-//!    spec the boot accepts) is installed as `<wheel>[gcp]`; a `.dev` wheel
+//!    spec the boot accepts; on an aarch64 base, built with `--platform
+//!    linux/arm64`, its `aarch64` twin) is installed as `<wheel>[gcp]`; a `.dev` wheel
 //!    is forced first (`--upgrade --force-reinstall --no-deps`). A failure
 //!    is only logged; then `dataflow_python_sdk.tar`, if staged, would be
 //!    built from source (refused here);
@@ -156,8 +157,7 @@ fn python_version(state: &State) -> Result<pep440_rs::Version> {
 /// direct mode refuses to build.
 fn sdk(state: &mut State, env: &Env, artifacts: &[Artifact], log: &mut Log) -> Result<()> {
     let names: Vec<&str> = artifacts.iter().map(|a| a.name.as_str()).collect();
-    let minor = state.index.python.minor;
-    let spec = format!("cp3{minor}-cp3{minor}-manylinux_2_17_x86_64.manylinux2014_x86_64.whl");
+    let spec = sdk_spec(state.index.python.minor, &state.index.machine);
     let sdk = names
         .iter()
         .find(|n| n.starts_with("apache_beam") && n.ends_with(&spec));
@@ -195,6 +195,17 @@ fn sdk(state: &mut State, env: &Env, artifacts: &[Artifact], log: &mut Log) -> R
         });
     }
     Ok(())
+}
+
+/// The SDK wheel name's ending the boot looks for. Beam's boot accepts only
+/// `x86_64`; direct mode builds an aarch64 base (`--platform linux/arm64`)
+/// with no boot and no emulation, and installs the aarch64 twin of that name.
+fn sdk_spec(minor: u32, machine: &str) -> String {
+    let m = match machine {
+        "aarch64" => "aarch64",
+        _ => "x86_64",
+    };
+    format!("cp3{minor}-cp3{minor}-manylinux_2_17_{m}.manylinux2014_{m}.whl")
 }
 
 /// `pip install <sdk>[gcp]`, after `--upgrade --force-reinstall --no-deps`
@@ -338,4 +349,19 @@ fn wheel_of(a: &Artifact, what: &str, tools: &Tools) -> Result<(PathBuf, bool)> 
     let out = tools.scratch.join(format!("built-{n}"));
     let wheel = host::build_wheel(python, &a.path, what, &out)?;
     Ok((wheel, true))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sdk_wheel_looked_for_is_the_boots_on_x86_64_and_its_twin_on_aarch64() {
+        assert_eq!(
+            super::sdk_spec(11, "x86_64"),
+            "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+        );
+        assert_eq!(
+            super::sdk_spec(12, "aarch64"),
+            "cp312-cp312-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
+        );
+    }
 }

@@ -155,6 +155,7 @@ mod layers;
 mod no_cache_push;
 mod platform;
 mod platform_arch;
+mod platform_direct;
 mod push;
 mod push_progress;
 mod registry;
