@@ -451,7 +451,7 @@ pub async fn probe<E: Engine>(engine: &E, platform: &Platform, scratch: &Path) -
     let _ = std::fs::remove_file(&archive);
     let spec = ContainerSpec {
         name: crate::engine::ops::container_name("probe"),
-        image: id,
+        image: id.clone(),
         entrypoint: vec!["/probe".into()],
         role: "probe".into(),
         network: Network::None,
@@ -466,8 +466,11 @@ pub async fn probe<E: Engine>(engine: &E, platform: &Platform, scratch: &Path) -
         }
         Err(e) => Err(e),
     };
+    // By tag, else by id: Podman loads the probe's archive untagged.
     if let Err(e) = engine.remove_image(&tag).await {
-        tracing::debug!("probe image {tag} not removed: {e}");
+        if let Err(e2) = engine.remove_image(&id).await {
+            tracing::debug!("probe image {tag} ({id}) not removed: {e}; {e2}");
+        }
     }
     let reason = match outcome {
         Ok(0) => return Ok(()),
@@ -529,6 +532,8 @@ pub async fn run<E: Engine, R: Manifests>(
     // without --platform; else each platform's image in the base's registry.
     let bases = match (local_base(engine, opts, &platforms).await, base_registry) {
         (Ok(local), _) => local,
+        // The engine failed to show its copy: that, not the registry, is at fault.
+        (Err(e @ Error::Engine { .. }), _) => return Err(e),
         (Err(_), Some(r)) => {
             let found = bases(r, &opts.base, &platforms, &opts.scratch_dir).await?;
             arch::check_bases(r, &platforms, &found, &opts.scratch_dir).await?;

@@ -360,6 +360,16 @@ impl Engine for DockerEngine {
                 })
                 .collect(),
             Err(e) if not_found(&e) => return Ok(None),
+            Err(BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            }) if self.podman && super::podman::history_has_no_dates(status_code, &message) => {
+                tracing::warn!(
+                    "Podman cannot show the history of {reference} (its entries carry no date): \
+                     its layers get undated entries in the images made on it"
+                );
+                super::podman::undated_history(&info.layers)
+            }
             Err(e) => return Err(engine_err(format!("reading the history of {reference}"), e)),
         };
         Ok(Some(self.identify(info).await?))

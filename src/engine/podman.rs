@@ -17,6 +17,12 @@
 //! - ids come back without `sha256:` from some endpoints, and tags come back
 //!   fully qualified (`docker.io/library/name:tag`): both are normalised to
 //!   Docker's form ([`normalize_id`], [`familiar`]).
+//! - `GET /images/{name}/history` (4.3) dereferences each entry's `created`
+//!   and answers 500 "nil pointer dereference" for an image whose history
+//!   entries carry no date (the OCI spec makes it optional; debootstrap-made
+//!   bases and some other tools leave it out). The compat API serves no other
+//!   view of the config's history, so such a base's history is one undated
+//!   entry per layer ([`undated_history`]) and a warning says so.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -25,6 +31,28 @@ use bollard::models::{ContainerConfig, SystemVersion};
 use sha2::{Digest, Sha256};
 
 use super::containerd::Descriptor;
+
+/// Whether a failed `/images/{name}/history` is Podman 4's crash on
+/// history entries without a date (see the module's notes).
+pub fn history_has_no_dates(status: u16, message: &str) -> bool {
+    status == 500 && message.contains("nil pointer dereference")
+}
+
+/// The history of an image Podman cannot show it for: one entry per layer
+/// (newest first, as the history API gives it), undated, saying why, so a
+/// layer made on it still pairs each layer with an entry.
+pub fn undated_history(layers: &[String]) -> Vec<crate::history::EngineEntry> {
+    layers
+        .iter()
+        .rev()
+        .map(|diff_id| crate::history::EngineEntry {
+            created: 0,
+            created_by: String::new(),
+            comment: format!("history of layer {diff_id} not readable through Podman's API"),
+            size: 1,
+        })
+        .collect()
+}
 
 /// Whether `/version` is Podman's.
 pub fn is_podman(version: &SystemVersion) -> bool {
@@ -322,6 +350,24 @@ fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn undated_history_is_recognised_and_gives_one_entry_per_layer() {
+        assert!(history_has_no_dates(
+            500,
+            "runtime error: invalid memory address or nil pointer dereference"
+        ));
+        assert!(!history_has_no_dates(500, "storage is corrupt"));
+        assert!(!history_has_no_dates(404, "nil pointer dereference"));
+        let layers = ["sha256:a".to_string(), "sha256:b".to_string()];
+        let h = undated_history(&layers);
+        // Newest first, as the history API answers; no layer marked empty.
+        assert_eq!(h.len(), 2);
+        assert!(h[0].comment.contains("sha256:b") && h[1].comment.contains("sha256:a"));
+        assert!(h.iter().all(|e| e.created == 0 && e.size > 0));
+        let config = crate::history::from_engine(&h);
+        assert!(config.iter().all(|e| e.get("empty_layer").is_none()));
+    }
 
     #[test]
     fn ids_and_tags_in_dockers_form() {

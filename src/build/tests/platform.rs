@@ -271,3 +271,18 @@ async fn an_sdk_wheel_arm64_s_boot_would_not_install_is_left_to_the_base_s_apach
     let plain = build_for(&w, &opts, &both(), &w.set("app")).await.unwrap();
     assert_ne!(plain.platforms[1].image, r.platforms[1].image);
 }
+
+#[tokio::test]
+async fn an_engine_failing_to_show_the_base_is_blamed_not_the_base_s_registry() {
+    let w = world();
+    let mut opts = w.opts();
+    opts.base = INDEXED.into();
+    let set = w.set("app");
+    let arm = Platform::parse_list("linux/arm64").unwrap();
+    // The probe inspects nothing; the base's inspect fails.
+    w.engine.fail_on("inspect");
+    let e = build_for(&w, &opts, &arm, &set).await.unwrap_err();
+    assert!(matches!(e, crate::error::Error::Engine { .. }), "{e}");
+    assert!(e.to_string().contains("inspect"), "{e}");
+    assert!(w.engine.created().iter().all(|c| c.role == "probe"));
+}
