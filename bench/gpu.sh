@@ -283,7 +283,7 @@ ours() {
   [ -z "$dir" ] || [ ! -f "$dir/origins.json" ] || inputs+=(--origins "$dir/origins.json")
   local repo=${OURS_REPO:-$ours_repo}
   t0=$(now)
-  /usr/bin/time -f '%M' -o "$tmp/rss-$name" \
+  /usr/bin/time -f '%M %e' -o "$tmp/rss-$name" \
     "$bin" build "${inputs[@]}" --base "$FIXTURE_BEAM_IMAGE" --network none \
     --format json --progress json --repository "$repo" "$@" >"$out" 2> >(stamp "$t0" >"$log") &
   pid=$!
@@ -296,13 +296,18 @@ ours() {
   record_images
   [ "$status" -eq 0 ] || { sleep 0.2; tail -n 30 "$log" >&2; die "prebuilder build ($name) exited with status $status; log: $log"; }
   sleep 0.2
-  local rss
-  rss=$(tail -n 1 "$tmp/rss-$name" 2>/dev/null | grep -E '^[0-9]+$' || echo 0)
-  put "[\"ours\",\"$name\"]" "$(jq --argjson s "$(elapsed "$t0" "$t1")" --argjson p "$(phases "$log" "$(elapsed "$t0" "$t1")")" \
+  # Seconds from time(1), prebuilder's own run: t1 comes after this
+  # function's sleep, which a sub-second relaunch would otherwise include.
+  local rss secs
+  rss=$(tail -n 1 "$tmp/rss-$name" 2>/dev/null | awk '$1 ~ /^[0-9]+$/ { print $1 }')
+  secs=$(tail -n 1 "$tmp/rss-$name" 2>/dev/null | awk '$2 ~ /^[0-9.]+$/ { print $2 }')
+  rss=${rss:-0}
+  secs=${secs:-$(elapsed "$t0" "$t1")}
+  put "[\"ours\",\"$name\"]" "$(jq --argjson s "$secs" --argjson p "$(phases "$log" "$secs")" \
     --arg log "$log" --argjson rss "$rss" --argjson up "$(uploaded_bytes "$log")" \
     '{seconds: $s, phases: $p, peak_rss_kb: $rss, uploaded_bytes: $up, cached, image, digest, sdk_container_image,
       layers: [.layers[] | del(.record)], log: $log}' "$out")"
-  say "$name: prebuilder $(elapsed "$t0" "$t1") s; phases $(jq -c --arg n "$name" '.ours[$n].phases.layers' "$results")"
+  say "$name: prebuilder $secs s; phases $(jq -c --arg n "$name" '.ours[$n].phases.layers' "$results")"
 }
 
 # anchor NAME CONTEXT_DIR [FLAGS…]: what Beam's local_docker runs.
