@@ -414,7 +414,9 @@ impl Drop for SmallFs {
 /// check then refuses blaming the engine; nothing is left behind.
 #[test]
 fn a_state_directory_too_small_for_the_layer_is_named() {
-    let w = World::new("full", 30);
+    // 60 MB of files in the layer: more than the 40 MB there is, even for
+    // the streaming path, which writes only the layer files there.
+    let w = World::new("full", 60);
     let Some(_small) = SmallFs::mount(&w.state(), "40m") else {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
