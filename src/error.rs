@@ -457,7 +457,7 @@ impl From<&str> for RegistryCause {
 
 /// An error and its sources, `: `-joined (reqwest's own message names only
 /// the request; the cause, e.g. "Connection refused", is deeper).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

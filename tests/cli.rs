@@ -767,3 +767,34 @@ fn direct_mode_with_platform_asks_no_engine_and_needs_a_destination() {
                 .and(predicate::str::contains("--push")),
         );
 }
+
+#[test]
+fn two_platforms_without_push_are_refused_before_any_base_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("requirements.txt");
+    std::fs::write(&req, "six==1.16.0\n").unwrap();
+    // No engine and no registry at localhost:5000: reading either would fail otherwise.
+    prebuilder()
+        .env("DOCKER_HOST", "bogus://nowhere")
+        .args([
+            "build",
+            "--base",
+            "localhost:5000/beam:2.77.0",
+            "--builder",
+            "direct",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--requirements-file",
+        ])
+        .arg(&req)
+        .arg("--output")
+        .arg(format!("oci:{}", dir.path().join("out").display()))
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("builds an image index, which lives in a registry")
+                .and(predicate::str::contains("add --push"))
+                .and(predicate::str::contains("--output writes one image")),
+        );
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}

@@ -490,6 +490,22 @@ pub struct Job<'a> {
     pub set: &'a StagedSet,
 }
 
+/// Two or more platforms make an image index, which only a registry holds:
+/// refused without `--push` (`alternative` adds to the hint).
+pub(crate) fn index_needs_push(
+    platforms: &[Platform],
+    opts: &Options,
+    alternative: &str,
+) -> Result<()> {
+    if platforms.len() > 1 && !opts.push {
+        return Err(Error::Usage {
+            message: format!("--platform {} builds an image index, which lives in a registry", names(platforms)),
+            hint: format!("add --push and a --repository in a registry (e.g. localhost:5000/team/sdk), or build one platform{alternative}"),
+        });
+    }
+    Ok(())
+}
+
 /// Build every platform (checks first, then one build each), then with two
 /// or more platforms put the OCI image index over their manifests in the
 /// result's registry. `remote` makes the result's registry for each build.
@@ -503,12 +519,7 @@ pub async fn run<E: Engine, R: Manifests>(
 ) -> Result<Report> {
     let started = std::time::Instant::now();
     let platforms: Vec<Platform> = jobs.iter().map(|j| j.platform.clone()).collect();
-    if jobs.len() > 1 && !opts.push {
-        return Err(Error::Usage {
-            message: format!("--platform {} builds an image index, which lives in a registry", names(&platforms)),
-            hint: "add --push and a --repository in a registry (e.g. localhost:5000/team/sdk), or build one platform".into(),
-        });
-    }
+    index_needs_push(&platforms, opts, "")?;
     if opts.builder.with_engine() == super::Builder::Direct {
         return Err(Error::PlatformRefused {
             platform: names(&platforms),

@@ -233,15 +233,10 @@ fn file_sha256(path: &Path) -> Option<String> {
     Some(format!("{:x}", hasher.finalize()))
 }
 
-/// An error and its sources, `: `-joined, credentials redacted.
+/// An error and its sources, `: `-joined ([`crate::error::chain`]),
+/// credentials redacted.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    crate::redact::redact(&text).into_owned()
+    crate::redact::redact(&crate::error::chain(e)).into_owned()
 }
 
 /// The HTTP client for indexes: the host's root certificates plus the

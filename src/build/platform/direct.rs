@@ -12,7 +12,9 @@
 //! With no engine and no `--platform`, the base's only platform is built
 //! ([`only_platform`]); a base with several is refused, listing them.
 
-use super::{bases, check_set, dist_of, names, put_index, wheel_fits, Job, Platform};
+use super::{
+    bases, check_set, dist_of, index_needs_push, names, put_index, wheel_fits, Job, Platform,
+};
 use crate::build::{Builder, Options, Remote};
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
@@ -34,15 +36,7 @@ pub async fn run<R: Manifests>(
 ) -> Result<Report> {
     let started = std::time::Instant::now();
     let platforms: Vec<Platform> = jobs.iter().map(|j| j.platform.clone()).collect();
-    if jobs.len() > 1 && !opts.push {
-        return Err(Error::Usage {
-            message: format!(
-                "--platform {} builds an image index, which lives in a registry",
-                names(&platforms)
-            ),
-            hint: "add --push and a --repository in a registry (e.g. localhost:5000/team/sdk), or build one platform (--output writes one image)".into(),
-        });
-    }
+    index_needs_push(&platforms, opts, " (--output writes one image)")?;
     for job in jobs {
         check_set(job.set, &job.platform)?;
     }
