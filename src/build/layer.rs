@@ -354,19 +354,29 @@ async fn load_snapshot<E: Engine>(
     // Every date in the image comes from one epoch, never the clock: the
     // same inputs must give the same image id (issue 11).
     let epoch = b.epoch();
-    let layers = write_layers(snapshot, epoch, &written).await?;
     let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
-    let (image_config, image_id, config) = image_of(&layers, &parent, config, (epoch, entry));
-    reporter.event(Event::LoadingLayer {
-        layer: b.layer.name,
-    });
-    let total = parent.layers.len() + layers.len();
-    if streamed {
-        load_streamed(engine, image_config, total, layers).await?;
+    let (image_id, config) = if streamed {
+        let layer = b.layer.name;
+        write_and_load(
+            engine,
+            snapshot,
+            &written,
+            (&parent, config),
+            (epoch, entry),
+            &|| reporter.event(Event::LoadingLayer { layer }),
+        )
+        .await?
     } else {
+        let layers = write_layers(snapshot, epoch, &written, None).await?;
+        let (image_config, image_id, config) = image_of(&layers, &parent, config, (epoch, entry));
+        reporter.event(Event::LoadingLayer {
+            layer: b.layer.name,
+        });
+        let total = parent.layers.len() + layers.len();
         let archive = write_archive(image_config, total, layers, &written).await?;
         engine.load(&archive).await?;
-    }
+        (image_id, config)
+    };
     match engine.inspect(&image_id).await? {
         Some(_) => Ok(Some((image_id, config))),
         None => Err(Error::Engine {
@@ -374,6 +384,41 @@ async fn load_snapshot<E: Engine>(
             action: "loading the layer image".into(),
             source: format!("the engine did not keep {image_id}").into(),
         }),
+    }
+}
+
+/// Write the layers of `snapshot` and load each into the engine as soon as
+/// it is complete ([`load_as_written`]): the image's id and config. `left`
+/// is told when the snapshot is all in (what remains is loading).
+async fn write_and_load<E: Engine>(
+    engine: &E,
+    snapshot: Snapshot,
+    written: &Written<'_>,
+    (parent, config): (&ImageInfo, serde_json::Value),
+    history: (u64, serde_json::Value),
+    left: &(dyn Fn() + Sync),
+) -> Result<(String, serde_json::Value)> {
+    let (ready, layers) = tokio::sync::mpsc::unbounded_channel();
+    let parts = snapshot.split.parts.len();
+    let write = write_layers(snapshot, history.0, written, Some(ready));
+    let load = load_as_written(engine, layers, parts, parent, config, history);
+    let (wrote, loaded) = tokio::join!(
+        async {
+            let wrote = write.await;
+            left();
+            wrote
+        },
+        load
+    );
+    match (wrote, loaded) {
+        // The loader stopped first: its error says why.
+        (Err(Error::Local { source, .. }), Err(e))
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+        (Ok(_), loaded) => loaded,
     }
 }
 
@@ -474,18 +519,33 @@ impl Written<'_> {
 }
 
 /// The snapshot stream cut into the layer files (`split::split_stream`):
-/// one pass, in a blocking task fed by the stream.
-async fn write_layers(s: Snapshot, epoch: u64, to: &Written<'_>) -> Result<Vec<split::Written>> {
+/// one pass, in a blocking task fed by the stream. Each layer goes to
+/// `ready` (index, layer) as soon as it is complete.
+async fn write_layers(
+    s: Snapshot,
+    epoch: u64,
+    to: &Written<'_>,
+    ready: Option<Ready>,
+) -> Result<Vec<split::Written>> {
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(s.stream));
     let dir = to.dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
+        let mut hand_over = |i: usize, w: &split::Written| match &ready {
+            Some(ready) => ready.send((i, w.clone())).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the engine stopped loading the layers",
+                )
+            }),
+            None => Ok(()),
+        };
         split::split_stream(
             std::io::BufReader::with_capacity(1 << 20, reader),
             &s.deleted,
             s.record.as_deref().map(|r| (RECORD_FILE, r)),
             epoch,
             s.split,
-            &dir,
+            (&dir, &mut hand_over),
         )
     })
     .await
@@ -494,6 +554,139 @@ async fn write_layers(s: Snapshot, epoch: u64, to: &Written<'_>) -> Result<Vec<s
         source,
     })?
     .map_err(to.error("writing the layer"))
+}
+
+/// Where [`write_layers`] hands each complete layer.
+type Ready = tokio::sync::mpsc::UnboundedSender<(usize, split::Written)>;
+
+/// Load a split's layers as [`write_layers`] completes them (issue 22):
+/// one request per layer, in image order, each an image of the layers so
+/// far; a request streams its layer while the one below is applied, and
+/// sends its config and manifest (which the engine reads only then) once
+/// that one is in. The last request is the image (its id and config
+/// returned); the images below it are removed (their layers stay, the
+/// image holds them), on failure too.
+async fn load_as_written<E: Engine>(
+    engine: &E,
+    layers: tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>,
+    parts: usize,
+    parent: &ImageInfo,
+    config: serde_json::Value,
+    history: (u64, serde_json::Value),
+) -> Result<(String, serde_json::Value)> {
+    let mut loaded: Vec<String> = Vec::new();
+    let result = load_each(
+        engine,
+        layers,
+        parts,
+        parent,
+        (config, history),
+        &mut loaded,
+    )
+    .await;
+    let image = result.as_ref().ok().map(|(id, _)| id.clone());
+    for id in loaded.iter().filter(|id| Some(*id) != image.as_ref()) {
+        if let Err(e) = engine.remove_image(id).await {
+            tracing::warn!("could not remove the partial layer image {id}: {e}");
+        }
+    }
+    result
+}
+
+/// [`load_as_written`]'s requests; every image loaded goes to `loaded`.
+async fn load_each<E: Engine>(
+    engine: &E,
+    layers: tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>,
+    parts: usize,
+    parent: &ImageInfo,
+    (config, history): (serde_json::Value, (u64, serde_json::Value)),
+    loaded: &mut Vec<String>,
+) -> Result<(String, serde_json::Value)> {
+    let base = parent.layers.len();
+    let mut so_far: Vec<split::Written> = Vec::with_capacity(parts);
+    let mut gate: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    let requests = in_image_order(layers)
+        .map(|written| {
+            so_far.push(written);
+            let (bytes, id, config) = image_of(&so_far, parent, config.clone(), history.clone());
+            let (done, next) = tokio::sync::oneshot::channel();
+            let wait = gate.replace(next);
+            let k = so_far.len() - 1;
+            let body = one_layer_body(&so_far[k], base + k, base + k + 1, &bytes, wait);
+            async move {
+                engine.load_stream(body?).await?;
+                let _ = done.send(());
+                Ok::<_, Error>((id, config))
+            }
+        })
+        .buffered(2);
+    let mut requests = std::pin::pin!(requests);
+    let mut last = None;
+    while let Some(request) = requests.next().await {
+        let (id, config) = request?;
+        loaded.push(id.clone());
+        last = Some((id, config));
+    }
+    match last {
+        Some(image) if loaded.len() == parts => Ok(image),
+        _ => Err(Error::Engine {
+            engine: String::new(),
+            action: "loading the layer image".into(),
+            source: format!("{} of {parts} layers were written", loaded.len()).into(),
+        }),
+    }
+}
+
+/// The layers as [`write_layers`] completes them, in image order.
+fn in_image_order(
+    layers: tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>,
+) -> impl futures_util::Stream<Item = split::Written> {
+    let pending: BTreeMap<usize, split::Written> = BTreeMap::new();
+    futures_util::stream::unfold(
+        (layers, pending, 0),
+        |(mut rx, mut pending, next)| async move {
+            loop {
+                if let Some(w) = pending.remove(&next) {
+                    return Some((w, (rx, pending, next + 1)));
+                }
+                let (i, w) = rx.recv().await?;
+                pending.insert(i, w);
+            }
+        },
+    )
+}
+
+/// The load archive of `layer` as the `index`th of an image of `layers`
+/// layers whose config is `config`: its bytes, then, once `wait` says the
+/// image below is in (dropped: it was not), the config and manifest.
+fn one_layer_body(
+    layer: &split::Written,
+    index: usize,
+    layers: usize,
+    config: &[u8],
+    wait: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<ByteStream> {
+    use futures_util::TryStreamExt;
+    let (head, pad, tail) = image::archive_one_layer(index, layer.size, config, layers)
+        .map_err(local("writing a layer archive's header".to_string()))?;
+    let path = layer.path.clone();
+    let bytes = futures_util::stream::once(async move { tokio::fs::File::open(path).await })
+        .map_ok(|f| tokio_util::io::ReaderStream::with_capacity(f, 1 << 20))
+        .try_flatten();
+    let tail = futures_util::stream::once(async move {
+        if let Some(wait) = wait {
+            wait.await
+                .map_err(|_| std::io::Error::other("the layer below was not loaded"))?;
+        }
+        Ok(bytes::Bytes::from(tail))
+    });
+    let chunk = |b: Vec<u8>| futures_util::stream::once(async move { Ok(bytes::Bytes::from(b)) });
+    Ok(chunk(head)
+        .chain(bytes)
+        .chain(chunk(pad))
+        .chain(tail)
+        .try_filter(|b| std::future::ready(!b.is_empty()))
+        .boxed())
 }
 
 /// The image config of the parent plus `layers` (with the split's label
@@ -549,37 +742,6 @@ fn archive_into<W: std::io::Write>(
         let _ = std::fs::remove_file(&l.path);
     }
     Ok(out)
-}
-
-/// Stream the load archive of `layers` to the engine as it is written
-/// (no copy of it on disk). The engine's error first, unless the archive
-/// could not be written for a reason of its own.
-async fn load_streamed<E: Engine>(
-    engine: &E,
-    image_config: Vec<u8>,
-    total: usize,
-    layers: Vec<split::Written>,
-) -> Result<()> {
-    let (reader, writer) = tokio::io::duplex(1 << 20);
-    let bridge = tokio_util::io::SyncIoBridge::new(writer);
-    let write = tokio::task::spawn_blocking(move || {
-        let mut out = archive_into(bridge, &image_config, total, &layers)?;
-        out.shutdown()
-    });
-    let body = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).boxed();
-    let loaded = engine.load_stream(body).await;
-    let written = write.await.map_err(|source| Error::Task {
-        action: "streaming the layer archive".into(),
-        source,
-    })?;
-    match (loaded, written) {
-        (Err(e), Err(w)) if w.kind() == std::io::ErrorKind::BrokenPipe => Err(e),
-        (_, Err(w)) => Err(Error::Local {
-            action: "streaming the layer archive to the engine".into(),
-            source: w,
-        }),
-        (loaded, Ok(())) => loaded,
-    }
 }
 
 /// The load archive of `layers` as a file in `to.dir` (for an engine that

@@ -72,12 +72,15 @@ fn whiteout(path: &str) -> String {
 struct Hashing<W> {
     inner: W,
     hasher: Sha256,
+    /// Bytes written so far.
+    written: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.written += n as u64;
         Ok(n)
     }
 
@@ -128,6 +131,7 @@ pub fn write_layer_from<R: Read, W: Write>(
     let mut builder = tar::Builder::new(Hashing {
         inner: out,
         hasher: Sha256::new(),
+        written: 0,
     });
     copy_entries(
         inner,
@@ -266,6 +270,37 @@ pub fn write_archive_layers<W: Write, R: Read>(
     let mut out = b.into_inner()?;
     out.flush()?;
     Ok(out)
+}
+
+/// The pieces of a load archive of one new layer, for loading a split's
+/// layers one request each ([`write_archive_layers`]'s names, the layer
+/// first): the tar header of layer `index` (of `size` bytes), the padding
+/// after its bytes, and the tail (the config of the image with `layers`
+/// layers, the manifest, the end of the archive). The engine reads the
+/// manifest only once the archive is in, so the tail may wait.
+pub fn archive_one_layer(
+    index: usize,
+    size: u64,
+    config: &[u8],
+    layers: usize,
+) -> io::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let mut h = file_header(size, 0o644, 0);
+    h.set_path(format!("{index}/layer.tar"))?;
+    h.set_cksum();
+    let head = h.as_bytes().to_vec();
+    let pad = vec![0u8; ((512 - size % 512) % 512) as usize];
+    let names: Vec<String> = (0..layers).map(|i| format!("{i}/layer.tar")).collect();
+    let manifest =
+        serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }])
+            .to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        ("config.json", config),
+        ("manifest.json", manifest.as_bytes()),
+    ] {
+        b.append_data(&mut file_header(bytes.len() as u64, 0o644, 0), name, bytes)?;
+    }
+    Ok((head, pad, b.into_inner()?))
 }
 
 /// The image id of a config: `sha256:` of its bytes.

@@ -200,6 +200,10 @@ pub struct Split {
     owner: HashMap<String, usize>,
     /// Every directory above a path in `owner`.
     above_distributions: HashSet<String>,
+    /// Per part, the last path (in byte order, as setup.sh sorts the
+    /// snapshot) a `RECORD` gives it; `None` for the top. Once a sorted
+    /// snapshot is past it, that layer is complete ([`split_stream`]).
+    last: Vec<Option<String>>,
 }
 
 impl Split {
@@ -268,6 +272,7 @@ impl Split {
             }
         }
         parts.push(Part::Top);
+        let last = last_paths(&owner, parts.len());
         let mut above_distributions = HashSet::new();
         for path in owner.keys() {
             for a in Path::new(path).ancestors().skip(1).filter_map(Path::to_str) {
@@ -280,6 +285,7 @@ impl Split {
             parts,
             owner,
             above_distributions,
+            last,
         }
     }
 
@@ -290,6 +296,17 @@ impl Split {
             .copied()
             .unwrap_or(self.parts.len() - 1)
     }
+}
+
+/// Per part (of `parts`), the last of the paths `owner` gives it, in byte order.
+fn last_paths(owner: &HashMap<String, usize>, parts: usize) -> Vec<Option<String>> {
+    let mut last: Vec<Option<String>> = vec![None; parts];
+    for (path, &i) in owner {
+        if last[i].as_ref().is_none_or(|l| path > l) {
+            last[i] = Some(path.clone());
+        }
+    }
+    last
 }
 
 /// Per output layer: its tar, and which snapshot directories it holds.
@@ -354,6 +371,21 @@ pub fn write_split<R: Read, W: Write>(
     split: &Split,
     outs: Vec<W>,
 ) -> io::Result<Vec<String>> {
+    write_split_each(outer, (deleted, record, epoch), split, outs, None)
+}
+
+/// [`write_split`], handing each layer to `done` (index in `split.parts`,
+/// diff id, its output) as soon as it is complete: with `done`, a layer
+/// is complete once the snapshot (sorted, as setup.sh sorts it) is past
+/// the last path its `RECORD`s give it, long before the end of a
+/// multi-GB snapshot (issue 22: the engine loads it meanwhile).
+pub fn write_split_each<R: Read, W: Write>(
+    outer: R,
+    top: OnTop<'_>,
+    split: &Split,
+    outs: Vec<W>,
+    done: Option<Early<'_, W>>,
+) -> io::Result<Vec<String>> {
     let mut outer = tar::Archive::new(outer);
     let mut entries = outer.entries()?;
     let inner = loop {
@@ -367,7 +399,31 @@ pub fn write_split<R: Read, W: Write>(
             None => return Err(io::Error::other("the snapshot holds no layer.tar")),
         }
     };
-    write_split_tree(inner, deleted, record, epoch, split, outs)
+    write_split_tree_each(inner, top, split, outs, done)
+}
+
+/// What goes on top besides the snapshot's own entries: the deleted paths
+/// (NUL-separated), the record (absolute path, content), and the epoch.
+pub type OnTop<'a> = (&'a [u8], Option<(&'a str, &'a [u8])>, u64);
+
+/// Where [`split_stream`] writes (a directory) and whom it tells of each
+/// complete layer (its index in the split's parts, and it).
+pub type LayerSink<'a> = (
+    &'a Path,
+    &'a mut dyn FnMut(usize, &Written) -> io::Result<()>,
+);
+
+/// What takes each complete layer: its index in the split's parts, its
+/// diff id and its output, flushed.
+pub type Done<'a, W> = &'a mut dyn FnMut(usize, String, W) -> io::Result<()>;
+
+/// Early completion ([`write_split_each`]): `done` takes each complete
+/// layer; `reopen` reads a complete layer back (a hard link that comes
+/// after its target's layer is complete is written as a copy of the
+/// target, from there).
+pub struct Early<'a, W> {
+    pub done: Done<'a, W>,
+    pub reopen: &'a dyn Fn(usize) -> io::Result<File>,
 }
 
 /// How a layer is cut: the installed size from which a distribution is a
@@ -553,18 +609,52 @@ pub fn plan_from_records(records: &[(String, Vec<u8>)], rule: Option<Rule>) -> S
 /// setup's `layer.tar` (as [`write_split`] reads it, never seeking), cut
 /// by `split` (planned beforehand from the snapshot's `RECORD`s,
 /// [`plan_from_records`]), into `dir` as `layer-<i>.tar`. Same layers,
-/// byte for byte, as [`split_tree`] of that snapshot.
+/// byte for byte, as [`split_tree`] of that snapshot. Each layer goes to
+/// `ready` as soon as it is complete ([`write_split_each`]), the top last.
 pub fn split_stream<R: Read>(
     outer: R,
     deleted: &[u8],
     record: Option<(&str, &[u8])>,
     epoch: u64,
     split: Split,
-    dir: &Path,
+    (dir, ready): LayerSink<'_>,
 ) -> io::Result<Vec<Written>> {
-    write_files(dir, split, |outs, split| {
-        write_split(outer, deleted, record, epoch, split, outs)
-    })
+    let paths = layer_paths(dir, &split);
+    let outs = create_all(&paths)?;
+    let mut written: Vec<Option<Written>> = vec![None; paths.len()];
+    let mut done = |i: usize, diff_id: String, out: BufWriter<File>| -> io::Result<()> {
+        out.into_inner().map_err(|e| e.into_error())?;
+        let w = Written {
+            part: split.parts[i].clone(),
+            path: paths[i].clone(),
+            size: std::fs::metadata(&paths[i])?.len(),
+            diff_id,
+        };
+        ready(i, &w)?;
+        written[i] = Some(w);
+        Ok(())
+    };
+    let reopen = |i: usize| File::open(&paths[i]);
+    let early = Early {
+        done: &mut done,
+        reopen: &reopen,
+    };
+    write_split_each(outer, (deleted, record, epoch), &split, outs, Some(early))?;
+    Ok(written.into_iter().flatten().collect())
+}
+
+/// `dir/layer-<i>.tar` for each part of `split`.
+fn layer_paths(dir: &Path, split: &Split) -> Vec<PathBuf> {
+    (0..split.parts.len())
+        .map(|i| dir.join(format!("layer-{i}.tar")))
+        .collect()
+}
+
+fn create_all(paths: &[PathBuf]) -> io::Result<Vec<BufWriter<File>>> {
+    paths
+        .iter()
+        .map(|p| Ok(BufWriter::with_capacity(1 << 20, File::create(p)?)))
+        .collect()
 }
 
 /// The layer files of `split` in `dir`, filled by `write` (which returns
@@ -574,14 +664,8 @@ fn write_files(
     split: Split,
     write: impl FnOnce(Vec<BufWriter<File>>, &Split) -> io::Result<Vec<String>>,
 ) -> io::Result<Vec<Written>> {
-    let paths: Vec<PathBuf> = (0..split.parts.len())
-        .map(|i| dir.join(format!("layer-{i}.tar")))
-        .collect();
-    let mut outs = Vec::with_capacity(paths.len());
-    for p in &paths {
-        outs.push(BufWriter::with_capacity(1 << 20, File::create(p)?));
-    }
-    let ids = write(outs, &split)?;
+    let paths = layer_paths(dir, &split);
+    let ids = write(create_all(&paths)?, &split)?;
     let mut written = Vec::with_capacity(ids.len());
     for ((part, path), diff_id) in split.parts.into_iter().zip(paths).zip(ids) {
         let size = std::fs::metadata(&path)?.len();
@@ -631,6 +715,18 @@ pub fn write_split_tree<R: Read, W: Write>(
     split: &Split,
     outs: Vec<W>,
 ) -> io::Result<Vec<String>> {
+    write_split_tree_each(snapshot, (deleted, record, epoch), split, outs, None)
+}
+
+/// [`write_split_tree`], handing each layer to `done` as soon as it is
+/// complete (see [`write_split_each`]).
+fn write_split_tree_each<R: Read, W: Write>(
+    snapshot: R,
+    (deleted, record, epoch): OnTop<'_>,
+    split: &Split,
+    outs: Vec<W>,
+    done: Option<Early<'_, W>>,
+) -> io::Result<Vec<String>> {
     if outs.len() != split.parts.len() {
         return Err(io::Error::other(format!(
             "{} outputs for a split of {} layers",
@@ -641,17 +737,23 @@ pub fn write_split_tree<R: Read, W: Write>(
     let mut writer = Writer {
         outs: outs
             .into_iter()
-            .map(|w| Out {
-                builder: tar::Builder::new(Hashing {
-                    inner: w,
-                    hasher: Sha256::new(),
-                }),
-                dirs: HashSet::new(),
+            .map(|w| {
+                Some(Out {
+                    builder: tar::Builder::new(Hashing {
+                        inner: w,
+                        hasher: Sha256::new(),
+                        written: 0,
+                    }),
+                    dirs: HashSet::new(),
+                })
             })
             .collect(),
+        ids: vec![None; split.parts.len()],
         dirs: Dirs::default(),
         placed: HashMap::new(),
+        data_at: HashMap::new(),
         split,
+        done,
     };
     let skip = record.map(|(path, _)| relative(path));
     let mut archive = tar::Archive::new(snapshot);
@@ -667,19 +769,76 @@ pub fn write_split_tree<R: Read, W: Write>(
     writer.finish(deleted, record, epoch)
 }
 
+/// The output of layer `i` of `outs`, still open (a file `path` needs).
+fn open<'o, W: Write>(
+    outs: &'o mut [Option<Out<W>>],
+    parts: &[Part],
+    i: usize,
+    path: &str,
+) -> io::Result<&'o mut Out<W>> {
+    outs[i].as_mut().ok_or_else(|| {
+        io::Error::other(format!(
+            "{path} belongs in the layer of {}, which was already complete: a hard link \
+             across distributions, or a snapshot out of order; \
+             PREBUILDER_SPLIT_THRESHOLD=off builds one layer",
+            parts[i].label()
+        ))
+    })
+}
+
 /// The split being written: the layers, the snapshot's directories, and
 /// where each file went.
-struct Writer<'a, W: Write> {
-    outs: Vec<Out<W>>,
+struct Writer<'a, 'd, W: Write> {
+    /// `None` once complete (its diff id in `ids`).
+    outs: Vec<Option<Out<W>>>,
+    ids: Vec<Option<String>>,
     dirs: Dirs,
     /// Where each file went, for hard links (they stay with their target).
     placed: HashMap<String, usize>,
+    /// With `done`: where each regular file's bytes are in a layer that
+    /// completes early (layer, offset, size), for [`Early::reopen`].
+    data_at: HashMap<String, (usize, u64, u64)>,
     split: &'a Split,
+    /// Takes each layer once complete; `None`: every layer at the end.
+    done: Option<Early<'d, W>>,
 }
 
-impl<W: Write> Writer<'_, W> {
+impl<W: Write> Writer<'_, '_, W> {
     fn top(&self) -> usize {
         self.outs.len() - 1
+    }
+
+    /// Close layer `i`: its diff id, and its output to `done`.
+    fn complete(&mut self, i: usize) -> io::Result<()> {
+        let Some(out) = self.outs[i].take() else {
+            return Ok(());
+        };
+        let mut hashing = out.builder.into_inner()?;
+        hashing.flush()?;
+        let id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        self.ids[i] = Some(id.clone());
+        match self.done.as_mut() {
+            Some(early) => (early.done)(i, id, hashing.inner),
+            None => Ok(()),
+        }
+    }
+
+    /// With `done`, every layer but the top whose last path `path` is at
+    /// or past (the snapshot is in byte order: nothing more comes for it).
+    fn complete_before(&mut self, path: &str) -> io::Result<()> {
+        if self.done.is_none() {
+            return Ok(());
+        }
+        for i in 0..self.top() {
+            let past = match &self.split.last[i] {
+                Some(last) => last.as_str() <= path,
+                None => false,
+            };
+            if past && self.outs[i].is_some() {
+                self.complete(i)?;
+            }
+        }
+        Ok(())
     }
 
     /// One snapshot entry (at `path`, relative) into its layer.
@@ -698,8 +857,9 @@ impl<W: Write> Writer<'_, W> {
             if self.split.above_distributions.contains(&path) {
                 self.dirs.deferred.push(path);
             } else {
-                self.outs[top].ancestors(&path, &mut self.dirs)?;
-                self.outs[top].dir(&path, &mut self.dirs)?;
+                let out = open(&mut self.outs, &self.split.parts, top, &path)?;
+                out.ancestors(&path, &mut self.dirs)?;
+                out.dir(&path, &mut self.dirs)?;
             }
             return Ok(());
         }
@@ -720,8 +880,15 @@ impl<W: Write> Writer<'_, W> {
                 .unwrap_or_else(|| self.split.layer_of(&path)),
             _ => self.split.layer_of(&path),
         };
-        let out = &mut self.outs[layer];
+        if let (Some(target), tar::EntryType::Link) = (&link, kind) {
+            if self.outs[layer].is_none() {
+                return self.copy_of_link(header, path, relative(target));
+            }
+        }
+        let early = self.done.is_some() && layer != self.top();
+        let out = open(&mut self.outs, &self.split.parts, layer, &path)?;
         out.ancestors(&path, &mut self.dirs)?;
+        let size = header.size()?;
         match (link, kind) {
             (Some(target), tar::EntryType::Symlink) => {
                 out.builder.append_link(&mut header, &path, target)?
@@ -731,6 +898,48 @@ impl<W: Write> Writer<'_, W> {
                 .append_link(&mut header, &path, relative(&target))?,
             _ => out.builder.append_data(&mut header, &path, &mut entry)?,
         }
+        if kind.is_file() && early {
+            let end = out.builder.get_ref().written;
+            self.data_at
+                .insert(path.clone(), (layer, end - size.div_ceil(512) * 512, size));
+        }
+        self.complete_before(&path)?;
+        self.placed.insert(path, layer);
+        Ok(())
+    }
+
+    /// A hard link at `path` to `target`, whose layer is already complete:
+    /// a copy of the target (read back from that layer) where `path` goes
+    /// on its own. The tree holds the same bytes at both paths, as two
+    /// files. Only with early completion (else no layer is complete yet).
+    fn copy_of_link(
+        &mut self,
+        mut header: tar::Header,
+        path: String,
+        target: &str,
+    ) -> io::Result<()> {
+        let found = self.data_at.get(target).copied();
+        let (Some(early), Some((from, offset, size))) = (self.done.as_ref(), found) else {
+            let layer = self.placed.get(target).copied().unwrap_or(self.top());
+            return open(&mut self.outs, &self.split.parts, layer, &path).map(|_| ());
+        };
+        let mut bytes = (early.reopen)(from)?;
+        bytes.seek(io::SeekFrom::Start(offset))?;
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        header.as_old_mut().linkname.fill(0);
+        let layer = self.split.layer_of(&path);
+        let below_top = layer != self.top();
+        let out = open(&mut self.outs, &self.split.parts, layer, &path)?;
+        out.ancestors(&path, &mut self.dirs)?;
+        out.builder
+            .append_data(&mut header, &path, bytes.take(size))?;
+        if below_top {
+            let end = out.builder.get_ref().written;
+            self.data_at
+                .insert(path.clone(), (layer, end - size.div_ceil(512) * 512, size));
+        }
+        self.complete_before(&path)?;
         self.placed.insert(path, layer);
         Ok(())
     }
@@ -748,31 +957,34 @@ impl<W: Write> Writer<'_, W> {
         // every directory of the snapshot.
         for dir in std::mem::take(&mut self.dirs.deferred) {
             if !self.dirs.placed.contains(&dir) {
-                self.outs[top].ancestors(&dir, &mut self.dirs)?;
-                self.outs[top].dir(&dir, &mut self.dirs)?;
+                let out = open(&mut self.outs, &self.split.parts, top, &dir)?;
+                out.ancestors(&dir, &mut self.dirs)?;
+                out.dir(&dir, &mut self.dirs)?;
             }
         }
         for p in topmost_deleted(deleted) {
             // The directory above a whiteout, as the snapshot has it: else
             // the engine makes it when it applies the top layer, dated then
             // (the unsplit layer has it beside the whiteout).
-            self.outs[top].ancestors(&p, &mut self.dirs)?;
-            let top_out = &mut self.outs[top].builder;
-            top_out.append_data(&mut file_header(0, 0o600, epoch), whiteout(&p), io::empty())?;
+            let out = open(&mut self.outs, &self.split.parts, top, &p)?;
+            out.ancestors(&p, &mut self.dirs)?;
+            out.builder.append_data(
+                &mut file_header(0, 0o600, epoch),
+                whiteout(&p),
+                io::empty(),
+            )?;
         }
         if let Some((path, content)) = record {
             let mut h = file_header(content.len() as u64, 0o644, epoch);
-            self.outs[top]
+            open(&mut self.outs, &self.split.parts, top, path)?
                 .builder
                 .append_data(&mut h, relative(path), content)?;
         }
-        let mut ids = Vec::with_capacity(self.outs.len());
-        for out in self.outs {
-            let mut hashing = out.builder.into_inner()?;
-            hashing.flush()?;
-            ids.push(format!("sha256:{}", hex::encode(hashing.hasher.finalize())));
+        // The rest in image order, the top last.
+        for i in 0..self.outs.len() {
+            self.complete(i)?;
         }
-        Ok(ids)
+        Ok(self.ids.into_iter().flatten().collect())
     }
 }
 
@@ -1457,7 +1669,13 @@ mod tests {
     #[test]
     fn split_stream_in_one_pass_equals_split_tree() {
         let dir = tempfile::tempdir().unwrap();
-        let snapshot = tar_of(&gpu_pipeline(&[SIX]));
+        // A hard link whose target's layer is complete before it comes is
+        // a copy (see the test after this one): none here.
+        let entries: Vec<E> = gpu_pipeline(&[SIX])
+            .into_iter()
+            .filter(|e| !matches!(e, E::Hard(..)))
+            .collect();
+        let snapshot = tar_of(&entries);
         let bare = dir.path().join("bare.tar");
         std::fs::write(&bare, &snapshot).unwrap();
         let record = Some(("/opt/apache/beam/prebuilder-record.json", &b"{}"[..]));
@@ -1483,16 +1701,42 @@ mod tests {
         let records = records_in(io::Cursor::new(&snapshot)).unwrap();
         assert!(!records.is_empty());
         let wrapped = outer(&snapshot);
+        // Each layer is handed over complete, the heavy ones well before
+        // the end of the stream, the top last.
+        let read = std::cell::Cell::new(0usize);
+        let mut handed: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut ready = |i: usize, w: &Written| {
+            handed.push((i, read.get(), std::fs::read(&w.path)?));
+            Ok(())
+        };
         let streamed = split_stream(
-            Trickle(&wrapped),
+            Counted(Trickle(&wrapped), &read),
             DELETED,
             record,
             EPOCH,
             plan_from_records(&records, rule),
-            &out("stream"),
+            (&out("stream"), &mut ready),
         )
         .unwrap();
         assert!(streamed.len() > 2, "a real split: {streamed:?}");
+        let mut order: Vec<usize> = handed.iter().map(|h| h.0).collect();
+        assert_eq!(order.last(), Some(&(streamed.len() - 1)), "the top last");
+        order.sort_unstable();
+        assert_eq!(order, (0..streamed.len()).collect::<Vec<_>>(), "each once");
+        let when: Vec<(usize, usize)> = handed.iter().map(|h| (h.0, h.1)).collect();
+        let early = when.iter().filter(|(_, at)| *at < wrapped.len()).count();
+        assert!(
+            early > 0,
+            "every layer at the end of {} bytes: {when:?}",
+            wrapped.len()
+        );
+        for (i, _, bytes) in &handed {
+            assert_eq!(
+                bytes,
+                &std::fs::read(&streamed[*i].path).unwrap(),
+                "layer {i} complete when handed"
+            );
+        }
         assert_eq!(streamed.len(), from_file.len());
         for (s, f) in streamed.iter().zip(&from_file) {
             assert_eq!(s.part, f.part);
@@ -1510,12 +1754,77 @@ mod tests {
             record,
             EPOCH,
             plan_from_records(&records, None),
-            &out("whole"),
+            (&out("whole"), &mut |_, _| Ok(())),
         )
         .unwrap();
         assert_eq!(
             std::fs::read(&whole[0].path).unwrap(),
             unsplit(&snapshot, DELETED)
         );
+    }
+
+    /// A reader that counts what it gave.
+    struct Counted<'a, R>(R, &'a std::cell::Cell<usize>);
+
+    impl<R: Read> Read for Counted<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.set(self.1.get() + n);
+            Ok(n)
+        }
+    }
+
+    /// A hard link that comes after its target's layer is complete (here
+    /// one outside every RECORD, after everything torch installed) is
+    /// written on top as a copy of the target, read back from torch's
+    /// layer: the tree holds the same bytes there, as a file of its own.
+    #[test]
+    fn a_hard_link_after_its_targets_layer_is_complete_is_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree_entries = gpu_pipeline(&[]);
+        tree_entries.push(E::Hard(
+            format!("./{SITE}/zz_copy.so"),
+            format!("./{SITE}/torch/lib/libtorch.so"),
+        ));
+        let snapshot = tar_of(&tree_entries);
+        let records = records_in(io::Cursor::new(&snapshot)).unwrap();
+        let rule = Some(Rule {
+            threshold: THRESHOLD,
+            max_layers: MAX_LAYERS,
+        });
+        let layers = split_stream(
+            Trickle(&outer(&snapshot)),
+            DELETED,
+            Some(("/opt/apache/beam/prebuilder-record.json", &b"{}"[..])),
+            EPOCH,
+            plan_from_records(&records, rule),
+            (dir.path(), &mut |_, _| Ok(())),
+        )
+        .unwrap();
+        let hard = format!("{SITE}/zz_copy.so");
+        let target = format!("{SITE}/torch/lib/libtorch.so");
+        let torch = layers
+            .iter()
+            .position(
+                |l| matches!(&l.part, Part::Distribution { name, .. } if name.starts_with("torch")),
+            )
+            .unwrap();
+        let bytes = |i: usize| std::fs::read(&layers[i].path).unwrap();
+        assert!(!entries(&bytes(torch)).contains(&hard));
+        let top = layers.len() - 1;
+        let mut tree = base();
+        for i in 0..layers.len() {
+            apply(&mut tree, &bytes(i));
+        }
+        let mut whole = base();
+        apply(&mut whole, &unsplit(&snapshot, DELETED));
+        let copy = tree.remove(&hard).unwrap();
+        let link = whole.remove(&hard).unwrap();
+        assert_eq!(copy.0, b'0', "a regular file");
+        assert_eq!(link.0, b'1', "a hard link in the unsplit layer");
+        assert_eq!(copy.5, whole[&target].5, "the target's bytes");
+        assert_eq!((copy.1, copy.2, copy.3), (link.1, link.2, link.3));
+        assert!(entries(&bytes(top)).contains(&hard));
+        assert_eq!(tree, whole, "every other path as unsplit");
     }
 }

@@ -356,10 +356,12 @@ async fn an_engine_that_loads_files_needs_room_for_the_archive_too() {
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 }
 
-/// Issue 22: the snapshot is read once, as a stream, and the load archive
-/// streamed to an engine that takes streams (nothing but the layer files
-/// on disk); an engine that loads files gets the same image, split the
-/// same way, from a file. Nothing is left in the scratch directory.
+/// Issue 22: the snapshot is read once, as a stream, and each layer of the
+/// split streamed to an engine that takes streams as soon as it is
+/// complete, one load each (nothing but the layer files on disk, the
+/// images below the last removed); an engine that loads files gets the
+/// same image, split the same way, from one file. Nothing is left in the
+/// scratch directory, no image but the layers' and the base.
 #[tokio::test]
 async fn streamed_and_file_loads_give_the_same_split_image() {
     use crate::image::split::{Rule, MAX_LAYERS};
@@ -383,16 +385,58 @@ async fn streamed_and_file_loads_give_the_same_split_image() {
             threshold: 1000,
             max_layers: MAX_LAYERS,
         });
+        let images = w.engine.image_count();
         let r = w
             .build(&opts, &w.set("app"), &Recorder::default())
             .await
             .unwrap();
-        assert_eq!(w.engine.count("load"), 2);
+        // Streamed: the dependency layer's two parts, then the application's.
+        assert_eq!(w.engine.count("load"), if files_only { 2 } else { 3 });
         assert_eq!(w.engine.loads_from_files(), if files_only { 2 } else { 0 });
+        assert_eq!(w.engine.image_count(), images + 2, "the two layer images");
+        assert_eq!(
+            w.engine.count("remove_image"),
+            if files_only { 0 } else { 1 }
+        );
         assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
         let parts: Vec<String> = r.layers[0].parts.iter().map(|p| p.name.clone()).collect();
         assert_eq!(parts, ["heavy-1.0", "the rest"]);
         results.push((r.layers[0].image_id.clone(), r.layers[0].parts.clone()));
     }
     assert_eq!(results[0], results[1]);
+}
+
+/// Issue 22: when a layer of the split fails to load, the images loaded
+/// below it are removed, the error is the engine's, and nothing is left
+/// (no container, no scratch file, no image but the base's).
+#[tokio::test]
+async fn a_split_layer_that_fails_to_load_leaves_no_image_below_it() {
+    use crate::image::split::{Rule, MAX_LAYERS};
+    let site = "usr/lib/python3/dist-packages";
+    let big = vec![b'x'; 4096];
+    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
+    let data = format!("{site}/heavy/data.bin");
+    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
+    let w = world();
+    w.engine
+        .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut opts = w.opts();
+    opts.scratch_dir = scratch.path().to_path_buf();
+    opts.split = Some(Rule {
+        threshold: 1000,
+        max_layers: MAX_LAYERS,
+    });
+    let images = w.engine.image_count();
+    w.engine.fail_on_nth("load", 2);
+    let err = w
+        .build(&opts, &w.set("app"), &Recorder::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Engine { .. }), "{err:?}");
+    assert_eq!(w.engine.count("load"), 2, "the heavy layer, then the top");
+    assert_eq!(w.engine.count("remove_image"), 1, "the heavy layer's image");
+    assert_eq!(w.engine.image_count(), images);
+    assert!(w.engine.containers().is_empty());
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 }
