@@ -589,6 +589,10 @@ async fn load_as_written<E: Engine>(
         if let Err(e) = engine.remove_image(id).await {
             tracing::warn!("could not remove the partial layer image {id}: {e}");
         }
+        engine.forget_partial_image(id);
+    }
+    if let Some(image) = &image {
+        engine.forget_partial_image(image);
     }
     result
 }
@@ -624,6 +628,8 @@ async fn load_each<E: Engine>(
     let mut last = None;
     while let Some(request) = requests.next().await {
         let (id, config) = request?;
+        // Removed by `remove_leftovers` if this future is dropped (Ctrl-C).
+        engine.note_partial_image(&id);
         loaded.push(id.clone());
         last = Some((id, config));
     }

@@ -42,6 +42,8 @@ pub struct DockerEngine {
     endpoint: super::endpoint::Endpoint,
     /// Containers created and not yet removed, for [`Engine::remove_leftovers`].
     live: Mutex<Vec<String>>,
+    /// Images noted by [`Engine::note_partial_image`], for [`Engine::remove_leftovers`].
+    partial: Mutex<Vec<String>>,
     /// Podman's compatible API (see `podman`): layers load as OCI archives
     /// and a commit takes its config as instructions.
     podman: bool,
@@ -72,6 +74,7 @@ impl DockerEngine {
             docker,
             endpoint,
             live: Mutex::new(Vec::new()),
+            partial: Mutex::new(Vec::new()),
             podman,
             product: super::podman::product(&version),
             store,
@@ -815,11 +818,33 @@ impl Engine for DockerEngine {
         for id in &ids {
             self.remove_container(id).await;
         }
+        let images: Vec<String> = self
+            .partial
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for image in &images {
+            if let Err(e) = self.remove_image(image).await {
+                tracing::warn!("could not remove the partial layer image {image}: {e}");
+            }
+        }
         let left = self.live.lock().map(|l| l.len()).unwrap_or_default();
         ids.len().saturating_sub(left)
     }
 
     fn name(&self) -> crate::error::EngineName {
         super::endpoint::name(&self.endpoint, &self.product)
+    }
+
+    fn note_partial_image(&self, id: &str) {
+        if let Ok(mut p) = self.partial.lock() {
+            p.push(id.to_string());
+        }
+    }
+
+    fn forget_partial_image(&self, id: &str) {
+        if let Ok(mut p) = self.partial.lock() {
+            p.retain(|i| i != id);
+        }
     }
 }

@@ -64,6 +64,10 @@ struct State {
     leave: Vec<String>,
     fail: BTreeMap<String, usize>,
     hang: Option<String>,
+    /// Calls of the op to let through before the one that hangs.
+    hang_after: usize,
+    /// Images noted by `note_partial_image`, for `remove_leftovers`.
+    partial: Vec<String>,
     serial: u64,
     /// Every container spec passed to `create`, in order.
     created: Vec<ContainerSpec>,
@@ -398,6 +402,13 @@ impl FakeEngine {
         self.state().hang = Some(op.to_string());
     }
 
+    /// The `n`th call of `op` from now never returns (1 = the next).
+    pub fn hang_on_nth(&self, op: &str, n: usize) {
+        let mut s = self.state();
+        s.hang = Some(op.to_string());
+        s.hang_after = n.saturating_sub(1);
+    }
+
     /// Resolves once a call set by [`FakeEngine::hang_on`] is hanging.
     pub async fn reached(&self) {
         self.reached.notified().await
@@ -499,8 +510,11 @@ impl FakeEngine {
                 }
                 None => false,
             };
-            let hang = s.hang.as_deref() == Some(op);
-            if hang {
+            let mut hang = s.hang.as_deref() == Some(op);
+            if hang && s.hang_after > 0 {
+                s.hang_after -= 1;
+                hang = false;
+            } else if hang {
                 s.hang = None;
             }
             (fail, hang)
@@ -1049,10 +1063,22 @@ impl Engine for FakeEngine {
 
     async fn remove_leftovers(&self) -> usize {
         self.state().calls.push("remove_leftovers".into());
+        let partial = std::mem::take(&mut self.state().partial);
+        for image in partial {
+            let _ = self.remove_image(&image).await;
+        }
         let mut s = self.state();
         let n = s.containers.len();
         s.containers.clear();
         n
+    }
+
+    fn note_partial_image(&self, id: &str) {
+        self.state().partial.push(id.to_string());
+    }
+
+    fn forget_partial_image(&self, id: &str) {
+        self.state().partial.retain(|i| i != id);
     }
 
     fn name(&self) -> crate::error::EngineName {

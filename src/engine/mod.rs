@@ -249,8 +249,16 @@ pub trait Engine {
     /// Force-remove a container (gone already is fine); failures are logged.
     async fn remove_container(&self, container: &str);
     /// Force-remove every container this handle created and has not removed
-    /// yet (after Ctrl-C or a dropped future); how many it removed.
+    /// yet (after Ctrl-C or a dropped future), and every image noted with
+    /// [`Engine::note_partial_image`] and not forgotten; how many
+    /// containers it removed.
     async fn remove_leftovers(&self) -> usize;
+    /// An image a build made on its way and removes itself (a split's
+    /// layer image below the last, `crate::build::layer`): removed by
+    /// [`Engine::remove_leftovers`] if the build is dropped first.
+    fn note_partial_image(&self, _id: &str) {}
+    /// The build removed it (or no longer needs it removed).
+    fn forget_partial_image(&self, _id: &str) {}
     /// How messages name this engine (see [`crate::error::Error::named`]).
     fn name(&self) -> crate::error::EngineName;
     /// The images of a build with no engine ([`store::Store`]): `None` for

@@ -440,3 +440,45 @@ async fn a_split_layer_that_fails_to_load_leaves_no_image_below_it() {
     assert!(w.engine.containers().is_empty());
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 }
+
+/// Issue 22: Ctrl-C while a split's second layer loads (the build future
+/// dropped): `remove_leftovers` removes the image of the layer below, so
+/// no image is left but the base's, and no container.
+#[tokio::test]
+async fn an_interrupt_between_split_layer_loads_leaves_no_image() {
+    use crate::image::split::{Rule, MAX_LAYERS};
+    let site = "usr/lib/python3/dist-packages";
+    let big = vec![b'x'; 4096];
+    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
+    let data = format!("{site}/heavy/data.bin");
+    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
+    let w = world();
+    w.engine
+        .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
+    let mut opts = w.opts();
+    opts.split = Some(Rule {
+        threshold: 1000,
+        max_layers: MAX_LAYERS,
+    });
+    let images = w.engine.image_count();
+    w.engine.hang_on_nth("load", 2);
+    let set = w.set("app");
+    let recorder = Recorder::default();
+    let mut build = Box::pin(w.build(&opts, &set, &recorder));
+    tokio::select! {
+        r = &mut build => panic!("the build finished: {r:?}"),
+        _ = w.engine.reached() => {}
+    }
+    // The first load goes on beside the hanging second: let it end.
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), &mut build).await;
+    assert!(more.is_err(), "the build finished: {more:?}");
+    drop(build);
+    assert_eq!(
+        w.engine.image_count(),
+        images + 1,
+        "the heavy layer's image"
+    );
+    w.engine.remove_leftovers().await;
+    assert_eq!(w.engine.image_count(), images);
+    assert!(w.engine.containers().is_empty());
+}
