@@ -64,6 +64,21 @@ impl LayerBuild<'_> {
         image::reproducible::epoch(self.source_date_epoch, self.config_image.created.as_deref())
     }
 
+    /// Whether the setup takes a snapshot, and where ([`setup::Snapshot`]):
+    /// in parts ([`in_parts`]) where the engine loads each layer as it
+    /// comes and the layer is split, with the snapshot on the volume.
+    fn snapshot<E: Engine>(&self, engine: &E) -> setup::Snapshot {
+        let parts = engine.snapshots_in_parts()
+            && self.split_rule().is_some()
+            && setup::volume(self.mode).is_some();
+        match (self.commit, engine.reads_volume_links(), parts) {
+            (true, _, _) => setup::Snapshot::No,
+            (false, true, true) => setup::Snapshot::InParts,
+            (false, true, false) => setup::Snapshot::OnVolume,
+            (false, false, _) => setup::Snapshot::InContainer,
+        }
+    }
+
     /// The split rule for this layer: the dependency layer only (the
     /// application layer is the pipeline's own: nothing in it is shared).
     fn split_rule(&self) -> Option<split::Rule> {
@@ -94,11 +109,7 @@ pub async fn build<E: Engine>(
             matches!(b.network, Network::None),
             b.epoch(),
             (
-                match (b.commit, engine.reads_volume_links()) {
-                    (true, _) => setup::Snapshot::No,
-                    (false, true) => setup::Snapshot::OnVolume,
-                    (false, false) => setup::Snapshot::InContainer,
-                },
+                b.snapshot(engine),
                 b.base_beam.map(|v| (v, b.platform.unwrap_or_default())),
             ),
             &names,
@@ -143,38 +154,26 @@ async fn set_up_and_save<E: Engine>(
         }
     }
     upload_artifacts(engine, container, b.layer, b.mode, reporter).await?;
-    run_setup(engine, container, b.layer.name, b.mode, reporter).await?;
-    // The environment's record (pip freeze + inputs) goes into the image and a label.
-    let context = record::Context {
-        layer: b.layer,
-        from_image: b.from_image,
-        base: b
-            .labels
-            .get(LABEL_BASE)
-            .map_or(b.config_image.id.as_str(), String::as_str),
-        boot_from: b
-            .config_image
-            .labels
-            .get(LABEL_BOOT_FROM)
-            .map(String::as_str),
-        snapshot: !b.commit,
-    };
-    let record = record::make(engine, container, &context, reporter).await?;
-    let mut labels = b.labels.clone();
-    if let Some((_, label)) = &record {
-        labels.insert(LABEL_RECORD.to_string(), label.clone());
+    let parts = b.snapshot(engine) == setup::Snapshot::InParts;
+    if parts {
+        if let Some((image, config)) = in_parts(engine, container, b, reporter).await? {
+            return Ok((image, config, Vec::new()));
+        }
+    } else {
+        run_setup(engine, container, b.layer.name, b.mode, reporter, None).await?;
     }
-    // Overrides the setup container's `prebuilder=setup`, which a commit copies.
-    labels.insert(LABEL.to_string(), "image".to_string());
-    let mut config = image::layer_config(&b.config_image.config, &labels);
-    flink::adjust_config(b.mode, b.layer.name, &b.config_image.config, &mut config);
-    let file = record.as_ref().map(|(f, _)| f.as_slice());
+    let (file, mut config) = record_and_config(engine, container, b, reporter).await?;
+    let file = file.as_deref();
     if !b.commit {
         // No fallback to a commit once a snapshot was taken: the container
         // holds it, the commit would carry it, and the check below would
         // refuse the image blaming the engine (issue 22: a full disk read
         // as an engine that ignored the config).
-        match load_snapshot(engine, container, b, config.clone(), file, reporter).await? {
+        let loaded = match parts {
+            true => None,
+            false => load_snapshot(engine, container, b, config.clone(), file, reporter).await?,
+        };
+        match loaded {
             Some((image, config)) => return Ok((image, config, Vec::new())),
             None => reporter.event(Event::NoSnapshot {
                 layer: b.layer.name,
@@ -198,6 +197,41 @@ async fn set_up_and_save<E: Engine>(
     let comment = format!("prebuilder {} layer {}", b.layer.name, b.layer.tag());
     let id = engine.commit(container, &config, &comment).await?;
     Ok((id, config, leftovers))
+}
+
+/// The environment's record (pip freeze and inputs, `record::make`) and
+/// the layer image's config with it: the record file's bytes (none when
+/// the setup left no freeze) and the config.
+async fn record_and_config<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    reporter: &dyn Reporter,
+) -> Result<(Option<Vec<u8>>, serde_json::Value)> {
+    let context = record::Context {
+        layer: b.layer,
+        from_image: b.from_image,
+        base: b
+            .labels
+            .get(LABEL_BASE)
+            .map_or(b.config_image.id.as_str(), String::as_str),
+        boot_from: b
+            .config_image
+            .labels
+            .get(LABEL_BOOT_FROM)
+            .map(String::as_str),
+        snapshot: !b.commit,
+    };
+    let record = record::make(engine, container, &context, reporter).await?;
+    let mut labels = b.labels.clone();
+    if let Some((_, label)) = &record {
+        labels.insert(LABEL_RECORD.to_string(), label.clone());
+    }
+    // Overrides the setup container's `prebuilder=setup`, which a commit copies.
+    labels.insert(LABEL.to_string(), "image".to_string());
+    let mut config = image::layer_config(&b.config_image.config, &labels);
+    flink::adjust_config(b.mode, b.layer.name, &b.config_image.config, &mut config);
+    Ok((record.map(|(f, _)| f), config))
 }
 
 /// Stream the layer's artifacts (and its manifest) into the container.
@@ -249,6 +283,7 @@ async fn run_setup<E: Engine>(
     layer: LayerName,
     mode: &SetupMode,
     reporter: &dyn Reporter,
+    steps: Option<&Steps>,
 ) -> Result<()> {
     reporter.event(Event::RunningSetup {
         layer,
@@ -261,6 +296,9 @@ async fn run_setup<E: Engine>(
             .trim_end_matches('\r')
             .to_string();
         reporter.event(Event::SetupOutput { layer, line: &line });
+        if let Some(step) = steps.and_then(|_| Step::of(&line)) {
+            let _ = steps.map(|s| s.send(step));
+        }
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }
@@ -294,6 +332,318 @@ async fn run_setup<E: Engine>(
         status,
         tail: shown,
     })
+}
+
+/// What the setup says of its snapshot in parts ([`setup::Snapshot::InParts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// Its lists are made; it waits for the part lists.
+    Listed,
+    /// The part of this name (`000`, `001`, …) is written.
+    Part(String),
+    /// A part could not be written.
+    Failed,
+}
+
+impl Step {
+    fn of(line: &str) -> Option<Step> {
+        if line == setup::LISTED {
+            Some(Step::Listed)
+        } else if line.starts_with(setup::PART_FAILED) {
+            Some(Step::Failed)
+        } else {
+            line.strip_prefix(setup::PART_DONE)
+                .map(|name| Step::Part(name.to_string()))
+        }
+    }
+}
+
+type Steps = tokio::sync::mpsc::UnboundedSender<Step>;
+
+/// The setup with its snapshot in parts (issue 22): once the setup has
+/// listed what it changed, its record is made and the split planned, the
+/// part lists ([`split::Split::part_lists`]) go into the container, and
+/// each part is cut and its layer loaded while the setup writes the next
+/// ([`read_parts`]). `None` when the setup took no snapshot (no GNU tools
+/// in the base): the caller commits.
+async fn in_parts<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Option<(String, serde_json::Value)>> {
+    let (steps, said) = tokio::sync::mpsc::unbounded_channel();
+    let setup = async {
+        let ran = run_setup(
+            engine,
+            container,
+            b.layer.name,
+            b.mode,
+            reporter,
+            Some(&steps),
+        )
+        .await;
+        drop(steps);
+        ran
+    };
+    let (_, made) = tokio::try_join!(setup, read_parts(engine, container, b, reporter, said))?;
+    Ok(made)
+}
+
+/// The most a snapshot's list of paths may take (read into memory).
+const MAX_LIST: usize = 256 << 20;
+
+/// [`in_parts`]' side of the snapshot: `None` if the setup ends without
+/// listing one.
+async fn read_parts<E: Engine>(
+    engine: &E,
+    container: &str,
+    b: &LayerBuild<'_>,
+    reporter: &dyn Reporter,
+    mut said: tokio::sync::mpsc::UnboundedReceiver<Step>,
+) -> Result<Option<(String, serde_json::Value)>> {
+    loop {
+        match said.recv().await {
+            Some(Step::Listed) => break,
+            Some(_) => continue,
+            None => return Ok(None),
+        }
+    }
+    let (record, config) = record_and_config(engine, container, b, reporter).await?;
+    let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
+        .await?
+        .unwrap_or_default();
+    let split = plan_split(engine, container, b.split_rule()).await?;
+    let all = download_list(engine, container, &format!("{SNAPSHOT_DIR}/all")).await?;
+    let lists = split.part_lists(&all);
+    give_part_lists(engine, container, &lists).await?;
+    let parent = ops::require(engine, b.from_image, "layer parent image").await?;
+    reporter.event(Event::WritingLayer {
+        layer: b.layer.name,
+    });
+    let what = format!("{} layer", b.layer.name);
+    // The room the layer files need, from what the RECORDs say was
+    // installed, checked before anything is written (each part's own size
+    // is checked again as it comes).
+    let installed: u64 = split
+        .parts
+        .iter()
+        .map(|p| match p {
+            split::Part::Distribution { size, .. } | split::Part::Group { size, .. } => *size,
+            split::Part::Top => 0,
+        })
+        .sum();
+    let needed = scratch_needed(installed, true);
+    enough_room(&what, b.scratch, needed)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir_in(b.scratch)
+        .map_err(local(format!(
+            "creating a temporary directory in {}",
+            b.scratch.display()
+        )))?;
+    let written = Written {
+        dir: tmp.path(),
+        space: Space {
+            what: &what,
+            dir: b.scratch,
+        },
+        needed,
+    };
+    let epoch = b.epoch();
+    let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
+    let top = (deleted, record, epoch);
+    let layer = b.layer.name;
+    let left = || reporter.event(Event::LoadingLayer { layer });
+    let parts = Parts {
+        lists: lists.len(),
+        said,
+        container,
+        space: &written.space,
+        layer,
+        from: b.from_image,
+    };
+    let made = parts_into_layers(
+        engine,
+        parts,
+        split,
+        top,
+        &written,
+        (&parent, config, entry),
+        &left,
+    )
+    .await?;
+    Ok(Some(made))
+}
+
+/// The snapshot's list of paths (`all`, NUL-separated) from the container.
+async fn download_list<E: Engine>(engine: &E, container: &str, path: &str) -> Result<Vec<u8>> {
+    let outer = ops::download_tar(engine, container, path, MAX_LIST)
+        .await?
+        .ok_or_else(|| Error::Engine {
+            engine: String::new(),
+            action: format!("reading {path} from container {container}"),
+            source: "the setup's snapshot has no list of its paths".into(),
+        })?;
+    let mut archive = tar::Archive::new(&outer[..]);
+    let mut read = || -> std::io::Result<Vec<u8>> {
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if entry.header().entry_type().is_file() {
+                let mut list = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut list)?;
+                return Ok(list);
+            }
+        }
+        Ok(Vec::new())
+    };
+    read().map_err(|e| Error::Engine {
+        engine: String::new(),
+        action: format!("reading {path} from container {container}"),
+        source: Box::new(e),
+    })
+}
+
+/// The part lists into the container's snapshot directory (`parts/NNN.list`,
+/// then `parts/ready`, which the setup waits for).
+async fn give_part_lists<E: Engine>(engine: &E, container: &str, lists: &[Vec<u8>]) -> Result<()> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: String, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        tar.append_data(&mut h, name, bytes)
+    };
+    let built = lists
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, list)| add(format!("{}/{i:03}.list", setup::PARTS_DIR), list))
+        .and_then(|()| add(format!("{}/ready", setup::PARTS_DIR), b""))
+        .and_then(|()| tar.into_inner());
+    let bytes = built.map_err(local("writing the snapshot's part lists".to_string()))?;
+    let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed();
+    engine.upload(container, SNAPSHOT_DIR, body).await
+}
+
+/// The setup's parts as it writes them: how many, what it says, whose.
+struct Parts<'a> {
+    lists: usize,
+    said: tokio::sync::mpsc::UnboundedReceiver<Step>,
+    container: &'a str,
+    space: &'a Space<'a>,
+    /// The layer's name and the image its setup started from (for errors).
+    layer: LayerName,
+    from: &'a str,
+}
+
+/// Fetch each part as the setup announces it, cut it into the layers
+/// (`split::split_parts`, in a blocking task) and load each layer as it is
+/// complete ([`load_as_written`]): the image's id and config.
+async fn parts_into_layers<E: Engine>(
+    engine: &E,
+    parts: Parts<'_>,
+    split: split::Split,
+    (deleted, record, epoch): (Vec<u8>, Option<Vec<u8>>, u64),
+    to: &Written<'_>,
+    (parent, config, entry): (&ImageInfo, serde_json::Value, serde_json::Value),
+    left: &(dyn Fn() + Sync),
+) -> Result<(String, serde_json::Value)> {
+    let (give, take) = tokio::sync::mpsc::channel::<std::io::Result<PartReader>>(1);
+    let (ready, layers) = tokio::sync::mpsc::unbounded_channel();
+    let n = split.parts.len();
+    let dir = to.dir.to_path_buf();
+    let write = tokio::task::spawn_blocking(move || {
+        let mut take = take;
+        let incoming = std::iter::from_fn(move || take.blocking_recv());
+        let mut hand_over = |i: usize, w: &split::Written| {
+            ready.send((i, w.clone())).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the engine stopped loading the layers",
+                )
+            })
+        };
+        split::split_parts(
+            incoming,
+            (&deleted, record.as_deref().map(|r| (RECORD_FILE, r)), epoch),
+            split,
+            (&dir, &mut hand_over),
+        )
+    });
+    let write = async {
+        let wrote = write
+            .await
+            .map_err(|source| Error::Task {
+                action: "writing the layer".into(),
+                source,
+            })?
+            .map_err(to.error("writing the layer"));
+        left();
+        wrote
+    };
+    let fetch = fetch_parts(engine, parts, give);
+    let load = load_as_written(engine, layers, n, parent, config, (epoch, entry));
+    let (fetched, wrote, loaded) = tokio::join!(fetch, write, load);
+    // The first cause: a part that did not come, else the engine's load,
+    // else the writing (which stops when either stops).
+    fetched?;
+    match (wrote, loaded) {
+        (Err(Error::Local { source, .. }), Err(e))
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Err(e)
+        }
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(_), Ok(made)) => Ok(made),
+    }
+}
+
+/// A part of the snapshot as the writer reads it.
+type PartReader = Box<dyn std::io::Read + Send>;
+
+/// Each part, once the setup says it is written, from the container to
+/// `give` (in order); an error when the setup could not write one or ended
+/// before the last.
+async fn fetch_parts<E: Engine>(
+    engine: &E,
+    mut parts: Parts<'_>,
+    give: tokio::sync::mpsc::Sender<std::io::Result<PartReader>>,
+) -> Result<()> {
+    let failed = || Error::SnapshotFailed {
+        layer: parts.layer.to_string(),
+        image: parts.from.to_string(),
+    };
+    for i in 0..parts.lists {
+        let name = format!("{i:03}");
+        loop {
+            match parts.said.recv().await {
+                Some(Step::Part(n)) if n == name => break,
+                Some(Step::Part(_)) | Some(Step::Listed) => continue,
+                Some(Step::Failed) | None => return Err(failed()),
+            }
+        }
+        let path = format!("{SNAPSHOT_DIR}/{}/{name}.tar", setup::PARTS_DIR);
+        let Some(stream) = engine.download(parts.container, &path).await? else {
+            return Err(failed());
+        };
+        let (stream, _) = sized(
+            stream,
+            parts.container,
+            parts.space.what,
+            parts.space.dir,
+            true,
+        )
+        .await?;
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let reader: PartReader = Box::new(std::io::BufReader::with_capacity(1 << 20, reader));
+        if give.send(Ok(reader)).await.is_err() {
+            // The writer stopped: its error says why.
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Assemble the setup's snapshot into a layer (or the layers of its split)

@@ -74,7 +74,21 @@ pub enum Snapshot {
     /// in the container; for engines that read it there
     /// (`Engine::reads_volume_links`).
     OnVolume,
+    /// [`Snapshot::OnVolume`], in the parts prebuilder lists while the
+    /// setup waits ([`PARTS_DIR`], `build::layer`).
+    InParts,
 }
+
+/// Where, in [`SNAPSHOT_DIR`], prebuilder leaves the part lists
+/// ([`Snapshot::InParts`]) and the setup writes each part's tar.
+pub const PARTS_DIR: &str = "parts";
+/// The line the setup prints once the snapshot's lists are made and it
+/// waits for the part lists.
+pub const LISTED: &str = "prebuilder: snapshot listed";
+/// The start of the line the setup prints once a part's tar is written
+/// (then its name); [`PART_FAILED`] when it could not be.
+pub const PART_DONE: &str = "prebuilder: snapshot part ";
+pub const PART_FAILED: &str = "prebuilder: snapshot part failed: ";
 
 /// `Snapshot::No` when the container will be committed: a commit would
 /// carry the snapshot into the image, and nothing reads it. `base_beam`:
@@ -96,8 +110,15 @@ pub fn command_with(
     let artifacts = super::flink::artifacts_dir(mode);
     // The snapshot's bytes on the setup's volume, when it has one.
     let spool = match volume(mode) {
-        Some(dir) if snapshot == Snapshot::OnVolume => format!("{dir}/{SPOOL_NAME}"),
+        Some(dir) if matches!(snapshot, Snapshot::OnVolume | Snapshot::InParts) => {
+            format!("{dir}/{SPOOL_NAME}")
+        }
         _ => String::new(),
+    };
+    let parts = if snapshot == Snapshot::InParts {
+        "1"
+    } else {
+        ""
     };
     let manifest = format!("{artifacts}/{MANIFEST_FILE}");
     let (function, step) = super::flink::setup_step(mode);
@@ -111,7 +132,7 @@ pub fn command_with(
     // Paths go in as variables set at the top of the script (never through
     // the container's environment, for the reason above).
     let script = format!(
-        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_SPOOL='{spool}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'; PREBUILDER_BASE_BEAM={beam}; PREBUILDER_PLATFORM={platform}\n{function}\n{SCRIPT}"
+        "PREBUILDER_BOOT='{BOOT}'; PREBUILDER_ARTIFACTS='{artifacts}'; PREBUILDER_MANIFEST='{manifest}'; PREBUILDER_RECORD='{RECORD_FILE}'; PREBUILDER_SNAPSHOT='{snapshot_dir}'; PREBUILDER_SPOOL='{spool}'; PREBUILDER_ROOT=''; PREBUILDER_STEP={step}; PREBUILDER_PYTHON={python}; PREBUILDER_EPOCH='{epoch}'; PREBUILDER_BASE_BEAM={beam}; PREBUILDER_PLATFORM={platform}; PREBUILDER_PARTS='{parts}'\n{function}\n{SCRIPT}"
     );
     let mut tops: Vec<&str> = names
         .iter()

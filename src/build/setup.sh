@@ -87,6 +87,26 @@ snap_tar() {
   [ $? -eq 1 ] && echo "prebuilder: the snapshot changed while it was read; reading it again" >&2 &&
     tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$1" -T "$2"
 }
+# The snapshot in parts (PREBUILDER_PARTS, see build::layer): once the
+# lists above are made, prebuilder reads them, plans the split and leaves
+# one NUL-separated list per part in $snap/parts (NNN.list, then `ready`);
+# each part is tarred in turn and announced on stdout, so prebuilder cuts
+# and loads one while the next is written. No lists within ten minutes
+# (prebuilder gone) is no snapshot.
+snap_parts() {
+  echo "prebuilder: snapshot listed"
+  waited=0
+  while [ ! -e "$snap/parts/ready" ]; do
+    waited=$((waited + 1))
+    [ "$waited" -gt 12000 ] && { echo "prebuilder: no snapshot part lists came" >&2; return 1; }
+    sleep 0.05
+  done
+  for list in "$snap"/parts/*.list; do
+    part=${list%.list}
+    snap_tar "$part.tar" "$list" || { echo "prebuilder: snapshot part failed: ${part##*/}"; return 1; }
+    echo "prebuilder: snapshot part ${part##*/}"
+  done
+}
 snapshot=0
 if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
    comm --version 2>/dev/null | grep -q GNU && make_snap && : >"$snap/marker" &&
@@ -143,13 +163,13 @@ if [ "$snapshot" = 1 ]; then
         LC_ALL=C comm -z -13 "$snap/all" "$snap/parents" >"$snap/level" &&
         LC_ALL=C sort -zu -o "$snap/all" "$snap/all" "$snap/level" || { rm -f "$snap/all"; break; }
     done &&
-    snap_tar "$snap/layer.tar" "$snap/all" &&
     # The RECORDs among them, on their own (small): prebuilder plans the
-    # per-distribution split from them before it reads layer.tar, so it
+    # per-distribution split from them before it reads the snapshot, so it
     # reads that once, as a stream (src/build/layer.rs). No match is no
     # RECORD (an empty tar), not a failure.
     { LC_ALL=C grep -z '\.dist-info/RECORD$' "$snap/all" || :; } |
-      tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/records.tar" -T -; } ||
+      tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$snap/records.tar" -T - &&
+    if [ -n "${PREBUILDER_PARTS:-}" ]; then snap_parts; else snap_tar "$snap/layer.tar" "$snap/all"; fi; } ||
     rm -f "$snap/layer.tar"
 fi
 exit 0

@@ -658,6 +658,10 @@ impl Engine for DockerEngine {
         !self.podman && self.store.is_none()
     }
 
+    fn snapshots_in_parts(&self) -> bool {
+        self.loads_streams() && self.reads_volume_links()
+    }
+
     async fn load_stream(&self, archive: ByteStream) -> Result<()> {
         let mut out = self.docker.import_image(
             ImportImageOptions {

@@ -85,6 +85,10 @@ struct State {
     snapshot_claims: Option<u64>,
     /// The setup starts its snapshot and cannot finish it (`break_snapshot`).
     snapshot_breaks: bool,
+    /// Split snapshots are taken in parts (`snapshots_in_parts`), as on
+    /// Docker's classic store; the part that fails to be written, if any.
+    in_parts: bool,
+    part_fails: Option<usize>,
     /// Files every snapshot holds besides `six.py` (`snapshot_adds`).
     snapshot_adds: Vec<(String, Vec<u8>)>,
     /// Load archives from files only, as Podman and the containerd store
@@ -350,6 +354,14 @@ impl FakeEngine {
     /// The snapshot's tar header claims `size` bytes (the stream holds the
     /// real few): a layer too big for the scratch directory, without one.
     /// Load archives from files only, as Podman and the containerd store do.
+    /// Split snapshots in parts, as setup.sh takes them there (see
+    /// [`Engine::snapshots_in_parts`]); `fails`: the part it cannot write.
+    pub fn snapshot_in_parts(&self, fails: Option<usize>) {
+        let mut s = self.state();
+        s.in_parts = true;
+        s.part_fails = fails;
+    }
+
     pub fn load_files_only(&self) {
         self.state().load_files_only = true;
     }
@@ -634,6 +646,95 @@ impl FakeEngine {
         (setup.status, setup.output)
     }
 
+    /// What setup.sh does with PREBUILDER_PARTS once its snapshot is listed:
+    /// says so, waits for prebuilder's part lists, then writes and announces
+    /// each part (the whole snapshot's entries, as listed).
+    async fn snapshot_parts(
+        &self,
+        container: &str,
+        on_output: &mut (dyn FnMut(bool, &[u8]) + Send),
+    ) {
+        const DIR: &str = "/.prebuilder-snapshot";
+        let whole = {
+            let mut s = self.state();
+            let Some(c) = s.containers.get_mut(container) else {
+                return;
+            };
+            let asked = c
+                .spec
+                .entrypoint
+                .iter()
+                .any(|a| a.contains("PREBUILDER_PARTS='1'"));
+            if !asked {
+                return;
+            }
+            let Some(whole) = c.files.remove(&format!("{DIR}/layer.tar")) else {
+                return;
+            };
+            let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut a = tar::Archive::new(&whole[..]);
+            for e in a.entries().expect("fake snapshot") {
+                let mut e = e.expect("fake snapshot");
+                let path = e
+                    .path()
+                    .expect("fake snapshot")
+                    .to_string_lossy()
+                    .into_owned();
+                let mut body = Vec::new();
+                e.read_to_end(&mut body).expect("fake snapshot");
+                entries.push((path, body));
+            }
+            let all: Vec<u8> = entries
+                .iter()
+                .flat_map(|(p, _)| p.bytes().chain(std::iter::once(0)))
+                .collect();
+            c.files.insert(format!("{DIR}/all"), all);
+            entries
+        };
+        on_output(false, b"prebuilder: snapshot listed\n");
+        let ready = format!("{DIR}/parts/ready");
+        for _ in 0..10_000 {
+            if self
+                .container(container)
+                .is_ok_and(|c| c.files.contains_key(&ready))
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let fails = self.state().part_fails;
+        for i in 0.. {
+            let list = format!("{DIR}/parts/{i:03}.list");
+            let Some(names) = self
+                .container(container)
+                .ok()
+                .and_then(|c| c.files.get(&list).cloned())
+            else {
+                break;
+            };
+            if fails == Some(i) {
+                on_output(
+                    false,
+                    format!("prebuilder: snapshot part failed: {i:03}\n").as_bytes(),
+                );
+                return;
+            }
+            let part: Vec<(String, Vec<u8>)> = names
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+                .filter_map(|n| whole.iter().find(|(p, _)| p.as_bytes() == n).cloned())
+                .collect();
+            if let Some(c) = self.state().containers.get_mut(container) {
+                c.files
+                    .insert(format!("{DIR}/parts/{i:03}.tar"), tar_of_files(&part));
+            }
+            on_output(
+                false,
+                format!("prebuilder: snapshot part {i:03}\n").as_bytes(),
+            );
+        }
+    }
+
     fn new_image(
         &self,
         parent: &str,
@@ -888,6 +989,9 @@ impl Engine for FakeEngine {
         for line in output {
             on_output(false, format!("{line}\n").as_bytes());
         }
+        if status == 0 {
+            self.snapshot_parts(container, on_output).await;
+        }
         Ok(status)
     }
 
@@ -935,6 +1039,10 @@ impl Engine for FakeEngine {
 
     fn reads_volume_links(&self) -> bool {
         true
+    }
+
+    fn snapshots_in_parts(&self) -> bool {
+        self.state().in_parts
     }
 
     /// Streams as the classic Docker store does, unless `load_files_only`.

@@ -220,6 +220,13 @@ pub trait Engine {
     fn loads_streams(&self) -> bool {
         false
     }
+    /// Whether a split layer's snapshot is taken in parts, each cut and
+    /// loaded as the setup writes the next (`build::layer`'s `in_parts`):
+    /// where loads stream and the snapshot is read off the setup's volume
+    /// while the setup runs (Docker's classic store).
+    fn snapshots_in_parts(&self) -> bool {
+        false
+    }
     /// Load a `docker save` style archive from a stream (only when
     /// [`Engine::loads_streams`]).
     async fn load_stream(&self, archive: ByteStream) -> Result<()> {

@@ -289,6 +289,41 @@ impl Split {
         }
     }
 
+    /// The snapshot's paths in the parts [`split_parts`] reads, as
+    /// NUL-separated lists (`all`: setup.sh's list of the snapshot, sorted,
+    /// `./`-prefixed, NUL-separated): first every directory above a
+    /// distribution's file (held back by the writer, whose headers must be
+    /// in before any file below them), then each layer's files, then the
+    /// top's files and the other directories; each list in `all`'s order.
+    /// Whatever is in `all` is in one list; a path whose entry turns out to
+    /// be of another kind than guessed here (a directory listed alone is
+    /// taken for a file) still ends where the writer puts it.
+    pub fn part_lists(&self, all: &[u8]) -> Vec<Vec<u8>> {
+        let paths: Vec<&[u8]> = all.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+        let rel = |p: &[u8]| relative(&String::from_utf8_lossy(p)).to_string();
+        let mut parents: HashSet<String> = HashSet::new();
+        for p in &paths {
+            if let Some(parent) = Path::new(&rel(p)).parent().and_then(Path::to_str) {
+                parents.insert(parent.to_string());
+            }
+        }
+        let top = self.parts.len() - 1;
+        let mut lists = vec![Vec::new(); self.parts.len() + 1];
+        for p in paths {
+            let r = rel(p);
+            let part = if self.above_distributions.contains(&r) {
+                0
+            } else if parents.contains(&r) {
+                top + 1
+            } else {
+                self.layer_of(&r) + 1
+            };
+            lists[part].extend_from_slice(p);
+            lists[part].push(0);
+        }
+        lists
+    }
+
     /// The layer `path` (relative to the root) goes to.
     fn layer_of(&self, path: &str) -> usize {
         self.owner
@@ -727,46 +762,78 @@ fn write_split_tree_each<R: Read, W: Write>(
     outs: Vec<W>,
     done: Option<Early<'_, W>>,
 ) -> io::Result<Vec<String>> {
-    if outs.len() != split.parts.len() {
+    let by_last = done.is_some();
+    let mut writer = Writer::new(split, outs, done, by_last)?;
+    writer.place_all(snapshot, record.map(|(path, _)| relative(path)), epoch)?;
+    writer.finish(deleted, record, epoch)
+}
+
+/// The layers of `split` from the snapshot in the parts
+/// [`Split::part_lists`] lists, each part the engine's tar around the
+/// setup's tar of that list, as `parts` gives them: into `dir` as
+/// `layer-<i>.tar`, each layer to `ready` once its part is in (the
+/// top last). The same layers, byte for byte, as [`split_stream`] of the
+/// whole sorted snapshot, but for a hard link to a file of another part:
+/// a file of its own here (each part is a tar of its own).
+pub fn split_parts(
+    parts: impl Iterator<Item = io::Result<Box<dyn Read + Send>>>,
+    (deleted, record, epoch): OnTop<'_>,
+    split: Split,
+    (dir, ready): LayerSink<'_>,
+) -> io::Result<Vec<Written>> {
+    let paths = layer_paths(dir, &split);
+    let outs = create_all(&paths)?;
+    let mut written: Vec<Option<Written>> = vec![None; paths.len()];
+    let mut done = |i: usize, diff_id: String, out: BufWriter<File>| -> io::Result<()> {
+        out.into_inner().map_err(|e| e.into_error())?;
+        let w = Written {
+            part: split.parts[i].clone(),
+            path: paths[i].clone(),
+            size: std::fs::metadata(&paths[i])?.len(),
+            diff_id,
+        };
+        ready(i, &w)?;
+        written[i] = Some(w);
+        Ok(())
+    };
+    let reopen = |i: usize| File::open(&paths[i]);
+    let early = Early {
+        done: &mut done,
+        reopen: &reopen,
+    };
+    let mut writer = Writer::new(&split, outs, Some(early), false)?;
+    let skip = record.map(|(path, _)| relative(path));
+    let top = split.parts.len() - 1;
+    let mut count = 0;
+    for (i, part) in parts.enumerate() {
+        let mut outer = tar::Archive::new(part?);
+        let mut entries = outer.entries()?;
+        let inner = loop {
+            match entries.next() {
+                Some(e) => {
+                    let e = e?;
+                    if e.header().entry_type().is_file() {
+                        break e;
+                    }
+                }
+                None => return Err(io::Error::other(format!("snapshot part {i} holds no tar"))),
+            }
+        };
+        writer.place_all(inner, skip, epoch)?;
+        // Part 0 holds directories; part i the layer i - 1 (the top last).
+        if (1..=top).contains(&i) {
+            writer.complete(i - 1)?;
+        }
+        count = i + 1;
+    }
+    if count != split.parts.len() + 1 {
         return Err(io::Error::other(format!(
-            "{} outputs for a split of {} layers",
-            outs.len(),
-            split.parts.len()
+            "{count} of the snapshot's {} parts came",
+            split.parts.len() + 1
         )));
     }
-    let mut writer = Writer {
-        outs: outs
-            .into_iter()
-            .map(|w| {
-                Some(Out {
-                    builder: tar::Builder::new(Hashing {
-                        inner: w,
-                        hasher: Sha256::new(),
-                        written: 0,
-                    }),
-                    dirs: HashSet::new(),
-                })
-            })
-            .collect(),
-        ids: vec![None; split.parts.len()],
-        dirs: Dirs::default(),
-        placed: HashMap::new(),
-        data_at: HashMap::new(),
-        split,
-        done,
-    };
-    let skip = record.map(|(path, _)| relative(path));
-    let mut archive = tar::Archive::new(snapshot);
-    for entry in archive.entries()? {
-        let entry = entry?;
-        let raw = entry.path()?.to_string_lossy().into_owned();
-        let path = relative(&raw).to_string();
-        if path.is_empty() || skip == Some(path.as_str()) {
-            continue;
-        }
-        writer.place(entry, path, epoch)?;
-    }
-    writer.finish(deleted, record, epoch)
+    writer.finish(deleted, record, epoch)?;
+    Ok(written.into_iter().flatten().collect())
 }
 
 /// The output of layer `i` of `outs`, still open (a file `path` needs).
@@ -801,9 +868,70 @@ struct Writer<'a, 'd, W: Write> {
     split: &'a Split,
     /// Takes each layer once complete; `None`: every layer at the end.
     done: Option<Early<'d, W>>,
+    /// With `done`: a layer is complete once the (sorted) snapshot is
+    /// past its last path; else when told ([`split_parts`]).
+    by_last: bool,
 }
 
-impl<W: Write> Writer<'_, '_, W> {
+impl<'a, 'd, W: Write> Writer<'a, 'd, W> {
+    fn new(
+        split: &'a Split,
+        outs: Vec<W>,
+        done: Option<Early<'d, W>>,
+        by_last: bool,
+    ) -> io::Result<Self> {
+        if outs.len() != split.parts.len() {
+            return Err(io::Error::other(format!(
+                "{} outputs for a split of {} layers",
+                outs.len(),
+                split.parts.len()
+            )));
+        }
+        let outs = outs
+            .into_iter()
+            .map(|w| {
+                Some(Out {
+                    builder: tar::Builder::new(Hashing {
+                        inner: w,
+                        hasher: Sha256::new(),
+                        written: 0,
+                    }),
+                    dirs: HashSet::new(),
+                })
+            })
+            .collect();
+        Ok(Writer {
+            outs,
+            ids: vec![None; split.parts.len()],
+            dirs: Dirs::default(),
+            placed: HashMap::new(),
+            data_at: HashMap::new(),
+            split,
+            done,
+            by_last,
+        })
+    }
+
+    /// Every entry of `snapshot` (a tar) but the root and `skip`.
+    fn place_all<R: Read>(
+        &mut self,
+        snapshot: R,
+        skip: Option<&str>,
+        epoch: u64,
+    ) -> io::Result<()> {
+        let mut archive = tar::Archive::new(snapshot);
+        for entry in archive.entries()? {
+            let entry = entry?;
+            let raw = entry.path()?.to_string_lossy().into_owned();
+            let path = relative(&raw).to_string();
+            if path.is_empty() || skip == Some(path.as_str()) {
+                continue;
+            }
+            self.place(entry, path, epoch)?;
+        }
+        Ok(())
+    }
+
     fn top(&self) -> usize {
         self.outs.len() - 1
     }
@@ -826,7 +954,7 @@ impl<W: Write> Writer<'_, '_, W> {
     /// With `done`, every layer but the top whose last path `path` is at
     /// or past (the snapshot is in byte order: nothing more comes for it).
     fn complete_before(&mut self, path: &str) -> io::Result<()> {
-        if self.done.is_none() {
+        if self.done.is_none() || !self.by_last {
             return Ok(());
         }
         for i in 0..self.top() {
@@ -1826,5 +1954,134 @@ mod tests {
         assert_eq!((copy.1, copy.2, copy.3), (link.1, link.2, link.3));
         assert!(entries(&bytes(top)).contains(&hard));
         assert_eq!(tree, whole, "every other path as unsplit");
+    }
+
+    /// Issue 22: the snapshot in the parts `part_lists` makes (each a tar
+    /// of its own, in the engine's wrapping) gives the layers the whole
+    /// sorted snapshot gives, byte for byte, each handed over once its
+    /// part is in: the directories first, then a part per layer.
+    #[test]
+    fn the_snapshot_in_parts_gives_the_layers_of_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for extra in [&[][..], &[SIX, IDNA][..]] {
+            let entries: Vec<E> = gpu_pipeline(extra)
+                .into_iter()
+                .filter(|e| !matches!(e, E::Hard(..)))
+                .collect();
+            let snapshot = tar_of(&entries);
+            let records = records_in(io::Cursor::new(&snapshot)).unwrap();
+            let rule = Some(Rule {
+                threshold: THRESHOLD,
+                max_layers: MAX_LAYERS,
+            });
+            let record = Some(("/opt/apache/beam/prebuilder-record.json", &b"{}"[..]));
+            let out = |name: &str| {
+                let d = dir.path().join(format!("{name}-{}", extra.len()));
+                std::fs::create_dir(&d).unwrap();
+                d
+            };
+            let whole = split_stream(
+                Trickle(&outer(&snapshot)),
+                DELETED,
+                record,
+                EPOCH,
+                plan_from_records(&records, rule),
+                (&out("whole"), &mut |_, _| Ok(())),
+            )
+            .unwrap();
+            // setup.sh's list: every path of the snapshot, in its order.
+            let mut all = Vec::new();
+            let mut by_path: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut a = tar::Archive::new(&snapshot[..]);
+            for e in a.entries().unwrap() {
+                let e = e.unwrap();
+                let path = e.path_bytes().into_owned();
+                let mut one = tar::Builder::new(Vec::new());
+                let mut h = e.header().clone();
+                let link = e.link_name().unwrap().map(|l| l.into_owned());
+                match link {
+                    Some(l) => one
+                        .append_link(&mut h, &*String::from_utf8_lossy(&path), l)
+                        .unwrap(),
+                    None => {
+                        let mut e = e;
+                        let mut body = Vec::new();
+                        e.read_to_end(&mut body).unwrap();
+                        one.append_data(&mut h, &*String::from_utf8_lossy(&path), &body[..])
+                            .unwrap()
+                    }
+                }
+                let mut bytes = one.into_inner().unwrap();
+                bytes.truncate(bytes.len() - 1024);
+                all.extend_from_slice(&path);
+                all.push(0);
+                by_path.insert(path, bytes);
+            }
+            let split = plan_from_records(&records, rule);
+            let lists = split.part_lists(&all);
+            assert_eq!(lists.len(), split.parts.len() + 1);
+            let listed: usize = lists
+                .iter()
+                .map(|l| l.iter().filter(|&&b| b == 0).count())
+                .sum();
+            assert_eq!(listed, by_path.len(), "every path in one part");
+            let tars: Vec<Vec<u8>> = lists
+                .iter()
+                .map(|l| {
+                    let mut t: Vec<u8> = l
+                        .split(|&b| b == 0)
+                        .filter(|p| !p.is_empty())
+                        .flat_map(|p| by_path[p].clone())
+                        .collect();
+                    t.extend_from_slice(&[0u8; 1024]);
+                    outer(&t)
+                })
+                .collect();
+            let mut handed = Vec::new();
+            let mut ready = |i: usize, _: &Written| {
+                handed.push(i);
+                Ok(())
+            };
+            let parts = split_parts(
+                tars.into_iter()
+                    .map(|t| Ok(Box::new(io::Cursor::new(t)) as Box<dyn Read + Send>)),
+                (DELETED, record, EPOCH),
+                split,
+                (&out("parts"), &mut ready),
+            )
+            .unwrap();
+            assert_eq!(
+                handed,
+                (0..whole.len()).collect::<Vec<_>>(),
+                "in image order"
+            );
+            assert_eq!(parts.len(), whole.len());
+            for (p, w) in parts.iter().zip(&whole) {
+                assert_eq!(p.part, w.part);
+                assert_eq!(p.diff_id, w.diff_id, "{:?}", p.part);
+                assert_eq!(
+                    std::fs::read(&p.path).unwrap(),
+                    std::fs::read(&w.path).unwrap()
+                );
+            }
+        }
+    }
+
+    /// Fewer parts than the lists: an error, not a short layer.
+    #[test]
+    fn a_missing_part_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tar_of(&gpu_pipeline(&[]));
+        let records = records_in(io::Cursor::new(&snapshot)).unwrap();
+        let split = plan_from_records(&records, Some(Rule::default()));
+        let empty = outer(&[0u8; 1024]);
+        let err = split_parts(
+            std::iter::once(Ok(Box::new(io::Cursor::new(empty)) as Box<dyn Read + Send>)),
+            (DELETED, None, EPOCH),
+            split,
+            (dir.path(), &mut |_, _| Ok(())),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("parts came"), "{err}");
     }
 }

@@ -482,3 +482,96 @@ async fn an_interrupt_between_split_layer_loads_leaves_no_image() {
     assert_eq!(w.engine.image_count(), images);
     assert!(w.engine.containers().is_empty());
 }
+
+/// Issue 22: where the engine takes the snapshot in parts (Docker's classic
+/// store), the setup lists it, gets the part lists, and each part is cut
+/// and its layer loaded as it comes: the same image as the whole snapshot
+/// gives, one load per layer, nothing left in the scratch directory and
+/// no image below the last.
+#[tokio::test]
+async fn a_snapshot_in_parts_gives_the_image_of_the_whole() {
+    use crate::image::split::{Rule, MAX_LAYERS};
+    let site = "usr/lib/python3/dist-packages";
+    let big = vec![b'x'; 4096];
+    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
+    let data = format!("{site}/heavy/data.bin");
+    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
+    let mut results = Vec::new();
+    for in_parts in [false, true] {
+        let w = world();
+        if in_parts {
+            w.engine.snapshot_in_parts(None);
+        }
+        w.engine
+            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
+        let scratch = tempfile::tempdir().unwrap();
+        let mut opts = w.opts();
+        opts.scratch_dir = scratch.path().to_path_buf();
+        opts.split = Some(Rule {
+            threshold: 1000,
+            max_layers: MAX_LAYERS,
+        });
+        let images = w.engine.image_count();
+        let r = w
+            .build(&opts, &w.set("app"), &Recorder::default())
+            .await
+            .unwrap();
+        assert_eq!(w.engine.count("load"), 3, "two parts, then the application");
+        assert_eq!(w.engine.image_count(), images + 2);
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        let created = w.engine.created();
+        let asked = |c: &crate::engine::ContainerSpec| {
+            c.entrypoint
+                .iter()
+                .any(|a| a.contains("PREBUILDER_PARTS='1'"))
+        };
+        // Only the split layer (the dependencies) in parts.
+        assert_eq!(
+            created.iter().filter(|c| asked(c)).count(),
+            usize::from(in_parts)
+        );
+        results.push((
+            r.layers[0].image_id.clone(),
+            r.layers[0].parts.clone(),
+            r.layers[1].image_id.clone(),
+        ));
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+/// Issue 22: a part the setup cannot write (its disk full) fails the build
+/// as a snapshot failure naming the layer; nothing is left.
+#[tokio::test]
+async fn a_snapshot_part_the_setup_cannot_write_leaves_nothing() {
+    use crate::image::split::{Rule, MAX_LAYERS};
+    let site = "usr/lib/python3/dist-packages";
+    let big = vec![b'x'; 4096];
+    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
+    let data = format!("{site}/heavy/data.bin");
+    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
+    for fails in [0, 2] {
+        let w = world();
+        w.engine.snapshot_in_parts(Some(fails));
+        w.engine
+            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
+        let scratch = tempfile::tempdir().unwrap();
+        let mut opts = w.opts();
+        opts.scratch_dir = scratch.path().to_path_buf();
+        opts.split = Some(Rule {
+            threshold: 1000,
+            max_layers: MAX_LAYERS,
+        });
+        let images = w.engine.image_count();
+        let err = w
+            .build(&opts, &w.set("app"), &Recorder::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::SnapshotFailed { .. }),
+            "part {fails}: {err:?}"
+        );
+        assert_eq!(w.engine.image_count(), images, "part {fails}");
+        assert!(w.engine.containers().is_empty());
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    }
+}
