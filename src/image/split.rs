@@ -1013,7 +1013,7 @@ impl<'a, 'd, W: Write> Writer<'a, 'd, W> {
                 return self.copy_of_link(header, path, relative(target));
             }
         }
-        let early = self.done.is_some() && layer != self.top();
+        let early = self.done.is_some() && self.by_last && layer != self.top();
         let out = open(&mut self.outs, &self.split.parts, layer, &path)?;
         out.ancestors(&path, &mut self.dirs)?;
         let size = header.size()?;
