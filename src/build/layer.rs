@@ -435,21 +435,8 @@ async fn read_parts<E: Engine>(
         .sum();
     let needed = scratch_needed(installed, true);
     enough_room(&what, b.scratch, needed)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("layer-")
-        .tempdir_in(b.scratch)
-        .map_err(local(format!(
-            "creating a temporary directory in {}",
-            b.scratch.display()
-        )))?;
-    let written = Written {
-        dir: tmp.path(),
-        space: Space {
-            what: &what,
-            dir: b.scratch,
-        },
-        needed,
-    };
+    let tmp = layer_dir(b.scratch)?;
+    let written = Written::new(tmp.path(), (&what, b.scratch), needed);
     let epoch = b.epoch();
     let entry = crate::history::entry(b.layer, &image::rfc3339(epoch));
     let top = (deleted, record, epoch);
@@ -683,21 +670,8 @@ async fn load_snapshot<E: Engine>(
     let what = format!("{} layer", b.layer.name);
     let streamed = engine.loads_streams();
     let (stream, needed) = sized(stream, container, &what, b.scratch, streamed).await?;
-    let tmp = tempfile::Builder::new()
-        .prefix("layer-")
-        .tempdir_in(b.scratch)
-        .map_err(local(format!(
-            "creating a temporary directory in {}",
-            b.scratch.display()
-        )))?;
-    let written = Written {
-        dir: tmp.path(),
-        space: Space {
-            what: &what,
-            dir: b.scratch,
-        },
-        needed,
-    };
+    let tmp = layer_dir(b.scratch)?;
+    let written = Written::new(tmp.path(), (&what, b.scratch), needed);
     let snapshot = Snapshot {
         stream,
         deleted,
@@ -773,6 +747,17 @@ async fn write_and_load<E: Engine>(
         (Err(e), _) => Err(e),
         (Ok(_), loaded) => loaded,
     }
+}
+
+/// A temporary directory for a layer's files in `scratch` (gone when dropped).
+fn layer_dir(scratch: &Path) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir_in(scratch)
+        .map_err(local(format!(
+            "creating a temporary directory in {}",
+            scratch.display()
+        )))
 }
 
 /// The most the `RECORD`s of one layer may take (read into memory): torch's
@@ -856,7 +841,16 @@ struct Written<'a> {
     needed: u64,
 }
 
-impl Written<'_> {
+impl<'a> Written<'a> {
+    /// Layer files in `dir`, for the `what` whose scratch is `space.1`.
+    fn new(dir: &'a Path, (what, scratch): (&'a str, &'a Path), needed: u64) -> Self {
+        Written {
+            dir,
+            space: Space { what, dir: scratch },
+            needed,
+        }
+    }
+
     fn error(&self, action: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
         let action = format!("{action} in {}", self.dir.display());
         move |e| {

@@ -103,17 +103,7 @@ pub fn write_layer<R: Read, W: Write>(
 ) -> io::Result<String> {
     let mut outer = tar::Archive::new(outer);
     let mut entries = outer.entries()?;
-    let inner = loop {
-        match entries.next() {
-            Some(e) => {
-                let e = e?;
-                if e.header().entry_type().is_file() {
-                    break e;
-                }
-            }
-            None => return Err(io::Error::other("the snapshot holds no layer.tar")),
-        }
-    };
+    let inner = inner_tar(&mut entries, "the snapshot holds no layer.tar")?;
     write_layer_from(inner, deleted, record, epoch, out)
 }
 
@@ -301,6 +291,22 @@ pub fn archive_one_layer(
         b.append_data(&mut file_header(bytes.len() as u64, 0o644, 0), name, bytes)?;
     }
     Ok((head, pad, b.into_inner()?))
+}
+
+/// The first file in the engine's tar around a file (what its archive API
+/// gives for one file: the setup's `layer.tar`, a part of it); `missing`
+/// says what was expected when there is none.
+pub(crate) fn inner_tar<'a, R: Read>(
+    entries: &mut tar::Entries<'a, R>,
+    missing: &str,
+) -> io::Result<tar::Entry<'a, R>> {
+    for e in entries {
+        let e = e?;
+        if e.header().entry_type().is_file() {
+            return Ok(e);
+        }
+    }
+    Err(io::Error::other(missing.to_string()))
 }
 
 /// The image id of a config: `sha256:` of its bytes.

@@ -423,17 +423,7 @@ pub fn write_split_each<R: Read, W: Write>(
 ) -> io::Result<Vec<String>> {
     let mut outer = tar::Archive::new(outer);
     let mut entries = outer.entries()?;
-    let inner = loop {
-        match entries.next() {
-            Some(e) => {
-                let e = e?;
-                if e.header().entry_type().is_file() {
-                    break e;
-                }
-            }
-            None => return Err(io::Error::other("the snapshot holds no layer.tar")),
-        }
-    };
+    let inner = super::inner_tar(&mut entries, "the snapshot holds no layer.tar")?;
     write_split_tree_each(inner, top, split, outs, done)
 }
 
@@ -654,7 +644,19 @@ pub fn split_stream<R: Read>(
     split: Split,
     (dir, ready): LayerSink<'_>,
 ) -> io::Result<Vec<Written>> {
-    let paths = layer_paths(dir, &split);
+    early_files(&split, (dir, ready), |outs, early| {
+        write_split_each(outer, (deleted, record, epoch), &split, outs, Some(early)).map(|_| ())
+    })
+}
+
+/// The layer files of `split` in `dir`, written by `write` with early
+/// completion: each to `ready` once complete (its file flushed and closed).
+fn early_files(
+    split: &Split,
+    (dir, ready): LayerSink<'_>,
+    write: impl FnOnce(Vec<BufWriter<File>>, Early<'_, BufWriter<File>>) -> io::Result<()>,
+) -> io::Result<Vec<Written>> {
+    let paths = layer_paths(dir, split);
     let outs = create_all(&paths)?;
     let mut written: Vec<Option<Written>> = vec![None; paths.len()];
     let mut done = |i: usize, diff_id: String, out: BufWriter<File>| -> io::Result<()> {
@@ -670,11 +672,13 @@ pub fn split_stream<R: Read>(
         Ok(())
     };
     let reopen = |i: usize| File::open(&paths[i]);
-    let early = Early {
-        done: &mut done,
-        reopen: &reopen,
-    };
-    write_split_each(outer, (deleted, record, epoch), &split, outs, Some(early))?;
+    write(
+        outs,
+        Early {
+            done: &mut done,
+            reopen: &reopen,
+        },
+    )?;
     Ok(written.into_iter().flatten().collect())
 }
 
@@ -779,61 +783,32 @@ pub fn split_parts(
     parts: impl Iterator<Item = io::Result<Box<dyn Read + Send>>>,
     (deleted, record, epoch): OnTop<'_>,
     split: Split,
-    (dir, ready): LayerSink<'_>,
+    sink: LayerSink<'_>,
 ) -> io::Result<Vec<Written>> {
-    let paths = layer_paths(dir, &split);
-    let outs = create_all(&paths)?;
-    let mut written: Vec<Option<Written>> = vec![None; paths.len()];
-    let mut done = |i: usize, diff_id: String, out: BufWriter<File>| -> io::Result<()> {
-        out.into_inner().map_err(|e| e.into_error())?;
-        let w = Written {
-            part: split.parts[i].clone(),
-            path: paths[i].clone(),
-            size: std::fs::metadata(&paths[i])?.len(),
-            diff_id,
-        };
-        ready(i, &w)?;
-        written[i] = Some(w);
-        Ok(())
-    };
-    let reopen = |i: usize| File::open(&paths[i]);
-    let early = Early {
-        done: &mut done,
-        reopen: &reopen,
-    };
-    let mut writer = Writer::new(&split, outs, Some(early), false)?;
-    let skip = record.map(|(path, _)| relative(path));
-    let top = split.parts.len() - 1;
-    let mut count = 0;
-    for (i, part) in parts.enumerate() {
-        let mut outer = tar::Archive::new(part?);
-        let mut entries = outer.entries()?;
-        let inner = loop {
-            match entries.next() {
-                Some(e) => {
-                    let e = e?;
-                    if e.header().entry_type().is_file() {
-                        break e;
-                    }
-                }
-                None => return Err(io::Error::other(format!("snapshot part {i} holds no tar"))),
+    early_files(&split, sink, |outs, early| {
+        let mut writer = Writer::new(&split, outs, Some(early), false)?;
+        let skip = record.map(|(path, _)| relative(path));
+        let top = split.parts.len() - 1;
+        let mut count = 0;
+        for (i, part) in parts.enumerate() {
+            let mut outer = tar::Archive::new(part?);
+            let mut entries = outer.entries()?;
+            let inner = super::inner_tar(&mut entries, &format!("snapshot part {i} holds no tar"))?;
+            writer.place_all(inner, skip, epoch)?;
+            // Part 0 holds directories; part i the layer i - 1 (the top last).
+            if (1..=top).contains(&i) {
+                writer.complete(i - 1)?;
             }
-        };
-        writer.place_all(inner, skip, epoch)?;
-        // Part 0 holds directories; part i the layer i - 1 (the top last).
-        if (1..=top).contains(&i) {
-            writer.complete(i - 1)?;
+            count = i + 1;
         }
-        count = i + 1;
-    }
-    if count != split.parts.len() + 1 {
-        return Err(io::Error::other(format!(
-            "{count} of the snapshot's {} parts came",
-            split.parts.len() + 1
-        )));
-    }
-    writer.finish(deleted, record, epoch)?;
-    Ok(written.into_iter().flatten().collect())
+        if count != split.parts.len() + 1 {
+            return Err(io::Error::other(format!(
+                "{count} of the snapshot's {} parts came",
+                split.parts.len() + 1
+            )));
+        }
+        writer.finish(deleted, record, epoch).map(|_| ())
+    })
 }
 
 /// The output of layer `i` of `outs`, still open (a file `path` needs).
@@ -1013,7 +988,6 @@ impl<'a, 'd, W: Write> Writer<'a, 'd, W> {
                 return self.copy_of_link(header, path, relative(target));
             }
         }
-        let early = self.done.is_some() && self.by_last && layer != self.top();
         let out = open(&mut self.outs, &self.split.parts, layer, &path)?;
         out.ancestors(&path, &mut self.dirs)?;
         let size = header.size()?;
@@ -1026,8 +1000,18 @@ impl<'a, 'd, W: Write> Writer<'a, 'd, W> {
                 .append_link(&mut header, &path, relative(&target))?,
             _ => out.builder.append_data(&mut header, &path, &mut entry)?,
         }
-        if kind.is_file() && early {
-            let end = out.builder.get_ref().written;
+        self.placed_in(path, layer, kind.is_file().then_some(size))
+    }
+
+    /// `path` is in `layer` now (a regular file of `size` bytes, just
+    /// written there, when `file` is that size): noted for hard links,
+    /// and for early completion (where a file's bytes are, for a copy).
+    fn placed_in(&mut self, path: String, layer: usize, file: Option<u64>) -> io::Result<()> {
+        let early = self.done.is_some() && self.by_last && layer != self.top();
+        if let (Some(size), true) = (file, early) {
+            let end = self.outs[layer]
+                .as_ref()
+                .map_or(0, |o| o.builder.get_ref().written);
             self.data_at
                 .insert(path.clone(), (layer, end - size.div_ceil(512) * 512, size));
         }
@@ -1057,19 +1041,11 @@ impl<'a, 'd, W: Write> Writer<'a, 'd, W> {
         header.set_size(size);
         header.as_old_mut().linkname.fill(0);
         let layer = self.split.layer_of(&path);
-        let below_top = layer != self.top();
         let out = open(&mut self.outs, &self.split.parts, layer, &path)?;
         out.ancestors(&path, &mut self.dirs)?;
         out.builder
             .append_data(&mut header, &path, bytes.take(size))?;
-        if below_top {
-            let end = out.builder.get_ref().written;
-            self.data_at
-                .insert(path.clone(), (layer, end - size.div_ceil(512) * 512, size));
-        }
-        self.complete_before(&path)?;
-        self.placed.insert(path, layer);
-        Ok(())
+        self.placed_in(path, layer, Some(size))
     }
 
     /// The held-back directories no layer took, the whiteouts and the

@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// The setup installs `heavy` 1.0: one 4 KiB file and its RECORD; the
+/// options split at 1000 bytes (so it is a layer of its own), the layer
+/// files in `scratch`.
+fn heavy(w: &World, scratch: &std::path::Path) -> Options {
+    use crate::image::split::{Rule, MAX_LAYERS};
+    let site = "usr/lib/python3/dist-packages";
+    let big = vec![b'x'; 4096];
+    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
+    let data = format!("{site}/heavy/data.bin");
+    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
+    w.engine
+        .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
+    let mut opts = w.opts();
+    opts.scratch_dir = scratch.to_path_buf();
+    opts.split = Some(Rule {
+        threshold: 1000,
+        max_layers: MAX_LAYERS,
+    });
+    opts
+}
+
 #[tokio::test]
 async fn layers_are_loaded_from_the_snapshot_not_committed() {
     let w = world();
@@ -272,11 +293,6 @@ async fn labels_stay_bounded_and_staged_files_go_on_a_volume() {
 #[tokio::test]
 async fn the_dependency_layer_is_split_by_distribution() {
     use crate::image::split::{Rule, MAX_LAYERS};
-    let site = "usr/lib/python3/dist-packages";
-    let big = vec![b'x'; 4096];
-    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
-    let data = format!("{site}/heavy/data.bin");
-    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
     for (split, parts) in [
         (
             Some(Rule {
@@ -289,9 +305,8 @@ async fn the_dependency_layer_is_split_by_distribution() {
         (Some(Rule::default()), vec![]),
     ] {
         let w = world();
-        w.engine
-            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
-        let mut opts = w.opts();
+        let scratch = tempfile::tempdir().unwrap();
+        let mut opts = heavy(&w, scratch.path());
         opts.split = split;
         let r = w
             .build(&opts, &w.set("app"), &Recorder::default())
@@ -364,27 +379,14 @@ async fn an_engine_that_loads_files_needs_room_for_the_archive_too() {
 /// scratch directory, no image but the layers' and the base.
 #[tokio::test]
 async fn streamed_and_file_loads_give_the_same_split_image() {
-    use crate::image::split::{Rule, MAX_LAYERS};
-    let site = "usr/lib/python3/dist-packages";
-    let big = vec![b'x'; 4096];
-    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
-    let data = format!("{site}/heavy/data.bin");
-    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
     let mut results = Vec::new();
     for files_only in [false, true] {
         let w = world();
         if files_only {
             w.engine.load_files_only();
         }
-        w.engine
-            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
         let scratch = tempfile::tempdir().unwrap();
-        let mut opts = w.opts();
-        opts.scratch_dir = scratch.path().to_path_buf();
-        opts.split = Some(Rule {
-            threshold: 1000,
-            max_layers: MAX_LAYERS,
-        });
+        let opts = heavy(&w, scratch.path());
         let images = w.engine.image_count();
         let r = w
             .build(&opts, &w.set("app"), &Recorder::default())
@@ -411,22 +413,9 @@ async fn streamed_and_file_loads_give_the_same_split_image() {
 /// (no container, no scratch file, no image but the base's).
 #[tokio::test]
 async fn a_split_layer_that_fails_to_load_leaves_no_image_below_it() {
-    use crate::image::split::{Rule, MAX_LAYERS};
-    let site = "usr/lib/python3/dist-packages";
-    let big = vec![b'x'; 4096];
-    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
-    let data = format!("{site}/heavy/data.bin");
-    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
     let w = world();
-    w.engine
-        .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
     let scratch = tempfile::tempdir().unwrap();
-    let mut opts = w.opts();
-    opts.scratch_dir = scratch.path().to_path_buf();
-    opts.split = Some(Rule {
-        threshold: 1000,
-        max_layers: MAX_LAYERS,
-    });
+    let opts = heavy(&w, scratch.path());
     let images = w.engine.image_count();
     w.engine.fail_on_nth("load", 2);
     let err = w
@@ -446,20 +435,9 @@ async fn a_split_layer_that_fails_to_load_leaves_no_image_below_it() {
 /// no image is left but the base's, and no container.
 #[tokio::test]
 async fn an_interrupt_between_split_layer_loads_leaves_no_image() {
-    use crate::image::split::{Rule, MAX_LAYERS};
-    let site = "usr/lib/python3/dist-packages";
-    let big = vec![b'x'; 4096];
-    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
-    let data = format!("{site}/heavy/data.bin");
-    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
     let w = world();
-    w.engine
-        .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
-    let mut opts = w.opts();
-    opts.split = Some(Rule {
-        threshold: 1000,
-        max_layers: MAX_LAYERS,
-    });
+    let scratch = tempfile::tempdir().unwrap();
+    let opts = heavy(&w, scratch.path());
     let images = w.engine.image_count();
     w.engine.hang_on_nth("load", 2);
     let set = w.set("app");
@@ -490,27 +468,14 @@ async fn an_interrupt_between_split_layer_loads_leaves_no_image() {
 /// no image below the last.
 #[tokio::test]
 async fn a_snapshot_in_parts_gives_the_image_of_the_whole() {
-    use crate::image::split::{Rule, MAX_LAYERS};
-    let site = "usr/lib/python3/dist-packages";
-    let big = vec![b'x'; 4096];
-    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
-    let data = format!("{site}/heavy/data.bin");
-    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
     let mut results = Vec::new();
     for in_parts in [false, true] {
         let w = world();
         if in_parts {
             w.engine.snapshot_in_parts(None);
         }
-        w.engine
-            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
         let scratch = tempfile::tempdir().unwrap();
-        let mut opts = w.opts();
-        opts.scratch_dir = scratch.path().to_path_buf();
-        opts.split = Some(Rule {
-            threshold: 1000,
-            max_layers: MAX_LAYERS,
-        });
+        let opts = heavy(&w, scratch.path());
         let images = w.engine.image_count();
         let r = w
             .build(&opts, &w.set("app"), &Recorder::default())
@@ -543,24 +508,11 @@ async fn a_snapshot_in_parts_gives_the_image_of_the_whole() {
 /// as a snapshot failure naming the layer; nothing is left.
 #[tokio::test]
 async fn a_snapshot_part_the_setup_cannot_write_leaves_nothing() {
-    use crate::image::split::{Rule, MAX_LAYERS};
-    let site = "usr/lib/python3/dist-packages";
-    let big = vec![b'x'; 4096];
-    let record = b"heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n";
-    let data = format!("{site}/heavy/data.bin");
-    let record_path = format!("{site}/heavy-1.0.dist-info/RECORD");
     for fails in [0, 2] {
         let w = world();
         w.engine.snapshot_in_parts(Some(fails));
-        w.engine
-            .snapshot_adds(&[(&data, &big[..]), (&record_path, &record[..])]);
         let scratch = tempfile::tempdir().unwrap();
-        let mut opts = w.opts();
-        opts.scratch_dir = scratch.path().to_path_buf();
-        opts.split = Some(Rule {
-            threshold: 1000,
-            max_layers: MAX_LAYERS,
-        });
+        let opts = heavy(&w, scratch.path());
         let images = w.engine.image_count();
         let err = w
             .build(&opts, &w.set("app"), &Recorder::default())
