@@ -191,37 +191,38 @@ impl Compiler for HostCompiler {
 /// `pyproject.toml` names (setuptools' legacy backend without one), the
 /// wheel's file name printed last.
 const BUILD: &str = r#"
-import importlib, os, sys, tarfile, tempfile
-sdist, out = sys.argv[1], sys.argv[2]
-work = tempfile.mkdtemp(prefix="prebuilder-sdist-")
-with tarfile.open(sdist) as t:
-    try:
-        t.extractall(work, filter="data")
-    except TypeError:
-        t.extractall(work)
-entries = os.listdir(work)
-root = work
-if len(entries) == 1 and os.path.isdir(os.path.join(work, entries[0])):
-    root = os.path.join(work, entries[0])
-os.chdir(root)
-sys.path.insert(0, root)
-backend, paths = "setuptools.build_meta:__legacy__", []
-if os.path.exists("pyproject.toml"):
-    import tomllib
-    with open("pyproject.toml", "rb") as f:
-        bs = tomllib.load(f).get("build-system", {})
-    backend = bs.get("build-backend", backend)
-    paths = bs.get("backend-path", [])
-for p in paths:
-    sys.path.insert(0, os.path.join(root, p))
-mod, _, obj = backend.partition(":")
-hooks = importlib.import_module(mod)
-for a in filter(None, obj.split(".")):
-    hooks = getattr(hooks, a)
-real_stdout = sys.stdout
-sys.stdout = sys.stderr
-name = hooks.build_wheel(out)
-real_stdout.write("prebuilder-wheel:" + name + "\n")
+import importlib, os, sys, tarfile
+sdist, out, work = sys.argv[1], sys.argv[2], sys.argv[3]
+def build():
+    with tarfile.open(sdist) as t:
+        try:
+            t.extractall(work, filter="data")
+        except TypeError:
+            t.extractall(work)
+    entries = os.listdir(work)
+    root = work
+    if len(entries) == 1 and os.path.isdir(os.path.join(work, entries[0])):
+        root = os.path.join(work, entries[0])
+    os.chdir(root)
+    sys.path.insert(0, root)
+    backend, paths = "setuptools.build_meta:__legacy__", []
+    if os.path.exists("pyproject.toml"):
+        import tomllib
+        with open("pyproject.toml", "rb") as f:
+            bs = tomllib.load(f).get("build-system", {})
+        backend = bs.get("build-backend", backend)
+        paths = bs.get("backend-path", [])
+    for p in paths:
+        sys.path.insert(0, os.path.join(root, p))
+    mod, _, obj = backend.partition(":")
+    hooks = importlib.import_module(mod)
+    for a in filter(None, obj.split(".")):
+        hooks = getattr(hooks, a)
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    name = hooks.build_wheel(out)
+    real_stdout.write("prebuilder-wheel:" + name + "\n")
+build()
 "#;
 
 /// Build an sdist into a wheel with a host Python, offline, and check that
@@ -231,11 +232,18 @@ pub fn build_wheel(python: &Path, sdist: &Path, what: &str, out: &Path) -> Resul
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let out = std::fs::canonicalize(out).map_err(|e| Error::io(out, e))?;
     let out = out.as_path();
+    // Where the sdist is unpacked: removed when this returns, whatever
+    // happened (it was left in the system's temporary directory).
+    let work = tempfile::Builder::new()
+        .prefix(".sdist-")
+        .tempdir_in(out)
+        .map_err(|e| Error::io(out, e))?;
     let o = Command::new(python)
         .arg("-c")
         .arg(BUILD)
         .arg(sdist)
         .arg(out)
+        .arg(work.path())
         .env("PIP_NO_INDEX", "1")
         .env_remove("PIP_FIND_LINKS")
         .output()
@@ -310,5 +318,88 @@ mod tests {
         assert!(is_script(&shim));
         assert!(!is_script(&std::env::current_exe().unwrap()));
         assert!(!is_script(&dir.path().join("absent")));
+    }
+
+    /// A gzipped sdist of `demo` 0.1 with an in-tree PEP 517 backend (no
+    /// setuptools or wheel needed) whose `build_wheel` runs `body` first.
+    fn sdist(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("demo-0.1.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut t = tar::Builder::new(gz);
+        let backend = format!(
+            "import os, zipfile\n\
+             def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n    \
+             {body}\n    \
+             name = 'demo-0.1-py3-none-any.whl'\n    \
+             with zipfile.ZipFile(os.path.join(wheel_directory, name), 'w') as z:\n        \
+             z.writestr('demo.py', 'X = 1\\n')\n        \
+             z.writestr('demo-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: demo\\nVersion: 0.1\\n')\n        \
+             z.writestr('demo-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n        \
+             z.writestr('demo-0.1.dist-info/RECORD', '')\n    \
+             return name\n"
+        );
+        let pyproject =
+            "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n";
+        for (name, text) in [
+            ("demo-0.1/pyproject.toml", pyproject),
+            ("demo-0.1/backend.py", backend.as_str()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            t.append_data(&mut h, name, text.as_bytes()).unwrap();
+        }
+        t.into_inner().unwrap().finish().unwrap();
+        path
+    }
+
+    /// The sdist is unpacked in a directory of its own under `out`, gone
+    /// once built (it was left in the system's temporary directory after
+    /// every build), and when the build fails too.
+    #[test]
+    fn an_sdist_is_built_into_a_wheel_and_nothing_else_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let python = Path::new("python3");
+        // Where the unpacked sdist used to be left.
+        let strays = || -> Vec<String> {
+            std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("prebuilder-sdist-"))
+                .collect()
+        };
+        let before = strays();
+        let wheel =
+            build_wheel(python, &sdist(dir.path(), "pass"), "demo-0.1.tar.gz", &out).unwrap();
+        let names = |d: &Path| -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(
+            names(&out),
+            [wheel.file_name().unwrap().to_string_lossy().into_owned()]
+        );
+        let broken = dir.path().join("broken");
+        std::fs::create_dir(&broken).unwrap();
+        let out = dir.path().join("out-broken");
+        let err = build_wheel(
+            python,
+            &sdist(&broken, "raise SystemExit('no')"),
+            "demo-0.1.tar.gz",
+            &out,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::DirectRefused { .. }), "{err:?}");
+        assert!(names(&out).is_empty(), "{:?}", names(&out));
+        assert_eq!(strays(), before);
     }
 }
