@@ -79,15 +79,7 @@ mod tests {
     use super::*;
 
     fn artifact(name: &str, role: Role) -> crate::stage::Artifact {
-        crate::stage::Artifact {
-            name: name.into(),
-            path: name.into(),
-            size: 1,
-            sha256: "0".repeat(64),
-            content_digest: "0".repeat(64),
-            role,
-            origin: None,
-        }
+        crate::stage::Artifact::named(name, role)
     }
 
     #[test]

@@ -494,21 +494,17 @@ async fn download_list<E: Engine>(engine: &E, container: &str, path: &str) -> Re
 /// The part lists into the container's snapshot directory (`parts/NNN.list`,
 /// then `parts/ready`, which the setup waits for).
 async fn give_part_lists<E: Engine>(engine: &E, container: &str, lists: &[Vec<u8>]) -> Result<()> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |name: String, bytes: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        tar.append_data(&mut h, name, bytes)
-    };
-    let built = lists
+    let names: Vec<String> = (0..lists.len())
+        .map(|i| format!("{}/{i:03}.list", setup::PARTS_DIR))
+        .chain([format!("{}/ready", setup::PARTS_DIR)])
+        .collect();
+    let files: Vec<(&str, &[u8])> = names
         .iter()
-        .enumerate()
-        .try_for_each(|(i, list)| add(format!("{}/{i:03}.list", setup::PARTS_DIR), list))
-        .and_then(|()| add(format!("{}/ready", setup::PARTS_DIR), b""))
-        .and_then(|()| tar.into_inner());
-    let bytes = built.map_err(local("writing the snapshot's part lists".to_string()))?;
+        .map(String::as_str)
+        .zip(lists.iter().map(Vec::as_slice).chain([&b""[..]]))
+        .collect();
+    let bytes = image::files_tar(&files, 0)
+        .map_err(local("writing the snapshot's part lists".to_string()))?;
     let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed();
     engine.upload(container, SNAPSHOT_DIR, body).await
 }

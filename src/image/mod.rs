@@ -242,10 +242,8 @@ pub fn write_archive_layers<W: Write, R: Read>(
     layers: usize,
     new: Vec<(R, u64)>,
 ) -> io::Result<W> {
-    let names: Vec<String> = (0..layers).map(|i| format!("{i}/layer.tar")).collect();
-    let manifest =
-        serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }])
-            .to_string();
+    let names = layer_names(layers);
+    let manifest = archive_manifest(&names);
     let mut b = tar::Builder::new(out);
     for (name, bytes) in [
         ("config.json", config),
@@ -279,18 +277,26 @@ pub fn archive_one_layer(
     h.set_cksum();
     let head = h.as_bytes().to_vec();
     let pad = vec![0u8; ((512 - size % 512) % 512) as usize];
-    let names: Vec<String> = (0..layers).map(|i| format!("{i}/layer.tar")).collect();
-    let manifest =
-        serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }])
-            .to_string();
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        ("config.json", config),
-        ("manifest.json", manifest.as_bytes()),
-    ] {
-        b.append_data(&mut file_header(bytes.len() as u64, 0o644, 0), name, bytes)?;
-    }
-    Ok((head, pad, b.into_inner()?))
+    let manifest = archive_manifest(&layer_names(layers));
+    let tail = files_tar(
+        &[
+            ("config.json", config),
+            ("manifest.json", manifest.as_bytes()),
+        ],
+        0,
+    )?;
+    Ok((head, pad, tail))
+}
+
+/// A load archive's layer file names: `<i>/layer.tar` for `layers` layers.
+fn layer_names(layers: usize) -> Vec<String> {
+    (0..layers).map(|i| format!("{i}/layer.tar")).collect()
+}
+
+/// A load archive's `manifest.json`: one untagged image, `config.json`,
+/// the layer files `names`.
+fn archive_manifest(names: &[String]) -> String {
+    serde_json::json!([{ "Config": "config.json", "RepoTags": null, "Layers": names }]).to_string()
 }
 
 /// The first file in the engine's tar around a file (what its archive API
@@ -316,12 +322,20 @@ pub fn image_id(config: &[u8]) -> String {
 
 /// A tar of one regular file (mode 0644, root, dated now).
 pub fn single_file_tar(name: &str, content: &[u8]) -> io::Result<Vec<u8>> {
+    files_tar(&[(name, content)], now_secs())
+}
+
+/// A tar of regular files (name, content; mode 0644, root, dated `mtime`),
+/// in that order.
+pub fn files_tar(files: &[(&str, &[u8])], mtime: u64) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    builder.append_data(
-        &mut file_header(content.len() as u64, 0o644, now_secs()),
-        name,
-        content,
-    )?;
+    for (name, content) in files {
+        builder.append_data(
+            &mut file_header(content.len() as u64, 0o644, mtime),
+            name,
+            *content,
+        )?;
+    }
     builder.into_inner()
 }
 

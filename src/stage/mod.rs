@@ -92,6 +92,23 @@ pub struct Artifact {
     pub origin: Option<PathBuf>,
 }
 
+#[cfg(test)]
+impl Artifact {
+    /// An artifact named `name` of `role` (one byte, zero digests), for
+    /// tests that look at names and roles only.
+    pub(crate) fn named(name: &str, role: Role) -> Artifact {
+        Artifact {
+            name: name.into(),
+            path: name.into(),
+            size: 1,
+            sha256: "0".repeat(64),
+            content_digest: "0".repeat(64),
+            role,
+            origin: None,
+        }
+    }
+}
+
 /// The artifacts of one launch, in manifest order.
 #[derive(Debug)]
 pub struct StagedSet {

@@ -172,15 +172,7 @@ mod tests {
     use super::*;
 
     fn artifact(name: &str, role: Role) -> crate::stage::Artifact {
-        crate::stage::Artifact {
-            name: name.into(),
-            path: name.into(),
-            size: 1,
-            sha256: "00".into(),
-            content_digest: "00".into(),
-            role,
-            origin: None,
-        }
+        crate::stage::Artifact::named(name, role)
     }
 
     const X86: &str =

@@ -103,15 +103,7 @@ mod tests {
         "apache_beam-2.77.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
 
     fn artifact(name: &str, role: Role) -> crate::stage::Artifact {
-        crate::stage::Artifact {
-            name: name.into(),
-            path: name.into(),
-            size: 1,
-            sha256: "00".into(),
-            content_digest: "00".into(),
-            role,
-            origin: None,
-        }
+        crate::stage::Artifact::named(name, role)
     }
 
     fn set(names: &[(&str, Role)]) -> StagedSet {
