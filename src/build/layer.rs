@@ -465,30 +465,13 @@ async fn read_parts<E: Engine>(
 
 /// The snapshot's list of paths (`all`, NUL-separated) from the container.
 async fn download_list<E: Engine>(engine: &E, container: &str, path: &str) -> Result<Vec<u8>> {
-    let outer = ops::download_tar(engine, container, path, MAX_LIST)
+    ops::download_file_up_to(engine, container, path, MAX_LIST)
         .await?
         .ok_or_else(|| Error::Engine {
             engine: String::new(),
             action: format!("reading {path} from container {container}"),
             source: "the setup's snapshot has no list of its paths".into(),
-        })?;
-    let mut archive = tar::Archive::new(&outer[..]);
-    let mut read = || -> std::io::Result<Vec<u8>> {
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            if entry.header().entry_type().is_file() {
-                let mut list = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut list)?;
-                return Ok(list);
-            }
-        }
-        Ok(Vec::new())
-    };
-    read().map_err(|e| Error::Engine {
-        engine: String::new(),
-        action: format!("reading {path} from container {container}"),
-        source: Box::new(e),
-    })
+        })
 }
 
 /// The part lists into the container's snapshot directory (`parts/NNN.list`,
@@ -771,31 +754,18 @@ async fn plan_split<E: Engine>(
         return Ok(split::plan_from_records(&[], None));
     }
     let path = format!("{SNAPSHOT_DIR}/{}", setup::RECORDS_NAME);
-    let Some(outer) = ops::download_tar(engine, container, &path, MAX_RECORDS).await? else {
-        // No records.tar is no layer.tar either (setup.sh makes both or
-        // neither): nothing will be split.
+    let Some(records) = ops::download_file_up_to(engine, container, &path, MAX_RECORDS).await?
+    else {
+        // No records.tar: the setup took no snapshot (it makes that
+        // first), or it failed making it; nothing will be split.
         return Ok(split::plan_from_records(&[], None));
     };
-    let records = inner_records(&outer).map_err(|e| Error::Engine {
+    let records = split::records_in(std::io::Cursor::new(records)).map_err(|e| Error::Engine {
         engine: String::new(),
         action: format!("reading {path} from container {container}"),
         source: Box::new(e),
     })?;
     Ok(split::plan_from_records(&records, rule))
-}
-
-/// The `RECORD` files of the tar inside the engine's tar `outer`.
-fn inner_records(outer: &[u8]) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut archive = tar::Archive::new(outer);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.header().entry_type().is_file() {
-            let mut inner = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut inner)?;
-            return split::records_in(std::io::Cursor::new(inner));
-        }
-    }
-    Ok(Vec::new())
 }
 
 /// The engine's tar stream of the setup's `layer.tar`. `Ok(None)` when the

@@ -190,7 +190,17 @@ pub async fn download_file<E: Engine>(
     container: &str,
     path: &str,
 ) -> Result<Option<Vec<u8>>> {
-    let Some(tar) = download_tar(engine, container, path, MAX_FILE).await? else {
+    download_file_up_to(engine, container, path, MAX_FILE).await
+}
+
+/// [`download_file`] of a file that may take up to `limit` bytes.
+pub async fn download_file_up_to<E: Engine>(
+    engine: &E,
+    container: &str,
+    path: &str,
+    limit: usize,
+) -> Result<Option<Vec<u8>>> {
+    let Some(tar) = download_tar(engine, container, path, limit).await? else {
         return Ok(None);
     };
     first_file(&tar).map_err(|e| Error::Engine {
