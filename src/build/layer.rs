@@ -283,7 +283,7 @@ async fn run_setup<E: Engine>(
     layer: LayerName,
     mode: &SetupMode,
     reporter: &dyn Reporter,
-    steps: Option<&Steps>,
+    listed: Option<&Listed>,
 ) -> Result<()> {
     reporter.event(Event::RunningSetup {
         layer,
@@ -296,8 +296,8 @@ async fn run_setup<E: Engine>(
             .trim_end_matches('\r')
             .to_string();
         reporter.event(Event::SetupOutput { layer, line: &line });
-        if let Some(step) = steps.and_then(|_| Step::of(&line)) {
-            let _ = steps.map(|s| s.send(step));
+        if line == setup::LISTED {
+            let _ = listed.map(|l| l.send(()));
         }
         if tail.len() == TAIL_LINES {
             tail.pop_front();
@@ -334,45 +334,24 @@ async fn run_setup<E: Engine>(
     })
 }
 
-/// What the setup says of its snapshot in parts ([`setup::Snapshot::InParts`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    /// Its lists are made; it waits for the part lists.
-    Listed,
-    /// The part of this name (`000`, `001`, …) is written.
-    Part(String),
-    /// A part could not be written.
-    Failed,
-}
-
-impl Step {
-    fn of(line: &str) -> Option<Step> {
-        if line == setup::LISTED {
-            Some(Step::Listed)
-        } else if line.starts_with(setup::PART_FAILED) {
-            Some(Step::Failed)
-        } else {
-            line.strip_prefix(setup::PART_DONE)
-                .map(|name| Step::Part(name.to_string()))
-        }
-    }
-}
-
-type Steps = tokio::sync::mpsc::UnboundedSender<Step>;
+/// Told once the setup has listed its snapshot in parts
+/// ([`setup::Snapshot::InParts`]: it prints [`setup::LISTED`] and waits).
+type Listed = tokio::sync::mpsc::UnboundedSender<()>;
 
 /// The setup with its snapshot in parts (issue 22): once the setup has
 /// listed what it changed, its record is made and the split planned, the
 /// part lists ([`split::Split::part_lists`]) go into the container, and
-/// each part is cut and its layer loaded while the setup writes the next
-/// ([`read_parts`]). `None` when the setup took no snapshot (no GNU tools
-/// in the base): the caller commits.
+/// each part is read from a `tar` run in the container as it writes it
+/// (no copy of the snapshot on any disk), cut, and its layer loaded while
+/// the next is read ([`read_parts`]); then the setup ends. `None` when the
+/// setup took no snapshot (no GNU tools in the base): the caller commits.
 async fn in_parts<E: Engine>(
     engine: &E,
     container: &str,
     b: &LayerBuild<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Option<(String, serde_json::Value)>> {
-    let (steps, said) = tokio::sync::mpsc::unbounded_channel();
+    let (listed, said) = tokio::sync::mpsc::unbounded_channel();
     let setup = async {
         let ran = run_setup(
             engine,
@@ -380,10 +359,10 @@ async fn in_parts<E: Engine>(
             b.layer.name,
             b.mode,
             reporter,
-            Some(&steps),
+            Some(&listed),
         )
         .await;
-        drop(steps);
+        drop(listed);
         ran
     };
     let (_, made) = tokio::try_join!(setup, read_parts(engine, container, b, reporter, said))?;
@@ -400,14 +379,10 @@ async fn read_parts<E: Engine>(
     container: &str,
     b: &LayerBuild<'_>,
     reporter: &dyn Reporter,
-    mut said: tokio::sync::mpsc::UnboundedReceiver<Step>,
+    mut said: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> Result<Option<(String, serde_json::Value)>> {
-    loop {
-        match said.recv().await {
-            Some(Step::Listed) => break,
-            Some(_) => continue,
-            None => return Ok(None),
-        }
+    if said.recv().await.is_none() {
+        return Ok(None);
     }
     let (record, config) = record_and_config(engine, container, b, reporter).await?;
     let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
@@ -444,9 +419,7 @@ async fn read_parts<E: Engine>(
     let left = || reporter.event(Event::LoadingLayer { layer });
     let parts = Parts {
         lists: lists.len(),
-        said,
         container,
-        space: &written.space,
         layer,
         from: b.from_image,
     };
@@ -474,36 +447,38 @@ async fn download_list<E: Engine>(engine: &E, container: &str, path: &str) -> Re
         })
 }
 
-/// The part lists into the container's snapshot directory (`parts/NNN.list`,
-/// then `parts/ready`, which the setup waits for).
+/// The part lists into the container's snapshot directory (`parts/NNN.list`).
 async fn give_part_lists<E: Engine>(engine: &E, container: &str, lists: &[Vec<u8>]) -> Result<()> {
     let names: Vec<String> = (0..lists.len())
         .map(|i| format!("{}/{i:03}.list", setup::PARTS_DIR))
-        .chain([format!("{}/ready", setup::PARTS_DIR)])
         .collect();
     let files: Vec<(&str, &[u8])> = names
         .iter()
         .map(String::as_str)
-        .zip(lists.iter().map(Vec::as_slice).chain([&b""[..]]))
+        .zip(lists.iter().map(Vec::as_slice))
         .collect();
-    let bytes = image::files_tar(&files, 0)
+    put_files(engine, container, &files).await
+}
+
+/// `files` (path in the snapshot directory, content) into the container.
+async fn put_files<E: Engine>(engine: &E, container: &str, files: &[(&str, &[u8])]) -> Result<()> {
+    let bytes = image::files_tar(files, 0)
         .map_err(local("writing the snapshot's part lists".to_string()))?;
     let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed();
     engine.upload(container, SNAPSHOT_DIR, body).await
 }
 
-/// The setup's parts as it writes them: how many, what it says, whose.
+/// The setup's parts as prebuilder reads them: how many, whose.
 struct Parts<'a> {
     lists: usize,
-    said: tokio::sync::mpsc::UnboundedReceiver<Step>,
     container: &'a str,
-    space: &'a Space<'a>,
     /// The layer's name and the image its setup started from (for errors).
     layer: LayerName,
     from: &'a str,
 }
 
-/// Fetch each part as the setup announces it, cut it into the layers
+/// Read each part (a `tar` run in the container, its output streamed, see
+/// [`setup::part_tar_command`]), cut it into the layers
 /// (`split::split_parts`, in a blocking task) and load each layer as it is
 /// complete ([`load_as_written`]): the image's id and config.
 async fn parts_into_layers<E: Engine>(
@@ -537,6 +512,11 @@ async fn parts_into_layers<E: Engine>(
             (&dir, &mut hand_over),
         )
     });
+    let container = parts.container;
+    let reading = format!(
+        "reading the {} layer's snapshot from container {container} (from {})",
+        parts.layer, parts.from
+    );
     let write = async {
         let wrote = write
             .await
@@ -544,9 +524,19 @@ async fn parts_into_layers<E: Engine>(
                 action: "writing the layer".into(),
                 source,
             })?
-            .map_err(to.error("writing the layer"));
+            .map_err(|e| match exec_failure(&e) {
+                Some(failed) => Error::Engine {
+                    engine: String::new(),
+                    action: reading.clone(),
+                    source: failed.to_string().into(),
+                },
+                None => to.error("writing the layer")(e),
+            })?;
         left();
-        wrote
+        // Every part is read: the setup may end.
+        let done = format!("{}/{}", setup::PARTS_DIR, setup::PARTS_DONE);
+        put_files(engine, container, &[(&done, b"")]).await?;
+        Ok(wrote)
     };
     let fetch = fetch_parts(engine, parts, give);
     // Each layer file goes once loaded (nothing reads it back in parts:
@@ -554,10 +544,12 @@ async fn parts_into_layers<E: Engine>(
     // it out: gigabytes of writes saved.
     let load = load_as_written(engine, (layers, true), n, parent, config, (epoch, entry));
     let (fetched, wrote, loaded) = tokio::join!(fetch, write, load);
-    // The first cause: a part that did not come, else the engine's load,
-    // else the writing (which stops when either stops).
+    // The first cause: a part that could not be read (its `tar` could not
+    // start, or failed), else the engine's load, else the writing (which
+    // stops when either stops).
     fetched?;
     match (wrote, loaded) {
+        (Err(e @ Error::Engine { .. }), _) => Err(e),
         (Err(Error::Local { source, .. }), Err(e))
             if source.kind() == std::io::ErrorKind::BrokenPipe =>
         {
@@ -569,42 +561,42 @@ async fn parts_into_layers<E: Engine>(
     }
 }
 
+/// The failure of a part's `tar` in the container, when that is what `e`
+/// (from the writer reading its output) is.
+fn exec_failure(e: &std::io::Error) -> Option<&crate::engine::ExecFailed> {
+    e.get_ref()?.downcast_ref()
+}
+
 /// A part of the snapshot as the writer reads it.
 type PartReader = Box<dyn std::io::Read + Send>;
 
-/// Each part, once the setup says it is written, from the container to
-/// `give` (in order); an error when the setup could not write one or ended
-/// before the last.
+/// Each part's tar, read from the container as `tar` writes it, to `give`
+/// (in order); once the writer has read them all, the setup is told it may
+/// end ([`setup::PARTS_DONE`]).
 async fn fetch_parts<E: Engine>(
     engine: &E,
-    mut parts: Parts<'_>,
+    parts: Parts<'_>,
     give: tokio::sync::mpsc::Sender<std::io::Result<PartReader>>,
 ) -> Result<()> {
-    let failed = || Error::SnapshotFailed {
-        layer: parts.layer.to_string(),
-        image: parts.from.to_string(),
-    };
     for i in 0..parts.lists {
-        let name = format!("{i:03}");
-        loop {
-            match parts.said.recv().await {
-                Some(Step::Part(n)) if n == name => break,
-                Some(Step::Part(_)) | Some(Step::Listed) => continue,
-                Some(Step::Failed) | None => return Err(failed()),
-            }
-        }
-        let path = format!("{SNAPSHOT_DIR}/{}/{name}.tar", setup::PARTS_DIR);
-        let Some(stream) = engine.download(parts.container, &path).await? else {
-            return Err(failed());
-        };
-        let (stream, _) = sized(
-            stream,
-            parts.container,
-            parts.space.what,
-            parts.space.dir,
-            true,
-        )
-        .await?;
+        let stream = engine
+            .exec_output(
+                parts.container,
+                &setup::part_tar_command(i),
+                &setup::PART_TAR_OK,
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Engine { source, .. } => Error::Engine {
+                    engine: String::new(),
+                    action: format!(
+                        "reading part {i} of the {} layer's snapshot from container {} (from {})",
+                        parts.layer, parts.container, parts.from
+                    ),
+                    source,
+                },
+                other => other,
+            })?;
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let reader: PartReader = Box::new(std::io::BufReader::with_capacity(1 << 20, reader));
         if give.send(Ok(reader)).await.is_err() {

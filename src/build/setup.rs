@@ -80,15 +80,39 @@ pub enum Snapshot {
 }
 
 /// Where, in [`SNAPSHOT_DIR`], prebuilder leaves the part lists
-/// ([`Snapshot::InParts`]) and the setup writes each part's tar.
+/// ([`Snapshot::InParts`]), then [`PARTS_DONE`] once it has read them all.
 pub const PARTS_DIR: &str = "parts";
+/// The file in [`PARTS_DIR`] that ends the setup's wait.
+pub const PARTS_DONE: &str = "done";
 /// The line the setup prints once the snapshot's lists are made and it
-/// waits for the part lists.
+/// waits for prebuilder to read the parts.
 pub const LISTED: &str = "prebuilder: snapshot listed";
-/// The start of the line the setup prints once a part's tar is written
-/// (then its name); [`PART_FAILED`] when it could not be.
-pub const PART_DONE: &str = "prebuilder: snapshot part ";
-pub const PART_FAILED: &str = "prebuilder: snapshot part failed: ";
+
+/// The command that writes part `i`'s tar (its list's paths, as the setup's
+/// own snapshot tar takes them) to standard output, run in the setup
+/// container while the setup waits ([`Snapshot::InParts`]). GNU tar's
+/// status 1 ("file changed as we read it") is not a failure there:
+/// nothing writes once the setup has listed its snapshot.
+pub fn part_tar_command(i: usize) -> Vec<String> {
+    [
+        "tar",
+        "--null",
+        "--no-recursion",
+        "--numeric-owner",
+        "-C",
+        "/",
+        "-cf",
+        "-",
+        "-T",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([format!("{SNAPSHOT_DIR}/{PARTS_DIR}/{i:03}.list")])
+    .collect()
+}
+
+/// The exit statuses of [`part_tar_command`] that give a whole part.
+pub const PART_TAR_OK: [i64; 2] = [0, 1];
 
 /// `Snapshot::No` when the container will be committed: a commit would
 /// carry the snapshot into the image, and nothing reads it. `base_beam`:

@@ -88,23 +88,17 @@ snap_tar() {
     tar --null --no-recursion --numeric-owner -C "${root:-/}" -cf "$1" -T "$2"
 }
 # The snapshot in parts (PREBUILDER_PARTS, see build::layer): once the
-# lists above are made, prebuilder reads them, plans the split and leaves
-# one NUL-separated list per part in $snap/parts (NNN.list, then `ready`);
-# each part is tarred in turn and announced on stdout, so prebuilder cuts
-# and loads one while the next is written. No lists within ten minutes
-# (prebuilder gone) is no snapshot.
+# lists above are made, prebuilder reads them, plans the split and runs one
+# `tar` per part in this container, reading its output as it is written
+# (no copy of the snapshot on disk), then leaves $snap/parts/done. No
+# `done` within ten minutes (prebuilder gone) is no snapshot.
 snap_parts() {
   echo "prebuilder: snapshot listed"
   waited=0
-  while [ ! -e "$snap/parts/ready" ]; do
+  while [ ! -e "$snap/parts/done" ]; do
     waited=$((waited + 1))
-    [ "$waited" -gt 12000 ] && { echo "prebuilder: no snapshot part lists came" >&2; return 1; }
+    [ "$waited" -gt 12000 ] && { echo "prebuilder: the snapshot's parts were not read" >&2; return 1; }
     sleep 0.05
-  done
-  for list in "$snap"/parts/*.list; do
-    part=${list%.list}
-    snap_tar "$part.tar" "$list" || { echo "prebuilder: snapshot part failed: ${part##*/}"; return 1; }
-    echo "prebuilder: snapshot part ${part##*/}"
   done
 }
 snapshot=0

@@ -265,6 +265,27 @@ fn engine_err_io(what: &str, e: std::io::Error) -> Error {
     }
 }
 
+/// How much of an exec's standard error its error keeps (the end).
+const EXEC_STDERR_KEPT: usize = 4096;
+
+/// The exit status of an exec whose output has ended (the engine may
+/// report it running for a moment longer).
+async fn exec_status(docker: &Docker, id: &str) -> std::io::Result<i64> {
+    for _ in 0..100 {
+        let inspected = docker
+            .inspect_exec(id)
+            .await
+            .map_err(std::io::Error::other)?;
+        match (inspected.running, inspected.exit_code) {
+            (Some(true), _) | (_, None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            (_, Some(code)) => return Ok(code),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "exec {id} still ran 5 s after its output ended"
+    )))
+}
+
 /// 404 from the engine.
 fn not_found(e: &BollardError) -> bool {
     matches!(
@@ -660,6 +681,81 @@ impl Engine for DockerEngine {
 
     fn snapshots_in_parts(&self) -> bool {
         self.loads_streams() && self.reads_volume_links()
+    }
+
+    async fn exec_output(&self, container: &str, cmd: &[String], ok: &[i64]) -> Result<ByteStream> {
+        let what = format!(
+            "running {} in container {container}",
+            cmd.first().map_or("", String::as_str)
+        );
+        let config = bollard::models::ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(|e| engine_err(what.clone(), e))?;
+        let options = bollard::exec::StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: Some(1 << 20),
+        };
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(options))
+            .await
+            .map_err(|e| engine_err(what.clone(), e))?;
+        let bollard::exec::StartExecResults::Attached { output, .. } = started else {
+            return Err(Error::Engine {
+                engine: String::new(),
+                action: what,
+                source: "the engine started it detached".into(),
+            });
+        };
+        // The end of its standard error, for the error when it fails.
+        let stderr = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
+        let kept = stderr.clone();
+        let out = output.filter_map(move |item| {
+            let kept = kept.clone();
+            async move {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(message))
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        if let Ok(mut tail) = kept.lock() {
+                            tail.extend_from_slice(&message);
+                            let over = tail.len().saturating_sub(EXEC_STDERR_KEPT);
+                            tail.drain(..over);
+                        }
+                        None
+                    }
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(std::io::Error::other(e))),
+                }
+            }
+        });
+        let docker = self.docker.clone();
+        let ok = ok.to_vec();
+        let command = cmd.join(" ");
+        let status = futures_util::stream::once(async move {
+            let code = exec_status(&docker, &exec.id).await?;
+            if ok.contains(&code) {
+                return Ok(None);
+            }
+            let tail = stderr.lock().map(|t| t.clone()).unwrap_or_default();
+            Err(std::io::Error::other(super::ExecFailed {
+                command,
+                status: code,
+                stderr: String::from_utf8_lossy(&tail).trim().to_string(),
+            }))
+        })
+        .filter_map(|r: std::io::Result<Option<bytes::Bytes>>| async move { r.transpose() });
+        Ok(out.chain(status).boxed())
     }
 
     async fn load_stream(&self, archive: ByteStream) -> Result<()> {

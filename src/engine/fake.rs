@@ -41,6 +41,9 @@ struct FakeContainer {
     labels: BTreeMap<String, String>,
     paths: BTreeSet<String>,
     files: BTreeMap<String, Vec<u8>>,
+    /// The setup's snapshot entries (path, tar entry) while it waits for
+    /// prebuilder to read its parts (`Engine::exec_output`).
+    snapshot: Vec<(String, Vec<u8>)>,
 }
 
 /// How setup containers behave.
@@ -465,6 +468,7 @@ impl FakeEngine {
                 labels,
                 paths: BTreeSet::new(),
                 files: BTreeMap::new(),
+                snapshot: Vec::new(),
             },
         );
         id
@@ -647,15 +651,15 @@ impl FakeEngine {
     }
 
     /// What setup.sh does with PREBUILDER_PARTS once its snapshot is listed:
-    /// says so, waits for prebuilder's part lists, then writes and announces
-    /// each part (the whole snapshot's entries, as listed).
+    /// says so and waits for prebuilder to read the parts (`exec_output`
+    /// runs the part's tar) until it leaves `parts/done`.
     async fn snapshot_parts(
         &self,
         container: &str,
         on_output: &mut (dyn FnMut(bool, &[u8]) + Send),
     ) {
         const DIR: &str = "/.prebuilder-snapshot";
-        let whole = {
+        {
             let mut s = self.state();
             let Some(c) = s.containers.get_mut(container) else {
                 return;
@@ -689,50 +693,24 @@ impl FakeEngine {
                 .flat_map(|(p, _)| p.bytes().chain(std::iter::once(0)))
                 .collect();
             c.files.insert(format!("{DIR}/all"), all);
-            entries
-        };
+            c.snapshot = entries;
+        }
         on_output(false, b"prebuilder: snapshot listed\n");
-        let ready = format!("{DIR}/parts/ready");
+        // How the wait ended, among the calls: `parts-read` (prebuilder
+        // left `done`), else `parts-unread` (the setup gave up).
+        let done = format!("{DIR}/parts/done");
         for _ in 0..10_000 {
-            if self
-                .container(container)
-                .is_ok_and(|c| c.files.contains_key(&ready))
-            {
-                break;
+            match self.container(container) {
+                Ok(c) if !c.files.contains_key(&done) => {}
+                Ok(_) => {
+                    self.state().calls.push(format!("parts-read {container}"));
+                    return;
+                }
+                Err(_) => break,
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
-        let fails = self.state().part_fails;
-        for i in 0.. {
-            let list = format!("{DIR}/parts/{i:03}.list");
-            let Some(names) = self
-                .container(container)
-                .ok()
-                .and_then(|c| c.files.get(&list).cloned())
-            else {
-                break;
-            };
-            if fails == Some(i) {
-                on_output(
-                    false,
-                    format!("prebuilder: snapshot part failed: {i:03}\n").as_bytes(),
-                );
-                return;
-            }
-            let part: Vec<(String, Vec<u8>)> = names
-                .split(|&b| b == 0)
-                .filter(|n| !n.is_empty())
-                .filter_map(|n| whole.iter().find(|(p, _)| p.as_bytes() == n).cloned())
-                .collect();
-            if let Some(c) = self.state().containers.get_mut(container) {
-                c.files
-                    .insert(format!("{DIR}/parts/{i:03}.tar"), tar_of_files(&part));
-            }
-            on_output(
-                false,
-                format!("prebuilder: snapshot part {i:03}\n").as_bytes(),
-            );
-        }
+        self.state().calls.push(format!("parts-unread {container}"));
     }
 
     fn new_image(
@@ -896,6 +874,7 @@ impl Engine for FakeEngine {
                     .collect(),
                 paths: image.paths,
                 files: BTreeMap::new(),
+                snapshot: Vec::new(),
             },
         );
         Ok(id)
@@ -1043,6 +1022,40 @@ impl Engine for FakeEngine {
 
     fn snapshots_in_parts(&self) -> bool {
         self.state().in_parts
+    }
+
+    /// Runs only the setup's part tar (`build::setup::part_tar_command`):
+    /// the entries of the listed paths, from the snapshot the setup keeps
+    /// while it waits; the part `snapshot_in_parts` names fails after its
+    /// output, as GNU tar's status comes.
+    async fn exec_output(&self, container: &str, cmd: &[String], ok: &[i64]) -> Result<ByteStream> {
+        self.call("exec", format!("{container} {}", cmd.join(" ")))
+            .await?;
+        let c = self.container(container)?;
+        let list = cmd.last().cloned().unwrap_or_default();
+        let index = list
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_suffix(".list"))
+            .and_then(|n| n.parse::<usize>().ok());
+        let names = c.files.get(&list).cloned().unwrap_or_default();
+        let part: Vec<(String, Vec<u8>)> = names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .filter_map(|n| c.snapshot.iter().find(|(p, _)| p.as_bytes() == n).cloned())
+            .collect();
+        let mut tar = tar_of_files(&part);
+        tar.resize(tar.len().div_ceil(10240) * 10240, 0);
+        let failed = index.is_none() || (index == self.state().part_fails && !ok.contains(&2));
+        let end = failed.then(|| {
+            std::io::Error::other(super::ExecFailed {
+                command: cmd.join(" "),
+                status: 2,
+                stderr: format!("tar: {list}: the fake cannot write this part"),
+            })
+        });
+        let chunks = std::iter::once(Ok(bytes::Bytes::from(tar))).chain(end.map(Err));
+        Ok(futures_util::stream::iter(chunks).boxed())
     }
 
     /// Streams as the classic Docker store does, unless `load_files_only`.

@@ -170,6 +170,17 @@ pub struct ContainerSpec {
 /// One line of a push's progress, as the engine reports it.
 pub type PushStatus<'a> = &'a mut (dyn FnMut(&str) + Send);
 
+/// A command run by [`Engine::exec_output`] that exited with a status it
+/// was not to: what it was, the status and the end of its standard error.
+/// The error its output stream ends with (inside an `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` exited with status {status}: {stderr}")]
+pub struct ExecFailed {
+    pub command: String,
+    pub status: i64,
+    pub stderr: String,
+}
+
 /// The primitives prebuilder needs from a container engine. Every method is
 /// one Engine API call (or one streamed exchange); none holds build logic.
 #[allow(async_fn_in_trait)]
@@ -220,12 +231,26 @@ pub trait Engine {
     fn loads_streams(&self) -> bool {
         false
     }
-    /// Whether a split layer's snapshot is taken in parts, each cut and
-    /// loaded as the setup writes the next (`build::layer`'s `in_parts`):
-    /// where loads stream and the snapshot is read off the setup's volume
-    /// while the setup runs (Docker's classic store).
+    /// Whether a split layer's snapshot is taken in parts, each streamed
+    /// from a `tar` run in the setup container ([`Engine::exec_output`]),
+    /// cut and loaded while the next is read (`build::layer`'s `in_parts`):
+    /// where loads stream and the setup's volume is read through its link
+    /// (Docker's classic store).
     fn snapshots_in_parts(&self) -> bool {
         false
+    }
+    /// Run `cmd` in a running container and stream its standard output
+    /// (where [`Engine::snapshots_in_parts`]: the setup's snapshot parts,
+    /// `tar` to a pipe, no copy on disk). The stream ends in an error naming
+    /// the exit status and the end of the standard error unless the status
+    /// is one of `ok`.
+    async fn exec_output(&self, container: &str, cmd: &[String], ok: &[i64]) -> Result<ByteStream> {
+        let _ = (container, ok);
+        Err(Error::Engine {
+            engine: String::new(),
+            action: format!("running {} in a container", cmd.join(" ")),
+            source: "prebuilder runs nothing in a running container on this engine".into(),
+        })
     }
     /// Load a `docker save` style archive from a stream (only when
     /// [`Engine::loads_streams`]).

@@ -773,8 +773,8 @@ fn write_split_tree_each<R: Read, W: Write>(
 }
 
 /// The layers of `split` from the snapshot in the parts
-/// [`Split::part_lists`] lists, each part the engine's tar around the
-/// setup's tar of that list, as `parts` gives them: into `dir` as
+/// [`Split::part_lists`] lists, each part GNU tar's archive of that list
+/// (`build::setup::part_tar_command`), as `parts` gives them: into `dir` as
 /// `layer-<i>.tar`, each layer to `ready` once its part is in (the
 /// top last). The same layers, byte for byte, as [`split_stream`] of the
 /// whole sorted snapshot, but for a hard link to a file of another part:
@@ -791,10 +791,11 @@ pub fn split_parts(
         let top = split.parts.len() - 1;
         let mut count = 0;
         for (i, part) in parts.enumerate() {
-            let mut outer = tar::Archive::new(part?);
-            let mut entries = outer.entries()?;
-            let inner = super::inner_tar(&mut entries, &format!("snapshot part {i} holds no tar"))?;
-            writer.place_all(inner, skip, epoch)?;
+            let mut part = part?;
+            writer.place_all(&mut part, skip, epoch)?;
+            // Past the tar's end (its padding): where a failure of what
+            // wrote the part shows (`tar`'s status, after its output).
+            io::copy(&mut part, &mut io::sink())?;
             // Part 0 holds directories; part i the layer i - 1 (the top last).
             if (1..=top).contains(&i) {
                 writer.complete(i - 1)?;
@@ -2009,8 +2010,10 @@ mod tests {
                         .filter(|p| !p.is_empty())
                         .flat_map(|p| by_path[p].clone())
                         .collect();
+                    // The end and GNU tar's padding to its 10240-byte records.
                     t.extend_from_slice(&[0u8; 1024]);
-                    outer(&t)
+                    t.resize(t.len().div_ceil(10240) * 10240, 0);
+                    t
                 })
                 .collect();
             let mut handed = Vec::new();
@@ -2050,7 +2053,7 @@ mod tests {
         let snapshot = tar_of(&gpu_pipeline(&[]));
         let records = records_in(io::Cursor::new(&snapshot)).unwrap();
         let split = plan_from_records(&records, Some(Rule::default()));
-        let empty = outer(&[0u8; 1024]);
+        let empty = vec![0u8; 1024];
         let err = split_parts(
             std::iter::once(Ok(Box::new(io::Cursor::new(empty)) as Box<dyn Read + Send>)),
             (DELETED, None, EPOCH),
@@ -2059,5 +2062,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("parts came"), "{err}");
+    }
+
+    /// A part whose writer fails once its tar is out (GNU tar's status
+    /// comes after its output: a file it could not read is missing from
+    /// an archive that looks whole): an error, not a layer without it.
+    #[test]
+    fn a_part_whose_tar_failed_after_its_output_is_an_error() {
+        struct FailsAtEnd(io::Cursor<Vec<u8>>);
+        impl Read for FailsAtEnd {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                match self.0.read(buf)? {
+                    0 => Err(io::Error::other("tar exited with status 2")),
+                    n => Ok(n),
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = tar_of(&gpu_pipeline(&[]));
+        let records = records_in(io::Cursor::new(&snapshot)).unwrap();
+        let split = plan_from_records(&records, Some(Rule::default()));
+        let n = split.parts.len() + 1;
+        let parts = (0..n).map(|_| {
+            Ok(Box::new(FailsAtEnd(io::Cursor::new(vec![0u8; 10240]))) as Box<dyn Read + Send>)
+        });
+        let err = split_parts(
+            parts,
+            (DELETED, None, EPOCH),
+            split,
+            (dir.path(), &mut |_, _| Ok(())),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("status 2"), "{err}");
     }
 }
