@@ -571,14 +571,18 @@ fn exec_failure(e: &std::io::Error) -> Option<&crate::engine::ExecFailed> {
 type PartReader = Box<dyn std::io::Read + Send>;
 
 /// Each part's tar, read from the container as `tar` writes it, to `give`
-/// (in order); once the writer has read them all, the setup is told it may
-/// end ([`setup::PARTS_DONE`]).
+/// (in order). [`parts_into_layers`] tells the setup it may end
+/// ([`setup::PARTS_DONE`]) once the writer has read them all: the setup's
+/// end stops the container, and any `tar` still running in it.
 async fn fetch_parts<E: Engine>(
     engine: &E,
     parts: Parts<'_>,
     give: tokio::sync::mpsc::Sender<std::io::Result<PartReader>>,
 ) -> Result<()> {
     for i in 0..parts.lists {
+        // The setup waits as long as parts keep starting (setup.sh).
+        let start = format!("{}/{i:03}.start", setup::PARTS_DIR);
+        put_files(engine, parts.container, &[(&start, b"")]).await?;
         let stream = engine
             .exec_output(
                 parts.container,

@@ -80,7 +80,9 @@ pub enum Snapshot {
 }
 
 /// Where, in [`SNAPSHOT_DIR`], prebuilder leaves the part lists
-/// ([`Snapshot::InParts`]), then [`PARTS_DONE`] once it has read them all.
+/// ([`Snapshot::InParts`]), `NNN.start` as it starts reading each part
+/// (the setup waits while they come), then [`PARTS_DONE`] once it has read
+/// them all.
 pub const PARTS_DIR: &str = "parts";
 /// The file in [`PARTS_DIR`] that ends the setup's wait.
 pub const PARTS_DONE: &str = "done";
@@ -379,6 +381,71 @@ mod tests {
                 !names.iter().any(|n| n.starts_with(unwanted)),
                 "{unwanted} in {names:?}"
             );
+        }
+    }
+
+    /// The snapshot in parts: the setup waits as long as prebuilder keeps
+    /// starting parts (`NNN.start`), however long the whole takes, until
+    /// `done`; with none for the wait's limit (prebuilder gone) it gives up
+    /// (no snapshot), and ends either way.
+    #[test]
+    fn the_setup_waits_for_its_parts_while_they_keep_starting() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        for progress in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            std::fs::create_dir_all(&root).unwrap();
+            let art = dir.path().join("artifacts");
+            std::fs::create_dir(&art).unwrap();
+            std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+            let boot = dir.path().join("boot");
+            let r = root.display();
+            std::fs::write(&boot, format!("#!/bin/sh\necho new > {r}/new.txt\n")).unwrap();
+            Command::new("chmod")
+                .arg("755")
+                .arg(&boot)
+                .status()
+                .unwrap();
+            let mut c = on_host(
+                command(false, 0, &[]),
+                &boot,
+                &art,
+                &dir.path().join("record"),
+                &root,
+            );
+            c[2] = c[2].replace("PREBUILDER_PARTS=''", "PREBUILDER_PARTS='1'");
+            // A limit of 2 s without a new part (40 ticks of 50 ms).
+            let mut child = Command::new(&c[0])
+                .args(&c[1..])
+                .env("PREBUILDER_PARTS_TICKS", "40")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            assert!(lines.any(|l| l.unwrap() == LISTED), "the setup lists first");
+            let parts = root
+                .join(SNAPSHOT_DIR.trim_start_matches('/'))
+                .join(PARTS_DIR);
+            let started = std::time::Instant::now();
+            if progress {
+                std::fs::create_dir_all(&parts).unwrap();
+                for i in 0..7 {
+                    std::thread::sleep(std::time::Duration::from_millis(400));
+                    std::fs::write(parts.join(format!("{i:03}.start")), "").unwrap();
+                }
+                std::fs::write(parts.join(PARTS_DONE), "").unwrap();
+            }
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            let gave_up = stderr.contains("the snapshot's parts were not read");
+            assert_eq!(gave_up, !progress, "{stderr}");
+            if progress {
+                // 2.8 s of parts, past the 2 s limit: it waited for them all.
+                assert!(started.elapsed() >= std::time::Duration::from_millis(2800));
+            }
         }
     }
 

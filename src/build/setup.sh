@@ -90,14 +90,21 @@ snap_tar() {
 # The snapshot in parts (PREBUILDER_PARTS, see build::layer): once the
 # lists above are made, prebuilder reads them, plans the split and runs one
 # `tar` per part in this container, reading its output as it is written
-# (no copy of the snapshot on disk), then leaves $snap/parts/done. No
-# `done` within ten minutes (prebuilder gone) is no snapshot.
+# (no copy of the snapshot on disk), leaving $snap/parts/NNN.start before
+# each, then $snap/parts/done. Ten minutes without a new file there
+# (prebuilder gone; PREBUILDER_PARTS_TICKS, in 50 ms ticks, for tests) is
+# no snapshot; however long the whole takes.
 snap_parts() {
   echo "prebuilder: snapshot listed"
   waited=0
+  seen=0
+  ticks=${PREBUILDER_PARTS_TICKS:-12000}
   while [ ! -e "$snap/parts/done" ]; do
+    set -- "$snap"/parts/*
+    [ -e "$1" ] || set --
+    [ "$#" != "$seen" ] && { seen=$#; waited=0; }
     waited=$((waited + 1))
-    [ "$waited" -gt 12000 ] && { echo "prebuilder: the snapshot's parts were not read" >&2; return 1; }
+    [ "$waited" -gt "$ticks" ] && { echo "prebuilder: the snapshot's parts were not read" >&2; return 1; }
     sleep 0.05
   done
 }
