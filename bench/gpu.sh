@@ -385,6 +385,9 @@ o = sec(ours, "flags-relaunch")
 row("unchanged, Beam-style flags", o, None, "< 0.3 s", None if o is None else o < 0.3)
 def share(d, k, key, limit, what):
     v = d.get(k, {})
+    if not v:
+        print(f"{what:34} {'not run':>10}")
+        return
     s = v.get(key)
     mb = lambda b: f"{(b or 0) / 1e6:.0f} MB"
     moved = v.get("uploaded_bytes", v.get("blob_bytes_pulled"))
