@@ -477,6 +477,16 @@ struct Parts<'a> {
     from: &'a str,
 }
 
+impl Parts<'_> {
+    /// What reading them is, for an error.
+    fn reading(&self) -> String {
+        format!(
+            "reading the {} layer's snapshot from container {} (from {})",
+            self.layer, self.container, self.from
+        )
+    }
+}
+
 /// Read each part (a `tar` run in the container, its output streamed, see
 /// [`setup::part_tar_command`]), cut it into the layers
 /// (`split::split_parts`, in a blocking task) and load each layer as it is
@@ -513,10 +523,7 @@ async fn parts_into_layers<E: Engine>(
         )
     });
     let container = parts.container;
-    let reading = format!(
-        "reading the {} layer's snapshot from container {container} (from {})",
-        parts.layer, parts.from
-    );
+    let reading = parts.reading();
     let write = async {
         let wrote = write
             .await
@@ -593,10 +600,7 @@ async fn fetch_parts<E: Engine>(
             .map_err(|e| match e {
                 Error::Engine { source, .. } => Error::Engine {
                     engine: String::new(),
-                    action: format!(
-                        "reading part {i} of the {} layer's snapshot from container {} (from {})",
-                        parts.layer, parts.container, parts.from
-                    ),
+                    action: format!("{}: part {i}", parts.reading()),
                     source,
                 },
                 other => other,

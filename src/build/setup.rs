@@ -384,6 +384,22 @@ mod tests {
         }
     }
 
+    /// A root, an artifacts directory with an empty manifest, and a boot
+    /// (not yet executable) that creates `new.txt` in the root, under `dir`.
+    fn one_file_setup(
+        dir: &std::path::Path,
+    ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let art = dir.join("artifacts");
+        std::fs::create_dir(&art).unwrap();
+        std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
+        let boot = dir.join("boot");
+        let r = root.display();
+        std::fs::write(&boot, format!("#!/bin/sh\necho new > {r}/new.txt\n")).unwrap();
+        (root, art, boot)
+    }
+
     /// The snapshot in parts: the setup waits as long as prebuilder keeps
     /// starting parts (`NNN.start`), however long the whole takes, until
     /// `done`; with none for the wait's limit (prebuilder gone) it gives up
@@ -394,14 +410,7 @@ mod tests {
         use std::process::{Command, Stdio};
         for progress in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("root");
-            std::fs::create_dir_all(&root).unwrap();
-            let art = dir.path().join("artifacts");
-            std::fs::create_dir(&art).unwrap();
-            std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
-            let boot = dir.path().join("boot");
-            let r = root.display();
-            std::fs::write(&boot, format!("#!/bin/sh\necho new > {r}/new.txt\n")).unwrap();
+            let (root, art, boot) = one_file_setup(dir.path());
             Command::new("chmod")
                 .arg("755")
                 .arg(&boot)
@@ -457,14 +466,7 @@ mod tests {
         use std::process::Command;
         for (fails, want_layer) in [(1, true), (2, false)] {
             let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("root");
-            std::fs::create_dir_all(&root).unwrap();
-            let art = dir.path().join("artifacts");
-            std::fs::create_dir(&art).unwrap();
-            std::fs::write(art.join("artifacts_info.json"), "[]").unwrap();
-            let boot = dir.path().join("boot");
-            let r = root.display();
-            std::fs::write(&boot, format!("#!/bin/sh\necho new > {r}/new.txt\n")).unwrap();
+            let (root, art, boot) = one_file_setup(dir.path());
             // A tar that writes the layer, then exits 1 its first `fails` times.
             let bin = dir.path().join("bin");
             std::fs::create_dir(&bin).unwrap();
