@@ -258,10 +258,17 @@ out = {"staging_and_lookup": marks[0][0] if marks else 0.0}
 names = {"uploading": "upload", "running_setup": "setup", "recording": "record",
          "writing_layer": "transfer_and_write_layer", "loading_layer": "load_layer"}
 layers = {}
+# Not phases: the setup's output, log lines, and the heavy layers made
+# while the setup runs (counted below).
+quiet = ("setup_output", "log", "early_layer", "early_layers_dropped")
 for i, (t, ev, layer, e) in enumerate(marks):
     if ev in names and layer:
-        nxt = next((m[0] for m in marks[i + 1:] if m[1] not in ("setup_output", "log")), end)
+        nxt = next((m[0] for m in marks[i + 1:] if m[1] not in quiet), end)
         layers.setdefault(layer, {})[names[ev]] = round(nxt - t, 3)
+    if ev == "early_layer" and layer:
+        layers.setdefault(layer, {})["early_layers"] = e.get("index", 0)
+    if ev == "early_layers_dropped" and layer:
+        layers.setdefault(layer, {})["early_layers_dropped"] = e.get("count", 0)
     if ev == "running_setup" and layer:
         # pip's end: the setup's last line but its snapshot's (the parts it
         # writes while prebuilder loads them, after "recording").
@@ -269,7 +276,7 @@ for i, (t, ev, layer, e) in enumerate(marks):
                 and not m[3].get("line", "").startswith("prebuilder: snapshot")]
         if outs:
             layers[layer]["pip"] = round(outs[-1][0] - t, 3)
-            nxt = next((m[0] for m in marks[i + 1:] if m[1] not in ("setup_output", "log")), end)
+            nxt = next((m[0] for m in marks[i + 1:] if m[1] not in quiet), end)
             layers[layer]["snapshot_in_container"] = round(nxt - outs[-1][0], 3)
 out["layers"] = layers
 out["total"] = end

@@ -87,6 +87,21 @@ pub enum Event<'a> {
     LoadingLayer {
         layer: LayerName,
     },
+    /// One of the split's heavy layers, made and loaded while the setup
+    /// still runs (`crate::build::early`): `index` of the `of` predicted.
+    EarlyLayer {
+        layer: LayerName,
+        part: &'a str,
+        index: usize,
+        of: usize,
+    },
+    /// The `count` layers made while the setup ran are not the split's
+    /// first (`reason`): removed, and made again with the others.
+    EarlyLayersDropped {
+        layer: LayerName,
+        count: usize,
+        reason: &'a str,
+    },
     /// The base lacks GNU find/tar for a snapshot: the container is committed.
     NoSnapshot {
         layer: LayerName,

@@ -370,6 +370,20 @@ pub fn words(event: &Event<'_>) -> String {
         }
         Event::WritingLayer { layer } => format!("{layer}: writing the layer"),
         Event::LoadingLayer { layer } => format!("{layer}: loading the layer"),
+        Event::EarlyLayer {
+            layer,
+            part,
+            index,
+            of,
+        } => format!("{layer}: {part}'s layer loaded while the setup runs ({index} of {of})"),
+        Event::EarlyLayersDropped {
+            layer,
+            count,
+            reason,
+        } => format!(
+            "{layer}: the {count} layer(s) made while the setup ran are not used ({reason}); \
+             every layer is made from the snapshot"
+        ),
         Event::NoSnapshot { layer } => {
             format!("{layer}: the base has no GNU find/tar for a layer snapshot; committing")
         }

@@ -18,6 +18,10 @@ pub const PREBUILDER_COMMIT: &str = "PREBUILDER_COMMIT";
 /// an optional k/m/g suffix, or `off`); default 64 MiB.
 pub const PREBUILDER_SPLIT_THRESHOLD: &str = "PREBUILDER_SPLIT_THRESHOLD";
 
+/// `off`: the split's heavy layers are made after the setup, not while
+/// its pip runs (`crate::build::early`); any other value, or unset: while.
+pub const PREBUILDER_EARLY_LAYERS: &str = "PREBUILDER_EARLY_LAYERS";
+
 /// A snapshot of the environment variables prebuilder reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -87,6 +91,12 @@ impl Settings {
         self.var(PREBUILDER_SPLIT_THRESHOLD)
     }
 
+    /// Whether the split's heavy layers are made while the setup runs
+    /// (unless `PREBUILDER_EARLY_LAYERS=off`).
+    pub fn early_layers(&self) -> bool {
+        self.var(PREBUILDER_EARLY_LAYERS) != Some("off")
+    }
+
     /// `PATH`, to find the launching Python.
     pub fn path(&self) -> Option<&std::ffi::OsStr> {
         self.path.as_deref().filter(|p| !p.is_empty())
@@ -102,6 +112,14 @@ mod tests {
         let s = Settings::from_vars([("DOCKER_CONFIG", ""), ("HOME", "/home/u")]);
         assert_eq!(s.var("DOCKER_CONFIG"), None);
         assert_eq!(s.docker_config_dir(), PathBuf::from("/home/u/.docker"));
+    }
+
+    #[test]
+    fn early_layers_are_on_unless_off() {
+        assert!(Settings::default().early_layers());
+        assert!(Settings::from_vars([(PREBUILDER_EARLY_LAYERS, "")]).early_layers());
+        assert!(Settings::from_vars([(PREBUILDER_EARLY_LAYERS, "on")]).early_layers());
+        assert!(!Settings::from_vars([(PREBUILDER_EARLY_LAYERS, "off")]).early_layers());
     }
 
     #[test]

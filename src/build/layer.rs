@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 
+use super::assemble::{enough_room, image_of, one_layer_body, put_files};
 use super::setup::{self, SNAPSHOT_DIR};
-use super::{flink, local, record, upload, verify};
+use super::{early, flink, local, record, upload, verify};
 use crate::engine::{
     ops, ByteStream, ContainerSpec, Engine, ImageInfo, Network, LABEL, LABEL_BASE, LABEL_BOOT_FROM,
-    LABEL_COMMITTED, LABEL_SPLIT,
+    LABEL_COMMITTED,
 };
 use crate::error::{Error, Result};
 use crate::image::{self, split};
@@ -54,6 +55,10 @@ pub struct LayerBuild<'a> {
     /// (`crate::image::split`; `None`: one layer). Not part of the key:
     /// the cut changes the layers, never the file tree.
     pub split: Option<split::Rule>,
+    /// Make the split's heavy layers while the setup runs, when the
+    /// snapshot is in parts (`super::early`; `PREBUILDER_EARLY_LAYERS=off`
+    /// turns it off).
+    pub early: bool,
 }
 
 impl LayerBuild<'_> {
@@ -283,7 +288,7 @@ async fn run_setup<E: Engine>(
     layer: LayerName,
     mode: &SetupMode,
     reporter: &dyn Reporter,
-    listed: Option<&Listed>,
+    tell: Option<Tell<'_>>,
 ) -> Result<()> {
     reporter.event(Event::RunningSetup {
         layer,
@@ -291,13 +296,22 @@ async fn run_setup<E: Engine>(
     });
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut partial = Vec::new();
+    let (listed, mut installed) = match tell {
+        Some(t) => (Some(t.listed), t.installed),
+        None => (None, None),
+    };
     let mut emit = |line: &[u8]| {
         let line = String::from_utf8_lossy(line)
             .trim_end_matches('\r')
             .to_string();
         reporter.event(Event::SetupOutput { layer, line: &line });
+        if let (Some(record), Some(to)) = (line.strip_prefix(setup::INSTALLED), &installed) {
+            let _ = to.send(record.to_string());
+        }
         if line == setup::LISTED {
             let _ = listed.map(|l| l.send(()));
+            // The early layers stop at the listing (`early::run`).
+            installed = None;
         }
         if tail.len() == TAIL_LINES {
             tail.pop_front();
@@ -338,6 +352,14 @@ async fn run_setup<E: Engine>(
 /// ([`setup::Snapshot::InParts`]: it prints [`setup::LISTED`] and waits).
 type Listed = tokio::sync::mpsc::UnboundedSender<()>;
 
+/// Whom [`run_setup`] tells of the setup's listing, and of each
+/// distribution it announces before it (the `RECORD`'s path; closed at
+/// the listing).
+struct Tell<'a> {
+    listed: &'a Listed,
+    installed: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
 /// The setup with its snapshot in parts (issue 22): once the setup has
 /// listed what it changed, its record is made and the split planned, the
 /// part lists ([`split::Split::part_lists`]) go into the container, and
@@ -352,20 +374,59 @@ async fn in_parts<E: Engine>(
     reporter: &dyn Reporter,
 ) -> Result<Option<(String, serde_json::Value)>> {
     let (listed, said) = tokio::sync::mpsc::unbounded_channel();
+    let rule = b.split_rule().filter(|_| b.early);
+    let prediction = early::predict(rule, &b.layer.artifacts).await;
+    let early_dir = match prediction {
+        Some(_) => Some(layer_dir(b.scratch)?),
+        None => None,
+    };
+    let (installed, announced) = tokio::sync::mpsc::unbounded_channel();
+    let installed = prediction.is_some().then_some(installed);
     let setup = async {
+        let tell = Tell {
+            listed: &listed,
+            installed,
+        };
         let ran = run_setup(
             engine,
             container,
             b.layer.name,
             b.mode,
             reporter,
-            Some(&listed),
+            Some(tell),
         )
         .await;
         drop(listed);
         ran
     };
-    let (_, made) = tokio::try_join!(setup, read_parts(engine, container, b, reporter, said))?;
+    let (made_early, early_made) = tokio::sync::oneshot::channel();
+    let early = async {
+        let made = match (prediction, &early_dir) {
+            (Some(prediction), Some(dir)) => {
+                let epoch = b.epoch();
+                let e = early::Early {
+                    prediction,
+                    container,
+                    layer: b.layer.name,
+                    from_image: b.from_image,
+                    dir: dir.path(),
+                    scratch: b.scratch,
+                    epoch,
+                    config: image::layer_config(&b.config_image.config, &b.labels),
+                    entry: crate::history::entry(b.layer, &image::rfc3339(epoch)),
+                };
+                early::run(engine, &e, announced, reporter).await
+            }
+            _ => Vec::new(),
+        };
+        if let Err(made) = made_early.send(made) {
+            // The build failed meanwhile.
+            early::drop_made(engine, &made).await;
+        }
+        Ok(())
+    };
+    let parts = read_parts(engine, container, b, reporter, (said, early_made));
+    let (_, _, made) = tokio::try_join!(setup, early, parts)?;
     Ok(made)
 }
 
@@ -379,18 +440,29 @@ async fn read_parts<E: Engine>(
     container: &str,
     b: &LayerBuild<'_>,
     reporter: &dyn Reporter,
-    mut said: tokio::sync::mpsc::UnboundedReceiver<()>,
+    (mut said, early_made): (
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+        tokio::sync::oneshot::Receiver<Vec<early::Made>>,
+    ),
 ) -> Result<Option<(String, serde_json::Value)>> {
     if said.recv().await.is_none() {
         return Ok(None);
     }
+    // The layers made while the setup ran (their images are removed by
+    // the loads below, or by the build's end when it fails first).
+    let made = early_made.await.unwrap_or_default();
     let (record, config) = record_and_config(engine, container, b, reporter).await?;
     let deleted = ops::download_file(engine, container, &format!("{SNAPSHOT_DIR}/deleted"))
         .await?
         .unwrap_or_default();
     let split = plan_split(engine, container, b.split_rule()).await?;
+    let made = keep_early(engine, container, (&split, made), b.layer.name, reporter).await;
     let all = download_list(engine, container, &format!("{SNAPSHOT_DIR}/all")).await?;
-    let lists = split.part_lists(&all);
+    let mut lists = split.part_lists(&all);
+    // Their parts are not read again (part 0 holds the directories).
+    for list in lists.iter_mut().skip(1).take(made.len()) {
+        list.clear();
+    }
     give_part_lists(engine, container, &lists).await?;
     let parent = ops::require(engine, b.from_image, "layer parent image").await?;
     reporter.event(Event::WritingLayer {
@@ -419,10 +491,13 @@ async fn read_parts<E: Engine>(
     let left = || reporter.event(Event::LoadingLayer { layer });
     let parts = Parts {
         lists: lists.len(),
+        early: made.len(),
         container,
         layer,
         from: b.from_image,
     };
+    let early: Vec<(String, split::Written)> =
+        made.into_iter().map(|m| (m.image, m.written)).collect();
     let made = parts_into_layers(
         engine,
         parts,
@@ -430,10 +505,43 @@ async fn read_parts<E: Engine>(
         top,
         &written,
         (&parent, config, entry),
-        &left,
+        (early, &left),
     )
     .await?;
     Ok(Some(made))
+}
+
+/// The layers made while the setup ran that begin `split` (the whole
+/// snapshot's), their files unchanged ([`early::verify`]), each with its
+/// part as the split names it; none (their images removed, and said) when
+/// they do not.
+async fn keep_early<E: Engine>(
+    engine: &E,
+    container: &str,
+    (split, mut made): (&split::Split, Vec<early::Made>),
+    layer: LayerName,
+    reporter: &dyn Reporter,
+) -> Vec<early::Made> {
+    if made.is_empty() {
+        return made;
+    }
+    match early::verify(engine, container, split, &made).await {
+        Ok(()) => {
+            for (m, part) in made.iter_mut().zip(&split.parts) {
+                m.written.part = part.clone();
+            }
+            made
+        }
+        Err(reason) => {
+            reporter.event(Event::EarlyLayersDropped {
+                layer,
+                count: made.len(),
+                reason: &reason,
+            });
+            early::drop_made(engine, &made).await;
+            Vec::new()
+        }
+    }
 }
 
 /// The snapshot's list of paths (`all`, NUL-separated) from the container.
@@ -460,17 +568,11 @@ async fn give_part_lists<E: Engine>(engine: &E, container: &str, lists: &[Vec<u8
     put_files(engine, container, &files).await
 }
 
-/// `files` (path in the snapshot directory, content) into the container.
-async fn put_files<E: Engine>(engine: &E, container: &str, files: &[(&str, &[u8])]) -> Result<()> {
-    let bytes = image::files_tar(files, 0)
-        .map_err(local("writing the snapshot's part lists".to_string()))?;
-    let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed();
-    engine.upload(container, SNAPSHOT_DIR, body).await
-}
-
 /// The setup's parts as prebuilder reads them: how many, whose.
 struct Parts<'a> {
     lists: usize,
+    /// Parts 1 to `early` are layers made while the setup ran: not read.
+    early: usize,
     container: &'a str,
     /// The layer's name and the image its setup started from (for errors).
     layer: LayerName,
@@ -498,7 +600,7 @@ async fn parts_into_layers<E: Engine>(
     (deleted, record, epoch): (Vec<u8>, Option<Vec<u8>>, u64),
     to: &Written<'_>,
     (parent, config, entry): (&ImageInfo, serde_json::Value, serde_json::Value),
-    left: &(dyn Fn() + Sync),
+    (early, left): (Vec<(String, split::Written)>, &(dyn Fn() + Sync)),
 ) -> Result<(String, serde_json::Value)> {
     let (give, take) = tokio::sync::mpsc::channel::<std::io::Result<PartReader>>(1);
     let (ready, layers) = tokio::sync::mpsc::unbounded_channel();
@@ -549,11 +651,22 @@ async fn parts_into_layers<E: Engine>(
     // Each layer file goes once loaded (nothing reads it back in parts:
     // a hard link is a file of its own there), before the kernel writes
     // it out: gigabytes of writes saved.
-    let load = load_as_written(engine, (layers, true), n, parent, config, (epoch, entry));
+    let load = load_as_written(
+        engine,
+        (layers, true, early),
+        n,
+        parent,
+        config,
+        (epoch, entry),
+    );
     let (fetched, wrote, loaded) = tokio::join!(fetch, write, load);
-    // The first cause: a part that could not be read (its `tar` could not
-    // start, or failed), else the engine's load, else the writing (which
-    // stops when either stops).
+    first_cause(fetched, wrote, loaded)
+}
+
+/// The parts' outcome by its first cause: a part that could not be read
+/// (its `tar` could not start, or failed), else the engine's load, else
+/// the writing (which stops when either stops).
+fn first_cause<W, T>(fetched: Result<()>, wrote: Result<W>, loaded: Result<T>) -> Result<T> {
     fetched?;
     match (wrote, loaded) {
         (Err(e @ Error::Engine { .. }), _) => Err(e),
@@ -587,6 +700,14 @@ async fn fetch_parts<E: Engine>(
     give: tokio::sync::mpsc::Sender<std::io::Result<PartReader>>,
 ) -> Result<()> {
     for i in 0..parts.lists {
+        if (1..=parts.early).contains(&i) {
+            // Made while the setup ran: an empty part (its layer is loaded).
+            let empty: PartReader = Box::new(std::io::Cursor::new(vec![0u8; 1024]));
+            if give.send(Ok(empty)).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         // The setup waits as long as parts keep starting (setup.sh).
         let start = format!("{}/{i:03}.start", setup::PARTS_DIR);
         put_files(engine, parts.container, &[(&start, b"")]).await?;
@@ -707,7 +828,14 @@ async fn write_and_load<E: Engine>(
     let (ready, layers) = tokio::sync::mpsc::unbounded_channel();
     let parts = snapshot.split.parts.len();
     let write = write_layers(snapshot, history.0, written, Some(ready));
-    let load = load_as_written(engine, (layers, false), parts, parent, config, history);
+    let load = load_as_written(
+        engine,
+        (layers, false, Vec::new()),
+        parts,
+        parent,
+        config,
+        history,
+    );
     let (wrote, loaded) = tokio::join!(
         async {
             let wrote = write.await;
@@ -871,6 +999,8 @@ async fn write_layers(
 
 /// Where [`write_layers`] hands each complete layer.
 type Ready = tokio::sync::mpsc::UnboundedSender<(usize, split::Written)>;
+/// What the loads take them from.
+type Incoming = tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>;
 
 /// Load a split's layers as [`write_layers`] completes them (issue 22):
 /// one request per layer, in image order, each an image of the layers so
@@ -879,22 +1009,22 @@ type Ready = tokio::sync::mpsc::UnboundedSender<(usize, split::Written)>;
 /// that one is in. The last request is the image (its id and config
 /// returned); the images below it are removed (their layers stay, the
 /// image holds them), on failure too. With `layers.1`, each layer file is
-/// removed once loaded.
+/// removed once loaded. `layers.2`: the first layers, already loaded
+/// while the setup ran (`super::early`), each with the image of the
+/// layers up to it; the writer's layers at their indices are not loaded.
 async fn load_as_written<E: Engine>(
     engine: &E,
-    layers: (
-        tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>,
-        bool,
-    ),
+    (layers, drop_loaded, early): (Incoming, bool, Vec<(String, split::Written)>),
     parts: usize,
     parent: &ImageInfo,
     config: serde_json::Value,
     history: (u64, serde_json::Value),
 ) -> Result<(String, serde_json::Value)> {
-    let mut loaded: Vec<String> = Vec::new();
+    let mut loaded: Vec<String> = early.iter().map(|(id, _)| id.clone()).collect();
+    let so_far: Vec<split::Written> = early.into_iter().map(|(_, w)| w).collect();
     let result = load_each(
         engine,
-        layers,
+        (layers, drop_loaded, so_far),
         parts,
         parent,
         (config, history),
@@ -917,19 +1047,17 @@ async fn load_as_written<E: Engine>(
 /// [`load_as_written`]'s requests; every image loaded goes to `loaded`.
 async fn load_each<E: Engine>(
     engine: &E,
-    (layers, drop_loaded): (
-        tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>,
-        bool,
-    ),
+    (layers, drop_loaded, mut so_far): (Incoming, bool, Vec<split::Written>),
     parts: usize,
     parent: &ImageInfo,
     (config, history): (serde_json::Value, (u64, serde_json::Value)),
     loaded: &mut Vec<String>,
 ) -> Result<(String, serde_json::Value)> {
     let base = parent.layers.len();
-    let mut so_far: Vec<split::Written> = Vec::with_capacity(parts);
+    // The layers already loaded: the first request is on their image.
+    let start = so_far.len();
     let mut gate: Option<tokio::sync::oneshot::Receiver<()>> = None;
-    let requests = in_image_order(layers)
+    let requests = in_image_order(layers, start)
         .map(|written| {
             so_far.push(written);
             let (bytes, id, config) = image_of(&so_far, parent, config.clone(), history.clone());
@@ -967,89 +1095,30 @@ async fn load_each<E: Engine>(
     }
 }
 
-/// The layers as [`write_layers`] completes them, in image order.
+/// The layers as [`write_layers`] completes them, in image order, from
+/// index `start` (those below are loaded already: their files, empty
+/// parts, are removed).
 fn in_image_order(
-    layers: tokio::sync::mpsc::UnboundedReceiver<(usize, split::Written)>,
+    layers: Incoming,
+    start: usize,
 ) -> impl futures_util::Stream<Item = split::Written> {
     let pending: BTreeMap<usize, split::Written> = BTreeMap::new();
     futures_util::stream::unfold(
-        (layers, pending, 0),
-        |(mut rx, mut pending, next)| async move {
+        (layers, pending, start),
+        move |(mut rx, mut pending, next)| async move {
             loop {
                 if let Some(w) = pending.remove(&next) {
                     return Some((w, (rx, pending, next + 1)));
                 }
                 let (i, w) = rx.recv().await?;
+                if i < start {
+                    let _ = tokio::fs::remove_file(&w.path).await;
+                    continue;
+                }
                 pending.insert(i, w);
             }
         },
     )
-}
-
-/// The load archive of `layer` as the `index`th of an image of `layers`
-/// layers whose config is `config`: its bytes, then, once `wait` says the
-/// image below is in (dropped: it was not), the config and manifest.
-fn one_layer_body(
-    layer: &split::Written,
-    index: usize,
-    layers: usize,
-    config: &[u8],
-    wait: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<ByteStream> {
-    use futures_util::TryStreamExt;
-    let (head, pad, tail) = image::archive_one_layer(index, layer.size, config, layers)
-        .map_err(local("writing a layer archive's header".to_string()))?;
-    let path = layer.path.clone();
-    let bytes = futures_util::stream::once(async move { tokio::fs::File::open(path).await })
-        .map_ok(|f| tokio_util::io::ReaderStream::with_capacity(f, 1 << 20))
-        .try_flatten();
-    let tail = futures_util::stream::once(async move {
-        if let Some(wait) = wait {
-            wait.await
-                .map_err(|_| std::io::Error::other("the layer below was not loaded"))?;
-        }
-        Ok(bytes::Bytes::from(tail))
-    });
-    let chunk = |b: Vec<u8>| futures_util::stream::once(async move { Ok(bytes::Bytes::from(b)) });
-    Ok(chunk(head)
-        .chain(bytes)
-        .chain(chunk(pad))
-        .chain(tail)
-        .try_filter(|b| std::future::ready(!b.is_empty()))
-        .boxed())
-}
-
-/// The image config of the parent plus `layers` (with the split's label
-/// in `config` when there are several): its bytes, the image id and the
-/// container config.
-fn image_of(
-    layers: &[split::Written],
-    parent: &ImageInfo,
-    mut config: serde_json::Value,
-    (epoch, entry): (u64, serde_json::Value),
-) -> (Vec<u8>, String, serde_json::Value) {
-    if layers.len() > 1 {
-        let parts: Vec<&split::Part> = layers.iter().map(|l| &l.part).collect();
-        if let Some(labels) = config.get_mut("Labels").and_then(|l| l.as_object_mut()) {
-            labels.insert(LABEL_SPLIT.to_string(), split::label(&parts).into());
-        }
-    }
-    let mut diff_ids = parent.layers.clone();
-    diff_ids.extend(layers.iter().map(|l| l.diff_id.clone()));
-    // The parent's history, then what this layer installed (one entry per
-    // layer of the split: `docker history` pairs entries with layers).
-    let mut history = crate::history::from_engine(&parent.history);
-    history.extend(split::history(&entry, layers.iter().map(|l| &l.part)));
-    let image_config = image::image_config(
-        &parent.os,
-        &parent.architecture,
-        config.clone(),
-        &diff_ids,
-        image::rfc3339(epoch),
-        history,
-    );
-    let id = image::image_id(&image_config);
-    (image_config, id, config)
 }
 
 /// Write the load archive of `layers` (the `total` layers' image config
@@ -1108,20 +1177,6 @@ pub(crate) fn scratch_needed(size: u64, streamed: bool) -> u64 {
     size.saturating_mul(copies)
         .saturating_add(size / 64)
         .saturating_add(4 << 20)
-}
-
-/// `Ok` when the file system of `dir` has `needed` bytes free (or cannot
-/// say); else [`Error::DiskFull`] naming it, before anything is written.
-pub(crate) fn enough_room(what: &str, dir: &Path, needed: u64) -> Result<()> {
-    match crate::state::available_space(dir) {
-        Ok(available) if available < needed => Err(Error::DiskFull {
-            what: what.to_string(),
-            dir: dir.to_path_buf(),
-            needed,
-            available,
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// The size of the first file in a tar whose start is `head`, once `head`

@@ -20,10 +20,12 @@
 //! Generic over [`Engine`] and [`Manifests`], so every decision here is
 //! unit-tested against the recording fake (`tests/`) with no daemon.
 
+pub mod assemble;
 pub mod attest;
 pub mod base;
 pub mod boot;
 pub mod direct;
+pub mod early;
 pub mod engineless;
 pub mod flink;
 pub mod ground;

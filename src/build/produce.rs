@@ -64,6 +64,7 @@ impl<E: Engine> Produce for EngineSetup<'_, E> {
             platform: self.opts.platform.as_deref(),
             base_beam: self.opts.base_beam.as_ref().map(|b| b.version.as_str()),
             split: self.opts.split,
+            early: self.opts.settings.early_layers(),
         };
         layer::build(self.engine, &build, reporter).await
     }

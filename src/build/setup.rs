@@ -89,6 +89,9 @@ pub const PARTS_DONE: &str = "done";
 /// The line the setup prints once the snapshot's lists are made and it
 /// waits for prebuilder to read the parts.
 pub const LISTED: &str = "prebuilder: snapshot listed";
+/// What the setup prints, before the path of its `RECORD`, once pip has
+/// finished installing a distribution (with the parts: `build::early`).
+pub const INSTALLED: &str = "prebuilder: installed ";
 
 /// The command that writes part `i`'s tar (its list's paths, as the setup's
 /// own snapshot tar takes them) to standard output, run in the setup
@@ -111,6 +114,49 @@ pub fn part_tar_command(i: usize) -> Vec<String> {
     .map(|a| a.to_string())
     .chain([format!("{SNAPSHOT_DIR}/{PARTS_DIR}/{i:03}.list")])
     .collect()
+}
+
+/// Where, in [`SNAPSHOT_DIR`], prebuilder leaves each early layer's list
+/// (`NNN.list`: the files pip has finished installing for one heavy layer,
+/// read while the setup still runs, see `build::early`), and the marker its
+/// `tar` touches first (`NNN.mark`).
+pub const EARLY_DIR: &str = "early";
+
+/// The command that writes early layer `i`'s tar to standard output, as
+/// [`part_tar_command`] does, after touching its marker: a file whose
+/// status changes after that is found by [`early_check_command`]. Status 1
+/// is not a failure here either: the directories above the files change
+/// while pip installs others (their dates are not kept), and the files
+/// themselves are checked after pip.
+pub fn early_tar_command(i: usize) -> Vec<String> {
+    let dir = format!("{SNAPSHOT_DIR}/{EARLY_DIR}");
+    vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "touch \"$1\" && exec tar --null --no-recursion --numeric-owner -C / -cf - -T \"$2\""
+            .to_string(),
+        "prebuilder-early".to_string(),
+        format!("{dir}/{i:03}.mark"),
+        format!("{dir}/{i:03}.list"),
+    ]
+}
+
+/// The command that prints, for each of the first `n` early layers, the
+/// first of its files (not directories) whose status changed after its
+/// marker; nothing when none did. It fails when it cannot tell (a GNU find
+/// without `-files0-from`, a file gone).
+pub fn early_check_command(n: usize) -> Vec<String> {
+    vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        "cd / && i=0 && while [ \"$i\" -lt \"$2\" ]; do f=$1/$(printf %03d \"$i\"); \
+         find -files0-from \"$f.list\" -maxdepth 0 ! -type d -newercc \"$f.mark\" -print -quit || exit 1; \
+         i=$((i + 1)); done"
+            .to_string(),
+        "prebuilder-early-check".to_string(),
+        format!("{SNAPSHOT_DIR}/{EARLY_DIR}"),
+        n.to_string(),
+    ]
 }
 
 /// The exit statuses of [`part_tar_command`] that give a whole part.
@@ -456,6 +502,156 @@ mod tests {
                 assert!(started.elapsed() >= std::time::Duration::from_millis(2800));
             }
         }
+    }
+
+    /// With the parts, the setup announces each distribution pip has
+    /// finished (its RECORD listing INSTALLER, which pip writes last) once,
+    /// while the step runs, before the snapshot is listed; not one that was
+    /// there before, nor one whose RECORD is still the wheel's.
+    #[test]
+    fn the_setup_announces_each_distribution_once_pip_has_finished_it() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let (root, art, boot) = one_file_setup(dir.path());
+        let site = root.join("site");
+        std::fs::create_dir_all(site.join("old-1.0.dist-info")).unwrap();
+        std::fs::write(
+            site.join("old-1.0.dist-info/RECORD"),
+            "old-1.0.dist-info/INSTALLER,,\n",
+        )
+        .unwrap();
+        let s = site.display();
+        // pip's order: the wheel's RECORD, then the final one; a second
+        // distribution never finished.
+        std::fs::write(
+            &boot,
+            format!(
+                "#!/bin/sh\nmkdir {s}/a-1.0.dist-info {s}/b-2.0.dist-info\n\
+                 echo a.py,, > {s}/a-1.0.dist-info/RECORD\necho b.py,, > {s}/b-2.0.dist-info/RECORD\n\
+                 sleep 0.8\nprintf 'a.py,,\\na-1.0.dist-info/INSTALLER,,\\n' > {s}/a-1.0.dist-info/RECORD.tmp\n\
+                 mv {s}/a-1.0.dist-info/RECORD.tmp {s}/a-1.0.dist-info/RECORD\nsleep 0.8\n"
+            ),
+        )
+        .unwrap();
+        let python = dir.path().join("python");
+        std::fs::write(&python, format!("#!/bin/sh\necho {s}\n")).unwrap();
+        for f in [&boot, &python] {
+            Command::new("chmod").arg("755").arg(f).status().unwrap();
+        }
+        let mut c = on_host(
+            command(false, 0, &[]),
+            &boot,
+            &art,
+            &dir.path().join("record"),
+            &root,
+        );
+        c[2] = c[2]
+            .replace("PREBUILDER_PARTS=''", "PREBUILDER_PARTS='1'")
+            .replace(
+                "PREBUILDER_PYTHON='python'",
+                &format!("PREBUILDER_PYTHON='{}'", python.display()),
+            );
+        let mut child = Command::new(&c[0])
+            .args(&c[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut before_listed = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line == LISTED {
+                break;
+            }
+            before_listed.push(line);
+        }
+        let parts = root
+            .join(SNAPSHOT_DIR.trim_start_matches('/'))
+            .join(PARTS_DIR);
+        std::fs::create_dir_all(&parts).unwrap();
+        std::fs::write(parts.join(PARTS_DONE), "").unwrap();
+        let rest: Vec<String> = lines.map(Result::unwrap).collect();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let announced: Vec<&String> = before_listed
+            .iter()
+            .filter(|l| l.starts_with("prebuilder: installed "))
+            .collect();
+        assert_eq!(
+            announced,
+            [&format!("prebuilder: installed {s}/a-1.0.dist-info/RECORD")],
+            "{before_listed:?}"
+        );
+        assert!(!rest.iter().any(|l| l.starts_with("prebuilder: installed")));
+    }
+
+    /// An early layer's tar reads its list after touching its marker; the
+    /// check after pip names a file changed since then, says nothing when
+    /// none did (directories are not files: pip adds to them), and fails
+    /// when a file is gone.
+    #[test]
+    fn an_early_layers_files_are_checked_against_its_marker() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let early = d.join("early");
+        std::fs::create_dir_all(early.join("x")).unwrap();
+        std::fs::create_dir_all(d.join("site/pkg")).unwrap();
+        for f in ["site/pkg/a.py", "site/pkg/b.so"] {
+            std::fs::write(d.join(f), f).unwrap();
+        }
+        let rel = |p: &str| format!(".{}/{p}", d.display());
+        let list: Vec<u8> = ["site", "site/pkg", "site/pkg/a.py", "site/pkg/b.so"]
+            .iter()
+            .flat_map(|p| rel(p).into_bytes().into_iter().chain([0]))
+            .collect();
+        std::fs::write(early.join("000.list"), &list).unwrap();
+        let mut tar = early_tar_command(0);
+        tar[4] = early.join("000.mark").display().to_string();
+        tar[5] = early.join("000.list").display().to_string();
+        let out = Command::new(&tar[0])
+            .args(&tar[1..])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let names: Vec<String> = tar::Archive::new(&out.stdout[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(early.join("000.mark").exists());
+        let check = || {
+            let mut c = early_check_command(1);
+            c[4] = early.display().to_string();
+            Command::new(&c[0]).args(&c[1..]).output().unwrap()
+        };
+        let quiet = check();
+        assert!(quiet.status.success());
+        assert_eq!(String::from_utf8_lossy(&quiet.stdout), "");
+        // Another distribution installed beside it: its directory changes.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(d.join("site/other.py"), "x").unwrap();
+        std::fs::write(d.join("site/pkg/new.py"), "x").unwrap();
+        assert_eq!(String::from_utf8_lossy(&check().stdout), "");
+        // One of its files rewritten.
+        std::fs::write(d.join("site/pkg/b.so"), "changed").unwrap();
+        let changed = check();
+        assert!(changed.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&changed.stdout).trim(),
+            rel("site/pkg/b.so")
+        );
+        // One gone.
+        std::fs::remove_file(d.join("site/pkg/a.py")).unwrap();
+        assert!(!check().status.success());
     }
 
     /// GNU tar's status 1 ("file changed as we read it", seen under qemu on

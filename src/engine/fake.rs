@@ -94,6 +94,11 @@ struct State {
     part_fails: Option<usize>,
     /// Files every snapshot holds besides `six.py` (`snapshot_adds`).
     snapshot_adds: Vec<(String, Vec<u8>)>,
+    /// The setup announces each `RECORD` of its snapshot, as setup.sh does
+    /// with the parts, then waits for this many loads before it lists
+    /// (`announce_installs`); the file the early check finds changed.
+    announces: Option<usize>,
+    early_changed: Option<String>,
     /// Load archives from files only, as Podman and the containerd store
     /// do (`load_files_only`); else from streams, as the classic store.
     load_files_only: bool,
@@ -365,6 +370,17 @@ impl FakeEngine {
         s.part_fails = fails;
     }
 
+    /// With the parts, the setup announces each `RECORD` its snapshot
+    /// holds (`prebuilder: installed <path>`, as setup.sh does while pip
+    /// runs), then waits until `loads` archives were loaded (the layers
+    /// made meanwhile; at most 10 s) before it lists its snapshot. The
+    /// check of those layers' files finds `changed` changed, if given.
+    pub fn announce_installs(&self, loads: usize, changed: Option<&str>) {
+        let mut s = self.state();
+        s.announces = Some(loads);
+        s.early_changed = changed.map(str::to_string);
+    }
+
     pub fn load_files_only(&self) {
         self.state().load_files_only = true;
     }
@@ -579,6 +595,7 @@ impl FakeEngine {
             let leave = s.leave.clone();
             let breaks = s.snapshot_breaks;
             let adds = s.snapshot_adds.clone();
+            let announces = s.announces.is_some();
             if let Some(c) = s.containers.get_mut(id) {
                 // A snapshot when the base has the tools for it and the
                 // command asks for one (a container to be committed does not).
@@ -628,6 +645,16 @@ impl FakeEngine {
                         )];
                         files.extend(adds.into_iter().map(|(p, c)| (format!("./{p}"), c)));
                         files.sort();
+                        if announces {
+                            // Read while the setup runs: the RECORDs at
+                            // their paths, the files for an early tar.
+                            for (p, content) in files.iter().filter(|(p, _)| p.ends_with("/RECORD"))
+                            {
+                                c.files
+                                    .insert(p.trim_start_matches('.').to_string(), content.clone());
+                            }
+                            c.snapshot = files.clone();
+                        }
                         let inner = tar_of_files(&files);
                         c.files
                             .insert("/.prebuilder-snapshot/layer.tar".to_string(), inner);
@@ -711,6 +738,41 @@ impl FakeEngine {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         self.state().calls.push(format!("parts-unread {container}"));
+    }
+
+    /// With `announce_installs` and the parts: each RECORD of the snapshot
+    /// announced, then a wait for the loads asked for.
+    async fn announce(&self, container: &str, on_output: &mut (dyn FnMut(bool, &[u8]) + Send)) {
+        let (loads, records) = {
+            let s = self.state();
+            let Some(c) = s.containers.get(container) else {
+                return;
+            };
+            let asked = c
+                .spec
+                .entrypoint
+                .iter()
+                .any(|a| a.contains("PREBUILDER_PARTS='1'"));
+            let records: Vec<String> = c
+                .snapshot
+                .iter()
+                .filter(|(p, _)| p.ends_with("/RECORD"))
+                .map(|(p, _)| p.trim_start_matches('.').to_string())
+                .collect();
+            match s.announces {
+                Some(loads) if asked => (loads, records),
+                _ => return,
+            }
+        };
+        for r in records.iter().rev() {
+            on_output(false, format!("prebuilder: installed {r}\n").as_bytes());
+        }
+        for _ in 0..10_000 {
+            if self.count("load") >= loads {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     fn new_image(
@@ -969,6 +1031,7 @@ impl Engine for FakeEngine {
             on_output(false, format!("{line}\n").as_bytes());
         }
         if status == 0 {
+            self.announce(container, on_output).await;
             self.snapshot_parts(container, on_output).await;
         }
         Ok(status)
@@ -1032,6 +1095,11 @@ impl Engine for FakeEngine {
         self.call("exec", format!("{container} {}", cmd.join(" ")))
             .await?;
         let c = self.container(container)?;
+        if cmd.get(3).map(String::as_str) == Some("prebuilder-early-check") {
+            let changed = self.state().early_changed.clone().unwrap_or_default();
+            let out = bytes::Bytes::from(changed.into_bytes());
+            return Ok(futures_util::stream::once(async move { Ok(out) }).boxed());
+        }
         let list = cmd.last().cloned().unwrap_or_default();
         let index = list
             .rsplit('/')

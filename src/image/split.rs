@@ -15,7 +15,9 @@
 //! `RECORD` files of the distributions installed in it ([`Distribution`]);
 //! the output is an ordered list of layer tars ([`Split`]):
 //! - each distribution of at least the threshold's installed size alone,
-//!   in name order (heavy layers, shared, first);
+//!   in reverse name order (heavy layers, shared, first; pip installs
+//!   distributions of equal dependency weight in that order, so a layer is
+//!   complete early, see [`early`]);
 //! - the smaller distributions together (the pipeline-specific group);
 //! - on top, what no `RECORD` claims, what several claim (the
 //!   `nvidia/__init__.py` every nvidia-* wheel ships), each distribution's
@@ -39,6 +41,8 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{file_header, relative, reproducible, topmost_deleted, whiteout, Hashing};
+
+pub mod early;
 
 /// Installed size from which a distribution gets a layer of its own.
 pub const DEFAULT_THRESHOLD: u64 = 64 << 20;
@@ -208,7 +212,7 @@ pub struct Split {
 
 impl Split {
     /// Split `distributions` (as found in one snapshot): each of at least
-    /// `threshold` bytes alone, in name order, the others in one group, and
+    /// `threshold` bytes alone, in reverse name order, the others in one group, and
     /// the top; at most `max_layers` (at least 2): past it, the smallest of
     /// the heavy ones join the group.
     pub fn plan(mut distributions: Vec<Distribution>, threshold: u64, max_layers: usize) -> Split {
@@ -238,8 +242,11 @@ impl Split {
         if heavy.len() > slots {
             heavy.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
             heavy.truncate(slots);
-            heavy.sort_by(|a, b| a.name.cmp(&b.name));
         }
+        // Reverse name order: pip installs distributions of the same
+        // dependency weight in that order (torch's CUDA wheels: cublas
+        // last), so the layers below are complete first (`early`).
+        heavy.sort_by(|a, b| b.name.cmp(&a.name));
         let heavy_names: HashSet<&str> = heavy.iter().map(|d| d.name.as_str()).collect();
         let mut parts: Vec<Part> = heavy
             .iter()
@@ -322,6 +329,15 @@ impl Split {
             lists[part].push(0);
         }
         lists
+    }
+
+    /// The paths layer `i` holds (relative to the root), as `RECORD`s give them.
+    pub fn owned_by(&self, i: usize) -> HashSet<&str> {
+        self.owner
+            .iter()
+            .filter(|(_, &layer)| layer == i)
+            .map(|(p, _)| p.as_str())
+            .collect()
     }
 
     /// The layer `path` (relative to the root) goes to.
@@ -1099,11 +1115,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     const SITE: &str = "usr/lib/python3/site-packages";
-    const EPOCH: u64 = 1_600_000_000;
+    pub(super) const EPOCH: u64 = 1_600_000_000;
 
     /// One snapshot entry: path (with `./`, as GNU tar writes it), kind, body.
     #[derive(Clone)]
-    enum E {
+    pub(super) enum E {
         Dir(&'static str),
         File(String, Vec<u8>),
         Link(String, String),
@@ -1114,7 +1130,17 @@ mod tests {
         E::File(path.to_string(), body.as_bytes().to_vec())
     }
 
-    fn tar_of(entries: &[E]) -> Vec<u8> {
+    impl E {
+        /// The entry's path, as written in the tar.
+        pub(super) fn path(&self) -> &str {
+            match self {
+                E::Dir(p) => p,
+                E::File(p, _) | E::Link(p, _) | E::Hard(p, _) => p,
+            }
+        }
+    }
+
+    pub(super) fn tar_of(entries: &[E]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         let header = |kind, size: u64, mode| {
             let mut h = tar::Header::new_gnu();
@@ -1172,9 +1198,9 @@ mod tests {
     /// A pipeline's snapshot: each (name, version, files with sizes) as pip
     /// installs it under SITE, plus `extra` entries, sorted as setup.sh sorts.
     /// A distribution as a fixture: name, version, (RECORD path, size) each.
-    type Dist = (&'static str, &'static str, &'static [(&'static str, usize)]);
+    pub(super) type Dist = (&'static str, &'static str, &'static [(&'static str, usize)]);
 
-    fn install(dists: &[Dist], extra: &[E]) -> Vec<E> {
+    pub(super) fn install(dists: &[Dist], extra: &[E]) -> Vec<E> {
         let mut all: BTreeMap<String, E> = BTreeMap::new();
         let mut dir = |p: String| {
             let p: &'static str = Box::leak(format!("./{p}/").into_boxed_str());
@@ -1224,7 +1250,7 @@ mod tests {
         all.into_values().collect()
     }
 
-    fn distributions(snapshot: &[u8]) -> Vec<Distribution> {
+    pub(super) fn distributions(snapshot: &[u8]) -> Vec<Distribution> {
         records_in(io::Cursor::new(snapshot))
             .unwrap()
             .iter()
@@ -1232,7 +1258,7 @@ mod tests {
             .collect()
     }
 
-    fn split_layers(
+    pub(super) fn split_layers(
         snapshot: &[u8],
         deleted: &[u8],
         threshold: u64,
@@ -1433,21 +1459,21 @@ mod tests {
     }
 
     #[test]
-    fn heavy_distributions_alone_in_name_order_the_rest_grouped_then_the_top() {
+    fn heavy_distributions_alone_in_reverse_name_order_the_rest_grouped_then_the_top() {
         let snapshot = tar_of(&gpu_pipeline(&[SIX, IDNA]));
         let (split, layers, _) = split_layers(&snapshot, DELETED, THRESHOLD, MAX_LAYERS);
         let labels: Vec<String> = split.parts.iter().map(Part::label).collect();
         assert_eq!(
             labels,
             [
-                "nvidia_cublas_cu12-12.4.5.8",
-                "nvidia_cudnn_cu12-9.1.0.70",
                 "torch-2.5.1",
+                "nvidia_cudnn_cu12-9.1.0.70",
+                "nvidia_cublas_cu12-12.4.5.8",
                 "2 distributions",
                 "the rest"
             ]
         );
-        let torch = entries(&layers[2]);
+        let torch = entries(&layers[0]);
         assert!(torch.contains(&format!("{SITE}/torch/lib/libtorch.so")));
         assert!(torch.contains(&"usr/bin/torchrun".to_string()));
         assert!(
@@ -1674,14 +1700,14 @@ mod tests {
         let parts: Vec<&Part> = split.parts.iter().collect();
         let names = parse_label(&label(&parts));
         assert_eq!(names.len(), 5);
-        assert_eq!(names[2], "torch-2.5.1");
+        assert_eq!(names[0], "torch-2.5.1");
         assert_eq!(names[4], "the rest");
         assert!(parse_label("not json").is_empty());
         let entry = serde_json::json!({"created": "x", "created_by": "prebuilder dependencies layer: installed torch"});
         let history = history(&entry, split.parts.iter());
         assert_eq!(history.len(), 5);
         assert_eq!(history[4], entry);
-        assert!(history[2]["created_by"]
+        assert!(history[0]["created_by"]
             .as_str()
             .unwrap()
             .ends_with(": torch-2.5.1, alone"));

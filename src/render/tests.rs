@@ -86,6 +86,23 @@ fn samples() -> Vec<(Event<'static>, Value)> {
             json!({"event": "loading_layer", "layer": "dependencies"}),
         ),
         (
+            Event::EarlyLayer {
+                layer: D,
+                part: "torch-2.5.1",
+                index: 1,
+                of: 13,
+            },
+            json!({"event": "early_layer", "layer": "dependencies", "part": "torch-2.5.1", "index": 1, "of": 13}),
+        ),
+        (
+            Event::EarlyLayersDropped {
+                layer: D,
+                count: 2,
+                reason: "the split of what pip installed begins otherwise",
+            },
+            json!({"event": "early_layers_dropped", "layer": "dependencies", "count": 2, "reason": "the split of what pip installed begins otherwise"}),
+        ),
+        (
             Event::NoSnapshot { layer: A },
             json!({"event": "no_snapshot", "layer": "application"}),
         ),
@@ -261,6 +278,8 @@ fn variant(event: &Event<'_>) -> usize {
         Event::Attestation { .. } => 31,
         Event::AttestationWritten { .. } => 32,
         Event::AttestationsSkipped { .. } => 33,
+        Event::EarlyLayer { .. } => 34,
+        Event::EarlyLayersDropped { .. } => 35,
     }
 }
 
@@ -275,7 +294,7 @@ fn every_event_serializes_to_its_name_and_fields() {
     let mut seen: Vec<usize> = samples.iter().map(|(e, _)| variant(e)).collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen, (0..=33).collect::<Vec<_>>(), "one sample per variant");
+    assert_eq!(seen, (0..=35).collect::<Vec<_>>(), "one sample per variant");
     for (event, want) in &samples {
         let line = json_line(event);
         let mut got = parse(&line);

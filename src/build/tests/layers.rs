@@ -543,3 +543,115 @@ async fn a_snapshot_part_the_setup_cannot_write_leaves_nothing() {
         assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
     }
 }
+
+/// The set of [`heavy`] with the heavy distribution staged as a wheel
+/// (its `RECORD` predicts the split's first layer, `build::early`).
+fn heavy_wheel_set(w: &World) -> StagedSet {
+    let wheel = crate::direct::install::tests::make_wheel(
+        w.files.path(),
+        "heavy-1.0-py3-none-any.whl",
+        &[
+            ("heavy/data.bin", &"x".repeat(4096), 0o644),
+            (
+                "heavy-1.0.dist-info/RECORD",
+                "heavy/data.bin,sha256=x,4096\nheavy-1.0.dist-info/RECORD,,\n",
+                0o644,
+            ),
+        ],
+    );
+    let bytes = std::fs::read(&wheel).unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let mut artifacts = w.set("app").artifacts;
+    artifacts.insert(
+        1,
+        Artifact {
+            name: "heavy-1.0-py3-none-any.whl".into(),
+            path: wheel,
+            size: bytes.len() as u64,
+            sha256: digest.clone(),
+            content_digest: digest,
+            role: Role::RequirementsCache,
+            origin: None,
+        },
+    );
+    StagedSet::new(artifacts, w.files.path().to_path_buf(), None)
+}
+
+/// Issue 22: with the parts, the heavy layer the staged wheel predicts is
+/// made and loaded while the setup runs (once announced), and its part is
+/// not read again: the same image as without it (`PREBUILDER_EARLY_LAYERS=
+/// off`). When the early layer's files changed after it was read, its
+/// image is removed and every layer made from the snapshot: the same
+/// image again. Nothing is left in either case.
+#[tokio::test]
+async fn a_heavy_layer_made_while_the_setup_runs_gives_the_same_image() {
+    use crate::settings::{Settings, PREBUILDER_EARLY_LAYERS};
+    let mut results = Vec::new();
+    for (case, early, changed) in [
+        ("off", false, None),
+        ("kept", true, None),
+        (
+            "changed",
+            true,
+            Some("./usr/lib/python3/dist-packages/heavy/data.bin"),
+        ),
+    ] {
+        let w = world();
+        w.engine.snapshot_in_parts(None);
+        w.engine.announce_installs(usize::from(early), changed);
+        let scratch = tempfile::tempdir().unwrap();
+        let mut opts = heavy(&w, scratch.path());
+        if !early {
+            opts.settings = Settings::from_vars([(PREBUILDER_EARLY_LAYERS, "off")]);
+        }
+        let images = w.engine.image_count();
+        let rec = Recorder::default();
+        let r = w.build(&opts, &heavy_wheel_set(&w), &rec).await.unwrap();
+        let execs = w.engine.calls();
+        let early_tars = execs
+            .iter()
+            .filter(|c| c.starts_with("exec ") && c.contains(" prebuilder-early "))
+            .count();
+        let checks = execs
+            .iter()
+            .filter(|c| c.starts_with("exec ") && c.contains(" prebuilder-early-check "))
+            .count();
+        assert_eq!(early_tars, usize::from(early), "{case}");
+        assert_eq!(checks, usize::from(early), "{case}");
+        assert_eq!(rec.saw("EarlyLayer"), early, "{case}");
+        assert_eq!(rec.saw("EarlyLayersDropped"), changed.is_some(), "{case}");
+        // The parts read from the setup: the directories, the heavy layer
+        // (unless made early and kept), the top.
+        let kept = early && changed.is_none();
+        assert_eq!(
+            w.engine.count("exec") - early_tars - checks,
+            if kept { 2 } else { 3 },
+            "{case}"
+        );
+        // The early layer's load, then the split's other loads, then the
+        // application's.
+        assert_eq!(
+            w.engine.count("load"),
+            usize::from(early) + if kept { 2 } else { 3 },
+            "{case}"
+        );
+        assert_eq!(
+            w.engine.image_count(),
+            images + 2,
+            "{case}: only the layers' images stay"
+        );
+        assert_eq!(
+            std::fs::read_dir(scratch.path()).unwrap().count(),
+            0,
+            "{case}"
+        );
+        assert_eq!(w.engine.count("parts-read"), 1, "{case}");
+        results.push((
+            r.layers[0].image_id.clone(),
+            r.layers[0].parts.clone(),
+            r.layers[1].image_id.clone(),
+        ));
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+}
