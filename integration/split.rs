@@ -283,6 +283,15 @@ fn heavy_distributions_are_shared_layers_and_the_tree_is_unchanged() {
         "{}",
         stderr(&o)
     );
+    // numpy's layer was made and loaded while pip still ran (the staged
+    // wheel's RECORD predicted it, the setup announced it) and kept.
+    let early: Vec<String> = events(&o)
+        .iter()
+        .filter(|e| e["event"] == "early_layer")
+        .filter_map(|e| e["part"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(early, ["numpy-2.1.3"], "{}", stderr(&o));
+    assert!(!stderr(&o).contains("early_layers_dropped"));
     let first = json(&o);
     let first_parts = parts(&first);
     let names: Vec<&str> = first_parts.iter().map(|(n, _)| n.as_str()).collect();
@@ -332,6 +341,22 @@ fn heavy_distributions_are_shared_layers_and_the_tree_is_unchanged() {
             }
         }
     }
+
+    // The same inputs with no layer made while pip runs: the same layers,
+    // the same image.
+    let late = TestRepo::new("split-late");
+    let late_run = build(&late.name, &first_requirements)
+        .env("PREBUILDER_EARLY_LAYERS", "off")
+        .arg("--no-cache")
+        .run();
+    assert_eq!(late_run.status.code(), Some(0), "{}", stderr(&late_run));
+    assert!(!stderr(&late_run).contains("\"early_layer\""));
+    let late_report = json(&late_run);
+    assert_eq!(parts(&late_report), first_parts);
+    assert_eq!(
+        late_report["layers"][0]["image_id"],
+        first["layers"][0]["image_id"]
+    );
 
     // The same inputs, unsplit: one dependency layer, the same file tree.
     let whole_run = build(&unsplit.name, &first_requirements)

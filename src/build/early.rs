@@ -108,58 +108,106 @@ pub(super) struct Early<'a> {
 
 /// While the setup runs: each announced `RECORD` path from `announced`
 /// (closed once the setup has listed its snapshot); makes the predicted
-/// layers in order as their distributions are announced. The layers made;
-/// any failure ends the early layers (logged), their images removed: the
-/// parts path makes them then.
+/// layers in order as their distributions are announced, each loaded
+/// while the next is read, until the listing's announcements are done. The layers made; any failure ends the early
+/// layers (logged): the parts path makes the rest.
 pub(super) async fn run<E: Engine>(
     engine: &E,
     early: &Early<'_>,
-    mut announced: tokio::sync::mpsc::UnboundedReceiver<String>,
+    announced: tokio::sync::mpsc::UnboundedReceiver<String>,
     reporter: &dyn Reporter,
 ) -> Vec<Made> {
+    let (give, take) = tokio::sync::mpsc::channel(1);
+    let ((), made) = tokio::join!(
+        write_each(engine, early, announced, give),
+        load_each(engine, early, take, reporter)
+    );
+    made
+}
+
+/// The predicted layers' files, each once its distribution is announced
+/// (and every one below it written), tarred in the container and cut into
+/// its layer file, to `give` in order; stops once every announcement up to
+/// the listing is done, at the first failure (logged) or when the loads
+/// stop.
+async fn write_each<E: Engine>(
+    engine: &E,
+    early: &Early<'_>,
+    mut announced: tokio::sync::mpsc::UnboundedReceiver<String>,
+    give: tokio::sync::mpsc::Sender<(Distribution, split::Written)>,
+) {
     let mut installed: HashMap<String, String> = HashMap::new();
-    let mut made: Vec<Made> = Vec::new();
-    let mut parent: Option<ImageInfo> = None;
     let order = &early.prediction.order;
+    let mut next = 0;
     while let Some(record) = announced.recv().await {
         if let Some(name) = dist_name(&record) {
             installed.insert(name, record);
         }
-        // Not past the listing: the parts path makes the rest as fast.
-        while let Some(record) = order
-            .get(made.len())
-            .and_then(|n| installed.get(n))
-            .filter(|_| !announced.is_closed())
-        {
-            let next = match &parent {
-                Some(p) => make_one(engine, early, p, &made, record).await,
-                None => match ops::require(engine, early.from_image, "layer parent image").await {
-                    Ok(p) => {
-                        parent = Some(p);
-                        continue;
+        // Past the listing too, for what was announced before it: the
+        // setup announces every distribution by then.
+        while let Some(record) = order.get(next).and_then(|n| installed.get(n)) {
+            match write_one(engine, early, next, record).await {
+                Ok(layer) => {
+                    if give.send(layer).await.is_err() {
+                        return;
                     }
-                    Err(e) => Err(e),
-                },
-            };
-            match next {
-                Ok(m) => {
-                    reporter.event(Event::EarlyLayer {
-                        layer: early.layer,
-                        part: &m.dist.name,
-                        index: made.len() + 1,
-                        of: order.len(),
-                    });
-                    made.push(m);
+                    next += 1;
                 }
                 Err(e) => {
                     tracing::warn!(
                         "the layers made while the setup runs stop at {}: {e}; the rest are made after it",
-                        order[made.len()]
+                        order[next]
                     );
-                    // Drained: the setup's output goes on regardless.
-                    while announced.recv().await.is_some() {}
-                    return made;
+                    return;
                 }
+            }
+        }
+    }
+}
+
+/// Each layer from `take`, in order, loaded as the image of the layers so
+/// far; the layers loaded (at the first failure, logged, the ones before).
+async fn load_each<E: Engine>(
+    engine: &E,
+    early: &Early<'_>,
+    mut take: tokio::sync::mpsc::Receiver<(Distribution, split::Written)>,
+    reporter: &dyn Reporter,
+) -> Vec<Made> {
+    let mut made: Vec<Made> = Vec::new();
+    let mut parent: Option<ImageInfo> = None;
+    while let Some((dist, written)) = take.recv().await {
+        let loaded = match &parent {
+            Some(p) => load_one(engine, early, p, &made, &written).await,
+            None => match ops::require(engine, early.from_image, "layer parent image").await {
+                Ok(p) => {
+                    let loaded = load_one(engine, early, &p, &made, &written).await;
+                    parent = Some(p);
+                    loaded
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let _ = tokio::fs::remove_file(&written.path).await;
+        match loaded {
+            Ok(image) => {
+                reporter.event(Event::EarlyLayer {
+                    layer: early.layer,
+                    part: &dist.name,
+                    index: made.len() + 1,
+                    of: early.prediction.order.len(),
+                });
+                made.push(Made {
+                    dist,
+                    written,
+                    image,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the layers made while the setup runs stop at {}: {e}; the rest are made after it",
+                    dist.name
+                );
+                break;
             }
         }
     }
@@ -172,17 +220,14 @@ fn dist_name(record: &str) -> Option<String> {
     info.strip_suffix(".dist-info").map(str::to_string)
 }
 
-/// The next early layer: `record`'s distribution read from the container,
-/// its files tarred there, cut into its layer, loaded as the image of the
-/// layers so far (`made` and it).
-async fn make_one<E: Engine>(
+/// Early layer `i`: `record`'s distribution read from the container, its
+/// files tarred there, cut into its layer file.
+async fn write_one<E: Engine>(
     engine: &E,
     early: &Early<'_>,
-    parent: &ImageInfo,
-    made: &[Made],
+    i: usize,
     record: &str,
-) -> Result<Made> {
-    let i = made.len();
+) -> Result<(Distribution, split::Written)> {
     let bytes = ops::download_file_up_to(engine, early.container, record, MAX_RECORD)
         .await?
         .ok_or_else(|| gone(early.container, record))?;
@@ -205,7 +250,7 @@ async fn make_one<E: Engine>(
     let path = early.dir.join(format!("early-{i}.tar"));
     let epoch = early.epoch;
     let (file, d) = (path.clone(), dist.clone());
-    let (diff_id, size) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+    let written = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&file)?);
@@ -220,37 +265,47 @@ async fn make_one<E: Engine>(
     .map_err(|source| Error::Task {
         action: "writing an early layer".into(),
         source,
-    })?
-    .map_err(super::local(format!("writing {}", path.display())))?;
+    })?;
+    let (diff_id, size) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(super::local(format!("writing {}", path.display()))(e));
+        }
+    };
+    let part = split::Part::Distribution {
+        name: dist.name.clone(),
+        size: dist.size,
+    };
     let written = split::Written {
-        part: split::Part::Distribution {
-            name: dist.name.clone(),
-            size: dist.size,
-        },
-        path: path.clone(),
+        part,
+        path,
         size,
         diff_id,
     };
+    Ok((dist, written))
+}
+
+/// `written` loaded as the image of the layers `made` and it (with a
+/// provisional config: the record is made after pip, and only the last
+/// image of the whole split is kept): that image's id.
+async fn load_one<E: Engine>(
+    engine: &E,
+    early: &Early<'_>,
+    parent: &ImageInfo,
+    made: &[Made],
+    written: &split::Written,
+) -> Result<String> {
     let mut so_far: Vec<split::Written> = made.iter().map(|m| m.written.clone()).collect();
     so_far.push(written.clone());
-    // A provisional config: the record is made after pip. Only the last
-    // image of the whole split is kept.
-    let history = (epoch, early.entry.clone());
+    let history = (early.epoch, early.entry.clone());
     let (bytes, image, _) = image_of(&so_far, parent, early.config.clone(), history);
     let base = parent.layers.len();
-    let body = one_layer_body(&written, base + i, base + i + 1, &bytes, None);
-    let loaded = match body {
-        Ok(body) => engine.load_stream(body).await,
-        Err(e) => Err(e),
-    };
-    let _ = tokio::fs::remove_file(&path).await;
-    loaded?;
+    let i = made.len();
+    let body = one_layer_body(written, base + i, base + i + 1, &bytes, None)?;
+    engine.load_stream(body).await?;
     engine.note_partial_image(&image);
-    Ok(Made {
-        dist,
-        written,
-        image,
-    })
+    Ok(image)
 }
 
 fn gone(container: &str, record: &str) -> Error {

@@ -310,7 +310,8 @@ async fn run_setup<E: Engine>(
         }
         if line == setup::LISTED {
             let _ = listed.map(|l| l.send(()));
-            // The early layers stop at the listing (`early::run`).
+            // The setup has announced every distribution by now: the early
+            // layers end with those (`early::run`).
             installed = None;
         }
         if tail.len() == TAIL_LINES {

@@ -506,8 +506,9 @@ mod tests {
 
     /// With the parts, the setup announces each distribution pip has
     /// finished (its RECORD listing INSTALLER, which pip writes last) once,
-    /// while the step runs, before the snapshot is listed; not one that was
-    /// there before, nor one whose RECORD is still the wheel's.
+    /// while the step runs or as it ends, before the snapshot is listed;
+    /// not one that was there before, nor one whose RECORD is still the
+    /// wheel's.
     #[test]
     fn the_setup_announces_each_distribution_once_pip_has_finished_it() {
         use std::io::BufRead;
@@ -530,7 +531,8 @@ mod tests {
                 "#!/bin/sh\nmkdir {s}/a-1.0.dist-info {s}/b-2.0.dist-info\n\
                  echo a.py,, > {s}/a-1.0.dist-info/RECORD\necho b.py,, > {s}/b-2.0.dist-info/RECORD\n\
                  sleep 0.8\nprintf 'a.py,,\\na-1.0.dist-info/INSTALLER,,\\n' > {s}/a-1.0.dist-info/RECORD.tmp\n\
-                 mv {s}/a-1.0.dist-info/RECORD.tmp {s}/a-1.0.dist-info/RECORD\nsleep 0.8\n"
+                 mv {s}/a-1.0.dist-info/RECORD.tmp {s}/a-1.0.dist-info/RECORD\nsleep 0.8\n\
+                 mkdir {s}/c-3.0.dist-info\nprintf 'c-3.0.dist-info/INSTALLER,,\\n' > {s}/c-3.0.dist-info/RECORD\n"
             ),
         )
         .unwrap();
@@ -579,9 +581,13 @@ mod tests {
             .iter()
             .filter(|l| l.starts_with("prebuilder: installed "))
             .collect();
+        // The last one finished as the step ended: announced then.
         assert_eq!(
             announced,
-            [&format!("prebuilder: installed {s}/a-1.0.dist-info/RECORD")],
+            [
+                &format!("prebuilder: installed {s}/a-1.0.dist-info/RECORD"),
+                &format!("prebuilder: installed {s}/c-3.0.dist-info/RECORD"),
+            ],
             "{before_listed:?}"
         );
         assert!(!rest.iter().any(|l| l.starts_with("prebuilder: installed")));

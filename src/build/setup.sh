@@ -112,20 +112,16 @@ snap_parts() {
 # the setup step runs, each distribution pip has finished installing (pip
 # writes its RECORD last, once with INSTALLER listed) is announced once as
 # `prebuilder: installed <its RECORD>`, and prebuilder reads its files
-# meanwhile. What was installed before is not announced.
-watch_installs() {
-  sites=$(PYTHONDONTWRITEBYTECODE=1 "$PREBUILDER_PYTHON" -c 'import sys
-print("\n".join(p for p in sys.path if p.endswith("-packages")))' 2>/dev/null) || return 0
-  records() { for s in $sites; do printf '%s\n' "$s"/*.dist-info/RECORD; done | LC_ALL=C sort; }
-  records >"$snap/installed"
-  while sleep 0.25; do
-    records | LC_ALL=C comm -23 - "$snap/installed" | while IFS= read -r r; do
-      [ -f "$r" ] && grep -q '[.]dist-info/INSTALLER,' "$r" || continue
-      echo "prebuilder: installed $r"
-      printf '%s\n' "$r" >>"$snap/installed"
-    done
-    LC_ALL=C sort -o "$snap/installed" "$snap/installed"
+# meanwhile; once more when the step ends, so none is missed. What was
+# installed before is not announced.
+installed_records() { for s in $sites; do printf '%s\n' "$s"/*.dist-info/RECORD; done | LC_ALL=C sort; }
+announce_installed() {
+  installed_records | LC_ALL=C comm -23 - "$snap/installed" | while IFS= read -r r; do
+    [ -f "$r" ] && grep -q '[.]dist-info/INSTALLER,' "$r" || continue
+    echo "prebuilder: installed $r"
+    printf '%s\n' "$r" >>"$snap/installed"
   done
+  LC_ALL=C sort -o "$snap/installed" "$snap/installed"
 }
 snapshot=0
 if [ -n "$PREBUILDER_SNAPSHOT" ] && find / -maxdepth 0 -printf '' 2>/dev/null && tar --version 2>/dev/null | grep -q GNU &&
@@ -138,10 +134,19 @@ fi
 command -v run_setup >/dev/null 2>&1 ||
   run_setup() { "$PREBUILDER_BOOT" --setup_only --artifacts "$PREBUILDER_MANIFEST"; }
 watcher=
-if [ "$snapshot" = 1 ] && [ -n "${PREBUILDER_PARTS:-}" ]; then watch_installs & watcher=$!; fi
+if [ "$snapshot" = 1 ] && [ -n "${PREBUILDER_PARTS:-}" ] &&
+   sites=$(PYTHONDONTWRITEBYTECODE=1 "$PREBUILDER_PYTHON" -c 'import sys
+print("\n".join(p for p in sys.path if p.endswith("-packages")))' 2>/dev/null) &&
+   installed_records >"$snap/installed"; then
+  while sleep 0.25; do announce_installed; done &
+  watcher=$!
+fi
 run_setup
 status=$?
-if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null; fi
+if [ -n "$watcher" ]; then
+  kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
+  announce_installed
+fi
 if [ "$status" -ne 0 ]; then
   echo "prebuilder: $PREBUILDER_STEP exited with status $status" >&2
   exit "$status"
