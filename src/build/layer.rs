@@ -606,6 +606,7 @@ async fn parts_into_layers<E: Engine>(
     let (give, take) = tokio::sync::mpsc::channel::<std::io::Result<PartReader>>(1);
     let (ready, layers) = tokio::sync::mpsc::unbounded_channel();
     let n = split.parts.len();
+    let made = early.len();
     let dir = to.dir.to_path_buf();
     let write = tokio::task::spawn_blocking(move || {
         let mut take = take;
@@ -621,7 +622,7 @@ async fn parts_into_layers<E: Engine>(
         split::split_parts(
             incoming,
             (&deleted, record.as_deref().map(|r| (RECORD_FILE, r)), epoch),
-            split,
+            (split, made),
             (&dir, &mut hand_over),
         )
     });

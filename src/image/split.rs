@@ -794,15 +794,25 @@ fn write_split_tree_each<R: Read, W: Write>(
 /// `layer-<i>.tar`, each layer to `ready` once its part is in (the
 /// top last). The same layers, byte for byte, as [`split_stream`] of the
 /// whole sorted snapshot, but for a hard link to a file of another part:
-/// a file of its own here (each part is a tar of its own).
+/// a file of its own here (each part is a tar of its own). `made`: the
+/// first layers were made elsewhere (while the setup ran, [`early`]):
+/// their parts are empty, and the directories above their files count as
+/// held by them (not put on top).
 pub fn split_parts(
     parts: impl Iterator<Item = io::Result<Box<dyn Read + Send>>>,
     (deleted, record, epoch): OnTop<'_>,
-    split: Split,
+    (split, made): (Split, usize),
     sink: LayerSink<'_>,
 ) -> io::Result<Vec<Written>> {
     early_files(&split, sink, |outs, early| {
         let mut writer = Writer::new(&split, outs, Some(early), false)?;
+        for (path, _) in split.owner.iter().filter(|(_, &i)| i < made) {
+            for a in Path::new(path).ancestors().skip(1).filter_map(Path::to_str) {
+                if a.is_empty() || !writer.dirs.placed.insert(a.to_string()) {
+                    break;
+                }
+            }
+        }
         let skip = record.map(|(path, _)| relative(path));
         let top = split.parts.len() - 1;
         let mut count = 0;
@@ -2042,32 +2052,40 @@ mod tests {
                     t
                 })
                 .collect();
-            let mut handed = Vec::new();
-            let mut ready = |i: usize, _: &Written| {
-                handed.push(i);
-                Ok(())
-            };
-            let parts = split_parts(
-                tars.into_iter()
-                    .map(|t| Ok(Box::new(io::Cursor::new(t)) as Box<dyn Read + Send>)),
-                (DELETED, record, EPOCH),
-                split,
-                (&out("parts"), &mut ready),
-            )
-            .unwrap();
-            assert_eq!(
-                handed,
-                (0..whole.len()).collect::<Vec<_>>(),
-                "in image order"
-            );
-            assert_eq!(parts.len(), whole.len());
-            for (p, w) in parts.iter().zip(&whole) {
-                assert_eq!(p.part, w.part);
-                assert_eq!(p.diff_id, w.diff_id, "{:?}", p.part);
+            // The first `made` layers made elsewhere (while the setup
+            // ran): their parts empty, every other layer the same.
+            for made in [0, 1, 2] {
+                let mut handed = Vec::new();
+                let mut ready = |i: usize, _: &Written| {
+                    handed.push(i);
+                    Ok(())
+                };
+                let mut tars = tars.clone();
+                for t in tars.iter_mut().skip(1).take(made) {
+                    *t = vec![0u8; 10240];
+                }
+                let parts = split_parts(
+                    tars.into_iter()
+                        .map(|t| Ok(Box::new(io::Cursor::new(t)) as Box<dyn Read + Send>)),
+                    (DELETED, record, EPOCH),
+                    (split.clone(), made),
+                    (&out(&format!("parts-{made}")), &mut ready),
+                )
+                .unwrap();
                 assert_eq!(
-                    std::fs::read(&p.path).unwrap(),
-                    std::fs::read(&w.path).unwrap()
+                    handed,
+                    (0..whole.len()).collect::<Vec<_>>(),
+                    "in image order"
                 );
+                assert_eq!(parts.len(), whole.len());
+                for (p, w) in parts.iter().zip(&whole).skip(made) {
+                    assert_eq!(p.part, w.part);
+                    assert_eq!(p.diff_id, w.diff_id, "{:?}, {made} made", p.part);
+                    assert_eq!(
+                        std::fs::read(&p.path).unwrap(),
+                        std::fs::read(&w.path).unwrap()
+                    );
+                }
             }
         }
     }
@@ -2083,7 +2101,7 @@ mod tests {
         let err = split_parts(
             std::iter::once(Ok(Box::new(io::Cursor::new(empty)) as Box<dyn Read + Send>)),
             (DELETED, None, EPOCH),
-            split,
+            (split, 0),
             (dir.path(), &mut |_, _| Ok(())),
         )
         .unwrap_err();
@@ -2115,7 +2133,7 @@ mod tests {
         let err = split_parts(
             parts,
             (DELETED, None, EPOCH),
-            split,
+            (split, 0),
             (dir.path(), &mut |_, _| Ok(())),
         )
         .unwrap_err();
