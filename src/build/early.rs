@@ -94,9 +94,9 @@ pub(super) struct Early<'a> {
     pub layer: LayerName,
     /// The image the setup started from: the layers go on it.
     pub from_image: &'a str,
-    /// Where their files go (each removed once loaded), and the
-    /// directory whose room is checked first.
+    /// Where their files go (each removed once loaded).
     pub dir: &'a Path,
+    /// The scratch directory `dir` is in: its room is checked first.
     pub scratch: &'a Path,
     /// The layer's epoch, a provisional config of its images (the record
     /// is made after pip; only the last image of the split is kept) and
@@ -109,8 +109,9 @@ pub(super) struct Early<'a> {
 /// While the setup runs: each announced `RECORD` path from `announced`
 /// (closed once the setup has listed its snapshot); makes the predicted
 /// layers in order as their distributions are announced, each loaded
-/// while the next is read, until the listing's announcements are done. The layers made; any failure ends the early
-/// layers (logged): the parts path makes the rest.
+/// while the next is read, until the listing's announcements are done.
+/// The layers made; any failure ends the early layers (logged): the parts
+/// path makes the rest.
 pub(super) async fn run<E: Engine>(
     engine: &E,
     early: &Early<'_>,

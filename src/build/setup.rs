@@ -446,6 +446,19 @@ mod tests {
         (root, art, boot)
     }
 
+    /// The setup command with its snapshot in parts, run on the host in
+    /// `dir` (the record beside `root`).
+    fn in_parts_on_host(
+        dir: &std::path::Path,
+        boot: &std::path::Path,
+        art: &std::path::Path,
+        root: &std::path::Path,
+    ) -> Vec<String> {
+        let mut c = on_host(command(false, 0, &[]), boot, art, &dir.join("record"), root);
+        c[2] = c[2].replace("PREBUILDER_PARTS=''", "PREBUILDER_PARTS='1'");
+        c
+    }
+
     /// The snapshot in parts: the setup waits as long as prebuilder keeps
     /// starting parts (`NNN.start`), however long the whole takes, until
     /// `done`; with none for the wait's limit (prebuilder gone) it gives up
@@ -462,14 +475,7 @@ mod tests {
                 .arg(&boot)
                 .status()
                 .unwrap();
-            let mut c = on_host(
-                command(false, 0, &[]),
-                &boot,
-                &art,
-                &dir.path().join("record"),
-                &root,
-            );
-            c[2] = c[2].replace("PREBUILDER_PARTS=''", "PREBUILDER_PARTS='1'");
+            let c = in_parts_on_host(dir.path(), &boot, &art, &root);
             // A limit of 2 s without a new part (40 ticks of 50 ms).
             let mut child = Command::new(&c[0])
                 .args(&c[1..])
@@ -541,19 +547,11 @@ mod tests {
         for f in [&boot, &python] {
             Command::new("chmod").arg("755").arg(f).status().unwrap();
         }
-        let mut c = on_host(
-            command(false, 0, &[]),
-            &boot,
-            &art,
-            &dir.path().join("record"),
-            &root,
+        let mut c = in_parts_on_host(dir.path(), &boot, &art, &root);
+        c[2] = c[2].replace(
+            "PREBUILDER_PYTHON='python'",
+            &format!("PREBUILDER_PYTHON='{}'", python.display()),
         );
-        c[2] = c[2]
-            .replace("PREBUILDER_PARTS=''", "PREBUILDER_PARTS='1'")
-            .replace(
-                "PREBUILDER_PYTHON='python'",
-                &format!("PREBUILDER_PYTHON='{}'", python.display()),
-            );
         let mut child = Command::new(&c[0])
             .args(&c[1..])
             .stdout(Stdio::piped())

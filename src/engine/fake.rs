@@ -123,6 +123,15 @@ pub fn remote_manifest_digest(reference: &str) -> String {
     sha(format!("manifest of {reference}").as_bytes())
 }
 
+/// Whether the container's setup takes its snapshot in parts (setup.sh's
+/// `PREBUILDER_PARTS`).
+fn asks_for_parts(c: &FakeContainer) -> bool {
+    c.spec
+        .entrypoint
+        .iter()
+        .any(|a| a.contains("PREBUILDER_PARTS='1'"))
+}
+
 fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
     tar_of_files(&[(name.to_string(), content.to_vec())])
 }
@@ -691,12 +700,7 @@ impl FakeEngine {
             let Some(c) = s.containers.get_mut(container) else {
                 return;
             };
-            let asked = c
-                .spec
-                .entrypoint
-                .iter()
-                .any(|a| a.contains("PREBUILDER_PARTS='1'"));
-            if !asked {
+            if !asks_for_parts(c) {
                 return;
             }
             let Some(whole) = c.files.remove(&format!("{DIR}/layer.tar")) else {
@@ -748,11 +752,7 @@ impl FakeEngine {
             let Some(c) = s.containers.get(container) else {
                 return;
             };
-            let asked = c
-                .spec
-                .entrypoint
-                .iter()
-                .any(|a| a.contains("PREBUILDER_PARTS='1'"));
+            let asked = asks_for_parts(c);
             let records: Vec<String> = c
                 .snapshot
                 .iter()
