@@ -20,7 +20,7 @@
 //!   wrong), the early layers are dropped and the whole split is made as
 //!   before: a wrong prediction costs time, never bytes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -50,19 +50,14 @@ impl Prediction {
                 Distribution::from_record(&format!("{stem}.dist-info/RECORD"), bytes)
             })
             .collect();
-        let mut claims: HashMap<&str, usize> = HashMap::new();
-        for d in &dists {
-            let own: HashSet<&str> = d.files.iter().map(String::as_str).collect();
-            for f in own {
-                *claims.entry(f).or_default() += 1;
-            }
-        }
-        let shared = claims
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(f, _)| f.to_string())
-            .collect();
         let split = Split::plan(dists.clone(), rule.threshold, rule.max_layers);
+        // What the split gives no single layer: claimed more than once.
+        let shared = dists
+            .iter()
+            .flat_map(|d| &d.files)
+            .filter(|f| !split.owner.contains_key(*f))
+            .cloned()
+            .collect();
         let order = split
             .parts
             .iter()
